@@ -1,0 +1,14 @@
+//! virnucpro: VirNucPro viral sequence identification in Rust.
+//!
+//! Data flow (see README.md): `translate` (chunks + six-frame ORFs) -> `embed-dna` (DNABERT-S)
+//! and `embed-protein` (ESM-2) -> `predict` (MLP classifier, per-chunk and per-sequence calls).
+
+pub mod cli;
+pub mod fasta;
+pub mod models;
+pub mod output;
+pub mod progress;
+pub mod seq;
+pub mod tokenize;
+pub mod translate;
+pub mod weights;

@@ -1,0 +1,55 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use virnucpro::cli::{Cli, Command};
+use virnucpro::translate;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line for the user: the whole context chain, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_env("VIRNUCPRO_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Translate(a) => {
+            let opts = translate::TranslateOptions {
+                input: a.input,
+                chunk_size: a.chunk_size as usize,
+                outdir: a.outdir,
+                threads: a.threads,
+                shard_size: a.shard_size.map(|n| n as usize),
+                write_chunks: a.write_chunks,
+                allow_duplicate_ids: a.allow_duplicate_ids,
+                quiet: cli.quiet,
+            };
+            let summary = translate::run(&opts)?;
+            translate::log_summary(&summary, &opts.outdir);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,4 @@
+//! Turning sequences into model token ids.
+
+pub mod dnabert;
+pub mod esm;

@@ -1,0 +1,408 @@
+//! `virnucpro translate`: FASTA -> chunks -> six-frame ORFs, streaming with bounded memory.
+//!
+//! A reader thread parses and validates records into batches of about [`BATCH_BASES`] bases;
+//! each batch's chunks are translated and formatted in parallel (rayon, order kept by
+//! `collect`), then written in input order. Memory is bounded by two batches plus the largest
+//! single record (the chunker needs a record's length before its first chunk).
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::fasta::{FastaReader, FastaRecord};
+use crate::output::{ensure_dir, write_atomic, AtomicFile};
+use crate::progress::Progress;
+use crate::seq::chunk::{chunk_id, chunk_ranges};
+use crate::seq::orf::{six_frame_orfs, Orf, OrfScratch, FRAMES};
+use crate::seq::validate::{first_invalid_nucleotide, show_byte};
+
+/// Bases per parallel batch: large enough to keep every thread busy, small enough that memory
+/// stays flat on a 10 GB input.
+pub const BATCH_BASES: usize = 8 << 20;
+
+pub const NUCLEOTIDE_FILE: &str = "identified_nucleotide.fa";
+pub const PROTEIN_FILE: &str = "identified_protein.faa";
+pub const CHUNKS_FILE: &str = "chunked.fa";
+pub const SUMMARY_FILE: &str = "translate.json";
+pub const SHARD_DIR: &str = "shards";
+
+#[derive(Debug, Clone)]
+pub struct TranslateOptions {
+    pub input: PathBuf,
+    pub chunk_size: usize,
+    pub outdir: PathBuf,
+    pub threads: Option<usize>,
+    pub shard_size: Option<usize>,
+    pub write_chunks: bool,
+    pub allow_duplicate_ids: bool,
+    pub quiet: bool,
+}
+
+/// A record left out of the outputs, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    pub id: String,
+    pub reason: String,
+}
+
+/// What `translate` did: printed at the end and written as `translate.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TranslateSummary {
+    pub input: String,
+    pub chunk_size: usize,
+    pub records: u64,
+    pub bases: u64,
+    pub chunks: u64,
+    pub orfs: u64,
+    pub records_skipped: u64,
+    pub skipped: Vec<Skipped>,
+    pub outputs: Vec<String>,
+    pub shards: Option<usize>,
+    pub threads: usize,
+    pub wall_seconds: f64,
+    pub mbp_per_second: f64,
+}
+
+/// At most this many skipped records are listed by id in the summary (all are counted).
+const MAX_LISTED_SKIPS: usize = 1000;
+
+type Batch = Vec<FastaRecord>;
+
+/// Everything written for one chunk, formatted in the worker that translated it.
+#[derive(Default)]
+struct ChunkOut {
+    chunk_fasta: Vec<u8>,
+    nucleotide: Vec<u8>,
+    protein: Vec<u8>,
+    /// End offsets of each ORF's records in `nucleotide` / `protein`, for shard boundaries.
+    orf_ends: Vec<(usize, usize)>,
+}
+
+pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
+    if opts.chunk_size < 3 {
+        bail!("--chunk-size must be at least 3 (one codon); got {}", opts.chunk_size);
+    }
+    if opts.shard_size == Some(0) {
+        bail!("--shard-size must be at least 1");
+    }
+    let mut reader = FastaReader::open(&opts.input)?;
+    ensure_dir(&opts.outdir)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .context("starting worker threads")?;
+    let threads = pool.current_num_threads();
+    let started = Instant::now();
+
+    let mut sink = Sink::create(opts)?;
+    let mut summary = TranslateSummary {
+        input: reader.label().to_string(),
+        chunk_size: opts.chunk_size,
+        records: 0,
+        bases: 0,
+        chunks: 0,
+        orfs: 0,
+        records_skipped: 0,
+        skipped: Vec::new(),
+        outputs: Vec::new(),
+        shards: None,
+        threads,
+        wall_seconds: 0.0,
+        mbp_per_second: 0.0,
+    };
+    let mut progress = Progress::new("translate", "bp", None, opts.quiet);
+
+    // Parsing and validation run on their own thread, one batch ahead of translation.
+    let (tx, rx) = mpsc::sync_channel::<Result<(Batch, Vec<Skipped>)>>(2);
+    let allow_dups = opts.allow_duplicate_ids;
+    let reader_thread = std::thread::spawn(move || {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut batch = Vec::new();
+        let mut skipped = Vec::new();
+        let mut bases = 0usize;
+        let label = reader.label().to_string();
+        for rec in &mut reader {
+            let rec = match rec.and_then(|r| check_record(r, &label, &mut seen, allow_dups)) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            if rec.seq.is_empty() {
+                skipped.push(Skipped { id: rec.id, reason: "empty sequence".into() });
+                continue;
+            }
+            bases += rec.seq.len();
+            batch.push(rec);
+            if bases >= BATCH_BASES {
+                if tx.send(Ok((std::mem::take(&mut batch), std::mem::take(&mut skipped)))).is_err() {
+                    return;
+                }
+                bases = 0;
+            }
+        }
+        let _ = tx.send(Ok((batch, skipped)));
+    });
+
+    for message in rx {
+        let (batch, skipped) = message?;
+        for s in skipped {
+            tracing::warn!("{}: record '{}' skipped: {}", summary.input, s.id, s.reason);
+            summary.records += 1;
+            summary.records_skipped += 1;
+            if summary.skipped.len() < MAX_LISTED_SKIPS {
+                summary.skipped.push(s);
+            }
+        }
+        let outs = pool.install(|| translate_batch(&batch, opts.chunk_size, opts.write_chunks));
+        let batch_bases: u64 = batch.iter().map(|r| r.seq.len() as u64).sum();
+        summary.records += batch.len() as u64;
+        summary.bases += batch_bases;
+        summary.chunks += outs.len() as u64;
+        for out in &outs {
+            summary.orfs += out.orf_ends.len() as u64;
+            sink.write(out)?;
+        }
+        progress.inc(batch_bases);
+    }
+    reader_thread.join().map_err(|_| anyhow::anyhow!("the FASTA reader thread panicked"))?;
+    progress.finish();
+
+    if summary.records == 0 {
+        bail!("{}: no FASTA records found", summary.input);
+    }
+    let (outputs, shards) = sink.commit()?;
+    summary.outputs = outputs;
+    summary.shards = shards;
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    summary.mbp_per_second = summary.bases as f64 / 1e6 / summary.wall_seconds.max(1e-9);
+    let json = serde_json::to_vec_pretty(&summary)?;
+    write_atomic(&opts.outdir.join(SUMMARY_FILE), &json)?;
+    Ok(summary)
+}
+
+/// Per-record checks, in input order: characters, duplicate ids.
+fn check_record(
+    rec: FastaRecord,
+    label: &str,
+    seen: &mut HashSet<String>,
+    allow_dups: bool,
+) -> Result<FastaRecord> {
+    if let Some((pos, byte)) = first_invalid_nucleotide(&rec.seq) {
+        bail!(
+            "{label}: record '{}' has {} at position {}, which is not an IUPAC nucleotide code; \
+             is this a protein file? fix or remove the record",
+            rec.id,
+            show_byte(byte),
+            pos + 1
+        );
+    }
+    if !seen.insert(rec.id.clone()) && !allow_dups {
+        bail!(
+            "{label}: duplicate record id '{}'; ids must be unique because later steps join by id \
+             (rename it, or pass --allow-duplicate-ids to continue anyway)",
+            rec.id
+        );
+    }
+    Ok(rec)
+}
+
+fn translate_batch(batch: &[FastaRecord], chunk_size: usize, write_chunks: bool) -> Vec<ChunkOut> {
+    let work: Vec<(usize, usize, std::ops::Range<usize>)> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(r, rec)| {
+            chunk_ranges(rec.seq.len(), chunk_size)
+                .into_iter()
+                .enumerate()
+                .map(move |(j, range)| (r, j, range))
+        })
+        .collect();
+    work.par_iter()
+        .map_init(
+            || (OrfScratch::default(), Vec::<Orf>::with_capacity(6)),
+            |(scratch, orfs), (r, j, range)| {
+                let rec = &batch[*r];
+                let chunk = &rec.seq[range.clone()];
+                let id = chunk_id(&rec.id, *j);
+                let mut out = ChunkOut::default();
+                if write_chunks {
+                    write_wrapped(&mut out.chunk_fasta, &id, chunk);
+                }
+                orfs.clear();
+                six_frame_orfs(chunk, scratch, orfs);
+                for orf in orfs.iter() {
+                    let frame = FRAMES[orf.frame];
+                    for (buf, body) in [(&mut out.nucleotide, &orf.nucleotide), (&mut out.protein, &orf.protein)] {
+                        buf.push(b'>');
+                        buf.extend_from_slice(id.as_bytes());
+                        buf.extend_from_slice(frame.as_bytes());
+                        buf.push(b'\n');
+                        buf.extend_from_slice(body);
+                        buf.push(b'\n');
+                    }
+                    out.orf_ends.push((out.nucleotide.len(), out.protein.len()));
+                }
+                out
+            },
+        )
+        .collect()
+}
+
+/// FASTA with 60-column lines, as Biopython's `SeqIO.write` (the original's chunked file).
+fn write_wrapped(buf: &mut Vec<u8>, id: &str, seq: &[u8]) {
+    buf.push(b'>');
+    buf.extend_from_slice(id.as_bytes());
+    buf.push(b'\n');
+    for line in seq.chunks(60) {
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+    }
+}
+
+/// Where ORFs go: one pair of files, or numbered shard pairs of at most `shard_size` ORFs.
+struct Sink {
+    outdir: PathBuf,
+    chunks: Option<AtomicFile>,
+    pair: Option<(AtomicFile, AtomicFile)>,
+    shards: Option<Shards>,
+}
+
+struct Shards {
+    size: usize,
+    /// Shards are built in a hidden directory and renamed to `shards/` when all are complete.
+    tmp: tempfile::TempDir,
+    current: Option<(AtomicFile, AtomicFile)>,
+    in_current: usize,
+    count: usize,
+}
+
+impl Sink {
+    fn create(opts: &TranslateOptions) -> Result<Self> {
+        let dir = &opts.outdir;
+        let chunks = if opts.write_chunks { Some(AtomicFile::create(&dir.join(CHUNKS_FILE))?) } else { None };
+        let (pair, shards) = match opts.shard_size {
+            None => (
+                Some((
+                    AtomicFile::create(&dir.join(NUCLEOTIDE_FILE))?,
+                    AtomicFile::create(&dir.join(PROTEIN_FILE))?,
+                )),
+                None,
+            ),
+            Some(size) => {
+                let tmp = tempfile::Builder::new()
+                    .prefix(".shards.")
+                    .suffix(".partial")
+                    .tempdir_in(dir)
+                    .with_context(|| format!("cannot write in {}", dir.display()))?;
+                (None, Some(Shards { size, tmp, current: None, in_current: 0, count: 0 }))
+            }
+        };
+        Ok(Self { outdir: dir.clone(), chunks, pair, shards })
+    }
+
+    fn write(&mut self, out: &ChunkOut) -> Result<()> {
+        if let Some(f) = &mut self.chunks {
+            f.write_all(&out.chunk_fasta).with_context(|| format!("writing {}", f.path().display()))?;
+        }
+        if let Some((nt, aa)) = &mut self.pair {
+            nt.write_all(&out.nucleotide).with_context(|| format!("writing {}", nt.path().display()))?;
+            aa.write_all(&out.protein).with_context(|| format!("writing {}", aa.path().display()))?;
+        }
+        if let Some(shards) = &mut self.shards {
+            let mut start = (0, 0);
+            for &end in &out.orf_ends {
+                let (nt, aa) = shards.file_for_next_orf()?;
+                nt.write_all(&out.nucleotide[start.0..end.0])?;
+                aa.write_all(&out.protein[start.1..end.1])?;
+                start = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// Move every output into place; returns the output paths and the shard count.
+    fn commit(self) -> Result<(Vec<String>, Option<usize>)> {
+        let mut outputs = Vec::new();
+        if let Some(f) = self.chunks {
+            outputs.push(f.path().display().to_string());
+            f.commit()?;
+        }
+        if let Some((nt, aa)) = self.pair {
+            outputs.push(nt.path().display().to_string());
+            outputs.push(aa.path().display().to_string());
+            nt.commit()?;
+            aa.commit()?;
+        }
+        let mut shard_count = None;
+        if let Some(mut shards) = self.shards {
+            if let Some((nt, aa)) = shards.current.take() {
+                nt.commit()?;
+                aa.commit()?;
+            }
+            let dest = self.outdir.join(SHARD_DIR);
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest)
+                    .with_context(|| format!("replacing the previous {}", dest.display()))?;
+            }
+            let tmp = shards.tmp.keep();
+            std::fs::rename(&tmp, &dest).with_context(|| format!("moving shards into {}", dest.display()))?;
+            outputs.push(dest.display().to_string());
+            shard_count = Some(shards.count);
+        }
+        Ok((outputs, shard_count))
+    }
+}
+
+impl Shards {
+    fn file_for_next_orf(&mut self) -> Result<&mut (AtomicFile, AtomicFile)> {
+        if self.current.is_none() || self.in_current == self.size {
+            if let Some((nt, aa)) = self.current.take() {
+                nt.commit()?;
+                aa.commit()?;
+            }
+            let dir = self.tmp.path();
+            let k = self.count;
+            self.current = Some((
+                AtomicFile::create(&dir.join(shard_name(k, NUCLEOTIDE_FILE)))?,
+                AtomicFile::create(&dir.join(shard_name(k, PROTEIN_FILE)))?,
+            ));
+            self.count += 1;
+            self.in_current = 0;
+        }
+        self.in_current += 1;
+        Ok(self.current.as_mut().expect("just created"))
+    }
+}
+
+/// `shards/<k>.identified_nucleotide.fa`, zero-padded so a glob lists shards in order.
+pub fn shard_name(k: usize, file: &str) -> String {
+    format!("{k:05}.{file}")
+}
+
+/// Print the summary for people (stderr, through the log).
+pub fn log_summary(s: &TranslateSummary, outdir: &Path) {
+    tracing::info!(
+        "translate: {} records ({} skipped), {:.2} Mbp, {} chunks of {} bp, {} ORFs kept; {:.1} s ({:.1} Mbp/s, {} threads) -> {}",
+        s.records,
+        s.records_skipped,
+        s.bases as f64 / 1e6,
+        s.chunks,
+        s.chunk_size,
+        s.orfs,
+        s.wall_seconds,
+        s.mbp_per_second,
+        s.threads,
+        outdir.display()
+    );
+    if let Some(n) = s.shards {
+        tracing::info!("translate: {n} shard pairs in {}", outdir.join(SHARD_DIR).display());
+    }
+}

@@ -1,0 +1,56 @@
+//! Helpers shared by the integration tests: the built binary and the fixture paths.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_virnucpro"))
+}
+
+/// Run the binary with `args`, optional stdin bytes; returns the output.
+pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut cmd = bin();
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().expect("spawn virnucpro");
+    if let Some(bytes) = stdin {
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Assert a failed run with exactly one `error:` line mentioning every `needle`.
+pub fn assert_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stderr:\n{err}");
+    assert_eq!(o.status.code(), Some(1), "stderr:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, stderr:\n{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error line {:?} lacks {n:?}", lines[0]);
+    }
+    assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
+}
+
+/// FASTA records as (id line, sequence) pairs, for record-by-record comparison messages.
+pub fn records(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(h) = line.strip_prefix('>') {
+            out.push((h.to_string(), String::new()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push_str(line);
+        }
+    }
+    out
+}
