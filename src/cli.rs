@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::device::{DeviceSpec, Precision};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "virnucpro",
@@ -29,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Chunk sequences and keep the stop-free six-frame ORFs (nucleotide .fa + protein .faa).
     Translate(TranslateArgs),
+    /// Embed protein ORFs with ESM-2 (mean over residues) into a safetensors file.
+    EmbedProtein(EmbedArgs),
 }
 
 #[derive(Args, Debug)]
@@ -53,4 +57,44 @@ pub struct TranslateArgs {
     /// Continue when two records share an id (later steps join by id, so results may mix).
     #[arg(long)]
     pub allow_duplicate_ids: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Input FASTA of ORFs (translate's identified_nucleotide.fa / identified_protein.faa or a shard).
+    pub input: PathBuf,
+    /// Model: a Hugging Face directory (config.json + model.safetensors / pytorch_model.bin),
+    /// or for ESM-2 also a fair-esm checkpoint file (esm2_t36_3B_UR50D.pt).
+    #[arg(short, long, value_name = "DIR|FILE")]
+    pub model: PathBuf,
+    /// Output embeddings file (.safetensors: tensor `embeddings` [N, D], ids in metadata).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// auto (all CUDA devices, else CPU), cpu, cuda, cuda:N or cuda:0,2,3.
+    #[arg(short, long, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+    /// auto (f32 on CPU, f16 on CUDA), f32, f16 or bf16.
+    #[arg(short, long, default_value = "auto", value_name = "P")]
+    pub precision: Precision,
+    /// Padded tokens per batch (default: 2048 on CPU, larger on GPUs). Results do not depend on it.
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_tokens: Option<u64>,
+    /// CPU workers, each with its own batches (default: all cores).
+    #[arg(short, long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl EmbedArgs {
+    pub fn options(&self, quiet: bool) -> crate::embed::EmbedOptions {
+        crate::embed::EmbedOptions {
+            input: self.input.clone(),
+            model: self.model.clone(),
+            output: self.output.clone(),
+            device: self.device.clone(),
+            precision: self.precision,
+            batch_tokens: self.batch_tokens.map(|n| n as usize),
+            threads: self.threads,
+            quiet,
+        }
+    }
 }

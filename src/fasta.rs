@@ -33,8 +33,18 @@ pub fn input_label(input: &Path) -> String {
 }
 
 impl FastaReader {
-    /// Open `input` (`-` = stdin). Fails with a clear message when the content is not FASTA.
+    /// Open `input` (`-` = stdin). Fails with a clear message when the content is not FASTA or
+    /// there is none.
     pub fn open(input: &Path) -> Result<Self> {
+        match Self::open_allow_empty(input)? {
+            Some(r) => Ok(r),
+            None => bail!("{} is empty: no FASTA records to read", input_label(input)),
+        }
+    }
+
+    /// Like [`FastaReader::open`], but an empty (or all-blank) input is `None`, not an error:
+    /// for steps where an empty shard is a normal, if unusual, input.
+    pub fn open_allow_empty(input: &Path) -> Result<Option<Self>> {
         let label = input_label(input);
         let raw: Box<dyn Read + Send> = if input == Path::new("-") {
             Box::new(io::stdin())
@@ -55,12 +65,14 @@ impl FastaReader {
             Box::new(buffered)
         };
         let mut reader = BufReader::with_capacity(1 << 20, decoded);
-        sniff(&mut reader, &label)?;
-        Ok(Self {
+        if !sniff(&mut reader, &label)? {
+            return Ok(None);
+        }
+        Ok(Some(Self {
             inner: bio::io::fasta::Reader::from_bufread(reader).records(),
             label,
             count: 0,
-        })
+        }))
     }
 
     pub fn label(&self) -> &str {
@@ -69,12 +81,12 @@ impl FastaReader {
 }
 
 /// Look at the first bytes and refuse what is clearly not FASTA, with a message that says what
-/// it looks like instead. Leading blank lines are skipped, as Biopython does.
-fn sniff<R: BufRead>(reader: &mut R, label: &str) -> Result<()> {
+/// it looks like instead. Leading blank lines are skipped, as Biopython does. `false` = empty.
+fn sniff<R: BufRead>(reader: &mut R, label: &str) -> Result<bool> {
     loop {
         let buf = reader.fill_buf().with_context(|| format!("cannot read {label} (corrupt gzip?)"))?;
         if buf.is_empty() {
-            bail!("{label} is empty: no FASTA records to read");
+            return Ok(false);
         }
         let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
         if blank == buf.len() {
@@ -87,7 +99,7 @@ fn sniff<R: BufRead>(reader: &mut R, label: &str) -> Result<()> {
         match buf[blank] {
             b'>' => {
                 reader.consume(blank);
-                return Ok(());
+                return Ok(true);
             }
             b'@' => bail!(
                 "{label} looks like FASTQ (starts with '@'); convert it to FASTA first, e.g. `seqkit fq2fa`"
@@ -128,4 +140,21 @@ impl Iterator for FastaReader {
             )),
         })
     }
+}
+
+/// Read a whole (modest) FASTA file, refusing duplicate ids since later steps join by id.
+/// `None` when the input is empty.
+pub fn read_unique(input: &Path) -> Result<Option<Vec<FastaRecord>>> {
+    let Some(reader) = FastaReader::open_allow_empty(input)? else { return Ok(None) };
+    let label = reader.label().to_string();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for rec in reader {
+        let rec = rec?;
+        if !seen.insert(rec.id.clone()) {
+            bail!("{label}: duplicate record id '{}'; ids must be unique because predict joins by id", rec.id);
+        }
+        out.push(rec);
+    }
+    Ok(Some(out))
 }

@@ -4,6 +4,8 @@
 //! and `embed-protein` (ESM-2) -> `predict` (MLP classifier, per-chunk and per-sequence calls).
 
 pub mod cli;
+pub mod device;
+pub mod embed;
 pub mod fasta;
 pub mod models;
 pub mod output;

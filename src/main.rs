@@ -4,7 +4,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use virnucpro::cli::{Cli, Command};
-use virnucpro::translate;
+use virnucpro::{embed, translate};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,6 +31,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -49,6 +50,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let summary = translate::run(&opts)?;
             translate::log_summary(&summary, &opts.outdir);
+        }
+        Command::EmbedProtein(a) => {
+            let summary = embed::models::embed_protein(&a.options(cli.quiet))?;
+            embed::log_summary(&summary);
         }
     }
     Ok(ExitCode::SUCCESS)

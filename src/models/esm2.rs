@@ -1,1 +1,583 @@
-//! (being written)
+//! ESM-2 (fair-esm `ESM2`, HF `EsmModel`) protein encoder and VirNucPro's mean pooling.
+//!
+//! Inference only. The module is built straight from the checkpoint's tensors (no random
+//! initialisation to overwrite), and the forward follows fair-esm exactly: token-dropout
+//! rescaling of the embeddings, pre-LN layers with rotary attention over non-padded keys,
+//! exact-erf GELU, and `emb_layer_norm_after`. See REFERENCE.md §5.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{attention, embedding, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorData};
+use serde::Deserialize;
+
+use crate::weights::{self, Weights};
+
+/// Residues pooled per sequence: VirNucPro averages positions `1..=min(L, 1024)`.
+pub const MAX_POOLED_RESIDUES: usize = 1024;
+
+/// Architecture hyper-parameters, from an HF `config.json` or a fair-esm checkpoint's `cfg`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Esm2Config {
+    pub num_layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub ffn: usize,
+    pub token_dropout: bool,
+    pub layer_norm_eps: f64,
+    pub vocab_size: usize,
+    pub mask_token_id: u32,
+    pub pad_token_id: u32,
+}
+
+/// The fields of an HF `EsmConfig` that matter here.
+#[derive(Deserialize)]
+struct HfConfig {
+    num_hidden_layers: usize,
+    hidden_size: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default)]
+    token_dropout: bool,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    vocab_size: usize,
+    #[serde(default = "default_mask")]
+    mask_token_id: u32,
+    #[serde(default = "default_pad")]
+    pad_token_id: u32,
+    #[serde(default = "default_rotary")]
+    position_embedding_type: String,
+    #[serde(default)]
+    emb_layer_norm_before: bool,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_mask() -> u32 {
+    32
+}
+fn default_pad() -> u32 {
+    1
+}
+fn default_rotary() -> String {
+    "rotary".into()
+}
+
+impl Esm2Config {
+    /// Read an HF `config.json` (`EsmForMaskedLM` / `EsmModel`).
+    pub fn from_hf_config(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let hf: HfConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not an ESM config.json", path.display()))?;
+        // ESM-1/1b variants (learned positions, LN before the layers) are a different model.
+        if hf.position_embedding_type != "rotary" || hf.emb_layer_norm_before {
+            bail!(
+                "{}: not an ESM-2 model (position_embedding_type {:?}, emb_layer_norm_before {})",
+                path.display(),
+                hf.position_embedding_type,
+                hf.emb_layer_norm_before
+            );
+        }
+        let config = Self {
+            num_layers: hf.num_hidden_layers,
+            hidden: hf.hidden_size,
+            heads: hf.num_attention_heads,
+            ffn: hf.intermediate_size,
+            token_dropout: hf.token_dropout,
+            layer_norm_eps: hf.layer_norm_eps,
+            vocab_size: hf.vocab_size,
+            mask_token_id: hf.mask_token_id,
+            pad_token_id: hf.pad_token_id,
+        };
+        config
+            .validate()
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(config)
+    }
+
+    /// From a fair-esm checkpoint's `cfg.model` (`encoder_layers`, `encoder_embed_dim`,
+    /// `encoder_attention_heads`, `token_dropout`); the rest is fixed by fair-esm's `ESM2`.
+    pub fn from_fair_esm(
+        layers: usize,
+        embed_dim: usize,
+        heads: usize,
+        token_dropout: bool,
+    ) -> Result<Self> {
+        let config = Self {
+            num_layers: layers,
+            hidden: embed_dim,
+            heads,
+            ffn: 4 * embed_dim,
+            token_dropout,
+            // fair-esm's ESM1bLayerNorm is torch.nn.LayerNorm (default eps) without apex.
+            layer_norm_eps: 1e-5,
+            vocab_size: 33,
+            mask_token_id: 32,
+            pad_token_id: 1,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.heads == 0 || self.hidden % self.heads != 0 || self.head_dim() % 2 != 0 {
+            bail!(
+                "hidden size {} does not split into {} heads of even size (rotary needs pairs)",
+                self.hidden,
+                self.heads
+            );
+        }
+        if self.mask_token_id as usize >= self.vocab_size
+            || self.pad_token_id as usize >= self.vocab_size
+        {
+            bail!(
+                "mask/pad token ids outside the vocabulary of {}",
+                self.vocab_size
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A `Linear` as `[in, out]` weight plus bias, built from the checkpoint.
+#[derive(Module, Debug)]
+pub struct Dense<B: Backend> {
+    weight: Param<Tensor<B, 2>>,
+    bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Dense<B> {
+    fn new(weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+        }
+    }
+
+    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        linear(x, self.weight.val(), Some(self.bias.val()))
+    }
+}
+
+/// One pre-LN transformer layer. q/k/v are fused into one `[dim, 3·dim]` projection at load
+/// time, so a layer runs one input matmul instead of three.
+#[derive(Module, Debug)]
+pub struct Esm2Layer<B: Backend> {
+    attn_norm: LayerNorm<B>,
+    qkv: Dense<B>,
+    out: Dense<B>,
+    ffn_norm: LayerNorm<B>,
+    fc1: Dense<B>,
+    fc2: Dense<B>,
+}
+
+/// Per-forward tensors shared by all layers.
+struct Shared<B: Backend> {
+    /// `[batch, heads, len, len]`, true where the key is padding; `None` without padding.
+    key_padding: Option<Tensor<B, 4, Bool>>,
+    /// Rotary tables `[1, len, 1, head_dim]`: `cos`, and `sin` with the first half negated so
+    /// that `rotate_half(x)·sin == swap_halves(x)·sin_signed`.
+    cos: Tensor<B, 4>,
+    sin_signed: Tensor<B, 4>,
+}
+
+impl<B: Backend> Esm2Layer<B> {
+    fn forward(&self, x: Tensor<B, 3>, heads: usize, ctx: &Shared<B>) -> Tensor<B, 3> {
+        let [batch, len, dim] = x.dims();
+        let head_dim = dim / heads;
+
+        // [b, l, 3H, hd] is a free view of the fused projection: q heads, k heads, v heads.
+        let qkv = self
+            .qkv
+            .forward(self.attn_norm.forward(x.clone()))
+            .reshape([batch, len, 3 * heads, head_dim]);
+        // Rotary on q and k together. fair-esm scales q by head_dim^-0.5 before the rotation;
+        // the rotation is linear, so the attention op's default 1/sqrt(head_dim) is the same.
+        let qk = qkv.clone().slice_dim(2, 0..2 * heads);
+        let swapped = qk
+            .clone()
+            .reshape([batch, len, 2 * heads, 2, head_dim / 2])
+            .flip([3])
+            .reshape([batch, len, 2 * heads, head_dim]);
+        let qk = qk * ctx.cos.clone() + swapped * ctx.sin_signed.clone();
+
+        let q = qk.clone().slice_dim(2, 0..heads).swap_dims(1, 2);
+        let k = qk.slice_dim(2, heads..2 * heads).swap_dims(1, 2);
+        let v = qkv.slice_dim(2, 2 * heads..3 * heads).swap_dims(1, 2);
+        let ctx_heads = attention(
+            q,
+            k,
+            v,
+            ctx.key_padding.clone(),
+            None,
+            AttentionModuleOptions::default(),
+        );
+        let attn = ctx_heads.swap_dims(1, 2).reshape([batch, len, dim]);
+        let x = x + self.out.forward(attn);
+
+        let h = self.fc1.forward(self.ffn_norm.forward(x.clone()));
+        x + self.fc2.forward(gelu(h))
+    }
+}
+
+/// The ESM-2 encoder.
+#[derive(Module, Debug)]
+pub struct Esm2<B: Backend> {
+    embed_tokens: Param<Tensor<B, 2>>,
+    layers: Vec<Esm2Layer<B>>,
+    emb_layer_norm_after: LayerNorm<B>,
+    #[module(skip)]
+    config: Esm2Config,
+}
+
+/// Where a checkpoint's tensors live and what they are called.
+struct Names {
+    /// Tried in order before every name (`esm.` or none for HF; fair-esm's hub loader strips
+    /// `encoder.sentence_encoder.` or `encoder.` the same way).
+    prefixes: &'static [&'static str],
+    embed: &'static str,
+    final_norm: &'static str,
+    layer: &'static str,
+    q: &'static str,
+    k: &'static str,
+    v: &'static str,
+    out: &'static str,
+    attn_norm: &'static str,
+    fc1: &'static str,
+    fc2: &'static str,
+    ffn_norm: &'static str,
+}
+
+const HF_NAMES: Names = Names {
+    prefixes: &["esm.", ""],
+    embed: "embeddings.word_embeddings",
+    final_norm: "encoder.emb_layer_norm_after",
+    layer: "encoder.layer.",
+    q: "attention.self.query",
+    k: "attention.self.key",
+    v: "attention.self.value",
+    out: "attention.output.dense",
+    attn_norm: "attention.LayerNorm",
+    fc1: "intermediate.dense",
+    fc2: "output.dense",
+    ffn_norm: "LayerNorm",
+};
+
+const FAIR_ESM_NAMES: Names = Names {
+    prefixes: &["encoder.sentence_encoder.", "encoder.", ""],
+    embed: "embed_tokens",
+    final_norm: "emb_layer_norm_after",
+    layer: "layers.",
+    q: "self_attn.q_proj",
+    k: "self_attn.k_proj",
+    v: "self_attn.v_proj",
+    out: "self_attn.out_proj",
+    attn_norm: "self_attn_layer_norm",
+    fc1: "fc1",
+    fc2: "fc2",
+    ffn_norm: "final_layer_norm",
+};
+
+/// Reads named tensors onto a device, trying each prefix.
+struct Loader<'a, B: Backend> {
+    weights: &'a Weights,
+    names: &'a Names,
+    config: &'a Esm2Config,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn resolve(&self, name: &str) -> Result<String> {
+        let candidates: Vec<String> = self
+            .names
+            .prefixes
+            .iter()
+            .map(|p| format!("{p}{name}"))
+            .collect();
+        let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
+        Ok(self.weights.resolve(&refs)?.to_string())
+    }
+
+    fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        self.weights
+            .tensor::<B, D>(&self.resolve(name)?, shape, self.device)
+    }
+
+    /// `(weight as [in, out], bias)` of a PyTorch `Linear` named `module`.
+    fn linear(&self, module: &str, out: usize, inp: usize) -> Result<(Tensor<B, 2>, Tensor<B, 1>)> {
+        let weight = self.weights.linear_weight::<B>(
+            &self.resolve(&format!("{module}.weight"))?,
+            out,
+            inp,
+            self.device,
+        )?;
+        Ok((weight, self.tensor(&format!("{module}.bias"), [out])?))
+    }
+
+    fn dense(&self, module: &str, out: usize, inp: usize) -> Result<Dense<B>> {
+        let (w, b) = self.linear(module, out, inp)?;
+        Ok(Dense::new(w, b))
+    }
+
+    fn layer_norm(&self, module: &str) -> Result<LayerNorm<B>> {
+        let dim = self.config.hidden;
+        // Initialising a [dim] LayerNorm is trivial; its gamma/beta are then replaced.
+        let mut ln = LayerNormConfig::new(dim)
+            .with_epsilon(self.config.layer_norm_eps)
+            .init(self.device);
+        ln.gamma = Param::from_tensor(self.tensor(&format!("{module}.weight"), [dim])?);
+        ln.beta = Some(Param::from_tensor(
+            self.tensor(&format!("{module}.bias"), [dim])?,
+        ));
+        Ok(ln)
+    }
+
+    fn layer(&self, i: usize) -> Result<Esm2Layer<B>> {
+        let n = self.names;
+        let d = self.config.hidden;
+        let at = |m: &str| format!("{}{i}.{m}", n.layer);
+        let (wq, bq) = self.linear(&at(n.q), d, d)?;
+        let (wk, bk) = self.linear(&at(n.k), d, d)?;
+        let (wv, bv) = self.linear(&at(n.v), d, d)?;
+        Ok(Esm2Layer {
+            attn_norm: self.layer_norm(&at(n.attn_norm))?,
+            qkv: Dense::new(
+                Tensor::cat(vec![wq, wk, wv], 1),
+                Tensor::cat(vec![bq, bk, bv], 0),
+            ),
+            out: self.dense(&at(n.out), d, d)?,
+            ffn_norm: self.layer_norm(&at(n.ffn_norm))?,
+            fc1: self.dense(&at(n.fc1), self.config.ffn, d)?,
+            fc2: self.dense(&at(n.fc2), d, self.config.ffn)?,
+        })
+    }
+}
+
+/// The HF weight files of a model directory, in order of preference.
+const HF_WEIGHT_FILES: [&str; 3] = [
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+];
+
+fn is_torch_pickle(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pt" | "pth")
+    )
+}
+
+/// The config of a fair-esm checkpoint, or `None` when the file has no fair-esm `cfg`.
+fn fair_esm_config(path: &Path) -> Result<Option<Esm2Config>> {
+    let _ = path;
+    bail!("fair-esm checkpoints are not supported yet")
+}
+
+impl<B: Backend> Esm2<B> {
+    /// Load from an HF model directory (`config.json` + `model.safetensors`,
+    /// `model.safetensors.index.json` or `pytorch_model.bin`), a weights file inside such a
+    /// directory, or a fair-esm hub checkpoint (`esm2_t36_3B_UR50D.pt`).
+    pub fn load(path: &Path, device: &B::Device) -> Result<(Self, Esm2Config)> {
+        let (config, weights_path, names) = if path.is_dir() {
+            let weights = HF_WEIGHT_FILES
+                .iter()
+                .map(|f| path.join(f))
+                .find(|p| p.exists())
+                .with_context(|| {
+                    format!(
+                        "{}: no ESM-2 weights found (expected one of {})",
+                        path.display(),
+                        HF_WEIGHT_FILES.join(", ")
+                    )
+                })?;
+            let config = Esm2Config::from_hf_config(&path.join("config.json"))?;
+            (config, weights, &HF_NAMES)
+        } else {
+            let fair = if is_torch_pickle(path) {
+                fair_esm_config(path)?
+            } else {
+                None
+            };
+            match fair {
+                Some(config) => (config, path.to_path_buf(), &FAIR_ESM_NAMES),
+                None => {
+                    let config_path = path
+                        .parent()
+                        .map(|d| d.join("config.json"))
+                        .unwrap_or_else(|| PathBuf::from("config.json"));
+                    if !config_path.exists() {
+                        bail!(
+                            "{}: neither a fair-esm checkpoint nor beside an HF config.json",
+                            path.display()
+                        );
+                    }
+                    let config = Esm2Config::from_hf_config(&config_path)?;
+                    (config, path.to_path_buf(), &HF_NAMES)
+                }
+            }
+        };
+        let weights = weights::open(&weights_path)?;
+        let model = Self::from_weights(&weights, names, config.clone(), device)?;
+        Ok((model, config))
+    }
+
+    fn from_weights(
+        weights: &Weights,
+        names: &Names,
+        config: Esm2Config,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let loader = Loader::<B> {
+            weights,
+            names,
+            config: &config,
+            device,
+        };
+        let embed_tokens = loader.tensor(
+            &format!("{}.weight", names.embed),
+            [config.vocab_size, config.hidden],
+        )?;
+        let layers = (0..config.num_layers)
+            .map(|i| loader.layer(i))
+            .collect::<Result<Vec<_>>>()?;
+        let emb_layer_norm_after = loader.layer_norm(names.final_norm)?;
+        Ok(Self {
+            embed_tokens: Param::from_tensor(embed_tokens),
+            layers,
+            emb_layer_norm_after,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Esm2Config {
+        &self.config
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden
+    }
+
+    /// The final normalised layer `[batch, max_len, hidden]` for token-id sequences (with
+    /// `<cls>`/`<eos>`), padded to the longest with `<pad>`. Padded rows are meaningless.
+    pub fn last_hidden(&self, batch: &[Vec<u32>]) -> Tensor<B, 3> {
+        let device = self.embed_tokens.device();
+        let cfg = &self.config;
+        let (n, len) = (batch.len(), batch.iter().map(Vec::len).max().unwrap_or(0));
+        assert!(
+            n > 0 && len > 0,
+            "ESM-2 needs at least one non-empty sequence"
+        );
+
+        // Host-side per-token tables: ids (padded), and the embedding row factor that folds
+        // fair-esm's token-dropout rescale, the zeroing of <mask> rows and of padding.
+        let mut ids = vec![cfg.pad_token_id as i64; n * len];
+        let mut row_scale = vec![0f32; n * len];
+        let mut key_padding = vec![true; n * len];
+        for (b, seq) in batch.iter().enumerate() {
+            let masked = seq.iter().filter(|&&t| t == cfg.mask_token_id).count();
+            let real = seq.iter().filter(|&&t| t != cfg.pad_token_id).count();
+            let scale = if cfg.token_dropout && real > 0 {
+                // x * (1 - 0.15*0.8) / (1 - masked/real), per sequence.
+                (0.88 / (1.0 - masked as f64 / real as f64)) as f32
+            } else {
+                1.0
+            };
+            for (i, &t) in seq.iter().enumerate() {
+                let at = b * len + i;
+                ids[at] = t as i64;
+                let is_pad = t == cfg.pad_token_id;
+                key_padding[at] = is_pad;
+                let zeroed = is_pad || (cfg.token_dropout && t == cfg.mask_token_id);
+                row_scale[at] = if zeroed { 0.0 } else { scale };
+            }
+        }
+        let any_padding = key_padding.iter().any(|&p| p);
+
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device);
+        let row_scale = Tensor::<B, 3>::from_data(TensorData::new(row_scale, [n, len, 1]), &device);
+        let mut x = embedding(self.embed_tokens.val(), ids) * row_scale;
+
+        let (cos, sin_signed) = rotary_tables::<B>(len, cfg.head_dim(), &device);
+        let ctx = Shared {
+            // The attention op wants the documented [b, heads, q, k] shape; expand is a view.
+            key_padding: any_padding.then(|| {
+                Tensor::<B, 2, Bool>::from_data(TensorData::new(key_padding, [n, len]), &device)
+                    .reshape([n, 1, 1, len])
+                    .expand([n, cfg.heads, len, len])
+            }),
+            cos,
+            sin_signed,
+        };
+        for layer in &self.layers {
+            x = layer.forward(x, cfg.heads, &ctx);
+        }
+        self.emb_layer_norm_after.forward(x)
+    }
+
+    /// VirNucPro's protein embedding: per sequence, the mean of the final normalised layer
+    /// over residue positions `1..=min(L, 1024)` (`L` residues, `<cls>`/`<eos>` excluded).
+    /// One batched forward; the mean is a `[b, 1, len] × [b, len, hidden]` matmul with
+    /// per-position weights. Returns `[batch, hidden]` in f32; a sequence without residues
+    /// gives zeros.
+    pub fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
+        let device = self.embed_tokens.device();
+        if batch.is_empty() {
+            return Tensor::zeros([0, self.config.hidden], (&device, DType::F32));
+        }
+        let hidden = self.last_hidden(batch);
+        let [n, len, dim] = hidden.dims();
+
+        let mut weights = vec![0f32; n * len];
+        for (b, seq) in batch.iter().enumerate() {
+            let residues = seq.len().saturating_sub(2).min(MAX_POOLED_RESIDUES);
+            let w = 1.0 / residues.max(1) as f32;
+            weights[b * len + 1..b * len + 1 + residues].fill(w);
+        }
+        // Pooled in f32 whatever the model's dtype: averaging 1024 half-precision rows loses
+        // digits, and callers read the result as f32.
+        let weights =
+            Tensor::<B, 3>::from_data(TensorData::new(weights, [n, 1, len]), (&device, DType::F32));
+        weights
+            .matmul(hidden.cast(FloatDType::F32))
+            .reshape([n, dim])
+    }
+}
+
+/// Rotary tables for positions `0..len` (fair-esm `RotaryEmbedding`: `inv_freq_j =
+/// 10000^(-2j/d)`, angles duplicated as `[f, f]`), computed in f32 like PyTorch, with the
+/// trigonometry in f64 so the only rounding is PyTorch's own. Shapes `[1, len, 1, head_dim]`.
+fn rotary_tables<B: Backend>(
+    len: usize,
+    head_dim: usize,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|j| 1.0 / 10000f32.powf((2 * j) as f32 / head_dim as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(len * head_dim);
+    let mut sin = Vec::with_capacity(len * head_dim);
+    for pos in 0..len {
+        for j in 0..head_dim {
+            let angle = (pos as f32 * inv_freq[j % half]) as f64;
+            cos.push(angle.cos() as f32);
+            let s = angle.sin() as f32;
+            sin.push(if j < half { -s } else { s });
+        }
+    }
+    let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, len, 1, head_dim]), device);
+    (table(cos), table(sin))
+}

@@ -1,0 +1,59 @@
+//! Token-budget batching: sequences sorted by length, grouped so that a batch's padded size
+//! (`longest × count`) stays within the budget. Sorting keeps padding (wasted compute) small;
+//! the budget, not a sequence count, bounds device memory (the approach of text-embeddings-
+//! inference and of the original ESM script, which used 2048 tokens).
+
+/// Indices of `lengths` grouped into batches, longest first (so an out-of-memory shows up on the
+/// first batch, not after an hour). A sequence longer than the budget gets a batch of its own.
+pub fn token_budget_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    // Stable: equal lengths keep input order, so batching is deterministic.
+    order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
+    let mut batches = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut longest = 0usize;
+    for i in order {
+        let len = lengths[i].max(1);
+        let new_longest = longest.max(len);
+        if !current.is_empty() && new_longest * (current.len() + 1) > budget {
+            batches.push(std::mem::take(&mut current));
+            longest = len;
+        } else {
+            longest = new_longest;
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_index_once_and_within_budget() {
+        let lengths: Vec<usize> = (0..500).map(|i| (i * 37) % 301 + 3).collect();
+        let batches = token_budget_batches(&lengths, 2048);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..500).collect::<Vec<_>>());
+        for b in &batches {
+            let longest = b.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(longest * b.len() <= 2048 || b.len() == 1);
+        }
+    }
+
+    #[test]
+    fn oversized_sequence_gets_its_own_batch() {
+        let batches = token_budget_batches(&[10, 5000, 10], 100);
+        assert_eq!(batches, vec![vec![1], vec![0, 2]]);
+    }
+
+    #[test]
+    fn empty_input_has_no_batches() {
+        assert!(token_budget_batches(&[], 100).is_empty());
+    }
+}

@@ -1,0 +1,71 @@
+//! The two encoders plugged into the shared engine: how each is loaded and tokenised.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::tensor::{backend::Backend, Tensor};
+
+use super::engine::{EncoderLoader, PooledEncoder};
+use super::store::EmbeddingMeta;
+use super::{embed_tokens, model_name, read_input, EmbedOptions, EmbedSummary};
+use crate::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
+use crate::tokenize::esm::{looks_like_nucleotide, EsmTokenizer};
+
+pub const ESM_POOLING: &str = "mean of the final layer (after emb_layer_norm_after) over residues 1..=min(L,1024)";
+
+impl<B: Backend> PooledEncoder<B> for Esm2<B> {
+    fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
+        Esm2::embed(self, batch)
+    }
+    fn dim(&self) -> usize {
+        self.hidden_size()
+    }
+}
+
+struct EsmLoader(PathBuf);
+
+impl EncoderLoader for EsmLoader {
+    type Model<B: Backend> = Esm2<B>;
+    fn load<B: Backend>(&self, device: &B::Device) -> Result<Esm2<B>> {
+        Ok(Esm2::<B>::load(&self.0, device)?.0)
+    }
+}
+
+/// `virnucpro embed-protein`.
+pub fn embed_protein(opts: &EmbedOptions) -> Result<EmbedSummary> {
+    let records = read_input(&opts.input)?;
+    let tokenizer = EsmTokenizer::new();
+    let mut nucleotide_like = 0usize;
+    let mut long = 0usize;
+    let mut ids = Vec::with_capacity(records.len());
+    let mut tokens = Vec::with_capacity(records.len());
+    for rec in records {
+        let seq = String::from_utf8_lossy(&rec.seq);
+        nucleotide_like += looks_like_nucleotide(&seq) as usize;
+        long += (rec.seq.len() > MAX_POOLED_RESIDUES) as usize;
+        tokens.push(tokenizer.encode(&seq));
+        ids.push(rec.id);
+    }
+    if nucleotide_like * 2 > ids.len() && !ids.is_empty() {
+        tracing::warn!(
+            "{}: {nucleotide_like} of {} sequences look like nucleotides, not proteins; embed-protein expects \
+             translate's identified_protein.faa (did you pass the .fa instead?)",
+            opts.input.display(),
+            ids.len()
+        );
+    }
+    if long > 0 {
+        tracing::warn!(
+            "{long} sequences are longer than {MAX_POOLED_RESIDUES} residues: embedded whole (as the original), \
+             pooled over the first {MAX_POOLED_RESIDUES}"
+        );
+    }
+    let meta = EmbeddingMeta {
+        kind: "protein".into(),
+        model: model_name(&opts.model),
+        pooling: ESM_POOLING.into(),
+        precision: String::new(),
+    };
+    embed_tokens(opts, ids, tokens, &EsmLoader(opts.model.clone()), meta, 32 * 1024)
+}
+

@@ -1,0 +1,143 @@
+//! Embedding files: one safetensors file per input (or shard) holding tensor `embeddings`
+//! (F32 `[N, D]`, rows in input order) and, in its metadata, `ids` (newline-joined record ids),
+//! `model`, `dim`, `pooling`, `kind` and `precision`. Python reads it in one call:
+//! `safetensors.numpy.load_file(path)["embeddings"]`, and the metadata with `safe_open(...).metadata()`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::output::write_atomic;
+
+pub const TENSOR_NAME: &str = "embeddings";
+pub const FORMAT: &str = "virnucpro-embeddings/1";
+
+/// Embeddings of one file, in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingSet {
+    pub ids: Vec<String>,
+    pub dim: usize,
+    /// Row-major `[ids.len(), dim]`.
+    pub values: Vec<f32>,
+    pub meta: EmbeddingMeta,
+}
+
+/// What produced the embeddings; `predict` refuses to mix files whose metadata disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingMeta {
+    /// `dna` (DNABERT-S) or `protein` (ESM-2).
+    pub kind: String,
+    /// The model's name (its directory or file name) and shape.
+    pub model: String,
+    pub pooling: String,
+    pub precision: String,
+}
+
+impl EmbeddingSet {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.dim..(i + 1) * self.dim]
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        assert_eq!(self.values.len(), self.ids.len() * self.dim);
+        if let Some(bad) = self.ids.iter().find(|id| id.contains('\n')) {
+            bail!("record id {bad:?} contains a newline");
+        }
+        let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = TensorView::new(Dtype::F32, vec![self.ids.len(), self.dim], &bytes)
+            .context("building the embeddings tensor")?;
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("ids".to_string(), self.ids.join("\n"));
+        meta.insert("dim".to_string(), self.dim.to_string());
+        meta.insert("kind".to_string(), self.meta.kind.clone());
+        meta.insert("model".to_string(), self.meta.model.clone());
+        meta.insert("pooling".to_string(), self.meta.pooling.clone());
+        meta.insert("precision".to_string(), self.meta.precision.clone());
+        let data = safetensors::serialize([(TENSOR_NAME, view)], &Some(meta))
+            .with_context(|| format!("serialising {}", path.display()))?;
+        write_atomic(path, &data)
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let label = path.display();
+        let file = File::open(path).with_context(|| format!("cannot open embeddings file {label}"))?;
+        // SAFETY: read-only map of a file we only read; see weights::safetensors_file.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {label}"))?;
+        let (_, header) = SafeTensors::read_metadata(&mmap)
+            .with_context(|| format!("{label} is not a safetensors embeddings file"))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            bail!("{label} was not written by virnucpro embed-dna/embed-protein (no '{FORMAT}' metadata)");
+        }
+        let st = SafeTensors::deserialize(&mmap).with_context(|| format!("{label} is corrupt"))?;
+        let view = st
+            .tensor(TENSOR_NAME)
+            .with_context(|| format!("{label} has no '{TENSOR_NAME}' tensor"))?;
+        if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
+            bail!("{label}: '{TENSOR_NAME}' must be F32 [N, D], found {:?} {:?}", view.dtype(), view.shape());
+        }
+        let (n, dim) = (view.shape()[0], view.shape()[1]);
+        let ids: Vec<String> = match meta.get("ids").map(String::as_str) {
+            Some("") | None => Vec::new(),
+            Some(s) => s.split('\n').map(str::to_string).collect(),
+        };
+        if ids.len() != n {
+            bail!("{label}: {} ids in the metadata but {n} embedding rows", ids.len());
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
+        Ok(Self {
+            ids,
+            dim,
+            values,
+            meta: EmbeddingMeta { kind: get("kind"), model: get("model"), pooling: get("pooling"), precision: get("precision") },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = EmbeddingSet {
+            ids: vec!["a_chunk_1F1".into(), "b_chunk_2R3".into()],
+            dim: 3,
+            values: vec![1.0, 2.0, 3.0, -1.5, 0.25, 1e-7],
+            meta: EmbeddingMeta {
+                kind: "protein".into(),
+                model: "esm2_tiny".into(),
+                pooling: "mean".into(),
+                precision: "f32".into(),
+            },
+        };
+        let p = dir.path().join("e.safetensors");
+        set.write(&p).unwrap();
+        assert_eq!(EmbeddingSet::read(&p).unwrap(), set);
+    }
+
+    #[test]
+    fn empty_set_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = EmbeddingSet {
+            ids: vec![],
+            dim: 8,
+            values: vec![],
+            meta: EmbeddingMeta { kind: "dna".into(), model: "m".into(), pooling: "p".into(), precision: "f32".into() },
+        };
+        let p = dir.path().join("e.safetensors");
+        set.write(&p).unwrap();
+        assert_eq!(EmbeddingSet::read(&p).unwrap(), set);
+    }
+}

@@ -1,0 +1,272 @@
+//! ESM-2 against the fair-esm goldens (tests/fixtures/esm2_tiny, see REFERENCE.md §5): tokens
+//! exact, mean embeddings within 1e-4, from every checkpoint format; batching, order and
+//! padding must not change results; long sequences pool at most 1024 residues.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use virnucpro::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
+use virnucpro::tokenize::esm::EsmTokenizer;
+
+type B = burn::backend::Flex;
+
+const TOL: f32 = 1e-4;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm2_tiny")
+}
+
+struct Case {
+    id: String,
+    sequence: String,
+    token_ids: Vec<u32>,
+    embedding: Vec<f32>,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(fixture_dir().join("cases.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            id: c["id"].as_str().unwrap().to_string(),
+            sequence: c["sequence"].as_str().unwrap().to_string(),
+            token_ids: serde_json::from_value(c["token_ids"].clone()).unwrap(),
+            embedding: serde_json::from_value(c["embedding"].clone()).unwrap(),
+        })
+        .collect()
+}
+
+fn device() -> Device<B> {
+    Default::default()
+}
+
+fn load(path: &Path) -> Esm2<B> {
+    let (model, config) = Esm2::<B>::load(path, &device())
+        .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
+    assert_eq!(
+        (config.num_layers, config.hidden, config.heads, config.ffn),
+        (2, 40, 5, 160)
+    );
+    assert!(config.token_dropout);
+    model
+}
+
+fn rows(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+    let [_, dim] = t.dims();
+    let values = t.into_data().to_vec::<f32>().unwrap();
+    values.chunks(dim).map(<[f32]>::to_vec).collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Every case, one sequence per forward, against its golden embedding.
+fn check_goldens(model: &Esm2<B>, what: &str) {
+    let mut worst = 0f32;
+    for case in cases() {
+        let got = rows(model.embed(&[case.token_ids.clone()])).remove(0);
+        let diff = max_abs_diff(&got, &case.embedding);
+        assert!(diff <= TOL, "{what} {}: max abs diff {diff}", case.id);
+        worst = worst.max(diff);
+    }
+    eprintln!("{what}: max abs diff vs goldens {worst:e}");
+}
+
+#[test]
+fn token_ids_match_goldens() {
+    let tok = EsmTokenizer::new();
+    for case in cases() {
+        assert_eq!(tok.encode(&case.sequence), case.token_ids, "{}", case.id);
+    }
+}
+
+#[test]
+fn safetensors_dir_matches_goldens() {
+    let model = load(&fixture_dir());
+    assert_eq!(model.hidden_size(), 40);
+    check_goldens(&model, "model.safetensors (dir)");
+}
+
+#[test]
+fn safetensors_file_matches_goldens() {
+    check_goldens(
+        &load(&fixture_dir().join("model.safetensors")),
+        "model.safetensors (file)",
+    );
+}
+
+#[test]
+fn pytorch_bin_matches_goldens() {
+    check_goldens(
+        &load(&fixture_dir().join("pytorch_model.bin")),
+        "pytorch_model.bin",
+    );
+}
+
+#[test]
+fn fair_esm_checkpoint_matches_goldens() {
+    check_goldens(
+        &load(&fixture_dir().join("fair_esm_checkpoint.pt")),
+        "fair_esm_checkpoint.pt",
+    );
+}
+
+#[test]
+fn batching_and_order_do_not_change_results() {
+    let model = load(&fixture_dir());
+    let cases = cases();
+    let single: Vec<Vec<f32>> = cases
+        .iter()
+        .map(|c| rows(model.embed(&[c.token_ids.clone()])).remove(0))
+        .collect();
+
+    let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+    let batched = rows(model.embed(&batch));
+    let mut worst = 0f32;
+    for ((case, one), many) in cases.iter().zip(&single).zip(&batched) {
+        let diff = max_abs_diff(one, many);
+        assert!(diff <= 1e-5, "{}: batched vs single {diff}", case.id);
+        assert!(max_abs_diff(many, &case.embedding) <= TOL, "{}", case.id);
+        worst = worst.max(diff);
+    }
+    eprintln!("batched vs single: max abs diff {worst:e}");
+
+    // A fixed shuffle, with a duplicate: each row follows its sequence.
+    let order = [3usize, 0, 5, 2, 2, 4, 1];
+    let shuffled: Vec<Vec<u32>> = order.iter().map(|&i| batch[i].clone()).collect();
+    for (row, &i) in rows(model.embed(&shuffled)).iter().zip(&order) {
+        let diff = max_abs_diff(row, &single[i]);
+        assert!(diff <= 1e-5, "{} (shuffled): {diff}", cases[i].id);
+    }
+}
+
+#[test]
+fn long_sequence_pools_first_1024_residues() {
+    let model = load(&fixture_dir());
+    // A random protein longer than the pooling cap (fixed-seed LCG over the 20 amino acids).
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let residues: String = (0..1100)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            b"ACDEFGHIKLMNPQRSTVWY"[(state >> 33) as usize % 20] as char
+        })
+        .collect();
+    let ids = EsmTokenizer::new().encode(&residues);
+    assert_eq!(ids.len(), 1102);
+
+    let got = rows(model.embed(&[ids.clone()])).remove(0);
+    assert!(got.iter().all(|v| v.is_finite()));
+
+    let hidden = model.last_hidden(&[ids]);
+    let mean = |n: usize| -> Vec<f32> {
+        let [_, _, dim] = hidden.dims();
+        let rows = hidden.clone().slice([0..1, 1..1 + n]).reshape([n, dim]);
+        rows.mean_dim(0)
+            .reshape([dim])
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let capped = mean(MAX_POOLED_RESIDUES);
+    assert!(max_abs_diff(&got, &capped) <= 1e-5);
+    assert!(
+        max_abs_diff(&got, &mean(1100)) > 1e-4,
+        "residues past 1024 must not be pooled"
+    );
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    use safetensors::SafeTensors;
+
+    let missing = "esm.encoder.layer.1.attention.self.key.weight";
+    let bytes = std::fs::read(fixture_dir().join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != missing)
+        .collect();
+    assert!(kept.len() + 1 == st.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture_dir().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        safetensors::serialize(kept, &None).unwrap(),
+    )
+    .unwrap();
+
+    let err = Esm2::<B>::load(dir.path(), &device()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(missing),
+        "error does not name the tensor: {msg}"
+    );
+}
+
+#[test]
+fn empty_batch_gives_no_rows() {
+    let model = load(&fixture_dir());
+    assert_eq!(model.embed(&[]).dims(), [0, 40]);
+}
+
+/// The forward must be dtype-generic (f16/bf16 on GPU). A device's default dtype can be set
+/// only once per process, so this test re-runs itself in a child process with Flex at f16.
+#[test]
+fn half_precision_matches_f32() {
+    const CHILD: &str = "ESM2_PARITY_F16_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["half_precision_matches_f32", "--exact", "--nocapture"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        eprint!("{log}");
+        assert!(
+            out.status.success(),
+            "f16 child failed:\n{}{log}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        return;
+    }
+    use burn::tensor::{FloatDType, IntDType};
+    burn::tensor::set_default_dtypes::<B>(&device(), FloatDType::F16, IntDType::I32).unwrap();
+    let model = load(&fixture_dir());
+    let cases = cases();
+    let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+    let got = model.embed(&batch);
+    assert_eq!(
+        got.dtype(),
+        burn::tensor::DType::F32,
+        "embeddings come back as f32"
+    );
+    let mut worst = 1f64;
+    for (case, row) in cases.iter().zip(rows(got)) {
+        let dot: f64 = row
+            .iter()
+            .zip(&case.embedding)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let cos = dot / (norm(&row) * norm(&case.embedding));
+        assert!(cos >= 0.999, "{}: cosine {cos} at f16", case.id);
+        worst = worst.min(cos);
+    }
+    eprintln!("f16: min cosine vs f32 goldens {worst}");
+}
