@@ -72,7 +72,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn check_goldens(model: &Esm2<B>, what: &str) {
     let mut worst = 0f32;
     for case in cases() {
-        let got = rows(model.embed(&[case.token_ids.clone()])).remove(0);
+        let got = rows(model.embed(std::slice::from_ref(&case.token_ids))).remove(0);
         let diff = max_abs_diff(&got, &case.embedding);
         assert!(diff <= TOL, "{what} {}: max abs diff {diff}", case.id);
         worst = worst.max(diff);
@@ -125,7 +125,7 @@ fn batching_and_order_do_not_change_results() {
     let cases = cases();
     let single: Vec<Vec<f32>> = cases
         .iter()
-        .map(|c| rows(model.embed(&[c.token_ids.clone()])).remove(0))
+        .map(|c| rows(model.embed(std::slice::from_ref(&c.token_ids))).remove(0))
         .collect();
 
     let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
@@ -164,7 +164,7 @@ fn long_sequence_pools_first_1024_residues() {
     let ids = EsmTokenizer::new().encode(&residues);
     assert_eq!(ids.len(), 1102);
 
-    let got = rows(model.embed(&[ids.clone()])).remove(0);
+    let got = rows(model.embed(std::slice::from_ref(&ids))).remove(0);
     assert!(got.iter().all(|v| v.is_finite()));
 
     let hidden = model.last_hidden(&[ids]);
@@ -185,20 +185,18 @@ fn long_sequence_pools_first_1024_residues() {
     );
 }
 
-#[test]
-fn missing_tensor_is_named() {
+/// A model directory holding `config.json` and the fixture's tensors, renamed or dropped by
+/// `rename` (`None` drops a tensor), as `model.safetensors`.
+fn rewritten_dir(rename: impl Fn(&str) -> Option<String>) -> tempfile::TempDir {
     use safetensors::SafeTensors;
 
-    let missing = "esm.encoder.layer.1.attention.self.key.weight";
     let bytes = std::fs::read(fixture_dir().join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let kept: Vec<_> = st
         .tensors()
         .into_iter()
-        .filter(|(name, _)| name != missing)
+        .filter_map(|(name, view)| rename(&name).map(|n| (n, view)))
         .collect();
-    assert!(kept.len() + 1 == st.len());
-
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         fixture_dir().join("config.json"),
@@ -210,7 +208,29 @@ fn missing_tensor_is_named() {
         safetensors::serialize(kept, &None).unwrap(),
     )
     .unwrap();
+    dir
+}
 
+#[test]
+fn bare_esm_model_names_load() {
+    // An `EsmModel` checkpoint: no `esm.` prefix, no LM head.
+    let dir = rewritten_dir(|name| name.strip_prefix("esm.").map(str::to_string));
+    check_goldens(&load(dir.path()), "bare EsmModel safetensors");
+}
+
+#[test]
+fn pytorch_bin_dir_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "pytorch_model.bin"] {
+        std::fs::copy(fixture_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    check_goldens(&load(dir.path()), "pytorch_model.bin (dir)");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let missing = "esm.encoder.layer.1.attention.self.key.weight";
+    let dir = rewritten_dir(|name| (name != missing).then(|| name.to_string()));
     let err = Esm2::<B>::load(dir.path(), &device()).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
@@ -250,6 +270,10 @@ fn half_precision_matches_f32() {
     let model = load(&fixture_dir());
     let cases = cases();
     let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+    assert_eq!(
+        model.last_hidden(&batch[..1]).dtype(),
+        burn::tensor::DType::F16
+    );
     let got = model.embed(&batch);
     assert_eq!(
         got.dtype(),

@@ -1,1 +1,173 @@
-//! (being written)
+//! VirNucPro's classifier: an MLP over the concatenated DNABERT-S and ESM-2 embeddings
+//! (REFERENCE.md §6), in eval mode:
+//!
+//! `Linear(in → hidden)` → `BatchNorm1d(hidden)` with running statistics → ReLU →
+//! (dropout, off in eval) → `Linear(hidden → 2)` → softmax. Class 0 is `others`, class 1 `virus`.
+//!
+//! Sizes are read from the weights, so the real classifiers (3328 → 512 → 2) and the tiny test
+//! ones load alike. Weights come from either
+//! - the original `300_model.pth` / `500_model.pth`: a whole pickled `__main__.MLPClassifier`
+//!   (`torch.save(model)`), read without Python by [`crate::weights::torch_file`]; or
+//! - a safetensors file (or anything else [`weights::open`] reads) with the same tensor names:
+//!
+//! | tensor | shape |
+//! | --- | --- |
+//! | `hidden_layer.weight` | `[hidden, in]` (PyTorch `[out, in]` layout) |
+//! | `hidden_layer.bias` | `[hidden]` |
+//! | `bn1.weight`, `bn1.bias`, `bn1.running_mean`, `bn1.running_var` | `[hidden]` |
+//! | `output_layer.weight` | `[2, hidden]` |
+//! | `output_layer.bias` | `[2]` |
+//!
+//! (`bn1.num_batches_tracked` may be present and is unused.)
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use burn::module::{Module, Param};
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::linear;
+use burn::tensor::Tensor;
+
+use crate::weights::{self, Weights};
+
+/// `BatchNorm1d`'s default epsilon, which VirNucPro's classifier uses.
+pub const BATCH_NORM_EPS: f64 = 1e-5;
+
+/// Number of classes: `others`, `virus`.
+pub const NUM_CLASSES: usize = 2;
+
+/// The embedding widths of the real models, for error messages.
+const DNABERT_S_DIM: usize = 768;
+const ESM2_3B_DIM: usize = 2560;
+
+#[derive(Module, Debug)]
+pub struct Classifier<B: Backend> {
+    /// `[in, hidden]` (transposed from PyTorch at load).
+    hidden_weight: Param<Tensor<B, 2>>,
+    hidden_bias: Param<Tensor<B, 1>>,
+    bn_weight: Param<Tensor<B, 1>>,
+    bn_bias: Param<Tensor<B, 1>>,
+    bn_mean: Param<Tensor<B, 1>>,
+    bn_var: Param<Tensor<B, 1>>,
+    /// `[hidden, 2]`.
+    output_weight: Param<Tensor<B, 2>>,
+    output_bias: Param<Tensor<B, 1>>,
+    /// The weights file, for error messages.
+    #[module(skip)]
+    source: String,
+}
+
+impl<B: Backend> Classifier<B> {
+    /// Load a classifier from a whole pickled `MLPClassifier` (`.pth`) or a safetensors file
+    /// with the tensor names in the module docs.
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
+        let weights = weights::open(path)
+            .with_context(|| format!("loading the classifier {}", path.display()))?;
+        Self::from_weights(&weights, device)
+            .with_context(|| format!("loading the classifier {}", path.display()))
+    }
+
+    /// Build from already opened weights; sizes come from `hidden_layer.weight`.
+    pub fn from_weights(weights: &Weights, device: &B::Device) -> Result<Self> {
+        let source = weights.source();
+        let hidden_shape = source.shape("hidden_layer.weight").with_context(|| {
+            format!(
+                "{} has no hidden_layer.weight: not a VirNucPro classifier",
+                source.describe()
+            )
+        })?;
+        let [hidden, input] = hidden_shape[..] else {
+            bail!(
+                "hidden_layer.weight in {} has shape {hidden_shape:?}, expected [hidden, input]",
+                source.describe()
+            );
+        };
+        let output_shape = source.shape("output_layer.weight").unwrap_or_default();
+        if output_shape.first().is_some_and(|&n| n != NUM_CLASSES) {
+            bail!(
+                "output_layer.weight in {} has shape {output_shape:?}: VirNucPro classifiers have \
+                 {NUM_CLASSES} classes (others, virus)",
+                source.describe()
+            );
+        }
+        let vector = |name: &str| {
+            weights
+                .tensor::<B, 1>(name, [hidden], device)
+                .map(Param::from_tensor)
+        };
+        Ok(Self {
+            hidden_weight: Param::from_tensor(weights.linear_weight::<B>(
+                "hidden_layer.weight",
+                hidden,
+                input,
+                device,
+            )?),
+            hidden_bias: vector("hidden_layer.bias")?,
+            bn_weight: vector("bn1.weight")?,
+            bn_bias: vector("bn1.bias")?,
+            bn_mean: vector("bn1.running_mean")?,
+            bn_var: vector("bn1.running_var")?,
+            output_weight: Param::from_tensor(weights.linear_weight::<B>(
+                "output_layer.weight",
+                NUM_CLASSES,
+                hidden,
+                device,
+            )?),
+            output_bias: Param::from_tensor(weights.tensor::<B, 1>(
+                "output_layer.bias",
+                [NUM_CLASSES],
+                device,
+            )?),
+            source: source.describe(),
+        })
+    }
+
+    /// Feature width the classifier was trained on (3328 for the released models).
+    pub fn input_dim(&self) -> usize {
+        self.hidden_weight.val().dims()[0]
+    }
+
+    /// Hidden width (512 for the released models).
+    pub fn hidden_dim(&self) -> usize {
+        self.hidden_weight.val().dims()[1]
+    }
+
+    /// A clear error when the embeddings do not have the width this classifier expects
+    /// (e.g. a different ESM-2 size than the one it was trained with).
+    pub fn check_input_dim(&self, dim: usize) -> Result<()> {
+        let expected = self.input_dim();
+        if dim == expected {
+            return Ok(());
+        }
+        let makeup = if expected == DNABERT_S_DIM + ESM2_3B_DIM {
+            format!(" (DNABERT-S {DNABERT_S_DIM} + ESM-2 {ESM2_3B_DIM})")
+        } else {
+            String::new()
+        };
+        bail!(
+            "classifier {} expects {expected}-d features{makeup} but the embeddings are {dim}-d; \
+             were they made with other DNABERT-S / ESM-2 models than the classifier was trained on?",
+            self.source
+        )
+    }
+
+    /// Class scores before softmax, `[N, in]` → `[N, 2]`.
+    pub fn forward_logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let h = linear(x, self.hidden_weight.val(), Some(self.hidden_bias.val()));
+        // BatchNorm1d in eval mode, written as PyTorch computes it (not folded into the
+        // Linear) so the scores match the original to float rounding.
+        let inv_std = self.bn_var.val().add_scalar(BATCH_NORM_EPS).sqrt().recip();
+        let h = (h - self.bn_mean.val().unsqueeze::<2>())
+            * inv_std.unsqueeze::<2>()
+            * self.bn_weight.val().unsqueeze::<2>()
+            + self.bn_bias.val().unsqueeze::<2>();
+        let h = relu(h);
+        linear(h, self.output_weight.val(), Some(self.output_bias.val()))
+    }
+
+    /// Softmax probabilities `[N, 2]`: column 0 `others`, column 1 `virus`.
+    pub fn forward_probs(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        softmax(self.forward_logits(x), 1)
+    }
+}

@@ -1,1 +1,458 @@
-//! (being written)
+//! DNABERT-S (MosaicBERT / DNABERT-2 `bert_layers.BertModel`) nucleotide encoder and
+//! VirNucPro's mean pooling. See REFERENCE.md §4.
+//!
+//! Inference only. The module is built straight from the checkpoint's tensors. The forward
+//! follows the original's PyTorch attention path: word + token-type-0 embeddings and LayerNorm
+//! (no position embeddings), post-LN layers with a fused `Wqkv`, ALiBi position bias, and a
+//! gated-GELU MLP. The original runs unpadded; here a batch is padded and padded keys are
+//! masked out of attention and padded rows out of the mean, which gives the same numbers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::module::{Module, Param};
+use burn::tensor::activation::gelu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{attention, embedding, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData, TensorPrimitive};
+use serde::Deserialize;
+
+use crate::weights::{self, Weights};
+
+const CONFIG_FILE: &str = "config.json";
+
+/// The HF weight files of a model directory, in order of preference.
+const WEIGHT_FILES: [&str; 3] = [
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+];
+
+/// Checkpoints saved from a model with a head prefix every name with `bert.`.
+const PREFIXES: [&str; 2] = ["", "bert."];
+
+/// The fields of the model's `config.json` that the forward uses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DnabertConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    pub vocab_size: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default)]
+    pub pad_token_id: u32,
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_type_vocab() -> usize {
+    2
+}
+
+impl DnabertConfig {
+    /// Read `config.json` from a model directory.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join(CONFIG_FILE);
+        if !path.is_file() {
+            bail!(
+                "{} not found: DNABERT-S needs the model's {CONFIG_FILE} next to its weights \
+                 (download it with tokenizer.json and the weights from zhihan1996/DNABERT-S)",
+                path.display()
+            );
+        }
+        Self::from_file(&path)
+    }
+
+    /// Read a `config.json` file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a DNABERT-S config.json", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(config)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    fn validate(&self) -> Result<()> {
+        let heads = self.num_attention_heads;
+        if heads == 0 || self.hidden_size == 0 || self.hidden_size % heads != 0 {
+            bail!(
+                "hidden_size {} does not split into {heads} attention heads",
+                self.hidden_size
+            );
+        }
+        if self.vocab_size == 0 || self.type_vocab_size == 0 {
+            bail!("vocab_size and type_vocab_size must be positive");
+        }
+        if self.pad_token_id as usize >= self.vocab_size {
+            bail!(
+                "pad_token_id {} is outside the vocabulary of {}",
+                self.pad_token_id,
+                self.vocab_size
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A PyTorch `Linear` as an `[in, out]` weight and optional bias.
+#[derive(Module, Debug)]
+pub struct Dense<B: Backend> {
+    weight: Param<Tensor<B, 2>>,
+    bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Dense<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, len, dim] = x.dims();
+        // One [b·l, in] × [in, out] GEMM instead of b broadcast ones: the weight is read once.
+        let y = linear(
+            x.reshape([batch * len, dim]),
+            self.weight.val(),
+            self.bias.as_ref().map(Param::val),
+        );
+        let out = y.dims()[1];
+        y.reshape([batch, len, out])
+    }
+}
+
+/// LayerNorm over the last dimension with the checkpoint's gamma/beta, on the backend's fused
+/// kernel.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    gamma: Param<Tensor<B, 1>>,
+    beta: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    eps: f64,
+}
+
+impl<B: Backend> Norm<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
+            x.into_primitive().tensor(),
+            self.gamma.val().into_primitive().tensor(),
+            Some(self.beta.val().into_primitive().tensor()),
+            self.eps,
+        )))
+    }
+}
+
+/// One post-LN MosaicBERT layer.
+#[derive(Module, Debug)]
+pub struct DnabertLayer<B: Backend> {
+    wqkv: Dense<B>,
+    attn_out: Dense<B>,
+    attn_norm: Norm<B>,
+    /// `[hidden, 2·intermediate]`, no bias: GELU gate | linear half.
+    gated: Dense<B>,
+    wo: Dense<B>,
+    mlp_norm: Norm<B>,
+}
+
+impl<B: Backend> DnabertLayer<B> {
+    /// `bias`: ALiBi plus `-inf` on padded keys, `[1 or batch, heads, len, len]`.
+    fn forward(&self, x: Tensor<B, 3>, heads: usize, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, len, dim] = x.dims();
+        let head_dim = dim / heads;
+
+        // `(t h d)` order, as the original's rearrange: q heads, k heads, v heads.
+        let qkv = self
+            .wqkv
+            .forward(x.clone())
+            .reshape([batch, len, 3 * heads, head_dim])
+            .swap_dims(1, 2);
+        let q = qkv.clone().slice_dim(1, 0..heads);
+        let k = qkv.clone().slice_dim(1, heads..2 * heads);
+        let v = qkv.slice_dim(1, 2 * heads..3 * heads);
+        // softmax(q·kᵀ / sqrt(head_dim) + bias)·v; the op's default scale is 1/sqrt(head_dim).
+        let ctx = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
+        let attn = ctx.swap_dims(1, 2).reshape([batch, len, dim]);
+        let x = self.attn_norm.forward(self.attn_out.forward(attn) + x);
+
+        let h = self.gated.forward(x.clone());
+        let inter = h.dims()[2] / 2;
+        let h = gelu(h.clone().slice_dim(2, 0..inter)) * h.slice_dim(2, inter..2 * inter);
+        self.mlp_norm.forward(self.wo.forward(h) + x)
+    }
+}
+
+/// The DNABERT-S encoder.
+#[derive(Module, Debug)]
+pub struct DnabertS<B: Backend> {
+    /// `word_embeddings + token_type_embeddings[0]`, summed at load: every token has type 0,
+    /// and the sum is the same f32 addition the original does per token.
+    embeddings: Param<Tensor<B, 2>>,
+    emb_norm: Norm<B>,
+    layers: Vec<DnabertLayer<B>>,
+    /// ALiBi slopes negated, as f32 like the original's table.
+    #[module(skip)]
+    neg_slopes: Vec<f32>,
+    #[module(skip)]
+    config: DnabertConfig,
+}
+
+/// Reads named tensors onto a device, accepting the `bert.` prefix.
+struct Loader<'a, B: Backend> {
+    weights: &'a Weights,
+    config: &'a DnabertConfig,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn resolve(&self, name: &str) -> Result<String> {
+        let candidates = PREFIXES.map(|p| format!("{p}{name}"));
+        let refs = candidates.each_ref().map(String::as_str);
+        Ok(self.weights.resolve(&refs)?.to_string())
+    }
+
+    fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        self.weights
+            .tensor::<B, D>(&self.resolve(name)?, shape, self.device)
+    }
+
+    fn dense(&self, module: &str, out: usize, inp: usize, bias: bool) -> Result<Dense<B>> {
+        let weight = self.weights.linear_weight::<B>(
+            &self.resolve(&format!("{module}.weight"))?,
+            out,
+            inp,
+            self.device,
+        )?;
+        let bias = if bias {
+            Some(Param::from_tensor(
+                self.tensor(&format!("{module}.bias"), [out])?,
+            ))
+        } else {
+            None
+        };
+        Ok(Dense {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    fn norm(&self, module: &str) -> Result<Norm<B>> {
+        let d = self.config.hidden_size;
+        Ok(Norm {
+            gamma: Param::from_tensor(self.tensor(&format!("{module}.weight"), [d])?),
+            beta: Param::from_tensor(self.tensor(&format!("{module}.bias"), [d])?),
+            eps: self.config.layer_norm_eps,
+        })
+    }
+
+    fn layer(&self, i: usize) -> Result<DnabertLayer<B>> {
+        let (d, inter) = (self.config.hidden_size, self.config.intermediate_size);
+        let at = |m: &str| format!("encoder.layer.{i}.{m}");
+        Ok(DnabertLayer {
+            wqkv: self.dense(&at("attention.self.Wqkv"), 3 * d, d, true)?,
+            attn_out: self.dense(&at("attention.output.dense"), d, d, true)?,
+            attn_norm: self.norm(&at("attention.output.LayerNorm"))?,
+            gated: self.dense(&at("mlp.gated_layers"), 2 * inter, d, false)?,
+            wo: self.dense(&at("mlp.wo"), d, inter, true)?,
+            mlp_norm: self.norm(&at("mlp.layernorm"))?,
+        })
+    }
+}
+
+impl<B: Backend> DnabertS<B> {
+    /// Load from an HF model directory (`config.json` + `model.safetensors`,
+    /// `model.safetensors.index.json` or `pytorch_model.bin`) or from a weights file beside
+    /// its `config.json`.
+    pub fn load(path: &Path, device: &B::Device) -> Result<(Self, DnabertConfig)> {
+        let (dir, weights_path) = if path.is_dir() {
+            let weights = WEIGHT_FILES
+                .iter()
+                .map(|f| path.join(f))
+                .find(|p| p.is_file())
+                .with_context(|| {
+                    format!(
+                        "{}: no DNABERT-S weights found (expected one of {})",
+                        path.display(),
+                        WEIGHT_FILES.join(", ")
+                    )
+                })?;
+            (path.to_path_buf(), weights)
+        } else {
+            let dir = path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            (dir, path.to_path_buf())
+        };
+        let config = DnabertConfig::from_dir(&dir)?;
+        let weights = weights::open(&weights_path)?;
+        let model = Self::from_weights(&weights, config.clone(), device)?;
+        Ok((model, config))
+    }
+
+    /// Build from already-opened weights (HF names, with or without `bert.`).
+    pub fn from_weights(
+        weights: &Weights,
+        config: DnabertConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let loader = Loader::<B> {
+            weights,
+            config: &config,
+            device,
+        };
+        let d = config.hidden_size;
+        let word = loader.tensor("embeddings.word_embeddings.weight", [config.vocab_size, d])?;
+        let token_type = loader.tensor(
+            "embeddings.token_type_embeddings.weight",
+            [config.type_vocab_size, d],
+        )?;
+        let embeddings = word + token_type.slice_dim(0, 0..1);
+        let emb_norm = loader.norm("embeddings.LayerNorm")?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| loader.layer(i))
+            .collect::<Result<Vec<_>>>()?;
+        let neg_slopes = alibi_slopes(config.num_attention_heads)
+            .into_iter()
+            .map(|s| -(s as f32))
+            .collect();
+        Ok(Self {
+            embeddings: Param::from_tensor(embeddings),
+            emb_norm,
+            layers,
+            neg_slopes,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &DnabertConfig {
+        &self.config
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// The last layer `[batch, max_len, hidden]` for token-id sequences (with `[CLS]`/`[SEP]`),
+    /// padded to the longest. Rows past a sequence's length are meaningless.
+    ///
+    /// Panics on an empty batch, an empty sequence or an id outside the vocabulary (the
+    /// tokenizer never produces those).
+    pub fn last_hidden(&self, batch: &[Vec<u32>]) -> Tensor<B, 3> {
+        let device = self.embeddings.device();
+        let cfg = &self.config;
+        let (n, len) = (batch.len(), batch.iter().map(Vec::len).max().unwrap_or(0));
+        assert!(
+            n > 0 && batch.iter().all(|s| !s.is_empty()),
+            "DNABERT-S needs at least one sequence and no empty ones"
+        );
+
+        let mut ids = vec![cfg.pad_token_id as i64; n * len];
+        // Additive key bias: 0 for real tokens, -inf for padding (the attention weight of a
+        // padded key is then exactly 0, as if the sequence ran alone).
+        let mut key_bias = vec![0f32; n * len];
+        for (b, seq) in batch.iter().enumerate() {
+            for (i, &t) in seq.iter().enumerate() {
+                assert!(
+                    (t as usize) < cfg.vocab_size,
+                    "token id {t} is outside the DNABERT-S vocabulary of {}",
+                    cfg.vocab_size
+                );
+                ids[b * len + i] = t as i64;
+            }
+            key_bias[b * len + seq.len()..(b + 1) * len].fill(f32::NEG_INFINITY);
+        }
+        let padded = batch.iter().any(|s| s.len() < len);
+
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device);
+        let mut x = self.emb_norm.forward(embedding(self.embeddings.val(), ids));
+
+        // One [1, heads, len, len] ALiBi table per forward, for this batch's length (the
+        // original extrapolates past 512 by rebuilding its table the same way). Without
+        // padding it broadcasts over the batch; with padding the key bias is folded in once
+        // here rather than masked again in every layer.
+        let mut bias = alibi_bias::<B>(&self.neg_slopes, len, &device);
+        if padded {
+            let keys =
+                Tensor::<B, 4>::from_data(TensorData::new(key_bias, [n, 1, 1, len]), &device);
+            bias = bias + keys;
+        }
+        for layer in &self.layers {
+            x = layer.forward(x, cfg.num_attention_heads, bias.clone());
+        }
+        x
+    }
+
+    /// VirNucPro's DNA embedding: per sequence, the mean of the last layer over all its tokens,
+    /// `[CLS]` and `[SEP]` included. One batched forward; the masked sum is a
+    /// `[b, 1, len] × [b, len, hidden]` matmul. Returns `[batch, hidden]` in f32 whatever the
+    /// model's dtype (averaging half-precision rows loses digits; callers read f32).
+    pub fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
+        let device = self.embeddings.device();
+        if batch.is_empty() {
+            return Tensor::zeros([0, self.config.hidden_size], (&device, DType::F32));
+        }
+        let hidden = self.last_hidden(batch);
+        let [n, len, dim] = hidden.dims();
+
+        let mut real = vec![0f32; n * len];
+        for (b, seq) in batch.iter().enumerate() {
+            real[b * len..b * len + seq.len()].fill(1.0);
+        }
+        let counts: Vec<f32> = batch.iter().map(|s| s.len() as f32).collect();
+        let real =
+            Tensor::<B, 3>::from_data(TensorData::new(real, [n, 1, len]), (&device, DType::F32));
+        let counts =
+            Tensor::<B, 2>::from_data(TensorData::new(counts, [n, 1]), (&device, DType::F32));
+        // Sum then divide, as torch.mean does.
+        real.matmul(hidden.cast(FloatDType::F32)).reshape([n, dim]) / counts
+    }
+}
+
+/// ALiBi slopes for `heads` heads, in f64 as the original computes them in Python: for a
+/// power of two `n`, `start = 2^(-2^-(log2 n - 3))` and `slope_i = start·start^i`; otherwise
+/// the slopes for the largest power of two below, then every other slope of twice that.
+pub fn alibi_slopes(heads: usize) -> Vec<f64> {
+    fn power_of_two(n: usize) -> Vec<f64> {
+        let start = 2f64.powf(-(2f64.powf(-((n as f64).log2() - 3.0))));
+        (0..n).map(|i| start * start.powf(i as f64)).collect()
+    }
+    if heads == 0 {
+        return Vec::new();
+    }
+    if heads.is_power_of_two() {
+        return power_of_two(heads);
+    }
+    let closest = 1usize << heads.ilog2();
+    let mut slopes = power_of_two(closest);
+    slopes.extend(
+        alibi_slopes(2 * closest)
+            .into_iter()
+            .step_by(2)
+            .take(heads - closest),
+    );
+    slopes
+}
+
+/// `[1, heads, len, len]` with `-slope_h·|q - k|`, built on the device (a long sequence's table
+/// never crosses the bus). The product is the same f32 one as the original's.
+fn alibi_bias<B: Backend>(neg_slopes: &[f32], len: usize, device: &B::Device) -> Tensor<B, 4> {
+    let heads = neg_slopes.len();
+    let pos = Tensor::<B, 1, Int>::arange(0..len as i64, device);
+    let dist = (pos.clone().reshape([len, 1]) - pos.reshape([1, len]))
+        .abs()
+        .float()
+        .reshape([1, 1, len, len]);
+    let slopes = Tensor::<B, 4>::from_data(
+        TensorData::new(neg_slopes.to_vec(), [1, heads, 1, 1]),
+        device,
+    );
+    dist * slopes
+}

@@ -133,7 +133,10 @@ impl Esm2Config {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.heads == 0 || self.hidden % self.heads != 0 || self.head_dim() % 2 != 0 {
+        if self.heads == 0
+            || !self.hidden.is_multiple_of(self.heads)
+            || !self.head_dim().is_multiple_of(2)
+        {
             bail!(
                 "hidden size {} does not split into {} heads of even size (rotary needs pairs)",
                 self.hidden,
@@ -167,8 +170,16 @@ impl<B: Backend> Dense<B> {
         }
     }
 
-    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        linear(x, self.weight.val(), Some(self.bias.val()))
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, len, dim] = x.dims();
+        // One [b·l, in] × [in, out] GEMM instead of b broadcast ones: the weight is read once.
+        let y = linear(
+            x.reshape([batch * len, dim]),
+            self.weight.val(),
+            Some(self.bias.val()),
+        );
+        let out = y.dims()[1];
+        y.reshape([batch, len, out])
     }
 }
 
@@ -195,7 +206,7 @@ struct Shared<B: Backend> {
 }
 
 impl<B: Backend> Esm2Layer<B> {
-    fn forward(&self, x: Tensor<B, 3>, heads: usize, ctx: &Shared<B>) -> Tensor<B, 3> {
+    fn forward(&self, x: Tensor<B, 3>, heads: usize, shared: &Shared<B>) -> Tensor<B, 3> {
         let [batch, len, dim] = x.dims();
         let head_dim = dim / heads;
 
@@ -212,20 +223,20 @@ impl<B: Backend> Esm2Layer<B> {
             .reshape([batch, len, 2 * heads, 2, head_dim / 2])
             .flip([3])
             .reshape([batch, len, 2 * heads, head_dim]);
-        let qk = qk * ctx.cos.clone() + swapped * ctx.sin_signed.clone();
+        let qk = qk * shared.cos.clone() + swapped * shared.sin_signed.clone();
 
         let q = qk.clone().slice_dim(2, 0..heads).swap_dims(1, 2);
         let k = qk.slice_dim(2, heads..2 * heads).swap_dims(1, 2);
         let v = qkv.slice_dim(2, 2 * heads..3 * heads).swap_dims(1, 2);
-        let ctx_heads = attention(
+        let context = attention(
             q,
             k,
             v,
-            ctx.key_padding.clone(),
+            shared.key_padding.clone(),
             None,
             AttentionModuleOptions::default(),
         );
-        let attn = ctx_heads.swap_dims(1, 2).reshape([batch, len, dim]);
+        let attn = context.swap_dims(1, 2).reshape([batch, len, dim]);
         let x = x + self.out.forward(attn);
 
         let h = self.fc1.forward(self.ffn_norm.forward(x.clone()));
@@ -382,8 +393,17 @@ fn is_torch_pickle(path: &Path) -> bool {
 
 /// The config of a fair-esm checkpoint, or `None` when the file has no fair-esm `cfg`.
 fn fair_esm_config(path: &Path) -> Result<Option<Esm2Config>> {
-    let _ = path;
-    bail!("fair-esm checkpoints are not supported yet")
+    weights::torch_file::fair_esm_config(path)?
+        .map(|a| {
+            Esm2Config::from_fair_esm(
+                a.encoder_layers,
+                a.encoder_embed_dim,
+                a.encoder_attention_heads,
+                a.token_dropout,
+            )
+            .with_context(|| format!("{}", path.display()))
+        })
+        .transpose()
 }
 
 impl<B: Backend> Esm2<B> {
@@ -511,7 +531,7 @@ impl<B: Backend> Esm2<B> {
         let mut x = embedding(self.embed_tokens.val(), ids) * row_scale;
 
         let (cos, sin_signed) = rotary_tables::<B>(len, cfg.head_dim(), &device);
-        let ctx = Shared {
+        let shared = Shared {
             // The attention op wants the documented [b, heads, q, k] shape; expand is a view.
             key_padding: any_padding.then(|| {
                 Tensor::<B, 2, Bool>::from_data(TensorData::new(key_padding, [n, len]), &device)
@@ -522,7 +542,7 @@ impl<B: Backend> Esm2<B> {
             sin_signed,
         };
         for layer in &self.layers {
-            x = layer.forward(x, cfg.heads, &ctx);
+            x = layer.forward(x, cfg.heads, &shared);
         }
         self.emb_layer_norm_after.forward(x)
     }

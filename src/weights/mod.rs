@@ -6,7 +6,10 @@
 //! `f32`, so a 3B-parameter checkpoint is never held twice in memory: the file is memory-mapped
 //! and each tensor is converted when the model asks for it.
 
+pub mod pickle;
 pub mod safetensors_file;
+pub mod sharded;
+pub mod torch_file;
 
 use std::path::Path;
 
@@ -106,17 +109,94 @@ impl Weights {
     }
 }
 
-/// Open a weights file by its format (extension, then magic bytes).
+/// Open a weights file by its format: the extension (`.safetensors`, `*.index.json`, `.bin`,
+/// `.pt`, `.pth`), else the file's first bytes.
 pub fn open(path: &Path) -> Result<Weights> {
+    Ok(Weights::new(open_source(path)?))
+}
+
+/// [`open`], without the [`Weights`] wrapper (shards of an index are opened with it).
+pub fn open_source(path: &Path) -> Result<Box<dyn TensorSource>> {
     if !path.exists() {
         bail!("weights file {} does not exist", path.display());
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    if name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json") {
-        return Ok(Weights::new(Box::new(safetensors_file::SafetensorsSource::open(path)?)));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if name.ends_with(".index.json") {
+        return open_index(path);
     }
-    bail!(
-        "{}: unsupported weights format (expected .safetensors, .safetensors.index.json, .bin, .pt or .pth)",
-        path.display()
-    )
+    let format = if name.ends_with(".safetensors") {
+        Magic::Safetensors
+    } else if [".bin", ".pt", ".pth"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+    {
+        // The torch reader explains legacy and non-zip files itself.
+        Magic::Zip
+    } else {
+        let mut head = [0u8; 16];
+        let n = read_head(path, &mut head)?;
+        sniff(&head[..n])
+    };
+    Ok(match format {
+        Magic::Safetensors => Box::new(safetensors_file::SafetensorsSource::open(path)?),
+        Magic::Zip | Magic::Pickle => Box::new(torch_file::TorchSource::open(path)?),
+        Magic::Unknown => bail!(
+            "{}: unrecognised weights format (expected safetensors or a PyTorch zip checkpoint: \
+             .safetensors, .safetensors.index.json, .bin, .pt or .pth)",
+            path.display()
+        ),
+    })
+}
+
+/// A sharded checkpoint's index: safetensors shards have their own reader; other shards
+/// (`pytorch_model-0000x-of-0000y.bin`) are opened one by one.
+fn open_index(path: &Path) -> Result<Box<dyn TensorSource>> {
+    let files = sharded::weight_map_files(path)?;
+    if files.iter().all(|f| f.ends_with(".safetensors")) {
+        return Ok(Box::new(safetensors_file::SafetensorsSource::open(path)?));
+    }
+    Ok(Box::new(sharded::ShardedSource::open(path, open_source)?))
+}
+
+fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f
+            .read(&mut buf[n..])
+            .with_context(|| format!("reading {}", path.display()))?
+        {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// What a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Magic {
+    /// A zip archive: PyTorch's checkpoint format since 1.6.
+    Zip,
+    /// A bare pickle: PyTorch's legacy (pre-1.6) format.
+    Pickle,
+    /// An 8-byte little-endian header length followed by a JSON header.
+    Safetensors,
+    Unknown,
+}
+
+pub fn sniff(head: &[u8]) -> Magic {
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        Magic::Zip
+    } else if head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]) {
+        Magic::Pickle
+    } else if head.len() >= 9 && head[8] == b'{' {
+        Magic::Safetensors
+    } else {
+        Magic::Unknown
+    }
 }

@@ -41,7 +41,10 @@ pub enum Value {
     FrozenSet(Vec<Id>),
     /// A reference to `module.name` (`GLOBAL` / `STACK_GLOBAL`), not imported. Python 2 module
     /// names written by protocol 2 (`__builtin__`) are mapped to their Python 3 names.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// A call that unpickling would perform (`REDUCE`, `NEWOBJ`, `INST`, `OBJ`), recorded.
     Object(Object),
     /// A `PERSID` / `BINPERSID` reference; torch uses it for tensor storages.
@@ -316,18 +319,31 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0, values: Vec::new(), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() }
+        Self {
+            data,
+            pos: 0,
+            values: Vec::new(),
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+        }
     }
 
     fn run(mut self) -> Result<Pickle> {
         loop {
             let at = self.pos;
-            let code = self.take_u8().context("pickle ends without a STOP opcode")?;
+            let code = self
+                .take_u8()
+                .context("pickle ends without a STOP opcode")?;
             if code == op::STOP {
                 let root = self.pop(at)?;
-                return Ok(Pickle { values: self.values, root });
+                return Ok(Pickle {
+                    values: self.values,
+                    root,
+                });
             }
-            self.step(code).with_context(|| format!("pickle opcode 0x{code:02x} at offset {at}"))?;
+            // Every error names the offending offset itself.
+            self.step(code)?;
         }
     }
 
@@ -357,7 +373,10 @@ impl<'a> Parser<'a> {
                 self.pop_mark(at)?;
             }
             op::DUP => {
-                let top = *self.stack.last().with_context(|| format!("DUP on an empty stack at offset {at}"))?;
+                let top = *self
+                    .stack
+                    .last()
+                    .with_context(|| format!("DUP on an empty stack at offset {at}"))?;
                 self.stack.push(top);
             }
 
@@ -400,7 +419,9 @@ impl<'a> Parser<'a> {
             op::LONG => {
                 let line = self.take_line_str()?;
                 let digits = line.trim_end_matches('L');
-                let v: i64 = digits.parse().with_context(|| format!("LONG {digits:?} does not fit 64 bits"))?;
+                let v: i64 = digits
+                    .parse()
+                    .with_context(|| format!("LONG {digits:?} does not fit 64 bits"))?;
                 self.push(Value::Int(v));
             }
             op::BINFLOAT => {
@@ -409,7 +430,10 @@ impl<'a> Parser<'a> {
             }
             op::FLOAT => {
                 let line = self.take_line_str()?;
-                self.push(Value::Float(line.parse().with_context(|| format!("bad FLOAT {line:?}"))?));
+                self.push(Value::Float(
+                    line.parse()
+                        .with_context(|| format!("bad FLOAT {line:?}"))?,
+                ));
             }
 
             // strings and bytes
@@ -428,7 +452,11 @@ impl<'a> Parser<'a> {
             // Python 2 `str`: torch never writes these, but they are bytes of text; keep them
             // as strings when they decode, as Python 3's default `encoding="ASCII"` would.
             op::BINSTRING | op::SHORT_BINSTRING => {
-                let n = if code == op::BINSTRING { self.take_len4(at)? } else { self.take_u8()? as usize };
+                let n = if code == op::BINSTRING {
+                    self.take_len4(at)?
+                } else {
+                    self.take_u8()? as usize
+                };
                 let bytes = self.take(n)?;
                 let v = match std::str::from_utf8(bytes) {
                     Ok(s) => Value::Str(s.to_string()),
@@ -527,7 +555,9 @@ impl<'a> Parser<'a> {
             }
             op::PUT => {
                 let line = self.take_line_str()?;
-                let k = line.parse().with_context(|| format!("bad PUT index {line:?}"))?;
+                let k = line
+                    .parse()
+                    .with_context(|| format!("bad PUT index {line:?}"))?;
                 self.put(k, at)?;
             }
             op::MEMOIZE => {
@@ -544,7 +574,9 @@ impl<'a> Parser<'a> {
             }
             op::GET => {
                 let line = self.take_line_str()?;
-                let k = line.parse().with_context(|| format!("bad GET index {line:?}"))?;
+                let k = line
+                    .parse()
+                    .with_context(|| format!("bad GET index {line:?}"))?;
                 self.get(k, at)?;
             }
 
@@ -555,9 +587,11 @@ impl<'a> Parser<'a> {
                 self.push_global(module, name);
             }
             op::STACK_GLOBAL => {
-                let name = self.pop(at)?;
-                let module = self.pop(at)?;
-                let (Value::Str(module), Value::Str(name)) = (&self.values[module], &self.values[name]) else {
+                let name_id = self.pop(at)?;
+                let module_id = self.pop(at)?;
+                let (Value::Str(module), Value::Str(name)) =
+                    (&self.values[module_id], &self.values[name_id])
+                else {
                     bail!("STACK_GLOBAL needs two strings at offset {at}");
                 };
                 let (module, name) = (module.clone(), name.clone());
@@ -566,12 +600,18 @@ impl<'a> Parser<'a> {
             op::REDUCE => {
                 let args = self.pop(at)?;
                 let callable = self.pop(at)?;
-                self.push(Value::Object(Object { callable, args, ..Default::default() }));
+                let obj = self.reduce(callable, args);
+                self.push(Value::Object(obj));
             }
             op::NEWOBJ => {
                 let args = self.pop(at)?;
                 let callable = self.pop(at)?;
-                self.push(Value::Object(Object { callable, args, new_obj: true, ..Default::default() }));
+                self.push(Value::Object(Object {
+                    callable,
+                    args,
+                    new_obj: true,
+                    ..Default::default()
+                }));
             }
             op::NEWOBJ_EX => {
                 let kwargs = self.pop(at)?;
@@ -591,7 +631,11 @@ impl<'a> Parser<'a> {
                 let items = self.pop_mark(at)?;
                 let callable = self.alloc(global(module, name));
                 let args = self.alloc(Value::Tuple(items));
-                self.push(Value::Object(Object { callable, args, ..Default::default() }));
+                self.push(Value::Object(Object {
+                    callable,
+                    args,
+                    ..Default::default()
+                }));
             }
             op::OBJ => {
                 let mut items = self.pop_mark(at)?;
@@ -600,7 +644,11 @@ impl<'a> Parser<'a> {
                 }
                 let callable = items.remove(0);
                 let args = self.alloc(Value::Tuple(items));
-                self.push(Value::Object(Object { callable, args, ..Default::default() }));
+                self.push(Value::Object(Object {
+                    callable,
+                    args,
+                    ..Default::default()
+                }));
             }
             op::BUILD => {
                 let state = self.pop(at)?;
@@ -621,13 +669,56 @@ impl<'a> Parser<'a> {
             }
 
             op::STRING | op::UNICODE | op::EXT1 | op::EXT2 | op::EXT4 | op::NEXT_BUFFER => {
-                bail!("unsupported pickle opcode {} (0x{code:02x}) at offset {at}", op::name(code))
+                bail!(
+                    "unsupported pickle opcode {} (0x{code:02x}) at offset {at}",
+                    op::name(code)
+                )
             }
             _ => bail!(
                 "unknown pickle opcode 0x{code:02x} at offset {at} (not a pickle, or a corrupt one)"
             ),
         }
         Ok(())
+    }
+
+    /// `callable(*args)`. `copyreg.__newobj__(cls, *args)` and `copyreg.__newobj_ex__(cls,
+    /// args, kwargs)` (protocol < 4 spellings of `NEWOBJ` / `NEWOBJ_EX`) are recorded as the
+    /// `NEWOBJ` they stand for, so objects look the same whatever the protocol.
+    fn reduce(&mut self, callable: Id, args: Id) -> Object {
+        let plain = Object {
+            callable,
+            args,
+            ..Default::default()
+        };
+        let Value::Global { module, name } = &self.values[callable] else {
+            return plain;
+        };
+        if module != "copyreg" {
+            return plain;
+        }
+        let Value::Tuple(items) = &self.values[args] else {
+            return plain;
+        };
+        match (name.as_str(), items.as_slice()) {
+            ("__newobj__", [cls, rest @ ..]) => {
+                let (cls, rest) = (*cls, rest.to_vec());
+                let args = self.alloc(Value::Tuple(rest));
+                Object {
+                    callable: cls,
+                    args,
+                    new_obj: true,
+                    ..Default::default()
+                }
+            }
+            ("__newobj_ex__", &[cls, args, kwargs]) => Object {
+                callable: cls,
+                args,
+                kwargs: Some(kwargs),
+                new_obj: true,
+                ..Default::default()
+            },
+            _ => plain,
+        }
     }
 
     fn alloc(&mut self, v: Value) -> Id {
@@ -669,7 +760,10 @@ impl<'a> Parser<'a> {
 
     /// Pop everything above the last mark, and the mark.
     fn pop_mark(&mut self, at: usize) -> Result<Vec<Id>> {
-        let mark = self.marks.pop().with_context(|| format!("no MARK before offset {at}"))?;
+        let mark = self
+            .marks
+            .pop()
+            .with_context(|| format!("no MARK before offset {at}"))?;
         Ok(self.stack.split_off(mark))
     }
 
@@ -680,7 +774,10 @@ impl<'a> Parser<'a> {
     }
 
     fn get(&mut self, key: u64, at: usize) -> Result<()> {
-        let id = *self.memo.get(&key).with_context(|| format!("memo key {key} not defined at offset {at}"))?;
+        let id = *self
+            .memo
+            .get(&key)
+            .with_context(|| format!("memo key {key} not defined at offset {at}"))?;
         self.stack.push(id);
         Ok(())
     }
@@ -723,9 +820,17 @@ impl<'a> Parser<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).with_context(|| {
-            format!("pickle truncated: {n} bytes wanted at offset {} of {}", self.pos, self.data.len())
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .with_context(|| {
+                format!(
+                    "pickle truncated: {n} bytes wanted at offset {} of {}",
+                    self.pos,
+                    self.data.len()
+                )
+            })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -752,8 +857,13 @@ impl<'a> Parser<'a> {
     /// A newline-terminated text argument (protocol 0 opcodes and `GLOBAL`).
     fn take_line_str(&mut self) -> Result<String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').context("pickle truncated inside a text argument")?;
-        let line = std::str::from_utf8(&rest[..n]).context("text argument is not UTF-8")?.to_string();
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .context("pickle truncated inside a text argument")?;
+        let line = std::str::from_utf8(&rest[..n])
+            .context("text argument is not UTF-8")?
+            .to_string();
         self.pos += n + 1;
         Ok(line)
     }
@@ -775,7 +885,11 @@ fn long_value(bytes: Vec<u8>) -> Value {
         return Value::Int(0);
     }
     if bytes.len() <= 8 {
-        let fill = if bytes[bytes.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+        let fill = if bytes[bytes.len() - 1] & 0x80 != 0 {
+            0xff
+        } else {
+            0
+        };
         let mut buf = [fill; 8];
         buf[..bytes.len()].copy_from_slice(&bytes);
         return Value::Int(i64::from_le_bytes(buf));
@@ -785,7 +899,143 @@ fn long_value(bytes: Vec<u8>) -> Value {
 
 fn pairs(items: Vec<Id>, at: usize) -> Result<Vec<(Id, Id)>> {
     if items.len() % 2 != 0 {
-        bail!("odd number of items ({}) for a dict at offset {at}", items.len());
+        bail!(
+            "odd number of items ({}) for a dict at offset {at}",
+            items.len()
+        );
     }
     Ok(items.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pickle.dumps(obj, protocol)` of, in Python:
+    /// ```python
+    /// class Kw:  # pickled with NEWOBJ_EX under protocol 4
+    ///     def __init__(self, a): self.a = a
+    ///     def __getnewargs_ex__(self): return ((1,), {"k": 2})
+    /// shared = [1, 2]
+    /// obj = {"ints": (0, -1, 255, 65535, -2**31, 2**40, -2**63, 2**70), "float": 1.5,
+    ///        "s": "héllo", "b": b"\x00\x01", "none": None, "t": True, "f": False,
+    ///        "set": {3}, "fs": frozenset([4]), "od": collections.OrderedDict([("x", 1)]),
+    ///        "ns": argparse.Namespace(encoder_layers=2), "shared": (shared, shared), "kw": Kw(5)}
+    /// ```
+    const PROTO2: &str = "80027d7100285804000000696e74737101284b004affffffff4bff4dffff4a000000808a060000000000018a0800000000000000808a090000000000000000407471025805000000666c6f61747103473ff80000000000005801000000737104580600000068c3a96c6c6f71055801000000627106635f636f646563730a656e636f64650a710758020000000001710858060000006c6174696e31710986710a52710b58040000006e6f6e65710c4e580100000074710d88580100000066710e895803000000736574710f635f5f6275696c74696e5f5f0a7365740a71105d71114b0361857112527113580200000066737114635f5f6275696c74696e5f5f0a66726f7a656e7365740a71155d71164b046185711752711858020000006f64711963636f6c6c656374696f6e730a4f726465726564446963740a711a2952711b580100000078711c4b017358020000006e73711d6361726770617273650a4e616d6573706163650a711e2981711f7d7120580e000000656e636f6465725f6c617965727371214b027362580600000073686172656471225d7123284b014b0265682386712458020000006b7771256366756e63746f6f6c730a7061727469616c0a7126635f5f6275696c74696e5f5f0a676574617474720a7127635f5f6275696c74696e5f5f0a6f626a6563740a712858070000005f5f6e65775f5f712986712a52712b85712c52712d28682b635f5f6d61696e5f5f0a4b770a712e4b0186712f7d713058010000006b71314b02734e74713262295271337d713458010000006171354b057362752e";
+    const PROTO4: &str = "80049536010000000000007d94288c04696e747394284b004affffffff4bff4dffff4a000000808a060000000000018a0800000000000000808a0900000000000000004074948c05666c6f617494473ff80000000000008c0173948c0668c3a96c6c6f948c01629443020001948c046e6f6e65944e8c017494888c016694898c03736574948f94284b03908c02667394284b0491948c026f64948c0b636f6c6c656374696f6e73948c0b4f726465726564446963749493942952948c0178944b01738c026e73948c086172677061727365948c094e616d6573706163659493942981947d948c0e656e636f6465725f6c6179657273944b0273628c06736861726564945d94284b014b0265681d86948c026b77948c085f5f6d61696e5f5f948c024b779493944b0185947d948c016b944b027392947d948c0161944b057362752e";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn check_sample(pk: &Pickle, proto: u32) {
+        let root = pk.root();
+        let get = |k: &str| pk.dict_get(root, k).unwrap_or_else(|| panic!("key {k}"));
+        let ints: Vec<&Value> = pk
+            .as_seq(get("ints"))
+            .unwrap()
+            .iter()
+            .map(|&i| pk.get(i))
+            .collect();
+        assert_eq!(
+            ints[..7],
+            [0i64, -1, 255, 65535, -(1 << 31), 1 << 40, i64::MIN]
+                .map(Value::Int)
+                .iter()
+                .collect::<Vec<_>>()[..]
+        );
+        let mut big = vec![0u8; 9];
+        big[8] = 0x40; // 2**70, little-endian
+        assert_eq!(ints[7], &Value::BigInt(big));
+        assert_eq!(pk.as_float(get("float")), Some(1.5));
+        assert_eq!(pk.as_str(get("s")), Some("héllo"));
+        // Protocol 2 has no bytes opcode: bytes are `_codecs.encode(str, "latin1")`, recorded.
+        if proto >= 3 {
+            assert_eq!(pk.get(get("b")), &Value::Bytes(vec![0, 1]));
+        } else {
+            assert_eq!(pk.callable_of(get("b")), Some(("_codecs", "encode")));
+        }
+        assert_eq!(pk.get(get("none")), &Value::None);
+        assert_eq!(pk.as_bool(get("t")), Some(true));
+        assert_eq!(pk.as_bool(get("f")), Some(false));
+        let set = pk.as_set(get("set")).unwrap();
+        assert_eq!(
+            set.iter()
+                .map(|&i| pk.as_int(i).unwrap())
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        let fs = pk.as_set(get("fs")).unwrap();
+        assert_eq!(
+            fs.iter()
+                .map(|&i| pk.as_int(i).unwrap())
+                .collect::<Vec<_>>(),
+            [4]
+        );
+        let od = get("od");
+        assert_eq!(pk.dict_get(od, "x").and_then(|v| pk.as_int(v)), Some(1));
+        let ns = pk.as_object(get("ns")).unwrap();
+        assert_eq!(pk.as_global(ns.callable), Some(("argparse", "Namespace")));
+        assert!(ns.new_obj);
+        assert_eq!(
+            pk.dict_get(ns.state.unwrap(), "encoder_layers")
+                .and_then(|v| pk.as_int(v)),
+            Some(2)
+        );
+        // The memo makes both tuple items the same list.
+        let shared = pk.as_seq(get("shared")).unwrap();
+        assert_eq!(shared[0], shared[1]);
+        assert_eq!(pk.as_seq(shared[0]).unwrap().len(), 2);
+        let kw = pk.as_object(get("kw")).unwrap();
+        assert_eq!(
+            pk.dict_get(kw.state.unwrap(), "a")
+                .and_then(|v| pk.as_int(v)),
+            Some(5)
+        );
+        // Protocol 2 spells `__getnewargs_ex__` as a `functools.partial(object.__new__, ..)`
+        // call, recorded as such; protocol 4 has NEWOBJ_EX.
+        if proto >= 4 {
+            assert!(kw.new_obj);
+            assert_eq!(pk.as_global(kw.callable), Some(("__main__", "Kw")));
+            assert_eq!(
+                kw.kwargs
+                    .and_then(|k| pk.dict_get(k, "k"))
+                    .and_then(|v| pk.as_int(v)),
+                Some(2)
+            );
+        }
+    }
+
+    #[test]
+    fn protocol_2() {
+        check_sample(&Pickle::parse(&unhex(PROTO2)).unwrap(), 2);
+    }
+
+    #[test]
+    fn protocol_4() {
+        check_sample(&Pickle::parse(&unhex(PROTO4)).unwrap(), 4);
+    }
+
+    #[test]
+    fn unsupported_opcode_is_named_with_its_offset() {
+        let err = Pickle::parse(b"\x80\x02\x82\x01.").unwrap_err().to_string();
+        assert!(err.contains("EXT1") && err.contains("offset 2"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_not_a_pickle() {
+        let err = Pickle::parse(b"\xff\xfe junk").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown pickle opcode 0xff at offset 0"),
+            "{err}"
+        );
+        let err = Pickle::parse(b"\x80\x02K").unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        let err = Pickle::parse(b"\x80\x02N").unwrap_err().to_string();
+        assert!(err.contains("STOP"), "{err}");
+    }
 }

@@ -56,7 +56,11 @@ impl SafetensorsSource {
             }
             shards.push(mmap);
         }
-        Ok(Self { label: path.display().to_string(), shards, index })
+        Ok(Self {
+            label: path.display().to_string(),
+            shards,
+            index,
+        })
     }
 }
 
@@ -94,7 +98,10 @@ impl TensorSource for SafetensorsSource {
                 .chunks_exact(8)
                 .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
                 .collect(),
-            other => bail!("tensor {name} in {} has dtype {other:?}, expected a float", self.label),
+            other => bail!(
+                "tensor {name} in {} has dtype {other:?}, expected a float",
+                self.label
+            ),
         })
     }
 

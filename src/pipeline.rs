@@ -1,0 +1,203 @@
+//! `virnucpro run`: translate -> embed-dna -> embed-protein -> predict in one process, for one
+//! machine. Every step's outputs stay under the output directory; a step whose outputs are
+//! complete and were made with the same inputs and settings is skipped on a re-run (resume after
+//! a crash or a kill), `--force` redoes everything.
+//!
+//! Completion is recorded per step in `DIR/steps/<step>.json`, written only after the step's
+//! outputs were atomically moved into place, holding the step's fingerprint (inputs with their
+//! sizes and modification times, models, settings that change results).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::device::{DeviceSpec, Precision};
+use crate::embed::{self, EmbedOptions};
+use crate::output::{ensure_dir, write_atomic};
+use crate::predict::{self, PredictOptions};
+use crate::translate::{self, TranslateOptions, NUCLEOTIDE_FILE, PROTEIN_FILE};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub input: PathBuf,
+    pub dnabert: PathBuf,
+    pub esm: PathBuf,
+    pub classifier: PathBuf,
+    pub chunk_size: usize,
+    pub outdir: PathBuf,
+    pub device: DeviceSpec,
+    pub precision: Precision,
+    pub batch_tokens: Option<usize>,
+    pub threads: Option<usize>,
+    pub force: bool,
+    pub min_viral_fraction: f64,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct StepReport {
+    step: &'static str,
+    skipped: bool,
+    wall_seconds: f64,
+    report: Value,
+}
+
+/// What identifies a file for resume purposes: its path, size and modification time.
+fn file_fingerprint(path: &Path) -> Value {
+    match std::fs::metadata(path) {
+        Ok(m) => json!({
+            "path": path.display().to_string(),
+            "bytes": m.len(),
+            "modified": m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64),
+        }),
+        Err(_) => json!({ "path": path.display().to_string() }),
+    }
+}
+
+/// A model directory's or file's fingerprint: its weight/config files.
+fn model_fingerprint(path: &Path) -> Value {
+    if path.is_dir() {
+        let mut files: Vec<Value> = std::fs::read_dir(path)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .map(|p| file_fingerprint(&p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_string());
+        Value::Array(files)
+    } else {
+        file_fingerprint(path)
+    }
+}
+
+struct Steps {
+    dir: PathBuf,
+    force: bool,
+    reports: Vec<StepReport>,
+}
+
+impl Steps {
+    fn marker(&self, step: &str) -> PathBuf {
+        self.dir.join(format!("{step}.json"))
+    }
+
+    /// Run `work` unless the step is recorded complete with this fingerprint and `outputs` exist.
+    fn step(
+        &mut self,
+        step: &'static str,
+        fingerprint: Value,
+        outputs: &[PathBuf],
+        work: impl FnOnce() -> Result<Value>,
+    ) -> Result<()> {
+        let marker = self.marker(step);
+        if !self.force && outputs.iter().all(|p| p.exists()) {
+            if let Ok(text) = std::fs::read_to_string(&marker) {
+                if let Ok(done) = serde_json::from_str::<Value>(&text) {
+                    if done["fingerprint"] == fingerprint {
+                        tracing::info!("{step}: outputs complete from an earlier run, skipping (--force redoes it)");
+                        self.reports.push(StepReport { step, skipped: true, wall_seconds: 0.0, report: done["report"].clone() });
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        // Invalidate before redoing, so a crash mid-step never leaves a stale "done".
+        let _ = std::fs::remove_file(&marker);
+        let started = Instant::now();
+        let report = work().with_context(|| format!("step {step}"))?;
+        let wall = started.elapsed().as_secs_f64();
+        let done = json!({ "step": step, "fingerprint": fingerprint, "report": report });
+        write_atomic(&marker, &serde_json::to_vec_pretty(&done)?)?;
+        self.reports.push(StepReport { step, skipped: false, wall_seconds: wall, report });
+        Ok(())
+    }
+}
+
+pub fn run(opts: &RunOptions) -> Result<()> {
+    let started = Instant::now();
+    ensure_dir(&opts.outdir)?;
+    let translate_dir = opts.outdir.join("translate");
+    let emb_dir = opts.outdir.join("embeddings");
+    let steps_dir = opts.outdir.join("steps");
+    ensure_dir(&steps_dir)?;
+    ensure_dir(&emb_dir)?;
+    let mut steps = Steps { dir: steps_dir, force: opts.force, reports: Vec::new() };
+
+    let nt = translate_dir.join(NUCLEOTIDE_FILE);
+    let aa = translate_dir.join(PROTEIN_FILE);
+    let translate_fp = json!({ "input": file_fingerprint(&opts.input), "chunk_size": opts.chunk_size });
+    steps.step("translate", translate_fp.clone(), &[nt.clone(), aa.clone()], || {
+        let summary = translate::run(&TranslateOptions {
+            input: opts.input.clone(),
+            chunk_size: opts.chunk_size,
+            outdir: translate_dir.clone(),
+            threads: opts.threads,
+            shard_size: None,
+            write_chunks: true,
+            allow_duplicate_ids: false,
+            quiet: opts.quiet,
+        })?;
+        translate::log_summary(&summary, &translate_dir);
+        Ok(serde_json::to_value(summary)?)
+    })?;
+
+    let embed_opts = |input: &Path, model: &Path, output: PathBuf| EmbedOptions {
+        input: input.to_path_buf(),
+        model: model.to_path_buf(),
+        output,
+        device: opts.device.clone(),
+        precision: opts.precision,
+        batch_tokens: opts.batch_tokens,
+        threads: opts.threads,
+        quiet: opts.quiet,
+    };
+    let dna_out = emb_dir.join("dna.safetensors");
+    let dna_fp = json!({ "after": translate_fp, "model": model_fingerprint(&opts.dnabert), "precision": opts.precision });
+    steps.step("embed-dna", dna_fp.clone(), &[dna_out.clone()], || {
+        let s = embed::models::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
+        embed::log_summary(&s);
+        Ok(serde_json::to_value(s)?)
+    })?;
+
+    let prot_out = emb_dir.join("protein.safetensors");
+    let prot_fp = json!({ "after": translate_fp, "model": model_fingerprint(&opts.esm), "precision": opts.precision });
+    steps.step("embed-protein", prot_fp.clone(), &[prot_out.clone()], || {
+        let s = embed::models::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
+        embed::log_summary(&s);
+        Ok(serde_json::to_value(s)?)
+    })?;
+
+    let predict_fp = json!({
+        "dna": dna_fp, "protein": prot_fp,
+        "classifier": file_fingerprint(&opts.classifier),
+        "min_viral_fraction": opts.min_viral_fraction,
+    });
+    let results = opts.outdir.join(predict::report::RESULTS_FILE);
+    steps.step("predict", predict_fp, &[results], || {
+        let s = predict::run(&PredictOptions {
+            dna: vec![dna_out.clone()],
+            protein: vec![prot_out.clone()],
+            classifier: opts.classifier.clone(),
+            outdir: opts.outdir.clone(),
+            min_viral_fraction: opts.min_viral_fraction,
+            plot_top: 20,
+        })?;
+        predict::log_summary(&s, &opts.outdir);
+        Ok(serde_json::to_value(s)?)
+    })?;
+
+    let report = json!({
+        "input": opts.input.display().to_string(),
+        "chunk_size": opts.chunk_size,
+        "steps": steps.reports,
+        "wall_seconds": started.elapsed().as_secs_f64(),
+    });
+    write_atomic(&opts.outdir.join("run.json"), &serde_json::to_vec_pretty(&report)?)?;
+    Ok(())
+}

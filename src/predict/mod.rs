@@ -1,0 +1,214 @@
+//! `virnucpro predict`: join DNA and protein embeddings by ORF id, classify with the VirNucPro
+//! MLP, and write the original's tables plus a per-sequence summary and a figure.
+
+pub mod plot;
+pub mod report;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::backend::flex::FlexDevice;
+use burn::backend::Flex;
+use burn::tensor::{Tensor, TensorData};
+use serde::Serialize;
+
+use crate::embed::engine::tensor_to_f32;
+use crate::embed::store::EmbeddingSet;
+use crate::models::classifier::Classifier;
+use crate::output::{ensure_dir, write_atomic};
+use report::{OrfScore, SequenceSummary};
+
+pub const PLOT_STEM: &str = "prediction";
+pub const REPORT_FILE: &str = "predict.json";
+
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    pub dna: Vec<PathBuf>,
+    pub protein: Vec<PathBuf>,
+    pub classifier: PathBuf,
+    pub outdir: PathBuf,
+    /// Fraction of a sequence's scored chunks that must be viral to call the sequence viral.
+    pub min_viral_fraction: f64,
+    /// Sequences drawn in the figure.
+    pub plot_top: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictSummary {
+    pub orfs_scored: usize,
+    pub orfs_virus: usize,
+    pub chunks: usize,
+    pub chunks_virus: usize,
+    pub sequences: usize,
+    pub sequences_virus: usize,
+    pub dna_only_ids: usize,
+    pub protein_only_ids: usize,
+    pub feature_dim: usize,
+    pub dna_model: String,
+    pub protein_model: String,
+    pub wall_seconds: f64,
+}
+
+/// Rows per classifier forward pass: bounds memory on samples with millions of ORFs.
+const CLASSIFY_ROWS: usize = 16384;
+
+/// Load every file of one side and check they agree with each other.
+fn load_side(paths: &[PathBuf], kind: &str, flag: &str) -> Result<Vec<EmbeddingSet>> {
+    if paths.is_empty() {
+        bail!("no {flag} embeddings files given");
+    }
+    let mut sets: Vec<EmbeddingSet> = Vec::with_capacity(paths.len());
+    for p in paths {
+        let set = EmbeddingSet::read(p)?;
+        if set.meta.kind != kind {
+            bail!(
+                "{} holds {} embeddings but was given to {flag}; pass DNABERT-S files to --dna and ESM-2 files to --protein",
+                p.display(),
+                set.meta.kind
+            );
+        }
+        if let Some(first) = sets.first() {
+            if first.dim != set.dim || first.meta.model != set.meta.model || first.meta.pooling != set.meta.pooling {
+                bail!(
+                    "{} was made by model '{}' ({}-d) but {} by '{}' ({}-d); all {flag} shards must come from one model",
+                    p.display(),
+                    set.meta.model,
+                    set.dim,
+                    paths[0].display(),
+                    first.meta.model,
+                    first.dim
+                );
+            }
+        }
+        sets.push(set);
+    }
+    Ok(sets)
+}
+
+pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
+    let started = Instant::now();
+    let dna = load_side(&opts.dna, "dna", "--dna")?;
+    let protein = load_side(&opts.protein, "protein", "--protein")?;
+    let device = FlexDevice;
+    let classifier = Classifier::<Flex>::load(&opts.classifier, &device)
+        .with_context(|| format!("loading classifier {}", opts.classifier.display()))?;
+    let (dna_dim, prot_dim) = (dna[0].dim, protein[0].dim);
+    classifier.check_input_dim(dna_dim + prot_dim).with_context(|| {
+        format!(
+            "DNA embeddings are {dna_dim}-d ({}) and protein embeddings {prot_dim}-d ({})",
+            dna[0].meta.model, protein[0].meta.model
+        )
+    })?;
+    ensure_dir(&opts.outdir)?;
+
+    // Join on the ORF id, in the DNA files' order (the original's row order).
+    let mut prot_index: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (s, set) in protein.iter().enumerate() {
+        for (r, id) in set.ids.iter().enumerate() {
+            if prot_index.insert(id.as_str(), (s, r)).is_some() {
+                bail!("ORF id '{id}' appears twice in the --protein files; each ORF must be embedded once");
+            }
+        }
+    }
+    let mut seen_dna: HashMap<&str, ()> = HashMap::new();
+    let mut joined: Vec<(&str, &[f32], &[f32])> = Vec::new();
+    let mut dna_only = 0usize;
+    for set in &dna {
+        for (r, id) in set.ids.iter().enumerate() {
+            if seen_dna.insert(id.as_str(), ()).is_some() {
+                bail!("ORF id '{id}' appears twice in the --dna files; each ORF must be embedded once");
+            }
+            match prot_index.get(id.as_str()) {
+                Some(&(s, pr)) => joined.push((id, set.row(r), protein[s].row(pr))),
+                None => dna_only += 1,
+            }
+        }
+    }
+    let protein_only = prot_index.len() - joined.len();
+    if dna_only + protein_only > 0 {
+        tracing::warn!(
+            "{dna_only} ORF ids have only a DNA embedding and {protein_only} only a protein embedding; \
+             they are skipped, as the original does (were the shards paired correctly?)"
+        );
+    }
+    if joined.is_empty() {
+        bail!(
+            "no ORF id is present in both the --dna and --protein files: nothing to classify \
+             (empty inputs, or files from different samples?)"
+        );
+    }
+
+    let dim = dna_dim + prot_dim;
+    let mut scores: Vec<OrfScore> = Vec::with_capacity(joined.len());
+    for block in joined.chunks(CLASSIFY_ROWS) {
+        let mut features = Vec::with_capacity(block.len() * dim);
+        for (_, d, p) in block {
+            features.extend_from_slice(d);
+            features.extend_from_slice(p);
+        }
+        let x = Tensor::<Flex, 2>::from_data(TensorData::new(features, [block.len(), dim]), &device);
+        let probs = tensor_to_f32(classifier.forward_probs(x))?;
+        for (i, (id, _, _)) in block.iter().enumerate() {
+            scores.push(OrfScore { id: id.to_string(), others: probs[2 * i], virus: probs[2 * i + 1] });
+        }
+    }
+
+    report::write_results(&opts.outdir, &scores)?;
+    report::write_highest(&opts.outdir, &scores)?;
+    let sequences = report::summarise(&scores, opts.min_viral_fraction);
+    report::write_summary(&opts.outdir, &sequences)?;
+    plot::write_prediction_plots(
+        &opts.outdir.join(PLOT_STEM),
+        &tracks(&sequences),
+        &scores.iter().map(|s| s.virus).collect::<Vec<_>>(),
+        opts.plot_top,
+    )?;
+
+    let maxima = report::chunk_maxima(&scores);
+    let summary = PredictSummary {
+        orfs_scored: scores.len(),
+        orfs_virus: scores.iter().filter(|s| s.is_virus()).count(),
+        chunks: maxima.len(),
+        chunks_virus: maxima.values().filter(|(o, v)| v >= o).count(),
+        sequences: sequences.len(),
+        sequences_virus: sequences.iter().filter(|s| s.is_virus).count(),
+        dna_only_ids: dna_only,
+        protein_only_ids: protein_only,
+        feature_dim: dim,
+        dna_model: dna[0].meta.model.clone(),
+        protein_model: protein[0].meta.model.clone(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    write_atomic(&opts.outdir.join(REPORT_FILE), &serde_json::to_vec_pretty(&summary)?)?;
+    Ok(summary)
+}
+
+fn tracks(seqs: &[SequenceSummary]) -> Vec<plot::SequenceTrack> {
+    seqs.iter()
+        .map(|s| plot::SequenceTrack {
+            id: s.id.clone(),
+            chunks: s
+                .chunks
+                .iter()
+                .map(|&(chunk, max_virus_score, is_virus)| plot::ChunkPoint { chunk, max_virus_score, is_virus })
+                .collect(),
+            is_virus: s.is_virus,
+            max_virus_score: s.max_virus_score,
+        })
+        .collect()
+}
+
+pub fn log_summary(s: &PredictSummary, outdir: &std::path::Path) {
+    tracing::info!(
+        "predict: {} ORFs ({} virus), {} chunks ({} virus), {} sequences ({} virus) -> {}",
+        s.orfs_scored,
+        s.orfs_virus,
+        s.chunks,
+        s.chunks_virus,
+        s.sequences,
+        s.sequences_virus,
+        outdir.display()
+    );
+}

@@ -1,0 +1,232 @@
+//! The output files of `predict`: the original's two tables, byte for byte, and the
+//! per-sequence summary the original leaves to the user.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::output::AtomicFile;
+
+pub const RESULTS_FILE: &str = "prediction_results.txt";
+pub const HIGHEST_FILE: &str = "prediction_results_highestscore.csv";
+pub const SUMMARY_FILE: &str = "sequence_summary.tsv";
+
+/// The classifier's answer for one ORF.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrfScore {
+    pub id: String,
+    /// softmax of class 0 (`others`)
+    pub others: f32,
+    /// softmax of class 1 (`virus`)
+    pub virus: f32,
+}
+
+impl OrfScore {
+    /// The original's label: argmax, ties to `others`.
+    pub fn is_virus(&self) -> bool {
+        self.virus > self.others
+    }
+    /// The chunk id: the ORF id minus its frame suffix (`F1` … `R3`), as the original's
+    /// `Modified_ID`.
+    pub fn chunk_id(&self) -> &str {
+        &self.id[..self.id.len().saturating_sub(2)]
+    }
+}
+
+/// Format an f32 as numpy prints a float32 scalar (shortest round-trip digits; positional for
+/// 1e-4 <= |x| < 1e16, else scientific with a two-digit exponent), which is what the original's
+/// table holds.
+pub fn format_f32(x: f32) -> String {
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+    }
+    if !x.is_finite() {
+        return if x.is_nan() { "nan".into() } else if x > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let a = x.abs();
+    if (1e-4..1e16).contains(&a) {
+        let s = format!("{x}");
+        if s.contains('.') { s } else { format!("{s}.0") }
+    } else {
+        let s = format!("{x:e}");
+        let (mantissa, exp) = s.split_once('e').expect("{:e} has an exponent");
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        format!("{mantissa}e{sign}{digits:0>2}")
+    }
+}
+
+/// `prediction_results.txt`: one row per ORF, in the order given.
+pub fn write_results(dir: &Path, scores: &[OrfScore]) -> Result<()> {
+    let mut f = AtomicFile::create(&dir.join(RESULTS_FILE))?;
+    let mut body = String::from("Sequence_ID\tPrediction\tscore1\tscore2\n");
+    for s in scores {
+        body.push_str(&s.id);
+        body.push('\t');
+        body.push_str(if s.is_virus() { "virus" } else { "others" });
+        body.push('\t');
+        body.push_str(&format_f32(s.others));
+        body.push('\t');
+        body.push_str(&format_f32(s.virus));
+        body.push('\n');
+    }
+    f.write_all(body.as_bytes()).context("writing prediction results")?;
+    f.commit()
+}
+
+/// Per chunk: the best score of each class over its ORFs.
+pub fn chunk_maxima(scores: &[OrfScore]) -> BTreeMap<&str, (f32, f32)> {
+    let mut chunks: BTreeMap<&str, (f32, f32)> = BTreeMap::new();
+    for s in scores {
+        let e = chunks.entry(s.chunk_id()).or_insert((f32::NEG_INFINITY, f32::NEG_INFINITY));
+        e.0 = e.0.max(s.others);
+        e.1 = e.1.max(s.virus);
+    }
+    chunks
+}
+
+/// `prediction_results_highestscore.csv` (tab-separated, as the original): one row per chunk,
+/// `True` when its best virus score is >= its best others score; sorted by id (byte order).
+pub fn write_highest(dir: &Path, scores: &[OrfScore]) -> Result<()> {
+    let mut body = String::from("Modified_ID\tIs_Virus\n");
+    for (id, (others, virus)) in chunk_maxima(scores) {
+        body.push_str(id);
+        body.push_str(if virus >= others { "\tTrue\n" } else { "\tFalse\n" });
+    }
+    let mut f = AtomicFile::create(&dir.join(HIGHEST_FILE))?;
+    f.write_all(body.as_bytes()).context("writing chunk calls")?;
+    f.commit()
+}
+
+/// The per-sequence view: what people actually want to know about each contig.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceSummary {
+    pub id: String,
+    /// (chunk number, best virus score, chunk call) for each chunk with at least one ORF.
+    pub chunks: Vec<(usize, f32, bool)>,
+    pub viral_chunks: usize,
+    pub max_virus_score: f32,
+    pub mean_virus_score: f32,
+    pub is_virus: bool,
+}
+
+/// Split a chunk id `<record>_chunk_<j>` into the record id and `j`.
+pub fn split_chunk_id(chunk_id: &str) -> Option<(&str, usize)> {
+    let pos = chunk_id.rfind("_chunk_")?;
+    let j = chunk_id[pos + 7..].parse().ok()?;
+    Some((&chunk_id[..pos], j))
+}
+
+/// Summaries per input sequence, in order of first appearance. A sequence is called viral when
+/// at least `min_fraction` of its scored chunks are (0.5: the majority).
+pub fn summarise(scores: &[OrfScore], min_fraction: f64) -> Vec<SequenceSummary> {
+    let maxima = chunk_maxima(scores);
+    let mut order: Vec<&str> = Vec::new();
+    let mut per_seq: std::collections::HashMap<&str, Vec<(usize, f32, bool)>> = Default::default();
+    for s in scores {
+        let chunk = s.chunk_id();
+        let (seq, j) = split_chunk_id(chunk).unwrap_or((chunk, 1));
+        let entry = per_seq.entry(seq).or_insert_with(|| {
+            order.push(seq);
+            Vec::new()
+        });
+        if entry.iter().any(|c| c.0 == j) {
+            continue;
+        }
+        let (others, virus) = maxima[chunk];
+        entry.push((j, virus, virus >= others));
+    }
+    order
+        .into_iter()
+        .map(|seq| {
+            let mut chunks = per_seq.remove(seq).unwrap_or_default();
+            chunks.sort_by_key(|c| c.0);
+            let viral = chunks.iter().filter(|c| c.2).count();
+            let max = chunks.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+            let mean = chunks.iter().map(|c| c.1 as f64).sum::<f64>() / chunks.len().max(1) as f64;
+            SequenceSummary {
+                id: seq.to_string(),
+                is_virus: viral as f64 >= min_fraction * chunks.len() as f64 && viral > 0,
+                viral_chunks: viral,
+                max_virus_score: max,
+                mean_virus_score: mean as f32,
+                chunks,
+            }
+        })
+        .collect()
+}
+
+/// `sequence_summary.tsv`.
+pub fn write_summary(dir: &Path, seqs: &[SequenceSummary]) -> Result<()> {
+    let mut body = String::from(
+        "sequence_id\tchunks_scored\tchunks_virus\tvirus_fraction\tmax_virus_score\tmean_chunk_virus_score\tprediction\n",
+    );
+    for s in seqs {
+        body.push_str(&format!(
+            "{}\t{}\t{}\t{:.4}\t{}\t{}\t{}\n",
+            s.id,
+            s.chunks.len(),
+            s.viral_chunks,
+            s.viral_chunks as f64 / s.chunks.len().max(1) as f64,
+            format_f32(s.max_virus_score),
+            format_f32(s.mean_virus_score),
+            if s.is_virus { "virus" } else { "others" }
+        ));
+    }
+    let mut f = AtomicFile::create(&dir.join(SUMMARY_FILE))?;
+    f.write_all(body.as_bytes()).context("writing sequence summary")?;
+    f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_like_numpy_float32() {
+        assert_eq!(format_f32(0.51399034), "0.51399034");
+        assert_eq!(format_f32(0.5039121), "0.5039121");
+        assert_eq!(format_f32(1.0), "1.0");
+        assert_eq!(format_f32(0.0), "0.0");
+        assert_eq!(format_f32(1e-5), "1e-05");
+        assert_eq!(format_f32(3.2e-7), "3.2e-07");
+        assert_eq!(format_f32(0.0001), "0.0001");
+        assert_eq!(format_f32(1.5e-12), "1.5e-12");
+    }
+
+    fn s(id: &str, others: f32, virus: f32) -> OrfScore {
+        OrfScore { id: id.into(), others, virus }
+    }
+
+    #[test]
+    fn chunk_call_uses_max_over_frames_with_ties_to_virus() {
+        let scores = [s("a_chunk_1F1", 0.6, 0.4), s("a_chunk_1R2", 0.45, 0.55), s("a_chunk_2F3", 0.5, 0.5)];
+        let m = chunk_maxima(&scores);
+        assert_eq!(m["a_chunk_1"], (0.6, 0.55)); // 0.55 < 0.6 -> False
+        assert_eq!(m["a_chunk_2"], (0.5, 0.5)); // tie -> True
+        assert!(!scores[2].is_virus()); // but the ORF label tie goes to others
+    }
+
+    #[test]
+    fn summary_per_sequence() {
+        let scores = [
+            s("x_chunk_1F1", 0.2, 0.8),
+            s("x_chunk_2F1", 0.9, 0.1),
+            s("x_chunk_3R1", 0.3, 0.7),
+            s("y_chunk_1_chunk_1F2", 0.9, 0.1),
+        ];
+        let sum = summarise(&scores, 0.5);
+        assert_eq!(sum.len(), 2);
+        assert_eq!(sum[0].id, "x");
+        assert_eq!(sum[0].viral_chunks, 2);
+        assert!(sum[0].is_virus);
+        assert!((sum[0].max_virus_score - 0.8).abs() < 1e-7);
+        assert!((sum[0].mean_virus_score - (0.8 + 0.1 + 0.7) / 3.0).abs() < 1e-6);
+        assert_eq!(sum[1].id, "y_chunk_1");
+        assert!(!sum[1].is_virus);
+    }
+}

@@ -1,0 +1,673 @@
+//! PyTorch checkpoints in the zip format `torch.save` has written since 1.6: `pytorch_model.bin`
+//! (a flat state dict), fair-esm hub `.pt` files (`{"cfg": …, "model": state_dict}`) and whole
+//! pickled `nn.Module`s such as VirNucPro's `500_model.pth`.
+//!
+//! Layout of such a zip: `<prefix>/data.pkl` (the object graph, see [`super::pickle`]),
+//! `<prefix>/data/<key>` (one raw storage per key, stored uncompressed), `<prefix>/byteorder`.
+//! Opening a file parses only `data.pkl` and records, per tensor, which storage it views and
+//! how (dtype, offset, shape, stride). The file is memory-mapped and a tensor's bytes are
+//! sliced out of the map when it is read, so a multi-GB checkpoint is never loaded whole.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use memmap2::Mmap;
+use zip::{CompressionMethod, ZipArchive};
+
+use super::pickle::{Id, Pickle, Value};
+use super::{sniff, Magic, TensorSource};
+
+/// Element types of torch storages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    /// From a typed-storage class name (`FloatStorage`, …) as `torch.save` writes in the
+    /// storage's persistent id.
+    fn from_storage_class(name: &str) -> Option<Self> {
+        Some(match name {
+            "DoubleStorage" => DType::F64,
+            "FloatStorage" => DType::F32,
+            "HalfStorage" => DType::F16,
+            "BFloat16Storage" => DType::BF16,
+            "LongStorage" => DType::I64,
+            "IntStorage" => DType::I32,
+            "ShortStorage" => DType::I16,
+            "CharStorage" => DType::I8,
+            "ByteStorage" | "UntypedStorage" => DType::U8,
+            "BoolStorage" => DType::Bool,
+            _ => return None,
+        })
+    }
+
+    /// From a `torch.<dtype>` global (`_rebuild_tensor_v3` passes the dtype explicitly).
+    fn from_torch_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "float64" | "double" => DType::F64,
+            "float32" | "float" => DType::F32,
+            "float16" | "half" => DType::F16,
+            "bfloat16" => DType::BF16,
+            "int64" | "long" => DType::I64,
+            "int32" | "int" => DType::I32,
+            "int16" | "short" => DType::I16,
+            "int8" => DType::I8,
+            "uint8" => DType::U8,
+            "bool" => DType::Bool,
+            _ => return None,
+        })
+    }
+}
+
+/// Where one tensor's values are: a view into a storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    /// The storage key (`<prefix>/data/<key>` in the zip).
+    pub storage: String,
+    pub dtype: DType,
+    /// In elements, not bytes.
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+/// `cfg.model` of a fair-esm hub checkpoint (an `argparse.Namespace`): the fields that fix
+/// the ESM-2 architecture; everything else is fair-esm's `ESM2` defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FairEsmArgs {
+    pub encoder_layers: usize,
+    pub encoder_embed_dim: usize,
+    pub encoder_attention_heads: usize,
+    pub token_dropout: bool,
+}
+
+/// A torch zip checkpoint as a [`TensorSource`].
+pub struct TorchSource {
+    archive: Archive,
+    tensors: HashMap<String, TensorInfo>,
+    /// Tensor names in pickle order (state dicts are ordered; keep it for listings).
+    order: Vec<String>,
+}
+
+impl TorchSource {
+    pub fn open(path: &Path) -> Result<Self> {
+        let archive = Archive::open(path)?;
+        let pickle = archive.pickle()?;
+        let named = state_dict(&pickle)
+            .with_context(|| format!("{}: reading the checkpoint's tensors", archive.label))?;
+        let mut tensors = HashMap::new();
+        let mut order = Vec::new();
+        for (name, info) in named {
+            if !tensors.contains_key(&name) {
+                order.push(name.clone());
+                tensors.insert(name, info);
+            }
+        }
+        if tensors.is_empty() {
+            bail!(
+                "{}: no tensors found (root object is a {})",
+                archive.label,
+                pickle.kind(pickle.root())
+            );
+        }
+        Ok(Self {
+            archive,
+            tensors,
+            order,
+        })
+    }
+
+    /// How a tensor is stored (dtype, storage view), or `None` when absent.
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+}
+
+impl TensorSource for TorchSource {
+    fn names(&self) -> Vec<String> {
+        self.order.clone()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|t| t.shape.clone())
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let info = self
+            .tensors
+            .get(name)
+            .with_context(|| format!("tensor {name} not in {}", self.archive.label))?;
+        let storage = self.archive.storage(&info.storage)?;
+        gather_f32(&storage, info, self.archive.big_endian)
+            .with_context(|| format!("tensor {name} in {}", self.archive.label))
+    }
+
+    fn describe(&self) -> String {
+        self.archive.label.clone()
+    }
+}
+
+/// The fair-esm `cfg.model` of a torch checkpoint, or `None` when it has no such entry (an HF
+/// `pytorch_model.bin`, a classifier, …).
+pub fn fair_esm_config(path: &Path) -> Result<Option<FairEsmArgs>> {
+    let archive = Archive::open(path)?;
+    let pk = archive.pickle()?;
+    let Some(cfg) = pk.dict_get(pk.root(), "cfg") else {
+        return Ok(None);
+    };
+    let Some(model) = pk.dict_get(cfg, "model") else {
+        return Ok(None);
+    };
+    let fields = namespace_fields(&pk, model).with_context(|| {
+        format!(
+            "{}: cfg.model is a {}, expected an argparse.Namespace",
+            archive.label,
+            pk.kind(model)
+        )
+    })?;
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| pk.as_str(*k) == Some(key))
+            .map(|(_, v)| *v)
+    };
+    let usize_field = |key: &str| -> Result<usize> {
+        let id = get(key).with_context(|| format!("{}: cfg.model has no {key}", archive.label))?;
+        pk.as_int(id)
+            .and_then(|v| usize::try_from(v).ok())
+            .with_context(|| {
+                format!(
+                    "{}: cfg.model.{key} is a {}, expected a count",
+                    archive.label,
+                    pk.kind(id)
+                )
+            })
+    };
+    Ok(Some(FairEsmArgs {
+        encoder_layers: usize_field("encoder_layers")?,
+        encoder_embed_dim: usize_field("encoder_embed_dim")?,
+        encoder_attention_heads: usize_field("encoder_attention_heads")?,
+        // fair-esm's ESM2 defaults to token dropout on; every released ESM-2 sets it.
+        token_dropout: get("token_dropout")
+            .and_then(|id| pk.as_bool(id))
+            .unwrap_or(true),
+    }))
+}
+
+/// The attributes of a pickled plain object (`argparse.Namespace` is `NEWOBJ` + `BUILD` with
+/// its `__dict__`), or the entries of a dict standing in for one.
+fn namespace_fields(pk: &Pickle, id: Id) -> Option<Vec<(Id, Id)>> {
+    if let Some(items) = pk.as_dict(id) {
+        return Some(items.to_vec());
+    }
+    let state = object_dict(pk, id)?;
+    pk.as_dict(state).map(<[(Id, Id)]>::to_vec)
+}
+
+/// The `__dict__` an object was built with: `BUILD`'s state, or the first half of a
+/// `(dict, slots)` state tuple.
+fn object_dict(pk: &Pickle, id: Id) -> Option<Id> {
+    let state = pk.as_object(id)?.state?;
+    match pk.get(state) {
+        Value::Tuple(parts) => parts.first().copied().filter(|&d| pk.as_dict(d).is_some()),
+        _ => pk.as_dict(state).map(|_| state),
+    }
+}
+
+/// The zip archive: the memory map and where each entry's bytes are.
+struct Archive {
+    label: String,
+    mmap: Mmap,
+    /// The directory every entry sits in (`archive/`, or the file stem for newer torch).
+    prefix: String,
+    entries: HashMap<String, Entry>,
+    big_endian: bool,
+}
+
+struct Entry {
+    index: usize,
+    start: usize,
+    size: usize,
+    stored: bool,
+}
+
+impl Archive {
+    fn open(path: &Path) -> Result<Self> {
+        let label = path.display().to_string();
+        let file = File::open(path).with_context(|| format!("opening {label}"))?;
+        // SAFETY: read-only map of a file we do not modify; as with any mmap reader, another
+        // process truncating it underneath would be undefined behaviour.
+        let mmap =
+            unsafe { Mmap::map(&file) }.with_context(|| format!("memory-mapping {label}"))?;
+        match sniff(&mmap) {
+            Magic::Zip => {}
+            Magic::Pickle => bail!(
+                "{label}: legacy (non-zip) PyTorch checkpoint format, written by torch < 1.6 or \
+                 with _use_new_zipfile_serialization=False; re-save it with a recent PyTorch \
+                 (torch.save(torch.load(path), new_path))"
+            ),
+            Magic::Safetensors => bail!(
+                "{label}: this is a safetensors file, not a PyTorch checkpoint; name it *.safetensors"
+            ),
+            Magic::Unknown => bail!("{label}: not a PyTorch checkpoint (not a zip archive)"),
+        }
+
+        let mut zip = ZipArchive::new(Cursor::new(&mmap[..]))
+            .with_context(|| format!("{label}: not a valid zip archive"))?;
+        let mut entries = HashMap::new();
+        for index in 0..zip.len() {
+            let f = zip
+                .by_index_raw(index)
+                .with_context(|| format!("{label}: zip entry {index}"))?;
+            let entry = Entry {
+                index,
+                start: usize::try_from(f.data_start())?,
+                size: usize::try_from(f.size())?,
+                stored: f.compression() == CompressionMethod::Stored,
+            };
+            entries.insert(f.name().to_string(), entry);
+        }
+        drop(zip);
+
+        if entries
+            .keys()
+            .any(|n| n.ends_with("/constants.pkl") || n.contains("/code/"))
+        {
+            bail!(
+                "{label}: a TorchScript archive (torch.jit.save) is not supported; save the \
+                 model's state_dict with torch.save instead"
+            );
+        }
+        // `<prefix>/data.pkl`; the prefix is the archive name torch chose (file stem, or
+        // `archive`). Take the shallowest, in case someone zipped a directory of them.
+        let pkl = entries
+            .keys()
+            .filter(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
+            .min_by_key(|n| (n.matches('/').count(), n.len()))
+            .cloned()
+            .with_context(|| {
+                format!("{label}: a zip archive without data.pkl, not a PyTorch checkpoint")
+            })?;
+        let prefix = pkl.trim_end_matches("data.pkl").to_string();
+
+        let mut archive = Self {
+            label,
+            mmap,
+            prefix,
+            entries,
+            big_endian: false,
+        };
+        let order_name = format!("{}byteorder", archive.prefix);
+        if archive.entries.contains_key(&order_name) {
+            let big_endian = match archive.entry(&order_name)?.trim_ascii() {
+                b"little" => false,
+                b"big" => true,
+                other => bail!(
+                    "{}: unknown byteorder {:?}",
+                    archive.label,
+                    String::from_utf8_lossy(other)
+                ),
+            };
+            archive.big_endian = big_endian;
+        }
+        Ok(archive)
+    }
+
+    fn pickle(&self) -> Result<Pickle> {
+        let name = format!("{}data.pkl", self.prefix);
+        let bytes = self.entry(&name)?;
+        Pickle::parse(&bytes).with_context(|| format!("{}: parsing {name}", self.label))
+    }
+
+    /// The raw bytes of storage `key`.
+    fn storage(&self, key: &str) -> Result<Cow<'_, [u8]>> {
+        self.entry(&format!("{}data/{key}", self.prefix))
+    }
+
+    /// An entry's bytes: a slice of the map when stored (torch always stores), else inflated.
+    fn entry(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        let e = self
+            .entries
+            .get(name)
+            .with_context(|| format!("{}: zip entry {name} is missing", self.label))?;
+        if e.stored {
+            let end = e
+                .start
+                .checked_add(e.size)
+                .filter(|&end| end <= self.mmap.len())
+                .with_context(|| {
+                    format!(
+                        "{}: zip entry {name} runs past the end of the file",
+                        self.label
+                    )
+                })?;
+            return Ok(Cow::Borrowed(&self.mmap[e.start..end]));
+        }
+        let mut zip = ZipArchive::new(Cursor::new(&self.mmap[..]))?;
+        let mut f = zip.by_index(e.index)?;
+        let mut out = Vec::with_capacity(e.size);
+        f.read_to_end(&mut out)
+            .with_context(|| format!("{}: decompressing zip entry {name}", self.label))?;
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// All tensors of a checkpoint, named as in its state dict.
+///
+/// A dict whose values are tensors is the state dict itself (`pytorch_model.bin`). A dict
+/// without tensors of its own that holds one under a usual key is a training checkpoint
+/// (`{"cfg", "model"}` for fair-esm, `{"state_dict", ...}` elsewhere): use that entry, without
+/// its key as prefix. Anything else (a whole module, nested dicts) is flattened with dotted
+/// names, as `Module.state_dict()` would name them.
+fn state_dict(pk: &Pickle) -> Result<Vec<(String, TensorInfo)>> {
+    let root = pk.root();
+    if let Some(items) = pk.as_dict(root) {
+        let mut direct = false;
+        for &(_, v) in items {
+            direct |= tensor_info(pk, v)?.is_some();
+        }
+        if !direct {
+            for key in ["model", "state_dict", "model_state_dict", "module", "net"] {
+                if let Some(v) = pk.dict_get(root, key) {
+                    let mut out = Vec::new();
+                    collect(pk, v, String::new(), &mut out, 0)?;
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    collect(pk, root, String::new(), &mut out, 0)?;
+    Ok(out)
+}
+
+/// Nesting deeper than this is a reference cycle, not a model.
+const MAX_DEPTH: usize = 256;
+
+fn collect(
+    pk: &Pickle,
+    id: Id,
+    name: String,
+    out: &mut Vec<(String, TensorInfo)>,
+    depth: usize,
+) -> Result<()> {
+    if depth > MAX_DEPTH {
+        bail!("objects nested more than {MAX_DEPTH} deep at {name:?} (a reference cycle?)");
+    }
+    if let Some(t) = tensor_info(pk, id).with_context(|| format!("tensor {name}"))? {
+        out.push((name, t));
+        return Ok(());
+    }
+    if let Some(dict) = module_dict(pk, id) {
+        // An nn.Module: its state dict is its parameters, its persistent buffers, then its
+        // submodules', in that order. `None` entries (e.g. `bias=False`) are skipped as torch does.
+        let non_persistent: Vec<&str> = pk
+            .dict_get(dict, "_non_persistent_buffers_set")
+            .and_then(|s| pk.as_set(s))
+            .map(|ids| ids.iter().filter_map(|&i| pk.as_str(i)).collect())
+            .unwrap_or_default();
+        for field in ["_parameters", "_buffers", "_modules"] {
+            let Some(items) = pk.dict_get(dict, field).and_then(|d| pk.as_dict(d)) else {
+                continue;
+            };
+            for &(k, v) in items {
+                let Some(key) = pk.as_str(k) else { continue };
+                if matches!(pk.get(v), Value::None)
+                    || (field == "_buffers" && non_persistent.contains(&key))
+                {
+                    continue;
+                }
+                collect(pk, v, join(&name, key), out, depth + 1)?;
+            }
+        }
+        return Ok(());
+    }
+    if let Some(items) = pk.as_dict(id) {
+        for &(k, v) in items {
+            let key = match pk.get(k) {
+                Value::Str(s) => s.clone(),
+                Value::Int(i) => i.to_string(),
+                _ => continue,
+            };
+            collect(pk, v, join(&name, &key), out, depth + 1)?;
+        }
+    }
+    // Numbers, strings, lists, other objects (hooks, Namespaces, …) hold no state-dict tensors.
+    Ok(())
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The `__dict__` of a pickled `nn.Module` (recognised by its `_parameters` attribute, so any
+/// subclass, including the user's `__main__` classes, qualifies).
+fn module_dict(pk: &Pickle, id: Id) -> Option<Id> {
+    let dict = object_dict(pk, id)?;
+    pk.dict_get(dict, "_parameters").map(|_| dict)
+}
+
+/// If `id` is a tensor (`_rebuild_tensor_v2(...)`, possibly wrapped as a `Parameter`), where
+/// its values are. `Ok(None)` for anything that is not a tensor; an error for tensor kinds
+/// this reader cannot represent (quantized, sparse, …).
+fn tensor_info(pk: &Pickle, id: Id) -> Result<Option<TensorInfo>> {
+    let Some(obj) = pk.as_object(id) else {
+        return Ok(None);
+    };
+    let Some((module, name)) = pk.as_global(obj.callable) else {
+        return Ok(None);
+    };
+    rebuild(pk, module, name, obj.args)
+}
+
+fn rebuild(pk: &Pickle, module: &str, name: &str, args: Id) -> Result<Option<TensorInfo>> {
+    let a = pk.as_seq(args).unwrap_or(&[]);
+    let arg = |i: usize| {
+        a.get(i)
+            .copied()
+            .with_context(|| format!("{module}.{name} has {} arguments, expected more", a.len()))
+    };
+    match (module, name) {
+        ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
+            let (key, mut dtype) = storage_ref(pk, arg(0)?)?;
+            if name == "_rebuild_tensor_v3" {
+                let d = arg(6)?;
+                dtype = pk
+                    .as_global(d)
+                    .and_then(|(_, n)| DType::from_torch_name(n))
+                    .with_context(|| format!("unsupported tensor dtype {}", pk.kind(d)))?;
+            }
+            let offset = pk
+                .as_int(arg(1)?)
+                .and_then(|o| usize::try_from(o).ok())
+                .context("tensor storage offset is not a non-negative int")?;
+            let shape = usizes(pk, arg(2)?).context("tensor size is not a tuple of ints")?;
+            let stride = usizes(pk, arg(3)?).context("tensor stride is not a tuple of ints")?;
+            if shape.len() != stride.len() {
+                bail!("tensor size {shape:?} and stride {stride:?} differ in rank");
+            }
+            Ok(Some(TensorInfo {
+                storage: key,
+                dtype,
+                offset,
+                shape,
+                stride,
+            }))
+        }
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            let data = arg(0)?;
+            tensor_info(pk, data)?
+                .map(Some)
+                .with_context(|| format!("a Parameter wrapping a {}, not a tensor", pk.kind(data)))
+        }
+        // Tensor subclasses: `(rebuild function, subclass, its args, state)`.
+        ("torch._tensor" | "torch._utils", "_rebuild_from_type_v2" | "_rebuild_from_type") => {
+            let func = arg(0)?;
+            let (m, n) = pk
+                .as_global(func)
+                .with_context(|| format!("{name} of a {}", pk.kind(func)))?;
+            rebuild(pk, m, n, arg(2)?)
+        }
+        (m, n) if m.starts_with("torch") && n.starts_with("_rebuild") => {
+            bail!("unsupported tensor kind {m}.{n} (only dense CPU/GPU tensors can be read)")
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `BINPERSID ("storage", torch.FloatStorage, "<key>", "<location>", numel)` → key, dtype.
+fn storage_ref(pk: &Pickle, id: Id) -> Result<(String, DType)> {
+    let Value::PersistentId(pid) = pk.get(id) else {
+        bail!(
+            "tensor storage is a {}, expected a persistent id",
+            pk.kind(id)
+        );
+    };
+    let parts = pk
+        .as_seq(*pid)
+        .context("storage persistent id is not a tuple")?;
+    if parts.len() < 3 || pk.as_str(parts[0]) != Some("storage") {
+        bail!("unrecognised storage persistent id ({} items)", parts.len());
+    }
+    let class = pk
+        .as_global(parts[1])
+        .context("storage type is not a class")?;
+    let dtype = DType::from_storage_class(class.1)
+        .with_context(|| format!("unsupported storage type {}.{}", class.0, class.1))?;
+    let key = match pk.get(parts[2]) {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => bail!("storage key is a {}", pk.kind(parts[2])),
+    };
+    Ok((key, dtype))
+}
+
+fn usizes(pk: &Pickle, id: Id) -> Option<Vec<usize>> {
+    pk.as_seq(id)?
+        .iter()
+        .map(|&i| pk.as_int(i).and_then(|v| usize::try_from(v).ok()))
+        .collect()
+}
+
+/// The tensor's values, in row-major order, as `f32`, following its stride through the storage.
+fn gather_f32(storage: &[u8], t: &TensorInfo, big_endian: bool) -> Result<Vec<f32>> {
+    let elem = t.dtype.size();
+    let numel: usize = t.shape.iter().product();
+    if numel == 0 {
+        return Ok(Vec::new());
+    }
+    let available = storage.len() / elem;
+    let last = t.offset
+        + t.shape
+            .iter()
+            .zip(&t.stride)
+            .map(|(&n, &s)| (n - 1) * s)
+            .sum::<usize>();
+    if last >= available {
+        bail!(
+            "view (offset {}, shape {:?}, stride {:?}) needs element {last} of storage {} but it holds {available}",
+            t.offset,
+            t.shape,
+            t.stride,
+            t.storage
+        );
+    }
+    if is_contiguous(&t.shape, &t.stride) {
+        let bytes = &storage[t.offset * elem..(t.offset + numel) * elem];
+        return Ok(decode(bytes, t.dtype, big_endian));
+    }
+    // A strided view (a transposed or sliced tensor saved as is): copy its elements in
+    // row-major order, then convert.
+    let mut bytes = Vec::with_capacity(numel * elem);
+    let mut index = vec![0usize; t.shape.len()];
+    for _ in 0..numel {
+        let at = t.offset
+            + index
+                .iter()
+                .zip(&t.stride)
+                .map(|(&i, &s)| i * s)
+                .sum::<usize>();
+        bytes.extend_from_slice(&storage[at * elem..(at + 1) * elem]);
+        for d in (0..index.len()).rev() {
+            index[d] += 1;
+            if index[d] < t.shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    Ok(decode(&bytes, t.dtype, big_endian))
+}
+
+/// Row-major contiguous, ignoring the strides of size-1 dimensions (torch leaves them arbitrary).
+fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
+    let mut expected = 1;
+    for (&n, &s) in shape.iter().zip(stride).rev() {
+        if n != 1 && s != expected {
+            return false;
+        }
+        expected *= n;
+    }
+    true
+}
+
+/// Convert packed elements to `f32`.
+fn decode(bytes: &[u8], dtype: DType, big_endian: bool) -> Vec<f32> {
+    fn conv<const N: usize>(
+        bytes: &[u8],
+        big_endian: bool,
+        f: impl Fn([u8; N]) -> f32,
+    ) -> Vec<f32> {
+        bytes
+            .chunks_exact(N)
+            .map(|c| {
+                let mut a: [u8; N] = c.try_into().expect("chunk of N bytes");
+                if big_endian {
+                    a.reverse();
+                }
+                f(a)
+            })
+            .collect()
+    }
+    match dtype {
+        DType::F32 => conv(bytes, big_endian, f32::from_le_bytes),
+        DType::F64 => conv(bytes, big_endian, |a| f64::from_le_bytes(a) as f32),
+        DType::F16 => conv(bytes, big_endian, |a| half::f16::from_le_bytes(a).to_f32()),
+        DType::BF16 => conv(bytes, big_endian, |a| half::bf16::from_le_bytes(a).to_f32()),
+        DType::I64 => conv(bytes, big_endian, |a| i64::from_le_bytes(a) as f32),
+        DType::I32 => conv(bytes, big_endian, |a| i32::from_le_bytes(a) as f32),
+        DType::I16 => conv(bytes, big_endian, |a| i16::from_le_bytes(a) as f32),
+        DType::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
+        DType::U8 => bytes.iter().map(|&b| b as f32).collect(),
+        DType::Bool => bytes.iter().map(|&b| (b != 0) as u8 as f32).collect(),
+    }
+}

@@ -1,0 +1,388 @@
+//! DNABERT-S against the goldens of the original `bert_layers.BertModel`
+//! (tests/fixtures/dnabert_s_tiny, see REFERENCE.md §4): token ids exact, mean embeddings
+//! within 1e-4, from both checkpoint formats; batching, order and padding must not change
+//! results; ALiBi extrapolates past 512 tokens; missing or broken files give errors that name
+//! them.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Device, Tensor};
+use safetensors::tensor::TensorView;
+use safetensors::SafeTensors;
+use virnucpro::models::dnabert_s::{alibi_slopes, DnabertS};
+use virnucpro::tokenize::dnabert::DnaTokenizer;
+
+type B = burn::backend::Flex;
+
+const TOL: f32 = 1e-4;
+const BATCH_TOL: f32 = 1e-5;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dnabert_s_tiny")
+}
+
+struct Case {
+    id: String,
+    sequence: String,
+    token_ids: Vec<u32>,
+    embedding: Vec<f32>,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(fixture_dir().join("cases.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            id: c["id"].as_str().unwrap().to_string(),
+            sequence: c["sequence"].as_str().unwrap().to_string(),
+            token_ids: serde_json::from_value(c["token_ids"].clone()).unwrap(),
+            embedding: serde_json::from_value(c["embedding"].clone()).unwrap(),
+        })
+        .collect()
+}
+
+fn device() -> Device<B> {
+    Default::default()
+}
+
+fn load(path: &Path) -> DnabertS<B> {
+    load_on::<B>(path, &device())
+}
+
+fn load_on<Bk: Backend>(path: &Path, device: &Bk::Device) -> DnabertS<Bk> {
+    let (model, config) = DnabertS::<Bk>::load(path, device)
+        .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
+    assert_eq!(
+        (
+            config.hidden_size,
+            config.num_hidden_layers,
+            config.num_attention_heads,
+            config.intermediate_size,
+            config.vocab_size
+        ),
+        (48, 2, 12, 80, 96)
+    );
+    assert_eq!(model.hidden_size(), 48);
+    model
+}
+
+fn tokenizer() -> DnaTokenizer {
+    DnaTokenizer::from_dir(&fixture_dir()).unwrap()
+}
+
+fn rows<Bk: Backend>(t: Tensor<Bk, 2>) -> Vec<Vec<f32>> {
+    let [_, dim] = t.dims();
+    let values = t.into_data().to_vec::<f32>().unwrap();
+    values.chunks(dim).map(<[f32]>::to_vec).collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Every case, one sequence per forward, against its golden embedding.
+fn check_goldens<Bk: Backend>(model: &DnabertS<Bk>, what: &str) {
+    check_goldens_within(model, what, TOL);
+}
+
+fn check_goldens_within<Bk: Backend>(model: &DnabertS<Bk>, what: &str, tol: f32) -> f32 {
+    let mut worst = 0f32;
+    for case in cases() {
+        let got = rows(model.embed(&[case.token_ids.clone()])).remove(0);
+        let diff = max_abs_diff(&got, &case.embedding);
+        assert!(diff <= tol, "{what} {}: max abs diff {diff}", case.id);
+        worst = worst.max(diff);
+    }
+    eprintln!("{what}: max abs diff vs goldens {worst:e}");
+    worst
+}
+
+/// A deterministic pseudo-random DNA string (no external RNG needed).
+fn random_dna(len: usize, mut state: u64) -> String {
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            b"ACGT"[(state >> 62) as usize] as char
+        })
+        .collect()
+}
+
+#[test]
+fn token_ids_match_goldens() {
+    let tok = tokenizer();
+    let cases = cases();
+    for case in &cases {
+        assert_eq!(
+            tok.encode(&case.sequence).unwrap(),
+            case.token_ids,
+            "{}",
+            case.id
+        );
+    }
+    // The batch encoder gives the same ids and does not pad.
+    let seqs: Vec<&str> = cases.iter().map(|c| c.sequence.as_str()).collect();
+    let batch = tok.encode_batch(&seqs).unwrap();
+    for (case, ids) in cases.iter().zip(&batch) {
+        assert_eq!(ids, &case.token_ids, "batch {}", case.id);
+    }
+    assert_eq!(tok.pad_id(), 3);
+    assert_eq!(tok.vocab_size(), 96);
+    // Characters outside the BPE alphabet are [UNK] (id 0), framed by [CLS]/[SEP].
+    assert_eq!(tok.encode("N").unwrap(), vec![1, 0, 2]);
+    assert_eq!(tok.encode("").unwrap(), vec![1, 2]);
+}
+
+#[test]
+fn goldens_from_safetensors() {
+    // A directory prefers model.safetensors.
+    check_goldens(&load(&fixture_dir()), "model.safetensors");
+}
+
+#[test]
+fn goldens_from_pytorch_bin() {
+    check_goldens(
+        &load(&fixture_dir().join("pytorch_model.bin")),
+        "pytorch_model.bin",
+    );
+}
+
+#[test]
+fn batched_and_shuffled_match_single() {
+    let model = load(&fixture_dir());
+    let cases = cases();
+    let single: Vec<Vec<f32>> = cases
+        .iter()
+        .map(|c| rows(model.embed(&[c.token_ids.clone()])).remove(0))
+        .collect();
+
+    let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+    let batched = rows(model.embed(&batch));
+    let mut worst = 0f32;
+    for ((case, one), got) in cases.iter().zip(&single).zip(&batched) {
+        let diff = max_abs_diff(one, got);
+        assert!(diff <= BATCH_TOL, "batched {}: {diff}", case.id);
+        assert!(
+            max_abs_diff(got, &case.embedding) <= TOL,
+            "batched {} vs golden",
+            case.id
+        );
+        worst = worst.max(diff);
+    }
+    eprintln!("batched vs single: max abs diff {worst:e}");
+
+    // A fixed permutation (and a duplicate): each row still belongs to its sequence.
+    let order = [3usize, 0, 5, 2, 4, 1, 3];
+    let shuffled: Vec<Vec<u32>> = order.iter().map(|&i| batch[i].clone()).collect();
+    for (&i, got) in order.iter().zip(rows(model.embed(&shuffled))) {
+        let diff = max_abs_diff(&single[i], &got);
+        assert!(diff <= BATCH_TOL, "shuffled {}: {diff}", cases[i].id);
+    }
+    assert_eq!(model.embed(&[]).dims(), [0, 48]);
+}
+
+#[test]
+fn longer_than_512_tokens_embeds() {
+    let model = load(&fixture_dir());
+    let tok = tokenizer();
+    // Two sequences past the original's 512-token ALiBi table, of different lengths so that
+    // the shorter one is padded in the batch.
+    let long = tok.encode(&random_dna(2000, 7)).unwrap();
+    let longer = tok.encode(&random_dna(2300, 11)).unwrap();
+    assert!(
+        long.len() > 600 && longer.len() > long.len(),
+        "{} / {} tokens",
+        long.len(),
+        longer.len()
+    );
+    let short = cases()[0].token_ids.clone();
+
+    let alone: Vec<Vec<f32>> = [&long, &longer]
+        .iter()
+        .map(|ids| rows(model.embed(&[ids.to_vec()])).remove(0))
+        .collect();
+    assert!(alone.iter().flatten().all(|v| v.is_finite()));
+    let batched = rows(model.embed(&[short.clone(), long.clone(), longer.clone(), short]));
+    let diff = max_abs_diff(&alone[0], &batched[1]).max(max_abs_diff(&alone[1], &batched[2]));
+    assert!(diff <= BATCH_TOL, "long batched vs single: {diff}");
+    assert!(max_abs_diff(&batched[0], &cases()[0].embedding) <= TOL);
+    assert!(max_abs_diff(&batched[3], &cases()[0].embedding) <= TOL);
+    eprintln!(
+        "{}- and {}-token sequences: batched vs single max abs diff {diff:e}",
+        long.len(),
+        longer.len()
+    );
+    if let Ok(path) = std::env::var("DUMP_LONG") {
+        let json = serde_json::json!({"ids": long, "embedding": alone[0]});
+        std::fs::write(path, json.to_string()).unwrap();
+    }
+}
+
+fn copy_fixture_files(dir: &Path, files: &[&str]) {
+    for f in files {
+        std::fs::copy(fixture_dir().join(f), dir.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn missing_tokenizer_or_config_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture_files(dir.path(), &["model.safetensors"]);
+
+    let err = DnaTokenizer::from_dir(dir.path()).unwrap_err();
+    assert!(format!("{err:#}").contains("tokenizer.json"), "{err:#}");
+
+    let err = DnabertS::<B>::load(dir.path(), &device()).unwrap_err();
+    assert!(format!("{err:#}").contains("config.json"), "{err:#}");
+    // Also when pointed at the weights file.
+    let err = DnabertS::<B>::load(&dir.path().join("model.safetensors"), &device()).unwrap_err();
+    assert!(format!("{err:#}").contains("config.json"), "{err:#}");
+
+    // A directory without weights says which files it looked for.
+    let empty = tempfile::tempdir().unwrap();
+    copy_fixture_files(empty.path(), &["config.json"]);
+    let err = DnabertS::<B>::load(empty.path(), &device()).unwrap_err();
+    assert!(format!("{err:#}").contains("model.safetensors"), "{err:#}");
+}
+
+/// Rewrite the fixture's safetensors through `edit` (name, shape, bytes) into `dir`.
+fn write_edited(dir: &Path, edit: impl Fn(&str, &[usize], &[u8]) -> (String, Vec<usize>, Vec<u8>)) {
+    let bytes = std::fs::read(fixture_dir().join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let edited: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .iter()
+        .map(|(name, view)| edit(name, view.shape(), view.data()))
+        .collect();
+    let views: Vec<(String, TensorView)> = edited
+        .iter()
+        .map(|(name, shape, data)| {
+            let view = TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).unwrap();
+    copy_fixture_files(dir, &["config.json"]);
+}
+
+#[test]
+fn mis_shaped_tensor_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = "encoder.layer.1.attention.self.Wqkv.bias";
+    write_edited(dir.path(), |name, shape, data| {
+        if name == broken {
+            (
+                name.into(),
+                vec![shape[0] - 1],
+                data[..data.len() - 4].to_vec(),
+            )
+        } else {
+            (name.into(), shape.to_vec(), data.to_vec())
+        }
+    });
+    let err = DnabertS::<B>::load(dir.path(), &device()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains(broken) && msg.contains("143"), "{msg}");
+}
+
+#[test]
+fn bert_prefix_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_edited(dir.path(), |name, shape, data| {
+        (format!("bert.{name}"), shape.to_vec(), data.to_vec())
+    });
+    check_goldens(&load(dir.path()), "bert.-prefixed");
+}
+
+#[test]
+fn alibi_slopes_power_of_two() {
+    let expected: Vec<f64> = (1..=8).map(|i| 0.5f64.powi(i)).collect();
+    assert_eq!(alibi_slopes(8), expected);
+    // 16 heads: start 2^-0.5.
+    let s16 = alibi_slopes(16);
+    assert_eq!(s16.len(), 16);
+    for (i, s) in s16.iter().enumerate() {
+        assert!(
+            (s - 2f64.powf(-0.5 * (i + 1) as f64)).abs() < 1e-15,
+            "{i}: {s}"
+        );
+    }
+}
+
+#[test]
+fn alibi_slopes_twelve_heads() {
+    let s12 = alibi_slopes(12);
+    assert_eq!(s12.len(), 12);
+    assert_eq!(s12[..8], alibi_slopes(8)[..]);
+    let s16 = alibi_slopes(16);
+    assert_eq!(s12[8..], [s16[0], s16[2], s16[4], s16[6]]);
+    // 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5
+    for (k, s) in s12[8..].iter().enumerate() {
+        assert!((s - 2f64.powf(-0.5 - k as f64)).abs() < 1e-15);
+    }
+}
+
+/// The same checks on the CUDA backend, in f32 and half precision (`--features cuda`; skipped
+/// without a CUDA device).
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use burn::backend::cuda::{Cuda, CudaDevice};
+
+    fn device_or_skip() -> Option<CudaDevice> {
+        match virnucpro::device::cuda_device_count() {
+            Ok(n) if n > 0 => Some(CudaDevice::new(0)),
+            other => {
+                eprintln!("skipping CUDA test: {other:?}");
+                None
+            }
+        }
+    }
+
+    /// Goldens one by one and in one padded batch, plus a > 512-token sequence against Flex.
+    fn check<Bk: Backend>(device: &Bk::Device, what: &str, tol: f32) {
+        let model = load_on::<Bk>(&fixture_dir(), device);
+        check_goldens_within(&model, what, tol);
+
+        let cases = cases();
+        let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+        let mut worst = 0f32;
+        for (case, got) in cases.iter().zip(rows(model.embed(&batch))) {
+            let diff = max_abs_diff(&got, &case.embedding);
+            assert!(diff <= tol, "{what} batched {}: {diff}", case.id);
+            worst = worst.max(diff);
+        }
+        eprintln!("{what}: batched max abs diff vs goldens {worst:e}");
+
+        let long = tokenizer().encode(&random_dna(2000, 7)).unwrap();
+        let expected = rows(load(&fixture_dir()).embed(&[long.clone()])).remove(0);
+        let got = rows(model.embed(&[cases[0].token_ids.clone(), long]));
+        let diff = max_abs_diff(&got[1], &expected);
+        assert!(diff <= tol, "{what} long vs Flex: {diff}");
+        eprintln!("{what}: long sequence vs Flex f32 max abs diff {diff:e}");
+    }
+
+    #[test]
+    fn goldens_on_cuda_f32() {
+        if let Some(device) = device_or_skip() {
+            check::<Cuda<f32, i32>>(&device, "cuda f32", TOL);
+        }
+    }
+
+    #[test]
+    fn goldens_on_cuda_half() {
+        if let Some(device) = device_or_skip() {
+            check::<Cuda<half::f16, i32>>(&device, "cuda f16", 5e-2);
+            check::<Cuda<half::bf16, i32>>(&device, "cuda bf16", 2e-1);
+        }
+    }
+}
