@@ -31,8 +31,16 @@ pub struct Cli {
 pub enum Command {
     /// Chunk sequences and keep the stop-free six-frame ORFs (nucleotide .fa + protein .faa).
     Translate(TranslateArgs),
+    /// Embed nucleotide ORFs with DNABERT-S (mean over tokens) into a safetensors file.
+    EmbedDna(EmbedArgs),
     /// Embed protein ORFs with ESM-2 (mean over residues) into a safetensors file.
     EmbedProtein(EmbedArgs),
+    /// Classify ORFs from their DNA + protein embeddings; write the original's tables, a
+    /// per-sequence summary and a figure.
+    Predict(PredictArgs),
+    /// The whole pipeline on one machine: translate, embed-dna, embed-protein, predict
+    /// (resumes from completed steps).
+    Run(RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -97,4 +105,66 @@ impl EmbedArgs {
             quiet,
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// DNABERT-S embeddings files (from embed-dna; several shards allowed).
+    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    pub dna: Vec<PathBuf>,
+    /// ESM-2 embeddings files (from embed-protein; several shards allowed).
+    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    pub protein: Vec<PathBuf>,
+    /// Classifier: VirNucPro's 300_model.pth / 500_model.pth (whole pickled module), or a
+    /// safetensors file with the same tensor names.
+    #[arg(long, value_name = "FILE")]
+    pub classifier: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub outdir: PathBuf,
+    /// Call a sequence viral when at least this fraction of its scored chunks are viral.
+    #[arg(long, default_value_t = 0.5, value_name = "F")]
+    pub min_viral_fraction: f64,
+    /// Sequences drawn in prediction.svg/.png (highest virus score first).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub plot_top: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Input FASTA (plain or gzip).
+    pub input: PathBuf,
+    /// DNABERT-S model directory (config.json, tokenizer.json, model.safetensors or pytorch_model.bin).
+    #[arg(long, value_name = "DIR")]
+    pub dnabert: PathBuf,
+    /// ESM-2 model: Hugging Face directory or fair-esm .pt file.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub esm: PathBuf,
+    /// Classifier file (300_model.pth / 500_model.pth, matching --chunk-size).
+    #[arg(long, value_name = "FILE")]
+    pub classifier: PathBuf,
+    /// Chunk length in bp (300 or 500, matching the classifier).
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(3..))]
+    pub chunk_size: u64,
+    /// Output directory: every step's outputs are kept here.
+    #[arg(short, long, value_name = "DIR")]
+    pub outdir: PathBuf,
+    /// auto (all CUDA devices, else CPU), cpu, cuda, cuda:N or cuda:0,2,3.
+    #[arg(short, long, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+    /// auto (f32 on CPU, f16 on CUDA), f32, f16 or bf16.
+    #[arg(short, long, default_value = "auto", value_name = "P")]
+    pub precision: Precision,
+    /// Padded tokens per embedding batch (default depends on the device).
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_tokens: Option<u64>,
+    /// CPU threads / workers (default: all cores).
+    #[arg(short, long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Redo every step even when its outputs are complete.
+    #[arg(long)]
+    pub force: bool,
+    /// Call a sequence viral when at least this fraction of its scored chunks are viral.
+    #[arg(long, default_value_t = 0.5, value_name = "F")]
+    pub min_viral_fraction: f64,
 }

@@ -9,6 +9,8 @@ pub mod embed;
 pub mod fasta;
 pub mod models;
 pub mod output;
+pub mod pipeline;
+pub mod predict;
 pub mod progress;
 pub mod seq;
 pub mod tokenize;

@@ -4,7 +4,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use virnucpro::cli::{Cli, Command};
-use virnucpro::{embed, translate};
+use virnucpro::{embed, pipeline, predict, translate};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,9 +51,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = translate::run(&opts)?;
             translate::log_summary(&summary, &opts.outdir);
         }
+        Command::EmbedDna(a) => {
+            let summary = embed::models::embed_dna(&a.options(cli.quiet))?;
+            embed::log_summary(&summary);
+        }
         Command::EmbedProtein(a) => {
             let summary = embed::models::embed_protein(&a.options(cli.quiet))?;
             embed::log_summary(&summary);
+        }
+        Command::Predict(a) => {
+            let opts = predict::PredictOptions {
+                dna: a.dna,
+                protein: a.protein,
+                classifier: a.classifier,
+                outdir: a.outdir,
+                min_viral_fraction: a.min_viral_fraction,
+                plot_top: a.plot_top,
+            };
+            let summary = predict::run(&opts)?;
+            predict::log_summary(&summary, &opts.outdir);
+        }
+        Command::Run(a) => {
+            pipeline::run(&pipeline::RunOptions {
+                input: a.input,
+                dnabert: a.dnabert,
+                esm: a.esm,
+                classifier: a.classifier,
+                chunk_size: a.chunk_size as usize,
+                outdir: a.outdir,
+                device: a.device,
+                precision: a.precision,
+                batch_tokens: a.batch_tokens.map(|n| n as usize),
+                threads: a.threads,
+                force: a.force,
+                min_viral_fraction: a.min_viral_fraction,
+                quiet: cli.quiet,
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,14 +1,16 @@
 //! The two encoders plugged into the shared engine: how each is loaded and tokenised.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::engine::{EncoderLoader, PooledEncoder};
 use super::store::EmbeddingMeta;
 use super::{embed_tokens, model_name, read_input, EmbedOptions, EmbedSummary};
+use crate::models::dnabert_s::{DnabertConfig, DnabertS};
 use crate::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
+use crate::tokenize::dnabert::{looks_like_protein, DnaTokenizer};
 use crate::tokenize::esm::{looks_like_nucleotide, EsmTokenizer};
 
 pub const ESM_POOLING: &str = "mean of the final layer (after emb_layer_norm_after) over residues 1..=min(L,1024)";
@@ -69,3 +71,52 @@ pub fn embed_protein(opts: &EmbedOptions) -> Result<EmbedSummary> {
     embed_tokens(opts, ids, tokens, &EsmLoader(opts.model.clone()), meta, 32 * 1024)
 }
 
+
+pub const DNABERT_POOLING: &str = "mean of the last hidden state over all tokens, [CLS] and [SEP] included";
+
+impl<B: Backend> PooledEncoder<B> for DnabertS<B> {
+    fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
+        DnabertS::embed(self, batch)
+    }
+    fn dim(&self) -> usize {
+        self.hidden_size()
+    }
+}
+
+struct DnabertLoader(PathBuf);
+
+impl EncoderLoader for DnabertLoader {
+    type Model<B: Backend> = DnabertS<B>;
+    fn load<B: Backend>(&self, device: &B::Device) -> Result<DnabertS<B>> {
+        Ok(DnabertS::<B>::load(&self.0, device)?.0)
+    }
+}
+
+/// `virnucpro embed-dna`.
+pub fn embed_dna(opts: &EmbedOptions) -> Result<EmbedSummary> {
+    // The tokenizer and config are checked before reading any sequence: a wrong --model fails
+    // at once with the missing file's name.
+    let dir = if opts.model.is_dir() { opts.model.clone() } else { opts.model.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let tokenizer = DnaTokenizer::from_dir(&dir)?;
+    DnabertConfig::from_dir(&dir)?;
+    let records = read_input(&opts.input)?;
+    if let Some(rec) = records.iter().take(1000).find(|r| looks_like_protein(&String::from_utf8_lossy(&r.seq))) {
+        bail!(
+            "{}: record '{}' looks like a protein, not DNA; embed-dna expects translate's identified_nucleotide.fa \
+             (the .faa goes to embed-protein)",
+            opts.input.display(),
+            rec.id
+        );
+    }
+    let seqs: Vec<String> = records.iter().map(|r| String::from_utf8_lossy(&r.seq).to_ascii_uppercase()).collect();
+    let refs: Vec<&str> = seqs.iter().map(String::as_str).collect();
+    let tokens = tokenizer.encode_batch(&refs)?;
+    let ids: Vec<String> = records.into_iter().map(|r| r.id).collect();
+    let meta = EmbeddingMeta {
+        kind: "dna".into(),
+        model: model_name(&opts.model),
+        pooling: DNABERT_POOLING.into(),
+        precision: String::new(),
+    };
+    embed_tokens(opts, ids, tokens, &DnabertLoader(opts.model.clone()), meta, 64 * 1024)
+}

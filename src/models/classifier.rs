@@ -62,10 +62,8 @@ impl<B: Backend> Classifier<B> {
     /// Load a classifier from a whole pickled `MLPClassifier` (`.pth`) or a safetensors file
     /// with the tensor names in the module docs.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        let weights = weights::open(path)
-            .with_context(|| format!("loading the classifier {}", path.display()))?;
-        Self::from_weights(&weights, device)
-            .with_context(|| format!("loading the classifier {}", path.display()))
+        // Every error below names the file already; callers add what they were doing.
+        Self::from_weights(&weights::open(path)?, device)
     }
 
     /// Build from already opened weights; sizes come from `hidden_layer.weight`.

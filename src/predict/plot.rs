@@ -74,6 +74,17 @@ const SEQUENCE_COLOURS: [RGBColor; 10] = [
     RGBColor(150, 150, 40),
 ];
 
+/// Line colour of the sequence at `rank`: the palette, then a darker round of it, then again.
+fn sequence_colour(rank: usize) -> RGBColor {
+    let RGBColor(r, g, b) = SEQUENCE_COLOURS[rank % SEQUENCE_COLOURS.len()];
+    if (rank / SEQUENCE_COLOURS.len()) % 2 == 1 {
+        let dark = |c: u8| (c as f64 * 0.6).round() as u8;
+        RGBColor(dark(r), dark(g), dark(b))
+    } else {
+        RGBColor(r, g, b)
+    }
+}
+
 /// Write `<stem>.svg` and `<stem>.png` (e.g. stem = outdir/prediction): left, up to `top_n`
 /// sequences with the highest `max_virus_score`, each a line of the best ORF virus score per chunk
 /// position with points coloured by chunk call and a dashed 0.5 threshold, and a legend naming
@@ -272,7 +283,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -298,7 +309,11 @@ fn compact(n: u64) -> String {
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{} {}", thousands(n as u64), if n == 1 { one } else { many })
+    format!(
+        "{} {}",
+        thousands(n as u64),
+        if n == 1 { one } else { many }
+    )
 }
 
 /// A tick step of 1, 2 or 5 times a power of ten giving about `target` ticks over `span`.
@@ -447,7 +462,8 @@ impl FontMetrics {
                 let starts = ends + seg_x2 + 2;
                 let deltas = starts + seg_x2;
                 let ranges = deltas + seg_x2;
-                let seg = (0..seg_x2 / 2).find(|&i| be_u16(d, ends + 2 * i).is_some_and(|e| e >= c))?;
+                let seg =
+                    (0..seg_x2 / 2).find(|&i| be_u16(d, ends + 2 * i).is_some_and(|e| e >= c))?;
                 let start = be_u16(d, starts + 2 * seg)?;
                 if c < start {
                     return None;
@@ -505,6 +521,8 @@ fn metrics(bold: bool) -> Option<&'static FontMetrics> {
     }
 }
 
+/// Text font. Use even sizes: plotters' ab_glyph renderer truncates `size / 2` when placing a
+/// glyph vertically, so odd sizes set short glyphs ("." and "·") a pixel off the baseline.
 #[derive(Clone, Copy)]
 struct Font {
     size: u32,
@@ -595,19 +613,25 @@ where
             HPos::Right => x - width,
         };
         let style = font.style(HPos::Left);
+        // The pen from plotters' own layout of the prefix (advances and kerning), measured at
+        // 8x size for sub-pixel precision: ab_glyph does no hinting, so widths scale linearly.
+        let fine = Font {
+            size: font.size * 8,
+            ..font
+        };
         let mut buf = [0u8; 4];
         for (i, c) in text.char_indices() {
             if c.is_whitespace() {
                 continue;
             }
-            // The pen from plotters' own layout of the prefix (advances and kerning).
             let pen = if i == 0 {
-                0
+                0.0
             } else {
-                self.width(&text[..i], font)?
+                self.width(&text[..i], fine)? as f64 / 8.0
             };
-            let x = left + pen + m.ink_offset(c, font.size as f64);
-            self.root.draw_text(c.encode_utf8(&mut buf), &style, (x, y))?;
+            let x = left + pen.round() as i32 + m.ink_offset(c, font.size as f64);
+            self.root
+                .draw_text(c.encode_utf8(&mut buf), &style, (x, y))?;
         }
         Ok(width)
     }
@@ -618,7 +642,8 @@ where
             return Ok(text.to_string());
         }
         let chars: Vec<char> = text.chars().collect();
-        let shortened = |n: usize| chars[..n].iter().collect::<String>().trim_end().to_string() + "…";
+        let shortened =
+            |n: usize| chars[..n].iter().collect::<String>().trim_end().to_string() + "…";
         // Longest prefix (plus ellipsis) that fits, by binary search over the prefix length.
         let (mut lo, mut hi) = (0usize, chars.len());
         while lo < hi {
@@ -675,28 +700,24 @@ where
     let title = "VirNucPro prediction";
     let title_w = p.text(title, bold(28), (24, 30), HPos::Left)?;
     let nothing = fig.n_orfs == 0 && fig.drawn.is_empty();
-    let summary = if nothing {
-        "no ORFs scored".to_string()
-    } else {
-        format!(
-            "{} ({} viral)  ·  {}  ·  {} scored",
-            plural(fig.n_sequences, "sequence", "sequences"),
-            thousands(fig.n_sequences_virus as u64),
-            plural(fig.n_chunks, "chunk", "chunks"),
-            plural(fig.n_orfs, "ORF", "ORFs"),
-        )
-    };
+    let summary = format!(
+        "{} ({} viral)  ·  {}  ·  {} scored",
+        plural(fig.n_sequences, "sequence", "sequences"),
+        thousands(fig.n_sequences_virus as u64),
+        plural(fig.n_chunks, "chunk", "chunks"),
+        plural(fig.n_orfs, "ORF", "ORFs"),
+    );
     let room = w - 24 - (24 + title_w + 28);
-    let summary = p.fit(&summary, muted(19), room)?;
-    p.text(&summary, muted(19), (24 + title_w + 28, 31), HPos::Left)?;
+    let summary = p.fit(&summary, muted(18), room)?;
+    p.text(&summary, muted(18), (24 + title_w + 28, 31), HPos::Left)?;
     p.line(vec![(24, header_h - 2), (w - 24, header_h - 2)], RULE, 1)?;
 
     if nothing {
         let mid = (header_h + h) / 2;
         p.text("no ORFs scored", muted(40), (w / 2, mid - 10), HPos::Center)?;
         p.text(
-            "no chunk had an ORF with both DNA and protein embeddings to classify",
-            muted(19),
+            "no ORF had both a DNA and a protein embedding to classify",
+            muted(18),
             (w / 2, mid + 36),
             HPos::Center,
         )?;
@@ -723,7 +744,12 @@ where
     let (xs, ys) = bounds(area);
     let room = xs.end - xs.start - 48;
     let heading = p.fit(heading, bold(20), room)?;
-    p.text(&heading, bold(20), (xs.start + 24, ys.start + 24), HPos::Left)?;
+    p.text(
+        &heading,
+        bold(20),
+        (xs.start + 24, ys.start + 24),
+        HPos::Left,
+    )?;
     if !sub.is_empty() {
         let sub = p.fit(sub, muted(16), room)?;
         p.text(&sub, muted(16), (xs.start + 24, ys.start + 50), HPos::Left)?;
@@ -768,7 +794,7 @@ where
     let (x0, y1) = (xs.start, ys.end - 1);
     p.line(vec![(x0, ys.start), (x0, y1)], AXIS, 1)?;
     p.line(vec![(x0, y1), (xs.end, y1)], AXIS, 1)?;
-    let label = regular(15).colour(RGBColor(60, 60, 60));
+    let label = regular(16).colour(RGBColor(60, 60, 60));
     for (x, text) in x_ticks {
         p.line(vec![(*x, y1), (*x, y1 + 5)], AXIS, 1)?;
         p.text(text, label, (*x, y1 + 17), HPos::Center)?;
@@ -783,7 +809,7 @@ where
         ((xs.start + xs.end) / 2, y1 + 44),
         HPos::Center,
     )?;
-    p.text(y_title, muted(15), (x0 - 8, ys.start - 16), HPos::Left)?;
+    p.text(y_title, muted(16), (x0 - 8, ys.start - 16), HPos::Left)?;
     Ok(())
 }
 
@@ -818,7 +844,7 @@ where
     let (bx, by) = bounds(&body);
     if fig.drawn.is_empty() {
         p.text(
-            "no ORFs scored",
+            "no sequences to draw",
             muted(28),
             ((bx.start + bx.end) / 2, (by.start + by.end) / 2),
             HPos::Center,
@@ -826,7 +852,7 @@ where
         return Ok(());
     }
 
-    let legend_w = 250;
+    let legend_w = 262;
     let (plot_area, legend) = body.split_horizontally((bx.end - bx.start - legend_w).max(1));
     let max_chunk = fig.max_chunk;
     let chart = ChartBuilder::on(&plot_area)
@@ -856,9 +882,6 @@ where
         .collect();
     draw_grid(p, &plot, &x_ticks, &y_ticks)?;
 
-    let y_half = chart.backend_coord(&(0, 0.5)).1;
-    p.dashed((plot.0.start, y_half), (plot.0.end, y_half), THRESHOLD)?;
-
     // Point size from the horizontal room per chunk.
     let per_chunk = (plot.0.end - plot.0.start) as f64 / (max_chunk + 1) as f64;
     let radius = (per_chunk / 3.0).clamp(2.0, 5.0).round() as i32;
@@ -867,12 +890,15 @@ where
     // Rank 1 last, so it lies on top; all lines under all points.
     let mut chart = chart;
     for (rank, d) in fig.drawn.iter().enumerate().rev() {
-        let colour = SEQUENCE_COLOURS[rank % SEQUENCE_COLOURS.len()];
+        let colour = sequence_colour(rank);
         chart.draw_series(LineSeries::new(
             d.points.iter().map(|&(x, y, _)| (x, y)),
             colour.stroke_width(line_w),
         ))?;
     }
+    // The threshold over the lines, under the points.
+    let y_half = chart.backend_coord(&(0, 0.5)).1;
+    p.dashed((plot.0.start, y_half), (plot.0.end, y_half), THRESHOLD)?;
     for d in fig.drawn.iter().rev() {
         chart.draw_series(d.points.iter().flat_map(|&(x, y, v)| {
             let call = if v { VIRUS } else { OTHERS };
@@ -891,7 +917,7 @@ where
         "max ORF virus score",
     )?;
 
-    draw_legend(p, &legend, fig, plot.1.start)
+    draw_legend(p, &legend, fig, plot.1.start - 16)
 }
 
 fn draw_legend<DB: DrawingBackend>(
@@ -905,18 +931,18 @@ where
 {
     let (xs, ys) = bounds(area);
     let x0 = xs.start + 6;
-    let text_x = x0 + 38;
-    let text_w = (xs.end - text_x - 16).max(20);
+    let text_x = x0 + 36;
+    let text_w = (xs.end - text_x - 12).max(20);
 
     // Key to the marks.
-    let mut y = top + 6;
+    let mut y = top;
     for (colour, label) in [(VIRUS, "virus chunk"), (OTHERS, "others chunk")] {
         p.dot((x0 + 15, y), 5, colour)?;
-        p.text(label, regular(15), (text_x, y), HPos::Left)?;
+        p.text(label, regular(16), (text_x, y), HPos::Left)?;
         y += 24;
     }
     p.dashed((x0, y), (x0 + 30, y), THRESHOLD)?;
-    p.text("call threshold 0.5", regular(15), (text_x, y), HPos::Left)?;
+    p.text("call threshold 0.5", regular(16), (text_x, y), HPos::Left)?;
     y += 20;
     p.line(vec![(x0, y), (xs.end - 16, y)], RULE, 1)?;
     y += 20;
@@ -924,8 +950,8 @@ where
     // Sequences in rank order: two lines each if they fit, one if not, then "+ n more".
     let room = ys.end - 10 - y;
     let n = fig.drawn.len() as i32;
-    let two_lines = n * 42 <= room;
-    let step = if two_lines { 42 } else { 21 };
+    let two_lines = n * 44 <= room;
+    let step = if two_lines { 44 } else { 22 };
     let fits = (room / step).max(0) as usize;
     let listed = if fits >= fig.drawn.len() {
         fig.drawn.len()
@@ -933,32 +959,36 @@ where
         fits.saturating_sub(1)
     };
     for (rank, d) in fig.drawn.iter().enumerate().take(listed) {
-        let colour = SEQUENCE_COLOURS[rank % SEQUENCE_COLOURS.len()];
+        let colour = sequence_colour(rank);
         p.line(vec![(x0, y), (x0 + 30, y)], colour, 3)?;
         let call = if d.is_virus { VIRUS } else { OTHERS };
         if two_lines {
-            let name = p.fit(&d.label, regular(15), text_w)?;
-            p.text(&name, regular(15), (text_x, y), HPos::Left)?;
+            let name = p.fit(&d.label, regular(16), text_w)?;
+            p.text(&name, regular(16), (text_x, y), HPos::Left)?;
             let detail = format!(
-                "{}  ·  max {:.3}  ·  {}",
+                "{} · max {} · {}",
                 if d.is_virus { "virus" } else { "others" },
-                d.max_virus_score,
+                if d.max_virus_score.is_nan() {
+                    "n/a".to_string()
+                } else {
+                    format!("{:.3}", d.max_virus_score)
+                },
                 plural(d.points.len(), "chunk", "chunks")
             );
-            let detail_font = regular(13).colour(call);
+            let detail_font = regular(14).colour(call);
             let detail = p.fit(&detail, detail_font, text_w)?;
-            p.text(&detail, detail_font, (text_x, y + 17), HPos::Left)?;
+            p.text(&detail, detail_font, (text_x, y + 18), HPos::Left)?;
         } else {
             p.dot((x0 + 15, y), 4, call)?;
-            let name = p.fit(&d.label, regular(13), text_w)?;
-            p.text(&name, regular(13), (text_x, y), HPos::Left)?;
+            let name = p.fit(&d.label, regular(14), text_w)?;
+            p.text(&name, regular(14), (text_x, y), HPos::Left)?;
         }
         y += step;
     }
     if listed < fig.drawn.len() {
         p.text(
             &format!("+ {} more drawn", fig.drawn.len() - listed),
-            muted(13),
+            muted(14),
             (text_x, y),
             HPos::Left,
         )?;
@@ -994,7 +1024,12 @@ where
             colour.filled(),
         ))?;
         x += 16;
-        x += p.text(&text, regular(16).colour(colour), (x, ay.start + 50), HPos::Left)? + 22;
+        x += p.text(
+            &text,
+            regular(16).colour(colour),
+            (x, ay.start + 50),
+            HPos::Left,
+        )? + 22;
     }
 
     let (bx, by) = bounds(&body);
@@ -1012,7 +1047,7 @@ where
     let y_step = (nice_step(peak as f64, 6).max(1.0)) as u64;
     let y_top = ((peak as f64 * 1.05).ceil() as u64).max(peak + 1);
     // Room for the widest count label.
-    let widest = p.width(&compact(peak / y_step * y_step), regular(15))?;
+    let widest = p.width(&compact(peak / y_step * y_step), regular(16))?;
     let mut chart = ChartBuilder::on(&body)
         .margin_left(8)
         .margin_right(28)
@@ -1101,7 +1136,9 @@ mod tests {
 
     /// A deterministic pseudo-random score stream.
     fn scores(seed: u64, n: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
                 x = x
@@ -1123,7 +1160,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stem = dir.path().join("prediction");
         let tracks = vec![
-            track("NC_001422.1 Escherichia phage phiX174, complete genome", &scores(1, 18)),
+            track(
+                "NC_001422.1 Escherichia phage phiX174, complete genome",
+                &scores(1, 18),
+            ),
             track("contig_2<&>\"odd\"\tid\u{7}", &scores(2, 9)),
             track("single", &[0.93]),
             track("human_chr1_fragment", &[0.02, 0.11, 0.4, 0.07, 0.01]),
@@ -1178,17 +1218,79 @@ mod tests {
     }
 
     #[test]
+    fn odd_inputs_still_draw() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("prediction");
+        let mut nan = track("nan_scores", &[0.2, 0.9]);
+        nan.chunks[0].max_virus_score = f32::NAN;
+        nan.max_virus_score = f32::NAN;
+        let mut zero_based = track("zero_based", &[0.7, 0.8]);
+        zero_based.chunks[0].chunk = 0;
+        let tracks = vec![
+            nan,
+            zero_based,
+            track("ウイルス_🦠_contig", &[0.99, 0.98]),
+            track("no_chunks", &[]),
+            track(&"x".repeat(5000), &[0.6]),
+        ];
+        let orfs = [0.0, 1.0, 0.5, f32::NAN, -3.0, 7.0];
+        write_prediction_plots(&stem, &tracks, &orfs, 10).unwrap();
+        check_outputs(&stem);
+        // Nothing drawn on the left, the histogram still there.
+        write_prediction_plots(&stem, &tracks, &orfs, 0).unwrap();
+        check_outputs(&stem);
+        let svg = std::fs::read_to_string(with_suffix(&stem, ".svg")).unwrap();
+        assert!(svg.contains("no sequences to draw"));
+    }
+
+    #[test]
+    fn error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("missing").join("prediction");
+        let err = write_prediction_plots(&stem, &[], &[], 10).unwrap_err();
+        assert!(format!("{err:#}").contains("prediction.svg"), "{err:#}");
+    }
+
+    #[test]
     fn helpers() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(1234567), "1,234,567");
-        assert_eq!(compact(9999), "9999");
-        assert_eq!(compact(25_000), "25k");
+        assert_eq!(compact(9999), "9,999");
+        assert_eq!(compact(250_000), "250k");
         assert_eq!(compact(1_500_000), "1.5M");
+        assert_eq!(nice_step(30.0, 10), 5.0);
+        assert_eq!(nice_step(1.0, 10), 0.1);
+        assert_eq!(nice_step(1480.0, 6), 500.0);
         assert_eq!(clean_id("a\tb\u{1}c  d"), "a b c d");
         assert_eq!(clean_id("\n"), "(unnamed)");
         assert_eq!(
             with_suffix(Path::new("out/a.b"), ".png"),
             PathBuf::from("out/a.b.png")
         );
+    }
+
+    #[test]
+    fn font_metrics_match_the_renderer() {
+        register_fonts().unwrap();
+        for bold_face in [false, true] {
+            let m = metrics(bold_face).expect("DejaVu tables parse");
+            assert_ne!(m.glyph('A'), 0);
+            assert_ne!(m.glyph('…'), 0);
+            assert_ne!(m.glyph('≥'), 0);
+            assert_eq!(m.glyph('\u{10FFFD}'), 0);
+            // 'i' sits further from its pen than 'T' in DejaVu Sans.
+            assert!(m.left_bearing(m.glyph('i')) > m.left_bearing(m.glyph('T')));
+            // Our scale agrees with plotters' own text measure (ab_glyph), to a pixel.
+            let mut svg = String::new();
+            let root = SVGBackend::with_string(&mut svg, (100, 100)).into_drawing_area();
+            let font = if bold_face { bold(40) } else { regular(40) };
+            let text = "MMMMMMMMMMMMMMMMMMMM";
+            let measured = root
+                .estimate_text_size(text, &font.style(HPos::Left))
+                .unwrap()
+                .0 as f64;
+            let ours = 20.0 * m.advance(m.glyph('M')) * 40.0 / m.height;
+            assert!((measured - ours).abs() <= 1.0, "{measured} vs {ours}");
+        }
     }
 }

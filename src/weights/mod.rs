@@ -109,8 +109,9 @@ impl Weights {
     }
 }
 
-/// Open a weights file by its format: the extension (`.safetensors`, `*.index.json`, `.bin`,
-/// `.pt`, `.pth`), else the file's first bytes.
+/// Open a weights file by its format: `*.safetensors` and `*.index.json` by name, anything
+/// else (`.bin`, `.pt`, `.pth`, no extension) by its first bytes, so a safetensors file named
+/// `.bin` still opens.
 pub fn open(path: &Path) -> Result<Weights> {
     Ok(Weights::new(open_source(path)?))
 }
@@ -127,18 +128,15 @@ pub fn open_source(path: &Path) -> Result<Box<dyn TensorSource>> {
     if name.ends_with(".index.json") {
         return open_index(path);
     }
+    let torch_extension = [".bin", ".pt", ".pth"].iter().any(|e| name.ends_with(e));
     let format = if name.ends_with(".safetensors") {
         Magic::Safetensors
-    } else if [".bin", ".pt", ".pth"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
-    {
-        // The torch reader explains legacy and non-zip files itself.
-        Magic::Zip
     } else {
-        let mut head = [0u8; 16];
-        let n = read_head(path, &mut head)?;
-        sniff(&head[..n])
+        match sniff(&read_head(path)?) {
+            // The torch reader explains what is wrong with a `.bin`/`.pt`/`.pth` it cannot read.
+            Magic::Unknown if torch_extension => Magic::Zip,
+            magic => magic,
+        }
     };
     Ok(match format {
         Magic::Safetensors => Box::new(safetensors_file::SafetensorsSource::open(path)?),
@@ -161,20 +159,15 @@ fn open_index(path: &Path) -> Result<Box<dyn TensorSource>> {
     Ok(Box::new(sharded::ShardedSource::open(path, open_source)?))
 }
 
-fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize> {
+/// The first 16 bytes of a file (fewer if it is shorter), enough for [`sniff`].
+fn read_head(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut n = 0;
-    while n < buf.len() {
-        match f
-            .read(&mut buf[n..])
-            .with_context(|| format!("reading {}", path.display()))?
-        {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut head = Vec::with_capacity(16);
+    file.take(16)
+        .read_to_end(&mut head)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(head)
 }
 
 /// What a file's first bytes say it is.

@@ -898,7 +898,7 @@ fn long_value(bytes: Vec<u8>) -> Value {
 }
 
 fn pairs(items: Vec<Id>, at: usize) -> Result<Vec<(Id, Id)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         bail!(
             "odd number of items ({}) for a dict at offset {at}",
             items.len()

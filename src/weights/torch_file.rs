@@ -121,9 +121,10 @@ impl TorchSource {
         let mut tensors = HashMap::new();
         let mut order = Vec::new();
         for (name, info) in named {
-            if !tensors.contains_key(&name) {
-                order.push(name.clone());
-                tensors.insert(name, info);
+            // State-dict names are unique; should flattening yield one twice, keep the first.
+            if let std::collections::hash_map::Entry::Vacant(slot) = tensors.entry(name) {
+                order.push(slot.key().clone());
+                slot.insert(info);
             }
         }
         if tensors.is_empty() {
@@ -241,7 +242,7 @@ fn object_dict(pk: &Pickle, id: Id) -> Option<Id> {
 struct Archive {
     label: String,
     mmap: Mmap,
-    /// The directory every entry sits in (`archive/`, or the file stem for newer torch).
+    /// The directory every entry sits in: the file's stem, or `archive/` when saved to a buffer.
     prefix: String,
     entries: HashMap<String, Entry>,
     big_endian: bool,
@@ -581,17 +582,23 @@ fn usizes(pk: &Pickle, id: Id) -> Option<Vec<usize>> {
 /// The tensor's values, in row-major order, as `f32`, following its stride through the storage.
 fn gather_f32(storage: &[u8], t: &TensorInfo, big_endian: bool) -> Result<Vec<f32>> {
     let elem = t.dtype.size();
-    let numel: usize = t.shape.iter().product();
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .with_context(|| format!("tensor shape {:?} is too large", t.shape))?;
     if numel == 0 {
         return Ok(Vec::new());
     }
     let available = storage.len() / elem;
-    let last = t.offset
-        + t.shape
-            .iter()
-            .zip(&t.stride)
-            .map(|(&n, &s)| (n - 1) * s)
-            .sum::<usize>();
+    // Saturating: absurd strides in a corrupt file must fail the check below, not overflow.
+    let last = t
+        .shape
+        .iter()
+        .zip(&t.stride)
+        .fold(t.offset, |acc, (&n, &s)| {
+            acc.saturating_add((n - 1).saturating_mul(s))
+        });
     if last >= available {
         bail!(
             "view (offset {}, shape {:?}, stride {:?}) needs element {last} of storage {} but it holds {available}",
