@@ -4,6 +4,7 @@
 //! dot and ends in `.partial`, so nobody mistakes it for a result.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,9 @@ impl AtomicFile {
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
+            // Results are shared on HPC systems: readable by group and others (tempfile's
+            // default is owner-only), as a plain `File::create` would make them under umask 022.
+            .permissions(std::fs::Permissions::from_mode(0o644))
             .tempfile_in(dir)
             .with_context(|| format!("cannot write in {} (is it writable?)", dir.display()))?;
         Ok(Self { writer: BufWriter::with_capacity(1 << 20, tmp), path: path.to_path_buf() })

@@ -115,6 +115,10 @@ impl Steps {
         let done = json!({ "step": step, "fingerprint": fingerprint, "report": report });
         write_atomic(&marker, &serde_json::to_vec_pretty(&done)?)?;
         self.reports.push(StepReport { step, skipped: false, wall_seconds: wall, report });
+        // Test hook: die like `kill -9` right after a step completes, to prove resume.
+        if std::env::var("VIRNUCPRO_TEST_ABORT_AFTER").as_deref() == Ok(step) {
+            std::process::abort();
+        }
         Ok(())
     }
 }

@@ -3,12 +3,10 @@
 //! `model`, `dim`, `pooling`, `kind` and `precision`. Python reads it in one call:
 //! `safetensors.numpy.load_file(path)["embeddings"]`, and the metadata with `safe_open(...).metadata()`.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::output::write_atomic;
@@ -47,19 +45,31 @@ impl EmbeddingSet {
         if let Some(bad) = self.ids.iter().find(|id| id.contains('\n')) {
             bail!("record id {bad:?} contains a newline");
         }
-        let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = TensorView::new(Dtype::F32, vec![self.ids.len(), self.dim], &bytes)
-            .context("building the embeddings tensor")?;
-        let mut meta = HashMap::new();
-        meta.insert("format".to_string(), FORMAT.to_string());
-        meta.insert("ids".to_string(), self.ids.join("\n"));
-        meta.insert("dim".to_string(), self.dim.to_string());
-        meta.insert("kind".to_string(), self.meta.kind.clone());
-        meta.insert("model".to_string(), self.meta.model.clone());
-        meta.insert("pooling".to_string(), self.meta.pooling.clone());
-        meta.insert("precision".to_string(), self.meta.precision.clone());
-        let data = safetensors::serialize([(TENSOR_NAME, view)], &Some(meta))
-            .with_context(|| format!("serialising {}", path.display()))?;
+        // Written by hand rather than with `safetensors::serialize`, whose metadata map is a
+        // HashMap: its random order would make two runs' files differ byte for byte, and resumed
+        // runs must be byte-identical. BTreeMap keys are sorted; the layout is the standard one
+        // (u64 LE header size, JSON header padded to 8 bytes, little-endian data).
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("format", FORMAT.to_string());
+        meta.insert("ids", self.ids.join("\n"));
+        meta.insert("dim", self.dim.to_string());
+        meta.insert("kind", self.meta.kind.clone());
+        meta.insert("model", self.meta.model.clone());
+        meta.insert("pooling", self.meta.pooling.clone());
+        meta.insert("precision", self.meta.precision.clone());
+        let n_bytes = self.values.len() * 4;
+        let header = serde_json::json!({
+            "__metadata__": meta,
+            TENSOR_NAME: { "dtype": "F32", "shape": [self.ids.len(), self.dim], "data_offsets": [0, n_bytes] },
+        });
+        let mut header = serde_json::to_vec(&header)?;
+        header.resize(header.len().div_ceil(8) * 8, b' ');
+        let mut data = Vec::with_capacity(8 + header.len() + n_bytes);
+        data.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        data.extend_from_slice(&header);
+        for v in &self.values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
         write_atomic(path, &data)
     }
 
