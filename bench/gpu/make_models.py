@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Random-weight models at the real VirNucPro shapes, for GPU throughput runs (real weights
+cannot be fetched on our machines; speed does not depend on the values).
+
+  make_models.py OUTDIR [--esm-layers 36 --esm-dim 2560 --esm-heads 40] [--dtype float16]
+
+Writes OUTDIR/esm2_3B_random/{config.json,model.safetensors} (HF EsmForMaskedLM names) and
+OUTDIR/dnabert_s_random/{config.json,tokenizer.json,model.safetensors}: hidden 768, 12 layers,
+12 heads, intermediate 3072, vocab 4096. The DNABERT-S tokenizer is a 4096-token BPE trained on
+the given FASTA with the `tokenizers` library, in the layout of the fixture tokenizer, so token
+counts per base are realistic (~4-5 bp per token, as the real model's).
+Needs torch, safetensors, tokenizers (present on the GPU image).
+"""
+import argparse
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+
+
+def esm(outdir, layers, dim, heads, dtype, device):
+    d = os.path.join(outdir, "esm2_3B_random")
+    os.makedirs(d, exist_ok=True)
+    cfg = {
+        "architectures": ["EsmForMaskedLM"], "model_type": "esm", "hidden_size": dim,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": 4 * dim,
+        "layer_norm_eps": 1e-5, "mask_token_id": 32, "pad_token_id": 1,
+        "position_embedding_type": "rotary", "token_dropout": True, "vocab_size": 33,
+        "emb_layer_norm_before": False, "max_position_embeddings": 1026,
+    }
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=1)
+    g = torch.Generator(device=device).manual_seed(0)
+    t = {}
+    def lin(name, o, i):
+        t[name + ".weight"] = (torch.randn(o, i, generator=g, device=device) * (i ** -0.5)).to(dtype).cpu()
+        t[name + ".bias"] = torch.zeros(o, dtype=dtype)
+    def ln(name, n):
+        t[name + ".weight"] = torch.ones(n, dtype=dtype)
+        t[name + ".bias"] = torch.zeros(n, dtype=dtype)
+    t["esm.embeddings.word_embeddings.weight"] = torch.randn(33, dim, generator=g, device=device).to(dtype).cpu()
+    for i in range(layers):
+        p = f"esm.encoder.layer.{i}."
+        for n in ("query", "key", "value"):
+            lin(p + "attention.self." + n, dim, dim)
+        lin(p + "attention.output.dense", dim, dim)
+        ln(p + "attention.LayerNorm", dim)
+        lin(p + "intermediate.dense", 4 * dim, dim)
+        lin(p + "output.dense", dim, 4 * dim)
+        ln(p + "LayerNorm", dim)
+    ln("esm.encoder.emb_layer_norm_after", dim)
+    save_file(t, os.path.join(d, "model.safetensors"))
+    print("wrote", d, sum(v.numel() for v in t.values()) / 1e9, "B params")
+
+
+def dnabert(outdir, fasta, fixture_tokenizer, dtype, device):
+    from tokenizers import Tokenizer, models, trainers, pre_tokenizers
+    d = os.path.join(outdir, "dnabert_s_random")
+    os.makedirs(d, exist_ok=True)
+    seqs, cur = [], []
+    for line in open(fasta):
+        if line.startswith(">"):
+            if cur:
+                seqs.append("".join(cur))
+            cur = []
+        else:
+            cur.append(line.strip().upper())
+    if cur:
+        seqs.append("".join(cur))
+    # Train on 500-bp pieces, as the model sees ORFs.
+    pieces = [s[i:i + 500] for s in seqs for i in range(0, len(s), 250)]
+    fixture = json.load(open(fixture_tokenizer))
+    specials = [t["content"] for t in sorted(fixture["added_tokens"], key=lambda t: t["id"])]
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(pieces, trainers.BpeTrainer(vocab_size=4096, special_tokens=specials))
+    trained = json.loads(tok.to_str())
+    fixture["model"]["vocab"] = trained["model"]["vocab"]
+    fixture["model"]["merges"] = trained["model"]["merges"]
+    json.dump(fixture, open(os.path.join(d, "tokenizer.json"), "w"))
+    vocab = max(fixture["model"]["vocab"].values()) + 1
+    cfg = {
+        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": 768,
+        "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+        "layer_norm_eps": 1e-12, "vocab_size": max(vocab, 4096), "type_vocab_size": 2,
+        "pad_token_id": 0, "alibi_starting_size": 512, "max_position_embeddings": 512,
+    }
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=1)
+    g = torch.Generator(device=device).manual_seed(1)
+    H, I, V = 768, 3072, cfg["vocab_size"]
+    r = lambda *s: (torch.randn(*s, generator=g, device=device) * (s[-1] ** -0.5)).to(dtype).cpu()
+    t = {
+        "embeddings.word_embeddings.weight": r(V, H),
+        "embeddings.token_type_embeddings.weight": r(2, H),
+        "embeddings.LayerNorm.weight": torch.ones(H, dtype=dtype),
+        "embeddings.LayerNorm.bias": torch.zeros(H, dtype=dtype),
+    }
+    for i in range(12):
+        p = f"encoder.layer.{i}."
+        t[p + "attention.self.Wqkv.weight"] = r(3 * H, H)
+        t[p + "attention.self.Wqkv.bias"] = torch.zeros(3 * H, dtype=dtype)
+        t[p + "attention.output.dense.weight"] = r(H, H)
+        t[p + "attention.output.dense.bias"] = torch.zeros(H, dtype=dtype)
+        t[p + "attention.output.LayerNorm.weight"] = torch.ones(H, dtype=dtype)
+        t[p + "attention.output.LayerNorm.bias"] = torch.zeros(H, dtype=dtype)
+        t[p + "mlp.gated_layers.weight"] = r(2 * I, H)
+        t[p + "mlp.wo.weight"] = r(H, I)
+        t[p + "mlp.wo.bias"] = torch.zeros(H, dtype=dtype)
+        t[p + "mlp.layernorm.weight"] = torch.ones(H, dtype=dtype)
+        t[p + "mlp.layernorm.bias"] = torch.zeros(H, dtype=dtype)
+    save_file(t, os.path.join(d, "model.safetensors"))
+    print("wrote", d, "vocab", V)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("outdir")
+    ap.add_argument("--fasta", required=True)
+    ap.add_argument("--fixture-tokenizer", required=True)
+    ap.add_argument("--esm-layers", type=int, default=36)
+    ap.add_argument("--esm-dim", type=int, default=2560)
+    ap.add_argument("--esm-heads", type=int, default=40)
+    ap.add_argument("--dtype", default="float16")
+    ap.add_argument("--skip-esm", action="store_true")
+    a = ap.parse_args()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dt = getattr(torch, a.dtype)
+    dnabert(a.outdir, a.fasta, a.fixture_tokenizer, dt, dev)
+    if not a.skip_esm:
+        esm(a.outdir, a.esm_layers, a.esm_dim, a.esm_heads, dt, dev)
