@@ -90,6 +90,9 @@ pub struct EmbedArgs {
     /// CPU workers, each with its own batches (default: all cores).
     #[arg(short, long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Also write the run's figures (sequences, tokens, devices, wall time, rates) as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 impl EmbedArgs {

@@ -53,11 +53,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::EmbedDna(a) => {
             let summary = embed::models::embed_dna(&a.options(cli.quiet))?;
-            embed::log_summary(&summary);
+            embed::finish(&summary, a.report.as_deref())?;
         }
         Command::EmbedProtein(a) => {
             let summary = embed::models::embed_protein(&a.options(cli.quiet))?;
-            embed::log_summary(&summary);
+            embed::finish(&summary, a.report.as_deref())?;
         }
         Command::Predict(a) => {
             let opts = predict::PredictOptions {

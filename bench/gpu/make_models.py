@@ -9,17 +9,25 @@ OUTDIR/dnabert_s_random/{config.json,tokenizer.json,model.safetensors}: hidden 7
 12 heads, intermediate 3072, vocab 4096. The DNABERT-S tokenizer is a 4096-token BPE trained on
 the given FASTA with the `tokenizers` library, in the layout of the fixture tokenizer, so token
 counts per base are realistic (~4-5 bp per token, as the real model's).
-Needs torch, safetensors, tokenizers (present on the GPU image).
+Needs numpy, safetensors, tokenizers (present on the GPU image; `pip install numpy safetensors
+tokenizers` elsewhere).
 """
 import argparse
 import json
 import os
 
-import torch
-from safetensors.torch import save_file
+import numpy as np
+from safetensors.numpy import save_file
+
+RNG = np.random.default_rng(0)
 
 
-def esm(outdir, layers, dim, heads, dtype, device):
+def randn(*shape, dtype):
+    """Scaled like a trained layer (1/sqrt(fan_in)) so activations stay in range in f16."""
+    return (RNG.standard_normal(shape, dtype=np.float32) * (shape[-1] ** -0.5)).astype(dtype)
+
+
+def esm(outdir, layers, dim, heads, dtype):
     d = os.path.join(outdir, "esm2_3B_random")
     os.makedirs(d, exist_ok=True)
     cfg = {
@@ -30,15 +38,14 @@ def esm(outdir, layers, dim, heads, dtype, device):
         "emb_layer_norm_before": False, "max_position_embeddings": 1026,
     }
     json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=1)
-    g = torch.Generator(device=device).manual_seed(0)
     t = {}
     def lin(name, o, i):
-        t[name + ".weight"] = (torch.randn(o, i, generator=g, device=device) * (i ** -0.5)).to(dtype).cpu()
-        t[name + ".bias"] = torch.zeros(o, dtype=dtype)
+        t[name + ".weight"] = randn(o, i, dtype=dtype)
+        t[name + ".bias"] = np.zeros(o, dtype=dtype)
     def ln(name, n):
-        t[name + ".weight"] = torch.ones(n, dtype=dtype)
-        t[name + ".bias"] = torch.zeros(n, dtype=dtype)
-    t["esm.embeddings.word_embeddings.weight"] = torch.randn(33, dim, generator=g, device=device).to(dtype).cpu()
+        t[name + ".weight"] = np.ones(n, dtype=dtype)
+        t[name + ".bias"] = np.zeros(n, dtype=dtype)
+    t["esm.embeddings.word_embeddings.weight"] = randn(33, dim, dtype=dtype) * 16
     for i in range(layers):
         p = f"esm.encoder.layer.{i}."
         for n in ("query", "key", "value"):
@@ -50,10 +57,10 @@ def esm(outdir, layers, dim, heads, dtype, device):
         ln(p + "LayerNorm", dim)
     ln("esm.encoder.emb_layer_norm_after", dim)
     save_file(t, os.path.join(d, "model.safetensors"))
-    print("wrote", d, sum(v.numel() for v in t.values()) / 1e9, "B params")
+    print("wrote", d, sum(v.size for v in t.values()) / 1e9, "B params")
 
 
-def dnabert(outdir, fasta, fixture_tokenizer, dtype, device):
+def dnabert(outdir, fasta, fixture_tokenizer, dtype):
     from tokenizers import Tokenizer, models, trainers, pre_tokenizers
     d = os.path.join(outdir, "dnabert_s_random")
     os.makedirs(d, exist_ok=True)
@@ -86,28 +93,29 @@ def dnabert(outdir, fasta, fixture_tokenizer, dtype, device):
         "pad_token_id": 0, "alibi_starting_size": 512, "max_position_embeddings": 512,
     }
     json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=1)
-    g = torch.Generator(device=device).manual_seed(1)
     H, I, V = 768, 3072, cfg["vocab_size"]
-    r = lambda *s: (torch.randn(*s, generator=g, device=device) * (s[-1] ** -0.5)).to(dtype).cpu()
+    r = lambda *s: randn(*s, dtype=dtype)
+    ones = lambda n: np.ones(n, dtype=dtype)
+    zeros = lambda n: np.zeros(n, dtype=dtype)
     t = {
         "embeddings.word_embeddings.weight": r(V, H),
         "embeddings.token_type_embeddings.weight": r(2, H),
-        "embeddings.LayerNorm.weight": torch.ones(H, dtype=dtype),
-        "embeddings.LayerNorm.bias": torch.zeros(H, dtype=dtype),
+        "embeddings.LayerNorm.weight": ones(H),
+        "embeddings.LayerNorm.bias": zeros(H),
     }
     for i in range(12):
         p = f"encoder.layer.{i}."
         t[p + "attention.self.Wqkv.weight"] = r(3 * H, H)
-        t[p + "attention.self.Wqkv.bias"] = torch.zeros(3 * H, dtype=dtype)
+        t[p + "attention.self.Wqkv.bias"] = zeros(3 * H)
         t[p + "attention.output.dense.weight"] = r(H, H)
-        t[p + "attention.output.dense.bias"] = torch.zeros(H, dtype=dtype)
-        t[p + "attention.output.LayerNorm.weight"] = torch.ones(H, dtype=dtype)
-        t[p + "attention.output.LayerNorm.bias"] = torch.zeros(H, dtype=dtype)
+        t[p + "attention.output.dense.bias"] = zeros(H)
+        t[p + "attention.output.LayerNorm.weight"] = ones(H)
+        t[p + "attention.output.LayerNorm.bias"] = zeros(H)
         t[p + "mlp.gated_layers.weight"] = r(2 * I, H)
         t[p + "mlp.wo.weight"] = r(H, I)
-        t[p + "mlp.wo.bias"] = torch.zeros(H, dtype=dtype)
-        t[p + "mlp.layernorm.weight"] = torch.ones(H, dtype=dtype)
-        t[p + "mlp.layernorm.bias"] = torch.zeros(H, dtype=dtype)
+        t[p + "mlp.wo.bias"] = zeros(H)
+        t[p + "mlp.layernorm.weight"] = ones(H)
+        t[p + "mlp.layernorm.bias"] = zeros(H)
     save_file(t, os.path.join(d, "model.safetensors"))
     print("wrote", d, "vocab", V)
 
@@ -123,8 +131,7 @@ if __name__ == "__main__":
     ap.add_argument("--dtype", default="float16")
     ap.add_argument("--skip-esm", action="store_true")
     a = ap.parse_args()
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    dt = getattr(torch, a.dtype)
-    dnabert(a.outdir, a.fasta, a.fixture_tokenizer, dt, dev)
+    dt = getattr(np, a.dtype)
+    dnabert(a.outdir, a.fasta, a.fixture_tokenizer, dt)
     if not a.skip_esm:
-        esm(a.outdir, a.esm_layers, a.esm_dim, a.esm_heads, dt, dev)
+        esm(a.outdir, a.esm_layers, a.esm_dim, a.esm_heads, dt)

@@ -140,6 +140,15 @@ pub(crate) fn model_name(path: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string())
 }
 
+/// Log the summary and, when asked, write it as JSON.
+pub fn finish(s: &EmbedSummary, report: Option<&Path>) -> Result<()> {
+    log_summary(s);
+    if let Some(path) = report {
+        crate::output::write_atomic(path, &serde_json::to_vec_pretty(s)?)?;
+    }
+    Ok(())
+}
+
 pub fn log_summary(s: &EmbedSummary) {
     tracing::info!(
         "{} -> {}: {} sequences x {} dims, {:.1} s ({:.1} sequences/s, {:.0} tokens/s) on {} ({})",

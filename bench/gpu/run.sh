@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU session, run on the CUDA machine from the repository root with the `cuda` build at
+# $BIN (default target/release/virnucpro). Usage: bench/gpu/run.sh parity|throughput OUTDIR
+# parity: both tiny reference models on CUDA in f32 (max abs <= 1e-4 vs the goldens) and
+#         f16/bf16 (cosine >= 0.999), for every fixture case.
+# throughput: random-weight models at the real shapes on sop7's chunk-500 ORFs repeated.
+set -uo pipefail
+mode=$1
+out=$2
+bin=${BIN:-target/release/virnucpro}
+mkdir -p "$out"
+# NVRTC (cubecl compiles kernels at run time) from the CUDA toolkit or PyTorch's wheels.
+for d in /usr/local/cuda/lib64 $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, q, "lib") for p in nvidia.__path__ for q in os.listdir(p)))' 2>/dev/null); do
+  [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+fail=0
+case $mode in
+parity)
+  python3 bench/gpu/cases_fasta.py tests/fixtures/esm2_tiny/cases.json "$out/esm.faa"
+  python3 bench/gpu/cases_fasta.py tests/fixtures/dnabert_s_tiny/cases.json "$out/dna.fa"
+  for p in f32 f16 bf16; do
+    tol=half; [ $p = f32 ] && tol=f32
+    "$bin" embed-protein "$out/esm.faa" -m tests/fixtures/esm2_tiny -o "$out/esm_$p.safetensors" -d cuda -p $p -q || fail=1
+    python3 bench/gpu/parity.py tests/fixtures/esm2_tiny/cases.json "$out/esm_$p.safetensors" $tol || fail=1
+    "$bin" embed-dna "$out/dna.fa" -m tests/fixtures/dnabert_s_tiny -o "$out/dna_$p.safetensors" -d cuda -p $p -q || fail=1
+    python3 bench/gpu/parity.py tests/fixtures/dnabert_s_tiny/cases.json "$out/dna_$p.safetensors" $tol || fail=1
+  done
+  # The whole pipeline on CUDA against the original's tables.
+  "$bin" -q run tests/fixtures/e2e/input.fa -c 500 -o "$out/run500" -d cuda -p f32 \
+    --dnabert tests/fixtures/dnabert_s_tiny --esm tests/fixtures/esm2_tiny --classifier tests/fixtures/mlp_tiny.pth || fail=1
+  cmp "$out/run500/prediction_results_highestscore.csv" tests/fixtures/e2e/chunk500/prediction_results_highestscore.csv && echo "run on cuda: chunk calls identical to the original's" || fail=1
+  ;;
+throughput)
+  models=${MODELS:-/tmp/models}
+  [ -f "$models/esm2_3B_random/model.safetensors" ] || python3 bench/gpu/make_models.py "$models" \
+      --fasta "${SOP7:-data/sop7.fa}" --fixture-tokenizer tests/fixtures/dnabert_s_tiny/tokenizer.json --dtype float16
+  copies=${COPIES:-110}
+  python3 - "${SOP7:-data/sop7.fa}" "$copies" "$out/many.fa" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+with open(sys.argv[3], "w") as o:
+    for k in range(int(sys.argv[2])):
+        o.write(text.replace(">", ">c%d_" % k))
+PY
+  "$bin" -q translate "$out/many.fa" -c 500 -o "$out/t"
+  echo "ORFs: $(grep -c '>' "$out/t/identified_nucleotide.fa")"
+  for p in ${PRECISIONS:-bf16 f16}; do
+    "$bin" embed-dna "$out/t/identified_nucleotide.fa" -m "$models/dnabert_s_random" -o "$out/dna_$p.safetensors" -d cuda -p $p ${DNA_ARGS:-} --report "$out/dna_$p.json" || fail=1
+    cat "$out/dna_$p.json"
+  done
+  head -n "${ESM_LINES:-4000}" "$out/t/identified_protein.faa" > "$out/prot_subset.faa"
+  for p in ${PRECISIONS:-bf16 f16}; do
+    "$bin" embed-protein "$out/prot_subset.faa" -m "$models/esm2_3B_random" -o "$out/esm_$p.safetensors" -d cuda -p $p ${ESM_ARGS:-} --report "$out/esm_$p.json" || fail=1
+    cat "$out/esm_$p.json"
+  done
+  ;;
+esac
+exit $fail
