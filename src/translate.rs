@@ -161,6 +161,7 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
                 summary.skipped.push(s);
             }
         }
+        pool.install(|| check_characters(&batch, &summary.input))?;
         let outs = pool.install(|| translate_batch(&batch, opts.chunk_size, opts.write_chunks));
         let batch_bases: u64 = batch.iter().map(|r| r.seq.len() as u64).sum();
         summary.records += batch.len() as u64;
@@ -188,14 +189,15 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
     Ok(summary)
 }
 
-/// Per-record checks, in input order: characters, duplicate ids.
-fn check_record(
-    rec: FastaRecord,
-    label: &str,
-    seen: &mut HashSet<String>,
-    allow_dups: bool,
-) -> Result<FastaRecord> {
-    if let Some((pos, byte)) = first_invalid_nucleotide(&rec.seq) {
+/// Characters of a batch's records, checked in parallel; the error names the first bad record
+/// in input order.
+fn check_characters(batch: &[FastaRecord], label: &str) -> Result<()> {
+    let bad = batch
+        .par_iter()
+        .map(|rec| first_invalid_nucleotide(&rec.seq).map(|hit| (rec, hit)))
+        .find_first(Option::is_some)
+        .flatten();
+    if let Some((rec, (pos, byte))) = bad {
         bail!(
             "{label}: record '{}' has {} at position {}, which is not an IUPAC nucleotide code; \
              is this a protein file? fix or remove the record",
@@ -204,6 +206,17 @@ fn check_record(
             pos + 1
         );
     }
+    Ok(())
+}
+
+/// Per-record check in input order: duplicate ids (characters are checked per batch, in
+/// parallel, by [`check_characters`]).
+fn check_record(
+    rec: FastaRecord,
+    label: &str,
+    seen: &mut HashSet<String>,
+    allow_dups: bool,
+) -> Result<FastaRecord> {
     if !seen.insert(rec.id.clone()) && !allow_dups {
         bail!(
             "{label}: duplicate record id '{}'; ids must be unique because later steps join by id \
@@ -232,8 +245,14 @@ fn translate_batch(batch: &[FastaRecord], chunk_size: usize, write_chunks: bool)
                 let rec = &batch[*r];
                 let chunk = &rec.seq[range.clone()];
                 let id = chunk_id(&rec.id, *j);
-                let mut out = ChunkOut::default();
+                // Sized for the common case (a couple of kept frames) to avoid regrowth.
+                let mut out = ChunkOut {
+                    nucleotide: Vec::with_capacity(2 * (range.len() + id.len() + 8)),
+                    protein: Vec::with_capacity(2 * (range.len() / 3 + id.len() + 8)),
+                    ..Default::default()
+                };
                 if write_chunks {
+                    out.chunk_fasta.reserve(range.len() + range.len() / 60 + id.len() + 4);
                     write_wrapped(&mut out.chunk_fasta, &id, chunk);
                 }
                 orfs.clear();

@@ -7,16 +7,37 @@
 /// Standard genetic code, indexed by `16*b1 + 4*b2 + b3` with T=0, C=1, A=2, G=3.
 const CODE: &[u8; 64] = b"FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG";
 
-/// Base -> 2-bit code in the table's order, 4 for anything that is not A/C/G/T (upper case).
+/// Base -> code in the table's order, either case (the original upper-cases each chunk before
+/// translating): T=0, C=1, A=2, G=3, and 4 for anything else.
 const fn base_codes() -> [u8; 256] {
     let mut t = [4u8; 256];
     t[b'T' as usize] = 0;
     t[b'C' as usize] = 1;
     t[b'A' as usize] = 2;
     t[b'G' as usize] = 3;
+    t[b't' as usize] = 0;
+    t[b'c' as usize] = 1;
+    t[b'a' as usize] = 2;
+    t[b'g' as usize] = 3;
     t
 }
 static BASE: [u8; 256] = base_codes();
+
+/// The genetic code over 5-symbol codes, indexed by `25a + 5b + c`: one lookup per codon, and
+/// 0 where a codon holds a non-ACGT symbol (the original drops such codons).
+const fn codon_table() -> [u8; 125] {
+    let mut t = [0u8; 125];
+    let mut i = 0;
+    while i < 125 {
+        let (a, b, c) = (i / 25, (i / 5) % 5, i % 5);
+        if a < 4 && b < 4 && c < 4 {
+            t[i] = CODE[a * 16 + b * 4 + c];
+        }
+        i += 1;
+    }
+    t
+}
+static CODON: [u8; 125] = codon_table();
 
 /// Complement as the original: A<->T, C<->G, every other byte kept as it is.
 const fn complements() -> [u8; 256] {
@@ -46,31 +67,29 @@ pub struct Orf {
     pub protein: Vec<u8>,
 }
 
-/// Translate `seq` from `offset`, dropping codons with non-ACGT bytes. Returns `None` as soon as
-/// a stop appears (the frame cannot be kept), else the protein (possibly empty).
-pub fn translate_frame(seq: &[u8], offset: usize, protein: &mut Vec<u8>) -> bool {
+/// Translate base codes (see [`BASE`]) from `offset`, dropping codons with non-ACGT symbols.
+/// Returns `false` as soon as a stop appears (the frame cannot be kept), else `true` with the
+/// protein (possibly empty) in `protein`.
+fn translate_codes(codes: &[u8], offset: usize, protein: &mut Vec<u8>) -> bool {
     protein.clear();
-    if seq.len() < offset + 3 {
-        return true;
-    }
-    for codon in seq[offset..].chunks_exact(3) {
-        let (a, b, c) = (BASE[codon[0] as usize], BASE[codon[1] as usize], BASE[codon[2] as usize]);
-        if (a | b | c) & 4 != 0 {
-            continue; // ambiguous codon: translates to nothing in the original
-        }
-        let aa = CODE[(a as usize) << 4 | (b as usize) << 2 | c as usize];
+    let mut i = offset;
+    while i + 3 <= codes.len() {
+        let aa = CODON[codes[i] as usize * 25 + codes[i + 1] as usize * 5 + codes[i + 2] as usize];
+        i += 3;
         if aa == b'*' {
             return false;
         }
-        protein.push(aa);
+        if aa != 0 {
+            protein.push(aa);
+        }
     }
     true
 }
 
-/// Upper-case ASCII in place into `out` (the original upper-cases each chunk before translating).
-pub fn upper_into(chunk: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend(chunk.iter().map(|b| b.to_ascii_uppercase()));
+/// Translate a frame of `seq` (either case) from `offset`; `false` when it holds a stop.
+pub fn translate_frame(seq: &[u8], offset: usize, protein: &mut Vec<u8>) -> bool {
+    let codes: Vec<u8> = seq.iter().map(|&b| BASE[b as usize]).collect();
+    translate_codes(&codes, offset, protein)
 }
 
 /// Reverse complement into `out`.
@@ -83,37 +102,37 @@ pub fn reverse_complement_into(seq: &[u8], out: &mut Vec<u8>) {
 /// allocate per chunk.
 #[derive(Default)]
 pub struct OrfScratch {
-    upper: Vec<u8>,
-    revcomp: Vec<u8>,
+    forward: Vec<u8>,
+    reverse: Vec<u8>,
     protein: Vec<u8>,
 }
 
 /// The kept frames of one chunk, in the order F1, F2, F3, R1, R2, R3.
+///
+/// The chunk is encoded once per strand into codon-table codes; the upper-cased (and for
+/// reverse frames complemented) bases are only materialised for the frames that are kept.
 pub fn six_frame_orfs(chunk: &[u8], scratch: &mut OrfScratch, out: &mut Vec<Orf>) {
-    upper_into(chunk, &mut scratch.upper);
-    let mut revcomp_done = false;
-    for (frame, _) in FRAMES.iter().enumerate() {
+    let n = chunk.len();
+    scratch.forward.clear();
+    scratch.forward.extend(chunk.iter().map(|&b| BASE[b as usize]));
+    // Complement of a code: T(0)<->A(2), C(1)<->G(3) is `c ^ 2`; 4 (other) stays 4.
+    scratch.reverse.clear();
+    scratch.reverse.extend(scratch.forward.iter().rev().map(|&c| if c < 4 { c ^ 2 } else { c }));
+    for frame in 0..FRAMES.len() {
         let offset = frame % 3;
-        let seq: &[u8] = if frame < 3 {
-            &scratch.upper
-        } else {
-            if !revcomp_done {
-                reverse_complement_into(&scratch.upper, &mut scratch.revcomp);
-                revcomp_done = true;
-            }
-            &scratch.revcomp
-        };
-        if !translate_frame(seq, offset, &mut scratch.protein) || scratch.protein.is_empty() {
+        let codes = if frame < 3 { &scratch.forward } else { &scratch.reverse };
+        if !translate_codes(codes, offset, &mut scratch.protein) || scratch.protein.is_empty() {
             continue;
         }
         // The original keeps seq[f-1 : f+3p] (Python slice, end clamped): 3p+1 bases where
         // they exist, one more than the codons. The classifier was trained on that.
-        let end = (offset + 1 + 3 * scratch.protein.len()).min(seq.len());
-        out.push(Orf {
-            frame,
-            nucleotide: seq[offset..end].to_vec(),
-            protein: scratch.protein.clone(),
-        });
+        let end = (offset + 1 + 3 * scratch.protein.len()).min(n);
+        let nucleotide: Vec<u8> = if frame < 3 {
+            chunk[offset..end].iter().map(|b| b.to_ascii_uppercase()).collect()
+        } else {
+            (offset..end).map(|j| COMPLEMENT[chunk[n - 1 - j].to_ascii_uppercase() as usize]).collect()
+        };
+        out.push(Orf { frame, nucleotide, protein: scratch.protein.clone() });
     }
 }
 
