@@ -27,14 +27,16 @@ impl FromStr for DeviceSpec {
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(None)),
             other => {
-                let list = other
-                    .strip_prefix("cuda:")
-                    .ok_or_else(|| format!("unknown device '{s}': use auto, cpu, cuda, cuda:N or cuda:0,2,3"))?;
+                let list = other.strip_prefix("cuda:").ok_or_else(|| {
+                    format!("unknown device '{s}': use auto, cpu, cuda, cuda:N or cuda:0,2,3")
+                })?;
                 let ids = list
                     .split(',')
                     .map(|x| x.trim().parse::<usize>())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| format!("bad CUDA device list in '{s}': expected e.g. cuda:0 or cuda:0,2,3"))?;
+                    .map_err(|_| {
+                        format!("bad CUDA device list in '{s}': expected e.g. cuda:0 or cuda:0,2,3")
+                    })?;
                 if ids.is_empty() {
                     return Err(format!("no CUDA device ids in '{s}'"));
                 }
@@ -63,7 +65,9 @@ impl FromStr for Precision {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
-            _ => Err(format!("unknown precision '{s}': use auto, f32, f16 or bf16")),
+            _ => Err(format!(
+                "unknown precision '{s}': use auto, f32, f16 or bf16"
+            )),
         }
     }
 }
@@ -83,8 +87,12 @@ impl fmt::Display for Precision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Devices {
     /// CPU workers, each with its own model copy and single-threaded kernels.
-    Cpu { workers: usize },
-    Cuda { ids: Vec<usize> },
+    Cpu {
+        workers: usize,
+    },
+    Cuda {
+        ids: Vec<usize>,
+    },
 }
 
 impl fmt::Display for Devices {
@@ -108,7 +116,8 @@ pub fn cuda_device_count() -> Result<usize, String> {
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let probe = std::panic::catch_unwind(|| -> Result<usize, String> {
-            cudarc::driver::result::init().map_err(|e| format!("CUDA driver init failed: {e:?}"))?;
+            cudarc::driver::result::init()
+                .map_err(|e| format!("CUDA driver init failed: {e:?}"))?;
             let n = cudarc::driver::result::device::get_count()
                 .map_err(|e| format!("cannot count CUDA devices: {e:?}"))?;
             Ok(n.max(0) as usize)
@@ -129,13 +138,19 @@ pub fn cuda_device_count() -> Result<usize, String> {
 pub fn resolve(spec: &DeviceSpec, cpu_threads: Option<usize>) -> Result<Devices> {
     let cpu = || Devices::Cpu {
         workers: cpu_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
             .max(1),
     };
     match spec {
         DeviceSpec::Cpu => Ok(cpu()),
         DeviceSpec::Auto => match cuda_device_count() {
-            Ok(n) if n > 0 => Ok(Devices::Cuda { ids: (0..n).collect() }),
+            Ok(n) if n > 0 => Ok(Devices::Cuda {
+                ids: (0..n).collect(),
+            }),
             Ok(_) => {
                 tracing::info!("no CUDA device visible; running on the CPU");
                 Ok(cpu())
@@ -155,7 +170,10 @@ pub fn resolve(spec: &DeviceSpec, cpu_threads: Option<usize>) -> Result<Devices>
             }
             let ids = ids.clone().unwrap_or_else(|| (0..n).collect());
             if let Some(bad) = ids.iter().find(|&&i| i >= n) {
-                bail!("CUDA device {bad} does not exist: {n} device(s) visible (0..{})", n - 1);
+                bail!(
+                    "CUDA device {bad} does not exist: {n} device(s) visible (0..{})",
+                    n - 1
+                );
             }
             Ok(Devices::Cuda { ids })
         }
@@ -184,7 +202,11 @@ pub trait BackendTask {
 }
 
 /// Run `task` on the backend for `devices` at `precision` (already made effective).
-pub fn dispatch<T: BackendTask>(devices: &Devices, precision: Precision, task: T) -> Result<T::Output> {
+pub fn dispatch<T: BackendTask>(
+    devices: &Devices,
+    precision: Precision,
+    task: T,
+) -> Result<T::Output> {
     match devices {
         Devices::Cpu { workers } => {
             let devs = vec![burn::backend::flex::FlexDevice; *workers];
@@ -216,9 +238,18 @@ mod tests {
     fn parses_device_specs() {
         assert_eq!("auto".parse::<DeviceSpec>().unwrap(), DeviceSpec::Auto);
         assert_eq!("CPU".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
-        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(None));
-        assert_eq!("cuda:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(Some(vec![1])));
-        assert_eq!("cuda:0,2,3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(Some(vec![0, 2, 3])));
+        assert_eq!(
+            "cuda".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Cuda(None)
+        );
+        assert_eq!(
+            "cuda:1".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Cuda(Some(vec![1]))
+        );
+        assert_eq!(
+            "cuda:0,2,3".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Cuda(Some(vec![0, 2, 3]))
+        );
         assert!("tpu".parse::<DeviceSpec>().is_err());
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
     }
@@ -233,7 +264,10 @@ mod tests {
     #[test]
     fn auto_without_cuda_runs_on_cpu() {
         if cuda_device_count().unwrap_or(0) == 0 {
-            assert_eq!(resolve(&DeviceSpec::Auto, Some(2)).unwrap(), Devices::Cpu { workers: 2 });
+            assert_eq!(
+                resolve(&DeviceSpec::Auto, Some(2)).unwrap(),
+                Devices::Cpu { workers: 2 }
+            );
             assert!(resolve(&DeviceSpec::Cuda(None), None).is_err());
         }
     }

@@ -84,7 +84,9 @@ impl FastaReader {
 /// it looks like instead. Leading blank lines are skipped, as Biopython does. `false` = empty.
 fn sniff<R: BufRead>(reader: &mut R, label: &str) -> Result<bool> {
     loop {
-        let buf = reader.fill_buf().with_context(|| format!("cannot read {label} (corrupt gzip?)"))?;
+        let buf = reader
+            .fill_buf()
+            .with_context(|| format!("cannot read {label} (corrupt gzip?)"))?;
         if buf.is_empty() {
             return Ok(false);
         }
@@ -145,14 +147,19 @@ impl Iterator for FastaReader {
 /// Read a whole (modest) FASTA file, refusing duplicate ids since later steps join by id.
 /// `None` when the input is empty.
 pub fn read_unique(input: &Path) -> Result<Option<Vec<FastaRecord>>> {
-    let Some(reader) = FastaReader::open_allow_empty(input)? else { return Ok(None) };
+    let Some(reader) = FastaReader::open_allow_empty(input)? else {
+        return Ok(None);
+    };
     let label = reader.label().to_string();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for rec in reader {
         let rec = rec?;
         if !seen.insert(rec.id.clone()) {
-            bail!("{label}: duplicate record id '{}'; ids must be unique because predict joins by id", rec.id);
+            bail!(
+                "{label}: duplicate record id '{}'; ids must be unique because predict joins by id",
+                rec.id
+            );
         }
         out.push(rec);
     }

@@ -4,8 +4,8 @@
 //! dot and ends in `.partial`, so nobody mistakes it for a result.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -19,8 +19,14 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(path: &Path) -> Result<Self> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
@@ -29,7 +35,10 @@ impl AtomicFile {
             .permissions(std::fs::Permissions::from_mode(0o644))
             .tempfile_in(dir)
             .with_context(|| format!("cannot write in {} (is it writable?)", dir.display()))?;
-        Ok(Self { writer: BufWriter::with_capacity(1 << 20, tmp), path: path.to_path_buf() })
+        Ok(Self {
+            writer: BufWriter::with_capacity(1 << 20, tmp),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -44,8 +53,11 @@ impl AtomicFile {
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("writing {}", path.display()))?;
-        tmp.as_file().sync_all().with_context(|| format!("writing {}", path.display()))?;
-        tmp.persist(&path).with_context(|| format!("moving output into place at {}", path.display()))?;
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("writing {}", path.display()))?;
+        tmp.persist(&path)
+            .with_context(|| format!("moving output into place at {}", path.display()))?;
         Ok(())
     }
 }
@@ -65,14 +77,18 @@ impl Write for AtomicFile {
 /// Write a whole small file atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     f.commit()
 }
 
 /// Create the output directory (and parents), with a message that says what to do on failure.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| {
-        format!("cannot create output directory {} (check the path and permissions)", dir.display())
+        format!(
+            "cannot create output directory {} (check the path and permissions)",
+            dir.display()
+        )
     })?;
     // Probe writability now rather than after an hour of work.
     let probe = tempfile::Builder::new()

@@ -101,7 +101,12 @@ impl Steps {
                 if let Ok(done) = serde_json::from_str::<Value>(&text) {
                     if done["fingerprint"] == fingerprint {
                         tracing::info!("{step}: outputs complete from an earlier run, skipping (--force redoes it)");
-                        self.reports.push(StepReport { step, skipped: true, wall_seconds: 0.0, report: done["report"].clone() });
+                        self.reports.push(StepReport {
+                            step,
+                            skipped: true,
+                            wall_seconds: 0.0,
+                            report: done["report"].clone(),
+                        });
                         return Ok(());
                     }
                 }
@@ -114,7 +119,12 @@ impl Steps {
         let wall = started.elapsed().as_secs_f64();
         let done = json!({ "step": step, "fingerprint": fingerprint, "report": report });
         write_atomic(&marker, &serde_json::to_vec_pretty(&done)?)?;
-        self.reports.push(StepReport { step, skipped: false, wall_seconds: wall, report });
+        self.reports.push(StepReport {
+            step,
+            skipped: false,
+            wall_seconds: wall,
+            report,
+        });
         // Test hook: die like `kill -9` right after a step completes, to prove resume.
         if std::env::var("VIRNUCPRO_TEST_ABORT_AFTER").as_deref() == Ok(step) {
             std::process::abort();
@@ -131,25 +141,35 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let steps_dir = opts.outdir.join("steps");
     ensure_dir(&steps_dir)?;
     ensure_dir(&emb_dir)?;
-    let mut steps = Steps { dir: steps_dir, force: opts.force, reports: Vec::new() };
+    let mut steps = Steps {
+        dir: steps_dir,
+        force: opts.force,
+        reports: Vec::new(),
+    };
 
     let nt = translate_dir.join(NUCLEOTIDE_FILE);
     let aa = translate_dir.join(PROTEIN_FILE);
-    let translate_fp = json!({ "input": file_fingerprint(&opts.input), "chunk_size": opts.chunk_size });
-    steps.step("translate", translate_fp.clone(), &[nt.clone(), aa.clone()], || {
-        let summary = translate::run(&TranslateOptions {
-            input: opts.input.clone(),
-            chunk_size: opts.chunk_size,
-            outdir: translate_dir.clone(),
-            threads: opts.threads,
-            shard_size: None,
-            write_chunks: true,
-            allow_duplicate_ids: false,
-            quiet: opts.quiet,
-        })?;
-        translate::log_summary(&summary, &translate_dir);
-        Ok(serde_json::to_value(summary)?)
-    })?;
+    let translate_fp =
+        json!({ "input": file_fingerprint(&opts.input), "chunk_size": opts.chunk_size });
+    steps.step(
+        "translate",
+        translate_fp.clone(),
+        &[nt.clone(), aa.clone()],
+        || {
+            let summary = translate::run(&TranslateOptions {
+                input: opts.input.clone(),
+                chunk_size: opts.chunk_size,
+                outdir: translate_dir.clone(),
+                threads: opts.threads,
+                shard_size: None,
+                write_chunks: true,
+                allow_duplicate_ids: false,
+                quiet: opts.quiet,
+            })?;
+            translate::log_summary(&summary, &translate_dir);
+            Ok(serde_json::to_value(summary)?)
+        },
+    )?;
 
     let embed_opts = |input: &Path, model: &Path, output: PathBuf| EmbedOptions {
         input: input.to_path_buf(),
@@ -171,11 +191,16 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let prot_out = emb_dir.join("protein.safetensors");
     let prot_fp = json!({ "after": translate_fp, "model": model_fingerprint(&opts.esm), "precision": opts.precision });
-    steps.step("embed-protein", prot_fp.clone(), &[prot_out.clone()], || {
-        let s = embed::models::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
-        embed::log_summary(&s);
-        Ok(serde_json::to_value(s)?)
-    })?;
+    steps.step(
+        "embed-protein",
+        prot_fp.clone(),
+        &[prot_out.clone()],
+        || {
+            let s = embed::models::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
+            embed::log_summary(&s);
+            Ok(serde_json::to_value(s)?)
+        },
+    )?;
 
     let predict_fp = json!({
         "dna": dna_fp, "protein": prot_fp,
@@ -202,6 +227,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         "steps": steps.reports,
         "wall_seconds": started.elapsed().as_secs_f64(),
     });
-    write_atomic(&opts.outdir.join("run.json"), &serde_json::to_vec_pretty(&report)?)?;
+    write_atomic(
+        &opts.outdir.join("run.json"),
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
     Ok(())
 }

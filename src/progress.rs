@@ -35,8 +35,10 @@ impl Progress {
                 None => {
                     let b = ProgressBar::new_spinner();
                     b.set_style(
-                        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {spinner} {human_pos} {msg} ({per_sec})")
-                            .expect("valid template"),
+                        ProgressStyle::with_template(
+                            "{prefix} [{elapsed_precise}] {spinner} {human_pos} {msg} ({per_sec})",
+                        )
+                        .expect("valid template"),
                     );
                     b
                 }
@@ -49,7 +51,16 @@ impl Progress {
             None
         };
         let now = Instant::now();
-        Self { bar, what, unit, total, done: 0, started: now, last_log: now, every: Duration::from_secs(30) }
+        Self {
+            bar,
+            what,
+            unit,
+            total,
+            done: 0,
+            started: now,
+            last_log: now,
+            every: Duration::from_secs(30),
+        }
     }
 
     pub fn inc(&mut self, n: u64) {
@@ -62,9 +73,21 @@ impl Progress {
             match self.total {
                 Some(t) => tracing::info!(
                     "{}: {}/{} {} ({:.0} {}/s)",
-                    self.what, self.done, t, self.unit, rate, self.unit
+                    self.what,
+                    self.done,
+                    t,
+                    self.unit,
+                    rate,
+                    self.unit
                 ),
-                None => tracing::info!("{}: {} {} ({:.0} {}/s)", self.what, self.done, self.unit, rate, self.unit),
+                None => tracing::info!(
+                    "{}: {} {} ({:.0} {}/s)",
+                    self.what,
+                    self.done,
+                    self.unit,
+                    rate,
+                    self.unit
+                ),
             }
         }
     }

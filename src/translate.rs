@@ -86,7 +86,10 @@ struct ChunkOut {
 
 pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
     if opts.chunk_size < 3 {
-        bail!("--chunk-size must be at least 3 (one codon); got {}", opts.chunk_size);
+        bail!(
+            "--chunk-size must be at least 3 (one codon); got {}",
+            opts.chunk_size
+        );
     }
     if opts.shard_size == Some(0) {
         bail!("--shard-size must be at least 1");
@@ -136,13 +139,22 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
                 }
             };
             if rec.seq.is_empty() {
-                skipped.push(Skipped { id: rec.id, reason: "empty sequence".into() });
+                skipped.push(Skipped {
+                    id: rec.id,
+                    reason: "empty sequence".into(),
+                });
                 continue;
             }
             bases += rec.seq.len();
             batch.push(rec);
             if bases >= BATCH_BASES {
-                if tx.send(Ok((std::mem::take(&mut batch), std::mem::take(&mut skipped)))).is_err() {
+                if tx
+                    .send(Ok((
+                        std::mem::take(&mut batch),
+                        std::mem::take(&mut skipped),
+                    )))
+                    .is_err()
+                {
                     return;
                 }
                 bases = 0;
@@ -173,7 +185,9 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
         }
         progress.inc(batch_bases);
     }
-    reader_thread.join().map_err(|_| anyhow::anyhow!("the FASTA reader thread panicked"))?;
+    reader_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the FASTA reader thread panicked"))?;
     progress.finish();
 
     if summary.records == 0 {
@@ -252,14 +266,18 @@ fn translate_batch(batch: &[FastaRecord], chunk_size: usize, write_chunks: bool)
                     ..Default::default()
                 };
                 if write_chunks {
-                    out.chunk_fasta.reserve(range.len() + range.len() / 60 + id.len() + 4);
+                    out.chunk_fasta
+                        .reserve(range.len() + range.len() / 60 + id.len() + 4);
                     write_wrapped(&mut out.chunk_fasta, &id, chunk);
                 }
                 orfs.clear();
                 six_frame_orfs(chunk, scratch, orfs);
                 for orf in orfs.iter() {
                     let frame = FRAMES[orf.frame];
-                    for (buf, body) in [(&mut out.nucleotide, &orf.nucleotide), (&mut out.protein, &orf.protein)] {
+                    for (buf, body) in [
+                        (&mut out.nucleotide, &orf.nucleotide),
+                        (&mut out.protein, &orf.protein),
+                    ] {
                         buf.push(b'>');
                         buf.extend_from_slice(id.as_bytes());
                         buf.extend_from_slice(frame.as_bytes());
@@ -306,7 +324,11 @@ struct Shards {
 impl Sink {
     fn create(opts: &TranslateOptions) -> Result<Self> {
         let dir = &opts.outdir;
-        let chunks = if opts.write_chunks { Some(AtomicFile::create(&dir.join(CHUNKS_FILE))?) } else { None };
+        let chunks = if opts.write_chunks {
+            Some(AtomicFile::create(&dir.join(CHUNKS_FILE))?)
+        } else {
+            None
+        };
         let (pair, shards) = match opts.shard_size {
             None => (
                 Some((
@@ -321,19 +343,36 @@ impl Sink {
                     .suffix(".partial")
                     .tempdir_in(dir)
                     .with_context(|| format!("cannot write in {}", dir.display()))?;
-                (None, Some(Shards { size, tmp, current: None, in_current: 0, count: 0 }))
+                (
+                    None,
+                    Some(Shards {
+                        size,
+                        tmp,
+                        current: None,
+                        in_current: 0,
+                        count: 0,
+                    }),
+                )
             }
         };
-        Ok(Self { outdir: dir.clone(), chunks, pair, shards })
+        Ok(Self {
+            outdir: dir.clone(),
+            chunks,
+            pair,
+            shards,
+        })
     }
 
     fn write(&mut self, out: &ChunkOut) -> Result<()> {
         if let Some(f) = &mut self.chunks {
-            f.write_all(&out.chunk_fasta).with_context(|| format!("writing {}", f.path().display()))?;
+            f.write_all(&out.chunk_fasta)
+                .with_context(|| format!("writing {}", f.path().display()))?;
         }
         if let Some((nt, aa)) = &mut self.pair {
-            nt.write_all(&out.nucleotide).with_context(|| format!("writing {}", nt.path().display()))?;
-            aa.write_all(&out.protein).with_context(|| format!("writing {}", aa.path().display()))?;
+            nt.write_all(&out.nucleotide)
+                .with_context(|| format!("writing {}", nt.path().display()))?;
+            aa.write_all(&out.protein)
+                .with_context(|| format!("writing {}", aa.path().display()))?;
         }
         if let Some(shards) = &mut self.shards {
             let mut start = (0, 0);
@@ -372,7 +411,8 @@ impl Sink {
                     .with_context(|| format!("replacing the previous {}", dest.display()))?;
             }
             let tmp = shards.tmp.keep();
-            std::fs::rename(&tmp, &dest).with_context(|| format!("moving shards into {}", dest.display()))?;
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("moving shards into {}", dest.display()))?;
             outputs.push(dest.display().to_string());
             shard_count = Some(shards.count);
         }
@@ -422,6 +462,9 @@ pub fn log_summary(s: &TranslateSummary, outdir: &Path) {
         outdir.display()
     );
     if let Some(n) = s.shards {
-        tracing::info!("translate: {n} shard pairs in {}", outdir.join(SHARD_DIR).display());
+        tracing::info!(
+            "translate: {n} shard pairs in {}",
+            outdir.join(SHARD_DIR).display()
+        );
     }
 }

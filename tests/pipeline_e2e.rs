@@ -14,7 +14,11 @@ fn s(p: &Path) -> &str {
 
 fn ok(args: &[&str]) {
     let o = run(args, None);
-    assert!(o.status.success(), "virnucpro {args:?} failed:\n{}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "virnucpro {args:?} failed:\n{}",
+        stderr(&o)
+    );
 }
 
 /// Compare a run's tables with the goldens: ids, labels and the chunk table exact, scores 1e-4.
@@ -39,32 +43,78 @@ fn check_outputs(out: &Path, chunk: &str) {
         "prediction_results_highestscore.csv (chunk {chunk})"
     );
     let summary = fs::read_to_string(out.join("sequence_summary.tsv")).unwrap();
-    assert_eq!(summary.lines().count(), 1 + 9, "one row per scored input sequence:\n{summary}");
+    assert_eq!(
+        summary.lines().count(),
+        1 + 9,
+        "one row per scored input sequence:\n{summary}"
+    );
     for fig in ["prediction.svg", "prediction.png"] {
         assert!(fs::metadata(out.join(fig)).unwrap().len() > 1000, "{fig}");
     }
 }
 
 fn models() -> (PathBuf, PathBuf, PathBuf) {
-    (fixtures().join("dnabert_s_tiny"), fixtures().join("esm2_tiny"), fixtures().join("mlp_tiny.pth"))
+    (
+        fixtures().join("dnabert_s_tiny"),
+        fixtures().join("esm2_tiny"),
+        fixtures().join("mlp_tiny.pth"),
+    )
 }
 
 fn subcommands(chunk: &str) {
     let (dnabert, esm, mlp) = models();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("translate");
-    ok(&["translate", s(&fixtures().join("e2e/input.fa")), "-c", chunk, "-o", s(&t), "--shard-size", "11"]);
+    ok(&[
+        "translate",
+        s(&fixtures().join("e2e/input.fa")),
+        "-c",
+        chunk,
+        "-o",
+        s(&t),
+        "--shard-size",
+        "11",
+    ]);
     let mut dna = Vec::new();
     let mut prot = Vec::new();
-    let mut shards: Vec<PathBuf> = fs::read_dir(t.join("shards")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut shards: Vec<PathBuf> = fs::read_dir(t.join("shards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     shards.sort();
     for shard in shards.iter().filter(|p| s(p).ends_with(".fa")) {
-        let k = shard.file_name().unwrap().to_str().unwrap().split('.').next().unwrap().to_string();
+        let k = shard
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string();
         let faa = shard.with_file_name(format!("{k}.identified_protein.faa"));
         let d = tmp.path().join(format!("{k}.dna.safetensors"));
         let p = tmp.path().join(format!("{k}.protein.safetensors"));
-        ok(&["embed-dna", s(shard), "-m", s(&dnabert), "-o", s(&d), "--device", "cpu"]);
-        ok(&["embed-protein", s(&faa), "-m", s(&esm), "-o", s(&p), "--device", "cpu"]);
+        ok(&[
+            "embed-dna",
+            s(shard),
+            "-m",
+            s(&dnabert),
+            "-o",
+            s(&d),
+            "--device",
+            "cpu",
+        ]);
+        ok(&[
+            "embed-protein",
+            s(&faa),
+            "-m",
+            s(&esm),
+            "-o",
+            s(&p),
+            "--device",
+            "cpu",
+        ]);
         dna.push(d);
         prot.push(p);
     }
@@ -106,17 +156,29 @@ fn run_reproduces_original_both_chunk_sizes() {
         assert!(o.status.success(), "{}", stderr(&o));
         check_outputs(tmp.path(), chunk);
         // Every step's outputs are kept.
-        for f in ["translate/identified_nucleotide.fa", "translate/chunked.fa", "embeddings/dna.safetensors", "embeddings/protein.safetensors", "run.json"] {
+        for f in [
+            "translate/identified_nucleotide.fa",
+            "translate/chunked.fa",
+            "embeddings/dna.safetensors",
+            "embeddings/protein.safetensors",
+            "run.json",
+        ] {
             assert!(tmp.path().join(f).exists(), "{f}");
         }
     }
 }
 
 fn tables(dir: &Path) -> Vec<Vec<u8>> {
-    ["prediction_results.txt", "prediction_results_highestscore.csv", "sequence_summary.tsv", "embeddings/dna.safetensors", "embeddings/protein.safetensors"]
-        .iter()
-        .map(|f| fs::read(dir.join(f)).unwrap())
-        .collect()
+    [
+        "prediction_results.txt",
+        "prediction_results_highestscore.csv",
+        "sequence_summary.tsv",
+        "embeddings/dna.safetensors",
+        "embeddings/protein.safetensors",
+    ]
+    .iter()
+    .map(|f| fs::read(dir.join(f)).unwrap())
+    .collect()
 }
 
 #[test]
@@ -127,12 +189,22 @@ fn killed_run_resumes_to_identical_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let (dnabert, esm, mlp) = models();
     let killed = common::bin()
-        .args(["run", s(&fixtures().join("e2e/input.fa")), "--dnabert", s(&dnabert), "--esm", s(&esm)])
+        .args([
+            "run",
+            s(&fixtures().join("e2e/input.fa")),
+            "--dnabert",
+            s(&dnabert),
+            "--esm",
+            s(&esm),
+        ])
         .args(["--classifier", s(&mlp), "-c", "500", "-o", s(tmp.path())])
         .env("VIRNUCPRO_TEST_ABORT_AFTER", "embed-dna")
         .output()
         .unwrap();
-    assert!(!killed.status.success(), "the abort hook should kill the run");
+    assert!(
+        !killed.status.success(),
+        "the abort hook should kill the run"
+    );
     assert!(tmp.path().join("embeddings/dna.safetensors").exists());
     assert!(!tmp.path().join("embeddings/protein.safetensors").exists());
     assert!(!tmp.path().join("prediction_results.txt").exists());
@@ -156,19 +228,66 @@ fn predict_refuses_bad_inputs_with_one_line() {
     let (dnabert, esm, mlp) = models();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("t");
-    ok(&["translate", s(&fixtures().join("e2e/input.fa")), "-c", "500", "-o", s(&t)]);
+    ok(&[
+        "translate",
+        s(&fixtures().join("e2e/input.fa")),
+        "-c",
+        "500",
+        "-o",
+        s(&t),
+    ]);
     let nt = t.join("identified_nucleotide.fa");
     let aa = t.join("identified_protein.faa");
-    let (d, p) = (tmp.path().join("d.safetensors"), tmp.path().join("p.safetensors"));
-    ok(&["embed-dna", s(&nt), "-m", s(&dnabert), "-o", s(&d), "-d", "cpu"]);
-    ok(&["embed-protein", s(&aa), "-m", s(&esm), "-o", s(&p), "-d", "cpu"]);
+    let (d, p) = (
+        tmp.path().join("d.safetensors"),
+        tmp.path().join("p.safetensors"),
+    );
+    ok(&[
+        "embed-dna",
+        s(&nt),
+        "-m",
+        s(&dnabert),
+        "-o",
+        s(&d),
+        "-d",
+        "cpu",
+    ]);
+    ok(&[
+        "embed-protein",
+        s(&aa),
+        "-m",
+        s(&esm),
+        "-o",
+        s(&p),
+        "-d",
+        "cpu",
+    ]);
     let predict = |dna: &Path, prot: &Path, clf: &Path| {
-        run(&["predict", "--dna", s(dna), "--protein", s(prot), "--classifier", s(clf), "-o", s(&tmp.path().join("o"))], None)
+        run(
+            &[
+                "predict",
+                "--dna",
+                s(dna),
+                "--protein",
+                s(prot),
+                "--classifier",
+                s(clf),
+                "-o",
+                s(&tmp.path().join("o")),
+            ],
+            None,
+        )
     };
     // Sides swapped.
-    assert_error(&predict(&p, &d, &mlp), &["p.safetensors", "protein embeddings", "--dna"]);
+    assert_error(
+        &predict(&p, &d, &mlp),
+        &["p.safetensors", "protein embeddings", "--dna"],
+    );
     // Classifier of another width (the real 3328-d shape against tiny 88-d features).
-    assert_error(&predict(&d, &p, &fixtures().join("mlp_3328x512.pth")), &["3328", "88"]);
+    assert_error(
+        &predict(&d, &p, &fixtures().join("mlp_3328x512.pth")),
+        &["3328", "88"],
+    );
     // Not a classifier at all.
     let junk = tmp.path().join("junk.pth");
     fs::write(&junk, b"this is not a model").unwrap();
@@ -183,16 +302,67 @@ fn predict_refuses_bad_inputs_with_one_line() {
         fs::copy(e.path(), other_model.join(e.file_name())).unwrap();
     }
     let d2 = tmp.path().join("d2.safetensors");
-    ok(&["embed-dna", s(&nt), "-m", s(&other_model), "-o", s(&d2), "-d", "cpu"]);
-    let o = run(&["predict", "--dna", s(&d), s(&d2), "--protein", s(&p), "--classifier", s(&mlp), "-o", s(&tmp.path().join("o"))], None);
+    ok(&[
+        "embed-dna",
+        s(&nt),
+        "-m",
+        s(&other_model),
+        "-o",
+        s(&d2),
+        "-d",
+        "cpu",
+    ]);
+    let o = run(
+        &[
+            "predict",
+            "--dna",
+            s(&d),
+            s(&d2),
+            "--protein",
+            s(&p),
+            "--classifier",
+            s(&mlp),
+            "-o",
+            s(&tmp.path().join("o")),
+        ],
+        None,
+    );
     assert_error(&o, &["one model"]);
     // Empty inputs: embedding an empty file works (empty output), predicting nothing is an error.
     let empty = tmp.path().join("empty.faa");
     fs::write(&empty, b"").unwrap();
-    let (de, pe) = (tmp.path().join("de.safetensors"), tmp.path().join("pe.safetensors"));
-    let o = run(&["embed-protein", s(&empty), "-m", s(&esm), "-o", s(&pe), "-d", "cpu"], None);
-    assert!(o.status.success() && stderr(&o).contains("empty"), "{}", stderr(&o));
-    ok(&["embed-dna", s(&empty), "-m", s(&dnabert), "-o", s(&de), "-d", "cpu"]);
+    let (de, pe) = (
+        tmp.path().join("de.safetensors"),
+        tmp.path().join("pe.safetensors"),
+    );
+    let o = run(
+        &[
+            "embed-protein",
+            s(&empty),
+            "-m",
+            s(&esm),
+            "-o",
+            s(&pe),
+            "-d",
+            "cpu",
+        ],
+        None,
+    );
+    assert!(
+        o.status.success() && stderr(&o).contains("empty"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&[
+        "embed-dna",
+        s(&empty),
+        "-m",
+        s(&dnabert),
+        "-o",
+        s(&de),
+        "-d",
+        "cpu",
+    ]);
     assert_error(&predict(&de, &pe, &mlp), &["nothing to classify"]);
     assert!(!tmp.path().join("o/prediction_results.txt").exists());
 }
@@ -202,19 +372,72 @@ fn embed_refuses_the_wrong_kind_of_sequence_and_model() {
     let (dnabert, esm, _) = models();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("t");
-    ok(&["translate", s(&fixtures().join("e2e/input.fa")), "-c", "500", "-o", s(&t)]);
+    ok(&[
+        "translate",
+        s(&fixtures().join("e2e/input.fa")),
+        "-c",
+        "500",
+        "-o",
+        s(&t),
+    ]);
     let aa = t.join("identified_protein.faa");
     let out = tmp.path().join("x.safetensors");
-    assert_error(&run(&["embed-dna", s(&aa), "-m", s(&dnabert), "-o", s(&out), "-d", "cpu"], None), &["looks like a protein"]);
+    assert_error(
+        &run(
+            &[
+                "embed-dna",
+                s(&aa),
+                "-m",
+                s(&dnabert),
+                "-o",
+                s(&out),
+                "-d",
+                "cpu",
+            ],
+            None,
+        ),
+        &["looks like a protein"],
+    );
     assert!(!out.exists());
     // A DNABERT-S directory without its tokenizer.
     let bare = tmp.path().join("bare");
     fs::create_dir(&bare).unwrap();
     fs::copy(dnabert.join("config.json"), bare.join("config.json")).unwrap();
     let nt = t.join("identified_nucleotide.fa");
-    assert_error(&run(&["embed-dna", s(&nt), "-m", s(&bare), "-o", s(&out), "-d", "cpu"], None), &["tokenizer.json"]);
+    assert_error(
+        &run(
+            &[
+                "embed-dna",
+                s(&nt),
+                "-m",
+                s(&bare),
+                "-o",
+                s(&out),
+                "-d",
+                "cpu",
+            ],
+            None,
+        ),
+        &["tokenizer.json"],
+    );
     // Nucleotides given to embed-protein: embedded, with a loud warning.
-    let o = run(&["embed-protein", s(&nt), "-m", s(&esm), "-o", s(&out), "-d", "cpu"], None);
+    let o = run(
+        &[
+            "embed-protein",
+            s(&nt),
+            "-m",
+            s(&esm),
+            "-o",
+            s(&out),
+            "-d",
+            "cpu",
+        ],
+        None,
+    );
     assert!(o.status.success());
-    assert!(stderr(&o).contains("look like nucleotides"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("look like nucleotides"),
+        "{}",
+        stderr(&o)
+    );
 }

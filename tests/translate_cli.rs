@@ -8,7 +8,12 @@ use std::path::Path;
 use common::{assert_error, fixtures, records, run, stderr};
 
 fn translate(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["translate", input.to_str().unwrap(), "--outdir", out.to_str().unwrap()];
+    let mut args = vec![
+        "translate",
+        input.to_str().unwrap(),
+        "--outdir",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     run(&args, None)
 }
@@ -16,17 +21,32 @@ fn translate(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 fn check_against_golden(chunk: &str) {
     let golden = fixtures().join(format!("e2e/chunk{chunk}"));
     let out = tempfile::tempdir().unwrap();
-    let o = translate(&fixtures().join("e2e/input.fa"), out.path(), &["--chunk-size", chunk, "--write-chunks"]);
+    let o = translate(
+        &fixtures().join("e2e/input.fa"),
+        out.path(),
+        &["--chunk-size", chunk, "--write-chunks"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    for file in ["chunked.fa", "identified_nucleotide.fa", "identified_protein.faa"] {
+    for file in [
+        "chunked.fa",
+        "identified_nucleotide.fa",
+        "identified_protein.faa",
+    ] {
         let want = fs::read_to_string(golden.join(file)).unwrap();
         let got = fs::read_to_string(out.path().join(file)).unwrap();
         let (want_r, got_r) = (records(&want), records(&got));
         for (i, (w, g)) in want_r.iter().zip(&got_r).enumerate() {
             assert_eq!(w, g, "{file} (chunk {chunk}): record {i} differs");
         }
-        assert_eq!(want_r.len(), got_r.len(), "{file} (chunk {chunk}): record count");
-        assert_eq!(want, got, "{file} (chunk {chunk}): bytes differ (line layout)");
+        assert_eq!(
+            want_r.len(),
+            got_r.len(),
+            "{file} (chunk {chunk}): record count"
+        );
+        assert_eq!(
+            want, got,
+            "{file} (chunk {chunk}): bytes differ (line layout)"
+        );
     }
     let summary: serde_json::Value =
         serde_json::from_slice(&fs::read(out.path().join("translate.json")).unwrap()).unwrap();
@@ -64,8 +84,12 @@ fn thread_count_does_not_change_output() {
     let sop7 = fixtures().join("e2e/input.fa");
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    assert!(translate(&sop7, a.path(), &["-c", "300", "--threads", "1"]).status.success());
-    assert!(translate(&sop7, b.path(), &["-c", "300", "--threads", "3"]).status.success());
+    assert!(translate(&sop7, a.path(), &["-c", "300", "--threads", "1"])
+        .status
+        .success());
+    assert!(translate(&sop7, b.path(), &["-c", "300", "--threads", "3"])
+        .status
+        .success());
     assert_eq!(outputs_of(a.path()), outputs_of(b.path()));
 }
 
@@ -77,10 +101,23 @@ fn gzip_and_stdin_give_the_same_output() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&input).unwrap();
     let gz_path = write(tmp.path(), "input.fa.gz", &gz.finish().unwrap());
-    let (plain, zipped, piped) = (tmp.path().join("p"), tmp.path().join("g"), tmp.path().join("s"));
-    assert!(translate(&fixtures().join("e2e/input.fa"), &plain, &["-c", "500"]).status.success());
-    assert!(translate(&gz_path, &zipped, &["-c", "500"]).status.success());
-    let o = run(&["translate", "-", "-c", "500", "-o", piped.to_str().unwrap()], Some(&input));
+    let (plain, zipped, piped) = (
+        tmp.path().join("p"),
+        tmp.path().join("g"),
+        tmp.path().join("s"),
+    );
+    assert!(
+        translate(&fixtures().join("e2e/input.fa"), &plain, &["-c", "500"])
+            .status
+            .success()
+    );
+    assert!(translate(&gz_path, &zipped, &["-c", "500"])
+        .status
+        .success());
+    let o = run(
+        &["translate", "-", "-c", "500", "-o", piped.to_str().unwrap()],
+        Some(&input),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(outputs_of(&plain), outputs_of(&zipped));
     assert_eq!(outputs_of(&plain), outputs_of(&piped));
@@ -90,9 +127,17 @@ fn gzip_and_stdin_give_the_same_output() {
 fn windows_line_endings_are_read_like_unix_ones() {
     let input = fs::read_to_string(fixtures().join("e2e/input.fa")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let crlf = write(tmp.path(), "crlf.fa", input.replace('\n', "\r\n").as_bytes());
+    let crlf = write(
+        tmp.path(),
+        "crlf.fa",
+        input.replace('\n', "\r\n").as_bytes(),
+    );
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    assert!(translate(&fixtures().join("e2e/input.fa"), &a, &["-c", "300"]).status.success());
+    assert!(
+        translate(&fixtures().join("e2e/input.fa"), &a, &["-c", "300"])
+            .status
+            .success()
+    );
     assert!(translate(&crlf, &b, &["-c", "300"]).status.success());
     assert_eq!(outputs_of(&a), outputs_of(&b));
 }
@@ -101,8 +146,16 @@ fn windows_line_endings_are_read_like_unix_ones() {
 fn shards_hold_at_most_n_orfs_and_concatenate_to_the_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, sharded) = (tmp.path().join("w"), tmp.path().join("s"));
-    assert!(translate(&fixtures().join("e2e/input.fa"), &whole, &["-c", "300"]).status.success());
-    let o = translate(&fixtures().join("e2e/input.fa"), &sharded, &["-c", "300", "--shard-size", "7"]);
+    assert!(
+        translate(&fixtures().join("e2e/input.fa"), &whole, &["-c", "300"])
+            .status
+            .success()
+    );
+    let o = translate(
+        &fixtures().join("e2e/input.fa"),
+        &sharded,
+        &["-c", "300", "--shard-size", "7"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let mut names: Vec<String> = fs::read_dir(sharded.join("shards"))
         .unwrap()
@@ -111,7 +164,11 @@ fn shards_hold_at_most_n_orfs_and_concatenate_to_the_whole() {
     names.sort();
     let (mut nt, mut aa) = (String::new(), String::new());
     let nt_names: Vec<&String> = names.iter().filter(|n| n.ends_with(".fa")).collect();
-    assert_eq!(nt_names.len(), 30usize.div_ceil(7), "30 ORFs in shards of 7: {names:?}");
+    assert_eq!(
+        nt_names.len(),
+        30usize.div_ceil(7),
+        "30 ORFs in shards of 7: {names:?}"
+    );
     for n in &nt_names {
         let text = fs::read_to_string(sharded.join("shards").join(n)).unwrap();
         assert!(records(&text).len() <= 7);
@@ -132,11 +189,19 @@ fn shards_hold_at_most_n_orfs_and_concatenate_to_the_whole() {
 #[test]
 fn empty_record_is_skipped_with_a_warning_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = write(tmp.path(), "in.fa", b">empty\n>real desc\nATGGCCATGGCC\n>also_empty\n\n");
+    let input = write(
+        tmp.path(),
+        "in.fa",
+        b">empty\n>real desc\nATGGCCATGGCC\n>also_empty\n\n",
+    );
     let out = tmp.path().join("o");
     let o = translate(&input, &out, &["-c", "300"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("'empty' skipped: empty sequence"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("'empty' skipped: empty sequence"),
+        "{}",
+        stderr(&o)
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("translate.json")).unwrap()).unwrap();
     assert_eq!(summary["records"], 3);
@@ -148,7 +213,11 @@ fn empty_record_is_skipped_with_a_warning_and_counted() {
 #[test]
 fn missing_file_is_one_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = translate(&tmp.path().join("nope.fa"), &tmp.path().join("o"), &["-c", "300"]);
+    let o = translate(
+        &tmp.path().join("nope.fa"),
+        &tmp.path().join("o"),
+        &["-c", "300"],
+    );
     assert_error(&o, &["nope.fa", "cannot open"]);
 }
 
@@ -156,23 +225,49 @@ fn missing_file_is_one_clear_error() {
 fn fastq_binary_and_empty_files_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let fq = write(tmp.path(), "reads.fq", b"@r1\nACGT\n+\nIIII\n");
-    assert_error(&translate(&fq, &tmp.path().join("o1"), &["-c", "300"]), &["reads.fq", "FASTQ"]);
-    let bin = write(tmp.path(), "blob.bin", &[0x7f, b'E', b'L', b'F', 0, 0, 1, 2]);
-    assert_error(&translate(&bin, &tmp.path().join("o2"), &["-c", "300"]), &["blob.bin", "binary"]);
+    assert_error(
+        &translate(&fq, &tmp.path().join("o1"), &["-c", "300"]),
+        &["reads.fq", "FASTQ"],
+    );
+    let bin = write(
+        tmp.path(),
+        "blob.bin",
+        &[0x7f, b'E', b'L', b'F', 0, 0, 1, 2],
+    );
+    assert_error(
+        &translate(&bin, &tmp.path().join("o2"), &["-c", "300"]),
+        &["blob.bin", "binary"],
+    );
     let empty = write(tmp.path(), "empty.fa", b"");
-    assert_error(&translate(&empty, &tmp.path().join("o3"), &["-c", "300"]), &["empty.fa", "empty"]);
+    assert_error(
+        &translate(&empty, &tmp.path().join("o3"), &["-c", "300"]),
+        &["empty.fa", "empty"],
+    );
     let blank = write(tmp.path(), "blank.fa", b"\n\n  \n");
-    assert_error(&translate(&blank, &tmp.path().join("o4"), &["-c", "300"]), &["blank.fa", "empty"]);
+    assert_error(
+        &translate(&blank, &tmp.path().join("o4"), &["-c", "300"]),
+        &["blank.fa", "empty"],
+    );
     let text = write(tmp.path(), "notes.txt", b"hello\n>x\nACGT\n");
-    assert_error(&translate(&text, &tmp.path().join("o5"), &["-c", "300"]), &["notes.txt", "not FASTA"]);
+    assert_error(
+        &translate(&text, &tmp.path().join("o5"), &["-c", "300"]),
+        &["notes.txt", "not FASTA"],
+    );
 }
 
 #[test]
 fn bad_character_names_record_and_character_and_leaves_no_output() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = write(tmp.path(), "in.fa", b">good\nACGTACGTAAAT\n>prot\nMKVLEEQ\n");
+    let input = write(
+        tmp.path(),
+        "in.fa",
+        b">good\nACGTACGTAAAT\n>prot\nMKVLEEQ\n",
+    );
     let out = tmp.path().join("o");
-    assert_error(&translate(&input, &out, &["-c", "300"]), &["in.fa", "'prot'", "'L'", "position 4"]);
+    assert_error(
+        &translate(&input, &out, &["-c", "300"]),
+        &["in.fa", "'prot'", "'L'", "position 4"],
+    );
     let left: Vec<_> = fs::read_dir(&out).unwrap().collect();
     assert!(left.is_empty(), "a failed run left files: {left:?}");
 }
@@ -180,9 +275,20 @@ fn bad_character_names_record_and_character_and_leaves_no_output() {
 #[test]
 fn duplicate_ids_are_an_error_unless_allowed() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = write(tmp.path(), "in.fa", b">a\nATGGCC\n>b\nATGAAA\n>a second\nATGTTT\n");
-    assert_error(&translate(&input, &tmp.path().join("o"), &["-c", "300"]), &["duplicate record id 'a'", "--allow-duplicate-ids"]);
-    let o = translate(&input, &tmp.path().join("o2"), &["-c", "300", "--allow-duplicate-ids"]);
+    let input = write(
+        tmp.path(),
+        "in.fa",
+        b">a\nATGGCC\n>b\nATGAAA\n>a second\nATGTTT\n",
+    );
+    assert_error(
+        &translate(&input, &tmp.path().join("o"), &["-c", "300"]),
+        &["duplicate record id 'a'", "--allow-duplicate-ids"],
+    );
+    let o = translate(
+        &input,
+        &tmp.path().join("o2"),
+        &["-c", "300", "--allow-duplicate-ids"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let prot = records(&outputs_of(&tmp.path().join("o2")).1);
     assert_eq!(prot.iter().filter(|(id, _)| id == "a_chunk_1F1").count(), 2);
@@ -202,7 +308,11 @@ fn chunk_size_below_a_codon_is_refused() {
 fn unwritable_outdir_is_one_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let file = write(tmp.path(), "plainfile", b"x");
-    let o = translate(&fixtures().join("e2e/input.fa"), &file.join("sub"), &["-c", "300"]);
+    let o = translate(
+        &fixtures().join("e2e/input.fa"),
+        &file.join("sub"),
+        &["-c", "300"],
+    );
     assert_error(&o, &["output directory", "plainfile"]);
 }
 

@@ -74,8 +74,11 @@ impl<L: EncoderLoader> BackendTask for EmbedJob<'_, L> {
                                 return Ok(());
                             }
                             let b = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(batch) = job.batches.get(b) else { return Ok(()) };
-                            let seqs: Vec<Vec<u32>> = batch.iter().map(|&i| job.tokens[i].clone()).collect();
+                            let Some(batch) = job.batches.get(b) else {
+                                return Ok(());
+                            };
+                            let seqs: Vec<Vec<u32>> =
+                                batch.iter().map(|&i| job.tokens[i].clone()).collect();
                             let pooled = model.embed(&seqs);
                             let rows = tensor_to_f32(pooled)
                                 .with_context(|| format!("reading back embeddings of batch {b}"))?;
@@ -88,7 +91,8 @@ impl<L: EncoderLoader> BackendTask for EmbedJob<'_, L> {
                             }
                             let mut out = out.lock().unwrap();
                             for (r, &i) in batch.iter().enumerate() {
-                                out[i * dim..(i + 1) * dim].copy_from_slice(&rows[r * dim..(r + 1) * dim]);
+                                out[i * dim..(i + 1) * dim]
+                                    .copy_from_slice(&rows[r * dim..(r + 1) * dim]);
                             }
                             drop(out);
                             job.progress.lock().unwrap().inc(batch.len() as u64);

@@ -73,7 +73,9 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     let started = Instant::now();
     let devices = device::resolve(&opts.device, opts.threads)?;
     let precision = device::effective_precision(&devices, opts.precision);
-    let budget = opts.batch_tokens.unwrap_or_else(|| default_batch_tokens(&devices, gpu_batch_tokens));
+    let budget = opts
+        .batch_tokens
+        .unwrap_or_else(|| default_batch_tokens(&devices, gpu_batch_tokens));
     let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
     let batches = token_budget_batches(&lengths, budget);
     let n_batches = batches.len();
@@ -92,14 +94,26 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         tokens: &tokens,
         batches,
         progress: Mutex::new(Progress::new(
-            if meta.kind == "dna" { "embed-dna" } else { "embed-protein" },
+            if meta.kind == "dna" {
+                "embed-dna"
+            } else {
+                "embed-protein"
+            },
             "sequences",
             Some(ids.len() as u64),
             opts.quiet,
         )),
     };
     let (values, dim) = device::dispatch(&devices, precision, job)?;
-    let set = EmbeddingSet { ids, dim, values, meta: EmbeddingMeta { precision: precision.to_string(), ..meta } };
+    let set = EmbeddingSet {
+        ids,
+        dim,
+        values,
+        meta: EmbeddingMeta {
+            precision: precision.to_string(),
+            ..meta
+        },
+    };
     set.write(&opts.output)?;
     let wall = started.elapsed().as_secs_f64();
     let n_tokens: usize = lengths.iter().sum();
@@ -124,7 +138,10 @@ pub(crate) fn read_input(input: &Path) -> Result<Vec<FastaRecord>> {
     match read_unique(input)? {
         Some(recs) => Ok(recs),
         None => {
-            tracing::warn!("{} is empty: writing an empty embeddings file", input_label(input));
+            tracing::warn!(
+                "{} is empty: writing an empty embeddings file",
+                input_label(input)
+            );
             Ok(Vec::new())
         }
     }
@@ -132,12 +149,18 @@ pub(crate) fn read_input(input: &Path) -> Result<Vec<FastaRecord>> {
 
 /// A short name for a model path: its directory or file name.
 pub(crate) fn model_name(path: &Path) -> String {
-    let p = if path.is_file() && path.file_name().is_some_and(|n| !n.to_string_lossy().ends_with(".pt")) {
+    let p = if path.is_file()
+        && path
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().ends_with(".pt"))
+    {
         path.parent().unwrap_or(path)
     } else {
         path
     };
-    p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 /// Log the summary and, when asked, write it as JSON.

@@ -13,7 +13,8 @@ use crate::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
 use crate::tokenize::dnabert::{looks_like_protein, DnaTokenizer};
 use crate::tokenize::esm::{looks_like_nucleotide, EsmTokenizer};
 
-pub const ESM_POOLING: &str = "mean of the final layer (after emb_layer_norm_after) over residues 1..=min(L,1024)";
+pub const ESM_POOLING: &str =
+    "mean of the final layer (after emb_layer_norm_after) over residues 1..=min(L,1024)";
 
 impl<B: Backend> PooledEncoder<B> for Esm2<B> {
     fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
@@ -68,11 +69,18 @@ pub fn embed_protein(opts: &EmbedOptions) -> Result<EmbedSummary> {
         pooling: ESM_POOLING.into(),
         precision: String::new(),
     };
-    embed_tokens(opts, ids, tokens, &EsmLoader(opts.model.clone()), meta, 32 * 1024)
+    embed_tokens(
+        opts,
+        ids,
+        tokens,
+        &EsmLoader(opts.model.clone()),
+        meta,
+        32 * 1024,
+    )
 }
 
-
-pub const DNABERT_POOLING: &str = "mean of the last hidden state over all tokens, [CLS] and [SEP] included";
+pub const DNABERT_POOLING: &str =
+    "mean of the last hidden state over all tokens, [CLS] and [SEP] included";
 
 impl<B: Backend> PooledEncoder<B> for DnabertS<B> {
     fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
@@ -96,11 +104,22 @@ impl EncoderLoader for DnabertLoader {
 pub fn embed_dna(opts: &EmbedOptions) -> Result<EmbedSummary> {
     // The tokenizer and config are checked before reading any sequence: a wrong --model fails
     // at once with the missing file's name.
-    let dir = if opts.model.is_dir() { opts.model.clone() } else { opts.model.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let dir = if opts.model.is_dir() {
+        opts.model.clone()
+    } else {
+        opts.model
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
     let tokenizer = DnaTokenizer::from_dir(&dir)?;
     DnabertConfig::from_dir(&dir)?;
     let records = read_input(&opts.input)?;
-    if let Some(rec) = records.iter().take(1000).find(|r| looks_like_protein(&String::from_utf8_lossy(&r.seq))) {
+    if let Some(rec) = records
+        .iter()
+        .take(1000)
+        .find(|r| looks_like_protein(&String::from_utf8_lossy(&r.seq)))
+    {
         bail!(
             "{}: record '{}' looks like a protein, not DNA; embed-dna expects translate's identified_nucleotide.fa \
              (the .faa goes to embed-protein)",
@@ -108,7 +127,10 @@ pub fn embed_dna(opts: &EmbedOptions) -> Result<EmbedSummary> {
             rec.id
         );
     }
-    let seqs: Vec<String> = records.iter().map(|r| String::from_utf8_lossy(&r.seq).to_ascii_uppercase()).collect();
+    let seqs: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.seq).to_ascii_uppercase())
+        .collect();
     let refs: Vec<&str> = seqs.iter().map(String::as_str).collect();
     let tokens = tokenizer.encode_batch(&refs)?;
     let ids: Vec<String> = records.into_iter().map(|r| r.id).collect();
@@ -118,5 +140,12 @@ pub fn embed_dna(opts: &EmbedOptions) -> Result<EmbedSummary> {
         pooling: DNABERT_POOLING.into(),
         precision: String::new(),
     };
-    embed_tokens(opts, ids, tokens, &DnabertLoader(opts.model.clone()), meta, 64 * 1024)
+    embed_tokens(
+        opts,
+        ids,
+        tokens,
+        &DnabertLoader(opts.model.clone()),
+        meta,
+        64 * 1024,
+    )
 }

@@ -75,9 +75,11 @@ impl EmbeddingSet {
 
     pub fn read(path: &Path) -> Result<Self> {
         let label = path.display();
-        let file = File::open(path).with_context(|| format!("cannot open embeddings file {label}"))?;
+        let file =
+            File::open(path).with_context(|| format!("cannot open embeddings file {label}"))?;
         // SAFETY: read-only map of a file we only read; see weights::safetensors_file.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {label}"))?;
+        let mmap =
+            unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {label}"))?;
         let (_, header) = SafeTensors::read_metadata(&mmap)
             .with_context(|| format!("{label} is not a safetensors embeddings file"))?;
         let meta = header.metadata().clone().unwrap_or_default();
@@ -89,7 +91,11 @@ impl EmbeddingSet {
             .tensor(TENSOR_NAME)
             .with_context(|| format!("{label} has no '{TENSOR_NAME}' tensor"))?;
         if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
-            bail!("{label}: '{TENSOR_NAME}' must be F32 [N, D], found {:?} {:?}", view.dtype(), view.shape());
+            bail!(
+                "{label}: '{TENSOR_NAME}' must be F32 [N, D], found {:?} {:?}",
+                view.dtype(),
+                view.shape()
+            );
         }
         let (n, dim) = (view.shape()[0], view.shape()[1]);
         let ids: Vec<String> = match meta.get("ids").map(String::as_str) {
@@ -97,7 +103,10 @@ impl EmbeddingSet {
             Some(s) => s.split('\n').map(str::to_string).collect(),
         };
         if ids.len() != n {
-            bail!("{label}: {} ids in the metadata but {n} embedding rows", ids.len());
+            bail!(
+                "{label}: {} ids in the metadata but {n} embedding rows",
+                ids.len()
+            );
         }
         let values = view
             .data()
@@ -109,7 +118,12 @@ impl EmbeddingSet {
             ids,
             dim,
             values,
-            meta: EmbeddingMeta { kind: get("kind"), model: get("model"), pooling: get("pooling"), precision: get("precision") },
+            meta: EmbeddingMeta {
+                kind: get("kind"),
+                model: get("model"),
+                pooling: get("pooling"),
+                precision: get("precision"),
+            },
         })
     }
 }
@@ -144,7 +158,12 @@ mod tests {
             ids: vec![],
             dim: 8,
             values: vec![],
-            meta: EmbeddingMeta { kind: "dna".into(), model: "m".into(), pooling: "p".into(), precision: "f32".into() },
+            meta: EmbeddingMeta {
+                kind: "dna".into(),
+                model: "m".into(),
+                pooling: "p".into(),
+                precision: "f32".into(),
+            },
         };
         let p = dir.path().join("e.safetensors");
         set.write(&p).unwrap();

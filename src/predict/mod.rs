@@ -70,7 +70,10 @@ fn load_side(paths: &[PathBuf], kind: &str, flag: &str) -> Result<Vec<EmbeddingS
             );
         }
         if let Some(first) = sets.first() {
-            if first.dim != set.dim || first.meta.model != set.meta.model || first.meta.pooling != set.meta.pooling {
+            if first.dim != set.dim
+                || first.meta.model != set.meta.model
+                || first.meta.pooling != set.meta.pooling
+            {
                 bail!(
                     "{} was made by model '{}' ({}-d) but {} by '{}' ({}-d); all {flag} shards must come from one model",
                     p.display(),
@@ -95,12 +98,14 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     let classifier = Classifier::<Flex>::load(&opts.classifier, &device)
         .with_context(|| format!("loading classifier {}", opts.classifier.display()))?;
     let (dna_dim, prot_dim) = (dna[0].dim, protein[0].dim);
-    classifier.check_input_dim(dna_dim + prot_dim).with_context(|| {
-        format!(
-            "DNA embeddings are {dna_dim}-d ({}) and protein embeddings {prot_dim}-d ({})",
-            dna[0].meta.model, protein[0].meta.model
-        )
-    })?;
+    classifier
+        .check_input_dim(dna_dim + prot_dim)
+        .with_context(|| {
+            format!(
+                "DNA embeddings are {dna_dim}-d ({}) and protein embeddings {prot_dim}-d ({})",
+                dna[0].meta.model, protein[0].meta.model
+            )
+        })?;
     ensure_dir(&opts.outdir)?;
 
     // Join on the ORF id, in the DNA files' order (the original's row order).
@@ -148,10 +153,15 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
             features.extend_from_slice(d);
             features.extend_from_slice(p);
         }
-        let x = Tensor::<Flex, 2>::from_data(TensorData::new(features, [block.len(), dim]), &device);
+        let x =
+            Tensor::<Flex, 2>::from_data(TensorData::new(features, [block.len(), dim]), &device);
         let probs = tensor_to_f32(classifier.forward_probs(x))?;
         for (i, (id, _, _)) in block.iter().enumerate() {
-            scores.push(OrfScore { id: id.to_string(), others: probs[2 * i], virus: probs[2 * i + 1] });
+            scores.push(OrfScore {
+                id: id.to_string(),
+                others: probs[2 * i],
+                virus: probs[2 * i + 1],
+            });
         }
     }
 
@@ -181,7 +191,10 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         protein_model: protein[0].meta.model.clone(),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
-    write_atomic(&opts.outdir.join(REPORT_FILE), &serde_json::to_vec_pretty(&summary)?)?;
+    write_atomic(
+        &opts.outdir.join(REPORT_FILE),
+        &serde_json::to_vec_pretty(&summary)?,
+    )?;
     Ok(summary)
 }
 
@@ -192,7 +205,11 @@ fn tracks(seqs: &[SequenceSummary]) -> Vec<plot::SequenceTrack> {
             chunks: s
                 .chunks
                 .iter()
-                .map(|&(chunk, max_virus_score, is_virus)| plot::ChunkPoint { chunk, max_virus_score, is_virus })
+                .map(|&(chunk, max_virus_score, is_virus)| plot::ChunkPoint {
+                    chunk,
+                    max_virus_score,
+                    is_virus,
+                })
                 .collect(),
             is_virus: s.is_virus,
             max_virus_score: s.max_virus_score,

@@ -40,15 +40,29 @@ impl OrfScore {
 /// table holds.
 pub fn format_f32(x: f32) -> String {
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if x.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     if !x.is_finite() {
-        return if x.is_nan() { "nan".into() } else if x > 0.0 { "inf".into() } else { "-inf".into() };
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
     }
     let a = x.abs();
     if (1e-4..1e16).contains(&a) {
         let s = format!("{x}");
-        if s.contains('.') { s } else { format!("{s}.0") }
+        if s.contains('.') {
+            s
+        } else {
+            format!("{s}.0")
+        }
     } else {
         let s = format!("{x:e}");
         let (mantissa, exp) = s.split_once('e').expect("{:e} has an exponent");
@@ -74,7 +88,8 @@ pub fn write_results(dir: &Path, scores: &[OrfScore]) -> Result<()> {
         body.push_str(&format_f32(s.virus));
         body.push('\n');
     }
-    f.write_all(body.as_bytes()).context("writing prediction results")?;
+    f.write_all(body.as_bytes())
+        .context("writing prediction results")?;
     f.commit()
 }
 
@@ -82,7 +97,9 @@ pub fn write_results(dir: &Path, scores: &[OrfScore]) -> Result<()> {
 pub fn chunk_maxima(scores: &[OrfScore]) -> BTreeMap<&str, (f32, f32)> {
     let mut chunks: BTreeMap<&str, (f32, f32)> = BTreeMap::new();
     for s in scores {
-        let e = chunks.entry(s.chunk_id()).or_insert((f32::NEG_INFINITY, f32::NEG_INFINITY));
+        let e = chunks
+            .entry(s.chunk_id())
+            .or_insert((f32::NEG_INFINITY, f32::NEG_INFINITY));
         e.0 = e.0.max(s.others);
         e.1 = e.1.max(s.virus);
     }
@@ -95,10 +112,15 @@ pub fn write_highest(dir: &Path, scores: &[OrfScore]) -> Result<()> {
     let mut body = String::from("Modified_ID\tIs_Virus\n");
     for (id, (others, virus)) in chunk_maxima(scores) {
         body.push_str(id);
-        body.push_str(if virus >= others { "\tTrue\n" } else { "\tFalse\n" });
+        body.push_str(if virus >= others {
+            "\tTrue\n"
+        } else {
+            "\tFalse\n"
+        });
     }
     let mut f = AtomicFile::create(&dir.join(HIGHEST_FILE))?;
-    f.write_all(body.as_bytes()).context("writing chunk calls")?;
+    f.write_all(body.as_bytes())
+        .context("writing chunk calls")?;
     f.commit()
 }
 
@@ -178,7 +200,8 @@ pub fn write_summary(dir: &Path, seqs: &[SequenceSummary]) -> Result<()> {
         ));
     }
     let mut f = AtomicFile::create(&dir.join(SUMMARY_FILE))?;
-    f.write_all(body.as_bytes()).context("writing sequence summary")?;
+    f.write_all(body.as_bytes())
+        .context("writing sequence summary")?;
     f.commit()
 }
 
@@ -199,12 +222,20 @@ mod tests {
     }
 
     fn s(id: &str, others: f32, virus: f32) -> OrfScore {
-        OrfScore { id: id.into(), others, virus }
+        OrfScore {
+            id: id.into(),
+            others,
+            virus,
+        }
     }
 
     #[test]
     fn chunk_call_uses_max_over_frames_with_ties_to_virus() {
-        let scores = [s("a_chunk_1F1", 0.6, 0.4), s("a_chunk_1R2", 0.45, 0.55), s("a_chunk_2F3", 0.5, 0.5)];
+        let scores = [
+            s("a_chunk_1F1", 0.6, 0.4),
+            s("a_chunk_1R2", 0.45, 0.55),
+            s("a_chunk_2F3", 0.5, 0.5),
+        ];
         let m = chunk_maxima(&scores);
         assert_eq!(m["a_chunk_1"], (0.6, 0.55)); // 0.55 < 0.6 -> False
         assert_eq!(m["a_chunk_2"], (0.5, 0.5)); // tie -> True

@@ -95,7 +95,9 @@ mod tests {
                 for w in r.windows(2) {
                     assert!(w[1].start <= w[0].end, "gap at len {len} c {c}");
                 }
-                assert!(r.iter().all(|x| x.end <= len && !x.is_empty() && x.len() <= c));
+                assert!(r
+                    .iter()
+                    .all(|x| x.end <= len && !x.is_empty() && x.len() <= c));
             }
         }
     }

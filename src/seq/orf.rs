@@ -114,13 +114,25 @@ pub struct OrfScratch {
 pub fn six_frame_orfs(chunk: &[u8], scratch: &mut OrfScratch, out: &mut Vec<Orf>) {
     let n = chunk.len();
     scratch.forward.clear();
-    scratch.forward.extend(chunk.iter().map(|&b| BASE[b as usize]));
+    scratch
+        .forward
+        .extend(chunk.iter().map(|&b| BASE[b as usize]));
     // Complement of a code: T(0)<->A(2), C(1)<->G(3) is `c ^ 2`; 4 (other) stays 4.
     scratch.reverse.clear();
-    scratch.reverse.extend(scratch.forward.iter().rev().map(|&c| if c < 4 { c ^ 2 } else { c }));
+    scratch.reverse.extend(
+        scratch
+            .forward
+            .iter()
+            .rev()
+            .map(|&c| if c < 4 { c ^ 2 } else { c }),
+    );
     for frame in 0..FRAMES.len() {
         let offset = frame % 3;
-        let codes = if frame < 3 { &scratch.forward } else { &scratch.reverse };
+        let codes = if frame < 3 {
+            &scratch.forward
+        } else {
+            &scratch.reverse
+        };
         if !translate_codes(codes, offset, &mut scratch.protein) || scratch.protein.is_empty() {
             continue;
         }
@@ -128,11 +140,20 @@ pub fn six_frame_orfs(chunk: &[u8], scratch: &mut OrfScratch, out: &mut Vec<Orf>
         // they exist, one more than the codons. The classifier was trained on that.
         let end = (offset + 1 + 3 * scratch.protein.len()).min(n);
         let nucleotide: Vec<u8> = if frame < 3 {
-            chunk[offset..end].iter().map(|b| b.to_ascii_uppercase()).collect()
+            chunk[offset..end]
+                .iter()
+                .map(|b| b.to_ascii_uppercase())
+                .collect()
         } else {
-            (offset..end).map(|j| COMPLEMENT[chunk[n - 1 - j].to_ascii_uppercase() as usize]).collect()
+            (offset..end)
+                .map(|j| COMPLEMENT[chunk[n - 1 - j].to_ascii_uppercase() as usize])
+                .collect()
         };
-        out.push(Orf { frame, nucleotide, protein: scratch.protein.clone() });
+        out.push(Orf {
+            frame,
+            nucleotide,
+            protein: scratch.protein.clone(),
+        });
     }
 }
 

@@ -17,7 +17,9 @@ static ALLOWED: [bool; 256] = allowed_table();
 
 /// The first byte that is not an IUPAC nucleotide code or gap, with its 0-based position.
 pub fn first_invalid_nucleotide(seq: &[u8]) -> Option<(usize, u8)> {
-    seq.iter().position(|&b| !ALLOWED[b as usize]).map(|i| (i, seq[i]))
+    seq.iter()
+        .position(|&b| !ALLOWED[b as usize])
+        .map(|i| (i, seq[i]))
 }
 
 /// How to show a byte in an error message.

@@ -17,7 +17,11 @@ pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
     let mut cmd = bin();
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = cmd.spawn().expect("spawn virnucpro");
     if let Some(bytes) = stdin {
         child.stdin.take().unwrap().write_all(bytes).unwrap();
@@ -32,12 +36,19 @@ pub fn stderr(o: &Output) -> String {
 /// Assert a failed run with exactly one `error:` line mentioning every `needle`.
 pub fn assert_error(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr:\n{err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr:\n{err}"
+    );
     assert_eq!(o.status.code(), Some(1), "stderr:\n{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "expected one error line, stderr:\n{err}");
     for n in needles {
-        assert!(lines[0].contains(n), "error line {:?} lacks {n:?}", lines[0]);
+        assert!(
+            lines[0].contains(n),
+            "error line {:?} lacks {n:?}",
+            lines[0]
+        );
     }
     assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
 }
