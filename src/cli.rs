@@ -67,17 +67,9 @@ pub struct TranslateArgs {
     pub allow_duplicate_ids: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct EmbedArgs {
-    /// Input FASTA of ORFs (translate's identified_nucleotide.fa / identified_protein.faa or a shard).
-    pub input: PathBuf,
-    /// Model: a Hugging Face directory (config.json + model.safetensors / pytorch_model.bin),
-    /// or for ESM-2 also a fair-esm checkpoint file (esm2_t36_3B_UR50D.pt).
-    #[arg(short, long, value_name = "DIR|FILE")]
-    pub model: PathBuf,
-    /// Output embeddings file (.safetensors: tensor `embeddings` [N, D], ids in metadata).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+/// Where and how the models run; shared by the embedding steps and `run`.
+#[derive(Args, Debug, Clone)]
+pub struct ComputeArgs {
     /// auto (all CUDA devices, else CPU), cpu, cuda, cuda:N or cuda:0,2,3.
     #[arg(short, long, default_value = "auto", value_name = "DEVICE")]
     pub device: DeviceSpec,
@@ -90,6 +82,21 @@ pub struct EmbedArgs {
     /// CPU workers, each with its own batches (default: all cores).
     #[arg(short, long, value_name = "N")]
     pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Input FASTA of ORFs (translate's identified_nucleotide.fa / identified_protein.faa or a shard).
+    pub input: PathBuf,
+    /// Model: a Hugging Face directory (config.json + model.safetensors / pytorch_model.bin),
+    /// or for ESM-2 also a fair-esm checkpoint file (esm2_t36_3B_UR50D.pt).
+    #[arg(short, long, value_name = "DIR|FILE")]
+    pub model: PathBuf,
+    /// Output embeddings file (.safetensors: tensor `embeddings` [N, D], ids in metadata).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Also write the run's figures (sequences, tokens, devices, wall time, rates) as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -101,10 +108,10 @@ impl EmbedArgs {
             input: self.input.clone(),
             model: self.model.clone(),
             output: self.output.clone(),
-            device: self.device.clone(),
-            precision: self.precision,
-            batch_tokens: self.batch_tokens.map(|n| n as usize),
-            threads: self.threads,
+            device: self.compute.device.clone(),
+            precision: self.compute.precision,
+            batch_tokens: self.compute.batch_tokens.map(|n| n as usize),
+            threads: self.compute.threads,
             quiet,
         }
     }
@@ -152,18 +159,8 @@ pub struct RunArgs {
     /// Output directory: every step's outputs are kept here.
     #[arg(short, long, value_name = "DIR")]
     pub outdir: PathBuf,
-    /// auto (all CUDA devices, else CPU), cpu, cuda, cuda:N or cuda:0,2,3.
-    #[arg(short, long, default_value = "auto", value_name = "DEVICE")]
-    pub device: DeviceSpec,
-    /// auto (f32 on CPU, f16 on CUDA), f32, f16 or bf16.
-    #[arg(short, long, default_value = "auto", value_name = "P")]
-    pub precision: Precision,
-    /// Padded tokens per embedding batch (default depends on the device).
-    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch_tokens: Option<u64>,
-    /// CPU threads / workers (default: all cores).
-    #[arg(short, long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Redo every step even when its outputs are complete.
     #[arg(long)]
     pub force: bool,

@@ -17,24 +17,36 @@ pub struct AtomicFile {
     path: PathBuf,
 }
 
+/// A hidden temporary file beside `path` (`.<name>.<random><suffix>`), to be renamed onto
+/// `path` when complete.
+pub fn temp_beside(path: &Path, suffix: &str) -> Result<NamedTempFile> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(suffix)
+        // Results are shared on HPC systems: readable by group and others (tempfile's default
+        // is owner-only), as a plain `File::create` would make them under umask 022.
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "cannot write {} (is {} writable?)",
+                path.display(),
+                dir.display()
+            )
+        })
+}
+
 impl AtomicFile {
     pub fn create(path: &Path) -> Result<Self> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            // Results are shared on HPC systems: readable by group and others (tempfile's
-            // default is owner-only), as a plain `File::create` would make them under umask 022.
-            .permissions(std::fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot write in {} (is it writable?)", dir.display()))?;
+        let tmp = temp_beside(path, ".partial")?;
         Ok(Self {
             writer: BufWriter::with_capacity(1 << 20, tmp),
             path: path.to_path_buf(),

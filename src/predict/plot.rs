@@ -142,31 +142,7 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// A hidden temporary file in `path`'s directory, named after it.
-fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(suffix)
-        // Readable by group and others, like every other output (see output.rs).
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "cannot write figure {} (is {} writable?)",
-                path.display(),
-                dir.display()
-            )
-        })
-}
+use crate::output::temp_beside;
 
 fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     tmp.persist(path)
