@@ -4,6 +4,8 @@
 //! results; ALiBi extrapolates past 512 tokens; missing or broken files give errors that name
 //! them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
@@ -12,6 +14,8 @@ use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 use virnucpro::models::dnabert_s::{alibi_slopes, DnabertS};
 use virnucpro::tokenize::dnabert::DnaTokenizer;
+
+use common::Case;
 
 type B = burn::backend::Flex;
 
@@ -22,27 +26,8 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dnabert_s_tiny")
 }
 
-struct Case {
-    id: String,
-    sequence: String,
-    token_ids: Vec<u32>,
-    embedding: Vec<f32>,
-}
-
 fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(fixture_dir().join("cases.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    json["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            id: c["id"].as_str().unwrap().to_string(),
-            sequence: c["sequence"].as_str().unwrap().to_string(),
-            token_ids: serde_json::from_value(c["token_ids"].clone()).unwrap(),
-            embedding: serde_json::from_value(c["embedding"].clone()).unwrap(),
-        })
-        .collect()
+    common::model_cases("dnabert_s_tiny")
 }
 
 fn device() -> Device<B> {

@@ -2,11 +2,15 @@
 //! exact, mean embeddings within 1e-4, from every checkpoint format; batching, order and
 //! padding must not change results; long sequences pool at most 1024 residues.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use virnucpro::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
 use virnucpro::tokenize::esm::EsmTokenizer;
+
+use common::Case;
 
 type B = burn::backend::Flex;
 
@@ -16,27 +20,8 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm2_tiny")
 }
 
-struct Case {
-    id: String,
-    sequence: String,
-    token_ids: Vec<u32>,
-    embedding: Vec<f32>,
-}
-
 fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(fixture_dir().join("cases.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    json["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            id: c["id"].as_str().unwrap().to_string(),
-            sequence: c["sequence"].as_str().unwrap().to_string(),
-            token_ids: serde_json::from_value(c["token_ids"].clone()).unwrap(),
-            embedding: serde_json::from_value(c["embedding"].clone()).unwrap(),
-        })
-        .collect()
+    common::model_cases("esm2_tiny")
 }
 
 fn device() -> Device<B> {

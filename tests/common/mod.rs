@@ -65,3 +65,28 @@ pub fn records(text: &str) -> Vec<(String, String)> {
     }
     out
 }
+
+/// One golden case of a model fixture's `cases.json` (see tests/fixtures/README.md).
+pub struct Case {
+    pub id: String,
+    pub sequence: String,
+    pub token_ids: Vec<u32>,
+    pub embedding: Vec<f32>,
+}
+
+/// The cases of `tests/fixtures/<model>/cases.json`.
+pub fn model_cases(model: &str) -> Vec<Case> {
+    let text = std::fs::read_to_string(fixtures().join(model).join("cases.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            id: c["id"].as_str().unwrap().to_string(),
+            sequence: c["sequence"].as_str().unwrap().to_string(),
+            token_ids: serde_json::from_value(c["token_ids"].clone()).unwrap(),
+            embedding: serde_json::from_value(c["embedding"].clone()).unwrap(),
+        })
+        .collect()
+}
