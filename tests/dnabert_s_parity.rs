@@ -81,7 +81,7 @@ fn check_goldens<Bk: Backend>(model: &DnabertS<Bk>, what: &str) {
 fn check_goldens_within<Bk: Backend>(model: &DnabertS<Bk>, what: &str, tol: f32) -> f32 {
     let mut worst = 0f32;
     for case in cases() {
-        let got = rows(model.embed(&[case.token_ids.clone()])).remove(0);
+        let got = rows(model.embed(std::slice::from_ref(&case.token_ids))).remove(0);
         let diff = max_abs_diff(&got, &case.embedding);
         assert!(diff <= tol, "{what} {}: max abs diff {diff}", case.id);
         worst = worst.max(diff);
@@ -147,7 +147,7 @@ fn batched_and_shuffled_match_single() {
     let cases = cases();
     let single: Vec<Vec<f32>> = cases
         .iter()
-        .map(|c| rows(model.embed(&[c.token_ids.clone()])).remove(0))
+        .map(|c| rows(model.embed(std::slice::from_ref(&c.token_ids))).remove(0))
         .collect();
 
     let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
@@ -349,7 +349,7 @@ mod cuda {
         eprintln!("{what}: batched max abs diff vs goldens {worst:e}");
 
         let long = tokenizer().encode(&random_dna(2000, 7)).unwrap();
-        let expected = rows(load(&fixture_dir()).embed(&[long.clone()])).remove(0);
+        let expected = rows(load(&fixture_dir()).embed(std::slice::from_ref(&long))).remove(0);
         let got = rows(model.embed(&[cases[0].token_ids.clone(), long]));
         let diff = max_abs_diff(&got[1], &expected);
         assert!(diff <= tol, "{what} long vs Flex: {diff}");

@@ -87,7 +87,7 @@ impl DnabertConfig {
 
     fn validate(&self) -> Result<()> {
         let heads = self.num_attention_heads;
-        if heads == 0 || self.hidden_size == 0 || self.hidden_size % heads != 0 {
+        if heads == 0 || self.hidden_size == 0 || !self.hidden_size.is_multiple_of(heads) {
             bail!(
                 "hidden_size {} does not split into {heads} attention heads",
                 self.hidden_size
