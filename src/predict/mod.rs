@@ -4,7 +4,7 @@
 pub mod plot;
 pub mod report;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -117,12 +117,12 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
             }
         }
     }
-    let mut seen_dna: HashMap<&str, ()> = HashMap::new();
+    let mut seen_dna: HashSet<&str> = HashSet::new();
     let mut joined: Vec<(&str, &[f32], &[f32])> = Vec::new();
     let mut dna_only = 0usize;
     for set in &dna {
         for (r, id) in set.ids.iter().enumerate() {
-            if seen_dna.insert(id.as_str(), ()).is_some() {
+            if !seen_dna.insert(id.as_str()) {
                 bail!("ORF id '{id}' appears twice in the --dna files; each ORF must be embedded once");
             }
             match prot_index.get(id.as_str()) {
@@ -166,8 +166,9 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     }
 
     report::write_results(&opts.outdir, &scores)?;
-    report::write_highest(&opts.outdir, &scores)?;
-    let sequences = report::summarise(&scores, opts.min_viral_fraction);
+    let maxima = report::chunk_maxima(&scores);
+    report::write_highest(&opts.outdir, &maxima)?;
+    let sequences = report::summarise(&scores, &maxima, opts.min_viral_fraction);
     report::write_summary(&opts.outdir, &sequences)?;
     plot::write_prediction_plots(
         &opts.outdir.join(PLOT_STEM),
@@ -176,12 +177,11 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         opts.plot_top,
     )?;
 
-    let maxima = report::chunk_maxima(&scores);
     let summary = PredictSummary {
         orfs_scored: scores.len(),
         orfs_virus: scores.iter().filter(|s| s.is_virus()).count(),
         chunks: maxima.len(),
-        chunks_virus: maxima.values().filter(|(o, v)| v >= o).count(),
+        chunks_virus: maxima.values().filter(|b| b.is_virus()).count(),
         sequences: sequences.len(),
         sequences_virus: sequences.iter().filter(|s| s.is_virus).count(),
         dna_only_ids: dna_only,

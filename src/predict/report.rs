@@ -93,26 +93,44 @@ pub fn write_results(dir: &Path, scores: &[OrfScore]) -> Result<()> {
     f.commit()
 }
 
+/// A chunk's best score of each class over its ORFs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkBest {
+    pub others: f32,
+    pub virus: f32,
+}
+
+impl ChunkBest {
+    /// The original's chunk call: the best virus score is >= the best others score.
+    pub fn is_virus(&self) -> bool {
+        self.virus >= self.others
+    }
+}
+
+/// Every chunk's best scores, by chunk id (byte order, as the original sorts its table).
+pub type ChunkMaxima<'a> = BTreeMap<&'a str, ChunkBest>;
+
 /// Per chunk: the best score of each class over its ORFs.
-pub fn chunk_maxima(scores: &[OrfScore]) -> BTreeMap<&str, (f32, f32)> {
-    let mut chunks: BTreeMap<&str, (f32, f32)> = BTreeMap::new();
+pub fn chunk_maxima(scores: &[OrfScore]) -> ChunkMaxima<'_> {
+    let mut chunks = ChunkMaxima::new();
     for s in scores {
-        let e = chunks
-            .entry(s.chunk_id())
-            .or_insert((f32::NEG_INFINITY, f32::NEG_INFINITY));
-        e.0 = e.0.max(s.others);
-        e.1 = e.1.max(s.virus);
+        let e = chunks.entry(s.chunk_id()).or_insert(ChunkBest {
+            others: f32::NEG_INFINITY,
+            virus: f32::NEG_INFINITY,
+        });
+        e.others = e.others.max(s.others);
+        e.virus = e.virus.max(s.virus);
     }
     chunks
 }
 
 /// `prediction_results_highestscore.csv` (tab-separated, as the original): one row per chunk,
 /// `True` when its best virus score is >= its best others score; sorted by id (byte order).
-pub fn write_highest(dir: &Path, scores: &[OrfScore]) -> Result<()> {
+pub fn write_highest(dir: &Path, maxima: &ChunkMaxima) -> Result<()> {
     let mut body = String::from("Modified_ID\tIs_Virus\n");
-    for (id, (others, virus)) in chunk_maxima(scores) {
+    for (id, best) in maxima {
         body.push_str(id);
-        body.push_str(if virus >= others {
+        body.push_str(if best.is_virus() {
             "\tTrue\n"
         } else {
             "\tFalse\n"
@@ -143,24 +161,35 @@ pub fn split_chunk_id(chunk_id: &str) -> Option<(&str, usize)> {
     Some((&chunk_id[..pos], j))
 }
 
-/// Summaries per input sequence, in order of first appearance. A sequence is called viral when
-/// at least `min_fraction` of its scored chunks are (0.5: the majority).
-pub fn summarise(scores: &[OrfScore], min_fraction: f64) -> Vec<SequenceSummary> {
-    let maxima = chunk_maxima(scores);
+/// The input sequence a chunk belongs to, and the chunk number (an id that is not a chunk id
+/// counts as a one-chunk sequence of its own).
+fn seq_of(chunk_id: &str) -> (&str, usize) {
+    split_chunk_id(chunk_id).unwrap_or((chunk_id, 1))
+}
+
+/// Summaries per input sequence, in order of first appearance in `scores`. A sequence is
+/// called viral when at least `min_fraction` of its scored chunks are (0.5: the majority).
+pub fn summarise(
+    scores: &[OrfScore],
+    maxima: &ChunkMaxima,
+    min_fraction: f64,
+) -> Vec<SequenceSummary> {
     let mut order: Vec<&str> = Vec::new();
-    let mut per_seq: std::collections::HashMap<&str, Vec<(usize, f32, bool)>> = Default::default();
+    let mut seen = std::collections::HashSet::new();
     for s in scores {
-        let chunk = s.chunk_id();
-        let (seq, j) = split_chunk_id(chunk).unwrap_or((chunk, 1));
-        let entry = per_seq.entry(seq).or_insert_with(|| {
+        let seq = seq_of(s.chunk_id()).0;
+        if seen.insert(seq) {
             order.push(seq);
-            Vec::new()
-        });
-        if entry.iter().any(|c| c.0 == j) {
-            continue;
         }
-        let (others, virus) = maxima[chunk];
-        entry.push((j, virus, virus >= others));
+    }
+    // Each chunk once, from the maxima (not per ORF), so long contigs stay linear.
+    let mut per_seq: std::collections::HashMap<&str, Vec<(usize, f32, bool)>> = Default::default();
+    for (chunk, best) in maxima {
+        let (seq, j) = seq_of(chunk);
+        per_seq
+            .entry(seq)
+            .or_default()
+            .push((j, best.virus, best.is_virus()));
     }
     order
         .into_iter()
@@ -237,8 +266,11 @@ mod tests {
             s("a_chunk_2F3", 0.5, 0.5),
         ];
         let m = chunk_maxima(&scores);
-        assert_eq!(m["a_chunk_1"], (0.6, 0.55)); // 0.55 < 0.6 -> False
-        assert_eq!(m["a_chunk_2"], (0.5, 0.5)); // tie -> True
+        let best = |others, virus| ChunkBest { others, virus };
+        assert_eq!(m["a_chunk_1"], best(0.6, 0.55));
+        assert!(!m["a_chunk_1"].is_virus()); // 0.55 < 0.6 -> False
+        assert_eq!(m["a_chunk_2"], best(0.5, 0.5));
+        assert!(m["a_chunk_2"].is_virus()); // tie -> True
         assert!(!scores[2].is_virus()); // but the ORF label tie goes to others
     }
 
@@ -250,7 +282,7 @@ mod tests {
             s("x_chunk_3R1", 0.3, 0.7),
             s("y_chunk_1_chunk_1F2", 0.9, 0.1),
         ];
-        let sum = summarise(&scores, 0.5);
+        let sum = summarise(&scores, &chunk_maxima(&scores), 0.5);
         assert_eq!(sum.len(), 2);
         assert_eq!(sum[0].id, "x");
         assert_eq!(sum[0].viral_chunks, 2);

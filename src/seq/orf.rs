@@ -86,18 +86,6 @@ fn translate_codes(codes: &[u8], offset: usize, protein: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Translate a frame of `seq` (either case) from `offset`; `false` when it holds a stop.
-pub fn translate_frame(seq: &[u8], offset: usize, protein: &mut Vec<u8>) -> bool {
-    let codes: Vec<u8> = seq.iter().map(|&b| BASE[b as usize]).collect();
-    translate_codes(&codes, offset, protein)
-}
-
-/// Reverse complement into `out`.
-pub fn reverse_complement_into(seq: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend(seq.iter().rev().map(|&b| COMPLEMENT[b as usize]));
-}
-
 /// Reusable buffers for [`six_frame_orfs`], so a worker translating millions of chunks does not
 /// allocate per chunk.
 #[derive(Default)]
@@ -160,6 +148,12 @@ pub fn six_frame_orfs(chunk: &[u8], scratch: &mut OrfScratch, out: &mut Vec<Orf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One frame of `seq` (either case) from `offset`; `false` when it holds a stop.
+    fn translate_frame(seq: &[u8], offset: usize, protein: &mut Vec<u8>) -> bool {
+        let codes: Vec<u8> = seq.iter().map(|&b| BASE[b as usize]).collect();
+        translate_codes(&codes, offset, protein)
+    }
 
     fn orfs(s: &str) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
@@ -228,9 +222,11 @@ mod tests {
 
     #[test]
     fn lower_case_is_upper_cased_and_complement_keeps_iupac() {
-        let mut out = Vec::new();
-        reverse_complement_into(b"ACGTNRY-", &mut out);
-        assert_eq!(out, b"-YRNACGT");
+        // "ggcraat": reverse complement "ATTRGCC" keeps the R; R1 = ATT (I), RGC dropped, so
+        // the kept slice is the first 3·1+1 bases, "ATTR".
+        let got = orfs("ggcraat");
+        let r1 = got.iter().find(|o| o.0 == "R1").unwrap();
+        assert_eq!((r1.1.as_str(), r1.2.as_str()), ("ATTR", "I"));
         let got = orfs("atggcc");
         assert_eq!(got[0], ("F1".into(), "ATGGCC".into(), "MA".into()));
     }
