@@ -223,21 +223,22 @@ fn killed_run_resumes_to_identical_outputs() {
     assert_eq!(tables(tmp.path()), tables(full.path()));
 }
 
+/// The fixture input translated at chunk 500 into `dir/t`: (nucleotide ORFs, protein ORFs).
+fn translate_e2e_input(dir: &Path) -> (PathBuf, PathBuf) {
+    let t = dir.join("t");
+    let input = fixtures().join("e2e/input.fa");
+    ok(&["translate", s(&input), "-c", "500", "-o", s(&t)]);
+    (
+        t.join("identified_nucleotide.fa"),
+        t.join("identified_protein.faa"),
+    )
+}
+
 #[test]
 fn predict_refuses_bad_inputs_with_one_line() {
     let (dnabert, esm, mlp) = models();
     let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path().join("t");
-    ok(&[
-        "translate",
-        s(&fixtures().join("e2e/input.fa")),
-        "-c",
-        "500",
-        "-o",
-        s(&t),
-    ]);
-    let nt = t.join("identified_nucleotide.fa");
-    let aa = t.join("identified_protein.faa");
+    let (nt, aa) = translate_e2e_input(tmp.path());
     let (d, p) = (
         tmp.path().join("d.safetensors"),
         tmp.path().join("p.safetensors"),
@@ -371,16 +372,7 @@ fn predict_refuses_bad_inputs_with_one_line() {
 fn embed_refuses_the_wrong_kind_of_sequence_and_model() {
     let (dnabert, esm, _) = models();
     let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path().join("t");
-    ok(&[
-        "translate",
-        s(&fixtures().join("e2e/input.fa")),
-        "-c",
-        "500",
-        "-o",
-        s(&t),
-    ]);
-    let aa = t.join("identified_protein.faa");
+    let (nt, aa) = translate_e2e_input(tmp.path());
     let out = tmp.path().join("x.safetensors");
     assert_error(
         &run(
@@ -403,7 +395,6 @@ fn embed_refuses_the_wrong_kind_of_sequence_and_model() {
     let bare = tmp.path().join("bare");
     fs::create_dir(&bare).unwrap();
     fs::copy(dnabert.join("config.json"), bare.join("config.json")).unwrap();
-    let nt = t.join("identified_nucleotide.fa");
     assert_error(
         &run(
             &[
