@@ -23,6 +23,9 @@ pub struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Defaults from a TOML file (see conf/virnucpro.toml); flags given here win.
+    #[arg(long, global = true, value_name = "FILE", env = "VIRNUCPRO_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

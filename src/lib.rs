@@ -4,6 +4,7 @@
 //! and `embed-protein` (ESM-2) -> `predict` (MLP classifier, per-chunk and per-sequence calls).
 
 pub mod cli;
+pub mod config;
 pub mod device;
 pub mod embed;
 pub mod fasta;

@@ -1,13 +1,26 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use virnucpro::cli::{Cli, Command};
-use virnucpro::{embed, pipeline, predict, translate};
+use virnucpro::{config, embed, pipeline, predict, translate};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The config file changes what clap accepts (its values become the flags' defaults), so it
+    // is found and read before parsing.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    if let Some(path) = config::config_path(&args) {
+        match config::Config::load(&path) {
+            Ok(cfg) => command = cfg.apply(command),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches_from(args)).unwrap_or_else(|e| e.exit());
     init_logging(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(code) => code,
