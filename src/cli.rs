@@ -44,6 +44,16 @@ pub enum Command {
     /// The whole pipeline on one machine: translate, embed-dna, embed-protein, predict
     /// (resumes from completed steps).
     Run(RunArgs),
+    /// List the devices `--device auto` would use (CUDA devices with memory and lease state,
+    /// else the CPU workers).
+    Devices(DevicesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +95,14 @@ pub struct ComputeArgs {
     /// CPU workers, each with its own batches (default: all cores).
     #[arg(short, long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Save finished batches at least every N seconds (0 = after every batch); a killed run
+    /// re-run with the same arguments resumes from them.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub checkpoint_secs: u64,
+    /// Take N GPUs through exclusive lock files (one process per GPU on a node, e.g. under
+    /// Nextflow's local executor) instead of using every visible GPU.
+    #[arg(long, value_name = "N", env = "VIRNUCPRO_GPU_LEASE", hide_env_values = true)]
+    pub gpu_lease: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +133,8 @@ impl EmbedArgs {
             precision: self.compute.precision,
             batch_tokens: self.compute.batch_tokens.map(|n| n as usize),
             threads: self.compute.threads,
+            checkpoint_secs: self.compute.checkpoint_secs,
+            gpu_lease: self.compute.gpu_lease.filter(|&n| n > 0),
             quiet,
         }
     }

@@ -27,7 +27,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line for the user: the whole context chain, outermost first.
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // Stopped by a signal after saving its work: the shell's convention, 128 + signal.
+            match e.downcast_ref::<virnucpro::interrupt::Interrupted>() {
+                Some(i) => ExitCode::from((128 + i.signal).clamp(1, 255) as u8),
+                None => ExitCode::from(1),
+            }
         }
     }
 }
@@ -67,10 +71,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::EmbedDna(a) => {
             let summary = embed::models::embed_dna(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
+            return Ok(finished_with(summary.failed));
         }
         Command::EmbedProtein(a) => {
             let summary = embed::models::embed_protein(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
+            return Ok(finished_with(summary.failed));
+        }
+        Command::Devices(a) => {
+            print!("{}", virnucpro::device::describe(a.json)?);
         }
         Command::Predict(a) => {
             let opts = predict::PredictOptions {
@@ -85,7 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             predict::log_summary(&summary, &opts.outdir);
         }
         Command::Run(a) => {
-            pipeline::run(&pipeline::RunOptions {
+            let outcome = pipeline::run(&pipeline::RunOptions {
                 input: a.input,
                 dnabert: a.dnabert,
                 esm: a.esm,
@@ -96,11 +105,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 precision: a.compute.precision,
                 batch_tokens: a.compute.batch_tokens.map(|n| n as usize),
                 threads: a.compute.threads,
+                checkpoint_secs: a.compute.checkpoint_secs,
+                gpu_lease: a.compute.gpu_lease.filter(|&n| n > 0),
                 force: a.force,
                 min_viral_fraction: a.min_viral_fraction,
                 quiet: cli.quiet,
             })?;
+            return Ok(finished_with(outcome.failed));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code 0 when every record was processed, 2 when the step finished without some (listed
+/// in a failed.tsv), as ARCHITECTURE.md sets out.
+fn finished_with(failed: usize) -> ExitCode {
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }

@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub precision: Precision,
     pub batch_tokens: Option<usize>,
     pub threads: Option<usize>,
+    pub checkpoint_secs: u64,
+    pub gpu_lease: Option<usize>,
     pub force: bool,
     pub min_viral_fraction: f64,
     pub quiet: bool,
@@ -43,37 +45,6 @@ struct StepReport {
     skipped: bool,
     wall_seconds: f64,
     report: Value,
-}
-
-/// What identifies a file for resume purposes: its path, size and modification time.
-fn file_fingerprint(path: &Path) -> Value {
-    match std::fs::metadata(path) {
-        Ok(m) => json!({
-            "path": path.display().to_string(),
-            "bytes": m.len(),
-            "modified": m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64),
-        }),
-        Err(_) => json!({ "path": path.display().to_string() }),
-    }
-}
-
-/// A model directory's or file's fingerprint: its weight/config files.
-fn model_fingerprint(path: &Path) -> Value {
-    if path.is_dir() {
-        let mut files: Vec<Value> = std::fs::read_dir(path)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file())
-                    .map(|p| file_fingerprint(&p))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_string());
-        Value::Array(files)
-    } else {
-        file_fingerprint(path)
-    }
 }
 
 struct Steps {
@@ -133,7 +104,14 @@ impl Steps {
     }
 }
 
-pub fn run(opts: &RunOptions) -> Result<()> {
+/// What a finished run reports to `main`: sequences that failed in the embedding steps (the run
+/// completed without them; exit code 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub failed: usize,
+}
+
+pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let started = Instant::now();
     ensure_dir(&opts.outdir)?;
     let translate_dir = opts.outdir.join("translate");
@@ -150,7 +128,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let nt = translate_dir.join(NUCLEOTIDE_FILE);
     let aa = translate_dir.join(PROTEIN_FILE);
     let translate_fp =
-        json!({ "input": file_fingerprint(&opts.input), "chunk_size": opts.chunk_size });
+        json!({ "input": crate::fingerprint::file(&opts.input), "chunk_size": opts.chunk_size });
     steps.step(
         "translate",
         translate_fp.clone(),
@@ -179,10 +157,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         precision: opts.precision,
         batch_tokens: opts.batch_tokens,
         threads: opts.threads,
+        checkpoint_secs: opts.checkpoint_secs,
+        gpu_lease: opts.gpu_lease,
         quiet: opts.quiet,
     };
     let dna_out = emb_dir.join("dna.safetensors");
-    let dna_fp = json!({ "after": translate_fp, "model": model_fingerprint(&opts.dnabert), "precision": opts.precision });
+    let dna_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.dnabert), "precision": opts.precision });
     steps.step("embed-dna", dna_fp.clone(), &[dna_out.clone()], || {
         let s = embed::models::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
         embed::log_summary(&s);
@@ -190,7 +170,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     })?;
 
     let prot_out = emb_dir.join("protein.safetensors");
-    let prot_fp = json!({ "after": translate_fp, "model": model_fingerprint(&opts.esm), "precision": opts.precision });
+    let prot_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.esm), "precision": opts.precision });
     steps.step(
         "embed-protein",
         prot_fp.clone(),
@@ -204,7 +184,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let predict_fp = json!({
         "dna": dna_fp, "protein": prot_fp,
-        "classifier": file_fingerprint(&opts.classifier),
+        "classifier": crate::fingerprint::file(&opts.classifier),
         "min_viral_fraction": opts.min_viral_fraction,
     });
     let results = opts.outdir.join(predict::report::RESULTS_FILE);
@@ -221,15 +201,36 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         Ok(serde_json::to_value(s)?)
     })?;
 
+    // Failures recorded by the embedding steps, this run's or a resumed earlier one's.
+    let failed: usize = steps
+        .reports
+        .iter()
+        .map(|r| r.report["failed"].as_u64().unwrap_or(0) as usize)
+        .sum();
+    let failed_files: Vec<&str> = steps
+        .reports
+        .iter()
+        .filter_map(|r| r.report["failed_file"].as_str())
+        .collect();
     let report = json!({
         "input": opts.input.display().to_string(),
         "chunk_size": opts.chunk_size,
+        "version": env!("CARGO_PKG_VERSION"),
+        "failed": failed,
+        "failed_files": failed_files,
         "steps": steps.reports,
         "wall_seconds": started.elapsed().as_secs_f64(),
+        "peak_rss_mb": crate::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
     });
     write_atomic(
         &opts.outdir.join("run.json"),
         &serde_json::to_vec_pretty(&report)?,
     )?;
-    Ok(())
+    if failed > 0 {
+        tracing::warn!(
+            "finished with {failed} sequences that failed to embed (see {}); their ORFs are not scored",
+            failed_files.join(", ")
+        );
+    }
+    Ok(RunOutcome { failed })
 }

@@ -15,6 +15,8 @@ pub struct Progress {
     started: Instant,
     last_log: Instant,
     every: Duration,
+    /// Extra detail after the count (rates per device), on the bar and in log lines.
+    detail: String,
 }
 
 impl Progress {
@@ -60,7 +62,15 @@ impl Progress {
             started: now,
             last_log: now,
             every: Duration::from_secs(30),
+            detail: String::new(),
         }
+    }
+
+    pub fn set_detail(&mut self, detail: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{} {detail}", self.unit));
+        }
+        self.detail = detail;
     }
 
     pub fn inc(&mut self, n: u64) {
@@ -72,13 +82,15 @@ impl Progress {
             let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
             match self.total {
                 Some(t) => tracing::info!(
-                    "{}: {}/{} {} ({:.0} {}/s)",
+                    "{}: {}/{} {} ({:.1} {}/s, ETA {}) {}",
                     self.what,
                     self.done,
                     t,
                     self.unit,
                     rate,
-                    self.unit
+                    self.unit,
+                    eta(t.saturating_sub(self.done), rate),
+                    self.detail
                 ),
                 None => tracing::info!(
                     "{}: {} {} ({:.0} {}/s)",
@@ -92,9 +104,33 @@ impl Progress {
         }
     }
 
-    pub fn finish(self) {
-        if let Some(bar) = self.bar {
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// "1h02m", "4m10s", "12s", or "?" before there is a rate.
+fn eta(left: u64, rate: f64) -> String {
+    if rate <= 0.0 {
+        return "?".into();
+    }
+    let s = (left as f64 / rate).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn eta_reads_naturally() {
+        assert_eq!(super::eta(10, 0.0), "?");
+        assert_eq!(super::eta(10, 2.0), "5s");
+        assert_eq!(super::eta(250, 1.0), "4m10s");
+        assert_eq!(super::eta(3720, 1.0), "1h02m");
     }
 }

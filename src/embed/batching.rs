@@ -29,9 +29,39 @@ pub fn token_budget_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>>
     batches
 }
 
+/// Token budget for a GPU from the memory left free once the model is loaded. Per padded
+/// token a forward pass keeps a few hidden-size activations, the feed-forward activations and
+/// one row of attention scores per head (`longest` wide); 60% of the free memory is used, the
+/// rest is headroom for the allocator's pools. Out-of-memory batches are still split and
+/// retried, so this only needs to be about right.
+pub fn budget_from_memory(
+    free_bytes: u64,
+    shape: super::engine::ModelShape,
+    dtype_bytes: usize,
+    longest: usize,
+) -> usize {
+    let per_token =
+        dtype_bytes * (8 * shape.hidden + 2 * shape.intermediate + 2 * shape.heads * longest.max(1));
+    let usable = free_bytes as f64 * 0.6;
+    let budget = (usable / per_token as f64) as usize;
+    // Past ~128k tokens a batch no longer makes a GPU busier, it only delays the first result.
+    budget.clamp(1024.max(longest), 128 * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_budget_scales_and_is_bounded() {
+        let esm3b = super::super::engine::ModelShape { hidden: 2560, intermediate: 10240, heads: 40, layers: 36 };
+        // 60 GiB free in f16 on ~170-residue proteins: the upper bound.
+        assert_eq!(budget_from_memory(60 << 30, esm3b, 2, 170), 128 * 1024);
+        // 4 GiB free: 0.6 * 4 GiB / (2 * (20480 + 20480 + 13600)) bytes.
+        assert_eq!(budget_from_memory(4 << 30, esm3b, 2, 170), 23_616);
+        // Almost nothing free: still at least one longest sequence.
+        assert_eq!(budget_from_memory(1 << 20, esm3b, 4, 5000), 5000);
+    }
 
     #[test]
     fn every_index_once_and_within_budget() {

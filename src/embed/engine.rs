@@ -1,19 +1,42 @@
-//! The embedding engine shared by both models: one worker per device, each with its own model,
-//! all pulling token-budget batches from one shared queue (so a slower device never idles the
-//! rest), results scattered back to input order.
+//! The embedding engine shared by both models: one worker thread per device, each with its own
+//! model, all pulling token-budget batches from one shared queue (so a slower device never idles
+//! the rest). Results go over a channel to the calling thread, where a [`Coordinator`] places
+//! them, checkpoints them and reports progress, so no worker ever waits on a disk write.
+//!
+//! Faults: a batch that fails (a CUDA out-of-memory, a panic inside the backend, non-finite
+//! values) is split in two and both halves go back to the front of the queue; a sequence that
+//! fails alone is reported as failed and the run goes on. A worker that fails
+//! [`MAX_CONSECUTIVE_FAILURES`] sequences in a row stops the run: that is a broken device or
+//! model, not bad records.
 //!
 //! On the CPU every worker runs its kernels on a single-threaded pool: Burn's CPU matmul gains
 //! little from threads at these sizes, so one worker per core with its own batches is faster
 //! than one worker using all cores (measured; see ARCHITECTURE.md).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::device::BackendTask;
-use crate::progress::Progress;
+
+/// Single-sequence failures in a row, on one worker, that stop the run.
+pub const MAX_CONSECUTIVE_FAILURES: usize = 16;
+
+/// The sizes that decide a model's memory use per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelShape {
+    pub hidden: usize,
+    /// Width of the feed-forward activations (both halves of a gated MLP).
+    pub intermediate: usize,
+    pub heads: usize,
+    pub layers: usize,
+}
 
 /// A model that turns a batch of token-id sequences into one pooled vector each.
 pub trait PooledEncoder<B: Backend>: Send + Sync {
@@ -21,6 +44,7 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
     fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2>;
     /// The pooled vector's length.
     fn dim(&self) -> usize;
+    fn shape(&self) -> ModelShape;
 }
 
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
@@ -29,95 +53,379 @@ pub trait EncoderLoader: Sync {
     fn load<B: Backend>(&self, device: &B::Device) -> Result<Self::Model<B>>;
 }
 
-/// One embedding job: all sequences' tokens and the batches to run them in.
-pub struct EmbedJob<'a, L: EncoderLoader> {
-    pub loader: &'a L,
-    pub tokens: &'a [Vec<u32>],
-    pub batches: Vec<Vec<usize>>,
-    pub progress: Mutex<Progress>,
+/// Receives the workers' results, on the thread that started the job.
+pub trait Coordinator {
+    /// The first model is loaded (so its size is known and, on a GPU, the memory it left
+    /// free): return the batches to run, as indices into the job's tokens.
+    fn plan(&mut self, dim: usize, shape: ModelShape, free_bytes: Option<u64>)
+        -> Result<Vec<Vec<usize>>>;
+    /// A batch is embedded: `rows` is `[batch.len(), dim]` row-major.
+    fn done(&mut self, worker: usize, batch: &[usize], rows: &[f32], busy: Duration)
+        -> Result<()>;
+    /// Sequence `index` failed alone.
+    fn failed(&mut self, worker: usize, index: usize, reason: &str);
+    /// Called about twice a second while waiting (time-based checkpoints, progress).
+    fn tick(&mut self) -> Result<()>;
 }
 
-impl<L: EncoderLoader> BackendTask for EmbedJob<'_, L> {
-    /// Row-major `[tokens.len(), dim]` in input order, and `dim`.
-    type Output = (Vec<f32>, usize);
+/// Test hooks, read from the environment once per job: they let the tests fail chosen records
+/// and slow batches down, to prove the fault handling without a GPU.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// `VIRNUCPRO_TEST_FAIL_IDS=a,b`: a batch holding one of these fails (like an OOM when it
+    /// holds several sequences, like a bad record when alone).
+    fail_ids: Vec<String>,
+    /// `VIRNUCPRO_TEST_BATCH_DELAY_MS=N`: sleep before each batch.
+    delay: Option<Duration>,
+}
 
-    fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<(Vec<f32>, usize)> {
-        // The first model is loaded before any worker starts: bad weights fail fast, and its
-        // dimension sizes the output. CPU workers share it (tensors are reference-counted);
-        // every other GPU loads its own copy.
-        let first = self.loader.load::<B>(&devices[0])?;
-        let dim = first.dim();
-        let n = self.tokens.len();
-        let out = Mutex::new(vec![0f32; n * dim]);
-        if self.batches.is_empty() {
-            return Ok((out.into_inner().unwrap(), dim));
-        }
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-        let workers = devices.len().min(self.batches.len()).max(1);
-        let first = &first;
-
-        std::thread::scope(|scope| {
-            for (w, device) in devices.into_iter().take(workers).enumerate() {
-                let (next, failed, first_error, out) = (&next, &failed, &first_error, &out);
-                let job = &self;
-                scope.spawn(move || {
-                    let work = || -> Result<()> {
-                        let model = if cpu || w == 0 {
-                            first.clone()
-                        } else {
-                            job.loader.load::<B>(&device)?
-                        };
-                        loop {
-                            if failed.load(Ordering::Relaxed) {
-                                return Ok(());
-                            }
-                            let b = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(batch) = job.batches.get(b) else {
-                                return Ok(());
-                            };
-                            let seqs: Vec<Vec<u32>> =
-                                batch.iter().map(|&i| job.tokens[i].clone()).collect();
-                            let pooled = model.embed(&seqs);
-                            let rows = tensor_to_f32(pooled)
-                                .with_context(|| format!("reading back embeddings of batch {b}"))?;
-                            if rows.len() != batch.len() * dim {
-                                return Err(anyhow!(
-                                    "model returned {} values for a batch of {} (dim {dim})",
-                                    rows.len(),
-                                    batch.len()
-                                ));
-                            }
-                            let mut out = out.lock().unwrap();
-                            for (r, &i) in batch.iter().enumerate() {
-                                out[i * dim..(i + 1) * dim]
-                                    .copy_from_slice(&rows[r * dim..(r + 1) * dim]);
-                            }
-                            drop(out);
-                            job.progress.lock().unwrap().inc(batch.len() as u64);
-                        }
-                    };
-                    let result = if cpu {
-                        match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
-                            Ok(pool) => pool.install(work),
-                            Err(e) => Err(anyhow!("starting a CPU worker: {e}")),
-                        }
-                    } else {
-                        work()
-                    };
-                    if let Err(e) = result {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error.lock().unwrap().get_or_insert(e);
-                    }
-                });
-            }
-        });
-        if let Some(e) = first_error.into_inner().unwrap() {
-            return Err(e);
-        }
-        Ok((out.into_inner().unwrap(), dim))
+impl Faults {
+    pub fn from_env() -> Self {
+        let fail_ids = std::env::var("VIRNUCPRO_TEST_FAIL_IDS")
+            .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        let delay = std::env::var("VIRNUCPRO_TEST_BATCH_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
+        Self { fail_ids, delay }
     }
+
+    fn before_batch(&self, batch: &[usize], ids: &[String]) {
+        if let Some(d) = self.delay {
+            std::thread::sleep(d);
+        }
+        if let Some(&i) = batch.iter().find(|&&i| self.fail_ids.contains(&ids[i])) {
+            if batch.len() > 1 {
+                panic!("CUDA_ERROR_OUT_OF_MEMORY (injected: batch holds {})", ids[i]);
+            }
+            panic!("injected failure for {}", ids[i]);
+        }
+    }
+}
+
+/// One embedding job: all sequences' tokens, who plans and collects, and when to stop.
+pub struct EmbedJob<'a, L: EncoderLoader, C: Coordinator> {
+    pub loader: &'a L,
+    pub tokens: &'a [Vec<u32>],
+    pub ids: &'a [String],
+    /// One name per device, for messages.
+    pub names: &'a [String],
+    pub coordinator: &'a mut C,
+    /// Non-zero (a signal number) = take no new batch; batches in flight still finish.
+    pub stop: &'a AtomicUsize,
+    /// The CUDA index of the first device, to ask its free memory after the model is loaded.
+    pub first_gpu: Option<usize>,
+    pub faults: Faults,
+}
+
+enum Event {
+    Done {
+        worker: usize,
+        batch: Vec<usize>,
+        rows: Vec<f32>,
+        busy: Duration,
+    },
+    Failed {
+        worker: usize,
+        index: usize,
+        reason: String,
+    },
+    Fatal(anyhow::Error),
+}
+
+/// The shared queue. Failed batches come back to its front as halves; it is drained when it is
+/// empty and no batch is in flight (a batch in flight may still come back split).
+struct WorkQueue {
+    state: Mutex<QueueState>,
+    changed: Condvar,
+}
+
+struct QueueState {
+    items: VecDeque<Vec<usize>>,
+    in_flight: usize,
+    closed: bool,
+}
+
+impl WorkQueue {
+    fn new(batches: Vec<Vec<usize>>) -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                items: batches.into(),
+                in_flight: 0,
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn pop(&self, stop: &AtomicUsize) -> Option<Vec<usize>> {
+        let mut s = self.state.lock().unwrap();
+        loop {
+            if s.closed || stop.load(Ordering::Relaxed) != 0 {
+                return None;
+            }
+            if let Some(b) = s.items.pop_front() {
+                s.in_flight += 1;
+                return Some(b);
+            }
+            if s.in_flight == 0 {
+                return None;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, Duration::from_millis(200))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// A batch in flight is finished; `retry` goes back to the front, in order.
+    fn finish(&self, retry: Vec<Vec<usize>>) {
+        let mut s = self.state.lock().unwrap();
+        for b in retry.into_iter().rev() {
+            s.items.push_front(b);
+        }
+        s.in_flight -= 1;
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.changed.notify_all();
+    }
+}
+
+const WORKER_PREFIX: &str = "embed-worker-";
+
+/// Panics on worker threads are caught and reported as batch failures; keep the default hook
+/// from printing each one as if the program had crashed.
+fn quiet_worker_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let on_worker = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with(WORKER_PREFIX));
+            if on_worker {
+                tracing::debug!("worker panic: {info}");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic without a message".to_string()
+    }
+}
+
+/// One line of a possibly multi-line backend message, for failed.tsv and logs.
+fn one_line(s: &str) -> String {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.len() > 300 {
+        format!("{}…", &s[..s.floor_char_boundary(300)])
+    } else {
+        s
+    }
+}
+
+/// Embed one batch; any error or panic becomes a reason.
+fn run_batch<B: Backend, M: PooledEncoder<B>>(
+    model: &M,
+    batch: &[usize],
+    tokens: &[Vec<u32>],
+    ids: &[String],
+    faults: &Faults,
+    dim: usize,
+) -> Result<Vec<f32>, String> {
+    let attempt = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<f32>> {
+        faults.before_batch(batch, ids);
+        let seqs: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
+        let rows = tensor_to_f32(model.embed(&seqs))?;
+        if rows.len() != batch.len() * dim {
+            bail!(
+                "model returned {} values for a batch of {} (dim {dim})",
+                rows.len(),
+                batch.len()
+            );
+        }
+        if rows.iter().any(|v| !v.is_finite()) {
+            bail!("non-finite values in the embeddings (overflow in half precision? try --precision f32)");
+        }
+        Ok(rows)
+    }));
+    match attempt {
+        Ok(Ok(rows)) => Ok(rows),
+        Ok(Err(e)) => Err(one_line(&format!("{e:#}"))),
+        Err(p) => Err(one_line(&panic_message(p))),
+    }
+}
+
+impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
+    type Output = ();
+
+    fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<()> {
+        let EmbedJob {
+            loader,
+            tokens,
+            ids,
+            names,
+            coordinator,
+            stop,
+            first_gpu,
+            faults,
+        } = self;
+        // The first model is loaded before any worker starts: bad weights fail fast, its
+        // dimension sizes the output, and on a GPU the memory it leaves sizes the batches.
+        // CPU workers share it (tensors are reference-counted); every other GPU loads its own.
+        let first = loader.load::<B>(&devices[0])?;
+        let dim = first.dim();
+        let free = first_gpu.and_then(crate::device::cuda::free_memory);
+        let batches = coordinator.plan(dim, first.shape(), free)?;
+        if batches.is_empty() {
+            return Ok(());
+        }
+        quiet_worker_panics();
+        let workers = devices.len().min(batches.len()).max(1);
+        let queue = WorkQueue::new(batches);
+        let (tx, rx) = mpsc::channel::<Event>();
+        let first = &first;
+        let (queue, faults) = (&queue, &faults);
+
+        let fatal = std::thread::scope(|scope| -> Option<anyhow::Error> {
+            for (w, device) in devices.into_iter().take(workers).enumerate() {
+                let tx = tx.clone();
+                let name = names.get(w).cloned().unwrap_or_else(|| format!("worker {w}"));
+                let work = move || {
+                    let model = if cpu || w == 0 {
+                        first.clone()
+                    } else {
+                        match loader.load::<B>(&device) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                let _ = tx.send(Event::Fatal(
+                                    e.context(format!("loading the model on {name}")),
+                                ));
+                                queue.close();
+                                return;
+                            }
+                        }
+                    };
+                    let mut in_a_row = 0usize;
+                    while let Some(batch) = queue.pop(stop) {
+                        let started = Instant::now();
+                        let result = run_batch(&model, &batch, tokens, ids, faults, dim);
+                        let busy = started.elapsed();
+                        match result {
+                            Ok(rows) => {
+                                in_a_row = 0;
+                                queue.finish(Vec::new());
+                                let _ = tx.send(Event::Done {
+                                    worker: w,
+                                    batch,
+                                    rows,
+                                    busy,
+                                });
+                            }
+                            Err(reason) if batch.len() > 1 => {
+                                tracing::warn!(
+                                    "a batch of {} sequences failed on {name} ({reason}); retrying it as two halves",
+                                    batch.len()
+                                );
+                                let (a, b) = batch.split_at(batch.len() / 2);
+                                queue.finish(vec![a.to_vec(), b.to_vec()]);
+                            }
+                            Err(reason) => {
+                                in_a_row += 1;
+                                queue.finish(Vec::new());
+                                if in_a_row >= MAX_CONSECUTIVE_FAILURES {
+                                    let _ = tx.send(Event::Fatal(anyhow!(
+                                        "{name} failed {in_a_row} sequences in a row, last {}: {reason}; \
+                                         the device or model is broken, stopping",
+                                        ids[batch[0]]
+                                    )));
+                                    queue.close();
+                                    return;
+                                }
+                                let _ = tx.send(Event::Failed {
+                                    worker: w,
+                                    index: batch[0],
+                                    reason,
+                                });
+                            }
+                        }
+                    }
+                };
+                let spawned = std::thread::Builder::new()
+                    .name(format!("{WORKER_PREFIX}{w}"))
+                    .spawn_scoped(scope, move || {
+                        if cpu {
+                            match rayon::ThreadPoolBuilder::new()
+                                .num_threads(1)
+                                .thread_name(move |_| format!("{WORKER_PREFIX}{w}"))
+                                .build()
+                            {
+                                Ok(pool) => pool.install(work),
+                                Err(e) => {
+                                    warn_no_pool(&e.to_string());
+                                    work()
+                                }
+                            }
+                        } else {
+                            work()
+                        }
+                    });
+                if let Err(e) = spawned {
+                    queue.close();
+                    return Some(anyhow!("cannot start worker thread {w}: {e}"));
+                }
+            }
+            drop(tx);
+            let mut fatal: Option<anyhow::Error> = None;
+            let keep = |r: Result<()>, fatal: &mut Option<anyhow::Error>| {
+                if let Err(e) = r {
+                    queue.close();
+                    fatal.get_or_insert(e);
+                }
+            };
+            loop {
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(Event::Done {
+                        worker,
+                        batch,
+                        rows,
+                        busy,
+                    }) => keep(coordinator.done(worker, &batch, &rows, busy), &mut fatal),
+                    Ok(Event::Failed {
+                        worker,
+                        index,
+                        reason,
+                    }) => coordinator.failed(worker, index, &reason),
+                    Ok(Event::Fatal(e)) => keep(Err(e), &mut fatal),
+                    Err(RecvTimeoutError::Timeout) => keep(coordinator.tick(), &mut fatal),
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            fatal
+        });
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A CPU worker whose single-thread pool cannot start still runs (on rayon's global pool).
+fn warn_no_pool(why: &str) {
+    tracing::warn!("cannot start a single-threaded pool for a CPU worker ({why}); using the shared pool");
 }
 
 /// Any float tensor (f32, f16, bf16) as `f32` values.
@@ -126,4 +434,36 @@ pub fn tensor_to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<
         .convert::<f32>()
         .to_vec::<f32>()
         .map_err(|e| anyhow!("{e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_drains_only_when_nothing_is_in_flight() {
+        let stop = AtomicUsize::new(0);
+        let q = WorkQueue::new(vec![vec![0, 1, 2, 3]]);
+        let b = q.pop(&stop).unwrap();
+        // The batch failed: its halves come back first, in order.
+        q.finish(vec![b[..2].to_vec(), b[2..].to_vec()]);
+        assert_eq!(q.pop(&stop), Some(vec![0, 1]));
+        assert_eq!(q.pop(&stop), Some(vec![2, 3]));
+        q.finish(Vec::new());
+        q.finish(Vec::new());
+        assert_eq!(q.pop(&stop), None);
+    }
+
+    #[test]
+    fn stop_takes_no_new_batch() {
+        let stop = AtomicUsize::new(15);
+        let q = WorkQueue::new(vec![vec![0]]);
+        assert_eq!(q.pop(&stop), None);
+    }
+
+    #[test]
+    fn reasons_are_one_line() {
+        assert_eq!(one_line("a\n  b\tc"), "a b c");
+        assert!(one_line(&"x".repeat(1000)).len() < 310);
+    }
 }

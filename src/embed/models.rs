@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::engine::{EncoderLoader, PooledEncoder};
+use super::engine::{EncoderLoader, ModelShape, PooledEncoder};
 use super::store::EmbeddingMeta;
 use super::{embed_tokens, model_name, read_input, EmbedOptions, EmbedSummary};
 use crate::models::dnabert_s::{DnabertConfig, DnabertS};
@@ -22,6 +22,15 @@ impl<B: Backend> PooledEncoder<B> for Esm2<B> {
     }
     fn dim(&self) -> usize {
         self.hidden_size()
+    }
+    fn shape(&self) -> ModelShape {
+        let c = self.config();
+        ModelShape {
+            hidden: c.hidden,
+            intermediate: c.ffn,
+            heads: c.heads,
+            layers: c.num_layers,
+        }
     }
 }
 
@@ -88,6 +97,16 @@ impl<B: Backend> PooledEncoder<B> for DnabertS<B> {
     }
     fn dim(&self) -> usize {
         self.hidden_size()
+    }
+    fn shape(&self) -> ModelShape {
+        let c = self.config();
+        ModelShape {
+            hidden: c.hidden_size,
+            // The gated MLP's up-projection is twice the intermediate size.
+            intermediate: 2 * c.intermediate_size,
+            heads: c.num_attention_heads,
+            layers: c.num_hidden_layers,
+        }
     }
 }
 

@@ -10,6 +10,9 @@ use std::str::FromStr;
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 
+pub mod cuda;
+pub mod lease;
+
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
@@ -95,6 +98,16 @@ pub enum Devices {
     },
 }
 
+impl Devices {
+    /// One name per worker, for logs and reports: `cpu#0`, `cuda:2`.
+    pub fn worker_names(&self) -> Vec<String> {
+        match self {
+            Devices::Cpu { workers } => (0..*workers).map(|w| format!("cpu#{w}")).collect(),
+            Devices::Cuda { ids } => ids.iter().map(|i| format!("cuda:{i}")).collect(),
+        }
+    }
+}
+
 impl fmt::Display for Devices {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -109,33 +122,12 @@ impl fmt::Display for Devices {
 
 /// Number of CUDA devices the driver reports, or why there are none.
 pub fn cuda_device_count() -> Result<usize, String> {
-    #[cfg(feature = "cuda")]
-    {
-        // cudarc panics when libcuda cannot be loaded; keep that panic quiet and turn it into
-        // a reason.
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let probe = std::panic::catch_unwind(|| -> Result<usize, String> {
-            cudarc::driver::result::init()
-                .map_err(|e| format!("CUDA driver init failed: {e:?}"))?;
-            let n = cudarc::driver::result::device::get_count()
-                .map_err(|e| format!("cannot count CUDA devices: {e:?}"))?;
-            Ok(n.max(0) as usize)
-        });
-        std::panic::set_hook(hook);
-        match probe {
-            Ok(r) => r,
-            Err(_) => Err("no CUDA driver (libcuda.so) found".to_string()),
-        }
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        Err("this binary was built without the `cuda` feature".to_string())
-    }
+    cuda::device_count()
 }
 
-/// Turn the user's choice into devices. `cpu_threads` = CPU workers (default: all cores).
-pub fn resolve(spec: &DeviceSpec, cpu_threads: Option<usize>) -> Result<Devices> {
+/// Turn the user's choice into devices. `cpu_threads` = CPU workers (default: all cores);
+/// `lease` = take this many GPUs through lock files (see [`lease`]) instead of all of them.
+pub fn resolve(spec: &DeviceSpec, cpu_threads: Option<usize>, lease: Option<usize>) -> Result<Devices> {
     let cpu = || Devices::Cpu {
         workers: cpu_threads
             .unwrap_or_else(|| {
@@ -145,19 +137,17 @@ pub fn resolve(spec: &DeviceSpec, cpu_threads: Option<usize>) -> Result<Devices>
             })
             .max(1),
     };
-    match spec {
-        DeviceSpec::Cpu => Ok(cpu()),
+    let ids = match spec {
+        DeviceSpec::Cpu => return Ok(cpu()),
         DeviceSpec::Auto => match cuda_device_count() {
-            Ok(n) if n > 0 => Ok(Devices::Cuda {
-                ids: (0..n).collect(),
-            }),
+            Ok(n) if n > 0 => (0..n).collect(),
             Ok(_) => {
                 tracing::info!("no CUDA device visible; running on the CPU");
-                Ok(cpu())
+                return Ok(cpu());
             }
             Err(why) => {
                 tracing::info!("{why}; running on the CPU");
-                Ok(cpu())
+                return Ok(cpu());
             }
         },
         DeviceSpec::Cuda(ids) => {
@@ -175,9 +165,91 @@ pub fn resolve(spec: &DeviceSpec, cpu_threads: Option<usize>) -> Result<Devices>
                     n - 1
                 );
             }
-            Ok(Devices::Cuda { ids })
+            ids
         }
+    };
+    let Some(want) = lease else {
+        return Ok(Devices::Cuda { ids });
+    };
+    let candidates: Vec<(usize, String)> = ids
+        .iter()
+        .map(|&i| {
+            let key = cuda::devices()
+                .ok()
+                .and_then(|all| all.into_iter().find(|d| d.index == i).map(|d| d.uuid))
+                .unwrap_or_else(|| format!("index-{i}"));
+            (i, key)
+        })
+        .collect();
+    let dir = lease::lock_dir();
+    let held = lease::acquire(&candidates, want, &dir, None)?.keep();
+    tracing::info!(
+        "leased {} of {} GPU(s) (lock files in {})",
+        held.len(),
+        candidates.len(),
+        dir.display()
+    );
+    Ok(Devices::Cuda { ids: held })
+}
+
+/// `virnucpro devices`: what `--device auto` would use, and the lease state of each GPU.
+pub fn describe(json: bool) -> Result<String> {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let lock_dir = lease::lock_dir();
+    let (gpus, why_none) = match cuda::devices() {
+        Ok(d) => (d, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    let leased: Vec<Option<String>> = gpus.iter().map(|g| lease::holder(&lock_dir, &g.uuid)).collect();
+    let auto = if gpus.is_empty() {
+        format!("cpu ({cpus} workers)")
+    } else {
+        gpus.iter().map(|g| format!("cuda:{}", g.index)).collect::<Vec<_>>().join(",")
+    };
+    if json {
+        let list: Vec<serde_json::Value> = gpus
+            .iter()
+            .zip(&leased)
+            .map(|(g, l)| {
+                let mut v = serde_json::to_value(g).unwrap_or_default();
+                v["leased_by"] = serde_json::json!(l);
+                v
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "auto": auto,
+            "cuda_devices": list,
+            "cuda_unavailable": why_none,
+            "cpu_cores": cpus,
+            "lock_dir": lock_dir.display().to_string(),
+            "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+        });
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?));
     }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let mut out = String::new();
+    if let Some(why) = &why_none {
+        out.push_str(&format!("CUDA: none ({why})\n"));
+    } else if gpus.is_empty() {
+        out.push_str("CUDA: no device visible (check CUDA_VISIBLE_DEVICES)\n");
+    }
+    for (g, l) in gpus.iter().zip(&leased) {
+        let free = g.free_bytes.map(|f| format!("{:.1} GiB free", gib(f))).unwrap_or_else(|| "free memory unknown".into());
+        let lease = match l {
+            Some(holder) => format!("leased ({holder})"),
+            None => "not leased".into(),
+        };
+        out.push_str(&format!(
+            "cuda:{}  {}  {:.1} GiB, {free}  {}  {lease}\n",
+            g.index,
+            g.name,
+            gib(g.total_bytes),
+            g.uuid
+        ));
+    }
+    out.push_str(&format!("CPU: {cpus} cores\n"));
+    out.push_str(&format!("--device auto uses: {auto}\n"));
+    Ok(out)
 }
 
 /// The precision actually used on these devices.
@@ -265,10 +337,10 @@ mod tests {
     fn auto_without_cuda_runs_on_cpu() {
         if cuda_device_count().unwrap_or(0) == 0 {
             assert_eq!(
-                resolve(&DeviceSpec::Auto, Some(2)).unwrap(),
+                resolve(&DeviceSpec::Auto, Some(2), None).unwrap(),
                 Devices::Cpu { workers: 2 }
             );
-            assert!(resolve(&DeviceSpec::Cuda(None), None).is_err());
+            assert!(resolve(&DeviceSpec::Cuda(None), None, None).is_err());
         }
     }
 }

@@ -1,0 +1,254 @@
+//! Resumable embedding: finished batches are saved every `--checkpoint-secs` (and when the run
+//! is stopped) as part files in a hidden directory beside the output, `.NAME.parts/`. A re-run
+//! with the same input, model and settings loads them and embeds only what is missing; the
+//! batch plan is kept (its token budget is recorded), so every batch is computed exactly as in
+//! an uninterrupted run and the final file is byte-identical. The directory is removed once the
+//! output is complete.
+//!
+//! Each part is written to a temporary name, fsync'ed and renamed, so a `kill -9` leaves either
+//! a whole part or none.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::store::{EmbeddingMeta, EmbeddingSet};
+use crate::output::{ensure_dir, write_atomic};
+
+const PLAN_FILE: &str = "plan.json";
+const FORMAT: &str = "virnucpro-embed-checkpoint/1";
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlanRecord {
+    pub format: String,
+    /// Input tokens, model files, precision, device kind.
+    pub fingerprint: String,
+    pub sequences: usize,
+    pub dim: usize,
+    pub batch_tokens: usize,
+}
+
+pub struct Checkpoint {
+    dir: PathBuf,
+    next_part: usize,
+    written: usize,
+    /// Test hook `VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS=k`: die like `kill -9` after k parts.
+    abort_after: Option<usize>,
+}
+
+/// What an earlier run left: its plan and the rows it finished.
+pub struct Resumed {
+    pub batch_tokens: usize,
+    /// (sequence index, row)
+    pub rows: Vec<(usize, Vec<f32>)>,
+}
+
+pub fn dir_for(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "embeddings".into());
+    output
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!(".{name}.parts"))
+}
+
+fn part_name(k: usize) -> String {
+    format!("part-{k:06}.safetensors")
+}
+
+fn meta() -> EmbeddingMeta {
+    EmbeddingMeta {
+        kind: "checkpoint".into(),
+        model: String::new(),
+        pooling: String::new(),
+        precision: String::new(),
+    }
+}
+
+impl Checkpoint {
+    /// Open the checkpoint of `output`. Parts from the same plan (fingerprint, size, dim) are
+    /// returned for resuming; anything else there is from other inputs or settings and is
+    /// discarded. `batch_tokens` is the budget this run would use when starting afresh; when
+    /// resuming, the recorded one is kept unless `explicit` says the user asked for another.
+    pub fn open(
+        output: &Path,
+        fingerprint: &str,
+        sequences: usize,
+        dim: usize,
+        batch_tokens: usize,
+        explicit: bool,
+    ) -> Result<(Checkpoint, Option<Resumed>)> {
+        let dir = dir_for(output);
+        let mut resumed = None;
+        if let Ok(text) = std::fs::read_to_string(dir.join(PLAN_FILE)) {
+            match serde_json::from_str::<PlanRecord>(&text) {
+                Ok(plan)
+                    if plan.format == FORMAT
+                        && plan.fingerprint == fingerprint
+                        && plan.sequences == sequences
+                        && plan.dim == dim
+                        && (!explicit || plan.batch_tokens == batch_tokens) =>
+                {
+                    resumed = Some(Resumed {
+                        batch_tokens: plan.batch_tokens,
+                        rows: read_parts(&dir, sequences, dim),
+                    });
+                }
+                _ => tracing::warn!(
+                    "{} holds a checkpoint of other inputs or settings; starting afresh",
+                    dir.display()
+                ),
+            }
+        }
+        let next_part = if resumed.is_some() {
+            part_numbers(&dir).into_iter().max().map_or(0, |k| k + 1)
+        } else {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot clear the old checkpoint {}", dir.display()))?;
+            }
+            ensure_dir(&dir)?;
+            let plan = PlanRecord {
+                format: FORMAT.into(),
+                fingerprint: fingerprint.into(),
+                sequences,
+                dim,
+                batch_tokens,
+            };
+            write_atomic(&dir.join(PLAN_FILE), &serde_json::to_vec_pretty(&plan)?)?;
+            0
+        };
+        let abort_after = std::env::var("VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        Ok((
+            Checkpoint {
+                dir,
+                next_part,
+                written: 0,
+                abort_after,
+            },
+            resumed,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Save finished rows: (sequence indices, their rows `[len, dim]`).
+    pub fn save(&mut self, batches: &[(Vec<usize>, Vec<f32>)], dim: usize) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let set = EmbeddingSet {
+            ids: batches
+                .iter()
+                .flat_map(|(idx, _)| idx.iter().map(|i| i.to_string()))
+                .collect(),
+            dim,
+            values: batches.iter().flat_map(|(_, r)| r.iter().copied()).collect(),
+            meta: meta(),
+        };
+        let path = self.dir.join(part_name(self.next_part));
+        set.write(&path)
+            .with_context(|| format!("writing checkpoint {}", path.display()))?;
+        self.next_part += 1;
+        self.written += 1;
+        if self.abort_after == Some(self.written) {
+            std::process::abort();
+        }
+        Ok(())
+    }
+
+    /// The output is complete: the checkpoint is no longer needed.
+    pub fn remove(self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!("cannot remove the finished checkpoint {}: {e}", self.dir.display());
+        }
+    }
+}
+
+fn part_numbers(dir: &Path) -> Vec<usize> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name.strip_prefix("part-")?
+                        .strip_suffix(".safetensors")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every readable part's rows; a part that does not fit the plan is skipped with a warning
+/// (its rows are simply embedded again).
+fn read_parts(dir: &Path, sequences: usize, dim: usize) -> Vec<(usize, Vec<f32>)> {
+    let mut numbers = part_numbers(dir);
+    numbers.sort_unstable();
+    let mut rows = Vec::new();
+    for k in numbers {
+        let path = dir.join(part_name(k));
+        let set = match EmbeddingSet::read(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("ignoring checkpoint part {}: {e:#}", path.display());
+                continue;
+            }
+        };
+        let idx: Option<Vec<usize>> = set
+            .ids
+            .iter()
+            .map(|s| s.parse().ok().filter(|&i: &usize| i < sequences))
+            .collect();
+        match idx {
+            Some(idx) if set.dim == dim && set.meta.kind == "checkpoint" => {
+                for (r, i) in idx.into_iter().enumerate() {
+                    rows.push((i, set.row(r).to_vec()));
+                }
+            }
+            _ => tracing::warn!("ignoring checkpoint part {}: it does not fit this run", path.display()),
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_come_back_for_the_same_plan_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("x.safetensors");
+        let (mut cp, resumed) = Checkpoint::open(&out, "fp", 4, 2, 100, false).unwrap();
+        assert!(resumed.is_none());
+        cp.save(&[(vec![2, 0], vec![1.0, 2.0, 3.0, 4.0])], 2).unwrap();
+        cp.save(&[(vec![3], vec![5.0, 6.0])], 2).unwrap();
+        // Same plan: rows back, the recorded budget kept over this run's default.
+        let (mut cp, resumed) = Checkpoint::open(&out, "fp", 4, 2, 999, false).unwrap();
+        let r = resumed.unwrap();
+        assert_eq!(r.batch_tokens, 100);
+        assert_eq!(
+            r.rows,
+            vec![(2, vec![1.0, 2.0]), (0, vec![3.0, 4.0]), (3, vec![5.0, 6.0])]
+        );
+        // New parts continue the numbering.
+        cp.save(&[(vec![1], vec![7.0, 8.0])], 2).unwrap();
+        assert_eq!(part_numbers(cp.dir()).len(), 3);
+        // Another fingerprint, or another explicit budget: start afresh.
+        let (_, resumed) = Checkpoint::open(&out, "fp", 4, 2, 50, true).unwrap();
+        assert!(resumed.is_none());
+        let (cp, resumed) = Checkpoint::open(&out, "fp", 4, 2, 50, true).unwrap();
+        assert_eq!(resumed.unwrap().rows.len(), 0);
+        cp.remove();
+        assert!(!dir_for(&out).exists());
+    }
+}
