@@ -101,7 +101,12 @@ pub struct ComputeArgs {
     pub checkpoint_secs: u64,
     /// Take N GPUs through exclusive lock files (one process per GPU on a node, e.g. under
     /// Nextflow's local executor) instead of using every visible GPU.
-    #[arg(long, value_name = "N", env = "VIRNUCPRO_GPU_LEASE", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "VIRNUCPRO_GPU_LEASE",
+        hide_env_values = true
+    )]
     pub gpu_lease: Option<usize>,
 }
 

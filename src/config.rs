@@ -117,7 +117,10 @@ impl Config {
         }
         if let Some(c) = self.translate.chunk_size {
             if c < 3 {
-                bad("translate.chunk_size", format!("{c} is below 3 (use 300 or 500)"))?;
+                bad(
+                    "translate.chunk_size",
+                    format!("{c} is below 3 (use 300 or 500)"),
+                )?;
             }
         }
         for (key, v) in [
@@ -161,8 +164,7 @@ impl Config {
                 ("classifier", path(&self.models.classifier)),
             ]
         };
-        let mut out: BTreeMap<&'static str, Vec<(&'static str, Option<String>)>> =
-            BTreeMap::new();
+        let mut out: BTreeMap<&'static str, Vec<(&'static str, Option<String>)>> = BTreeMap::new();
         out.insert(
             "translate",
             vec![
@@ -302,7 +304,10 @@ mod tests {
             ("[embed]\ndevice = \"tpu\"\n", "embed.device"),
             ("[embed]\nprecision = \"f8\"\n", "embed.precision"),
             ("[translate]\nchunk_size = \"500\"\n", "line 2"),
-            ("[predict]\nmin_viral_fraction = 2.0\n", "min_viral_fraction"),
+            (
+                "[predict]\nmin_viral_fraction = 2.0\n",
+                "min_viral_fraction",
+            ),
         ] {
             let p = write(dir.path(), text);
             let e = format!("{:#}", Config::load(&p).unwrap_err());

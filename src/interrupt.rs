@@ -30,7 +30,10 @@ impl StopOnSignal {
                 signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, armed.clone())
                     .context("installing a signal handler")?,
             );
-            ids.push(signal_hook::flag::register(sig, armed.clone()).context("installing a signal handler")?);
+            ids.push(
+                signal_hook::flag::register(sig, armed.clone())
+                    .context("installing a signal handler")?,
+            );
             ids.push(
                 signal_hook::flag::register_usize(sig, which.clone(), sig as usize)
                     .context("installing a signal handler")?,

@@ -34,7 +34,8 @@ pub fn device_count() -> Result<usize, String> {
     #[cfg(feature = "cuda")]
     {
         quietly(|| {
-            cudarc::driver::result::init().map_err(|e| format!("CUDA driver init failed: {e:?}"))?;
+            cudarc::driver::result::init()
+                .map_err(|e| format!("CUDA driver init failed: {e:?}"))?;
             let n = cudarc::driver::result::device::get_count()
                 .map_err(|e| format!("cannot count CUDA devices: {e:?}"))?;
             Ok(n.max(0) as usize)
@@ -60,7 +61,11 @@ fn info(index: usize) -> Result<CudaDeviceInfo, String> {
         let name = device::get_name(dev).unwrap_or_else(|_| "unknown".into());
         let uuid = device::get_uuid(dev)
             .map(|u| {
-                let hex: String = u.bytes.iter().map(|b| format!("{:02x}", *b as u8)).collect();
+                let hex: String = u
+                    .bytes
+                    .iter()
+                    .map(|b| format!("{:02x}", *b as u8))
+                    .collect();
                 format!(
                     "GPU-{}-{}-{}-{}-{}",
                     &hex[0..8],

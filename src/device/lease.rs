@@ -33,7 +33,13 @@ pub fn lock_dir() -> PathBuf {
 pub fn lock_path(dir: &Path, key: &str) -> PathBuf {
     let safe: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     dir.join(format!("{safe}.lock"))
 }
@@ -84,7 +90,8 @@ fn open_lock(path: &Path) -> Result<File> {
             }
             Ok(f)
         }
-        Err(_) => File::open(path).with_context(|| format!("cannot open GPU lock file {}", path.display())),
+        Err(_) => File::open(path)
+            .with_context(|| format!("cannot open GPU lock file {}", path.display())),
     }
 }
 
@@ -92,7 +99,10 @@ fn open_lock(path: &Path) -> Result<File> {
 /// process holds. Holding none is not an error here.
 pub fn try_acquire(candidates: &[(usize, String)], want: usize, dir: &Path) -> Result<Lease> {
     ensure_lock_dir(dir)?;
-    let mut lease = Lease { indices: Vec::new(), files: Vec::new() };
+    let mut lease = Lease {
+        indices: Vec::new(),
+        files: Vec::new(),
+    };
     for (index, key) in candidates {
         if lease.indices.len() >= want {
             break;
@@ -164,21 +174,9 @@ pub fn holder(dir: &Path, key: &str) -> Option<String> {
         Err(_) => {
             let mut note = String::new();
             let _ = file.read_to_string(&mut note);
-            Some(note.trim().to_string()).filter(|s| !s.is_empty()).or(Some("another process".into()))
-        }
-    }
-}
-
-/// `VIRNUCPRO_GPU_LEASE=N` → lease N GPUs; unset, empty or 0 → no leasing.
-pub fn from_env() -> Result<Option<usize>> {
-    match std::env::var(LEASE_ENV) {
-        Err(_) => Ok(None),
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => {
-            let n: usize = v.trim().parse().with_context(|| {
-                format!("{LEASE_ENV}={v:?} is not a number of GPUs (use 1 for one GPU per process)")
-            })?;
-            Ok((n > 0).then_some(n))
+            Some(note.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .or(Some("another process".into()))
         }
     }
 }

@@ -127,7 +127,11 @@ pub fn cuda_device_count() -> Result<usize, String> {
 
 /// Turn the user's choice into devices. `cpu_threads` = CPU workers (default: all cores);
 /// `lease` = take this many GPUs through lock files (see [`lease`]) instead of all of them.
-pub fn resolve(spec: &DeviceSpec, cpu_threads: Option<usize>, lease: Option<usize>) -> Result<Devices> {
+pub fn resolve(
+    spec: &DeviceSpec,
+    cpu_threads: Option<usize>,
+    lease: Option<usize>,
+) -> Result<Devices> {
     let cpu = || Devices::Cpu {
         workers: cpu_threads
             .unwrap_or_else(|| {
@@ -194,17 +198,25 @@ pub fn resolve(spec: &DeviceSpec, cpu_threads: Option<usize>, lease: Option<usiz
 
 /// `virnucpro devices`: what `--device auto` would use, and the lease state of each GPU.
 pub fn describe(json: bool) -> Result<String> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let lock_dir = lease::lock_dir();
     let (gpus, why_none) = match cuda::devices() {
         Ok(d) => (d, None),
         Err(why) => (Vec::new(), Some(why)),
     };
-    let leased: Vec<Option<String>> = gpus.iter().map(|g| lease::holder(&lock_dir, &g.uuid)).collect();
+    let leased: Vec<Option<String>> = gpus
+        .iter()
+        .map(|g| lease::holder(&lock_dir, &g.uuid))
+        .collect();
     let auto = if gpus.is_empty() {
         format!("cpu ({cpus} workers)")
     } else {
-        gpus.iter().map(|g| format!("cuda:{}", g.index)).collect::<Vec<_>>().join(",")
+        gpus.iter()
+            .map(|g| format!("cuda:{}", g.index))
+            .collect::<Vec<_>>()
+            .join(",")
     };
     if json {
         let list: Vec<serde_json::Value> = gpus
@@ -234,7 +246,10 @@ pub fn describe(json: bool) -> Result<String> {
         out.push_str("CUDA: no device visible (check CUDA_VISIBLE_DEVICES)\n");
     }
     for (g, l) in gpus.iter().zip(&leased) {
-        let free = g.free_bytes.map(|f| format!("{:.1} GiB free", gib(f))).unwrap_or_else(|| "free memory unknown".into());
+        let free = g
+            .free_bytes
+            .map(|f| format!("{:.1} GiB free", gib(f)))
+            .unwrap_or_else(|| "free memory unknown".into());
         let lease = match l {
             Some(holder) => format!("leased ({holder})"),
             None => "not leased".into(),

@@ -40,8 +40,8 @@ pub fn budget_from_memory(
     dtype_bytes: usize,
     longest: usize,
 ) -> usize {
-    let per_token =
-        dtype_bytes * (8 * shape.hidden + 2 * shape.intermediate + 2 * shape.heads * longest.max(1));
+    let per_token = dtype_bytes
+        * (8 * shape.hidden + 2 * shape.intermediate + 2 * shape.heads * longest.max(1));
     let usable = free_bytes as f64 * 0.6;
     let budget = (usable / per_token as f64) as usize;
     // Past ~128k tokens a batch no longer makes a GPU busier, it only delays the first result.
@@ -54,7 +54,12 @@ mod tests {
 
     #[test]
     fn memory_budget_scales_and_is_bounded() {
-        let esm3b = super::super::engine::ModelShape { hidden: 2560, intermediate: 10240, heads: 40, layers: 36 };
+        let esm3b = super::super::engine::ModelShape {
+            hidden: 2560,
+            intermediate: 10240,
+            heads: 40,
+            layers: 36,
+        };
         // 60 GiB free in f16 on ~170-residue proteins: the upper bound.
         assert_eq!(budget_from_memory(60 << 30, esm3b, 2, 170), 128 * 1024);
         // 4 GiB free: 0.6 * 4 GiB / (2 * (20480 + 20480 + 13600)) bytes.

@@ -107,8 +107,9 @@ impl Checkpoint {
             part_numbers(&dir).into_iter().max().map_or(0, |k| k + 1)
         } else {
             if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot clear the old checkpoint {}", dir.display()))?;
+                std::fs::remove_dir_all(&dir).with_context(|| {
+                    format!("cannot clear the old checkpoint {}", dir.display())
+                })?;
             }
             ensure_dir(&dir)?;
             let plan = PlanRecord {
@@ -150,7 +151,10 @@ impl Checkpoint {
                 .flat_map(|(idx, _)| idx.iter().map(|i| i.to_string()))
                 .collect(),
             dim,
-            values: batches.iter().flat_map(|(_, r)| r.iter().copied()).collect(),
+            values: batches
+                .iter()
+                .flat_map(|(_, r)| r.iter().copied())
+                .collect(),
             meta: meta(),
         };
         let path = self.dir.join(part_name(self.next_part));
@@ -167,7 +171,10 @@ impl Checkpoint {
     /// The output is complete: the checkpoint is no longer needed.
     pub fn remove(self) {
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            tracing::warn!("cannot remove the finished checkpoint {}: {e}", self.dir.display());
+            tracing::warn!(
+                "cannot remove the finished checkpoint {}: {e}",
+                self.dir.display()
+            );
         }
     }
 }
@@ -214,7 +221,10 @@ fn read_parts(dir: &Path, sequences: usize, dim: usize) -> Vec<(usize, Vec<f32>)
                     rows.push((i, set.row(r).to_vec()));
                 }
             }
-            _ => tracing::warn!("ignoring checkpoint part {}: it does not fit this run", path.display()),
+            _ => tracing::warn!(
+                "ignoring checkpoint part {}: it does not fit this run",
+                path.display()
+            ),
         }
     }
     rows
@@ -230,7 +240,8 @@ mod tests {
         let out = tmp.path().join("x.safetensors");
         let (mut cp, resumed) = Checkpoint::open(&out, "fp", 4, 2, 100, false).unwrap();
         assert!(resumed.is_none());
-        cp.save(&[(vec![2, 0], vec![1.0, 2.0, 3.0, 4.0])], 2).unwrap();
+        cp.save(&[(vec![2, 0], vec![1.0, 2.0, 3.0, 4.0])], 2)
+            .unwrap();
         cp.save(&[(vec![3], vec![5.0, 6.0])], 2).unwrap();
         // Same plan: rows back, the recorded budget kept over this run's default.
         let (mut cp, resumed) = Checkpoint::open(&out, "fp", 4, 2, 999, false).unwrap();
@@ -238,7 +249,11 @@ mod tests {
         assert_eq!(r.batch_tokens, 100);
         assert_eq!(
             r.rows,
-            vec![(2, vec![1.0, 2.0]), (0, vec![3.0, 4.0]), (3, vec![5.0, 6.0])]
+            vec![
+                (2, vec![1.0, 2.0]),
+                (0, vec![3.0, 4.0]),
+                (3, vec![5.0, 6.0])
+            ]
         );
         // New parts continue the numbering.
         cp.save(&[(vec![1], vec![7.0, 8.0])], 2).unwrap();

@@ -57,11 +57,14 @@ pub trait EncoderLoader: Sync {
 pub trait Coordinator {
     /// The first model is loaded (so its size is known and, on a GPU, the memory it left
     /// free): return the batches to run, as indices into the job's tokens.
-    fn plan(&mut self, dim: usize, shape: ModelShape, free_bytes: Option<u64>)
-        -> Result<Vec<Vec<usize>>>;
+    fn plan(
+        &mut self,
+        dim: usize,
+        shape: ModelShape,
+        free_bytes: Option<u64>,
+    ) -> Result<Vec<Vec<usize>>>;
     /// A batch is embedded: `rows` is `[batch.len(), dim]` row-major.
-    fn done(&mut self, worker: usize, batch: &[usize], rows: &[f32], busy: Duration)
-        -> Result<()>;
+    fn done(&mut self, worker: usize, batch: &[usize], rows: &[f32], busy: Duration) -> Result<()>;
     /// Sequence `index` failed alone.
     fn failed(&mut self, worker: usize, index: usize, reason: &str);
     /// Called about twice a second while waiting (time-based checkpoints, progress).
@@ -82,7 +85,12 @@ pub struct Faults {
 impl Faults {
     pub fn from_env() -> Self {
         let fail_ids = std::env::var("VIRNUCPRO_TEST_FAIL_IDS")
-            .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let delay = std::env::var("VIRNUCPRO_TEST_BATCH_DELAY_MS")
             .ok()
@@ -97,7 +105,10 @@ impl Faults {
         }
         if let Some(&i) = batch.iter().find(|&&i| self.fail_ids.contains(&ids[i])) {
             if batch.len() > 1 {
-                panic!("CUDA_ERROR_OUT_OF_MEMORY (injected: batch holds {})", ids[i]);
+                panic!(
+                    "CUDA_ERROR_OUT_OF_MEMORY (injected: batch holds {})",
+                    ids[i]
+                );
             }
             panic!("injected failure for {}", ids[i]);
         }
@@ -303,7 +314,10 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         let fatal = std::thread::scope(|scope| -> Option<anyhow::Error> {
             for (w, device) in devices.into_iter().take(workers).enumerate() {
                 let tx = tx.clone();
-                let name = names.get(w).cloned().unwrap_or_else(|| format!("worker {w}"));
+                let name = names
+                    .get(w)
+                    .cloned()
+                    .unwrap_or_else(|| format!("worker {w}"));
                 let work = move || {
                     let model = if cpu || w == 0 {
                         first.clone()
@@ -425,7 +439,9 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
 
 /// A CPU worker whose single-thread pool cannot start still runs (on rayon's global pool).
 fn warn_no_pool(why: &str) {
-    tracing::warn!("cannot start a single-threaded pool for a CPU worker ({why}); using the shared pool");
+    tracing::warn!(
+        "cannot start a single-threaded pool for a CPU worker ({why}); using the shared pool"
+    );
 }
 
 /// Any float tensor (f32, f16, bf16) as `f32` values.

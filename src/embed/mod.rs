@@ -87,7 +87,13 @@ pub fn failed_path(output: &Path) -> PathBuf {
 }
 
 /// Identifies the work for resume: the tokens, the model files, and what changes the numbers.
-fn work_fingerprint(opts: &EmbedOptions, meta: &EmbeddingMeta, devices: &Devices, precision: Precision, tokens: &[Vec<u32>]) -> String {
+fn work_fingerprint(
+    opts: &EmbedOptions,
+    meta: &EmbeddingMeta,
+    devices: &Devices,
+    precision: Precision,
+    tokens: &[Vec<u32>],
+) -> String {
     let mut h = Fnv64::default();
     let kind = match devices {
         Devices::Cpu { .. } => "cpu",
@@ -139,7 +145,11 @@ struct Assembler<'a> {
 
 impl Assembler<'_> {
     fn device_name(&self, worker: usize) -> String {
-        self.devices.worker_names().get(worker).cloned().unwrap_or_else(|| format!("worker {worker}"))
+        self.devices
+            .worker_names()
+            .get(worker)
+            .cloned()
+            .unwrap_or_else(|| format!("worker {worker}"))
     }
 
     fn save_pending(&mut self) -> Result<()> {
@@ -162,7 +172,11 @@ impl Assembler<'_> {
         let mut detail = format!("{:.0} tokens/s", tokens as f64 / secs);
         if self.per_device.len() > 1 {
             for (w, d) in self.per_device.iter().enumerate() {
-                detail.push_str(&format!(" | {} {:.1}/s", self.device_name(w), d.0 as f64 / secs));
+                detail.push_str(&format!(
+                    " | {} {:.1}/s",
+                    self.device_name(w),
+                    d.0 as f64 / secs
+                ));
             }
         }
         self.progress.set_detail(detail);
@@ -170,7 +184,12 @@ impl Assembler<'_> {
 }
 
 impl Coordinator for Assembler<'_> {
-    fn plan(&mut self, dim: usize, shape: ModelShape, free_bytes: Option<u64>) -> Result<Vec<Vec<usize>>> {
+    fn plan(
+        &mut self,
+        dim: usize,
+        shape: ModelShape,
+        free_bytes: Option<u64>,
+    ) -> Result<Vec<Vec<usize>>> {
         let n = self.tokens.len();
         self.dim = dim;
         self.out = vec![0f32; n * dim];
@@ -289,7 +308,11 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     let started = Instant::now();
     let devices = device::resolve(&opts.device, opts.threads, opts.gpu_lease)?;
     let precision = device::effective_precision(&devices, opts.precision);
-    let step = if meta.kind == "dna" { "embed-dna" } else { "embed-protein" };
+    let step = if meta.kind == "dna" {
+        "embed-dna"
+    } else {
+        "embed-protein"
+    };
     let mut asm = Assembler {
         opts,
         meta: &meta,
@@ -336,7 +359,11 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         // Keep what was finished: the same command resumes from it.
         let saved = asm.save_pending();
         let done = asm.done.iter().filter(|&&d| d).count();
-        let dir = asm.checkpoint.as_ref().map(|c| c.dir().display().to_string()).unwrap_or_default();
+        let dir = asm
+            .checkpoint
+            .as_ref()
+            .map(|c| c.dir().display().to_string())
+            .unwrap_or_default();
         let detail = format!(
             "{done} of {} sequences are saved in {dir}; run the same command again to resume",
             ids.len()
@@ -388,7 +415,11 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     } else {
         let mut tsv = String::from("id\tstep\treason\n");
         for (i, reason) in &failed {
-            tsv.push_str(&format!("{}\t{step}\t{}\n", ids[*i], reason.replace(['\t', '\n'], " ")));
+            tsv.push_str(&format!(
+                "{}\t{step}\t{}\n",
+                ids[*i],
+                reason.replace(['\t', '\n'], " ")
+            ));
         }
         write_atomic(&failed_file, tsv.as_bytes())?;
     }
@@ -483,7 +514,10 @@ pub fn log_summary(s: &EmbedSummary) {
         s.precision
     );
     if s.resumed > 0 {
-        tracing::info!("{} of them came from an earlier run's checkpoint", s.resumed);
+        tracing::info!(
+            "{} of them came from an earlier run's checkpoint",
+            s.resumed
+        );
     }
     if let Some(f) = &s.failed_file {
         tracing::warn!(
