@@ -380,6 +380,14 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     let n = ids.len();
     let mut failed = std::mem::take(&mut asm.failed);
     failed.sort();
+    if n > 0 && failed.len() == n {
+        // Nothing to hand on: that is a failed step, not a step with some failures.
+        anyhow::bail!(
+            "every one of the {n} sequences failed, e.g. {}: {}",
+            ids[failed[0].0],
+            failed[0].1
+        );
+    }
     let is_failed = {
         let mut f = vec![false; n];
         for (i, _) in &failed {
