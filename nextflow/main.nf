@@ -95,9 +95,9 @@ def sampleRow(Map row, sheet) {
     if (!row.sample || !row.fasta) {
         error "Samplesheet ${sheet}: every row needs the columns 'sample' and 'fasta' (got ${row})"
     }
-    def fasta = row.fasta ==~ /^[A-Za-z][A-Za-z0-9+.-]*:\/\/.*/ || row.fasta.startsWith('/')
-        ? file(row.fasta)
-        : sheet.parent.resolve(row.fasta)
+    // Absolute paths and URLs (s3://, https://, ...) as they are; others beside the samplesheet.
+    def absolute = row.fasta.startsWith('/') || row.fasta.contains('://')
+    def fasta = absolute ? file(row.fasta) : sheet.parent.resolve(row.fasta)
     if (!fasta.exists()) {
         error "Samplesheet ${sheet}: sample '${row.sample}': FASTA ${fasta} does not exist"
     }
