@@ -36,9 +36,9 @@ workflow {
     def esm        = file(params.esm, checkIfExists: true)
     def classifier = file(params.classifier, checkIfExists: true)
     // Optional inputs are passed as [] (nothing staged), as nf-core modules do.
-    def config     = params.virnucpro_config ? file(params.virnucpro_config, checkIfExists: true) : []
+    def toml       = params.virnucpro_config ? file(params.virnucpro_config, checkIfExists: true) : []
 
-    TRANSLATE(samplesFrom(params.input), params.chunk_size, params.shard_size, config)
+    TRANSLATE(samplesFrom(params.input), params.chunk_size, params.shard_size, toml)
 
     TRANSLATE.out.report.subscribe { meta, report ->
         if (new groovy.json.JsonSlurper().parseText(report.text).orfs == 0) {
@@ -49,8 +49,8 @@ workflow {
     // [meta + [shards: n], shard key, nucleotide .fa, protein .faa], one item per shard.
     def shards = TRANSLATE.out.shards.flatMap { meta, nucleotide, protein -> pairShards(meta, nucleotide, protein) }
 
-    EMBED_DNA(shards.map { meta, key, nucleotide, protein -> [meta, key, nucleotide] }, dnabert, config)
-    EMBED_PROTEIN(shards.map { meta, key, nucleotide, protein -> [meta, key, protein] }, esm, config)
+    EMBED_DNA(shards.map { meta, key, nucleotide, protein -> [meta, key, nucleotide] }, dnabert, toml)
+    EMBED_PROTEIN(shards.map { meta, key, nucleotide, protein -> [meta, key, protein] }, esm, toml)
 
     // Pair each shard's two embeddings, then gather a sample's shards. groupKey carries the
     // sample's shard count, so a sample goes to PREDICT as soon as its last shard is embedded
@@ -65,7 +65,7 @@ workflow {
             [metas[0].findAll { k, v -> k != 'shards' }, rows.collect { row -> row[1] }, rows.collect { row -> row[2] }]
         }
 
-    PREDICT(embeddings, classifier, config)
+    PREDICT(embeddings, classifier, toml)
 
     TRANSLATE.out.versions
         .mix(EMBED_DNA.out.versions, EMBED_PROTEIN.out.versions, PREDICT.out.versions)

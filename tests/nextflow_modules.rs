@@ -1525,10 +1525,10 @@ fn main_nf_includes_the_modules_and_gathers_shards_per_sample() {
     assert_eq!(included, want);
     for needle in [
         "splitCsv(header: true",
-        "TRANSLATE(samplesFrom(params.input), params.chunk_size, params.shard_size, config)",
+        "TRANSLATE(samplesFrom(params.input), params.chunk_size, params.shard_size, toml)",
         "groupKey(id, meta.shards)",
         ".groupTuple()",
-        "PREDICT(embeddings, classifier, config)",
+        "PREDICT(embeddings, classifier, toml)",
         "workflow {",
     ] {
         assert!(main.contains(needle), "main.nf: {needle}");
