@@ -44,13 +44,16 @@ with open(sys.argv[3], "w") as o:
 PY
   "$bin" -q translate "$out/many.fa" -c 500 -o "$out/t"
   echo "ORFs: $(grep -c '>' "$out/t/identified_nucleotide.fa")"
+  # Extra flags, split on spaces: DNA_ARGS="-b 16384".
+  read -r -a dna_args <<< "${DNA_ARGS:-}"
+  read -r -a esm_args <<< "${ESM_ARGS:-}"
   for p in ${PRECISIONS:-bf16 f16}; do
-    "$bin" embed-dna "$out/t/identified_nucleotide.fa" -m "$models/dnabert_s_random" -o "$out/dna_$p.safetensors" -d cuda -p $p ${DNA_ARGS:-} --report "$out/dna_$p.json" || fail=1
+    "$bin" embed-dna "$out/t/identified_nucleotide.fa" -m "$models/dnabert_s_random" -o "$out/dna_$p.safetensors" -d cuda -p "$p" "${dna_args[@]}" --report "$out/dna_$p.json" || fail=1
     cat "$out/dna_$p.json"
   done
   head -n "${ESM_LINES:-4000}" "$out/t/identified_protein.faa" > "$out/prot_subset.faa"
   for p in ${PRECISIONS:-bf16 f16}; do
-    "$bin" embed-protein "$out/prot_subset.faa" -m "$models/esm2_3B_random" -o "$out/esm_$p.safetensors" -d cuda -p $p ${ESM_ARGS:-} --report "$out/esm_$p.json" || fail=1
+    "$bin" embed-protein "$out/prot_subset.faa" -m "$models/esm2_3B_random" -o "$out/esm_$p.safetensors" -d cuda -p "$p" "${esm_args[@]}" --report "$out/esm_$p.json" || fail=1
     cat "$out/esm_$p.json"
   done
   ;;

@@ -90,3 +90,31 @@ pub fn model_cases(model: &str) -> Vec<Case> {
         })
         .collect()
 }
+
+/// Run shellcheck on `scripts` and fail on any finding. Without shellcheck installed the check
+/// is skipped with a note, unless REQUIRE_SHELLCHECK=1 (as .ci/run sets) makes that a failure.
+pub fn shellcheck(scripts: &[PathBuf]) {
+    let required = std::env::var("REQUIRE_SHELLCHECK").is_ok_and(|v| v == "1");
+    let o = match Command::new("shellcheck").arg("--version").output() {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            assert!(
+                !required,
+                "shellcheck is not installed (REQUIRE_SHELLCHECK=1)"
+            );
+            eprintln!(
+                "note: shellcheck not installed; {} script(s) not checked",
+                scripts.len()
+            );
+            return;
+        }
+    };
+    drop(o);
+    let out = Command::new("shellcheck").args(scripts).output().unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

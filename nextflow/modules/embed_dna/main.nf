@@ -1,0 +1,59 @@
+// DNABERT-S mean embeddings of one shard of nucleotide ORFs. One task = one GPU: `accelerator 1`
+// under a scheduler (it sets CUDA_VISIBLE_DEVICES), the binary's GPU lease under the local
+// executor (profile local_gpu). Exit code 2 means "finished, some records failed": they are
+// listed in the *.failed.tsv, the others are embedded, and the task succeeds.
+process EMBED_DNA {
+    tag "${meta.id}:${shard}"
+    label 'process_gpu'
+
+    container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
+
+    publishDir "${params.outdir}/${meta.id}/embeddings", mode: params.publish_dir_mode,
+        saveAs: { name -> name == 'versions.yml' || (name.endsWith('.safetensors') && !params.save_embeddings) ? null : name }
+
+    input:
+    tuple val(meta), val(shard), path(fasta)
+    path model    // DNABERT-S directory
+    path config   // optional virnucpro TOML (`[]` when params.virnucpro_config is unset)
+
+    output:
+    tuple val(meta), val(shard), path("${meta.id}.${shard}.dna.safetensors"), emit: embeddings
+    tuple val(meta), val(shard), path("${meta.id}.${shard}.dna.json")       , emit: report
+    tuple val(meta), val(shard), path('*.failed.tsv')                        , emit: failed, optional: true
+    path 'versions.yml'                                                      , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args   = task.ext.args ?: ''
+    def cfg    = config ? "--config ${config}" : ''
+    def prefix = "${meta.id}.${shard}.dna"
+    """
+    virnucpro ${cfg} embed-dna \\
+        ${args} \\
+        --threads ${task.cpus} \\
+        --model ${model} \\
+        --output ${prefix}.safetensors \\
+        --report ${prefix}.json \\
+        ${fasta} \\
+        || { rc=\$?; [ "\$rc" -eq 2 ] || exit "\$rc"; }
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        virnucpro: \$(virnucpro --version | sed 's/^virnucpro //')
+    END_VERSIONS
+    """
+
+    stub:
+    def prefix = "${meta.id}.${shard}.dna"
+    """
+    touch ${prefix}.safetensors
+    echo '{}' > ${prefix}.json
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        virnucpro: \$(virnucpro --version | sed 's/^virnucpro //')
+    END_VERSIONS
+    """
+}
