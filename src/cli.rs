@@ -99,6 +99,10 @@ pub struct ComputeArgs {
     /// re-run with the same arguments resumes from them.
     #[arg(long, default_value_t = 60, value_name = "N")]
     pub checkpoint_secs: u64,
+    /// Keep checkpoints in DIR instead of beside the output: a shared directory lets a retried
+    /// pipeline task, which runs in a fresh directory, resume.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
     /// Take N GPUs through exclusive lock files (one process per GPU on a node, e.g. under
     /// Nextflow's local executor) instead of using every visible GPU.
     #[arg(
@@ -139,6 +143,7 @@ impl EmbedArgs {
             batch_tokens: self.compute.batch_tokens.map(|n| n as usize),
             threads: self.compute.threads,
             checkpoint_secs: self.compute.checkpoint_secs,
+            checkpoint_dir: self.compute.checkpoint_dir.clone(),
             gpu_lease: self.compute.gpu_lease.filter(|&n| n > 0),
             quiet,
         }

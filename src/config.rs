@@ -55,6 +55,7 @@ pub struct EmbedConfig {
     pub batch_tokens: Option<u64>,
     pub threads: Option<usize>,
     pub checkpoint_secs: Option<u64>,
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +91,7 @@ impl Config {
             &mut cfg.models.dnabert,
             &mut cfg.models.esm,
             &mut cfg.models.classifier,
+            &mut cfg.embed.checkpoint_dir,
         ]
         .into_iter()
         .flatten()
@@ -144,7 +146,7 @@ impl Config {
     pub fn defaults(&self) -> BTreeMap<&'static str, Vec<(&'static str, String)>> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let num = |n: Option<u64>| n.map(|n| n.to_string());
-        let compute = || {
+        let compute = move || {
             let e = &self.embed;
             vec![
                 ("device", e.device.clone()),
@@ -152,6 +154,7 @@ impl Config {
                 ("batch_tokens", num(e.batch_tokens)),
                 ("threads", e.threads.map(|n| n.to_string())),
                 ("checkpoint_secs", num(e.checkpoint_secs)),
+                ("checkpoint_dir", path(&e.checkpoint_dir)),
             ]
         };
         let predict = || {

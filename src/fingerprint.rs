@@ -2,7 +2,7 @@
 //! a model by its files; token streams by a stable 64-bit FNV-1a hash (std's hasher may change
 //! between Rust releases, and a checkpoint must outlive a rebuild).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -33,6 +33,33 @@ pub fn model(path: &Path) -> Value {
         Value::Array(files)
     } else {
         file(path)
+    }
+}
+
+/// A model by content only (file names, sizes, modification times; symlinks followed): the
+/// same model staged at another path (a pipeline's work directory) has the same fingerprint.
+pub fn model_contents(path: &Path) -> Value {
+    let entry = |p: &Path| {
+        let m = std::fs::metadata(p).ok();
+        json!({
+            "name": p.file_name().map(|n| n.to_string_lossy().to_string()),
+            "bytes": m.as_ref().map(|m| m.len()),
+            "modified": m.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64),
+        })
+    };
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        Value::Array(files.iter().map(|p| entry(p)).collect())
+    } else {
+        entry(path)
     }
 }
 

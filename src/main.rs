@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 batch_tokens: a.compute.batch_tokens.map(|n| n as usize),
                 threads: a.compute.threads,
                 checkpoint_secs: a.compute.checkpoint_secs,
+                checkpoint_dir: a.compute.checkpoint_dir,
                 gpu_lease: a.compute.gpu_lease.filter(|&n| n > 0),
                 force: a.force,
                 min_viral_fraction: a.min_viral_fraction,

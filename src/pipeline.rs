@@ -33,6 +33,7 @@ pub struct RunOptions {
     pub batch_tokens: Option<usize>,
     pub threads: Option<usize>,
     pub checkpoint_secs: u64,
+    pub checkpoint_dir: Option<PathBuf>,
     pub gpu_lease: Option<usize>,
     pub force: bool,
     pub min_viral_fraction: f64,
@@ -158,6 +159,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         batch_tokens: opts.batch_tokens,
         threads: opts.threads,
         checkpoint_secs: opts.checkpoint_secs,
+        checkpoint_dir: opts.checkpoint_dir.clone(),
         gpu_lease: opts.gpu_lease,
         quiet: opts.quiet,
     };

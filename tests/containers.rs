@@ -86,7 +86,10 @@ fn dockerfile_builds_in_rust_and_runs_from_the_cuda_runtime_as_non_root() {
     let cargo_toml = read("Cargo.toml");
     assert!(cargo_toml.contains("\ncuda = ["), "the cuda feature exists");
     assert!(d.contains("COPY --from=build /src/target/release/virnucpro /usr/local/bin/virnucpro"));
-    let last_user = d.lines().filter_map(|l| l.strip_prefix("USER ")).next_back();
+    let last_user = d
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back();
     assert_eq!(last_user, Some("virnucpro"), "runs as a non-root user");
     assert!(
         !d.lines().any(|l| l.starts_with("ENTRYPOINT")),

@@ -491,3 +491,68 @@ fn config_file_sets_defaults_and_flags_override() {
     );
     common::assert_error(&o, &["v.toml", "chunksize"]);
 }
+
+#[test]
+fn a_retry_in_a_fresh_directory_resumes_from_a_shared_checkpoint_dir() {
+    // What a Nextflow retry looks like: a new work directory, the input and model staged
+    // there again (symlinks), the same output name, and --checkpoint-dir on shared storage.
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, aa) = orfs(tmp.path());
+    let whole = tmp.path().join("whole.safetensors");
+    assert!(embed("protein", &aa, &whole, &["-b", "64"], &[])
+        .status
+        .success());
+    let shared = tmp.path().join("shared");
+    let stage = |dir: &str| {
+        let d = tmp.path().join(dir);
+        fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(&aa, d.join("shard.faa")).unwrap();
+        std::os::unix::fs::symlink(fixtures().join("esm2_tiny"), d.join("esm2_tiny")).unwrap();
+        d
+    };
+    let run_in = |d: &Path, env: &[(&str, &str)]| {
+        let mut cmd = bin();
+        cmd.current_dir(d)
+            .args([
+                "embed-protein",
+                "shard.faa",
+                "-m",
+                "esm2_tiny",
+                "-o",
+                "s1.protein.safetensors",
+            ])
+            .args([
+                "-b",
+                "64",
+                "--checkpoint-secs",
+                "0",
+                "--checkpoint-dir",
+                s(&shared),
+            ])
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let first = stage("work1");
+    let o = run_in(&first, &[("VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS", "2")]);
+    assert!(!o.status.success());
+    assert!(
+        !parts_dir(&first.join("s1.protein.safetensors")).exists(),
+        "nothing beside the output"
+    );
+    assert!(shared
+        .join(".s1.protein.safetensors.parts/plan.json")
+        .exists());
+
+    let retry = stage("work2");
+    let o = run_in(&retry, &[]);
+    let err = stderr(&o);
+    assert!(o.status.success() && err.contains("resuming:"), "{err}");
+    assert!(
+        fs::read(retry.join("s1.protein.safetensors")).unwrap() == fs::read(&whole).unwrap(),
+        "the resumed output differs from an uninterrupted run"
+    );
+    assert!(!shared.join(".s1.protein.safetensors.parts").exists());
+}

@@ -5,6 +5,10 @@
 //! an uninterrupted run and the final file is byte-identical. The directory is removed once the
 //! output is complete.
 //!
+//! `--checkpoint-dir DIR` keeps them elsewhere (same `.NAME.parts` name): a pipeline whose
+//! retried task runs in a fresh directory (Nextflow) points it at a shared place so the retry
+//! resumes. The fingerprint does not name paths, only content, so a re-staged input resumes too.
+//!
 //! Each part is written to a temporary name, fsync'ed and renamed, so a `kill -9` leaves either
 //! a whole part or none.
 
@@ -44,14 +48,13 @@ pub struct Resumed {
     pub rows: Vec<(usize, Vec<f32>)>,
 }
 
-pub fn dir_for(output: &Path) -> PathBuf {
+/// `.NAME.parts` beside the output, or in `base` (`--checkpoint-dir`) when given.
+pub fn dir_for(output: &Path, base: Option<&Path>) -> PathBuf {
     let name = output
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "embeddings".into());
-    output
-        .parent()
-        .unwrap_or(Path::new("."))
+    base.unwrap_or_else(|| output.parent().unwrap_or(Path::new(".")))
         .join(format!(".{name}.parts"))
 }
 
@@ -75,13 +78,14 @@ impl Checkpoint {
     /// resuming, the recorded one is kept unless `explicit` says the user asked for another.
     pub fn open(
         output: &Path,
+        base: Option<&Path>,
         fingerprint: &str,
         sequences: usize,
         dim: usize,
         batch_tokens: usize,
         explicit: bool,
     ) -> Result<(Checkpoint, Option<Resumed>)> {
-        let dir = dir_for(output);
+        let dir = dir_for(output, base);
         let mut resumed = None;
         if let Ok(text) = std::fs::read_to_string(dir.join(PLAN_FILE)) {
             match serde_json::from_str::<PlanRecord>(&text) {
@@ -238,13 +242,13 @@ mod tests {
     fn parts_come_back_for_the_same_plan_only() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("x.safetensors");
-        let (mut cp, resumed) = Checkpoint::open(&out, "fp", 4, 2, 100, false).unwrap();
+        let (mut cp, resumed) = Checkpoint::open(&out, None, "fp", 4, 2, 100, false).unwrap();
         assert!(resumed.is_none());
         cp.save(&[(vec![2, 0], vec![1.0, 2.0, 3.0, 4.0])], 2)
             .unwrap();
         cp.save(&[(vec![3], vec![5.0, 6.0])], 2).unwrap();
         // Same plan: rows back, the recorded budget kept over this run's default.
-        let (mut cp, resumed) = Checkpoint::open(&out, "fp", 4, 2, 999, false).unwrap();
+        let (mut cp, resumed) = Checkpoint::open(&out, None, "fp", 4, 2, 999, false).unwrap();
         let r = resumed.unwrap();
         assert_eq!(r.batch_tokens, 100);
         assert_eq!(
@@ -259,11 +263,11 @@ mod tests {
         cp.save(&[(vec![1], vec![7.0, 8.0])], 2).unwrap();
         assert_eq!(part_numbers(cp.dir()).len(), 3);
         // Another fingerprint, or another explicit budget: start afresh.
-        let (_, resumed) = Checkpoint::open(&out, "fp", 4, 2, 50, true).unwrap();
+        let (_, resumed) = Checkpoint::open(&out, None, "fp", 4, 2, 50, true).unwrap();
         assert!(resumed.is_none());
-        let (cp, resumed) = Checkpoint::open(&out, "fp", 4, 2, 50, true).unwrap();
+        let (cp, resumed) = Checkpoint::open(&out, None, "fp", 4, 2, 50, true).unwrap();
         assert_eq!(resumed.unwrap().rows.len(), 0);
         cp.remove();
-        assert!(!dir_for(&out).exists());
+        assert!(!dir_for(&out, None).exists());
     }
 }

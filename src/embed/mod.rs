@@ -38,6 +38,8 @@ pub struct EmbedOptions {
     pub threads: Option<usize>,
     /// Save finished batches at least this often (0 = after every batch).
     pub checkpoint_secs: u64,
+    /// Where checkpoints go (default: beside the output).
+    pub checkpoint_dir: Option<PathBuf>,
     /// Lease this many GPUs through lock files (`VIRNUCPRO_GPU_LEASE`).
     pub gpu_lease: Option<usize>,
     pub quiet: bool,
@@ -101,7 +103,7 @@ fn work_fingerprint(
     };
     let settings = serde_json::json!({
         "kind": meta.kind,
-        "model": crate::fingerprint::model(&opts.model),
+        "model": crate::fingerprint::model_contents(&opts.model),
         "precision": precision,
         "backend": kind,
         "version": env!("CARGO_PKG_VERSION"),
@@ -208,6 +210,7 @@ impl Coordinator for Assembler<'_> {
         });
         let (cp, resumed) = Checkpoint::open(
             &self.opts.output,
+            self.opts.checkpoint_dir.as_deref(),
             &self.fingerprint,
             n,
             dim,
