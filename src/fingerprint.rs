@@ -17,20 +17,28 @@ pub fn file(path: &Path) -> Value {
     }
 }
 
-/// A model directory's or file's fingerprint: its weight/config files.
+/// A model's files: the directory's regular files, sorted, or the file itself.
+fn model_files(path: &Path) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// A model directory's or file's fingerprint: its weight/config files with their paths.
 pub fn model(path: &Path) -> Value {
+    let files = model_files(path);
     if path.is_dir() {
-        let mut files: Vec<Value> = std::fs::read_dir(path)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file())
-                    .map(|p| file(&p))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_string());
-        Value::Array(files)
+        Value::Array(files.iter().map(|p| file(p)).collect())
     } else {
         file(path)
     }
@@ -39,7 +47,7 @@ pub fn model(path: &Path) -> Value {
 /// A model by content only (file names, sizes, modification times; symlinks followed): the
 /// same model staged at another path (a pipeline's work directory) has the same fingerprint.
 pub fn model_contents(path: &Path) -> Value {
-    let entry = |p: &Path| {
+    let entry = |p: &PathBuf| {
         let m = std::fs::metadata(p).ok();
         json!({
             "name": p.file_name().map(|n| n.to_string_lossy().to_string()),
@@ -47,20 +55,7 @@ pub fn model_contents(path: &Path) -> Value {
             "modified": m.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64),
         })
     };
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file())
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        Value::Array(files.iter().map(|p| entry(p)).collect())
-    } else {
-        entry(path)
-    }
+    Value::Array(model_files(path).iter().map(entry).collect())
 }
 
 /// FNV-1a, 64 bit.

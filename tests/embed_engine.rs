@@ -67,6 +67,14 @@ fn embed(kind: &str, input: &Path, output: &Path, extra: &[&str], env: &[(&str, 
     cmd.output().unwrap()
 }
 
+/// The reference for resume tests: the same input embedded in one go (budget 64 tokens).
+fn uninterrupted(kind: &str, input: &Path, dir: &Path) -> PathBuf {
+    let whole = dir.join(format!("whole.{kind}.safetensors"));
+    let o = embed(kind, input, &whole, &["-b", "64"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    whole
+}
+
 fn parts_dir(output: &Path) -> PathBuf {
     output.with_file_name(format!(
         ".{}.parts",
@@ -192,10 +200,7 @@ fn a_worker_failing_everything_stops_the_run() {
 fn killed_run_resumes_to_identical_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let (nt, _) = orfs(tmp.path());
-    let whole = tmp.path().join("whole.safetensors");
-    assert!(embed("dna", &nt, &whole, &["-t", "2", "-b", "64"], &[])
-        .status
-        .success());
+    let whole = uninterrupted("dna", &nt, tmp.path());
 
     let out = tmp.path().join("dna.safetensors");
     // Dies like kill -9 right after the second checkpoint part is written.
@@ -264,10 +269,7 @@ fn checkpoint_of_other_inputs_is_not_used() {
 fn sigterm_saves_finished_batches_and_the_rerun_completes_them() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, aa) = orfs(tmp.path());
-    let whole = tmp.path().join("whole.safetensors");
-    assert!(embed("protein", &aa, &whole, &["-b", "64"], &[])
-        .status
-        .success());
+    let whole = uninterrupted("protein", &aa, tmp.path());
 
     let out = tmp.path().join("p.safetensors");
     let model = fixtures().join("esm2_tiny");
@@ -498,10 +500,7 @@ fn a_retry_in_a_fresh_directory_resumes_from_a_shared_checkpoint_dir() {
     // there again (symlinks), the same output name, and --checkpoint-dir on shared storage.
     let tmp = tempfile::tempdir().unwrap();
     let (_, aa) = orfs(tmp.path());
-    let whole = tmp.path().join("whole.safetensors");
-    assert!(embed("protein", &aa, &whole, &["-b", "64"], &[])
-        .status
-        .success());
+    let whole = uninterrupted("protein", &aa, tmp.path());
     let shared = tmp.path().join("shared");
     let stage = |dir: &str| {
         let d = tmp.path().join(dir);
