@@ -165,18 +165,23 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     };
     let dna_out = emb_dir.join("dna.safetensors");
     let dna_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.dnabert), "precision": opts.precision });
-    steps.step("embed-dna", dna_fp.clone(), &[dna_out.clone()], || {
-        let s = embed::models::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
-        embed::log_summary(&s);
-        Ok(serde_json::to_value(s)?)
-    })?;
+    steps.step(
+        "embed-dna",
+        dna_fp.clone(),
+        std::slice::from_ref(&dna_out),
+        || {
+            let s = embed::models::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
+            embed::log_summary(&s);
+            Ok(serde_json::to_value(s)?)
+        },
+    )?;
 
     let prot_out = emb_dir.join("protein.safetensors");
     let prot_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.esm), "precision": opts.precision });
     steps.step(
         "embed-protein",
         prot_fp.clone(),
-        &[prot_out.clone()],
+        std::slice::from_ref(&prot_out),
         || {
             let s = embed::models::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
             embed::log_summary(&s);
