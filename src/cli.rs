@@ -114,6 +114,21 @@ pub struct ComputeArgs {
     pub gpu_lease: Option<usize>,
 }
 
+impl ComputeArgs {
+    pub fn settings(&self) -> crate::embed::ComputeSettings {
+        crate::embed::ComputeSettings {
+            device: self.device.clone(),
+            precision: self.precision,
+            batch_tokens: self.batch_tokens.map(|n| n as usize),
+            threads: self.threads,
+            checkpoint_secs: self.checkpoint_secs,
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            // VIRNUCPRO_GPU_LEASE=0 means no leasing.
+            gpu_lease: self.gpu_lease.filter(|&n| n > 0),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
     /// Input FASTA of ORFs (translate's identified_nucleotide.fa / identified_protein.faa or a shard).
@@ -138,13 +153,7 @@ impl EmbedArgs {
             input: self.input.clone(),
             model: self.model.clone(),
             output: self.output.clone(),
-            device: self.compute.device.clone(),
-            precision: self.compute.precision,
-            batch_tokens: self.compute.batch_tokens.map(|n| n as usize),
-            threads: self.compute.threads,
-            checkpoint_secs: self.compute.checkpoint_secs,
-            checkpoint_dir: self.compute.checkpoint_dir.clone(),
-            gpu_lease: self.compute.gpu_lease.filter(|&n| n > 0),
+            compute: self.compute.settings(),
             quiet,
         }
     }

@@ -14,8 +14,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::device::{DeviceSpec, Precision};
-use crate::embed::{self, EmbedOptions};
+use crate::embed::{self, ComputeSettings, EmbedOptions};
 use crate::output::{ensure_dir, write_atomic};
 use crate::predict::{self, PredictOptions};
 use crate::translate::{self, TranslateOptions, NUCLEOTIDE_FILE, PROTEIN_FILE};
@@ -28,13 +27,7 @@ pub struct RunOptions {
     pub classifier: PathBuf,
     pub chunk_size: usize,
     pub outdir: PathBuf,
-    pub device: DeviceSpec,
-    pub precision: Precision,
-    pub batch_tokens: Option<usize>,
-    pub threads: Option<usize>,
-    pub checkpoint_secs: u64,
-    pub checkpoint_dir: Option<PathBuf>,
-    pub gpu_lease: Option<usize>,
+    pub compute: ComputeSettings,
     pub force: bool,
     pub min_viral_fraction: f64,
     pub quiet: bool,
@@ -139,7 +132,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
                 input: opts.input.clone(),
                 chunk_size: opts.chunk_size,
                 outdir: translate_dir.clone(),
-                threads: opts.threads,
+                threads: opts.compute.threads,
                 shard_size: None,
                 write_chunks: true,
                 allow_duplicate_ids: false,
@@ -154,17 +147,11 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         input: input.to_path_buf(),
         model: model.to_path_buf(),
         output,
-        device: opts.device.clone(),
-        precision: opts.precision,
-        batch_tokens: opts.batch_tokens,
-        threads: opts.threads,
-        checkpoint_secs: opts.checkpoint_secs,
-        checkpoint_dir: opts.checkpoint_dir.clone(),
-        gpu_lease: opts.gpu_lease,
+        compute: opts.compute.clone(),
         quiet: opts.quiet,
     };
     let dna_out = emb_dir.join("dna.safetensors");
-    let dna_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.dnabert), "precision": opts.precision });
+    let dna_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.dnabert), "precision": opts.compute.precision });
     steps.step(
         "embed-dna",
         dna_fp.clone(),
@@ -177,7 +164,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     )?;
 
     let prot_out = emb_dir.join("protein.safetensors");
-    let prot_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.esm), "precision": opts.precision });
+    let prot_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.esm), "precision": opts.compute.precision });
     steps.step(
         "embed-protein",
         prot_fp.clone(),

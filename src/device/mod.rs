@@ -175,12 +175,15 @@ pub fn resolve(
     let Some(want) = lease else {
         return Ok(Devices::Cuda { ids });
     };
+    // Asked once: each call opens every device's context to read its free memory.
+    let known = cuda::devices().unwrap_or_default();
     let candidates: Vec<(usize, String)> = ids
         .iter()
         .map(|&i| {
-            let key = cuda::devices()
-                .ok()
-                .and_then(|all| all.into_iter().find(|d| d.index == i).map(|d| d.uuid))
+            let key = known
+                .iter()
+                .find(|d| d.index == i)
+                .map(|d| d.uuid.clone())
                 .unwrap_or_else(|| format!("index-{i}"));
             (i, key)
         })

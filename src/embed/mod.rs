@@ -25,11 +25,10 @@ use checkpoint::Checkpoint;
 use engine::{Coordinator, EmbedJob, EncoderLoader, Faults, ModelShape};
 use store::{EmbeddingMeta, EmbeddingSet};
 
+/// Where and how an embedding step runs: the same for embed-dna, embed-protein and `run`'s
+/// two embedding steps (built once from the command line's `ComputeArgs`).
 #[derive(Debug, Clone)]
-pub struct EmbedOptions {
-    pub input: PathBuf,
-    pub model: PathBuf,
-    pub output: PathBuf,
+pub struct ComputeSettings {
     pub device: DeviceSpec,
     pub precision: Precision,
     /// Padded tokens per batch; `None` = 2048 on the CPU, from free memory on a GPU.
@@ -42,6 +41,14 @@ pub struct EmbedOptions {
     pub checkpoint_dir: Option<PathBuf>,
     /// Lease this many GPUs through lock files (`VIRNUCPRO_GPU_LEASE`).
     pub gpu_lease: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedOptions {
+    pub input: PathBuf,
+    pub model: PathBuf,
+    pub output: PathBuf,
+    pub compute: ComputeSettings,
     pub quiet: bool,
 }
 
@@ -165,7 +172,7 @@ impl Assembler<'_> {
 
     fn save_due(&self) -> bool {
         !self.pending.is_empty()
-            && self.last_save.elapsed() >= Duration::from_secs(self.opts.checkpoint_secs)
+            && self.last_save.elapsed() >= Duration::from_secs(self.opts.compute.checkpoint_secs)
     }
 
     fn update_detail(&mut self) {
@@ -198,7 +205,7 @@ impl Coordinator for Assembler<'_> {
         self.done = vec![false; n];
         let lengths: Vec<usize> = self.tokens.iter().map(Vec::len).collect();
         let longest = lengths.iter().copied().max().unwrap_or(1);
-        let fresh_budget = self.opts.batch_tokens.unwrap_or_else(|| match (self.devices, free_bytes) {
+        let fresh_budget = self.opts.compute.batch_tokens.unwrap_or_else(|| match (self.devices, free_bytes) {
             (Devices::Cpu { .. }, _) => 2048,
             (Devices::Cuda { .. }, Some(free)) => {
                 let bytes = if self.precision == Precision::F32 { 4 } else { 2 };
@@ -210,12 +217,12 @@ impl Coordinator for Assembler<'_> {
         });
         let (cp, resumed) = Checkpoint::open(
             &self.opts.output,
-            self.opts.checkpoint_dir.as_deref(),
+            self.opts.compute.checkpoint_dir.as_deref(),
             &self.fingerprint,
             n,
             dim,
             fresh_budget,
-            self.opts.batch_tokens.is_some(),
+            self.opts.compute.batch_tokens.is_some(),
         )?;
         self.budget = fresh_budget;
         if let Some(r) = resumed {
@@ -309,8 +316,12 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     gpu_default_budget: usize,
 ) -> Result<EmbedSummary> {
     let started = Instant::now();
-    let devices = device::resolve(&opts.device, opts.threads, opts.gpu_lease)?;
-    let precision = device::effective_precision(&devices, opts.precision);
+    let devices = device::resolve(
+        &opts.compute.device,
+        opts.compute.threads,
+        opts.compute.gpu_lease,
+    )?;
+    let precision = device::effective_precision(&devices, opts.compute.precision);
     let step = if meta.kind == "dna" {
         "embed-dna"
     } else {
