@@ -2,10 +2,15 @@
 # Benchmark: `virnucpro embed-dna` at the real DNABERT-S shape (768 hidden, 12 layers, 12 heads,
 # 3072 intermediate, vocab 4096; random weights, since the real ones cannot be fetched here) on
 # the nucleotide ORFs of sop7.fa after `translate --chunk-size 500`, in one run:
-#   (a) the original's method: one sequence per forward pass (no padding), one worker;
-#   (b) ours: length-sorted token-budget batches, one worker per core.
-# The original PyTorch code measured on this 2-core machine does 3.7 sequences/s (≈369 tokens/s).
-# Usage: bench/embed_dna.sh [THREADS]   (needs python3 with numpy, safetensors, tokenizers)
+#   (a) the original's method in PyTorch (reference/dnabert_s_original.py, checked first against
+#       the tiny fixture's goldens): one sequence per forward pass, no padding, fp32, THREADS
+#       intra-op threads;
+#   (b) ours the original's way: one sequence per forward pass, one worker;
+#   (c) ours: length-sorted token-budget batches, one worker per core.
+# All three must give the same numbers (max abs difference printed).
+# Usage: bench/embed_dna.sh [THREADS]
+#   needs python3 with numpy, safetensors, tokenizers, torch (`pip install torch` from PyPI);
+#   without torch, (a) is skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -33,12 +38,24 @@ run() { # label, output, extra args...
   report "$out.json" "$label"
   echo "    peak RSS $(( $(cat "$work/rss") / 1024 )) MiB"
 }
-run "one sequence per pass, 1 worker (original's way)" "$work/single.safetensors" --batch-tokens 1 --threads 1
-run "batched (2048 tokens), $threads workers" "$work/batched.safetensors" --threads "$threads"
-python3 - "$work/single.safetensors" "$work/batched.safetensors" <<'PY'
+if python3 -c "import torch" 2>/dev/null; then
+  python3 bench/reference/dnabert_s_original.py "$work/dnabert_s_random" "$orfs" "$work/torch.safetensors" \
+    --threads "$threads" --check tests/fixtures/dnabert_s_tiny/cases.json
+  report "$work/torch.safetensors.json" "original's method, PyTorch fp32, $threads threads"
+else
+  echo "(torch not installed: skipping the PyTorch run of the original's method)"
+fi
+run "ours, one sequence per pass, 1 worker" "$work/single.safetensors" --batch-tokens 1 --threads 1
+run "ours, batched (2048 tokens), $threads workers" "$work/batched.safetensors" --threads "$threads"
+python3 - "$work" <<'PY'
+import os
 import sys
 import numpy as np
 from safetensors.numpy import load_file
-a, b = (load_file(p)["embeddings"] for p in sys.argv[1:3])
-print(f"batched vs one-at-a-time: max abs diff {np.abs(a - b).max():.2e} over {a.shape}")
+w = sys.argv[1]
+single, batched = (load_file(f"{w}/{n}.safetensors")["embeddings"] for n in ("single", "batched"))
+print(f"ours batched vs ours one-at-a-time: max abs diff {np.abs(batched - single).max():.2e} over {single.shape}")
+if os.path.exists(f"{w}/torch.safetensors"):
+    ref = load_file(f"{w}/torch.safetensors")["embeddings"]
+    print(f"ours batched vs PyTorch: max abs diff {np.abs(batched - ref).max():.2e}")
 PY

@@ -128,6 +128,17 @@ impl<B: Backend> Dense<B> {
     }
 }
 
+impl<B: Backend> Dense<B> {
+    /// The output features `range` of a bias-free layer, as a layer of its own.
+    fn slice_cols(&self, range: std::ops::Range<usize>) -> Self {
+        debug_assert!(self.bias.is_none());
+        Dense {
+            weight: Param::from_tensor(self.weight.val().slice_dim(1, range)),
+            bias: None,
+        }
+    }
+}
+
 /// LayerNorm over the last dimension with the checkpoint's gamma/beta, on the backend's fused
 /// kernel.
 #[derive(Module, Debug)]
@@ -155,8 +166,12 @@ pub struct DnabertLayer<B: Backend> {
     wqkv: Dense<B>,
     attn_out: Dense<B>,
     attn_norm: Norm<B>,
-    /// `[hidden, 2·intermediate]`, no bias: GELU gate | linear half.
-    gated: Dense<B>,
+    /// The checkpoint's `gated_layers` (`[2·intermediate, hidden]`, no bias) split at load into
+    /// its GELU half and its linear half: two GEMMs writing contiguous outputs, so the GELU and
+    /// the product run on dense memory instead of strided halves of one wide output (the same
+    /// dot products, so the same numbers).
+    gate: Dense<B>,
+    up: Dense<B>,
     wo: Dense<B>,
     mlp_norm: Norm<B>,
 }
@@ -181,9 +196,7 @@ impl<B: Backend> DnabertLayer<B> {
         let attn = ctx.swap_dims(1, 2).reshape([batch, len, dim]);
         let x = self.attn_norm.forward(self.attn_out.forward(attn) + x);
 
-        let h = self.gated.forward(x.clone());
-        let inter = h.dims()[2] / 2;
-        let h = gelu(h.clone().slice_dim(2, 0..inter)) * h.slice_dim(2, inter..2 * inter);
+        let h = gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
         self.mlp_norm.forward(self.wo.forward(h) + x)
     }
 }
@@ -254,11 +267,13 @@ impl<B: Backend> Loader<'_, B> {
     fn layer(&self, i: usize) -> Result<DnabertLayer<B>> {
         let (d, inter) = (self.config.hidden_size, self.config.intermediate_size);
         let at = |m: &str| format!("encoder.layer.{i}.{m}");
+        let gated = self.dense(&at("mlp.gated_layers"), 2 * inter, d, false)?;
         Ok(DnabertLayer {
             wqkv: self.dense(&at("attention.self.Wqkv"), 3 * d, d, true)?,
             attn_out: self.dense(&at("attention.output.dense"), d, d, true)?,
             attn_norm: self.norm(&at("attention.output.LayerNorm"))?,
-            gated: self.dense(&at("mlp.gated_layers"), 2 * inter, d, false)?,
+            gate: gated.slice_cols(0..inter),
+            up: gated.slice_cols(inter..2 * inter),
             wo: self.dense(&at("mlp.wo"), d, inter, true)?,
             mlp_norm: self.norm(&at("mlp.layernorm"))?,
         })
