@@ -42,7 +42,7 @@ workflow {
 
     TRANSLATE.out.report.subscribe { meta, report ->
         if (new groovy.json.JsonSlurper().parseText(report.text).orfs == 0) {
-            log.warn "Sample ${meta.id}: no ORF kept (empty or unusable sequences), nothing to predict"
+            log.warn "Sample ${meta.id}: no ORF kept (empty or too short sequences): its result tables will be empty"
         }
     }
 

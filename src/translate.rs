@@ -401,6 +401,12 @@ impl Sink {
         }
         let mut shard_count = None;
         if let Some(mut shards) = self.shards {
+            // A sample without any ORF still gets one shard pair, empty: a workflow that fans
+            // out over shards then carries it through to empty result tables instead of
+            // silently dropping the sample.
+            if shards.count == 0 {
+                shards.open_next()?;
+            }
             if let Some((nt, aa)) = shards.current.take() {
                 nt.commit()?;
                 aa.commit()?;
@@ -423,21 +429,27 @@ impl Sink {
 impl Shards {
     fn file_for_next_orf(&mut self) -> Result<&mut (AtomicFile, AtomicFile)> {
         if self.current.is_none() || self.in_current == self.size {
-            if let Some((nt, aa)) = self.current.take() {
-                nt.commit()?;
-                aa.commit()?;
-            }
-            let dir = self.tmp.path();
-            let k = self.count;
-            self.current = Some((
-                AtomicFile::create(&dir.join(shard_name(k, NUCLEOTIDE_FILE)))?,
-                AtomicFile::create(&dir.join(shard_name(k, PROTEIN_FILE)))?,
-            ));
-            self.count += 1;
-            self.in_current = 0;
+            self.open_next()?;
         }
         self.in_current += 1;
-        Ok(self.current.as_mut().expect("just created"))
+        Ok(self.current.as_mut().expect("just opened"))
+    }
+
+    /// Commit the current shard pair, if any, and start the next one.
+    fn open_next(&mut self) -> Result<()> {
+        if let Some((nt, aa)) = self.current.take() {
+            nt.commit()?;
+            aa.commit()?;
+        }
+        let dir = self.tmp.path();
+        let k = self.count;
+        self.current = Some((
+            AtomicFile::create(&dir.join(shard_name(k, NUCLEOTIDE_FILE)))?,
+            AtomicFile::create(&dir.join(shard_name(k, PROTEIN_FILE)))?,
+        ));
+        self.count += 1;
+        self.in_current = 0;
+        Ok(())
     }
 }
 

@@ -1151,6 +1151,98 @@ fn stub_tasks(root: &Path) -> Vec<Task> {
     ]
 }
 
+/// A sample whose sequences give no ORF goes through every module to empty tables (one empty
+/// shard pair, empty embeddings), so one such sample never fails a run over many.
+#[test]
+fn a_sample_without_orfs_flows_through_the_modules_to_empty_tables() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = bin_dir(root.path());
+    let params = test_params();
+    let input = root.path().join("tiny.fa");
+    fs::write(&input, ">too_short\nAC\n").unwrap();
+    let (dnabert, esm, mlp) = (
+        param_path(&params, "dnabert"),
+        param_path(&params, "esm"),
+        param_path(&params, "classifier"),
+    );
+    let t = Task::new(
+        root.path(),
+        module("TRANSLATE"),
+        "tiny",
+        vec![
+            ("meta.id", V::str("tiny")),
+            ("fasta", V::file("tiny.fa")),
+            ("chunk_size", params["chunk_size"].clone()),
+            ("shard_size", params["shard_size"].clone()),
+            ("config", V::Files(vec![])),
+        ],
+        &[("tiny.fa".to_string(), input.clone())],
+    );
+    t.run(Block::Script, &bin);
+    let mut shards = t.outputs()["shards"].clone();
+    shards.sort();
+    assert_eq!(
+        shards,
+        [
+            "translate/shards/00000.identified_nucleotide.fa",
+            "translate/shards/00000.identified_protein.faa"
+        ]
+    );
+    let mut embedded = Vec::new();
+    for (name, input, model) in [
+        ("EMBED_DNA", &shards[0], &dnabert),
+        ("EMBED_PROTEIN", &shards[1], &esm),
+    ] {
+        let staged = file_name(Path::new(input));
+        let task = Task::new(
+            root.path(),
+            module(name),
+            "tiny_00000",
+            vec![
+                ("meta.id", V::str("tiny")),
+                ("shard", V::str("00000")),
+                ("fasta", V::file(&staged)),
+                ("model", V::file(&file_name(model))),
+                ("config", V::Files(vec![])),
+            ],
+            &[
+                (staged.clone(), t.dir.join(input)),
+                (file_name(model), model.clone()),
+            ],
+        );
+        task.run(Block::Script, &bin);
+        let emb = task.outputs()["embeddings"].clone();
+        assert_eq!(emb.len(), 1, "{name}");
+        embedded.push(task.dir.join(&emb[0]));
+    }
+    let names: Vec<String> = embedded.iter().map(|p| file_name(p)).collect();
+    let mut stage: Vec<(String, PathBuf)> = names
+        .iter()
+        .cloned()
+        .zip(embedded.iter().cloned())
+        .collect();
+    stage.push((file_name(&mlp), mlp.clone()));
+    let task = Task::new(
+        root.path(),
+        module("PREDICT"),
+        "tiny",
+        vec![
+            ("meta.id", V::str("tiny")),
+            ("dna", V::Files(vec![names[0].clone()])),
+            ("protein", V::Files(vec![names[1].clone()])),
+            ("classifier", V::file(&file_name(&mlp))),
+            ("config", V::Files(vec![])),
+        ],
+        &stage,
+    );
+    task.run(Block::Script, &bin);
+    task.outputs();
+    assert_eq!(
+        fs::read_to_string(task.dir.join("prediction_results_highestscore.csv")).unwrap(),
+        "Modified_ID\tIs_Virus\n"
+    );
+}
+
 #[test]
 fn module_stubs_create_every_declared_output() {
     let root = tempfile::tempdir().unwrap();

@@ -149,6 +149,36 @@ fn run_cmd(out: &Path, chunk: &str, extra: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn run_on_a_sample_without_orfs_writes_empty_tables() {
+    let (dnabert, esm, mlp) = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("tiny.fa");
+    fs::write(&input, b">too_short\nAC\n").unwrap();
+    let out = tmp.path().join("o");
+    let mut args = vec!["run", s(&input), "--dnabert", s(&dnabert), "--esm", s(&esm)];
+    args.extend([
+        "--classifier",
+        s(&mlp),
+        "-c",
+        "500",
+        "-o",
+        s(&out),
+        "-d",
+        "cpu",
+    ]);
+    let o = run(&args, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hold no ORF"), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(out.join("prediction_results_highestscore.csv")).unwrap(),
+        "Modified_ID\tIs_Virus\n"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(report["failed"], 0);
+}
+
+#[test]
 fn run_reproduces_original_both_chunk_sizes() {
     for chunk in ["300", "500"] {
         let tmp = tempfile::tempdir().unwrap();
@@ -364,8 +394,39 @@ fn predict_refuses_bad_inputs_with_one_line() {
         "-d",
         "cpu",
     ]);
-    assert_error(&predict(&de, &pe, &mlp), &["nothing to classify"]);
+    // ORFs on one side only (files of different samples) is an error, and writes nothing.
+    assert_error(&predict(&d, &pe, &mlp), &["nothing to classify"]);
     assert!(!tmp.path().join("o/prediction_results.txt").exists());
+    // No ORF at all (a sample whose sequences gave none) is a result: empty tables, a warning.
+    let o = predict(&de, &pe, &mlp);
+    assert!(
+        o.status.success() && stderr(&o).contains("hold no ORF"),
+        "{}",
+        stderr(&o)
+    );
+    let out = tmp.path().join("o");
+    for (file, header) in [
+        (
+            "prediction_results.txt",
+            "Sequence_ID\tPrediction\tscore1\tscore2\n",
+        ),
+        (
+            "prediction_results_highestscore.csv",
+            "Modified_ID\tIs_Virus\n",
+        ),
+    ] {
+        assert_eq!(
+            fs::read_to_string(out.join(file)).unwrap(),
+            header,
+            "{file}"
+        );
+    }
+    let summary = fs::read_to_string(out.join("sequence_summary.tsv")).unwrap();
+    assert_eq!(summary.lines().count(), 1, "header only: {summary}");
+    assert!(out.join("prediction.svg").is_file() && out.join("prediction.png").is_file());
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("predict.json")).unwrap()).unwrap();
+    assert_eq!(report["orfs_scored"], 0);
 }
 
 #[test]

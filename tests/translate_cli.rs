@@ -187,6 +187,32 @@ fn shards_hold_at_most_n_orfs_and_concatenate_to_the_whole() {
 }
 
 #[test]
+fn a_sample_without_orfs_still_gets_one_empty_shard_pair() {
+    // Two bases: no codon, so no ORF. A workflow fanning out over shards must still see the
+    // sample (and end with empty tables), so translate writes shard 00000, empty.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "in.fa", b">tiny\nAC\n");
+    let out = tmp.path().join("o");
+    let o = translate(&input, &out, &["-c", "500", "--shard-size", "7"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut names: Vec<String> = fs::read_dir(out.join("shards"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "00000.identified_nucleotide.fa",
+            "00000.identified_protein.faa"
+        ]
+    );
+    for n in &names {
+        assert_eq!(fs::read(out.join("shards").join(n)).unwrap(), b"", "{n}");
+    }
+}
+
+#[test]
 fn empty_record_is_skipped_with_a_warning_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let input = write(

@@ -138,7 +138,16 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
              they are skipped, as the original does (were the shards paired correctly?)"
         );
     }
-    if joined.is_empty() {
+    let no_orfs = dna.iter().chain(&protein).all(|set| set.ids.is_empty());
+    if no_orfs {
+        // A sample whose sequences gave no ORF (all too short, or empty) is a result, not an
+        // error: write the tables with their headers only, so that a run over many samples
+        // finishes and this one reads as "nothing to call".
+        tracing::warn!(
+            "the embeddings files hold no ORF (the sample had no sequence with an ORF): \
+             writing empty tables"
+        );
+    } else if joined.is_empty() {
         bail!(
             "no ORF id is present in both the --dna and --protein files: nothing to classify \
              (empty inputs, or files from different samples?)"

@@ -28,7 +28,7 @@ pub fn show_byte(b: u8) -> String {
         b' ' => "' ' (space)".to_string(),
         b'\t' => "'\\t' (tab)".to_string(),
         b'\r' => "'\\r' (carriage return)".to_string(),
-        32..=126 => format!("'{}'", b as char),
+        33..=126 => format!("'{}'", b as char),
         _ => format!("byte 0x{b:02x}"),
     }
 }

@@ -17,8 +17,9 @@ process TRANSLATE {
     path config   // optional virnucpro TOML (`[]` when params.virnucpro_config is unset)
 
     output:
-    // Optional: a sample without any ORF (all records empty) has no shard and is not predicted.
-    tuple val(meta), path('translate/shards/*.identified_nucleotide.fa'), path('translate/shards/*.identified_protein.faa'), emit: shards, optional: true
+    // Always at least one pair: a sample without any ORF gets one empty shard pair, which the
+    // embed modules turn into empty embeddings and PREDICT into empty tables.
+    tuple val(meta), path('translate/shards/*.identified_nucleotide.fa'), path('translate/shards/*.identified_protein.faa'), emit: shards
     tuple val(meta), path('translate/translate.json'), emit: report
     path 'versions.yml', emit: versions
 
