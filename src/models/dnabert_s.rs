@@ -13,11 +13,12 @@ use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{attention, embedding, linear};
+use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
+use super::layers::{Dense, Norm};
 use crate::weights::{self, Weights};
 
 const CONFIG_FILE: &str = "config.json";
@@ -107,59 +108,6 @@ impl DnabertConfig {
     }
 }
 
-/// A PyTorch `Linear` as an `[in, out]` weight and optional bias.
-#[derive(Module, Debug)]
-pub struct Dense<B: Backend> {
-    weight: Param<Tensor<B, 2>>,
-    bias: Option<Param<Tensor<B, 1>>>,
-}
-
-impl<B: Backend> Dense<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, len, dim] = x.dims();
-        // One [b·l, in] × [in, out] GEMM instead of b broadcast ones: the weight is read once.
-        let y = linear(
-            x.reshape([batch * len, dim]),
-            self.weight.val(),
-            self.bias.as_ref().map(Param::val),
-        );
-        let out = y.dims()[1];
-        y.reshape([batch, len, out])
-    }
-}
-
-impl<B: Backend> Dense<B> {
-    /// The output features `range` of a bias-free layer, as a layer of its own.
-    fn slice_cols(&self, range: std::ops::Range<usize>) -> Self {
-        debug_assert!(self.bias.is_none());
-        Dense {
-            weight: Param::from_tensor(self.weight.val().slice_dim(1, range)),
-            bias: None,
-        }
-    }
-}
-
-/// LayerNorm over the last dimension with the checkpoint's gamma/beta, on the backend's fused
-/// kernel.
-#[derive(Module, Debug)]
-pub struct Norm<B: Backend> {
-    gamma: Param<Tensor<B, 1>>,
-    beta: Param<Tensor<B, 1>>,
-    #[module(skip)]
-    eps: f64,
-}
-
-impl<B: Backend> Norm<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-            x.into_primitive().tensor(),
-            self.gamma.val().into_primitive().tensor(),
-            Some(self.beta.val().into_primitive().tensor()),
-            self.eps,
-        )))
-    }
-}
-
 /// One post-LN MosaicBERT layer.
 #[derive(Module, Debug)]
 pub struct DnabertLayer<B: Backend> {
@@ -243,25 +191,20 @@ impl<B: Backend> Loader<'_, B> {
             self.device,
         )?;
         let bias = if bias {
-            Some(Param::from_tensor(
-                self.tensor(&format!("{module}.bias"), [out])?,
-            ))
+            Some(self.tensor(&format!("{module}.bias"), [out])?)
         } else {
             None
         };
-        Ok(Dense {
-            weight: Param::from_tensor(weight),
-            bias,
-        })
+        Ok(Dense::new(weight, bias))
     }
 
     fn norm(&self, module: &str) -> Result<Norm<B>> {
         let d = self.config.hidden_size;
-        Ok(Norm {
-            gamma: Param::from_tensor(self.tensor(&format!("{module}.weight"), [d])?),
-            beta: Param::from_tensor(self.tensor(&format!("{module}.bias"), [d])?),
-            eps: self.config.layer_norm_eps,
-        })
+        Ok(Norm::new(
+            self.tensor(&format!("{module}.weight"), [d])?,
+            self.tensor(&format!("{module}.bias"), [d])?,
+            self.config.layer_norm_eps,
+        ))
     }
 
     fn layer(&self, i: usize) -> Result<DnabertLayer<B>> {

@@ -7,12 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
+use super::layers::{Dense, Norm};
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{attention, embedding, linear};
+use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
@@ -155,42 +155,14 @@ impl Esm2Config {
     }
 }
 
-/// A `Linear` as `[in, out]` weight plus bias, built from the checkpoint.
-#[derive(Module, Debug)]
-pub struct Dense<B: Backend> {
-    weight: Param<Tensor<B, 2>>,
-    bias: Param<Tensor<B, 1>>,
-}
-
-impl<B: Backend> Dense<B> {
-    fn new(weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Self {
-        Self {
-            weight: Param::from_tensor(weight),
-            bias: Param::from_tensor(bias),
-        }
-    }
-
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, len, dim] = x.dims();
-        // One [b·l, in] × [in, out] GEMM instead of b broadcast ones: the weight is read once.
-        let y = linear(
-            x.reshape([batch * len, dim]),
-            self.weight.val(),
-            Some(self.bias.val()),
-        );
-        let out = y.dims()[1];
-        y.reshape([batch, len, out])
-    }
-}
-
 /// One pre-LN transformer layer. q/k/v are fused into one `[dim, 3·dim]` projection at load
 /// time, so a layer runs one input matmul instead of three.
 #[derive(Module, Debug)]
 pub struct Esm2Layer<B: Backend> {
-    attn_norm: LayerNorm<B>,
+    attn_norm: Norm<B>,
     qkv: Dense<B>,
     out: Dense<B>,
-    ffn_norm: LayerNorm<B>,
+    ffn_norm: Norm<B>,
     fc1: Dense<B>,
     fc2: Dense<B>,
 }
@@ -249,7 +221,7 @@ impl<B: Backend> Esm2Layer<B> {
 pub struct Esm2<B: Backend> {
     embed_tokens: Param<Tensor<B, 2>>,
     layers: Vec<Esm2Layer<B>>,
-    emb_layer_norm_after: LayerNorm<B>,
+    emb_layer_norm_after: Norm<B>,
     #[module(skip)]
     config: Esm2Config,
 }
@@ -340,20 +312,16 @@ impl<B: Backend> Loader<'_, B> {
 
     fn dense(&self, module: &str, out: usize, inp: usize) -> Result<Dense<B>> {
         let (w, b) = self.linear(module, out, inp)?;
-        Ok(Dense::new(w, b))
+        Ok(Dense::new(w, Some(b)))
     }
 
-    fn layer_norm(&self, module: &str) -> Result<LayerNorm<B>> {
+    fn layer_norm(&self, module: &str) -> Result<Norm<B>> {
         let dim = self.config.hidden;
-        // Initialising a [dim] LayerNorm is trivial; its gamma/beta are then replaced.
-        let mut ln = LayerNormConfig::new(dim)
-            .with_epsilon(self.config.layer_norm_eps)
-            .init(self.device);
-        ln.gamma = Param::from_tensor(self.tensor(&format!("{module}.weight"), [dim])?);
-        ln.beta = Some(Param::from_tensor(
+        Ok(Norm::new(
+            self.tensor(&format!("{module}.weight"), [dim])?,
             self.tensor(&format!("{module}.bias"), [dim])?,
-        ));
-        Ok(ln)
+            self.config.layer_norm_eps,
+        ))
     }
 
     fn layer(&self, i: usize) -> Result<Esm2Layer<B>> {
@@ -367,7 +335,7 @@ impl<B: Backend> Loader<'_, B> {
             attn_norm: self.layer_norm(&at(n.attn_norm))?,
             qkv: Dense::new(
                 Tensor::cat(vec![wq, wk, wv], 1),
-                Tensor::cat(vec![bq, bk, bv], 0),
+                Some(Tensor::cat(vec![bq, bk, bv], 0)),
             ),
             out: self.dense(&at(n.out), d, d)?,
             ffn_norm: self.layer_norm(&at(n.ffn_norm))?,

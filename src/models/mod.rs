@@ -3,3 +3,4 @@
 pub mod classifier;
 pub mod dnabert_s;
 pub mod esm2;
+pub mod layers;
