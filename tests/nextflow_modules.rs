@@ -921,6 +921,48 @@ fn test_samples(params: &BTreeMap<String, V>) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
+/// Runs EMBED_DNA or EMBED_PROTEIN (`name`) on one shard file of sample `id` as Nextflow
+/// would, checks its versions, report and that no record failed; returns the embeddings file.
+fn embed_shard(
+    root: &Path,
+    bin: &Path,
+    name: &str,
+    id: &str,
+    shard: &str,
+    input: &Path,
+    model: &Path,
+) -> PathBuf {
+    let staged = file_name(input);
+    let task = Task::new(
+        root,
+        module(name),
+        &format!("{id}_{shard}"),
+        vec![
+            ("meta.id", V::str(id)),
+            ("shard", V::str(shard)),
+            ("fasta", V::file(&staged)),
+            ("model", V::file(&file_name(model))),
+            ("config", V::Files(vec![])),
+        ],
+        &[
+            (staged.clone(), input.to_path_buf()),
+            (file_name(model), model.to_path_buf()),
+        ],
+    );
+    task.run(Block::Script, bin);
+    task.check_versions();
+    let out = task.outputs();
+    assert!(
+        out["failed"].is_empty(),
+        "{name} {id}/{shard}: records failed: {:?}",
+        out["failed"]
+    );
+    assert!(!out["report"].is_empty());
+    let emb = &out["embeddings"];
+    assert_eq!(emb.len(), 1, "{name} {id}/{shard}: {emb:?}");
+    task.dir.join(&emb[0])
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
@@ -992,35 +1034,8 @@ fn module_scripts_run_the_test_profile_and_reproduce_the_original() {
                 ("EMBED_DNA", n, &dnabert, &mut dna_files),
                 ("EMBED_PROTEIN", p, &esm, &mut protein_files),
             ] {
-                let staged = file_name(Path::new(input));
-                let task = Task::new(
-                    root.path(),
-                    module(name),
-                    &format!("{id}_{k}"),
-                    vec![
-                        ("meta.id", V::str(id)),
-                        ("shard", V::str(&k)),
-                        ("fasta", V::file(&staged)),
-                        ("model", V::file(&file_name(model))),
-                        ("config", V::Files(vec![])),
-                    ],
-                    &[
-                        (staged.clone(), t.dir.join(input)),
-                        (file_name(model), model.clone()),
-                    ],
-                );
-                task.run(Block::Script, &bin);
-                task.check_versions();
-                let out = task.outputs();
-                assert!(
-                    out["failed"].is_empty(),
-                    "{name} {id}/{k}: records failed: {:?}",
-                    out["failed"]
-                );
-                assert!(!out["report"].is_empty());
-                let emb = &out["embeddings"];
-                assert_eq!(emb.len(), 1);
-                list.push((k.clone(), task.dir.join(&emb[0])));
+                let emb = embed_shard(root.path(), &bin, name, id, &k, &t.dir.join(input), model);
+                list.push((k.clone(), emb));
             }
         }
 
@@ -1193,27 +1208,16 @@ fn a_sample_without_orfs_flows_through_the_modules_to_empty_tables() {
         ("EMBED_DNA", &shards[0], &dnabert),
         ("EMBED_PROTEIN", &shards[1], &esm),
     ] {
-        let staged = file_name(Path::new(input));
-        let task = Task::new(
+        let input = t.dir.join(input);
+        embedded.push(embed_shard(
             root.path(),
-            module(name),
-            "tiny_00000",
-            vec![
-                ("meta.id", V::str("tiny")),
-                ("shard", V::str("00000")),
-                ("fasta", V::file(&staged)),
-                ("model", V::file(&file_name(model))),
-                ("config", V::Files(vec![])),
-            ],
-            &[
-                (staged.clone(), t.dir.join(input)),
-                (file_name(model), model.clone()),
-            ],
-        );
-        task.run(Block::Script, &bin);
-        let emb = task.outputs()["embeddings"].clone();
-        assert_eq!(emb.len(), 1, "{name}");
-        embedded.push(task.dir.join(&emb[0]));
+            &bin,
+            name,
+            "tiny",
+            "00000",
+            &input,
+            model,
+        ));
     }
     let names: Vec<String> = embedded.iter().map(|p| file_name(p)).collect();
     let mut stage: Vec<(String, PathBuf)> = names
