@@ -73,20 +73,51 @@ impl EmbeddingSet {
         write_atomic(path, &data)
     }
 
+    /// Read a whole file into memory.
     pub fn read(path: &Path) -> Result<Self> {
+        let mapped = MappedSet::open(path)?;
+        let values = mapped
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(Self {
+            ids: mapped.ids,
+            dim: mapped.dim,
+            values,
+            meta: mapped.meta,
+        })
+    }
+}
+
+/// An embeddings file mapped rather than read: ids and metadata in memory, rows read from the
+/// map on demand. `predict` joins samples of millions of ORFs (≈ 13 kB of embeddings each)
+/// this way: the rows stay in the page cache, which the kernel can drop and re-read, instead
+/// of in the process's own memory.
+pub struct MappedSet {
+    pub ids: Vec<String>,
+    pub dim: usize,
+    pub meta: EmbeddingMeta,
+    map: memmap2::Mmap,
+    /// Byte range of the `embeddings` tensor in `map`.
+    data: std::ops::Range<usize>,
+}
+
+impl MappedSet {
+    pub fn open(path: &Path) -> Result<Self> {
         let label = path.display();
         let file =
             File::open(path).with_context(|| format!("cannot open embeddings file {label}"))?;
         // SAFETY: read-only map of a file we only read; see weights::safetensors_file.
-        let mmap =
+        let map =
             unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {label}"))?;
-        let (_, header) = SafeTensors::read_metadata(&mmap)
+        let (_, header) = SafeTensors::read_metadata(&map)
             .with_context(|| format!("{label} is not a safetensors embeddings file"))?;
         let meta = header.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
             bail!("{label} was not written by virnucpro embed-dna/embed-protein (no '{FORMAT}' metadata)");
         }
-        let st = SafeTensors::deserialize(&mmap).with_context(|| format!("{label} is corrupt"))?;
+        let st = SafeTensors::deserialize(&map).with_context(|| format!("{label} is corrupt"))?;
         let view = st
             .tensor(TENSOR_NAME)
             .with_context(|| format!("{label} has no '{TENSOR_NAME}' tensor"))?;
@@ -108,23 +139,35 @@ impl EmbeddingSet {
                 ids.len()
             );
         }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        // Where the tensor's bytes lie in the map (deserialize checked them against the file).
+        let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
+        let data = start..start + view.data().len();
         let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
         Ok(Self {
             ids,
             dim,
-            values,
             meta: EmbeddingMeta {
                 kind: get("kind"),
                 model: get("model"),
                 pooling: get("pooling"),
                 precision: get("precision"),
             },
+            map,
+            data,
         })
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.map[self.data.clone()]
+    }
+
+    /// Append row `i` to `out`.
+    pub fn extend_row(&self, i: usize, out: &mut Vec<f32>) {
+        let row = &self.data()[i * self.dim * 4..(i + 1) * self.dim * 4];
+        out.extend(
+            row.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
     }
 }
 

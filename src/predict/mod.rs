@@ -15,7 +15,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
 use crate::embed::engine::tensor_to_f32;
-use crate::embed::store::EmbeddingSet;
+use crate::embed::store::MappedSet;
 use crate::models::classifier::Classifier;
 use crate::output::{ensure_dir, write_atomic};
 use report::{OrfScore, SequenceSummary};
@@ -55,13 +55,13 @@ pub struct PredictSummary {
 const CLASSIFY_ROWS: usize = 16384;
 
 /// Load every file of one side and check they agree with each other.
-fn load_side(paths: &[PathBuf], kind: &str, flag: &str) -> Result<Vec<EmbeddingSet>> {
+fn load_side(paths: &[PathBuf], kind: &str, flag: &str) -> Result<Vec<MappedSet>> {
     if paths.is_empty() {
         bail!("no {flag} embeddings files given");
     }
-    let mut sets: Vec<EmbeddingSet> = Vec::with_capacity(paths.len());
+    let mut sets: Vec<MappedSet> = Vec::with_capacity(paths.len());
     for p in paths {
-        let set = EmbeddingSet::read(p)?;
+        let set = MappedSet::open(p)?;
         if set.meta.kind != kind {
             bail!(
                 "{} holds {} embeddings but was given to {flag}; pass DNABERT-S files to --dna and ESM-2 files to --protein",
@@ -118,15 +118,17 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         }
     }
     let mut seen_dna: HashSet<&str> = HashSet::new();
-    let mut joined: Vec<(&str, &[f32], &[f32])> = Vec::new();
+    // (id, (DNA file, row), (protein file, row)): rows are read from the maps per block.
+    type Joined<'a> = (&'a str, (usize, usize), (usize, usize));
+    let mut joined: Vec<Joined> = Vec::new();
     let mut dna_only = 0usize;
-    for set in &dna {
+    for (ds, set) in dna.iter().enumerate() {
         for (r, id) in set.ids.iter().enumerate() {
             if !seen_dna.insert(id.as_str()) {
                 bail!("ORF id '{id}' appears twice in the --dna files; each ORF must be embedded once");
             }
             match prot_index.get(id.as_str()) {
-                Some(&(s, pr)) => joined.push((id, set.row(r), protein[s].row(pr))),
+                Some(&at) => joined.push((id, (ds, r), at)),
                 None => dna_only += 1,
             }
         }
@@ -158,9 +160,9 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     let mut scores: Vec<OrfScore> = Vec::with_capacity(joined.len());
     for block in joined.chunks(CLASSIFY_ROWS) {
         let mut features = Vec::with_capacity(block.len() * dim);
-        for (_, d, p) in block {
-            features.extend_from_slice(d);
-            features.extend_from_slice(p);
+        for &(_, (ds, dr), (ps, pr)) in block {
+            dna[ds].extend_row(dr, &mut features);
+            protein[ps].extend_row(pr, &mut features);
         }
         let x =
             Tensor::<Flex, 2>::from_data(TensorData::new(features, [block.len(), dim]), &device);
