@@ -318,6 +318,61 @@ fn alibi_slopes_twelve_heads() {
 
 /// The same checks on the CUDA backend, in f32 and half precision (`--features cuda`; skipped
 /// without a CUDA device).
+/// The forward in half precision (what `--precision f16|bf16` runs on a GPU), here on the CPU
+/// backend: every golden within cosine 0.999, padding and ALiBi included (one padded batch).
+/// A device's default dtype can be set only once per process, so each precision runs in a
+/// child process of this test binary.
+#[test]
+fn half_precision_matches_f32_goldens() {
+    const CHILD: &str = "DNABERT_PARITY_HALF_CHILD";
+    let Some(which) = std::env::var_os(CHILD) else {
+        for which in ["f16", "bf16"] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "half_precision_matches_f32_goldens",
+                    "--exact",
+                    "--nocapture",
+                ])
+                .env(CHILD, which)
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&out.stderr);
+            eprint!("{log}");
+            assert!(out.status.success(), "{which} child failed:\n{log}");
+            assert!(
+                log.contains("min cosine"),
+                "{which} child ran no check:\n{log}"
+            );
+        }
+        return;
+    };
+    use burn::tensor::{DType, FloatDType, IntDType};
+    let (dtype, float) = match which.to_str().unwrap() {
+        "f16" => (DType::F16, FloatDType::F16),
+        _ => (DType::BF16, FloatDType::BF16),
+    };
+    burn::tensor::set_default_dtypes::<B>(&device(), float, IntDType::I32).unwrap();
+    let model = load(&fixture_dir());
+    let cases = cases();
+    let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+    assert_eq!(model.last_hidden(&batch[..1]).dtype(), dtype);
+    let got = model.embed(&batch);
+    assert_eq!(got.dtype(), DType::F32, "embeddings come back as f32");
+    let mut worst = 1f64;
+    for (case, row) in cases.iter().zip(rows(got)) {
+        let dot: f64 = row
+            .iter()
+            .zip(&case.embedding)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let cos = dot / (norm(&row) * norm(&case.embedding));
+        assert!(cos >= 0.999, "{}: cosine {cos} at {dtype:?}", case.id);
+        worst = worst.min(cos);
+    }
+    eprintln!("{dtype:?}: min cosine vs the f32 goldens {worst:.6}");
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
