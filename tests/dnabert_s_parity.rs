@@ -316,8 +316,6 @@ fn alibi_slopes_twelve_heads() {
     }
 }
 
-/// The same checks on the CUDA backend, in f32 and half precision (`--features cuda`; skipped
-/// without a CUDA device).
 /// The forward in half precision (what `--precision f16|bf16` runs on a GPU), here on the CPU
 /// backend: every golden within cosine 0.999, padding and ALiBi included (one padded batch).
 /// A device's default dtype can be set only once per process, so each precision runs in a
@@ -327,18 +325,8 @@ fn half_precision_matches_f32_goldens() {
     const CHILD: &str = "DNABERT_PARITY_HALF_CHILD";
     let Some(which) = std::env::var_os(CHILD) else {
         for which in ["f16", "bf16"] {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "half_precision_matches_f32_goldens",
-                    "--exact",
-                    "--nocapture",
-                ])
-                .env(CHILD, which)
-                .output()
-                .unwrap();
-            let log = String::from_utf8_lossy(&out.stderr);
-            eprint!("{log}");
-            assert!(out.status.success(), "{which} child failed:\n{log}");
+            let log =
+                common::run_test_in_child("half_precision_matches_f32_goldens", (CHILD, which));
             assert!(
                 log.contains("min cosine"),
                 "{which} child ran no check:\n{log}"
@@ -360,19 +348,15 @@ fn half_precision_matches_f32_goldens() {
     assert_eq!(got.dtype(), DType::F32, "embeddings come back as f32");
     let mut worst = 1f64;
     for (case, row) in cases.iter().zip(rows(got)) {
-        let dot: f64 = row
-            .iter()
-            .zip(&case.embedding)
-            .map(|(a, b)| (*a as f64) * (*b as f64))
-            .sum();
-        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        let cos = dot / (norm(&row) * norm(&case.embedding));
+        let cos = common::cosine(&row, &case.embedding);
         assert!(cos >= 0.999, "{}: cosine {cos} at {dtype:?}", case.id);
         worst = worst.min(cos);
     }
     eprintln!("{dtype:?}: min cosine vs the f32 goldens {worst:.6}");
 }
 
+/// The same checks on the CUDA backend, in f32 and half precision (`--features cuda`; skipped
+/// without a CUDA device).
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;

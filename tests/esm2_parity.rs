@@ -236,18 +236,7 @@ fn empty_batch_gives_no_rows() {
 fn half_precision_matches_f32() {
     const CHILD: &str = "ESM2_PARITY_F16_CHILD";
     if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["half_precision_matches_f32", "--exact", "--nocapture"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        eprint!("{log}");
-        assert!(
-            out.status.success(),
-            "f16 child failed:\n{}{log}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        common::run_test_in_child("half_precision_matches_f32", (CHILD, "1"));
         return;
     }
     use burn::tensor::{FloatDType, IntDType};
@@ -267,13 +256,7 @@ fn half_precision_matches_f32() {
     );
     let mut worst = 1f64;
     for (case, row) in cases.iter().zip(rows(got)) {
-        let dot: f64 = row
-            .iter()
-            .zip(&case.embedding)
-            .map(|(a, b)| (*a as f64) * (*b as f64))
-            .sum();
-        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        let cos = dot / (norm(&row) * norm(&case.embedding));
+        let cos = common::cosine(&row, &case.embedding);
         assert!(cos >= 0.999, "{}: cosine {cos} at f16", case.id);
         worst = worst.min(cos);
     }

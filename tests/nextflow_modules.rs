@@ -921,6 +921,32 @@ fn test_samples(params: &BTreeMap<String, V>) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
+/// An EMBED_DNA or EMBED_PROTEIN (`name`) task for shard `shard` of sample `id`; `fasta` and
+/// `model` are (name in the work directory, file it links to).
+fn embed_task(
+    root: &Path,
+    name: &str,
+    tag: &str,
+    id: &str,
+    shard: &str,
+    fasta: (String, PathBuf),
+    model: (String, PathBuf),
+) -> Task {
+    Task::new(
+        root,
+        module(name),
+        tag,
+        vec![
+            ("meta.id", V::str(id)),
+            ("shard", V::str(shard)),
+            ("fasta", V::file(&fasta.0)),
+            ("model", V::file(&model.0)),
+            ("config", V::Files(vec![])),
+        ],
+        &[fasta, model],
+    )
+}
+
 /// Runs EMBED_DNA or EMBED_PROTEIN (`name`) on one shard file of sample `id` as Nextflow
 /// would, checks its versions, report and that no record failed; returns the embeddings file.
 fn embed_shard(
@@ -932,22 +958,14 @@ fn embed_shard(
     input: &Path,
     model: &Path,
 ) -> PathBuf {
-    let staged = file_name(input);
-    let task = Task::new(
+    let task = embed_task(
         root,
-        module(name),
+        name,
         &format!("{id}_{shard}"),
-        vec![
-            ("meta.id", V::str(id)),
-            ("shard", V::str(shard)),
-            ("fasta", V::file(&staged)),
-            ("model", V::file(&file_name(model))),
-            ("config", V::Files(vec![])),
-        ],
-        &[
-            (staged.clone(), input.to_path_buf()),
-            (file_name(model), model.to_path_buf()),
-        ],
+        id,
+        shard,
+        (file_name(input), input.to_path_buf()),
+        (file_name(model), model.to_path_buf()),
     );
     task.run(Block::Script, bin);
     task.check_versions();
@@ -1110,31 +1128,23 @@ fn stub_tasks(root: &Path) -> Vec<Task> {
             ],
             &[d("s1.fa")],
         ),
-        Task::new(
+        embed_task(
             root,
-            module("EMBED_DNA"),
+            "EMBED_DNA",
             "stub",
-            vec![
-                ("meta.id", V::str("s1")),
-                ("shard", V::str("00000")),
-                ("fasta", V::file("00000.identified_nucleotide.fa")),
-                ("model", V::file("dnabert")),
-                ("config", V::Files(vec![])),
-            ],
-            &[d("00000.identified_nucleotide.fa"), d("dnabert")],
+            "s1",
+            "00000",
+            d("00000.identified_nucleotide.fa"),
+            d("dnabert"),
         ),
-        Task::new(
+        embed_task(
             root,
-            module("EMBED_PROTEIN"),
+            "EMBED_PROTEIN",
             "stub",
-            vec![
-                ("meta.id", V::str("s1")),
-                ("shard", V::str("00000")),
-                ("fasta", V::file("00000.identified_protein.faa")),
-                ("model", V::file("esm")),
-                ("config", V::Files(vec![])),
-            ],
-            &[d("00000.identified_protein.faa"), d("esm")],
+            "s1",
+            "00000",
+            d("00000.identified_protein.faa"),
+            d("esm"),
         ),
         Task::new(
             root,

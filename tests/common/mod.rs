@@ -91,6 +91,38 @@ pub fn model_cases(model: &str) -> Vec<Case> {
         .collect()
 }
 
+/// Cosine similarity of two embeddings, in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// Re-runs the test `name` of the current test binary in a child process with `env` set, and
+/// fails unless it passes; returns its stderr. For checks that need process-wide state (a
+/// backend's default dtype can be set only once per process).
+pub fn run_test_in_child(name: &str, env: (&str, &str)) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture"])
+        .env(env.0, env.1)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    eprint!("{log}");
+    assert!(
+        out.status.success(),
+        "{name} with {}={} failed:\n{}{log}",
+        env.0,
+        env.1,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    log
+}
+
 /// Run shellcheck on `scripts` and fail on any finding. Without shellcheck installed the check
 /// is skipped with a note, unless REQUIRE_SHELLCHECK=1 (as .ci/run sets) makes that a failure.
 pub fn shellcheck(scripts: &[PathBuf]) {
