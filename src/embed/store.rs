@@ -76,11 +76,8 @@ impl EmbeddingSet {
     /// Read a whole file into memory.
     pub fn read(path: &Path) -> Result<Self> {
         let mapped = MappedSet::open(path)?;
-        let values = mapped
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let mut values = Vec::new();
+        extend_f32(mapped.data(), &mut values);
         Ok(Self {
             ids: mapped.ids,
             dim: mapped.dim,
@@ -163,12 +160,18 @@ impl MappedSet {
 
     /// Append row `i` to `out`.
     pub fn extend_row(&self, i: usize, out: &mut Vec<f32>) {
-        let row = &self.data()[i * self.dim * 4..(i + 1) * self.dim * 4];
-        out.extend(
-            row.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        extend_f32(&self.data()[i * self.dim * 4..(i + 1) * self.dim * 4], out);
     }
+}
+
+/// Append the little-endian f32 values in `bytes` to `out`.
+fn extend_f32(bytes: &[u8], out: &mut Vec<f32>) {
+    out.reserve(bytes.len() / 4);
+    out.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+    );
 }
 
 #[cfg(test)]
