@@ -150,3 +150,66 @@ pub fn shellcheck(scripts: &[PathBuf]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A run of the binary under hard limits, for hostile inputs: address space capped with
+/// `prlimit --as` and wall time with `timeout`, so a memory or time bomb fails the test
+/// instead of the machine. `mem_mib = 0` leaves memory unlimited.
+pub fn run_bounded(args: &[&str], stdin: Option<&[u8]>, mem_mib: u64, secs: u64) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", &format!("{secs}")]);
+    if mem_mib > 0 {
+        cmd.args(["prlimit", &format!("--as={}", mem_mib << 20), "--"]);
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_virnucpro"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().expect("spawn timeout/prlimit/virnucpro");
+    if let Some(bytes) = stdin {
+        // The child may refuse early and close stdin: a broken pipe here is not the test's
+        // concern.
+        let _ = child.stdin.take().unwrap().write_all(bytes);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "timed out after {secs} s: {args:?}\nstderr:\n{}",
+        stderr(&out)
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(137),
+        "killed after {secs} s: {args:?}\nstderr:\n{}",
+        stderr(&out)
+    );
+    out
+}
+
+/// Assert a hostile input was refused cleanly: exit code `code`, exactly one `error:` line
+/// containing every needle, no panic, no allocation abort, and none of `outputs` present
+/// (temporary `.partial` files are hidden and do not count as outputs).
+pub fn assert_refused(o: &Output, code: i32, needles: &[&str], outputs: &[&Path]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, stderr:\n{err}");
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "error line {:?} lacks {n:?}",
+            lines[0]
+        );
+    }
+    assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
+    assert!(!err.contains("memory allocation"), "allocation abort:\n{err}");
+    for p in outputs {
+        assert!(!p.exists(), "{} exists after a refused run", p.display());
+    }
+}
