@@ -63,7 +63,14 @@ impl<B: Backend> Classifier<B> {
     /// with the tensor names in the module docs.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
         // Every error below names the file already; callers add what they were doing.
-        Self::from_weights(&weights::open(path)?, device)
+        let weights = weights::open(path)?;
+        let model = Self::from_weights(&weights, device)?;
+        // A checkpoint with more layers is another architecture, not this one truncated.
+        weights.check_all_used(
+            |n| n.ends_with(".num_batches_tracked"),
+            "is it VirNucPro's MLPClassifier (Linear → BatchNorm1d → ReLU → Linear)?",
+        )?;
+        Ok(model)
     }
 
     /// Build from already opened weights; sizes come from `hidden_layer.weight`.

@@ -23,15 +23,19 @@ use crate::weights::{self, Weights};
 
 const CONFIG_FILE: &str = "config.json";
 
-/// The HF weight files of a model directory, in order of preference.
-const WEIGHT_FILES: [&str; 3] = [
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-];
-
 /// Checkpoints saved from a model with a head prefix every name with `bert.`.
 const PREFIXES: [&str; 2] = ["", "bert."];
+
+/// Tensors of DNABERT-S checkpoints that VirNucPro's embedding never used: the pooler (the
+/// original averages the last hidden states), masked-LM / classification heads, and
+/// position-id buffers (MosaicBERT has no position embeddings).
+fn unused_by_dnabert_s(name: &str) -> bool {
+    let name = name.strip_prefix("bert.").unwrap_or(name);
+    ["pooler.", "cls.", "classifier.", "lm_head."]
+        .iter()
+        .any(|p| name.starts_with(p))
+        || name.ends_with("position_ids")
+}
 
 /// The fields of the model's `config.json` that the forward uses.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -224,22 +228,12 @@ impl<B: Backend> Loader<'_, B> {
 }
 
 impl<B: Backend> DnabertS<B> {
-    /// Load from an HF model directory (`config.json` + `model.safetensors`,
-    /// `model.safetensors.index.json` or `pytorch_model.bin`) or from a weights file beside
-    /// its `config.json`.
+    /// Load from an HF model directory (`config.json` + any layout transformers reads:
+    /// `model.safetensors`, `pytorch_model.bin`, or either's `.index.json` with its shards) or
+    /// from a weights file beside its `config.json`.
     pub fn load(path: &Path, device: &B::Device) -> Result<(Self, DnabertConfig)> {
         let (dir, weights_path) = if path.is_dir() {
-            let weights = WEIGHT_FILES
-                .iter()
-                .map(|f| path.join(f))
-                .find(|p| p.is_file())
-                .with_context(|| {
-                    format!(
-                        "{}: no DNABERT-S weights found (expected one of {})",
-                        path.display(),
-                        WEIGHT_FILES.join(", ")
-                    )
-                })?;
+            let weights = weights::find_in_dir(path, "DNABERT-S")?;
             (path.to_path_buf(), weights)
         } else {
             let dir = path
@@ -251,6 +245,10 @@ impl<B: Backend> DnabertS<B> {
         let config = DnabertConfig::from_dir(&dir)?;
         let weights = weights::open(&weights_path)?;
         let model = Self::from_weights(&weights, config.clone(), device)?;
+        weights.check_all_used(
+            unused_by_dnabert_s,
+            "is num_hidden_layers in config.json right?",
+        )?;
         Ok((model, config))
     }
 

@@ -345,18 +345,26 @@ impl<B: Backend> Loader<'_, B> {
     }
 }
 
-/// The HF weight files of a model directory, in order of preference.
-const HF_WEIGHT_FILES: [&str; 3] = [
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-];
-
 fn is_torch_pickle(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("pt" | "pth")
     )
+}
+
+/// Tensors of ESM-2 checkpoints that VirNucPro's embedding never used: the masked-LM and
+/// contact heads, HF's position embeddings (ESM-2 is rotary; transformers keeps the unused
+/// table), the rotary frequency buffers (recomputed), and a pooler.
+fn unused_by_esm2(name: &str) -> bool {
+    let name = ["esm.", "encoder.sentence_encoder.", "encoder.", "model."]
+        .iter()
+        .fold(name, |n, p| n.strip_prefix(p).unwrap_or(n));
+    ["lm_head.", "contact_head.", "pooler.", "embed_positions."]
+        .iter()
+        .any(|p| name.starts_with(p))
+        || name == "embeddings.position_embeddings.weight"
+        || name == "embeddings.position_ids"
+        || name.ends_with(".inv_freq")
 }
 
 /// The config of a fair-esm checkpoint, or `None` when the file has no fair-esm `cfg`.
@@ -375,22 +383,13 @@ fn fair_esm_config(path: &Path) -> Result<Option<Esm2Config>> {
 }
 
 impl<B: Backend> Esm2<B> {
-    /// Load from an HF model directory (`config.json` + `model.safetensors`,
-    /// `model.safetensors.index.json` or `pytorch_model.bin`), a weights file inside such a
-    /// directory, or a fair-esm hub checkpoint (`esm2_t36_3B_UR50D.pt`).
+    /// Load from an HF model directory (`config.json` + any layout transformers reads:
+    /// `model.safetensors`, `pytorch_model.bin`, or either's `.index.json` with its shards), a
+    /// weights file inside such a directory, or a fair-esm hub checkpoint
+    /// (`esm2_t36_3B_UR50D.pt`).
     pub fn load(path: &Path, device: &B::Device) -> Result<(Self, Esm2Config)> {
         let (config, weights_path, names) = if path.is_dir() {
-            let weights = HF_WEIGHT_FILES
-                .iter()
-                .map(|f| path.join(f))
-                .find(|p| p.exists())
-                .with_context(|| {
-                    format!(
-                        "{}: no ESM-2 weights found (expected one of {})",
-                        path.display(),
-                        HF_WEIGHT_FILES.join(", ")
-                    )
-                })?;
+            let weights = weights::find_in_dir(path, "ESM-2")?;
             let config = Esm2Config::from_hf_config(&path.join("config.json"))?;
             (config, weights, &HF_NAMES)
         } else {
@@ -419,6 +418,12 @@ impl<B: Backend> Esm2<B> {
         };
         let weights = weights::open(&weights_path)?;
         let model = Self::from_weights(&weights, names, config.clone(), device)?;
+        let hint = if std::ptr::eq(names, &FAIR_ESM_NAMES) {
+            "does the checkpoint's cfg.model.encoder_layers match the layers it holds?"
+        } else {
+            "is num_hidden_layers in config.json right?"
+        };
+        weights.check_all_used(unused_by_esm2, hint)?;
         Ok((model, config))
     }
 

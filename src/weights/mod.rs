@@ -5,13 +5,33 @@
 //! Every format is exposed through [`TensorSource`], which hands out one tensor at a time as
 //! `f32`, so a 3B-parameter checkpoint is never held twice in memory: the file is memory-mapped
 //! and each tensor is converted when the model asks for it.
+//!
+//! Every reader treats the file as hostile: declared sizes are checked against the file before
+//! anything is allocated for them, decompression stops at what a tensor needs, the pickle
+//! parser's memory is bounded by its input and by [`pickle::MAX_VALUES`], and shared pickle
+//! references are walked once.
+//!
+//! Why our own pickle/zip reader rather than the `pytorch-reader` crate (tracel-ai, 0.22.1,
+//! evaluated against this project's fixtures and hostile corpus): it reads the HF and
+//! classifier checkpoints, refuses a zip declaring 2^60 bytes, a huge `BINUNICODE` length and
+//! 100 000-deep nesting, and walks the exponential dict graph quickly; but
+//! - a fair-esm checkpoint's `cfg.model` (an `argparse.Namespace`) comes back as
+//!   `Unsupported("argparse.Namespace")`, so the ESM-2 config of `esm2_t36_3B_UR50D.pt` cannot
+//!   be read and our pickle parser would have to stay anyway;
+//! - a 65 KB zip whose `data.pkl` inflates to 64 MiB of `EMPTY_DICT` opcodes aborts the process
+//!   under a 2 GiB address-space limit (`memory allocation of 2952790016 bytes failed`): its
+//!   pickle machine keeps ~45 bytes per opcode with no object budget;
+//! - it brings a fourth `zip` version (9.x, with zlib-rs) into the build.
+//! So the readers here were hardened instead.
 
 pub mod pickle;
 pub mod safetensors_file;
 pub mod sharded;
 pub mod torch_file;
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
@@ -32,11 +52,51 @@ pub trait TensorSource: Send + Sync {
 /// Burn tensors with errors that name the tensor and the file.
 pub struct Weights {
     source: Box<dyn TensorSource>,
+    /// Tensors read so far, for [`Weights::check_all_used`].
+    used: Mutex<HashSet<String>>,
 }
+
+/// How many unused tensor names an error lists before giving only the count.
+const UNUSED_LISTED: usize = 3;
 
 impl Weights {
     pub fn new(source: Box<dyn TensorSource>) -> Self {
-        Self { source }
+        Self {
+            source,
+            used: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// After a model is built: every tensor of the checkpoint must have been read, except
+    /// those `ignorable` accepts (heads and buffers the original never used either). Anything
+    /// else means the config describes a smaller model than the weights (say
+    /// `num_hidden_layers` below the checkpoint's layer count), which would otherwise run a
+    /// truncated model without a word. `hint` says what to check, for the error.
+    pub fn check_all_used(&self, ignorable: impl Fn(&str) -> bool, hint: &str) -> Result<()> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unused: Vec<String> = self
+            .source
+            .names()
+            .into_iter()
+            .filter(|n| !used.contains(n) && !ignorable(n))
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        // Natural order reads better (layer.2 before layer.10) and keeps the message stable.
+        unused.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        let listed = unused[..unused.len().min(UNUSED_LISTED)].join(", ");
+        let more = if unused.len() > UNUSED_LISTED {
+            ", …"
+        } else {
+            ""
+        };
+        bail!(
+            "{} holds {} tensor{} this config does not use: {listed}{more}; {hint}",
+            self.source.describe(),
+            unused.len(),
+            if unused.len() == 1 { "" } else { "s" },
+        )
     }
 
     pub fn source(&self) -> &dyn TensorSource {
@@ -79,9 +139,15 @@ impl Weights {
                 expected
             );
         }
-        self.source
+        let values = self
+            .source
             .read_f32(name)
-            .with_context(|| format!("reading tensor {name} from {}", self.source.describe()))
+            .with_context(|| format!("reading tensor {name} from {}", self.source.describe()))?;
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        Ok(values)
     }
 
     /// Read a tensor as a Burn tensor of rank `D` with the given shape.
@@ -107,6 +173,53 @@ impl Weights {
             .tensor::<B, 2>(name, [out_features, in_features], device)?
             .transpose())
     }
+}
+
+/// A name split into text and numbers, so `layer.2` sorts before `layer.10`.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                out.push((std::mem::take(&mut text), digits.parse().unwrap_or(u64::MAX)));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    out.push((text, digits.parse().unwrap_or(0)));
+    out
+}
+
+/// The weight files a Hugging Face model directory may hold, in the order transformers prefers
+/// them: safetensors before PyTorch pickles, a single file before a sharded index.
+pub const HF_WEIGHT_FILES: [&str; 4] = [
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+];
+
+/// The weights of an HF model directory (any layout of [`HF_WEIGHT_FILES`]), or an error
+/// naming what was expected. `model` names the model for the message.
+pub fn find_in_dir(dir: &Path, model: &str) -> Result<PathBuf> {
+    HF_WEIGHT_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{}: no {model} weights found (expected one of {}, with shards \
+                 model-0000N-of-0000M.safetensors or pytorch_model-0000N-of-0000M.bin beside an \
+                 index)",
+                dir.display(),
+                HF_WEIGHT_FILES.join(", ")
+            )
+        })
 }
 
 /// Open a weights file by its format: `*.safetensors` and `*.index.json` by name, anything
@@ -152,8 +265,8 @@ pub fn open_source(path: &Path) -> Result<Box<dyn TensorSource>> {
 /// A sharded checkpoint's index: safetensors shards have their own reader; other shards
 /// (`pytorch_model-0000x-of-0000y.bin`) are opened one by one.
 fn open_index(path: &Path) -> Result<Box<dyn TensorSource>> {
-    let files = sharded::weight_map_files(path)?;
-    if files.iter().all(|f| f.ends_with(".safetensors")) {
+    let map = sharded::read_weight_map(path)?;
+    if map.iter().all(|(_, f)| f.ends_with(".safetensors")) {
         return Ok(Box::new(safetensors_file::SafetensorsSource::open(path)?));
     }
     Ok(Box::new(sharded::ShardedSource::open(path, open_source)?))

@@ -23,6 +23,13 @@ use anyhow::{bail, Context, Result};
 /// Index of a value in a [`Pickle`]'s arena.
 pub type Id = usize;
 
+/// The most values, stack slots, memo entries or marks one pickle may make. Every opcode adds
+/// at most a few of each, so this bounds the parser's memory (about 100 bytes per value with
+/// its stack slot and memo entry) whatever the input: a zip bomb inflating to millions of
+/// `EMPTY_DICT`s stops here instead of exhausting memory. A real checkpoint's `data.pkl` needs
+/// about 20 values per tensor: ESM-2 3B's ~600 tensors need ~12 000.
+pub const MAX_VALUES: usize = 1 << 22;
+
 /// One pickled value. Containers hold [`Id`]s into the same [`Pickle`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -46,7 +53,9 @@ pub enum Value {
         name: String,
     },
     /// A call that unpickling would perform (`REDUCE`, `NEWOBJ`, `INST`, `OBJ`), recorded.
-    Object(Object),
+    /// Boxed: it is the largest variant, and a small `Value` keeps the arena's memory per
+    /// opcode low (see [`MAX_VALUES`]).
+    Object(Box<Object>),
     /// A `PERSID` / `BINPERSID` reference; torch uses it for tensor storages.
     PersistentId(Id),
 }
@@ -344,7 +353,26 @@ impl<'a> Parser<'a> {
             }
             // Every error names the offending offset itself.
             self.step(code)?;
+            self.check_budget(at)?;
         }
+    }
+
+    /// Refuse to grow past [`MAX_VALUES`]; checked after every opcode, each of which adds at
+    /// most a handful of entries.
+    fn check_budget(&self, at: usize) -> Result<()> {
+        let largest = self
+            .values
+            .len()
+            .max(self.stack.len())
+            .max(self.memo.len())
+            .max(self.marks.len());
+        if largest > MAX_VALUES {
+            bail!(
+                "the pickle makes more than {MAX_VALUES} objects by offset {at}; a model \
+                 checkpoint needs far fewer (a corrupt or hostile file?)"
+            );
+        }
+        Ok(())
     }
 
     fn step(&mut self, code: u8) -> Result<()> {
@@ -438,7 +466,7 @@ impl<'a> Parser<'a> {
 
             // strings and bytes
             op::BINUNICODE => {
-                let n = self.take_len4(at)?;
+                let n = self.take_ulen4()?;
                 self.push_utf8(n)?;
             }
             op::SHORT_BINUNICODE => {
@@ -465,7 +493,7 @@ impl<'a> Parser<'a> {
                 self.push(v);
             }
             op::BINBYTES => {
-                let n = self.take_len4(at)?;
+                let n = self.take_ulen4()?;
                 let b = self.take(n)?.to_vec();
                 self.push(Value::Bytes(b));
             }
@@ -601,29 +629,29 @@ impl<'a> Parser<'a> {
                 let args = self.pop(at)?;
                 let callable = self.pop(at)?;
                 let obj = self.reduce(callable, args);
-                self.push(Value::Object(obj));
+                self.push(Value::Object(Box::new(obj)));
             }
             op::NEWOBJ => {
                 let args = self.pop(at)?;
                 let callable = self.pop(at)?;
-                self.push(Value::Object(Object {
+                self.push(Value::Object(Box::new(Object {
                     callable,
                     args,
                     new_obj: true,
                     ..Default::default()
-                }));
+                })));
             }
             op::NEWOBJ_EX => {
                 let kwargs = self.pop(at)?;
                 let args = self.pop(at)?;
                 let callable = self.pop(at)?;
-                self.push(Value::Object(Object {
+                self.push(Value::Object(Box::new(Object {
                     callable,
                     args,
                     kwargs: Some(kwargs),
                     new_obj: true,
                     ..Default::default()
-                }));
+                })));
             }
             op::INST => {
                 let module = self.take_line_str()?;
@@ -631,11 +659,11 @@ impl<'a> Parser<'a> {
                 let items = self.pop_mark(at)?;
                 let callable = self.alloc(global(module, name));
                 let args = self.alloc(Value::Tuple(items));
-                self.push(Value::Object(Object {
+                self.push(Value::Object(Box::new(Object {
                     callable,
                     args,
                     ..Default::default()
-                }));
+                })));
             }
             op::OBJ => {
                 let mut items = self.pop_mark(at)?;
@@ -644,11 +672,11 @@ impl<'a> Parser<'a> {
                 }
                 let callable = items.remove(0);
                 let args = self.alloc(Value::Tuple(items));
-                self.push(Value::Object(Object {
+                self.push(Value::Object(Box::new(Object {
                     callable,
                     args,
                     ..Default::default()
-                }));
+                })));
             }
             op::BUILD => {
                 let state = self.pop(at)?;
@@ -844,6 +872,13 @@ impl<'a> Parser<'a> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
 
+    /// An unsigned 4-byte length (`BINUNICODE`, `BINBYTES`: `uint4` in `pickletools`).
+    fn take_ulen4(&mut self) -> Result<usize> {
+        Ok(u32::from_le_bytes(self.take_array::<4>()?) as usize)
+    }
+
+    /// A signed 4-byte length (`BINSTRING`, `LONG4`: `int4`; negative is an error, as in
+    /// CPython).
     fn take_len4(&mut self, at: usize) -> Result<usize> {
         let n = i32::from_le_bytes(self.take_array::<4>()?);
         usize::try_from(n).map_err(|_| anyhow::anyhow!("negative length {n} at offset {at}"))

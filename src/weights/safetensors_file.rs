@@ -1,60 +1,78 @@
 //! Safetensors weights, one file or a sharded set described by `model.safetensors.index.json`.
 //! Files are memory-mapped; a tensor is converted to `f32` only when read.
+//!
+//! The header is validated once at open (by the `safetensors` crate: offsets inside the file,
+//! contiguous, shape × dtype matching each byte range, no arithmetic overflow), after our own
+//! check that its declared length is plausible; each tensor's byte range is kept, so a read
+//! slices the map without parsing the header again.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
-use super::TensorSource;
+use super::{sharded, TensorSource};
+
+/// The largest header accepted. A header is one JSON line per tensor (ESM-2 3B's is ~100 KB);
+/// the `safetensors` crate would parse up to 100 MB, which JSON parsing multiplies in memory.
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+struct Entry {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Range<usize>,
+}
 
 pub struct SafetensorsSource {
     label: String,
     shards: Vec<Mmap>,
-    /// tensor name -> (shard index, shape)
-    index: HashMap<String, (usize, Vec<usize>)>,
+    index: HashMap<String, Entry>,
 }
 
 impl SafetensorsSource {
     /// Open `model.safetensors` or a `*.safetensors.index.json` (sharded checkpoint).
     pub fn open(path: &Path) -> Result<Self> {
-        let files: Vec<PathBuf> = if path.to_string_lossy().ends_with(".index.json") {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", path.display()))?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .with_context(|| format!("{} has no \"weight_map\"", path.display()))?;
-            let dir = path.parent().unwrap_or(Path::new("."));
-            let mut names: Vec<String> = map
-                .values()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            names.sort();
-            names.dedup();
-            names.into_iter().map(|n| dir.join(n)).collect()
+        let map = if path.to_string_lossy().ends_with(".index.json") {
+            Some(sharded::read_weight_map(path)?)
         } else {
-            vec![path.to_path_buf()]
+            None
+        };
+        let files: Vec<PathBuf> = match &map {
+            Some(map) => sharded::shard_files(path, map)?,
+            None => vec![path.to_path_buf()],
         };
         let mut shards = Vec::new();
         let mut index = HashMap::new();
         for (i, file) in files.iter().enumerate() {
-            let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-            // SAFETY: the file is opened read-only and we never hand out references that outlive
-            // the map; a concurrent writer could change the bytes, as with any mmap reader.
-            let mmap = unsafe { Mmap::map(&f) }
-                .with_context(|| format!("memory-mapping {}", file.display()))?;
-            let st = SafeTensors::deserialize(&mmap)
-                .with_context(|| format!("{} is not a valid safetensors file", file.display()))?;
+            let mmap = map_checked(file)?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not a valid safetensors file: {}",
+                    file.display(),
+                    explain(&e)
+                )
+            })?;
+            let base = mmap.as_ptr() as usize;
             for (name, view) in st.tensors() {
-                index.insert(name, (i, view.shape().to_vec()));
+                // The view borrows the map: its offset in the map is where its bytes are.
+                let start = view.data().as_ptr() as usize - base;
+                let entry = Entry {
+                    shard: i,
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    bytes: start..start + view.data().len(),
+                };
+                index.entry(name).or_insert(entry);
             }
             shards.push(mmap);
+        }
+        if let Some(map) = &map {
+            sharded::check_listed_tensors(path, map, |n| index.contains_key(n))?;
         }
         Ok(Self {
             label: path.display().to_string(),
@@ -64,24 +82,87 @@ impl SafetensorsSource {
     }
 }
 
+/// Map a safetensors file after checking that its 8-byte header length fits the file and
+/// [`MAX_HEADER_BYTES`].
+fn map_checked(file: &Path) -> Result<Mmap> {
+    let label = file.display();
+    let f = File::open(file).with_context(|| format!("opening {label}"))?;
+    // SAFETY: the file is opened read-only and we never hand out references that outlive
+    // the map; a concurrent writer could change the bytes, as with any mmap reader.
+    let mmap = unsafe { Mmap::map(&f) }.with_context(|| format!("memory-mapping {label}"))?;
+    let Some(head) = mmap.get(..8) else {
+        bail!(
+            "{label} is not a valid safetensors file: {} bytes, shorter than the 8-byte header length",
+            mmap.len()
+        );
+    };
+    let n = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+    let room = mmap.len() as u64 - 8;
+    if n > room || n > MAX_HEADER_BYTES {
+        bail!(
+            "{label} is not a valid safetensors file: its header claims {n} bytes but {}",
+            if n > room {
+                format!("the file has only {room} after the length")
+            } else {
+                format!("headers over {MAX_HEADER_BYTES} bytes are refused")
+            }
+        );
+    }
+    Ok(mmap)
+}
+
+/// A safetensors error in words (the crate's `Display` prints the variant's name).
+fn explain(e: &SafeTensorError) -> String {
+    match e {
+        SafeTensorError::InvalidHeader => "its header is not UTF-8 text".into(),
+        SafeTensorError::InvalidHeaderStart => "its header does not start with '{'".into(),
+        SafeTensorError::InvalidHeaderDeserialization => "its header is not valid JSON".into(),
+        SafeTensorError::HeaderTooLarge => "its header is too large".into(),
+        SafeTensorError::HeaderTooSmall => "it is too short to hold a header".into(),
+        SafeTensorError::InvalidHeaderLength => {
+            "its header length runs past the end of the file".into()
+        }
+        SafeTensorError::TensorNotFound(name) => format!("tensor {name} is not in it"),
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's byte range does not match its shape and dtype".into()
+        }
+        SafeTensorError::InvalidOffset(name) => format!(
+            "tensor {name}'s byte range is out of order, overlaps another or runs past the end \
+             of the file"
+        ),
+        SafeTensorError::IoError(e) => format!("read error: {e}"),
+        SafeTensorError::JsonError(e) => format!("its header is not a tensor table: {e}"),
+        SafeTensorError::InvalidTensorView(dtype, shape, len) => format!(
+            "a {dtype:?} tensor of shape {shape:?} cannot be made of {len} bytes"
+        ),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "its tensors do not cover the data that follows the header (truncated or padded \
+             file)"
+                .into()
+        }
+        SafeTensorError::ValidationOverflow => {
+            "a tensor's shape is too large (its size overflows)".into()
+        }
+    }
+}
+
 impl TensorSource for SafetensorsSource {
     fn names(&self) -> Vec<String> {
         self.index.keys().cloned().collect()
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.index.get(name).map(|(_, s)| s.clone())
+        self.index.get(name).map(|e| e.shape.clone())
     }
 
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let (shard, _) = self
+        let e = self
             .index
             .get(name)
             .with_context(|| format!("tensor {name} not in {}", self.label))?;
-        let st = SafeTensors::deserialize(&self.shards[*shard])?;
-        let view = st.tensor(name)?;
-        let bytes = view.data();
-        Ok(match view.dtype() {
+        // In bounds: the crate checked every range against the file at open.
+        let bytes = &self.shards[e.shard][e.bytes.clone()];
+        Ok(match e.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -96,7 +177,7 @@ impl TensorSource for SafetensorsSource {
                 .collect(),
             Dtype::F64 => bytes
                 .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
                 .collect(),
             other => bail!(
                 "tensor {name} in {} has dtype {other:?}, expected a float",

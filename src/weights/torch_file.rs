@@ -9,7 +9,7 @@
 //! sliced out of the map when it is read, so a multi-GB checkpoint is never loaded whole.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -121,6 +121,9 @@ impl TorchSource {
         let mut tensors = HashMap::new();
         let mut order = Vec::new();
         for (name, info) in named {
+            archive
+                .check_view(&info)
+                .with_context(|| format!("{}: tensor {name}", archive.label))?;
             // State-dict names are unique; should flattening yield one twice, keep the first.
             if let std::collections::hash_map::Entry::Vacant(slot) = tensors.entry(name) {
                 order.push(slot.key().clone());
@@ -161,7 +164,9 @@ impl TensorSource for TorchSource {
             .tensors
             .get(name)
             .with_context(|| format!("tensor {name} not in {}", self.archive.label))?;
-        let storage = self.archive.storage(&info.storage)?;
+        // Only the bytes the view reaches (checked against the entry at open).
+        let needed = view_extent(info)?.1;
+        let storage = self.archive.storage(&info.storage, needed)?;
         gather_f32(&storage, info, self.archive.big_endian)
             .with_context(|| format!("tensor {name} in {}", self.archive.label))
     }
@@ -250,10 +255,24 @@ struct Archive {
 
 struct Entry {
     index: usize,
+    /// Where a stored entry's bytes start in the file.
     start: usize,
+    /// The uncompressed size the archive declares: for a stored entry checked against the
+    /// file at open, for a compressed one against what its compressed bytes could inflate to.
     size: usize,
     stored: bool,
 }
+
+/// Deflate cannot expand data more than about 1032 times (a 258-byte match per 2 bits); a
+/// compressed entry declaring more than this times its compressed size plus a block's worth
+/// is lying, and is refused before anything is allocated for it.
+const MAX_DEFLATE_RATIO: usize = 1100;
+
+/// The largest `data.pkl` read. It holds only the object graph (tensor metadata, module
+/// attributes), about 200 bytes per tensor: ESM-2 3B's is well under 1 MiB. The limit keeps a
+/// compressed bomb from inflating without bound; [`super::pickle::MAX_VALUES`] then bounds
+/// what parsing it may allocate.
+pub const MAX_PICKLE_BYTES: usize = 32 << 20;
 
 impl Archive {
     fn open(path: &Path) -> Result<Self> {
@@ -283,13 +302,39 @@ impl Archive {
             let f = zip
                 .by_index_raw(index)
                 .with_context(|| format!("{label}: zip entry {index}"))?;
+            let name = f.name().to_string();
+            let too_big = || format!("{label}: zip entry {name} declares an impossible size");
+            let start = usize::try_from(f.data_start()).with_context(too_big)?;
+            let size = usize::try_from(f.size()).with_context(too_big)?;
+            let compressed = usize::try_from(f.compressed_size()).with_context(too_big)?;
+            let stored = f.compression() == CompressionMethod::Stored;
+            // Check every declared size against the file now, so nothing later allocates
+            // or slices by a size the archive cannot back.
+            let fits = if stored {
+                size == compressed
+                    && start
+                        .checked_add(size)
+                        .is_some_and(|end| end <= mmap.len())
+            } else {
+                start
+                    .checked_add(compressed)
+                    .is_some_and(|end| end <= mmap.len())
+                    && size <= compressed.saturating_mul(MAX_DEFLATE_RATIO).saturating_add(1 << 16)
+            };
+            if !fits {
+                bail!(
+                    "{label}: zip entry {name} declares {size} bytes, more than the archive \
+                     holds for it ({compressed} bytes {}); the file is corrupt or truncated",
+                    if stored { "stored" } else { "compressed" }
+                );
+            }
             let entry = Entry {
                 index,
-                start: usize::try_from(f.data_start())?,
-                size: usize::try_from(f.size())?,
-                stored: f.compression() == CompressionMethod::Stored,
+                start,
+                size,
+                stored,
             };
-            entries.insert(f.name().to_string(), entry);
+            entries.insert(name, entry);
         }
         drop(zip);
 
@@ -323,7 +368,7 @@ impl Archive {
         };
         let order_name = format!("{}byteorder", archive.prefix);
         if archive.entries.contains_key(&order_name) {
-            let big_endian = match archive.entry(&order_name)?.trim_ascii() {
+            let big_endian = match archive.entry(&order_name, 16)?.trim_ascii() {
                 b"little" => false,
                 b"big" => true,
                 other => bail!(
@@ -339,39 +384,95 @@ impl Archive {
 
     fn pickle(&self) -> Result<Pickle> {
         let name = format!("{}data.pkl", self.prefix);
-        let bytes = self.entry(&name)?;
+        let declared = self.entry_size(&name)?;
+        if declared > MAX_PICKLE_BYTES {
+            bail!(
+                "{}: {name} declares {declared} bytes; a checkpoint's object graph is far \
+                 smaller (at most {MAX_PICKLE_BYTES} bytes are read), so this file is not a \
+                 model checkpoint or is corrupt",
+                self.label
+            );
+        }
+        let bytes = self.entry(&name, declared)?;
         Pickle::parse(&bytes).with_context(|| format!("{}: parsing {name}", self.label))
     }
 
-    /// The raw bytes of storage `key`.
-    fn storage(&self, key: &str) -> Result<Cow<'_, [u8]>> {
-        self.entry(&format!("{}data/{key}", self.prefix))
+    fn storage_name(&self, key: &str) -> String {
+        format!("{}data/{key}", self.prefix)
     }
 
-    /// An entry's bytes: a slice of the map when stored (torch always stores), else inflated.
-    fn entry(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+    /// The first `needed` bytes of storage `key` (a view never reaches further; see
+    /// [`Self::check_view`]).
+    fn storage(&self, key: &str, needed: usize) -> Result<Cow<'_, [u8]>> {
+        self.entry(&self.storage_name(key), needed)
+    }
+
+    /// An entry's declared (and checked) uncompressed size.
+    fn entry_size(&self, name: &str) -> Result<usize> {
+        self.entries
+            .get(name)
+            .map(|e| e.size)
+            .with_context(|| format!("{}: zip entry {name} is missing", self.label))
+    }
+
+    /// Check, before any tensor is read, that a view lies inside its storage entry and does
+    /// not materialise more elements than the storage holds (a stride-0 "expanded" view of a
+    /// few bytes could otherwise demand any amount of memory).
+    fn check_view(&self, t: &TensorInfo) -> Result<()> {
+        let name = self.storage_name(&t.storage);
+        let size = self.entry_size(&name)?;
+        let (numel, needed) = view_extent(t)?;
+        if needed > size {
+            bail!(
+                "its view (offset {}, shape {:?}, stride {:?}) needs {needed} bytes of storage \
+                 {name}, which holds {size}",
+                t.offset,
+                t.shape,
+                t.stride
+            );
+        }
+        let held = size / t.dtype.size();
+        if numel > held {
+            bail!(
+                "shape {:?} has {numel} elements but its storage {name} holds only {held} \
+                 (an expanded view; save the tensor with .contiguous())",
+                t.shape
+            );
+        }
+        Ok(())
+    }
+
+    /// The first `limit` bytes of an entry (all of it when shorter): a slice of the map when
+    /// stored (torch always stores), else inflated, never past `limit` nor its declared size.
+    fn entry(&self, name: &str, limit: usize) -> Result<Cow<'_, [u8]>> {
         let e = self
             .entries
             .get(name)
             .with_context(|| format!("{}: zip entry {name} is missing", self.label))?;
+        let want = limit.min(e.size);
         if e.stored {
-            let end = e
-                .start
-                .checked_add(e.size)
-                .filter(|&end| end <= self.mmap.len())
-                .with_context(|| {
-                    format!(
-                        "{}: zip entry {name} runs past the end of the file",
-                        self.label
-                    )
-                })?;
-            return Ok(Cow::Borrowed(&self.mmap[e.start..end]));
+            // In bounds: checked against the file at open.
+            return Ok(Cow::Borrowed(&self.mmap[e.start..e.start + want]));
         }
-        let mut zip = ZipArchive::new(Cursor::new(&self.mmap[..]))?;
-        let mut f = zip.by_index(e.index)?;
-        let mut out = Vec::with_capacity(e.size);
-        f.read_to_end(&mut out)
+        let mut zip = ZipArchive::new(Cursor::new(&self.mmap[..]))
+            .with_context(|| format!("{}: not a valid zip archive", self.label))?;
+        let f = zip
+            .by_index(e.index)
+            .map_err(|err| anyhow::anyhow!("{err}"))
+            .with_context(|| format!("{}: cannot decompress zip entry {name}", self.label))?;
+        // Grow as the data arrives rather than trusting the declared size up front.
+        let mut out = Vec::new();
+        f.take(want as u64)
+            .read_to_end(&mut out)
             .with_context(|| format!("{}: decompressing zip entry {name}", self.label))?;
+        if out.len() < want {
+            bail!(
+                "{}: zip entry {name} inflates to {} bytes but declares {}; the file is corrupt",
+                self.label,
+                out.len(),
+                e.size
+            );
+        }
         Ok(Cow::Owned(out))
     }
 }
@@ -385,6 +486,7 @@ impl Archive {
 /// names, as `Module.state_dict()` would name them.
 fn state_dict(pk: &Pickle) -> Result<Vec<(String, TensorInfo)>> {
     let root = pk.root();
+    let mut seen = HashSet::new();
     if let Some(items) = pk.as_dict(root) {
         let mut direct = false;
         for &(_, v) in items {
@@ -394,34 +496,43 @@ fn state_dict(pk: &Pickle) -> Result<Vec<(String, TensorInfo)>> {
             for key in ["model", "state_dict", "model_state_dict", "module", "net"] {
                 if let Some(v) = pk.dict_get(root, key) {
                     let mut out = Vec::new();
-                    collect(pk, v, String::new(), &mut out, 0)?;
+                    collect(pk, v, String::new(), &mut out, 0, &mut seen)?;
                     if !out.is_empty() {
                         return Ok(out);
                     }
+                    seen.clear();
                 }
             }
         }
     }
     let mut out = Vec::new();
-    collect(pk, root, String::new(), &mut out, 0)?;
+    collect(pk, root, String::new(), &mut out, 0, &mut seen)?;
     Ok(out)
 }
 
 /// Nesting deeper than this is a reference cycle, not a model.
 const MAX_DEPTH: usize = 256;
 
+/// Walk the object graph for tensors. Containers are entered once each (`seen`): a pickle
+/// shares objects through its memo, and a graph of dicts that each hold the previous one twice
+/// would otherwise take time exponential in its size. A tensor reached under several names
+/// (tied weights) is a leaf and keeps every name.
 fn collect(
     pk: &Pickle,
     id: Id,
     name: String,
     out: &mut Vec<(String, TensorInfo)>,
     depth: usize,
+    seen: &mut HashSet<Id>,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("objects nested more than {MAX_DEPTH} deep at {name:?} (a reference cycle?)");
     }
     if let Some(t) = tensor_info(pk, id).with_context(|| format!("tensor {name}"))? {
         out.push((name, t));
+        return Ok(());
+    }
+    if !seen.insert(id) {
         return Ok(());
     }
     if let Some(dict) = module_dict(pk, id) {
@@ -443,7 +554,7 @@ fn collect(
                 {
                     continue;
                 }
-                collect(pk, v, join(&name, key), out, depth + 1)?;
+                collect(pk, v, join(&name, key), out, depth + 1, seen)?;
             }
         }
         return Ok(());
@@ -455,7 +566,7 @@ fn collect(
                 Value::Int(i) => i.to_string(),
                 _ => continue,
             };
-            collect(pk, v, join(&name, &key), out, depth + 1)?;
+            collect(pk, v, join(&name, &key), out, depth + 1, seen)?;
         }
     }
     // Numbers, strings, lists, other objects (hooks, Namespaces, …) hold no state-dict tensors.
@@ -481,16 +592,33 @@ fn module_dict(pk: &Pickle, id: Id) -> Option<Id> {
 /// its values are. `Ok(None)` for anything that is not a tensor; an error for tensor kinds
 /// this reader cannot represent (quantized, sparse, …).
 fn tensor_info(pk: &Pickle, id: Id) -> Result<Option<TensorInfo>> {
+    tensor_info_at(pk, id, 0)
+}
+
+/// Wrappers (`Parameter`, tensor subclasses) nest a couple deep in real files; a pickle can
+/// make them nest in a cycle, which this bound turns into an error.
+const MAX_WRAPPERS: usize = 8;
+
+fn tensor_info_at(pk: &Pickle, id: Id, depth: usize) -> Result<Option<TensorInfo>> {
     let Some(obj) = pk.as_object(id) else {
         return Ok(None);
     };
     let Some((module, name)) = pk.as_global(obj.callable) else {
         return Ok(None);
     };
-    rebuild(pk, module, name, obj.args)
+    rebuild(pk, module, name, obj.args, depth)
 }
 
-fn rebuild(pk: &Pickle, module: &str, name: &str, args: Id) -> Result<Option<TensorInfo>> {
+fn rebuild(
+    pk: &Pickle,
+    module: &str,
+    name: &str,
+    args: Id,
+    depth: usize,
+) -> Result<Option<TensorInfo>> {
+    if depth > MAX_WRAPPERS {
+        bail!("tensor wrapped in more than {MAX_WRAPPERS} layers of {module}.{name}");
+    }
     let a = pk.as_seq(args).unwrap_or(&[]);
     let arg = |i: usize| {
         a.get(i)
@@ -526,7 +654,7 @@ fn rebuild(pk: &Pickle, module: &str, name: &str, args: Id) -> Result<Option<Ten
         }
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
             let data = arg(0)?;
-            tensor_info(pk, data)?
+            tensor_info_at(pk, data, depth + 1)?
                 .map(Some)
                 .with_context(|| format!("a Parameter wrapping a {}, not a tensor", pk.kind(data)))
         }
@@ -536,7 +664,7 @@ fn rebuild(pk: &Pickle, module: &str, name: &str, args: Id) -> Result<Option<Ten
             let (m, n) = pk
                 .as_global(func)
                 .with_context(|| format!("{name} of a {}", pk.kind(func)))?;
-            rebuild(pk, m, n, arg(2)?)
+            rebuild(pk, m, n, arg(2)?, depth + 1)
         }
         (m, n) if m.starts_with("torch") && n.starts_with("_rebuild") => {
             bail!("unsupported tensor kind {m}.{n} (only dense CPU/GPU tensors can be read)")
@@ -580,25 +708,51 @@ fn usizes(pk: &Pickle, id: Id) -> Option<Vec<usize>> {
 }
 
 /// The tensor's values, in row-major order, as `f32`, following its stride through the storage.
-fn gather_f32(storage: &[u8], t: &TensorInfo, big_endian: bool) -> Result<Vec<f32>> {
-    let elem = t.dtype.size();
+/// `(elements, storage bytes reached)` of a view: how many values it holds and how many bytes
+/// of its storage, from the start, it needs. Overflow (absurd sizes in a corrupt file) is an
+/// error, never a wrapped small number.
+fn view_extent(t: &TensorInfo) -> Result<(usize, usize)> {
+    let too_large = || {
+        format!(
+            "tensor view (offset {}, shape {:?}, stride {:?}) is too large",
+            t.offset, t.shape, t.stride
+        )
+    };
     let numel = t
         .shape
         .iter()
         .try_fold(1usize, |acc, &n| acc.checked_mul(n))
-        .with_context(|| format!("tensor shape {:?} is too large", t.shape))?;
+        .with_context(too_large)?;
     if numel == 0 {
-        return Ok(Vec::new());
+        return Ok((0, 0));
     }
-    let available = storage.len() / elem;
-    // Saturating: absurd strides in a corrupt file must fail the check below, not overflow.
     let last = t
         .shape
         .iter()
         .zip(&t.stride)
-        .fold(t.offset, |acc, (&n, &s)| {
-            acc.saturating_add((n - 1).saturating_mul(s))
-        });
+        .try_fold(t.offset, |acc, (&n, &s)| {
+            (n - 1).checked_mul(s).and_then(|d| acc.checked_add(d))
+        })
+        .with_context(too_large)?;
+    let bytes = last
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(t.dtype.size()))
+        .with_context(too_large)?;
+    Ok((numel, bytes))
+}
+
+fn gather_f32(storage: &[u8], t: &TensorInfo, big_endian: bool) -> Result<Vec<f32>> {
+    let elem = t.dtype.size();
+    let (numel, _) = view_extent(t)?;
+    if numel == 0 {
+        return Ok(Vec::new());
+    }
+    let available = storage.len() / elem;
+    let last = t
+        .shape
+        .iter()
+        .zip(&t.stride)
+        .fold(t.offset, |acc, (&n, &s)| acc + (n - 1) * s);
     if last >= available {
         bail!(
             "view (offset {}, shape {:?}, stride {:?}) needs element {last} of storage {} but it holds {available}",
