@@ -3,9 +3,16 @@
 //! files made from the same models; hand-built checkpoints cover strided views, other dtypes,
 //! compressed entries and the error messages.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::Tensor;
+use virnucpro::models::classifier::Classifier;
+use virnucpro::models::dnabert_s::{DnabertConfig, DnabertS};
+use virnucpro::models::esm2::{Esm2, Esm2Config};
+use virnucpro::tokenize::dnabert::DnaTokenizer;
 use virnucpro::weights::torch_file::{fair_esm_config, FairEsmArgs};
 use virnucpro::weights::{self, TensorSource};
 use zip::write::SimpleFileOptions;
@@ -227,6 +234,10 @@ impl Pk {
     fn int(self, v: u8) -> Self {
         self.op(&[b'K', v])
     }
+    /// `BININT`: a signed 32-bit int.
+    fn int32(self, v: i32) -> Self {
+        self.op(b"J").op(&v.to_le_bytes())
+    }
     fn ints(mut self, v: &[u8]) -> Self {
         self = self.op(b"(");
         for &x in v {
@@ -345,16 +356,11 @@ fn view_past_the_storage_is_an_error() {
         &[("0", f32_bytes(&[0.; 4]))],
         CompressionMethod::Stored,
     );
-    let err = format!(
-        "{:#}",
-        weights::open(&path)
-            .unwrap()
-            .source()
-            .read_f32("w")
-            .unwrap_err()
-    );
+    // Checked at open, before any tensor is read: elements 2..=5 are 24 bytes of a 16-byte
+    // storage.
+    let err = open_err(&path);
     assert!(
-        err.contains("needs element 5") && err.contains("holds 4"),
+        err.contains("tensor w") && err.contains("needs 24 bytes") && err.contains("holds 16"),
         "{err}"
     );
 }
@@ -419,4 +425,386 @@ fn clear_errors_for_files_that_are_not_checkpoints() {
     assert!(open_err(&p("plain.bin")).contains("without data.pkl"));
 
     assert!(open_err(&p("missing.pt")).contains("does not exist"));
+}
+
+// ---- every Hugging Face layout, for both encoders ----
+
+type B = burn::backend::Flex;
+
+/// The tensors of a fixture's `model.safetensors`: name, shape, values.
+type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn fixture_tensors(model: &str) -> Named {
+    let w = weights::open(&fixture(&format!("{model}/model.safetensors"))).unwrap();
+    sorted_names(w.source())
+        .into_iter()
+        .map(|n| {
+            let shape = w.source().shape(&n).unwrap();
+            let values = w.source().read_f32(&n).unwrap();
+            (n, shape, values)
+        })
+        .collect()
+}
+
+fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| f32_bytes(v)).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, shape, _), b)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                    .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, &None).unwrap()).unwrap();
+}
+
+/// A `torch.save(state_dict)`-style zip: one float storage per tensor.
+fn write_torch_state_dict(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let mut pk = Pk::default().op(b"\x80\x02}(");
+    let mut storages = Vec::new();
+    for (i, (name, shape, values)) in tensors.iter().enumerate() {
+        let key = i.to_string();
+        let mut stride = vec![1i32; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * shape[d + 1] as i32;
+        }
+        pk = pk
+            .str(name)
+            .global("torch._utils", "_rebuild_tensor_v2")
+            .op(b"((")
+            .str("storage")
+            .global("torch", "FloatStorage")
+            .str(&key)
+            .str("cpu")
+            .int32(values.len() as i32)
+            .op(b"tQ")
+            .int(0)
+            .op(b"(");
+        for &n in shape {
+            pk = pk.int32(n as i32);
+        }
+        pk = pk.op(b"t(");
+        for &st in &stride {
+            pk = pk.int32(st);
+        }
+        pk = pk
+            .op(b"t\x89")
+            .global("collections", "OrderedDict")
+            .op(b")R")
+            .op(b"tR");
+        storages.push((key, f32_bytes(values)));
+    }
+    let pickle = pk.op(b"u.").0;
+    let storages: Vec<(&str, Vec<u8>)> = storages
+        .iter()
+        .map(|(k, b)| (k.as_str(), b.clone()))
+        .collect();
+    write_checkpoint(path, &pickle, &storages, CompressionMethod::Stored);
+}
+
+/// `shards` files named by `shard_name(i, n)`, the tensors split between them, and the index
+/// `index` mapping each tensor to its shard, as transformers writes them.
+fn write_sharded(
+    dir: &Path,
+    tensors: &Named,
+    index: &str,
+    shard_name: impl Fn(usize, usize) -> String,
+    write: impl Fn(&Path, &[(String, Vec<usize>, Vec<f32>)]),
+) {
+    let n = 2;
+    let half = tensors.len().div_ceil(n);
+    let mut map = serde_json::Map::new();
+    for (i, part) in tensors.chunks(half).enumerate() {
+        let file = shard_name(i + 1, n);
+        write(&dir.join(&file), part);
+        for (name, _, _) in part {
+            map.insert(name.clone(), serde_json::Value::String(file.clone()));
+        }
+    }
+    let json = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    std::fs::write(dir.join(index), json.to_string()).unwrap();
+}
+
+/// Model directories in every layout transformers reads, each with the fixture's config and
+/// tokenizer files: `(what, dir)`.
+fn layout_dirs(model: &str) -> Vec<(&'static str, tempfile::TempDir)> {
+    let tensors = fixture_tensors(model);
+    let new_dir = || {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["config.json", "tokenizer.json", "vocab.txt"] {
+            let src = fixture(&format!("{model}/{f}"));
+            if src.exists() {
+                std::fs::copy(src, dir.path().join(f)).unwrap();
+            }
+        }
+        dir
+    };
+    let mut out = Vec::new();
+
+    let d = new_dir();
+    write_safetensors(&d.path().join("model.safetensors"), &tensors);
+    out.push(("model.safetensors", d));
+
+    let d = new_dir();
+    write_sharded(
+        d.path(),
+        &tensors,
+        "model.safetensors.index.json",
+        |i, n| format!("model-{i:05}-of-{n:05}.safetensors"),
+        write_safetensors,
+    );
+    out.push(("sharded safetensors", d));
+
+    let d = new_dir();
+    write_torch_state_dict(&d.path().join("pytorch_model.bin"), &tensors);
+    out.push(("pytorch_model.bin", d));
+
+    let d = new_dir();
+    write_sharded(
+        d.path(),
+        &tensors,
+        "pytorch_model.bin.index.json",
+        |i, n| format!("pytorch_model-{i:05}-of-{n:05}.bin"),
+        write_torch_state_dict,
+    );
+    out.push(("sharded pytorch_model.bin", d));
+
+    // Both formats: transformers takes the safetensors; the .bin here would not even open.
+    let d = new_dir();
+    write_safetensors(&d.path().join("model.safetensors"), &tensors);
+    std::fs::write(d.path().join("pytorch_model.bin"), b"not a checkpoint").unwrap();
+    out.push(("safetensors beside pytorch_model.bin", d));
+    out
+}
+
+fn max_diff_vs_goldens(model: &str, embed: impl Fn(&[u32]) -> Tensor<B, 2>) -> f32 {
+    let mut worst = 0f32;
+    for case in common::model_cases(model) {
+        let got = embed(&case.token_ids).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), case.embedding.len());
+        for (a, b) in got.iter().zip(&case.embedding) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn every_hf_layout_loads_esm2() {
+    let device = Default::default();
+    for (what, dir) in layout_dirs("esm2_tiny") {
+        let (model, _) =
+            Esm2::<B>::load(dir.path(), &device).unwrap_or_else(|e| panic!("ESM-2 {what}: {e:#}"));
+        let diff = max_diff_vs_goldens("esm2_tiny", |ids| model.embed(&[ids.to_vec()]));
+        assert!(diff <= 1e-4, "ESM-2 {what}: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn every_hf_layout_loads_dnabert_s() {
+    let device = Default::default();
+    for (what, dir) in layout_dirs("dnabert_s_tiny") {
+        let (model, _) = DnabertS::<B>::load(dir.path(), &device)
+            .unwrap_or_else(|e| panic!("DNABERT-S {what}: {e:#}"));
+        let diff = max_diff_vs_goldens("dnabert_s_tiny", |ids| model.embed(&[ids.to_vec()]));
+        assert!(diff <= 1e-4, "DNABERT-S {what}: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn sharded_index_missing_a_listed_tensor_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = fixture_tensors("dnabert_s_tiny");
+    write_sharded(
+        dir.path(),
+        &tensors,
+        "pytorch_model.bin.index.json",
+        |i, n| format!("pytorch_model-{i:05}-of-{n:05}.bin"),
+        write_torch_state_dict,
+    );
+    // Replace shard 2 by a shard from "another download" holding only the first tensor.
+    write_torch_state_dict(
+        &dir.path().join("pytorch_model-00002-of-00002.bin"),
+        &tensors[..1],
+    );
+    let err = open_err(&dir.path().join("pytorch_model.bin.index.json"));
+    assert!(
+        err.contains("tensors its shards do not hold") && err.contains("pytorch_model-00002"),
+        "{err}"
+    );
+}
+
+// ---- a config smaller than its checkpoint ----
+
+/// A copy of a fixture model directory (safetensors) whose config.json sets
+/// `num_hidden_layers` to `layers`.
+fn dir_with_layers(model: &str, layers: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        let src = fixture(&format!("{model}/{f}"));
+        if src.exists() {
+            std::fs::copy(src, dir.path().join(f)).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(fixture(&format!("{model}/config.json"))).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["num_hidden_layers"] = layers.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn esm2_config_with_fewer_layers_than_the_checkpoint_is_refused() {
+    let dir = dir_with_layers("esm2_tiny", 1);
+    let err = format!(
+        "{:#}",
+        Esm2::<B>::load(dir.path(), &Default::default()).unwrap_err()
+    );
+    // Layer 1's 16 encoder tensors; its rotary buffer is recomputed and never counted.
+    assert!(
+        err.contains("holds 16 tensors this config does not use")
+            && err.contains("esm.encoder.layer.1.")
+            && err.contains("num_hidden_layers"),
+        "{err}"
+    );
+    // The heads the original never used (lm_head, position embeddings) are not reported.
+    assert!(
+        !err.contains("lm_head") && !err.contains("position_embeddings"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dnabert_s_config_with_fewer_layers_than_the_checkpoint_is_refused() {
+    let dir = dir_with_layers("dnabert_s_tiny", 1);
+    let err = format!(
+        "{:#}",
+        DnabertS::<B>::load(dir.path(), &Default::default()).unwrap_err()
+    );
+    assert!(
+        err.contains("tensors this config does not use: encoder.layer.1.")
+            && err.contains("num_hidden_layers")
+            && !err.contains("pooler"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fixture_models_use_every_encoder_tensor() {
+    // The full configs load (the check passes with every allow-listed head present), from
+    // every file format the fixtures hold.
+    let device = Default::default();
+    for f in ["", "pytorch_model.bin", "fair_esm_checkpoint.pt"] {
+        Esm2::<B>::load(&fixture(&format!("esm2_tiny/{f}")), &device)
+            .unwrap_or_else(|e| panic!("esm2_tiny/{f}: {e:#}"));
+    }
+    for f in ["", "pytorch_model.bin"] {
+        DnabertS::<B>::load(&fixture(&format!("dnabert_s_tiny/{f}")), &device)
+            .unwrap_or_else(|e| panic!("dnabert_s_tiny/{f}: {e:#}"));
+    }
+    for f in ["mlp_tiny.pth", "mlp_3328x512.pth"] {
+        Classifier::<B>::load(&fixture(f), &device).unwrap_or_else(|e| panic!("{f}: {e:#}"));
+    }
+}
+
+#[test]
+fn classifier_with_an_extra_layer_is_refused() {
+    let w = weights::open(&fixture("mlp_tiny.pth")).unwrap();
+    let mut tensors: Named = sorted_names(w.source())
+        .into_iter()
+        .filter(|n| w.source().read_f32(n).is_ok())
+        .map(|n| {
+            let shape = w.source().shape(&n).unwrap();
+            let v = w.source().read_f32(&n).unwrap();
+            (n, shape, v)
+        })
+        .collect();
+    tensors.push(("hidden_layer2.weight".into(), vec![2, 2], vec![0.0; 4]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deeper.safetensors");
+    write_safetensors(&path, &tensors);
+    let err = format!(
+        "{:#}",
+        Classifier::<B>::load(&path, &Default::default()).unwrap_err()
+    );
+    assert!(
+        err.contains("holds 1 tensor this config does not use: hidden_layer2.weight")
+            && err.contains("MLPClassifier"),
+        "{err}"
+    );
+}
+
+// ---- the real models' published config and tokenizer files ----
+
+fn real(name: &str) -> PathBuf {
+    fixture(&format!("real_model_files/{name}"))
+}
+
+#[test]
+fn real_esm2_configs_parse() {
+    let small = Esm2Config::from_hf_config(&real("esm2_t6_8M_UR50D.config.json")).unwrap();
+    assert_eq!(
+        (small.num_layers, small.hidden, small.heads, small.ffn),
+        (6, 320, 20, 1280)
+    );
+    assert!(small.token_dropout);
+    assert_eq!(
+        (small.vocab_size, small.mask_token_id, small.pad_token_id),
+        (33, 32, 1)
+    );
+    let medium = Esm2Config::from_hf_config(&real("esm2_t12_35M_UR50D.config.json")).unwrap();
+    assert_eq!(
+        (medium.num_layers, medium.hidden, medium.heads, medium.ffn),
+        (12, 480, 20, 1920)
+    );
+}
+
+#[test]
+fn real_dnabert_s_config_parses() {
+    let c = DnabertConfig::from_file(&real("dnabert_s.config.json")).unwrap();
+    assert_eq!(
+        (c.hidden_size, c.num_hidden_layers, c.num_attention_heads),
+        (768, 12, 12)
+    );
+    assert_eq!(
+        (c.intermediate_size, c.vocab_size, c.pad_token_id),
+        (3072, 4096, 0)
+    );
+}
+
+#[test]
+fn real_dnabert_s_tokenizer_is_not_padded_to_2000() {
+    // The published tokenizer.json carries padding and truncation to 2000; like transformers
+    // called without those arguments, ours must switch both off.
+    let text = std::fs::read_to_string(real("dnabert_s.tokenizer.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        json["padding"]["strategy"]["Fixed"], 2000,
+        "fixture changed"
+    );
+    assert_eq!(json["truncation"]["max_length"], 2000, "fixture changed");
+
+    let tok = DnaTokenizer::from_file(&real("dnabert_s.tokenizer.json")).unwrap();
+    let short = tok.encode("ACGTACGTAC").unwrap();
+    assert!(
+        (3..=12).contains(&short.len()),
+        "10 bases gave {} tokens",
+        short.len()
+    );
+    let long: String = "ACGTTGCAAGCT".repeat(1000);
+    let ids = tok.encode(&long).unwrap();
+    assert!(
+        ids.len() > 2000,
+        "12 000 bases truncated to {} tokens",
+        ids.len()
+    );
+    let batch = tok.encode_batch(&["ACGT", "ACGTACGTACGTACGTACGT"]).unwrap();
+    assert!(
+        batch[0].len() < batch[1].len() && batch[1].len() < 20,
+        "{batch:?}"
+    );
+    assert!(!batch[0].contains(&tok.pad_id()), "{batch:?}");
 }

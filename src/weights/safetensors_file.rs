@@ -132,9 +132,9 @@ fn explain(e: &SafeTensorError) -> String {
         ),
         SafeTensorError::IoError(e) => format!("read error: {e}"),
         SafeTensorError::JsonError(e) => format!("its header is not a tensor table: {e}"),
-        SafeTensorError::InvalidTensorView(dtype, shape, len) => format!(
-            "a {dtype:?} tensor of shape {shape:?} cannot be made of {len} bytes"
-        ),
+        SafeTensorError::InvalidTensorView(dtype, shape, len) => {
+            format!("a {dtype:?} tensor of shape {shape:?} cannot be made of {len} bytes")
+        }
         SafeTensorError::MetadataIncompleteBuffer => {
             "its tensors do not cover the data that follows the header (truncated or padded \
              file)"

@@ -311,15 +311,15 @@ impl Archive {
             // Check every declared size against the file now, so nothing later allocates
             // or slices by a size the archive cannot back.
             let fits = if stored {
-                size == compressed
-                    && start
-                        .checked_add(size)
-                        .is_some_and(|end| end <= mmap.len())
+                size == compressed && start.checked_add(size).is_some_and(|end| end <= mmap.len())
             } else {
                 start
                     .checked_add(compressed)
                     .is_some_and(|end| end <= mmap.len())
-                    && size <= compressed.saturating_mul(MAX_DEFLATE_RATIO).saturating_add(1 << 16)
+                    && size
+                        <= compressed
+                            .saturating_mul(MAX_DEFLATE_RATIO)
+                            .saturating_add(1 << 16)
             };
             if !fits {
                 bail!(
@@ -526,7 +526,9 @@ fn collect(
     seen: &mut HashSet<Id>,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
-        bail!("objects nested more than {MAX_DEPTH} deep at {name:?} (a reference cycle?)");
+        // The path itself is as long as the nesting: show its start only.
+        let shown: String = name.chars().take(60).collect();
+        bail!("objects nested more than {MAX_DEPTH} deep, under {shown}… (a reference cycle?)");
     }
     if let Some(t) = tensor_info(pk, id).with_context(|| format!("tensor {name}"))? {
         out.push((name, t));

@@ -1,0 +1,698 @@
+//! Hostile weight files against the binary, one test per case: each run is capped at
+//! [`MEM_MIB`] of address space and [`SECS`] of wall time (`run_bounded`), and must be refused
+//! with exit code 1, exactly one `error:` line saying what is wrong, no panic, no allocation
+//! abort and no output file. The files are generated here (a raw zip writer that can lie about
+//! sizes, a few pickle opcodes), so the corpus is readable next to its tests.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::{assert_refused, fixtures, run_bounded};
+use flate2::write::DeflateEncoder;
+use flate2::Compression;
+
+/// Address-space cap for every hostile run: far below what any bomb here would need.
+const MEM_MIB: u64 = 2048;
+/// Wall-time cap: every refusal here takes well under a second.
+const SECS: u64 = 60;
+
+// ---- generators ----
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut e = DeflateEncoder::new(Vec::new(), Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// `len` copies of `byte`, deflated, without holding `len` bytes in memory.
+fn deflate_repeated(byte: u8, len: usize) -> Vec<u8> {
+    let mut e = DeflateEncoder::new(Vec::new(), Compression::fast());
+    let block = vec![byte; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        e.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+    e.finish().unwrap()
+}
+
+/// One zip entry: its name, its bytes as written (deflated when `deflated`), and the
+/// uncompressed size and CRC the headers declare (free to lie).
+struct Entry {
+    name: String,
+    raw: Vec<u8>,
+    deflated: bool,
+    declared: u64,
+    crc: u32,
+}
+
+impl Entry {
+    fn stored(name: &str, data: &[u8]) -> Self {
+        Self {
+            name: name.into(),
+            raw: data.to_vec(),
+            deflated: false,
+            declared: data.len() as u64,
+            crc: crc32(data),
+        }
+    }
+
+    fn deflated(name: &str, data: &[u8]) -> Self {
+        Self {
+            name: name.into(),
+            raw: deflate(data),
+            deflated: true,
+            declared: data.len() as u64,
+            crc: crc32(data),
+        }
+    }
+
+    /// Already-deflated bytes declaring `declared` uncompressed bytes.
+    fn raw_deflated(name: &str, raw: Vec<u8>, declared: u64) -> Self {
+        Self {
+            name: name.into(),
+            raw,
+            deflated: true,
+            declared,
+            crc: 0,
+        }
+    }
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut h = flate2::Crc::new();
+    h.update(data);
+    h.sum()
+}
+
+/// A zip archive of `entries`, written field by field so the sizes can be anything (ZIP64
+/// extra fields when they do not fit 32 bits).
+fn zip_bytes(entries: &[Entry]) -> Vec<u8> {
+    let (mut body, mut central) = (Vec::new(), Vec::new());
+    for e in entries {
+        let big = e.declared >= 0xFFFF_FFFF || e.raw.len() as u64 >= 0xFFFF_FFFF;
+        let extra: Vec<u8> = if big {
+            [
+                1u16.to_le_bytes().as_slice(),
+                &16u16.to_le_bytes(),
+                &e.declared.to_le_bytes(),
+                &(e.raw.len() as u64).to_le_bytes(),
+            ]
+            .concat()
+        } else {
+            Vec::new()
+        };
+        let (usize32, csize32) = if big {
+            (0xFFFF_FFFF, 0xFFFF_FFFF)
+        } else {
+            (e.declared as u32, e.raw.len() as u32)
+        };
+        let method: u16 = if e.deflated { 8 } else { 0 };
+        let offset = body.len() as u32;
+        let name = e.name.as_bytes();
+        // Local header.
+        body.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        for v in [45u16, 0, method, 0, 0] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [e.crc, csize32, usize32] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        body.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        body.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+        body.extend_from_slice(name);
+        body.extend_from_slice(&extra);
+        body.extend_from_slice(&e.raw);
+        // Central directory record.
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        for v in [45u16, 45, 0, method, 0, 0] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [e.crc, csize32, usize32] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [name.len() as u16, extra.len() as u16, 0, 0, 0] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        central.extend_from_slice(&0u32.to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name);
+        central.extend_from_slice(&extra);
+    }
+    let mut out = body;
+    let cd_start = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    for v in [0u16, 0, entries.len() as u16, entries.len() as u16] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_start.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+/// A protocol-2 pickle, opcode by opcode.
+#[derive(Default)]
+struct Pk(Vec<u8>);
+
+impl Pk {
+    fn new() -> Self {
+        Self(b"\x80\x02".to_vec())
+    }
+    fn op(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+    fn str(self, s: &str) -> Self {
+        let n = (s.len() as u32).to_le_bytes();
+        self.op(b"X").op(&n).op(s.as_bytes())
+    }
+    fn global(self, module: &str, name: &str) -> Self {
+        self.op(format!("c{module}\n{name}\n").as_bytes())
+    }
+    /// A LONG1 int, any i64.
+    fn int(self, v: i64) -> Self {
+        self.op(b"\x8a\x08").op(&v.to_le_bytes())
+    }
+    fn ints(mut self, v: &[i64]) -> Self {
+        self = self.op(b"(");
+        for &x in v {
+            self = self.int(x);
+        }
+        self.op(b"t")
+    }
+    /// `_rebuild_tensor_v2(storage("0", FloatStorage), 0, size, stride, False, OrderedDict())`
+    fn tensor(self, size: &[i64], stride: &[i64]) -> Self {
+        self.global("torch._utils", "_rebuild_tensor_v2")
+            .op(b"((")
+            .str("storage")
+            .global("torch", "FloatStorage")
+            .str("0")
+            .str("cpu")
+            .int(4)
+            .op(b"tQ")
+            .int(0)
+            .ints(size)
+            .ints(stride)
+            .op(b"\x89")
+            .global("collections", "OrderedDict")
+            .op(b")R")
+            .op(b"tR")
+    }
+    fn stop(self) -> Vec<u8> {
+        self.op(b".").0
+    }
+}
+
+/// `{"w": tensor}` with one 16-byte storage.
+fn one_tensor_checkpoint(size: &[i64], stride: &[i64]) -> Vec<u8> {
+    let pickle = Pk::new()
+        .op(b"}")
+        .str("w")
+        .tensor(size, stride)
+        .op(b"s")
+        .stop();
+    zip_bytes(&[
+        Entry::stored("archive/data.pkl", &pickle),
+        Entry::stored("archive/data/0", &[0u8; 16]),
+    ])
+}
+
+// ---- running ----
+
+/// A scratch directory with a FASTA of one protein and one ORF, and where outputs would go.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.faa"), ">orf1\nMKVLAAGIV\n").unwrap();
+        std::fs::write(dir.path().join("n.fa"), ">orf1\nATGAAAGTTCTGGCAGCA\n").unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// A model directory `name` with the tiny model's `config.json` (and tokenizer) and
+    /// `files` as its weights.
+    fn model_dir(&self, name: &str, model: &str, files: &[(&str, &[u8])]) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir(&dir).unwrap();
+        for f in ["config.json", "tokenizer.json", "vocab.txt"] {
+            let src = fixtures().join(model).join(f);
+            if src.exists() {
+                std::fs::copy(src, dir.join(f)).unwrap();
+            }
+        }
+        for (f, bytes) in files {
+            std::fs::write(dir.join(f), bytes).unwrap();
+        }
+        dir
+    }
+
+    /// `embed-protein` with `model`, under the caps; asserts a clean refusal naming `needles`.
+    fn refuse_protein(&self, model: &Path, needles: &[&str]) {
+        self.refuse("embed-protein", "p.faa", model, needles);
+    }
+
+    fn refuse_dna(&self, model: &Path, needles: &[&str]) {
+        self.refuse("embed-dna", "n.fa", model, needles);
+    }
+
+    fn refuse(&self, command: &str, input: &str, model: &Path, needles: &[&str]) {
+        self.refuse_within(MEM_MIB, command, input, model, needles)
+    }
+
+    fn refuse_within(
+        &self,
+        mem_mib: u64,
+        command: &str,
+        input: &str,
+        model: &Path,
+        needles: &[&str],
+    ) {
+        let out = self.path("out.safetensors");
+        let started = std::time::Instant::now();
+        let o = run_bounded(
+            &[
+                command,
+                self.path(input).to_str().unwrap(),
+                "--model",
+                model.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            None,
+            mem_mib,
+            SECS,
+        );
+        eprintln!(
+            "{command} {}: refused in {:.2?}: {}",
+            model.display(),
+            started.elapsed(),
+            common::stderr(&o)
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or("")
+        );
+        assert_refused(&o, 1, needles, &[&out]);
+    }
+}
+
+// ---- PyTorch zip checkpoints ----
+
+#[test]
+fn pth_declaring_2_pow_60_bytes() {
+    // The issue's 274-byte file: data.pkl deflated, its header declaring 2^60 bytes.
+    let pickle = Pk::new().op(b"}").stop();
+    let s = Scratch::new();
+    let bytes = zip_bytes(&[Entry::raw_deflated(
+        "archive/data.pkl",
+        deflate(&pickle),
+        1 << 60,
+    )]);
+    assert!(bytes.len() < 300);
+    let p = s.write("declares.pth", &bytes);
+    s.refuse_protein(&p, &["declares 1152921504606846976 bytes"]);
+}
+
+#[test]
+fn storage_declaring_more_than_its_compressed_bytes_can_hold() {
+    let pickle = Pk::new()
+        .op(b"}")
+        .str("w")
+        .tensor(&[2, 2], &[2, 1])
+        .op(b"s")
+        .stop();
+    let s = Scratch::new();
+    let p = s.write(
+        "storage.pth",
+        &zip_bytes(&[
+            Entry::stored("archive/data.pkl", &pickle),
+            Entry::raw_deflated("archive/data/0", deflate(&[0u8; 16]), 1 << 40),
+        ]),
+    );
+    s.refuse_protein(&p, &["archive/data/0", "declares 1099511627776 bytes"]);
+}
+
+#[test]
+fn pickle_zip_bomb_is_stopped_by_the_object_budget() {
+    // 24 MiB of EMPTY_DICT opcodes deflate to ~25 KB: under the 32 MiB data.pkl limit, so the
+    // parser's object budget must stop it (unbounded, it needed ~100 bytes per opcode).
+    let mut pickle = b"\x80\x02".to_vec();
+    pickle.resize(24 << 20, b'}');
+    pickle.push(b'.');
+    let s = Scratch::new();
+    let bytes = zip_bytes(&[Entry::deflated("archive/data.pkl", &pickle)]);
+    assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
+    let p = s.write("bomb.pth", &bytes);
+    s.refuse_protein(&p, &["more than 4194304 objects"]);
+}
+
+#[test]
+fn pickle_zip_bomb_declaring_its_real_size_is_refused_unread() {
+    // 1 GiB of opcodes in a 5 MB file, honestly declared: refused before inflating.
+    let s = Scratch::new();
+    let raw = deflate_repeated(b'}', 1 << 30);
+    let bytes = zip_bytes(&[Entry::raw_deflated("archive/data.pkl", raw, 1 << 30)]);
+    assert!(bytes.len() < 8 << 20, "{} bytes", bytes.len());
+    let p = s.write("bomb1g.pth", &bytes);
+    s.refuse_protein(&p, &["data.pkl declares 1073741824 bytes"]);
+}
+
+#[test]
+fn pickle_zip_bomb_understating_its_size_is_read_only_as_far_as_declared() {
+    // Declares 1 MiB but inflates to 256 MiB: reading stops at the declared size, and the
+    // truncated pickle is refused.
+    let s = Scratch::new();
+    let raw = deflate_repeated(b'}', 1 << 28);
+    let p = s.write(
+        "liar.pth",
+        &zip_bytes(&[Entry::raw_deflated("archive/data.pkl", raw, 1 << 20)]),
+    );
+    s.refuse_protein(&p, &["pickle ends without a STOP opcode"]);
+}
+
+#[test]
+fn storage_zip_bomb_inflates_only_what_the_tensor_needs() {
+    // A storage inflating to 1.5 GiB behind a 4-element tensor, under a 1 GiB cap: only 16
+    // bytes are inflated, and the run fails later for an unrelated reason (the tensors the
+    // model needs are missing), not from memory.
+    let pickle = Pk::new()
+        .op(b"}")
+        .str("w")
+        .tensor(&[2, 2], &[2, 1])
+        .op(b"s")
+        .stop();
+    let s = Scratch::new();
+    let raw = deflate_repeated(0, 3 << 29);
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &zip_bytes(&[
+                Entry::stored("archive/data.pkl", &pickle),
+                Entry::raw_deflated("archive/data/0", raw, 3 << 29),
+            ]),
+        )],
+    );
+    s.refuse_within(
+        1024,
+        "embed-protein",
+        "p.faa",
+        &dir,
+        &["embeddings.word_embeddings.weight", "missing"],
+    );
+}
+
+#[test]
+fn exponential_pickle_graph_is_walked_once() {
+    // d0 = {}; d_k = {"a": d_{k-1}, "b": d_{k-1}} for 40 levels (memoised, ~1 KB): walking it
+    // as a tree visits 2^40 dicts.
+    let mut pk = Pk::new().op(b"}").op(b"q\x00");
+    for k in 1..=40u8 {
+        pk = pk
+            .op(b"}")
+            .op(b"(")
+            .str("a")
+            .op(&[b'h', k - 1])
+            .str("b")
+            .op(&[b'h', k - 1])
+            .op(b"u")
+            .op(&[b'q', k]);
+    }
+    let pickle = pk.stop();
+    assert!(pickle.len() < 1200);
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
+        )],
+    );
+    s.refuse_protein(&dir, &["no tensors found"]);
+}
+
+#[test]
+fn huge_binunicode_length_is_unsigned_and_checked() {
+    let s = Scratch::new();
+    let p = s.write(
+        "binunicode.pth",
+        &zip_bytes(&[Entry::stored(
+            "archive/data.pkl",
+            b"\x80\x02X\xff\xff\xff\xffabc.",
+        )]),
+    );
+    s.refuse_protein(&p, &["4294967295 bytes wanted"]);
+}
+
+#[test]
+fn deeply_nested_dicts_are_refused() {
+    // 100 000 dicts, each the only value of the previous one.
+    let n = 100_000;
+    let mut pickle = b"\x80\x02".to_vec();
+    for _ in 0..n {
+        pickle.extend_from_slice(b"}X\x01\x00\x00\x00k");
+    }
+    pickle.push(b'N');
+    pickle.extend(std::iter::repeat_n(b's', n));
+    pickle.push(b'.');
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
+        )],
+    );
+    s.refuse_protein(&dir, &["nested more than 256 deep"]);
+}
+
+#[test]
+fn tensor_shape_whose_size_overflows() {
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &one_tensor_checkpoint(&[1 << 62, 16], &[16, 1]),
+        )],
+    );
+    s.refuse_protein(&dir, &["tensor w", "too large"]);
+}
+
+#[test]
+fn expanded_view_larger_than_its_storage() {
+    // Stride 0: 2^40 elements from a 4-element storage would materialise 4 TiB.
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &one_tensor_checkpoint(&[1 << 20, 1 << 20], &[0, 0]),
+        )],
+    );
+    s.refuse_protein(&dir, &["tensor w", "expanded view"]);
+}
+
+#[test]
+fn stored_entry_running_past_the_end_of_the_file() {
+    let pickle = Pk::new().op(b"}").stop();
+    let mut entry = Entry::stored("archive/data.pkl", &pickle);
+    entry.declared = 1 << 30;
+    let s = Scratch::new();
+    let p = s.write("short.pth", &zip_bytes(&[entry]));
+    s.refuse_protein(&p, &["declares 1073741824 bytes", "corrupt or truncated"]);
+}
+
+// ---- safetensors ----
+
+/// A safetensors file: `header` as its JSON header, then `data`; `declared` overrides the
+/// 8-byte header length.
+fn safetensors_bytes(header: &str, data: &[u8], declared: Option<u64>) -> Vec<u8> {
+    let n = declared.unwrap_or(header.len() as u64);
+    [&n.to_le_bytes(), header.as_bytes(), data].concat()
+}
+
+#[test]
+fn safetensors_header_length_bomb() {
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "dna",
+        "dnabert_s_tiny",
+        &[(
+            "model.safetensors",
+            &safetensors_bytes("{}", &[], Some(1 << 60)),
+        )],
+    );
+    s.refuse_dna(&dir, &["header claims 1152921504606846976 bytes"]);
+}
+
+#[test]
+fn safetensors_offsets_beyond_the_file() {
+    let header = r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,1073741824]}}"#;
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "dna",
+        "dnabert_s_tiny",
+        &[(
+            "model.safetensors",
+            &safetensors_bytes(header, &[0; 16], None),
+        )],
+    );
+    s.refuse_dna(&dir, &["not a valid safetensors file", "byte range"]);
+}
+
+#[test]
+fn safetensors_shape_whose_size_overflows() {
+    let header = r#"{"w":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,16]}}"#;
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "dna",
+        "dnabert_s_tiny",
+        &[(
+            "model.safetensors",
+            &safetensors_bytes(header, &[0; 16], None),
+        )],
+    );
+    let o = {
+        let out = s.path("out.safetensors");
+        run_bounded(
+            &[
+                "embed-dna",
+                s.path("n.fa").to_str().unwrap(),
+                "--model",
+                dir.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            None,
+            MEM_MIB,
+            SECS,
+        )
+    };
+    assert_refused(&o, 1, &["not a valid safetensors file"], &[]);
+    // In words, not the crate's variant names.
+    let err = common::stderr(&o);
+    assert!(
+        err.contains("shape") && !err.contains("ValidationOverflow") && !err.contains("Invalid"),
+        "{err}"
+    );
+}
+
+// ---- sharded indexes ----
+
+#[test]
+fn index_naming_a_shard_outside_its_directory() {
+    let s = Scratch::new();
+    let index = r#"{"weight_map": {"w": "../../etc/passwd"}}"#;
+    let dir = s.model_dir(
+        "dna",
+        "dnabert_s_tiny",
+        &[("pytorch_model.bin.index.json", index.as_bytes())],
+    );
+    s.refuse_dna(&dir, &["not a file name in the index's directory"]);
+}
+
+#[test]
+fn index_naming_itself_as_a_shard() {
+    let s = Scratch::new();
+    let index = r#"{"weight_map": {"w": "pytorch_model.bin.index.json"}}"#;
+    let dir = s.model_dir(
+        "dna",
+        "dnabert_s_tiny",
+        &[("pytorch_model.bin.index.json", index.as_bytes())],
+    );
+    s.refuse_dna(&dir, &["is itself an index file"]);
+}
+
+#[test]
+fn index_listing_a_missing_shard() {
+    let s = Scratch::new();
+    let index = r#"{"weight_map": {"w": "pytorch_model-00002-of-00002.bin"}}"#;
+    let dir = s.model_dir(
+        "dna",
+        "dnabert_s_tiny",
+        &[("pytorch_model.bin.index.json", index.as_bytes())],
+    );
+    s.refuse_dna(&dir, &["shard pytorch_model-00002-of-00002.bin is missing"]);
+}
+
+// ---- classifier (predict) ----
+
+#[test]
+fn classifier_declaring_2_pow_60_bytes() {
+    // `predict` reads its embeddings first; a classifier file is refused before any output.
+    let s = Scratch::new();
+    let dna = s.path("dna.safetensors");
+    let protein = s.path("protein.safetensors");
+    for (cmd, input, model, out) in [
+        ("embed-dna", "n.fa", "dnabert_s_tiny", &dna),
+        ("embed-protein", "p.faa", "esm2_tiny", &protein),
+    ] {
+        let o = common::run(
+            &[
+                cmd,
+                s.path(input).to_str().unwrap(),
+                "--model",
+                fixtures().join(model).to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{cmd}: {}", common::stderr(&o));
+    }
+    let pickle = Pk::new().op(b"}").stop();
+    let classifier = s.write(
+        "classifier.pth",
+        &zip_bytes(&[Entry::raw_deflated(
+            "archive/data.pkl",
+            deflate(&pickle),
+            1 << 60,
+        )]),
+    );
+    let outdir = s.path("predicted");
+    let o = run_bounded(
+        &[
+            "predict",
+            "--dna",
+            dna.to_str().unwrap(),
+            "--protein",
+            protein.to_str().unwrap(),
+            "--classifier",
+            classifier.to_str().unwrap(),
+            "--outdir",
+            outdir.to_str().unwrap(),
+        ],
+        None,
+        MEM_MIB,
+        SECS,
+    );
+    assert_refused(
+        &o,
+        1,
+        &["declares 1152921504606846976 bytes"],
+        &[&outdir.join("prediction_results.txt")],
+    );
+}
