@@ -1062,6 +1062,65 @@ mod tests {
     }
 
     #[test]
+    fn binunicode_length_is_unsigned() {
+        // 0xffffffff is 4 GiB wanted from an 11-byte pickle, not -1.
+        let err = Pickle::parse(b"\x80\x02X\xff\xff\xff\xffabc.")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("4294967295 bytes wanted at offset 7"), "{err}");
+        let err = Pickle::parse(b"\x80\x02B\x00\x00\x00\x80abc.")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2147483648 bytes wanted"), "{err}");
+        // BINSTRING's length is signed in the protocol: negative is refused as such.
+        let err = Pickle::parse(b"\x80\x02T\xff\xff\xff\xffabc.")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("negative length -1"), "{err}");
+    }
+
+    #[test]
+    fn object_budget_bounds_memory() {
+        // Each EMPTY_DICT makes a value; one past the budget is refused.
+        let mut data = b"\x80\x02".to_vec();
+        data.resize(MAX_VALUES + 3, b'}');
+        data.push(b'.');
+        let err = Pickle::parse(&data).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("more than {MAX_VALUES} objects")),
+            "{err}"
+        );
+        // DUP makes no value but a stack slot: bounded too.
+        let mut data = b"\x80\x02N".to_vec();
+        data.resize(MAX_VALUES + 4, b'2');
+        data.push(b'.');
+        let err = Pickle::parse(&data).unwrap_err().to_string();
+        assert!(err.contains("objects"), "{err}");
+    }
+
+    #[test]
+    fn shared_references_are_one_value() {
+        // d0 = {}; d_k = {"a": d_{k-1}, "b": d_{k-1}}: 40 levels make 41 dicts, not 2^40.
+        let mut data = b"\x80\x02}q\x00".to_vec();
+        for k in 1..=40u8 {
+            data.extend_from_slice(b"}(X\x01\x00\x00\x00ah");
+            data.push(k - 1);
+            data.extend_from_slice(b"X\x01\x00\x00\x00bh");
+            data.push(k - 1);
+            data.extend_from_slice(b"uq");
+            data.push(k);
+        }
+        data.push(b'.');
+        let pk = Pickle::parse(&data).unwrap();
+        let root = pk.root();
+        assert_eq!(pk.dict_get(root, "a"), pk.dict_get(root, "b"));
+        let dicts = (0..pk.values.len())
+            .filter(|&i| matches!(pk.get(i), Value::Dict(_)))
+            .count();
+        assert_eq!(dicts, 41);
+    }
+
+    #[test]
     fn garbage_is_not_a_pickle() {
         let err = Pickle::parse(b"\xff\xfe junk").unwrap_err().to_string();
         assert!(
