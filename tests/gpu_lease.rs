@@ -167,7 +167,12 @@ fn hold(dir: &Path, keys: &[&str]) -> lease::Lease {
 
 fn unchanged(path: &Path, text: &str, mode: u32, uid: u32) {
     let m = fs::symlink_metadata(path).unwrap();
-    assert_eq!(fs::read_to_string(path).unwrap(), text, "{}", path.display());
+    assert_eq!(
+        fs::read_to_string(path).unwrap(),
+        text,
+        "{}",
+        path.display()
+    );
     assert_eq!(m.mode() & 0o7777, mode, "{}", path.display());
     assert_eq!(m.uid(), uid, "{}", path.display());
 }
@@ -197,18 +202,29 @@ fn devices_shows_the_per_user_lock_dir_and_who_holds_each_gpu() {
     let run_dir = tempfile::tempdir().unwrap();
     let dir = run_dir.path().join(lease::XDG_SUBDIR);
     // Nothing leased yet, and listing creates nothing.
-    let doc = json(&Run::devices("GPU-aaaa,GPU-bbbb").env("XDG_RUNTIME_DIR", s(run_dir.path())).output(30));
+    let doc = json(
+        &Run::devices("GPU-aaaa,GPU-bbbb")
+            .env("XDG_RUNTIME_DIR", s(run_dir.path()))
+            .output(30),
+    );
     assert_eq!(doc["lock_dir"], s(&dir));
     assert!(!dir.exists(), "devices made the lock directory");
     let _held = hold(&dir, &["GPU-aaaa"]);
-    let doc = json(&Run::devices("GPU-aaaa,GPU-bbbb").env("XDG_RUNTIME_DIR", s(run_dir.path())).output(30));
+    let doc = json(
+        &Run::devices("GPU-aaaa,GPU-bbbb")
+            .env("XDG_RUNTIME_DIR", s(run_dir.path()))
+            .output(30),
+    );
     assert_eq!(doc["fake_gpus"], true);
     assert_eq!(doc["lock_dir_problem"], serde_json::Value::Null);
     let gpus = doc["cuda_devices"].as_array().unwrap();
     assert_eq!(gpus.len(), 2);
     assert_eq!(gpus[0]["uuid"], "GPU-aaaa");
     let who = gpus[0]["leased_by"].as_str().unwrap();
-    assert!(who.starts_with(&format!("pid={} uid=", std::process::id())), "{who}");
+    assert!(
+        who.starts_with(&format!("pid={} uid=", std::process::id())),
+        "{who}"
+    );
     assert_eq!(gpus[1]["leased_by"], serde_json::Value::Null);
     assert_eq!(doc["auto"], "cuda:0,cuda:1");
 }
@@ -218,10 +234,18 @@ fn a_run_leases_the_gpu_nobody_holds() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("locks");
     let _held = hold(&dir, &["GPU-aaaa"]);
-    let out = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-aaaa,GPU-bbbb", &[])
-        .lock_dir(&dir)
-        .output(60);
-    assert_error(&out, &["leased cuda:1 (GPU-bbbb)", "nothing runs on a fake GPU"]);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-aaaa,GPU-bbbb",
+        &[],
+    )
+    .lock_dir(&dir)
+    .output(60);
+    assert_error(
+        &out,
+        &["leased cuda:1 (GPU-bbbb)", "nothing runs on a fake GPU"],
+    );
 }
 
 #[test]
@@ -258,26 +282,42 @@ fn a_waiting_run_names_the_holders_and_gives_up_after_the_timeout() {
         assert!(waited >= Duration::from_secs(2), "{waited:?}");
         assert!(waited < Duration::from_secs(30), "{waited:?}");
         let log = stderr(&out);
-        let waiting: Vec<&str> = log.lines().filter(|l| l.contains("waiting for a free GPU")).collect();
+        let waiting: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("waiting for a free GPU"))
+            .collect();
         assert_eq!(waiting.len(), 1, "logged once:\n{log}");
-        assert!(waiting[0].contains(&format!("cuda:0 (GPU-aaaa) held by {me}")), "{log}");
+        assert!(
+            waiting[0].contains(&format!("cuda:0 (GPU-aaaa) held by {me}")),
+            "{log}"
+        );
         assert!(!out_file.exists());
     }
 }
 
 /// Spawned, with stderr read line by line until `needle` appears.
-fn wait_for_line(child: &mut Child, needle: &str, secs: u64) -> (String, BufReader<std::process::ChildStderr>) {
+fn wait_for_line(
+    child: &mut Child,
+    needle: &str,
+    secs: u64,
+) -> (String, BufReader<std::process::ChildStderr>) {
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let started = Instant::now();
     let mut seen = String::new();
     loop {
         let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "ended before {needle:?}:\n{seen}");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "ended before {needle:?}:\n{seen}"
+        );
         seen.push_str(&line);
         if line.contains(needle) {
             return (line, err);
         }
-        assert!(started.elapsed() < Duration::from_secs(secs), "no {needle:?}:\n{seen}");
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "no {needle:?}:\n{seen}"
+        );
     }
 }
 
@@ -286,10 +326,19 @@ fn a_waiting_run_takes_the_gpu_once_it_is_released() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("locks");
     let held = hold(&dir, &["GPU-aaaa"]);
-    let run = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-aaaa", &[]).lock_dir(&dir);
+    let run = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-aaaa",
+        &[],
+    )
+    .lock_dir(&dir);
     let mut child = run.command(60).spawn().unwrap();
     let (line, mut rest) = wait_for_line(&mut child, "waiting for a free GPU", 30);
-    assert!(line.contains(&format!("held by pid={}", std::process::id())), "{line}");
+    assert!(
+        line.contains(&format!("held by pid={}", std::process::id())),
+        "{line}"
+    );
     drop(held);
     let status = child.wait().unwrap();
     let mut tail = String::new();
@@ -305,9 +354,14 @@ fn a_symlinked_lock_directory_is_refused() {
     fs::create_dir(&real).unwrap();
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let out = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-aaaa", &[])
-        .lock_dir(&link)
-        .output(30);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-aaaa",
+        &[],
+    )
+    .lock_dir(&link)
+    .output(30);
     assert_error(&out, &["is a symbolic link", s(&link)]);
     assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
 }
@@ -318,13 +372,21 @@ fn a_world_writable_lock_directory_without_sticky_bit_is_refused() {
     let dir = tmp.path().join("open");
     fs::create_dir(&dir).unwrap();
     chmod(&dir, 0o777);
-    let out = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-aaaa", &[])
-        .lock_dir(&dir)
-        .output(30);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-aaaa",
+        &[],
+    )
+    .lock_dir(&dir)
+    .output(30);
     assert_error(&out, &["not sticky (mode 0777)", "chmod +t"]);
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
     let doc = json(&Run::devices("GPU-aaaa").lock_dir(&dir).output(30));
-    assert!(doc["lock_dir_problem"].as_str().unwrap().contains("not sticky"));
+    assert!(doc["lock_dir_problem"]
+        .as_str()
+        .unwrap()
+        .contains("not sticky"));
 }
 
 #[test]
@@ -336,11 +398,21 @@ fn a_planted_symlink_lock_file_is_not_followed() {
     let dir = tmp.path().join("locks");
     fs::create_dir(&dir).unwrap();
     std::os::unix::fs::symlink(&bashrc, lease::lock_path(&dir, "GPU-aaaa")).unwrap();
-    let out = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-aaaa", &[])
-        .lock_dir(&dir)
-        .output(30);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-aaaa",
+        &[],
+    )
+    .lock_dir(&dir)
+    .output(30);
     assert_error(&out, &["GPU-aaaa.lock is a symbolic link", "remove it"]);
-    unchanged(&bashrc, "export PATH\n", 0o600, fs::metadata(&bashrc).unwrap().uid());
+    unchanged(
+        &bashrc,
+        "export PATH\n",
+        0o600,
+        fs::metadata(&bashrc).unwrap().uid(),
+    );
 }
 
 #[test]
@@ -352,9 +424,14 @@ fn a_planted_fifo_lock_file_is_refused_without_blocking() {
     // SAFETY: a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
     let t = Instant::now();
-    let out = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-aaaa", &[])
-        .lock_dir(&dir)
-        .output(20);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-aaaa",
+        &[],
+    )
+    .lock_dir(&dir)
+    .output(20);
     assert_error(&out, &["GPU-aaaa.lock is not a regular file"]);
     assert!(t.elapsed() < Duration::from_secs(15));
 }
@@ -370,10 +447,18 @@ fn another_users_lock_directory_is_refused() {
     chmod(&dir, 0o1777);
     std::os::unix::fs::chown(&dir, Some(ATTACKER), Some(ATTACKER)).unwrap();
     // Root is refused too: that user could swap the lock files under it.
-    let out = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-aaaa", &[])
-        .lock_dir(&dir)
-        .output(30);
-    assert_error(&out, &[&format!("belongs to uid {ATTACKER}"), "not to you (uid 0)"]);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-aaaa",
+        &[],
+    )
+    .lock_dir(&dir)
+    .output(30);
+    assert_error(
+        &out,
+        &[&format!("belongs to uid {ATTACKER}"), "not to you (uid 0)"],
+    );
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
 }
 
@@ -395,12 +480,20 @@ fn a_squatted_per_user_default_directory_is_refused() {
     let out_dir = tmp.path().join("out");
     fs::create_dir(&out_dir).unwrap();
     std::os::unix::fs::chown(&out_dir, Some(VICTIM), Some(VICTIM)).unwrap();
-    let out = Run::lease(&faa(tmp.path()), &out_dir.join("o.safetensors"), "GPU-aaaa", &[])
-        .as_user(VICTIM, tmp.path())
-        .output(30);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &out_dir.join("o.safetensors"),
+        "GPU-aaaa",
+        &[],
+    )
+    .as_user(VICTIM, tmp.path())
+    .output(30);
     let entries = fs::read_dir(&squat).unwrap().count();
     fs::remove_dir(&squat).unwrap();
-    assert_error(&out, &[&format!("{} belongs to uid {ATTACKER}", squat.display())]);
+    assert_error(
+        &out,
+        &[&format!("{} belongs to uid {ATTACKER}", squat.display())],
+    );
     assert_eq!(entries, 0);
 }
 
@@ -448,16 +541,26 @@ fn another_users_lock_file_is_locked_but_never_changed() {
     fs::write(&theirs, "pid=1 user=mallory\n").unwrap();
     chmod(&theirs, 0o666);
     std::os::unix::fs::chown(&theirs, Some(ATTACKER), Some(ATTACKER)).unwrap();
-    let out = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-aaaa", &[])
-        .lock_dir(&shared)
-        .output(30);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-aaaa",
+        &[],
+    )
+    .lock_dir(&shared)
+    .output(30);
     assert_error(&out, &["leased cuda:0 (GPU-aaaa)"]);
     unchanged(&theirs, "pid=1 user=mallory\n", 0o666, ATTACKER);
     // A file we made ourselves in the same directory does get our note.
     let ours = lease::lock_path(&shared, "GPU-bbbb");
-    let out = Run::lease(&faa(tmp.path()), &tmp.path().join("o.safetensors"), "GPU-bbbb", &[])
-        .lock_dir(&shared)
-        .output(30);
+    let out = Run::lease(
+        &faa(tmp.path()),
+        &tmp.path().join("o.safetensors"),
+        "GPU-bbbb",
+        &[],
+    )
+    .lock_dir(&shared)
+    .output(30);
     assert_error(&out, &["leased cuda:0 (GPU-bbbb)"]);
     let m = fs::metadata(&ours).unwrap();
     assert_eq!(m.uid(), 0);
@@ -470,7 +573,10 @@ fn another_users_lock_file_is_locked_but_never_changed() {
 #[test]
 #[ignore = "run by two_users_share_a_root_owned_sticky_dir"]
 fn lease_holder_child() {
-    let (Ok(dir), Ok(keys)) = (std::env::var("LEASE_TEST_DIR"), std::env::var("LEASE_TEST_KEYS")) else {
+    let (Ok(dir), Ok(keys)) = (
+        std::env::var("LEASE_TEST_DIR"),
+        std::env::var("LEASE_TEST_KEYS"),
+    ) else {
         return;
     };
     let keys: Vec<&str> = keys.split(',').collect();
@@ -489,7 +595,13 @@ fn two_users_share_a_root_owned_sticky_dir() {
     // The other user's process, running this test binary's lease code, holds GPU-aaaa.
     let exe = exe_for_all(&std::env::current_exe().unwrap(), tmp.path());
     let mut child = Command::new(&exe)
-        .args(["--exact", "lease_holder_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "lease_holder_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("LEASE_TEST_DIR", &shared)
         .env("LEASE_TEST_KEYS", "GPU-aaaa")
         .env("USER", "other")
@@ -503,31 +615,54 @@ fn two_users_share_a_root_owned_sticky_dir() {
     let mut line = String::new();
     while !line.contains("held [") {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the other user's process got no lease");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the other user's process got no lease"
+        );
     }
     let theirs = lease::lock_path(&shared, "GPU-aaaa");
     let their_mode = fs::metadata(&theirs).unwrap().mode() & 0o7777;
     assert_eq!(fs::metadata(&theirs).unwrap().uid(), ATTACKER);
     let their_note = fs::read_to_string(&theirs).unwrap();
-    assert!(their_note.starts_with(&format!("pid={} uid={ATTACKER} user=other", child.id())), "{their_note}");
+    assert!(
+        their_note.starts_with(&format!("pid={} uid={ATTACKER} user=other", child.id())),
+        "{their_note}"
+    );
 
     let input = faa(tmp.path());
     let o = tmp.path().join("o.safetensors");
-    let doc = json(&Run::devices("GPU-aaaa,GPU-bbbb").lock_dir(&shared).output(30));
+    let doc = json(
+        &Run::devices("GPU-aaaa,GPU-bbbb")
+            .lock_dir(&shared)
+            .output(30),
+    );
     let who = doc["cuda_devices"][0]["leased_by"].as_str().unwrap();
-    assert!(who.starts_with(&format!("pid={} uid={ATTACKER}", child.id())), "{who}");
+    assert!(
+        who.starts_with(&format!("pid={} uid={ATTACKER}", child.id())),
+        "{who}"
+    );
     // Root takes the GPU the other user does not hold...
-    let out = Run::lease(&input, &o, "GPU-aaaa,GPU-bbbb", &[]).lock_dir(&shared).output(30);
+    let out = Run::lease(&input, &o, "GPU-aaaa,GPU-bbbb", &[])
+        .lock_dir(&shared)
+        .output(30);
     assert_error(&out, &["leased cuda:1 (GPU-bbbb)"]);
     // ...and with both held, gives up naming both holders.
     let _mine = hold(&shared, &["GPU-bbbb"]);
-    let out = Run::lease(&input, &o, "GPU-aaaa,GPU-bbbb", &["--gpu-lease-timeout", "1"])
-        .lock_dir(&shared)
-        .output(30);
+    let out = Run::lease(
+        &input,
+        &o,
+        "GPU-aaaa,GPU-bbbb",
+        &["--gpu-lease-timeout", "1"],
+    )
+    .lock_dir(&shared)
+    .output(30);
     assert_error(
         &out,
         &[
-            &format!("cuda:0 (GPU-aaaa) held by pid={} uid={ATTACKER}", child.id()),
+            &format!(
+                "cuda:0 (GPU-aaaa) held by pid={} uid={ATTACKER}",
+                child.id()
+            ),
             &format!("cuda:1 (GPU-bbbb) held by pid={}", std::process::id()),
         ],
     );
@@ -535,7 +670,9 @@ fn two_users_share_a_root_owned_sticky_dir() {
     // then locks without touching it.
     child.kill().unwrap();
     child.wait().unwrap();
-    let out = Run::lease(&input, &o, "GPU-aaaa,GPU-bbbb", &[]).lock_dir(&shared).output(30);
+    let out = Run::lease(&input, &o, "GPU-aaaa,GPU-bbbb", &[])
+        .lock_dir(&shared)
+        .output(30);
     assert_error(&out, &["leased cuda:0 (GPU-aaaa)"]);
     unchanged(&theirs, &their_note, their_mode, ATTACKER);
 }

@@ -105,8 +105,10 @@ pub fn shared_compute_mode(index: usize) -> bool {
         quietly(move || {
             let dev = device::get(index as i32).map_err(|e| format!("{e:?}"))?;
             // SAFETY: `dev` came from device::get; the attribute is a plain integer.
-            unsafe { device::get_attribute(dev, CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_MODE) }
-                .map_err(|e| format!("{e:?}"))
+            unsafe {
+                device::get_attribute(dev, CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_MODE)
+            }
+            .map_err(|e| format!("{e:?}"))
         })
         .is_ok_and(|mode| mode == 0)
     }

@@ -67,9 +67,8 @@ pub fn lock_dir() -> PathBuf {
 pub fn default_lock_dir(xdg: Option<OsString>, tmp: &Path, uid: u32) -> PathBuf {
     let private = |p: &Path| {
         p.is_absolute()
-            && std::fs::symlink_metadata(p).is_ok_and(|m| {
-                m.file_type().is_dir() && m.uid() == uid && m.mode() & 0o022 == 0
-            })
+            && std::fs::symlink_metadata(p)
+                .is_ok_and(|m| m.file_type().is_dir() && m.uid() == uid && m.mode() & 0o022 == 0)
     };
     match xdg.map(PathBuf::from).filter(|p| private(p)) {
         Some(runtime) => runtime.join(XDG_SUBDIR),
@@ -158,11 +157,17 @@ fn open_dir(path: &Path, create: bool) -> Result<Option<LockDir>> {
     let dir = match opened {
         Ok(d) => d,
         Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+        // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR on Linux, ELOOP elsewhere.
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+                && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            bail!(
             "GPU lock directory {} is a symbolic link: refusing to follow it (another user may \
              have planted it); give the real directory in {LOCK_DIR_ENV}",
-            path.display()
-        ),
+                path.display()
+            )
+        }
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => bail!(
             "GPU lock directory {} exists but is not a directory; remove it or set {LOCK_DIR_ENV}",
             path.display()
@@ -382,7 +387,10 @@ fn note_pid(note: &str) -> Option<u32> {
 /// file belongs to another user (only its owner writes notes): `/proc/locks` settles it.
 fn describe_holder(file: &File) -> String {
     let note = read_note(file);
-    let pid = file.metadata().ok().and_then(|m| lock_pid(m.dev(), m.ino()));
+    let pid = file
+        .metadata()
+        .ok()
+        .and_then(|m| lock_pid(m.dev(), m.ino()));
     match (note, pid) {
         (Some(note), Some(pid)) if note_pid(&note) == Some(pid) => note,
         (_, Some(pid)) => match std::fs::metadata(format!("/proc/{pid}")) {
@@ -482,7 +490,9 @@ pub fn holder(dir: &Path, key: &str) -> Option<String> {
     let dir = open_dir(dir, false).ok()??;
     let file = open_at(&dir, &lock_name(key), libc::O_RDONLY).ok()?;
     if !file.metadata().ok()?.file_type().is_file() {
-        return Some("nobody, but something that is not a file sits at its lock file's name".into());
+        return Some(
+            "nobody, but something that is not a file sits at its lock file's name".into(),
+        );
     }
     match file.try_lock_shared() {
         Ok(()) => {
@@ -521,7 +531,10 @@ mod tests {
         let b = try_acquire(&gpus(3), 2, dir.path()).unwrap();
         assert_eq!(b.indices, vec![2]);
         let note = holder(dir.path(), "GPU-test-0").unwrap();
-        assert!(note.contains(&format!("pid={}", std::process::id())), "{note}");
+        assert!(
+            note.contains(&format!("pid={}", std::process::id())),
+            "{note}"
+        );
         assert!(note.contains(&format!("uid={}", euid())), "{note}");
         let c = try_acquire(&gpus(3), 1, dir.path()).unwrap();
         assert!(c.indices.is_empty());
@@ -598,14 +611,20 @@ mod tests {
         let p = Path::new("/locks");
         let me = 1000;
         assert!(check_dir(p, me, 0o700, me).is_ok());
-        assert!(check_dir(p, 0, 0o1777, me).is_ok(), "root's sticky /tmp-like dir");
+        assert!(
+            check_dir(p, 0, 0o1777, me).is_ok(),
+            "root's sticky /tmp-like dir"
+        );
         assert!(check_dir(p, me, 0o1777, me).is_ok());
         assert!(check_dir(p, 0, 0o755, me).is_ok());
         let other = check_dir(p, 1001, 0o700, me).unwrap_err().to_string();
         assert!(other.contains("belongs to uid 1001"), "{other}");
         let open = check_dir(p, me, 0o777, me).unwrap_err().to_string();
         assert!(open.contains("not sticky (mode 0777)"), "{open}");
-        assert!(check_dir(p, 0, 0o770, me).is_err(), "group-writable, not sticky");
+        assert!(
+            check_dir(p, 0, 0o770, me).is_err(),
+            "group-writable, not sticky"
+        );
     }
 
     #[test]
@@ -614,7 +633,10 @@ mod tests {
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = try_acquire(&gpus(1), 1, tmp.path()).unwrap_err();
         assert!(format!("{err:#}").contains("not sticky"), "{err:#}");
-        assert!(!lock_path(tmp.path(), "GPU-test-0").exists(), "refused before any file");
+        assert!(
+            !lock_path(tmp.path(), "GPU-test-0").exists(),
+            "refused before any file"
+        );
     }
 
     #[test]
@@ -626,7 +648,10 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         for given in [link.clone(), link.join(""), link.join(".")] {
             let err = try_acquire(&gpus(1), 1, &given).unwrap_err();
-            assert!(format!("{err:#}").contains("symbolic link"), "{given:?}: {err:#}");
+            assert!(
+                format!("{err:#}").contains("symbolic link"),
+                "{given:?}: {err:#}"
+            );
         }
         assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
     }
@@ -634,7 +659,10 @@ mod tests {
     #[test]
     fn relative_directory_is_refused() {
         let err = try_acquire(&gpus(1), 1, Path::new("locks")).unwrap_err();
-        assert!(format!("{err:#}").contains("not an absolute path"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("not an absolute path"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -670,7 +698,9 @@ mod tests {
         let err = try_acquire(&gpus(2)[1..], 1, tmp.path()).unwrap_err();
         assert!(format!("{err:#}").contains("is a directory"), "{err:#}");
         assert!(t.elapsed() < Duration::from_secs(5));
-        assert!(holder(tmp.path(), "GPU-test-0").unwrap().contains("not a file"));
+        assert!(holder(tmp.path(), "GPU-test-0")
+            .unwrap()
+            .contains("not a file"));
     }
 
     #[test]
@@ -696,7 +726,10 @@ mod tests {
         assert_eq!(lease.indices, vec![0]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.len(), NOTE_LEN);
-        assert!(text.starts_with(&format!("pid={} ", std::process::id())), "{text}");
+        assert!(
+            text.starts_with(&format!("pid={} ", std::process::id())),
+            "{text}"
+        );
         assert_eq!(mode(&path), 0o600);
     }
 

@@ -242,7 +242,12 @@ pub fn resolve(
     if fake_gpus().is_some() {
         let names: Vec<String> = held
             .iter()
-            .map(|&i| format!("cuda:{i} ({})", candidates.iter().find(|c| c.0 == i).unwrap().1))
+            .map(|&i| {
+                format!(
+                    "cuda:{i} ({})",
+                    candidates.iter().find(|c| c.0 == i).unwrap().1
+                )
+            })
             .collect();
         return Err(faked(&format!("leased {}", names.join(", "))));
     }
