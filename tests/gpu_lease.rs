@@ -113,7 +113,7 @@ impl Run {
         self.env("VIRNUCPRO_GPU_LOCK_DIR", s(dir))
     }
 
-    fn as_user(mut self, uid: u32, exe_dir: &Path) -> Run {
+    fn run_as(mut self, uid: u32, exe_dir: &Path) -> Run {
         self.exe = exe_for_all(&self.exe, exe_dir);
         self.uid = Some(uid);
         self
@@ -486,7 +486,7 @@ fn a_squatted_per_user_default_directory_is_refused() {
         "GPU-aaaa",
         &[],
     )
-    .as_user(VICTIM, tmp.path())
+    .run_as(VICTIM, tmp.path())
     .output(30);
     let entries = fs::read_dir(&squat).unwrap().count();
     fs::remove_dir(&squat).unwrap();
@@ -522,7 +522,7 @@ fn another_users_symlink_in_a_shared_dir_never_damages_the_victim() {
             .lock_dir(&shared)
             .env("USER", "victim");
         if let Some(uid) = uid {
-            run = run.as_user(uid, tmp.path());
+            run = run.run_as(uid, tmp.path());
         }
         let out = run.output(30);
         assert_error(&out, &["GPU-aaaa.lock is a symbolic link"]);
