@@ -112,6 +112,9 @@ pub struct ComputeArgs {
         hide_env_values = true
     )]
     pub gpu_lease: Option<usize>,
+    /// With --gpu-lease: give up after waiting SECS for a free GPU (default: wait for ever).
+    #[arg(long, value_name = "SECS", env = "VIRNUCPRO_GPU_LEASE_TIMEOUT")]
+    pub gpu_lease_timeout: Option<u64>,
 }
 
 impl ComputeArgs {
@@ -125,6 +128,7 @@ impl ComputeArgs {
             checkpoint_dir: self.checkpoint_dir.clone(),
             // VIRNUCPRO_GPU_LEASE=0 means no leasing.
             gpu_lease: self.gpu_lease.filter(|&n| n > 0),
+            gpu_lease_timeout: self.gpu_lease_timeout.map(std::time::Duration::from_secs),
         }
     }
 }

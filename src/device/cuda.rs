@@ -47,7 +47,9 @@ pub fn device_count() -> Result<usize, String> {
     }
 }
 
-/// Every visible device with its name, UUID and memory.
+/// Every visible device with its name, UUID and total memory. Read without creating a context
+/// (`cuInit` and `cuDeviceGet*` need none): a context on a GPU that another process holds under
+/// an exclusive compute mode could lock that process out. `free_bytes` is left unknown.
 pub fn devices() -> Result<Vec<CudaDeviceInfo>, String> {
     let n = device_count()?;
     (0..n).map(info).collect()
@@ -83,7 +85,7 @@ fn info(index: usize) -> Result<CudaDeviceInfo, String> {
             name,
             uuid,
             total_bytes,
-            free_bytes: free_memory(index),
+            free_bytes: None,
         })
     })
 }
@@ -91,6 +93,30 @@ fn info(index: usize) -> Result<CudaDeviceInfo, String> {
 #[cfg(not(feature = "cuda"))]
 fn info(_index: usize) -> Result<CudaDeviceInfo, String> {
     Err("this binary was built without the `cuda` feature".to_string())
+}
+
+/// Whether device `index` is in the default (shared) compute mode, asked without a context: only
+/// then may a process look at it (e.g. its free memory) while another one may be using it.
+pub fn shared_compute_mode(index: usize) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        use cudarc::driver::result::device;
+        use cudarc::driver::sys::CUdevice_attribute;
+        quietly(move || {
+            let dev = device::get(index as i32).map_err(|e| format!("{e:?}"))?;
+            // SAFETY: `dev` came from device::get; the attribute is a plain integer.
+            unsafe {
+                device::get_attribute(dev, CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_MODE)
+            }
+            .map_err(|e| format!("{e:?}"))
+        })
+        .is_ok_and(|mode| mode == 0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = index;
+        false
+    }
 }
 
 /// Free memory on device `index` now, through its primary context (the one Burn also uses).

@@ -125,12 +125,46 @@ pub fn cuda_device_count() -> Result<usize, String> {
     cuda::device_count()
 }
 
+/// For tests without a GPU: `VIRNUCPRO_FAKE_GPUS=GPU-aaaa,GPU-bbbb` makes device selection, the
+/// GPU lease and `virnucpro devices` see these GPUs (by UUID) instead of asking the driver. A run
+/// that gets as far as using them stops with an error naming them: nothing runs on a fake GPU.
+pub const FAKE_GPUS_ENV: &str = "VIRNUCPRO_FAKE_GPUS";
+
+fn fake_gpus() -> Option<Vec<cuda::CudaDeviceInfo>> {
+    let list = std::env::var(FAKE_GPUS_ENV).ok()?;
+    let gpus: Vec<cuda::CudaDeviceInfo> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .enumerate()
+        .map(|(index, uuid)| cuda::CudaDeviceInfo {
+            index,
+            name: format!("fake GPU ({FAKE_GPUS_ENV})"),
+            uuid: uuid.to_string(),
+            total_bytes: 0,
+            free_bytes: None,
+        })
+        .collect();
+    (!gpus.is_empty()).then_some(gpus)
+}
+
+/// The visible GPUs with name, UUID and total memory (no context is created), or the fake ones.
+fn listed_gpus() -> Result<Vec<cuda::CudaDeviceInfo>, String> {
+    fake_gpus().map_or_else(cuda::devices, Ok)
+}
+
+fn visible_count() -> Result<usize, String> {
+    fake_gpus().map_or_else(cuda_device_count, |f| Ok(f.len()))
+}
+
 /// Turn the user's choice into devices. `cpu_threads` = CPU workers (default: all cores);
-/// `lease` = take this many GPUs through lock files (see [`lease`]) instead of all of them.
+/// `lease` = take this many GPUs through lock files (see [`lease`]) instead of all of them,
+/// waiting for a free one up to `lease_timeout` (default: for ever).
 pub fn resolve(
     spec: &DeviceSpec,
     cpu_threads: Option<usize>,
     lease: Option<usize>,
+    lease_timeout: Option<std::time::Duration>,
 ) -> Result<Devices> {
     let cpu = || Devices::Cpu {
         workers: cpu_threads
@@ -143,7 +177,7 @@ pub fn resolve(
     };
     let ids = match spec {
         DeviceSpec::Cpu => return Ok(cpu()),
-        DeviceSpec::Auto => match cuda_device_count() {
+        DeviceSpec::Auto => match visible_count() {
             Ok(n) if n > 0 => (0..n).collect(),
             Ok(_) => {
                 tracing::info!("no CUDA device visible; running on the CPU");
@@ -155,7 +189,7 @@ pub fn resolve(
             }
         },
         DeviceSpec::Cuda(ids) => {
-            let n = match cuda_device_count() {
+            let n = match visible_count() {
                 Ok(n) => n,
                 Err(why) => bail!("--device cuda requested but {why}; use --device cpu or auto"),
             };
@@ -172,11 +206,20 @@ pub fn resolve(
             ids
         }
     };
+    let faked = |what: &str| {
+        anyhow::anyhow!(
+            "{FAKE_GPUS_ENV} is set (a test setting): {what}, but nothing runs on a fake GPU; \
+             unset it"
+        )
+    };
     let Some(want) = lease else {
+        if fake_gpus().is_some() {
+            return Err(faked(&format!("would use {}", Devices::Cuda { ids })));
+        }
         return Ok(Devices::Cuda { ids });
     };
-    // Asked once: each call opens every device's context to read its free memory.
-    let known = cuda::devices().unwrap_or_default();
+    // UUIDs only: reading them needs no context, so GPUs other processes hold are not touched.
+    let known = listed_gpus().unwrap_or_default();
     let candidates: Vec<(usize, String)> = ids
         .iter()
         .map(|&i| {
@@ -189,13 +232,25 @@ pub fn resolve(
         })
         .collect();
     let dir = lease::lock_dir();
-    let held = lease::acquire(&candidates, want, &dir, None)?.keep();
+    let held = lease::acquire(&candidates, want, &dir, lease_timeout)?.keep();
     tracing::info!(
         "leased {} of {} GPU(s) (lock files in {})",
         held.len(),
         candidates.len(),
         dir.display()
     );
+    if fake_gpus().is_some() {
+        let names: Vec<String> = held
+            .iter()
+            .map(|&i| {
+                format!(
+                    "cuda:{i} ({})",
+                    candidates.iter().find(|c| c.0 == i).unwrap().1
+                )
+            })
+            .collect();
+        return Err(faked(&format!("leased {}", names.join(", "))));
+    }
     Ok(Devices::Cuda { ids: held })
 }
 
@@ -205,7 +260,9 @@ pub fn describe(json: bool) -> Result<String> {
         .map(|n| n.get())
         .unwrap_or(1);
     let lock_dir = lease::lock_dir();
-    let (gpus, why_none) = match cuda::devices() {
+    let lock_dir_problem = lease::dir_problem(&lock_dir);
+    let fake = fake_gpus().is_some();
+    let (mut gpus, why_none) = match listed_gpus() {
         Ok(d) => (d, None),
         Err(why) => (Vec::new(), Some(why)),
     };
@@ -213,6 +270,13 @@ pub fn describe(json: bool) -> Result<String> {
         .iter()
         .map(|g| lease::holder(&lock_dir, &g.uuid))
         .collect();
+    // Free memory needs a context on the GPU: not on one another process leased, nor on one
+    // in an exclusive compute mode (a context there, however brief, could lock its user out).
+    for (g, l) in gpus.iter_mut().zip(&leased) {
+        if !fake && l.is_none() && cuda::shared_compute_mode(g.index) {
+            g.free_bytes = cuda::free_memory(g.index);
+        }
+    }
     let auto = if gpus.is_empty() {
         format!("cpu ({cpus} workers)")
     } else {
@@ -237,6 +301,8 @@ pub fn describe(json: bool) -> Result<String> {
             "cuda_unavailable": why_none,
             "cpu_cores": cpus,
             "lock_dir": lock_dir.display().to_string(),
+            "lock_dir_problem": lock_dir_problem,
+            "fake_gpus": fake,
             "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
         });
         return Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?));
@@ -264,6 +330,12 @@ pub fn describe(json: bool) -> Result<String> {
             gib(g.total_bytes),
             g.uuid
         ));
+    }
+    if !gpus.is_empty() {
+        match &lock_dir_problem {
+            None => out.push_str(&format!("GPU lease lock files: {}\n", lock_dir.display())),
+            Some(why) => out.push_str(&format!("GPU lease: refused: {why}\n")),
+        }
     }
     out.push_str(&format!("CPU: {cpus} cores\n"));
     out.push_str(&format!("--device auto uses: {auto}\n"));
@@ -355,10 +427,10 @@ mod tests {
     fn auto_without_cuda_runs_on_cpu() {
         if cuda_device_count().unwrap_or(0) == 0 {
             assert_eq!(
-                resolve(&DeviceSpec::Auto, Some(2), None).unwrap(),
+                resolve(&DeviceSpec::Auto, Some(2), None, None).unwrap(),
                 Devices::Cpu { workers: 2 }
             );
-            assert!(resolve(&DeviceSpec::Cuda(None), None, None).is_err());
+            assert!(resolve(&DeviceSpec::Cuda(None), None, None, None).is_err());
         }
     }
 }

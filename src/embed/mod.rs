@@ -41,6 +41,8 @@ pub struct ComputeSettings {
     pub checkpoint_dir: Option<PathBuf>,
     /// Lease this many GPUs through lock files (`VIRNUCPRO_GPU_LEASE`).
     pub gpu_lease: Option<usize>,
+    /// Stop waiting for a leased GPU after this long (`VIRNUCPRO_GPU_LEASE_TIMEOUT`).
+    pub gpu_lease_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +322,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         &opts.compute.device,
         opts.compute.threads,
         opts.compute.gpu_lease,
+        opts.compute.gpu_lease_timeout,
     )?;
     let precision = device::effective_precision(&devices, opts.compute.precision);
     let step = if meta.kind == "dna" {
