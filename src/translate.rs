@@ -4,8 +4,8 @@
 //! each batch's chunks are translated and formatted in parallel (rayon, order kept by
 //! `collect`) a window of [`WINDOW_BASES`] at a time, then written in input order. Memory is
 //! bounded by two batches (the one being translated and the next one, handed over only when
-//! this one is done), one window of output, and 16 bytes per record for duplicate-id
-//! detection. A record longer than a batch is a batch of its own, so the bound is about twice
+//! this one is done), one window of output, and a 16-byte hash per record for duplicate-id
+//! detection (20–40 bytes a record in its hash table). A record longer than a batch is a batch of its own, so the bound is about twice
 //! the largest record: the chunker needs a record's length before its first chunk.
 
 use std::collections::HashSet;
@@ -152,15 +152,16 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
                     return;
                 }
             };
+            // Skipped records count too: a file of millions of empty records makes batches.
+            bytes += rec.seq.len() + rec.id.len() + RECORD_OVERHEAD;
             if rec.seq.is_empty() {
                 skipped.push(Skipped {
                     id: rec.id,
                     reason: "empty sequence".into(),
                 });
-                continue;
+            } else {
+                batch.push(rec);
             }
-            bytes += rec.seq.len() + rec.id.len() + RECORD_OVERHEAD;
-            batch.push(rec);
             if bytes >= BATCH_BYTES {
                 if tx
                     .send(Ok((
