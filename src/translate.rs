@@ -1,11 +1,15 @@
 //! `virnucpro translate`: FASTA -> chunks -> six-frame ORFs, streaming with bounded memory.
 //!
-//! A reader thread parses and validates records into batches of about [`BATCH_BASES`] bases;
+//! A reader thread parses and validates records into batches of about [`BATCH_BYTES`] bytes;
 //! each batch's chunks are translated and formatted in parallel (rayon, order kept by
-//! `collect`), then written in input order. Memory is bounded by two batches plus the largest
-//! single record (the chunker needs a record's length before its first chunk).
+//! `collect`) a window of [`WINDOW_BASES`] at a time, then written in input order. Memory is
+//! bounded by two batches (the one being translated and the next one, handed over only when
+//! this one is done), one window of output, and a 16-byte hash per record for duplicate-id
+//! detection (20–40 bytes a record in its hash table). A record longer than a batch is a batch of its own, so the bound is about twice
+//! the largest record: the chunker needs a record's length before its first chunk.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -22,9 +26,18 @@ use crate::seq::chunk::{chunk_id, chunk_ranges};
 use crate::seq::orf::{six_frame_orfs, Orf, OrfScratch, FRAMES};
 use crate::seq::validate::{first_invalid_nucleotide, show_byte};
 
-/// Bases per parallel batch: large enough to keep every thread busy, small enough that memory
-/// stays flat on a 10 GB input.
-pub const BATCH_BASES: usize = 8 << 20;
+/// Bytes of records per batch, counting [`RECORD_OVERHEAD`] per record so that millions of
+/// short records make small batches too: large enough to keep every thread busy, small enough
+/// that memory stays flat on a 10 GB input.
+pub const BATCH_BYTES: usize = 8 << 20;
+
+/// What a record costs besides its bases and id: its allocations, its chunk list and its
+/// share of the formatted output.
+const RECORD_OVERHEAD: usize = 256;
+
+/// Bases of chunks translated and formatted at once; their output (about three times the
+/// bases) is written before the next window starts, however long the record.
+pub const WINDOW_BASES: usize = 4 << 20;
 
 pub const NUCLEOTIDE_FILE: &str = "identified_nucleotide.fa";
 pub const PROTEIN_FILE: &str = "identified_protein.faa";
@@ -121,14 +134,15 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
     };
     let mut progress = Progress::new("translate", "bp", None, opts.quiet);
 
-    // Parsing and validation run on their own thread, one batch ahead of translation.
-    let (tx, rx) = mpsc::sync_channel::<Result<(Batch, Vec<Skipped>)>>(2);
+    // Parsing and validation run on their own thread, one batch ahead of translation: the
+    // channel holds none, so the reader waits with the next batch until this one is done.
+    let (tx, rx) = mpsc::sync_channel::<Result<(Batch, Vec<Skipped>)>>(0);
     let allow_dups = opts.allow_duplicate_ids;
     let reader_thread = std::thread::spawn(move || {
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen = IdSet::default();
         let mut batch = Vec::new();
         let mut skipped = Vec::new();
-        let mut bases = 0usize;
+        let mut bytes = 0usize;
         let label = reader.label().to_string();
         for rec in &mut reader {
             let rec = match rec.and_then(|r| check_record(r, &label, &mut seen, allow_dups)) {
@@ -138,16 +152,17 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
                     return;
                 }
             };
+            // Skipped records count too: a file of millions of empty records makes batches.
+            bytes += rec.seq.len() + rec.id.len() + RECORD_OVERHEAD;
             if rec.seq.is_empty() {
                 skipped.push(Skipped {
                     id: rec.id,
                     reason: "empty sequence".into(),
                 });
-                continue;
+            } else {
+                batch.push(rec);
             }
-            bases += rec.seq.len();
-            batch.push(rec);
-            if bases >= BATCH_BASES {
+            if bytes >= BATCH_BYTES {
                 if tx
                     .send(Ok((
                         std::mem::take(&mut batch),
@@ -157,7 +172,7 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
                 {
                     return;
                 }
-                bases = 0;
+                bytes = 0;
             }
         }
         let _ = tx.send(Ok((batch, skipped)));
@@ -174,14 +189,17 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
             }
         }
         pool.install(|| check_characters(&batch, &summary.input))?;
-        let outs = pool.install(|| translate_batch(&batch, opts.chunk_size, opts.write_chunks));
         let batch_bases: u64 = batch.iter().map(|r| r.seq.len() as u64).sum();
         summary.records += batch.len() as u64;
         summary.bases += batch_bases;
-        summary.chunks += outs.len() as u64;
-        for out in &outs {
-            summary.orfs += out.orf_ends.len() as u64;
-            sink.write(out)?;
+        let work = chunk_work(&batch, opts.chunk_size);
+        for window in windows(&work) {
+            let outs = pool.install(|| translate_batch(&batch, window, opts.write_chunks));
+            summary.chunks += outs.len() as u64;
+            for out in &outs {
+                summary.orfs += out.orf_ends.len() as u64;
+                sink.write(out)?;
+            }
         }
         progress.inc(batch_bases);
     }
@@ -228,10 +246,10 @@ fn check_characters(batch: &[FastaRecord], label: &str) -> Result<()> {
 fn check_record(
     rec: FastaRecord,
     label: &str,
-    seen: &mut HashSet<String>,
+    seen: &mut IdSet,
     allow_dups: bool,
 ) -> Result<FastaRecord> {
-    if !seen.insert(rec.id.clone()) && !allow_dups {
+    if !allow_dups && !seen.insert(&rec.id) {
         bail!(
             "{label}: duplicate record id '{}'; ids must be unique because later steps join by id \
              (rename it, or pass --allow-duplicate-ids to continue anyway)",
@@ -241,8 +259,35 @@ fn check_record(
     Ok(rec)
 }
 
-fn translate_batch(batch: &[FastaRecord], chunk_size: usize, write_chunks: bool) -> Vec<ChunkOut> {
-    let work: Vec<(usize, usize, std::ops::Range<usize>)> = batch
+/// Ids seen so far, kept as 128-bit hashes (16 bytes a record, whatever the id's length); two
+/// different ids collide with odds of about n²/2¹²⁹, nil for any real input.
+#[derive(Default)]
+struct IdSet {
+    hashes: HashSet<u128>,
+    keys: [std::collections::hash_map::RandomState; 2],
+}
+
+impl IdSet {
+    /// `false` when `id` was seen before.
+    fn insert(&mut self, id: &str) -> bool {
+        let [a, b] = &self.keys;
+        let half = |keys: &std::collections::hash_map::RandomState| {
+            let mut h = keys.build_hasher();
+            id.hash(&mut h);
+            h.finish()
+        };
+        self.hashes
+            .insert((u128::from(half(a)) << 64) | u128::from(half(b)))
+    }
+}
+
+/// One chunk to translate: the record's index in its batch, the chunk's index in the record
+/// and its bases.
+type Work = (usize, usize, std::ops::Range<usize>);
+
+/// Every chunk of a batch, in input order.
+fn chunk_work(batch: &[FastaRecord], chunk_size: usize) -> Vec<Work> {
+    batch
         .iter()
         .enumerate()
         .flat_map(|(r, rec)| {
@@ -251,7 +296,57 @@ fn translate_batch(batch: &[FastaRecord], chunk_size: usize, write_chunks: bool)
                 .enumerate()
                 .map(move |(j, range)| (r, j, range))
         })
-        .collect();
+        .collect()
+}
+
+/// Consecutive runs of `work` of about [`WINDOW_BASES`] bases each.
+fn windows(work: &[Work]) -> impl Iterator<Item = &[Work]> {
+    let mut rest = work;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bases = 0;
+        let n = rest
+            .iter()
+            .take_while(|(_, _, range)| {
+                let take = bases < WINDOW_BASES;
+                bases += range.len();
+                take
+            })
+            .count();
+        let (window, tail) = rest.split_at(n);
+        rest = tail;
+        Some(window)
+    })
+}
+
+#[cfg(test)]
+mod batching_tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_work_in_order_and_stay_near_the_size() {
+        let work: Vec<Work> = (0..1000).map(|j| (0, j, 0..300_000)).collect();
+        let seen: Vec<&[Work]> = windows(&work).collect();
+        assert_eq!(seen.concat(), work);
+        let per_window = WINDOW_BASES.div_ceil(300_000);
+        assert!(seen[..seen.len() - 1].iter().all(|w| w.len() == per_window));
+        // A chunk larger than a window is a window of its own.
+        let big: Vec<Work> = vec![(0, 0, 0..WINDOW_BASES * 3), (1, 0, 0..5)];
+        assert_eq!(windows(&big).count(), 2);
+        assert_eq!(windows(&[]).count(), 0);
+    }
+
+    #[test]
+    fn id_set_tells_repeats() {
+        let mut ids = IdSet::default();
+        assert!(ids.insert("a") && ids.insert("b") && ids.insert("ab"));
+        assert!(!ids.insert("a") && !ids.insert("ab"));
+    }
+}
+
+fn translate_batch(batch: &[FastaRecord], work: &[Work], write_chunks: bool) -> Vec<ChunkOut> {
     work.par_iter()
         .map_init(
             || (OrfScratch::default(), Vec::<Orf>::with_capacity(6)),
