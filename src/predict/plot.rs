@@ -107,8 +107,7 @@ pub fn write_prediction_plots(
         root.present()
             .with_context(|| format!("drawing figure {}", svg_path.display()))?;
     }
-    set.write(&svg_name, svg.as_bytes())
-        .with_context(|| format!("writing figure {}", svg_path.display()))?;
+    set.write(&svg_name, svg.as_bytes())?;
 
     // The bitmap encoder picks the format from the file name, which staging keeps.
     let png_path = set.final_path(&png_name);
