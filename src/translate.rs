@@ -12,15 +12,16 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::fasta::{FastaReader, FastaRecord};
-use crate::output::{ensure_dir, write_atomic, AtomicFile};
+use crate::interrupt::{Interrupted, StopOnSignal};
+use crate::output::{OutputSet, StagedFile};
 use crate::progress::Progress;
 use crate::seq::chunk::{chunk_id, chunk_ranges};
 use crate::seq::orf::{six_frame_orfs, Orf, OrfScratch, FRAMES};
@@ -108,7 +109,6 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
         bail!("--shard-size must be at least 1");
     }
     let mut reader = FastaReader::open(&opts.input)?;
-    ensure_dir(&opts.outdir)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .build()
@@ -116,6 +116,9 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
     let threads = pool.current_num_threads();
     let started = Instant::now();
 
+    // From here a first SIGTERM/SIGINT stops the run between batches: the staged outputs are
+    // removed (dropping the sink) and the previous outputs, if any, stay as they were.
+    let signals = StopOnSignal::install()?;
     let mut sink = Sink::create(opts)?;
     let mut summary = TranslateSummary {
         input: reader.label().to_string(),
@@ -178,7 +181,16 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
         let _ = tx.send(Ok((batch, skipped)));
     });
 
-    for message in rx {
+    loop {
+        if let Some(signal) = signals.requested() {
+            return Err(stopped(signal, opts));
+        }
+        // Waits in short slices, so a signal is noticed even while the input is slow (a pipe).
+        let message = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let (batch, skipped) = message?;
         for s in skipped {
             tracing::warn!("{}: record '{}' skipped: {}", summary.input, s.id, s.reason);
@@ -211,14 +223,31 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
     if summary.records == 0 {
         bail!("{}: no FASTA records found", summary.input);
     }
-    let (outputs, shards) = sink.commit()?;
+    let (set, outputs, shards) = sink.finish()?;
+    if let Some(signal) = signals.requested() {
+        return Err(stopped(signal, opts));
+    }
     summary.outputs = outputs;
     summary.shards = shards;
     summary.wall_seconds = started.elapsed().as_secs_f64();
     summary.mbp_per_second = summary.bases as f64 / 1e6 / summary.wall_seconds.max(1e-9);
     let json = serde_json::to_vec_pretty(&summary)?;
-    write_atomic(&opts.outdir.join(SUMMARY_FILE), &json)?;
+    // The outputs and translate.json appear together, the summary last (see OutputSet).
+    set.commit(&json)?;
     Ok(summary)
+}
+
+/// The error for a run stopped by a signal; its staged outputs are removed as it unwinds.
+fn stopped(signal: i32, opts: &TranslateOptions) -> anyhow::Error {
+    Interrupted {
+        signal,
+        detail: format!(
+            "translate wrote nothing to {} (earlier outputs there, if any, are unchanged); \
+             run the same command again",
+            opts.outdir.display()
+        ),
+    }
+    .into()
 }
 
 /// Characters of a batch's records, checked in parallel; the error names the first bad record
@@ -399,59 +428,52 @@ fn write_wrapped(buf: &mut Vec<u8>, id: &str, seq: &[u8]) {
     }
 }
 
-/// Where ORFs go: one pair of files, or numbered shard pairs of at most `shard_size` ORFs.
+/// Where ORFs go: one pair of files, or numbered shard pairs of at most `shard_size` ORFs; all
+/// of them staged in one [`OutputSet`] that `translate.json` completes.
 struct Sink {
-    outdir: PathBuf,
-    chunks: Option<AtomicFile>,
-    pair: Option<(AtomicFile, AtomicFile)>,
+    set: OutputSet,
+    chunks: Option<StagedFile>,
+    pair: Option<(StagedFile, StagedFile)>,
     shards: Option<Shards>,
 }
 
 struct Shards {
     size: usize,
-    /// Shards are built in a hidden directory and renamed to `shards/` when all are complete.
-    tmp: tempfile::TempDir,
-    current: Option<(AtomicFile, AtomicFile)>,
+    current: Option<(StagedFile, StagedFile)>,
     in_current: usize,
     count: usize,
 }
 
+/// Every top-level name translate may write: a re-run replaces or removes all of them, so
+/// switching between `--shard-size` and single files, or dropping `--write-chunks`, never
+/// leaves the previous run's files beside the new ones.
+const OUTPUT_NAMES: &[&str] = &[NUCLEOTIDE_FILE, PROTEIN_FILE, CHUNKS_FILE, SHARD_DIR];
+
 impl Sink {
     fn create(opts: &TranslateOptions) -> Result<Self> {
-        let dir = &opts.outdir;
+        let set = OutputSet::begin(&opts.outdir, SUMMARY_FILE, OUTPUT_NAMES)?;
         let chunks = if opts.write_chunks {
-            Some(AtomicFile::create(&dir.join(CHUNKS_FILE))?)
+            Some(set.create(CHUNKS_FILE)?)
         } else {
             None
         };
         let (pair, shards) = match opts.shard_size {
             None => (
-                Some((
-                    AtomicFile::create(&dir.join(NUCLEOTIDE_FILE))?,
-                    AtomicFile::create(&dir.join(PROTEIN_FILE))?,
-                )),
+                Some((set.create(NUCLEOTIDE_FILE)?, set.create(PROTEIN_FILE)?)),
                 None,
             ),
-            Some(size) => {
-                let tmp = tempfile::Builder::new()
-                    .prefix(".shards.")
-                    .suffix(".partial")
-                    .tempdir_in(dir)
-                    .with_context(|| format!("cannot write in {}", dir.display()))?;
-                (
-                    None,
-                    Some(Shards {
-                        size,
-                        tmp,
-                        current: None,
-                        in_current: 0,
-                        count: 0,
-                    }),
-                )
-            }
+            Some(size) => (
+                None,
+                Some(Shards {
+                    size,
+                    current: None,
+                    in_current: 0,
+                    count: 0,
+                }),
+            ),
         };
         Ok(Self {
-            outdir: dir.clone(),
+            set,
             chunks,
             pair,
             shards,
@@ -472,27 +494,30 @@ impl Sink {
         if let Some(shards) = &mut self.shards {
             let mut start = (0, 0);
             for &end in &out.orf_ends {
-                let (nt, aa) = shards.file_for_next_orf()?;
-                nt.write_all(&out.nucleotide[start.0..end.0])?;
-                aa.write_all(&out.protein[start.1..end.1])?;
+                let (nt, aa) = shards.file_for_next_orf(&self.set)?;
+                nt.write_all(&out.nucleotide[start.0..end.0])
+                    .with_context(|| format!("writing {}", nt.path().display()))?;
+                aa.write_all(&out.protein[start.1..end.1])
+                    .with_context(|| format!("writing {}", aa.path().display()))?;
                 start = end;
             }
         }
         Ok(())
     }
 
-    /// Move every output into place; returns the output paths and the shard count.
-    fn commit(self) -> Result<(Vec<String>, Option<usize>)> {
+    /// Finish every file; returns the set (to commit with the summary), the output paths and
+    /// the shard count.
+    fn finish(self) -> Result<(OutputSet, Vec<String>, Option<usize>)> {
         let mut outputs = Vec::new();
         if let Some(f) = self.chunks {
             outputs.push(f.path().display().to_string());
-            f.commit()?;
+            f.finish()?;
         }
         if let Some((nt, aa)) = self.pair {
             outputs.push(nt.path().display().to_string());
             outputs.push(aa.path().display().to_string());
-            nt.commit()?;
-            aa.commit()?;
+            nt.finish()?;
+            aa.finish()?;
         }
         let mut shard_count = None;
         if let Some(mut shards) = self.shards {
@@ -500,47 +525,38 @@ impl Sink {
             // out over shards then carries it through to empty result tables instead of
             // silently dropping the sample.
             if shards.count == 0 {
-                shards.open_next()?;
+                shards.open_next(&self.set)?;
             }
             if let Some((nt, aa)) = shards.current.take() {
-                nt.commit()?;
-                aa.commit()?;
+                nt.finish()?;
+                aa.finish()?;
             }
-            let dest = self.outdir.join(SHARD_DIR);
-            if dest.exists() {
-                std::fs::remove_dir_all(&dest)
-                    .with_context(|| format!("replacing the previous {}", dest.display()))?;
-            }
-            let tmp = shards.tmp.keep();
-            std::fs::rename(&tmp, &dest)
-                .with_context(|| format!("moving shards into {}", dest.display()))?;
-            outputs.push(dest.display().to_string());
+            outputs.push(self.set.final_path(SHARD_DIR).display().to_string());
             shard_count = Some(shards.count);
         }
-        Ok((outputs, shard_count))
+        Ok((self.set, outputs, shard_count))
     }
 }
 
 impl Shards {
-    fn file_for_next_orf(&mut self) -> Result<&mut (AtomicFile, AtomicFile)> {
+    fn file_for_next_orf(&mut self, set: &OutputSet) -> Result<&mut (StagedFile, StagedFile)> {
         if self.current.is_none() || self.in_current == self.size {
-            self.open_next()?;
+            self.open_next(set)?;
         }
         self.in_current += 1;
         Ok(self.current.as_mut().expect("just opened"))
     }
 
-    /// Commit the current shard pair, if any, and start the next one.
-    fn open_next(&mut self) -> Result<()> {
+    /// Finish the current shard pair, if any, and start the next one.
+    fn open_next(&mut self, set: &OutputSet) -> Result<()> {
         if let Some((nt, aa)) = self.current.take() {
-            nt.commit()?;
-            aa.commit()?;
+            nt.finish()?;
+            aa.finish()?;
         }
-        let dir = self.tmp.path();
         let k = self.count;
         self.current = Some((
-            AtomicFile::create(&dir.join(shard_name(k, NUCLEOTIDE_FILE)))?,
-            AtomicFile::create(&dir.join(shard_name(k, PROTEIN_FILE)))?,
+            set.create(&format!("{SHARD_DIR}/{}", shard_name(k, NUCLEOTIDE_FILE)))?,
+            set.create(&format!("{SHARD_DIR}/{}", shard_name(k, PROTEIN_FILE)))?,
         ));
         self.count += 1;
         self.in_current = 0;

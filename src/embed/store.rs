@@ -92,6 +92,8 @@ impl EmbeddingSet {
 /// this way: the rows stay in the page cache, which the kernel can drop and re-read, instead
 /// of in the process's own memory.
 pub struct MappedSet {
+    /// The file, for messages.
+    pub label: String,
     pub ids: Vec<String>,
     pub dim: usize,
     pub meta: EmbeddingMeta,
@@ -136,11 +138,22 @@ impl MappedSet {
                 ids.len()
             );
         }
+        // The metadata's width must be the tensor's: a file edited or assembled by hand that
+        // disagrees would be split wrongly between the DNA and protein halves of a feature row.
+        if let Some(stated) = meta.get("dim") {
+            if stated.parse::<usize>().ok() != Some(dim) {
+                bail!(
+                    "{label}: its metadata says the embeddings are {stated}-d but the \
+                     '{TENSOR_NAME}' tensor is {dim}-d; the file is corrupt, embed again"
+                );
+            }
+        }
         // Where the tensor's bytes lie in the map (deserialize checked them against the file).
         let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
         let data = start..start + view.data().len();
         let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
         Ok(Self {
+            label: label.to_string(),
             ids,
             dim,
             meta: EmbeddingMeta {
@@ -158,9 +171,24 @@ impl MappedSet {
         &self.map[self.data.clone()]
     }
 
-    /// Append row `i` to `out`.
-    pub fn extend_row(&self, i: usize, out: &mut Vec<f32>) {
+    /// Append row `i` to `out`, refusing a row with a NaN or infinite value (a model that
+    /// overflowed, or a damaged file): classified, it would give a meaningless score.
+    pub fn extend_row(&self, i: usize, out: &mut Vec<f32>) -> Result<()> {
+        let start = out.len();
         extend_f32(&self.data()[i * self.dim * 4..(i + 1) * self.dim * 4], out);
+        if let Some(col) = out[start..].iter().position(|v| !v.is_finite()) {
+            let v = out[start + col];
+            out.truncate(start);
+            bail!(
+                "{}: the embedding of ORF '{}' (row {}) holds {v} at column {}; embeddings must be \
+                 finite numbers: embed this file again (with --precision f32 if it was made in f16)",
+                self.label,
+                self.ids[i],
+                i + 1,
+                col + 1
+            );
+        }
+        Ok(())
     }
 }
 
@@ -214,5 +242,73 @@ mod tests {
         let p = dir.path().join("e.safetensors");
         set.write(&p).unwrap();
         assert_eq!(EmbeddingSet::read(&p).unwrap(), set);
+    }
+
+    fn three_rows(values: Vec<f32>) -> EmbeddingSet {
+        EmbeddingSet {
+            ids: vec![
+                "a_chunk_1F1".into(),
+                "a_chunk_1R2".into(),
+                "b_chunk_1F3".into(),
+            ],
+            dim: 2,
+            values,
+            meta: EmbeddingMeta {
+                kind: "dna".into(),
+                model: "m".into(),
+                pooling: "mean".into(),
+                precision: "f32".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn non_finite_rows_are_refused_naming_file_orf_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        for (bad, shown) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+        ] {
+            let p = dir.path().join("bad.safetensors");
+            three_rows(vec![0.5, 1.0, 2.0, bad, 3.0, 4.0])
+                .write(&p)
+                .unwrap();
+            let set = MappedSet::open(&p).unwrap();
+            let mut out = Vec::new();
+            set.extend_row(0, &mut out).unwrap();
+            set.extend_row(2, &mut out).unwrap();
+            assert_eq!(out, [0.5, 1.0, 3.0, 4.0]);
+            let err = format!("{:#}", set.extend_row(1, &mut out).unwrap_err());
+            for needle in [
+                "bad.safetensors",
+                "'a_chunk_1R2'",
+                "row 2",
+                shown,
+                "column 2",
+            ] {
+                assert!(err.contains(needle), "{needle:?} not in {err}");
+            }
+            assert_eq!(out.len(), 4, "a refused row is not appended");
+        }
+    }
+
+    #[test]
+    fn metadata_width_must_match_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.safetensors");
+        three_rows(vec![0.0; 6]).write(&p).unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        let at = bytes
+            .windows(9)
+            .position(|w| w == b"\"dim\":\"2\"")
+            .expect("dim in the header");
+        bytes[at + 7] = b'3';
+        std::fs::write(&p, bytes).unwrap();
+        let err = format!("{:#}", MappedSet::open(&p).err().unwrap());
+        assert!(
+            err.contains("e.safetensors") && err.contains("3-d") && err.contains("2-d"),
+            "{err}"
+        );
     }
 }

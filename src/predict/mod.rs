@@ -17,8 +17,8 @@ use serde::Serialize;
 use crate::embed::engine::tensor_to_f32;
 use crate::embed::store::MappedSet;
 use crate::models::classifier::Classifier;
-use crate::output::{ensure_dir, write_atomic};
-use report::{OrfScore, SequenceSummary};
+use crate::output::OutputSet;
+use report::{OrfScore, SequenceSummary, HIGHEST_FILE, RESULTS_FILE, SUMMARY_FILE};
 
 pub const PLOT_STEM: &str = "prediction";
 pub const REPORT_FILE: &str = "predict.json";
@@ -102,11 +102,22 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         .check_input_dim(dna_dim + prot_dim)
         .with_context(|| {
             format!(
-                "DNA embeddings are {dna_dim}-d ({}) and protein embeddings {prot_dim}-d ({})",
-                dna[0].meta.model, protein[0].meta.model
+                "DNA embeddings in {} are {dna_dim}-d ({}) and protein embeddings in {} \
+                 {prot_dim}-d ({})",
+                opts.dna[0].display(),
+                dna[0].meta.model,
+                opts.protein[0].display(),
+                protein[0].meta.model
             )
         })?;
-    ensure_dir(&opts.outdir)?;
+    // Everything predict writes is staged and appears together with predict.json, or not at
+    // all; created here so a bad input above leaves the output directory untouched.
+    let figures = plot::figure_names(PLOT_STEM);
+    let owned: Vec<&str> = [RESULTS_FILE, HIGHEST_FILE, SUMMARY_FILE]
+        .into_iter()
+        .chain(figures.iter().map(String::as_str))
+        .collect();
+    let set = OutputSet::begin(&opts.outdir, REPORT_FILE, &owned)?;
 
     // Join on the ORF id, in the DNA files' order (the original's row order).
     let mut prot_index: HashMap<&str, (usize, usize)> = HashMap::new();
@@ -161,12 +172,24 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     for block in joined.chunks(CLASSIFY_ROWS) {
         let mut features = Vec::with_capacity(block.len() * dim);
         for &(_, (ds, dr), (ps, pr)) in block {
-            dna[ds].extend_row(dr, &mut features);
-            protein[ps].extend_row(pr, &mut features);
+            // Each row is checked for NaN/inf as it is read: one would turn into a confident
+            // but meaningless score (NaN compares false, so every such ORF reads `others`).
+            dna[ds].extend_row(dr, &mut features)?;
+            protein[ps].extend_row(pr, &mut features)?;
         }
         let x =
             Tensor::<Flex, 2>::from_data(TensorData::new(features, [block.len(), dim]), &device);
         let probs = tensor_to_f32(classifier.forward_probs(x))?;
+        if let Some(bad) = probs.iter().position(|p| !p.is_finite()) {
+            // Finite but huge embeddings can still overflow the classifier.
+            let (id, (ds, _), (ps, _)) = block[bad / 2];
+            bail!(
+                "ORF '{id}' gets a non-finite classifier score from its embeddings in {} and {} \
+                 (values too large to be real embeddings?); re-embed them",
+                opts.dna[ds].display(),
+                opts.protein[ps].display()
+            );
+        }
         for (i, (id, _, _)) in block.iter().enumerate() {
             scores.push(OrfScore {
                 id: id.to_string(),
@@ -176,13 +199,14 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         }
     }
 
-    report::write_results(&opts.outdir, &scores)?;
+    report::write_results(&set, &scores)?;
     let maxima = report::chunk_maxima(&scores);
-    report::write_highest(&opts.outdir, &maxima)?;
+    report::write_highest(&set, &maxima)?;
     let sequences = report::summarise(&scores, &maxima, opts.min_viral_fraction);
-    report::write_summary(&opts.outdir, &sequences)?;
+    report::write_summary(&set, &sequences)?;
     plot::write_prediction_plots(
-        &opts.outdir.join(PLOT_STEM),
+        &set,
+        PLOT_STEM,
         &tracks(&sequences),
         &scores.iter().map(|s| s.virus).collect::<Vec<_>>(),
         opts.plot_top,
@@ -202,10 +226,8 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         protein_model: protein[0].meta.model.clone(),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
-    write_atomic(
-        &opts.outdir.join(REPORT_FILE),
-        &serde_json::to_vec_pretty(&summary)?,
-    )?;
+    // predict.json completes the set: written last, it marks the tables and figures as one run's.
+    set.commit(&serde_json::to_vec_pretty(&summary)?)?;
     Ok(summary)
 }
 

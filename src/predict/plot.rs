@@ -12,10 +12,7 @@
 //! here glyph by glyph with the bearing read from the font's own tables; axes, ticks and labels
 //! are drawn here too, so every piece of text goes through that path.
 
-use std::ffi::OsString;
-use std::io::Write;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
@@ -91,15 +88,17 @@ fn sequence_colour(rank: usize) -> RGBColor {
 /// them; right, a histogram of all per-ORF virus scores (`orf_scores`, 20 bins over 0..1). With
 /// nothing scored the figure says "no ORFs scored".
 pub fn write_prediction_plots(
-    stem: &Path,
+    set: &OutputSet,
+    stem: &str,
     tracks: &[SequenceTrack],
     orf_scores: &[f32],
     top_n: usize,
 ) -> Result<()> {
     register_fonts()?;
     let fig = Figure::new(tracks, orf_scores, top_n);
+    let [svg_name, png_name] = figure_names(stem);
 
-    let svg_path = with_suffix(stem, ".svg");
+    let svg_path = set.final_path(&svg_name);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -108,47 +107,26 @@ pub fn write_prediction_plots(
         root.present()
             .with_context(|| format!("drawing figure {}", svg_path.display()))?;
     }
-    let tmp = temp_beside(&svg_path, ".partial")?;
-    tmp.as_file()
-        .write_all(svg.as_bytes())
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("writing figure {}", svg_path.display()))?;
-    persist(tmp, &svg_path)?;
+    set.write(&svg_name, svg.as_bytes())?;
 
-    // The bitmap encoder picks the format from the file extension, so the temporary ends in .png.
-    let png_path = with_suffix(stem, ".png");
-    let tmp = temp_beside(&png_path, ".partial.png")?;
-    {
-        let root = BitMapBackend::new(tmp.path(), SIZE).into_drawing_area();
+    // The bitmap encoder picks the format from the file name, which staging keeps.
+    let png_path = set.final_path(&png_name);
+    set.write_with(&png_name, |staged| {
+        let root = BitMapBackend::new(staged, SIZE).into_drawing_area();
         draw_figure(&Painter::new(&root, true), &fig)
             .with_context(|| format!("drawing figure {}", png_path.display()))?;
         root.present()
             .with_context(|| format!("writing figure {}", png_path.display()))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("writing figure {}", png_path.display()))?;
-    persist(tmp, &png_path)?;
-    Ok(())
+        Ok(())
+    })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Files
-
-/// `stem` with `suffix` appended (not `with_extension`, which would eat a dotted stem's tail).
-fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
-    let mut s: OsString = stem.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
+/// The figure files for `stem`: `<stem>.svg` and `<stem>.png`.
+pub fn figure_names(stem: &str) -> [String; 2] {
+    [format!("{stem}.svg"), format!("{stem}.png")]
 }
 
-use crate::output::temp_beside;
-
-fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    tmp.persist(path)
-        .map(|_| ())
-        .with_context(|| format!("moving figure into place at {}", path.display()))
-}
+use crate::output::OutputSet;
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -1073,6 +1051,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
+    use std::path::{Path, PathBuf};
+
+    /// `stem` with `suffix` appended (not `with_extension`, which would eat a dotted stem's tail).
+    fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+        let mut s: OsString = stem.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    /// Draw the figures for `stem` (a path) as predict does: staged in an output set, committed.
+    fn plot(stem: &Path, tracks: &[SequenceTrack], orfs: &[f32], top_n: usize) -> Result<()> {
+        let name = stem.file_name().unwrap().to_str().unwrap();
+        let names = figure_names(name);
+        let owned: Vec<&str> = names.iter().map(String::as_str).collect();
+        let set = OutputSet::begin(stem.parent().unwrap(), "figures.json", &owned)?;
+        write_prediction_plots(&set, name, tracks, orfs, top_n)?;
+        set.commit(b"{}")
+    }
 
     fn track(id: &str, scores: &[f32]) -> SequenceTrack {
         let chunks: Vec<ChunkPoint> = scores
@@ -1149,13 +1146,13 @@ mod tests {
             track("", &[0.55, 0.45]),
         ];
         let orfs = scores(3, 900);
-        write_prediction_plots(&stem, &tracks, &orfs, 10).unwrap();
+        plot(&stem, &tracks, &orfs, 10).unwrap();
         check_outputs(&stem);
         let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
         assert!(svg.contains("&lt;&amp;&gt;"), "odd id characters escaped");
         assert!(!svg.contains('\u{7}'));
         // Overwrites an existing figure.
-        write_prediction_plots(&stem, &tracks[..1], &orfs[..10], 10).unwrap();
+        plot(&stem, &tracks[..1], &orfs[..10], 10).unwrap();
         check_outputs(&stem);
     }
 
@@ -1163,7 +1160,7 @@ mod tests {
     fn writes_a_figure_for_zero_tracks() {
         let dir = tempfile::tempdir().unwrap();
         let stem = dir.path().join("prediction");
-        write_prediction_plots(&stem, &[], &[], 10).unwrap();
+        plot(&stem, &[], &[], 10).unwrap();
         check_outputs(&stem);
         let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
         assert!(svg.contains("no ORFs scored"));
@@ -1181,7 +1178,7 @@ mod tests {
             .flat_map(|t| t.chunks.iter().map(|c| c.max_virus_score))
             .collect();
         let started = std::time::Instant::now();
-        write_prediction_plots(&stem, &tracks, &orfs, 10).unwrap();
+        plot(&stem, &tracks, &orfs, 10).unwrap();
         assert!(started.elapsed().as_secs() < 30);
         // The dotted stem keeps its tail: sample.v1.prediction.svg, not sample.v1.svg.
         check_outputs(&stem);
@@ -1213,21 +1210,22 @@ mod tests {
             track(&"x".repeat(5000), &[0.6]),
         ];
         let orfs = [0.0, 1.0, 0.5, f32::NAN, -3.0, 7.0];
-        write_prediction_plots(&stem, &tracks, &orfs, 10).unwrap();
+        plot(&stem, &tracks, &orfs, 10).unwrap();
         check_outputs(&stem);
         // Nothing drawn on the left, the histogram still there.
-        write_prediction_plots(&stem, &tracks, &orfs, 0).unwrap();
+        plot(&stem, &tracks, &orfs, 0).unwrap();
         check_outputs(&stem);
         let svg = std::fs::read_to_string(with_suffix(&stem, ".svg")).unwrap();
         assert!(svg.contains("no sequences to draw"));
     }
 
     #[test]
-    fn error_names_the_file() {
+    fn error_names_the_place() {
         let dir = tempfile::tempdir().unwrap();
-        let stem = dir.path().join("missing").join("prediction");
-        let err = write_prediction_plots(&stem, &[], &[], 10).unwrap_err();
-        assert!(format!("{err:#}").contains("prediction.svg"), "{err:#}");
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let stem = dir.path().join("file").join("prediction");
+        let err = plot(&stem, &[], &[], 10).unwrap_err();
+        assert!(format!("{err:#}").contains("file"), "{err:#}");
     }
 
     #[test]

@@ -2,12 +2,10 @@
 //! per-sequence summary the original leaves to the user.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::output::AtomicFile;
+use crate::output::OutputSet;
 
 pub const RESULTS_FILE: &str = "prediction_results.txt";
 pub const HIGHEST_FILE: &str = "prediction_results_highestscore.csv";
@@ -75,8 +73,7 @@ pub fn format_f32(x: f32) -> String {
 }
 
 /// `prediction_results.txt`: one row per ORF, in the order given.
-pub fn write_results(dir: &Path, scores: &[OrfScore]) -> Result<()> {
-    let mut f = AtomicFile::create(&dir.join(RESULTS_FILE))?;
+pub fn write_results(set: &OutputSet, scores: &[OrfScore]) -> Result<()> {
     let mut body = String::from("Sequence_ID\tPrediction\tscore1\tscore2\n");
     for s in scores {
         body.push_str(&s.id);
@@ -88,9 +85,8 @@ pub fn write_results(dir: &Path, scores: &[OrfScore]) -> Result<()> {
         body.push_str(&format_f32(s.virus));
         body.push('\n');
     }
-    f.write_all(body.as_bytes())
-        .context("writing prediction results")?;
-    f.commit()
+    set.write(RESULTS_FILE, body.as_bytes())
+        .context("writing prediction results")
 }
 
 /// A chunk's best score of each class over its ORFs.
@@ -126,7 +122,7 @@ pub fn chunk_maxima(scores: &[OrfScore]) -> ChunkMaxima<'_> {
 
 /// `prediction_results_highestscore.csv` (tab-separated, as the original): one row per chunk,
 /// `True` when its best virus score is >= its best others score; sorted by id (byte order).
-pub fn write_highest(dir: &Path, maxima: &ChunkMaxima) -> Result<()> {
+pub fn write_highest(set: &OutputSet, maxima: &ChunkMaxima) -> Result<()> {
     let mut body = String::from("Modified_ID\tIs_Virus\n");
     for (id, best) in maxima {
         body.push_str(id);
@@ -136,10 +132,8 @@ pub fn write_highest(dir: &Path, maxima: &ChunkMaxima) -> Result<()> {
             "\tFalse\n"
         });
     }
-    let mut f = AtomicFile::create(&dir.join(HIGHEST_FILE))?;
-    f.write_all(body.as_bytes())
-        .context("writing chunk calls")?;
-    f.commit()
+    set.write(HIGHEST_FILE, body.as_bytes())
+        .context("writing chunk calls")
 }
 
 /// The per-sequence view: what people actually want to know about each contig.
@@ -212,7 +206,7 @@ pub fn summarise(
 }
 
 /// `sequence_summary.tsv`.
-pub fn write_summary(dir: &Path, seqs: &[SequenceSummary]) -> Result<()> {
+pub fn write_summary(set: &OutputSet, seqs: &[SequenceSummary]) -> Result<()> {
     let mut body = String::from(
         "sequence_id\tchunks_scored\tchunks_virus\tvirus_fraction\tmax_virus_score\tmean_chunk_virus_score\tprediction\n",
     );
@@ -228,10 +222,8 @@ pub fn write_summary(dir: &Path, seqs: &[SequenceSummary]) -> Result<()> {
             if s.is_virus { "virus" } else { "others" }
         ));
     }
-    let mut f = AtomicFile::create(&dir.join(SUMMARY_FILE))?;
-    f.write_all(body.as_bytes())
-        .context("writing sequence summary")?;
-    f.commit()
+    set.write(SUMMARY_FILE, body.as_bytes())
+        .context("writing sequence summary")
 }
 
 #[cfg(test)]
