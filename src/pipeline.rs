@@ -128,7 +128,7 @@ fn preflight(opts: &RunOptions) -> Result<()> {
     }
     let dna_dim = preflight::dnabert(&opts.dnabert).context("--dnabert")?;
     let protein_dim = preflight::esm(&opts.esm).context("--esm")?;
-    preflight::classifier(&opts.classifier, dna_dim, protein_dim).context("--classifier")
+    preflight::classifier(&opts.classifier, dna_dim, protein_dim)
 }
 
 pub fn run(opts: &RunOptions) -> Result<RunOutcome> {

@@ -34,7 +34,7 @@ pub fn input_file(path: &Path, what: &str) -> Result<()> {
         bail!("{what} {} is a directory, not a file", path.display());
     }
     std::fs::File::open(path)
-        .with_context(|| format!("cannot read {what} {}", input_label(path)))?;
+        .with_context(|| format!("cannot open {what} {}", input_label(path)))?;
     Ok(())
 }
 
@@ -66,16 +66,21 @@ fn or_dot(path: Option<&Path>) -> PathBuf {
 /// An output directory (`flag` names it): an existing writable directory, or a path that can
 /// be created (its nearest existing ancestor is a writable directory).
 pub fn output_dir(dir: &Path, flag: &str) -> Result<()> {
+    let noun = if flag == "--checkpoint-dir" {
+        "checkpoint directory"
+    } else {
+        "output directory"
+    };
     if dir.exists() {
         if !dir.is_dir() {
             bail!(
-                "{flag} {} is an existing file, not a directory; choose a directory",
+                "{noun} {} ({flag}) is an existing file; choose a directory",
                 dir.display()
             );
         }
         if !writable_dir(dir) {
             bail!(
-                "{flag} {} is not writable (check its permissions)",
+                "{noun} {} ({flag}) is not writable (check its permissions)",
                 dir.display()
             );
         }
@@ -90,14 +95,14 @@ pub fn output_dir(dir: &Path, flag: &str) -> Result<()> {
     }
     if !ancestor.is_dir() {
         bail!(
-            "cannot create {flag} {}: {} is a file, not a directory",
+            "cannot create {noun} {} ({flag}): {} is a file, not a directory",
             dir.display(),
             ancestor.display()
         );
     }
     if !writable_dir(&ancestor) {
         bail!(
-            "cannot create {flag} {}: {} is not writable",
+            "cannot create {noun} {} ({flag}): {} is not writable",
             dir.display(),
             ancestor.display()
         );
@@ -220,7 +225,10 @@ pub fn classifier(path: &Path, dna_dim: usize, protein_dim: usize) -> Result<()>
     classifier
         .check_input_dim(dna_dim + protein_dim)
         .with_context(|| {
-            format!("--dnabert gives {dna_dim}-d and --esm {protein_dim}-d embeddings")
+            format!(
+                "--classifier {} does not fit --dnabert ({dna_dim}-d) + --esm ({protein_dim}-d)",
+                path.display()
+            )
         })
 }
 
@@ -265,7 +273,7 @@ mod tests {
             input_file(&tmp.path().join("nope.fa"), "input").unwrap_err()
         );
         assert!(
-            e.contains("cannot read input") && e.contains("nope.fa"),
+            e.contains("cannot open input") && e.contains("nope.fa"),
             "{e}"
         );
     }

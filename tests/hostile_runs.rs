@@ -383,11 +383,14 @@ fn usage_errors_exit_64_and_help_and_version_exit_0() {
         &["run", "--no-such-flag"][..],
         &["translate", "x.fa"][..],
         &["embed-dna", "x.fa", "-m", "m", "-o", "o", "-b", "zero"][..],
-        &[][..],
     ] {
         let o = run_bounded(args, None, 0, REFUSAL_SECS);
         assert_refused(&o, 64, &[], &[]);
     }
+    // No subcommand at all: the help, on stderr, as a usage error.
+    let o = run_bounded(&[], None, 0, REFUSAL_SECS);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Usage: virnucpro"));
     for args in [&["--help"][..], &["run", "--help"][..], &["--version"][..]] {
         let o = run_bounded(args, None, 0, REFUSAL_SECS);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
@@ -436,7 +439,7 @@ fn run_with_a_classifier_of_another_width_is_refused_before_translating() {
         ("--classifier", s(&real_width)),
         &[
             "expects 3328-d features",
-            "--dnabert gives 48-d and --esm 40-d",
+            "mlp_3328x512.pth does not fit --dnabert (48-d) + --esm (40-d)",
         ],
     );
 }
@@ -500,7 +503,7 @@ fn run_with_a_missing_input_is_refused() {
         &tmp.path().join("o"),
         s(&missing),
         ("-c", "500"),
-        &["cannot read input", "sample.fa"],
+        &["cannot open input", "sample.fa"],
     );
 }
 
@@ -659,11 +662,12 @@ fn a_rerun_of_run_retries_the_sequences_that_failed() {
 fn a_rerun_of_an_embedding_retries_only_the_failed_sequences() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("p.safetensors");
+    let (orfs, model) = (protein_orfs(), esm());
     let args = [
         "embed-protein",
-        s(&protein_orfs()),
+        s(&orfs),
         "-m",
-        s(&esm()),
+        s(&model),
         "-o",
         s(&out),
         "-b",
