@@ -1,12 +1,25 @@
 //! What identifies inputs and settings for resume: a file by path, size and modification time;
-//! a model by its files; token streams by a stable 64-bit FNV-1a hash (std's hasher may change
-//! between Rust releases, and a checkpoint must outlive a rebuild).
+//! stdin by its content (SHA-256, taken while copying it to a file, see [`spool`]); a model by
+//! its files; token streams by a stable 64-bit FNV-1a hash (std's hasher may change between
+//! Rust releases, and a checkpoint must outlive a rebuild).
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
+/// A file by path, size and modification time. Stdin (`-`) has no such identity: its value
+/// never equals an earlier one, so a step keyed by it is always redone (use [`spool`] to key
+/// stdin by content).
 pub fn file(path: &Path) -> Value {
+    if path == Path::new("-") {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return json!({ "path": "-", "read_at": now, "pid": std::process::id() });
+    }
     match std::fs::metadata(path) {
         Ok(m) => json!({
             "path": path.display().to_string(),
@@ -58,6 +71,57 @@ pub fn model_contents(path: &Path) -> Value {
     Value::Array(model_files(path).iter().map(entry).collect())
 }
 
+/// Copy `input` (stdin) into `dir` as `stdin.fa`, or `stdin.fa.gz` when it is gzip, hashing
+/// it on the way through (bounded memory, whatever its size). Returns the file and the
+/// content's fingerprint: a re-run fed other content gets another fingerprint and redoes its
+/// steps; the same content resumes. The copy is moved into place only when complete.
+pub fn spool(mut input: impl Read, dir: &Path) -> Result<(PathBuf, Value)> {
+    let plain = dir.join("stdin.fa");
+    let gzip = dir.join("stdin.fa.gz");
+    let mut tmp = crate::output::temp_beside(&plain, ".partial")?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head: Vec<u8> = Vec::with_capacity(2);
+    let mut bytes = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading stdin"),
+        };
+        let chunk = &buf[..n];
+        if head.len() < 2 {
+            head.extend(chunk.iter().take(2 - head.len()));
+        }
+        hasher.update(chunk);
+        tmp.write_all(chunk)
+            .with_context(|| format!("copying stdin to {}", plain.display()))?;
+        bytes += n as u64;
+    }
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("copying stdin to {}", plain.display()))?;
+    let (path, other) = if head == [0x1f, 0x8b] {
+        (gzip, plain)
+    } else {
+        (plain, gzip)
+    };
+    tmp.persist(&path)
+        .with_context(|| format!("moving the copy of stdin into place at {}", path.display()))?;
+    // A copy of earlier content under the other name is stale.
+    let _ = std::fs::remove_file(other);
+    let sha256: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((
+        path,
+        json!({ "stdin": { "sha256": sha256, "bytes": bytes } }),
+    ))
+}
+
 /// FNV-1a, 64 bit.
 #[derive(Debug, Clone)]
 pub struct Fnv64(u64);
@@ -95,5 +159,28 @@ mod tests {
         assert_eq!(Fnv64::default().hex(), "cbf29ce484222325");
         assert_eq!(Fnv64::default().bytes(b"a").hex(), "af63dc4c8601ec8c");
         assert_eq!(Fnv64::default().bytes(b"foobar").hex(), "85944171f73967e8");
+    }
+
+    #[test]
+    fn stdin_is_keyed_by_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, a) = spool(&b">a\nACGT\n"[..], tmp.path()).unwrap();
+        assert_eq!(path, tmp.path().join("stdin.fa"));
+        assert_eq!(std::fs::read(&path).unwrap(), b">a\nACGT\n");
+        // `printf '>a\nACGT\n' | sha256sum`
+        assert_eq!(
+            a["stdin"]["sha256"],
+            "ec93753459551ffadb17f616d5e6bd45de641c045083fac84c4fa223987b232b"
+        );
+        assert_eq!(a["stdin"]["bytes"], 8);
+        let (_, again) = spool(&b">a\nACGT\n"[..], tmp.path()).unwrap();
+        assert_eq!(a, again);
+        let (_, other) = spool(&b">a\nACGA\n"[..], tmp.path()).unwrap();
+        assert_ne!(a, other);
+        // Gzip keeps its nature in the name; the stale plain copy goes.
+        let (gz, _) = spool(&[0x1f, 0x8b, 8, 0][..], tmp.path()).unwrap();
+        assert_eq!(gz, tmp.path().join("stdin.fa.gz"));
+        assert!(!tmp.path().join("stdin.fa").exists());
+        assert_ne!(file(Path::new("-")), file(Path::new("-")));
     }
 }

@@ -4,7 +4,16 @@ use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use virnucpro::cli::{Cli, Command};
-use virnucpro::{config, embed, pipeline, predict, translate};
+use virnucpro::output::ensure_dir;
+use virnucpro::output_lock::OutputLock;
+use virnucpro::{config, embed, pipeline, predict, preflight, translate};
+
+/// Exit codes (README "Exit codes"): 0 success; 1 error; 2 finished, some records failed (listed
+/// in a failed.tsv); 64 usage error (EX_USAGE: a wrong flag or value, nothing was run);
+/// 128 + N stopped by signal N after saving its work.
+const EXIT_ERROR: u8 = 1;
+const EXIT_SOME_FAILED: u8 = 2;
+const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     // The config file changes what clap accepts (its values become the flags' defaults), so it
@@ -16,11 +25,27 @@ fn main() -> ExitCode {
             Ok(cfg) => command = cfg.apply(command),
             Err(e) => {
                 eprintln!("error: {e:#}");
-                return ExitCode::from(1);
+                return ExitCode::from(EXIT_ERROR);
             }
         }
     }
-    let cli = Cli::from_arg_matches(&command.get_matches_from(args)).unwrap_or_else(|e| e.exit());
+    // Not clap's `exit()`: it ends usage errors with 2, which here means "finished with some
+    // records failed" (and pipelines accept it as success).
+    let cli = match command
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version come this way too, as successes.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_logging(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(code) => code,
@@ -30,7 +55,7 @@ fn main() -> ExitCode {
             // Stopped by a signal after saving its work: the shell's convention, 128 + signal.
             match e.downcast_ref::<virnucpro::interrupt::Interrupted>() {
                 Some(i) => ExitCode::from((128 + i.signal).clamp(1, 255) as u8),
-                None => ExitCode::from(1),
+                None => ExitCode::from(EXIT_ERROR),
             }
         }
     }
@@ -55,6 +80,8 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Translate(a) => {
+            preflight::input_file(&a.input, "input")?;
+            let _lock = claim_dir(&a.outdir)?;
             let opts = translate::TranslateOptions {
                 input: a.input,
                 chunk_size: a.chunk_size as usize,
@@ -69,11 +96,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             translate::log_summary(&summary, &opts.outdir);
         }
         Command::EmbedDna(a) => {
+            check_report(a.report.as_deref())?;
             let summary = embed::models::embed_dna(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }
         Command::EmbedProtein(a) => {
+            check_report(a.report.as_deref())?;
             let summary = embed::models::embed_protein(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
@@ -82,6 +111,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", virnucpro::device::describe(a.json)?);
         }
         Command::Predict(a) => {
+            for f in a.dna.iter().chain(&a.protein) {
+                preflight::input_file(f, "embeddings file")?;
+            }
+            preflight::input_file(&a.classifier, "--classifier")?;
+            let _lock = claim_dir(&a.outdir)?;
             let opts = predict::PredictOptions {
                 dna: a.dna,
                 protein: a.protein,
@@ -113,11 +147,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Exit code 0 when every record was processed, 2 when the step finished without some (listed
-/// in a failed.tsv), as ARCHITECTURE.md sets out.
+/// in a failed.tsv).
 fn finished_with(failed: usize) -> ExitCode {
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(2)
+        ExitCode::from(EXIT_SOME_FAILED)
+    }
+}
+
+/// An output directory checked, created and locked for the whole command.
+fn claim_dir(outdir: &std::path::Path) -> anyhow::Result<OutputLock> {
+    preflight::output_dir(outdir, "--outdir")?;
+    ensure_dir(outdir)?;
+    OutputLock::dir(outdir, "--outdir")
+}
+
+/// `--report` must be writable before the embedding starts, not after it.
+fn check_report(report: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match report {
+        Some(path) => preflight::output_file(path, "--report"),
+        None => Ok(()),
     }
 }

@@ -5,7 +5,13 @@
 //!
 //! Completion is recorded per step in `DIR/steps/<step>.json`, written only after the step's
 //! outputs were atomically moved into place, holding the step's fingerprint (inputs with their
-//! sizes and modification times, models, settings that change results).
+//! sizes and modification times, models, settings that change results). An embedding step
+//! that finished with failed sequences is not complete: a re-run retries those (and only
+//! those, from the step's checkpoint).
+//!
+//! Before the first step everything the run needs is checked ([`crate::preflight`]), and the
+//! output directory is locked for the whole run ([`OutputLock`]). Stdin (`run -`) is copied to
+//! `DIR/stdin.fa` while its content is hashed, so a re-run with other content redoes the steps.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +22,9 @@ use serde_json::{json, Value};
 
 use crate::embed::{self, ComputeSettings, EmbedOptions};
 use crate::output::{ensure_dir, write_atomic};
+use crate::output_lock::OutputLock;
 use crate::predict::{self, PredictOptions};
+use crate::preflight;
 use crate::translate::{self, TranslateOptions, NUCLEOTIDE_FILE, PROTEIN_FILE};
 
 #[derive(Debug, Clone)]
@@ -64,7 +72,12 @@ impl Steps {
         if !self.force && outputs.iter().all(|p| p.exists()) {
             if let Ok(text) = std::fs::read_to_string(&marker) {
                 if let Ok(done) = serde_json::from_str::<Value>(&text) {
-                    if done["fingerprint"] == fingerprint {
+                    let failed = done["report"]["failed"].as_u64().unwrap_or(0);
+                    if done["fingerprint"] == fingerprint && failed > 0 {
+                        tracing::info!(
+                            "{step}: retrying the {failed} sequences that failed in an earlier run"
+                        );
+                    } else if done["fingerprint"] == fingerprint {
                         tracing::info!("{step}: outputs complete from an earlier run, skipping (--force redoes it)");
                         self.reports.push(StepReport {
                             step,
@@ -105,9 +118,25 @@ pub struct RunOutcome {
     pub failed: usize,
 }
 
+/// Everything the steps will need, checked before the first: a missing classifier or a file
+/// where the output directory should be is an error in a second, not after the embeddings.
+fn preflight(opts: &RunOptions) -> Result<()> {
+    preflight::input_file(&opts.input, "input")?;
+    preflight::output_dir(&opts.outdir, "--outdir")?;
+    if let Some(dir) = &opts.compute.checkpoint_dir {
+        preflight::output_dir(dir, "--checkpoint-dir")?;
+    }
+    let dna_dim = preflight::dnabert(&opts.dnabert).context("--dnabert")?;
+    let protein_dim = preflight::esm(&opts.esm).context("--esm")?;
+    preflight::classifier(&opts.classifier, dna_dim, protein_dim)
+}
+
 pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let started = Instant::now();
+    preflight(opts)?;
     ensure_dir(&opts.outdir)?;
+    // Held to the end: a second run on this directory is refused, not mixed in.
+    let _lock = OutputLock::dir(&opts.outdir, "--outdir")?;
     let translate_dir = opts.outdir.join("translate");
     let emb_dir = opts.outdir.join("embeddings");
     let steps_dir = opts.outdir.join("steps");
@@ -121,15 +150,19 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
 
     let nt = translate_dir.join(NUCLEOTIDE_FILE);
     let aa = translate_dir.join(PROTEIN_FILE);
-    let translate_fp =
-        json!({ "input": crate::fingerprint::file(&opts.input), "chunk_size": opts.chunk_size });
+    let (input, input_fp) = if opts.input == Path::new("-") {
+        crate::fingerprint::spool(std::io::stdin().lock(), &opts.outdir)?
+    } else {
+        (opts.input.clone(), crate::fingerprint::file(&opts.input))
+    };
+    let translate_fp = json!({ "input": input_fp, "chunk_size": opts.chunk_size });
     steps.step(
         "translate",
         translate_fp.clone(),
         &[nt.clone(), aa.clone()],
         || {
             let summary = translate::run(&TranslateOptions {
-                input: opts.input.clone(),
+                input: input.clone(),
                 chunk_size: opts.chunk_size,
                 outdir: translate_dir.clone(),
                 threads: opts.compute.threads,
@@ -176,8 +209,10 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         },
     )?;
 
+    // The embeddings files themselves, too: a retry of failed sequences rewrites them.
     let predict_fp = json!({
         "dna": dna_fp, "protein": prot_fp,
+        "embeddings": [crate::fingerprint::file(&dna_out), crate::fingerprint::file(&prot_out)],
         "classifier": crate::fingerprint::file(&opts.classifier),
         "min_viral_fraction": opts.min_viral_fraction,
     });

@@ -3,11 +3,17 @@
 //! with the same input, model and settings loads them and embeds only what is missing; the
 //! batch plan is kept (its token budget is recorded), so every batch is computed exactly as in
 //! an uninterrupted run and the final file is byte-identical. The directory is removed once the
-//! output is complete.
+//! output is complete with every record; when some records failed it is kept, so the next run
+//! retries only those.
 //!
-//! `--checkpoint-dir DIR` keeps them elsewhere (same `.NAME.parts` name): a pipeline whose
-//! retried task runs in a fresh directory (Nextflow) points it at a shared place so the retry
-//! resumes. The fingerprint does not name paths, only content, so a re-staged input resumes too.
+//! `--checkpoint-dir DIR` keeps them elsewhere, as `.NAME.<fingerprint>.parts`: a pipeline
+//! whose retried task runs in a fresh directory (Nextflow) points it at a shared place so the
+//! retry resumes. The fingerprint does not name paths, only content, so a re-staged input
+//! resumes too; and being in the name, runs of other inputs that share the directory and the
+//! output name never see (or clear) each other's parts. Beside the output, the output's lock
+//! makes the run the only user of `.NAME.parts`, so parts of other inputs there are cleared.
+//! Either way the parts directory is locked while in use ([`OutputLock`]): two runs of the
+//! same work sharing a checkpoint directory are refused rather than mixed.
 //!
 //! Each part is written to a temporary name, fsync'ed and renamed, so a `kill -9` leaves either
 //! a whole part or none.
@@ -19,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{EmbeddingMeta, EmbeddingSet};
 use crate::output::{ensure_dir, write_atomic};
+use crate::output_lock::OutputLock;
 
 const PLAN_FILE: &str = "plan.json";
 const FORMAT: &str = "virnucpro-embed-checkpoint/1";
@@ -39,6 +46,8 @@ pub struct Checkpoint {
     written: usize,
     /// Test hook `VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS=k`: die like `kill -9` after k parts.
     abort_after: Option<usize>,
+    /// Held while the parts are in use; dropped after the directory is removed.
+    _lock: OutputLock,
 }
 
 /// What an earlier run left: its plan and the rows it finished.
@@ -48,14 +57,21 @@ pub struct Resumed {
     pub rows: Vec<(usize, Vec<f32>)>,
 }
 
-/// `.NAME.parts` beside the output, or in `base` (`--checkpoint-dir`) when given.
-pub fn dir_for(output: &Path, base: Option<&Path>) -> PathBuf {
+/// `.NAME.parts` beside the output, or `.NAME.<fingerprint>.parts` in `base`
+/// (`--checkpoint-dir`) when given.
+pub fn dir_for(output: &Path, base: Option<&Path>, fingerprint: &str) -> PathBuf {
     let name = output
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "embeddings".into());
-    base.unwrap_or_else(|| output.parent().unwrap_or(Path::new(".")))
-        .join(format!(".{name}.parts"))
+    match base {
+        Some(base) => base.join(format!(".{name}.{fingerprint}.parts")),
+        None => output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(format!(".{name}.parts")),
+    }
 }
 
 fn part_name(k: usize) -> String {
@@ -85,7 +101,11 @@ impl Checkpoint {
         batch_tokens: usize,
         explicit: bool,
     ) -> Result<(Checkpoint, Option<Resumed>)> {
-        let dir = dir_for(output, base);
+        let dir = dir_for(output, base, fingerprint);
+        if let Some(base) = base {
+            ensure_dir(base)?;
+        }
+        let lock = OutputLock::file(&dir, "--checkpoint-dir")?;
         let mut resumed = None;
         if let Ok(text) = std::fs::read_to_string(dir.join(PLAN_FILE)) {
             match serde_json::from_str::<PlanRecord>(&text) {
@@ -135,6 +155,7 @@ impl Checkpoint {
                 next_part,
                 written: 0,
                 abort_after,
+                _lock: lock,
             },
             resumed,
         ))
@@ -247,6 +268,7 @@ mod tests {
         cp.save(&[(vec![2, 0], vec![1.0, 2.0, 3.0, 4.0])], 2)
             .unwrap();
         cp.save(&[(vec![3], vec![5.0, 6.0])], 2).unwrap();
+        drop(cp);
         // Same plan: rows back, the recorded budget kept over this run's default.
         let (mut cp, resumed) = Checkpoint::open(&out, None, "fp", 4, 2, 999, false).unwrap();
         let r = resumed.unwrap();
@@ -262,12 +284,37 @@ mod tests {
         // New parts continue the numbering.
         cp.save(&[(vec![1], vec![7.0, 8.0])], 2).unwrap();
         assert_eq!(part_numbers(cp.dir()).len(), 3);
+        drop(cp);
         // Another fingerprint, or another explicit budget: start afresh.
         let (_, resumed) = Checkpoint::open(&out, None, "fp", 4, 2, 50, true).unwrap();
         assert!(resumed.is_none());
         let (cp, resumed) = Checkpoint::open(&out, None, "fp", 4, 2, 50, true).unwrap();
         assert_eq!(resumed.unwrap().rows.len(), 0);
         cp.remove();
-        assert!(!dir_for(&out, None).exists());
+        assert!(!dir_for(&out, None, "fp").exists());
+    }
+
+    #[test]
+    fn a_shared_checkpoint_dir_keeps_each_inputs_parts_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        let out = tmp.path().join("dna.safetensors");
+        let (mut a, _) = Checkpoint::open(&out, Some(&shared), "aaaa", 2, 1, 10, false).unwrap();
+        a.save(&[(vec![0], vec![1.0])], 1).unwrap();
+        // Another input, same output name, same directory, at the same time: its own parts.
+        let (b, resumed) = Checkpoint::open(&out, Some(&shared), "bbbb", 3, 1, 10, false).unwrap();
+        assert!(resumed.is_none());
+        assert_ne!(a.dir(), b.dir());
+        b.remove();
+        // The same work twice at once is refused, not mixed.
+        let e = Checkpoint::open(&out, Some(&shared), "aaaa", 2, 1, 10, false).err();
+        let e = format!("{:#}", e.expect("a second user of the same parts"));
+        assert!(
+            e.contains("being written by another virnucpro process"),
+            "{e}"
+        );
+        drop(a);
+        let (_, resumed) = Checkpoint::open(&out, Some(&shared), "aaaa", 2, 1, 10, false).unwrap();
+        assert_eq!(resumed.unwrap().rows, vec![(0, vec![1.0])]);
     }
 }

@@ -19,6 +19,8 @@ use crate::fasta::{input_label, read_unique, FastaRecord};
 use crate::fingerprint::Fnv64;
 use crate::interrupt::{Interrupted, StopOnSignal};
 use crate::output::write_atomic;
+use crate::output_lock::OutputLock;
+use crate::preflight;
 use crate::progress::Progress;
 use batching::{budget_from_memory, token_budget_batches};
 use checkpoint::Checkpoint;
@@ -379,18 +381,31 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         let dir = asm
             .checkpoint
             .as_ref()
-            .map(|c| c.dir().display().to_string())
-            .unwrap_or_default();
-        let detail = format!(
-            "{done} of {} sequences are saved in {dir}; run the same command again to resume",
-            ids.len()
-        );
+            .map(|c| c.dir().display().to_string());
         asm.progress.finish();
         saved?;
         if let Some(signal) = interrupted {
+            // Only a stop asked for from outside is cured by running again.
+            let detail = match dir {
+                Some(dir) => format!(
+                    "{done} of {} sequences are saved in {dir}; run the same command again to resume",
+                    ids.len()
+                ),
+                None => "no sequence was finished yet; run the same command again to start over"
+                    .to_string(),
+            };
             return Err(Interrupted { signal, detail }.into());
         }
-        return Err(result.unwrap_err().context(detail));
+        let err = result.unwrap_err();
+        // A failure (a model that does not load, a full disk) needs its cause fixed first; say
+        // what is kept for then, when anything is.
+        return Err(match dir {
+            Some(dir) if done > 0 => err.context(format!(
+                "embedding stopped with {done} of {} sequences kept in {dir} for the next run",
+                ids.len()
+            )),
+            _ => err,
+        });
     }
     asm.progress.finish();
     let dim = asm.dim;
@@ -412,6 +427,11 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         }
         f
     };
+    if !failed.is_empty() {
+        // Every finished row into the checkpoint, which is kept: the next run of the same
+        // command retries only the failed sequences.
+        asm.save_pending()?;
+    }
     let (kept_ids, values) = if failed.is_empty() {
         (ids.clone(), std::mem::take(&mut asm.out))
     } else {
@@ -449,7 +469,15 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         write_atomic(&failed_file, tsv.as_bytes())?;
     }
     if let Some(cp) = asm.checkpoint.take() {
-        cp.remove();
+        if failed.is_empty() {
+            cp.remove();
+        } else {
+            tracing::info!(
+                "keeping the checkpoint {}: running the same command again retries only the {} failed sequences",
+                cp.dir().display(),
+                failed.len()
+            );
+        }
     }
     let wall = started.elapsed().as_secs_f64();
     let n_tokens: usize = tokens.iter().map(Vec::len).sum();
@@ -484,6 +512,18 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         tokens_per_second: n_tokens as f64 / wall.max(1e-9),
         peak_rss_mb: crate::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
     })
+}
+
+/// What an embedding step checks and claims before any work: its input readable, its output
+/// (and checkpoint) location writable, then the output locked for the whole step. The model is
+/// checked by the caller (it knows which kind). The lock is released when dropped.
+pub(crate) fn claim_output(opts: &EmbedOptions) -> Result<OutputLock> {
+    preflight::input_file(&opts.input, "input")?;
+    preflight::output_file(&opts.output, "--output")?;
+    if let Some(dir) = &opts.compute.checkpoint_dir {
+        preflight::output_dir(dir, "--checkpoint-dir")?;
+    }
+    OutputLock::file(&opts.output, "--output")
 }
 
 /// Records of an embedding input; an empty file gives no records and a warning.

@@ -7,9 +7,10 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use super::engine::{EncoderLoader, ModelShape, PooledEncoder};
 use super::store::EmbeddingMeta;
-use super::{embed_tokens, model_name, read_input, EmbedOptions, EmbedSummary};
-use crate::models::dnabert_s::{DnabertConfig, DnabertS};
+use super::{claim_output, embed_tokens, model_name, read_input, EmbedOptions, EmbedSummary};
+use crate::models::dnabert_s::DnabertS;
 use crate::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
+use crate::preflight;
 use crate::tokenize::dnabert::{looks_like_protein, DnaTokenizer};
 use crate::tokenize::esm::{looks_like_nucleotide, EsmTokenizer};
 
@@ -45,6 +46,8 @@ impl EncoderLoader for EsmLoader {
 
 /// `virnucpro embed-protein`.
 pub fn embed_protein(opts: &EmbedOptions) -> Result<EmbedSummary> {
+    preflight::esm(&opts.model)?;
+    let _lock = claim_output(opts)?;
     let records = read_input(&opts.input)?;
     let tokenizer = EsmTokenizer::new();
     let mut nucleotide_like = 0usize;
@@ -121,8 +124,10 @@ impl EncoderLoader for DnabertLoader {
 
 /// `virnucpro embed-dna`.
 pub fn embed_dna(opts: &EmbedOptions) -> Result<EmbedSummary> {
-    // The tokenizer and config are checked before reading any sequence: a wrong --model fails
-    // at once with the missing file's name.
+    // The model (config, tokenizer, weights) is checked before reading any sequence: a wrong
+    // --model fails at once with the missing file's name.
+    preflight::dnabert(&opts.model)?;
+    let _lock = claim_output(opts)?;
     let dir = if opts.model.is_dir() {
         opts.model.clone()
     } else {
@@ -132,7 +137,6 @@ pub fn embed_dna(opts: &EmbedOptions) -> Result<EmbedSummary> {
             .unwrap_or_default()
     };
     let tokenizer = DnaTokenizer::from_dir(&dir)?;
-    DnabertConfig::from_dir(&dir)?;
     let records = read_input(&opts.input)?;
     if let Some(rec) = records
         .iter()
