@@ -525,6 +525,33 @@ fn stored_entry_running_past_the_end_of_the_file() {
     s.refuse_protein(&p, &["declares 1073741824 bytes", "corrupt or truncated"]);
 }
 
+#[test]
+fn zip64_directory_claiming_2_pow_40_entries() {
+    // One real entry, then a ZIP64 end record claiming 2^40 entries in a 1 MiB directory.
+    let pickle = Pk::new().op(b"}").stop();
+    let mut bytes = zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]);
+    let end = bytes.len() - 22; // drop the plain end record, keep the entry and directory
+    bytes.truncate(end);
+    let z64_at = bytes.len() as u64;
+    bytes.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+    bytes.extend_from_slice(&44u64.to_le_bytes());
+    bytes.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for v in [1u64 << 40, 1 << 40, 1 << 20, 0] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&z64_at.to_le_bytes());
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    bytes.extend_from_slice(&[0xff; 8]);
+    bytes.extend_from_slice(&[0, 0]);
+    let s = Scratch::new();
+    let p = s.write("zip64.pth", &bytes);
+    s.refuse_protein(&p, &["not a valid zip archive"]);
+}
+
 // ---- safetensors ----
 
 /// A safetensors file: `header` as its JSON header, then `data`; `declared` overrides the
