@@ -451,6 +451,66 @@ fn exponential_pickle_graph_is_walked_once() {
 }
 
 #[test]
+fn objects_sharing_one_huge_dict_scan_it_once() {
+    // 150 000 objects all built with the same memoised 1 000 000-entry `__dict__`: scanning it
+    // per object took 1.5 * 10^11 steps.
+    let mut pk = Pk::new().global("__main__", "Thing").op(b"q\x01").op(b"}(");
+    for _ in 0..1_000_000 {
+        pk = pk.op(b"K\x01N");
+    }
+    pk = pk.op(b"uq\x00").op(b"0}(");
+    for i in 0..150_000i32 {
+        pk = pk.op(b"J").op(&i.to_le_bytes()).op(b"h\x01)\x81h\x00b");
+    }
+    let pickle = pk.op(b"u").stop();
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
+        )],
+    );
+    s.refuse_protein(&dir, &["no tensors found"]);
+}
+
+#[test]
+fn modules_sharing_one_huge_buffer_set_exhaust_the_walk_budget() {
+    // 100 000 modules, each with its own small `__dict__` naming the same memoised
+    // 1 000 000-member `_non_persistent_buffers_set`.
+    let mut pk = Pk::new()
+        .global("__main__", "Net")
+        .op(b"q\x01")
+        .op(b"\x8f(");
+    for i in 0..1_000_000i32 {
+        pk = pk.op(b"J").op(&i.to_le_bytes());
+    }
+    pk = pk.op(b"\x90q\x00").op(b"0}(");
+    for i in 0..100_000i32 {
+        pk = pk
+            .op(b"J")
+            .op(&i.to_le_bytes())
+            .op(b"h\x01)\x81}(")
+            .str("_parameters")
+            .op(b"}")
+            .str("_non_persistent_buffers_set")
+            .op(b"h\x00ub");
+    }
+    let pickle = pk.op(b"u").stop();
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
+        )],
+    );
+    s.refuse_protein(&dir, &["too large or too interlinked"]);
+}
+
+#[test]
 fn huge_binunicode_length_is_unsigned_and_checked() {
     let s = Scratch::new();
     let p = s.write(
