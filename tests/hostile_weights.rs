@@ -451,6 +451,66 @@ fn exponential_pickle_graph_is_walked_once() {
 }
 
 #[test]
+fn objects_sharing_one_huge_dict_scan_it_once() {
+    // 150 000 objects all built with the same memoised 1 000 000-entry `__dict__`: scanning it
+    // per object took 1.5 * 10^11 steps.
+    let mut pk = Pk::new().global("__main__", "Thing").op(b"q\x01").op(b"}(");
+    for _ in 0..1_000_000 {
+        pk = pk.op(b"K\x01N");
+    }
+    pk = pk.op(b"uq\x00").op(b"0}(");
+    for i in 0..150_000i32 {
+        pk = pk.op(b"J").op(&i.to_le_bytes()).op(b"h\x01)\x81h\x00b");
+    }
+    let pickle = pk.op(b"u").stop();
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
+        )],
+    );
+    s.refuse_protein(&dir, &["no tensors found"]);
+}
+
+#[test]
+fn modules_sharing_one_huge_buffer_set_exhaust_the_walk_budget() {
+    // 100 000 modules, each with its own small `__dict__` naming the same memoised
+    // 1 000 000-member `_non_persistent_buffers_set`.
+    let mut pk = Pk::new()
+        .global("__main__", "Net")
+        .op(b"q\x01")
+        .op(b"\x8f(");
+    for i in 0..1_000_000i32 {
+        pk = pk.op(b"J").op(&i.to_le_bytes());
+    }
+    pk = pk.op(b"\x90q\x00").op(b"0}(");
+    for i in 0..100_000i32 {
+        pk = pk
+            .op(b"J")
+            .op(&i.to_le_bytes())
+            .op(b"h\x01)\x81}(")
+            .str("_parameters")
+            .op(b"}")
+            .str("_non_persistent_buffers_set")
+            .op(b"h\x00ub");
+    }
+    let pickle = pk.op(b"u").stop();
+    let s = Scratch::new();
+    let dir = s.model_dir(
+        "esm",
+        "esm2_tiny",
+        &[(
+            "pytorch_model.bin",
+            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
+        )],
+    );
+    s.refuse_protein(&dir, &["too large or too interlinked"]);
+}
+
+#[test]
 fn huge_binunicode_length_is_unsigned_and_checked() {
     let s = Scratch::new();
     let p = s.write(
@@ -523,6 +583,33 @@ fn stored_entry_running_past_the_end_of_the_file() {
     let s = Scratch::new();
     let p = s.write("short.pth", &zip_bytes(&[entry]));
     s.refuse_protein(&p, &["declares 1073741824 bytes", "corrupt or truncated"]);
+}
+
+#[test]
+fn zip64_directory_claiming_2_pow_40_entries() {
+    // One real entry, then a ZIP64 end record claiming 2^40 entries in a 1 MiB directory.
+    let pickle = Pk::new().op(b"}").stop();
+    let mut bytes = zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]);
+    let end = bytes.len() - 22; // drop the plain end record, keep the entry and directory
+    bytes.truncate(end);
+    let z64_at = bytes.len() as u64;
+    bytes.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+    bytes.extend_from_slice(&44u64.to_le_bytes());
+    bytes.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for v in [1u64 << 40, 1 << 40, 1 << 20, 0] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&z64_at.to_le_bytes());
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    bytes.extend_from_slice(&[0xff; 8]);
+    bytes.extend_from_slice(&[0, 0]);
+    let s = Scratch::new();
+    let p = s.write("zip64.pth", &bytes);
+    s.refuse_protein(&p, &["not a valid zip archive"]);
 }
 
 // ---- safetensors ----
@@ -695,4 +782,275 @@ fn classifier_declaring_2_pow_60_bytes() {
         &["declares 1152921504606846976 bytes"],
         &[&outdir.join("prediction_results.txt")],
     );
+}
+
+// ---- property tests: mutated valid inputs ----
+//
+// Each property runs in a child process of this test binary capped at `MEM_MIB` of address
+// space and a wall time (the `*_bounded` tests), so a mutation that found a memory or time
+// bomb fails the test instead of the machine. 32 cases each by default; `PROPTEST_CASES=N`
+// runs more (the time cap grows with it).
+
+mod properties {
+    use std::io::{Read, Write};
+    use std::path::Path;
+    use std::process::Command;
+
+    use proptest::prelude::*;
+    use virnucpro::models::dnabert_s::{DnabertConfig, DnabertS};
+    use virnucpro::models::esm2::{Esm2, Esm2Config};
+    use virnucpro::weights::{self, torch_file};
+
+    use super::common::fixtures;
+    use super::MEM_MIB;
+
+    type B = burn::backend::Flex;
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32)
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Run the ignored test `name` of this binary under the memory cap and a time cap.
+    fn bounded(name: &str) {
+        let secs = 60 + u64::from(cases()) * 2;
+        let out = Command::new("timeout")
+            .args([
+                "--kill-after=5",
+                &secs.to_string(),
+                "prlimit",
+                &format!("--as={}", MEM_MIB << 20),
+                "--",
+            ])
+            .arg(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--ignored", "--nocapture"])
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{name} failed (status {:?}) under {MEM_MIB} MiB / {secs} s:\n{log}",
+            out.status.code()
+        );
+        assert!(log.contains("1 passed"), "{name} did not run:\n{log}");
+    }
+
+    /// Byte edits: `(where, value)` with `where` a fraction of the target region, inserts of
+    /// short runs, and an optional truncation.
+    #[derive(Debug, Clone)]
+    struct Mutation {
+        edits: Vec<(f64, u8)>,
+        inserts: Vec<(f64, Vec<u8>)>,
+        truncate: Option<f64>,
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        (
+            prop::collection::vec((0.0..1.0f64, any::<u8>()), 0..8),
+            prop::collection::vec(
+                (0.0..1.0f64, prop::collection::vec(any::<u8>(), 1..9)),
+                0..3,
+            ),
+            prop::option::weighted(0.2, 0.0..1.0f64),
+        )
+            .prop_map(|(edits, inserts, truncate)| Mutation {
+                edits,
+                inserts,
+                truncate,
+            })
+    }
+
+    /// Apply `m` to `data`, aiming edits and inserts at `region`.
+    fn mutate(data: &[u8], region: std::ops::Range<usize>, m: &Mutation) -> Vec<u8> {
+        let mut out = data.to_vec();
+        let at = |f: f64, len: usize| region.start + ((len as f64) * f) as usize;
+        for &(f, b) in &m.edits {
+            let i = at(f, region.len()).min(out.len().saturating_sub(1));
+            if let Some(x) = out.get_mut(i) {
+                *x = b;
+            }
+        }
+        for (f, bytes) in &m.inserts {
+            let i = at(*f, region.len()).min(out.len());
+            out.splice(i..i, bytes.iter().copied());
+        }
+        if let Some(f) = m.truncate {
+            out.truncate((out.len() as f64 * f) as usize);
+        }
+        out
+    }
+
+    /// Open `path` as weights and read every tensor; errors are fine, panics are not.
+    fn open_and_read_all(path: &Path) {
+        if let Ok(w) = weights::open(path) {
+            for name in w.source().names() {
+                let _ = w.source().read_f32(&name);
+            }
+        }
+        let _ = torch_file::fair_esm_config(path);
+    }
+
+    fn safetensors_header_len(bytes: &[u8]) -> usize {
+        8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+    }
+
+    /// The entries of a zip file, in order: (name, bytes).
+    fn unzip(path: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+        (0..zip.len())
+            .map(|i| {
+                let mut f = zip.by_index(i).unwrap();
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes).unwrap();
+                (f.name().to_string(), bytes)
+            })
+            .collect()
+    }
+
+    fn rezip(path: &Path, entries: &[(String, Vec<u8>)], method: zip::CompressionMethod) {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        for (name, bytes) in entries {
+            zip.start_file(name.as_str(), opts).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        #[ignore = "run by safetensors_mutations_bounded under a memory cap"]
+        fn safetensors_mutations(m in mutation(), header in prop::bool::weighted(0.75)) {
+            let bytes = std::fs::read(fixtures().join("dnabert_s_tiny/model.safetensors")).unwrap();
+            let region = if header { 0..safetensors_header_len(&bytes) } else { 0..bytes.len() };
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("model.safetensors");
+            std::fs::write(&path, mutate(&bytes, region, &m)).unwrap();
+            open_and_read_all(&path);
+        }
+
+        #[test]
+        #[ignore = "run by torch_zip_mutations_bounded under a memory cap"]
+        fn torch_zip_mutations(m in mutation(), file in 0..2usize) {
+            let src = ["mlp_tiny.pth", "esm2_tiny/fair_esm_checkpoint.pt"][file];
+            let bytes = std::fs::read(fixtures().join(src)).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("model.pt");
+            std::fs::write(&path, mutate(&bytes, 0..bytes.len(), &m)).unwrap();
+            open_and_read_all(&path);
+        }
+
+        #[test]
+        #[ignore = "run by pickle_mutations_bounded under a memory cap"]
+        fn pickle_mutations(m in mutation(), file in 0..2usize, deflated in any::<bool>()) {
+            // Mutate data.pkl only and re-zip validly, so the pickle parser and the tensor
+            // walk see the damage rather than the zip reader.
+            let src = ["mlp_tiny.pth", "esm2_tiny/fair_esm_checkpoint.pt"][file];
+            let mut entries = unzip(&fixtures().join(src));
+            let pkl = entries.iter_mut().find(|(n, _)| n.ends_with("data.pkl")).unwrap();
+            pkl.1 = mutate(&pkl.1, 0..pkl.1.len(), &m);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("model.pth");
+            let method = if deflated {
+                zip::CompressionMethod::Deflated
+            } else {
+                zip::CompressionMethod::Stored
+            };
+            rezip(&path, &entries, method);
+            open_and_read_all(&path);
+        }
+
+        #[test]
+        #[ignore = "run by config_mutations_bounded under a memory cap"]
+        fn config_mutations(
+            field in 0..6usize,
+            value in prop_oneof![
+                Just(serde_json::json!(0)),
+                Just(serde_json::json!(1)),
+                Just(serde_json::json!(-1)),
+                Just(serde_json::json!(u64::MAX)),
+                Just(serde_json::json!(1u64 << 40)),
+                Just(serde_json::json!(1.5)),
+                Just(serde_json::json!("12")),
+                Just(serde_json::json!(null)),
+                (0u64..200).prop_map(|v| serde_json::json!(v)),
+            ],
+            model in 0..2usize,
+            m in mutation(),
+            raw in prop::bool::weighted(0.25),
+        ) {
+            // A field set to an odd value (or the text mutated at random), then the config
+            // parsed and the model loaded from the tiny weights.
+            let name = ["esm2_tiny", "dnabert_s_tiny"][model];
+            let src = fixtures().join(name);
+            let dir = tempfile::tempdir().unwrap();
+            for f in ["model.safetensors", "tokenizer.json"] {
+                if src.join(f).exists() {
+                    std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+                }
+            }
+            let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+            let out = if raw {
+                mutate(text.as_bytes(), 0..text.len(), &m)
+            } else {
+                let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let key = [
+                    "num_hidden_layers",
+                    "hidden_size",
+                    "num_attention_heads",
+                    "intermediate_size",
+                    "vocab_size",
+                    "pad_token_id",
+                ][field];
+                json[key] = value;
+                json.to_string().into_bytes()
+            };
+            let config = dir.path().join("config.json");
+            std::fs::write(&config, out).unwrap();
+            let device = Default::default();
+            if model == 0 {
+                let _ = Esm2Config::from_hf_config(&config);
+                let _ = Esm2::<B>::load(dir.path(), &device);
+            } else {
+                let _ = DnabertConfig::from_file(&config);
+                let _ = DnabertS::<B>::load(dir.path(), &device);
+            }
+        }
+    }
+
+    #[test]
+    fn safetensors_mutations_bounded() {
+        bounded("properties::safetensors_mutations");
+    }
+
+    #[test]
+    fn torch_zip_mutations_bounded() {
+        bounded("properties::torch_zip_mutations");
+    }
+
+    #[test]
+    fn pickle_mutations_bounded() {
+        bounded("properties::pickle_mutations");
+    }
+
+    #[test]
+    fn config_mutations_bounded() {
+        bounded("properties::config_mutations");
+    }
 }

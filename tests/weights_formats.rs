@@ -808,3 +808,31 @@ fn real_dnabert_s_tokenizer_is_not_padded_to_2000() {
     );
     assert!(!batch[0].contains(&tok.pad_id()), "{batch:?}");
 }
+
+#[test]
+fn ordered_dict_with_metadata_is_still_a_state_dict() {
+    // `Module.state_dict()` returns an OrderedDict with a `_metadata` attribute, pickled as a
+    // BUILD after its items: its entries, not its `__dict__`, are the tensors.
+    let pickle = Pk::default()
+        .op(b"\x80\x02")
+        .global("collections", "OrderedDict")
+        .op(b")R(")
+        .str("w")
+        .tensor("FloatStorage", "0", 2, 0, &[2], &[1])
+        .op(b"u}(")
+        .str("_metadata")
+        .op(b"}u")
+        .op(b"b.")
+        .0;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metadata.pt");
+    write_checkpoint(
+        &path,
+        &pickle,
+        &[("0", f32_bytes(&[1.0, 2.0]))],
+        CompressionMethod::Stored,
+    );
+    let w = weights::open(&path).unwrap();
+    assert_eq!(w.source().names(), ["w"]);
+    assert_eq!(w.source().read_f32("w").unwrap(), [1.0, 2.0]);
+}

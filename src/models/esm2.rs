@@ -116,7 +116,8 @@ impl Esm2Config {
             num_layers: layers,
             hidden: embed_dim,
             heads,
-            ffn: 4 * embed_dim,
+            // A corrupt cfg could make this overflow; it then fails the shape checks.
+            ffn: embed_dim.saturating_mul(4),
             token_dropout,
             // fair-esm's ESM1bLayerNorm is torch.nn.LayerNorm (default eps) without apex.
             layer_norm_eps: 1e-5,

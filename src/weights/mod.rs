@@ -22,6 +22,7 @@
 //!   under a 2 GiB address-space limit (`memory allocation of 2952790016 bytes failed`): its
 //!   pickle machine keeps ~45 bytes per opcode with no object budget;
 //! - it brings a fourth `zip` version (9.x, with zlib-rs) into the build.
+//!
 //! So the readers here were hardened instead.
 
 pub mod pickle;
@@ -84,7 +85,7 @@ impl Weights {
             return Ok(());
         }
         // Natural order reads better (layer.2 before layer.10) and keeps the message stable.
-        unused.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        unused.sort_by_cached_key(|n| natural_key(n));
         let listed = unused[..unused.len().min(UNUSED_LISTED)].join(", ");
         let more = if unused.len() > UNUSED_LISTED {
             ", …"

@@ -30,6 +30,12 @@ pub type Id = usize;
 /// about 20 values per tensor: ESM-2 3B's ~600 tensors need ~12 000.
 pub const MAX_VALUES: usize = 1 << 22;
 
+/// The most bytes the parser may copy out of values already made (a `STACK_GLOBAL` copies its
+/// module and name strings, a protocol-2 `copyreg.__newobj__` call its argument list). Each
+/// such opcode is a few bytes that may name the same huge memoised value again, so without
+/// this bound a small pickle could make copies of it without end.
+const MAX_COPIED_BYTES: usize = 64 << 20;
+
 /// One pickled value. Containers hold [`Id`]s into the same [`Pickle`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -324,6 +330,8 @@ struct Parser<'a> {
     /// Stack heights at each `MARK` (CPython's "metastack").
     marks: Vec<usize>,
     memo: HashMap<u64, Id>,
+    /// Bytes copied out of existing values so far, see [`MAX_COPIED_BYTES`].
+    copied: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -335,6 +343,7 @@ impl<'a> Parser<'a> {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
+            copied: 0,
         }
     }
 
@@ -370,6 +379,12 @@ impl<'a> Parser<'a> {
             bail!(
                 "the pickle makes more than {MAX_VALUES} objects by offset {at}; a model \
                  checkpoint needs far fewer (a corrupt or hostile file?)"
+            );
+        }
+        if self.copied > MAX_COPIED_BYTES {
+            bail!(
+                "the pickle copies more than {MAX_COPIED_BYTES} bytes of shared values by \
+                 offset {at}; a model checkpoint needs far fewer (a corrupt or hostile file?)"
             );
         }
         Ok(())
@@ -623,6 +638,7 @@ impl<'a> Parser<'a> {
                     bail!("STACK_GLOBAL needs two strings at offset {at}");
                 };
                 let (module, name) = (module.clone(), name.clone());
+                self.copied += module.len() + name.len();
                 self.push_global(module, name);
             }
             op::REDUCE => {
@@ -730,6 +746,7 @@ impl<'a> Parser<'a> {
         match (name.as_str(), items.as_slice()) {
             ("__newobj__", [cls, rest @ ..]) => {
                 let (cls, rest) = (*cls, rest.to_vec());
+                self.copied += rest.len() * std::mem::size_of::<Id>();
                 let args = self.alloc(Value::Tuple(rest));
                 Object {
                     callable: cls,
@@ -1096,6 +1113,21 @@ mod tests {
         data.push(b'.');
         let err = Pickle::parse(&data).unwrap_err().to_string();
         assert!(err.contains("objects"), "{err}");
+    }
+
+    #[test]
+    fn copies_of_shared_strings_are_bounded() {
+        // One 1 MiB string, memoised, then STACK_GLOBAL(it, it) over and over: 6 bytes of
+        // pickle per 2 MiB copied.
+        let mut data = b"\x80\x04X\x00\x00\x10\x00".to_vec();
+        data.extend(std::iter::repeat_n(b'a', 1 << 20));
+        data.extend_from_slice(b"q\x00");
+        for _ in 0..100 {
+            data.extend_from_slice(b"h\x00h\x00\x930");
+        }
+        data.push(b'.');
+        let err = Pickle::parse(&data).unwrap_err().to_string();
+        assert!(err.contains("copies more than"), "{err}");
     }
 
     #[test]

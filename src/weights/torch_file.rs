@@ -486,7 +486,6 @@ impl Archive {
 /// names, as `Module.state_dict()` would name them.
 fn state_dict(pk: &Pickle) -> Result<Vec<(String, TensorInfo)>> {
     let root = pk.root();
-    let mut seen = HashSet::new();
     if let Some(items) = pk.as_dict(root) {
         let mut direct = false;
         for &(_, v) in items {
@@ -495,84 +494,157 @@ fn state_dict(pk: &Pickle) -> Result<Vec<(String, TensorInfo)>> {
         if !direct {
             for key in ["model", "state_dict", "model_state_dict", "module", "net"] {
                 if let Some(v) = pk.dict_get(root, key) {
-                    let mut out = Vec::new();
-                    collect(pk, v, String::new(), &mut out, 0, &mut seen)?;
+                    let out = Walk::new(pk).run(v)?;
                     if !out.is_empty() {
                         return Ok(out);
                     }
-                    seen.clear();
                 }
             }
         }
     }
-    let mut out = Vec::new();
-    collect(pk, root, String::new(), &mut out, 0, &mut seen)?;
-    Ok(out)
+    Walk::new(pk).run(root)
 }
 
 /// Nesting deeper than this is a reference cycle, not a model.
 const MAX_DEPTH: usize = 256;
 
-/// Walk the object graph for tensors. Containers are entered once each (`seen`): a pickle
-/// shares objects through its memo, and a graph of dicts that each hold the previous one twice
-/// would otherwise take time exponential in its size. A tensor reached under several names
-/// (tied weights) is a leaf and keeps every name.
-fn collect(
-    pk: &Pickle,
-    id: Id,
-    name: String,
-    out: &mut Vec<(String, TensorInfo)>,
-    depth: usize,
-    seen: &mut HashSet<Id>,
-) -> Result<()> {
-    if depth > MAX_DEPTH {
-        // The path itself is as long as the nesting: show its start only.
-        let shown: String = name.chars().take(60).collect();
-        bail!("objects nested more than {MAX_DEPTH} deep, under {shown}… (a reference cycle?)");
+/// The most work one walk of the object graph may do, in bytes of names and shapes made plus
+/// entries scanned. ESM-2 3B's ~600 tensors with ~60-byte names need ~100 000; a pickle
+/// that shares one huge dict, set or key string among many objects could otherwise make the
+/// walk quadratic in time or its names quadratic in memory.
+const MAX_WALK_WORK: usize = 1 << 26;
+
+/// The most tensors a checkpoint may name (ESM-2 3B has ~600).
+const MAX_TENSORS: usize = 1 << 20;
+
+/// One walk of the object graph for tensors, with what bounds it.
+///
+/// Containers are entered once each (`seen`): a pickle shares objects through its memo, and a
+/// graph of dicts that each hold the previous one twice would otherwise take time exponential
+/// in its size. A tensor reached under several names (tied weights) is a leaf and keeps every
+/// name. Everything else is charged to [`MAX_WALK_WORK`].
+struct Walk<'a> {
+    pk: &'a Pickle,
+    seen: HashSet<Id>,
+    /// Object `__dict__`s scanned so far: whether each is an `nn.Module`'s.
+    module_dicts: HashMap<Id, bool>,
+    work: usize,
+    out: Vec<(String, TensorInfo)>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(pk: &'a Pickle) -> Self {
+        Self {
+            pk,
+            seen: HashSet::new(),
+            module_dicts: HashMap::new(),
+            work: 0,
+            out: Vec::new(),
+        }
     }
-    if let Some(t) = tensor_info(pk, id).with_context(|| format!("tensor {name}"))? {
-        out.push((name, t));
-        return Ok(());
+
+    fn run(mut self, id: Id) -> Result<Vec<(String, TensorInfo)>> {
+        self.collect(id, String::new(), 0)?;
+        Ok(self.out)
     }
-    if !seen.insert(id) {
-        return Ok(());
+
+    fn charge(&mut self, units: usize) -> Result<()> {
+        self.work = self.work.saturating_add(units);
+        if self.work > MAX_WALK_WORK {
+            bail!(
+                "the checkpoint's object graph is too large or too interlinked to be a model \
+                 (walking it exceeded {MAX_WALK_WORK} steps)"
+            );
+        }
+        Ok(())
     }
-    if let Some(dict) = module_dict(pk, id) {
-        // An nn.Module: its state dict is its parameters, its persistent buffers, then its
-        // submodules', in that order. `None` entries (e.g. `bias=False`) are skipped as torch does.
-        let non_persistent: Vec<&str> = pk
+
+    fn collect(&mut self, id: Id, name: String, depth: usize) -> Result<()> {
+        let pk = self.pk;
+        if depth > MAX_DEPTH {
+            // The path itself is as long as the nesting: show its start only.
+            let shown: String = name.chars().take(60).collect();
+            bail!("objects nested more than {MAX_DEPTH} deep, under {shown}… (a reference cycle?)");
+        }
+        self.charge(1 + name.len())?;
+        if let Some(t) = tensor_info(pk, id).with_context(|| format!("tensor {name}"))? {
+            self.charge(t.storage.len() + 16 * t.shape.len())?;
+            if self.out.len() >= MAX_TENSORS {
+                bail!("the checkpoint names more than {MAX_TENSORS} tensors");
+            }
+            self.out.push((name, t));
+            return Ok(());
+        }
+        if !self.seen.insert(id) {
+            return Ok(());
+        }
+        if let Some(dict) = object_dict(pk, id) {
+            // Several objects may share one `__dict__`: scan it once, walk it once.
+            let is_module = match self.module_dicts.get(&dict) {
+                Some(true) => return Ok(()),
+                Some(false) => false,
+                None => {
+                    let entries = pk.as_dict(dict).map_or(0, <[(Id, Id)]>::len);
+                    // `dict_get` scans the dict up to five times.
+                    self.charge(5 * entries)?;
+                    let is_module = pk.dict_get(dict, "_parameters").is_some();
+                    self.module_dicts.insert(dict, is_module);
+                    is_module
+                }
+            };
+            if is_module {
+                return self.module(dict, &name, depth);
+            }
+        }
+        // A mapping (an `OrderedDict` with `_metadata` set also has a `__dict__`, above).
+        if let Some(items) = pk.as_dict(id) {
+            self.charge(items.len())?;
+            for &(k, v) in items {
+                let key = match pk.get(k) {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(i) => i.to_string(),
+                    _ => continue,
+                };
+                self.collect(v, join(&name, &key), depth + 1)?;
+            }
+        }
+        // Numbers, strings, lists, other objects (hooks, Namespaces, …) hold no state-dict
+        // tensors.
+        Ok(())
+    }
+
+    /// An nn.Module's `__dict__`: its state dict is its parameters, its persistent buffers,
+    /// then its submodules', in that order. `None` entries (e.g. `bias=False`) are skipped as
+    /// torch does.
+    fn module(&mut self, dict: Id, name: &str, depth: usize) -> Result<()> {
+        let pk = self.pk;
+        let non_persistent: HashSet<&str> = match pk
             .dict_get(dict, "_non_persistent_buffers_set")
             .and_then(|s| pk.as_set(s))
-            .map(|ids| ids.iter().filter_map(|&i| pk.as_str(i)).collect())
-            .unwrap_or_default();
+        {
+            Some(ids) => {
+                self.charge(ids.len())?;
+                ids.iter().filter_map(|&i| pk.as_str(i)).collect()
+            }
+            None => HashSet::new(),
+        };
         for field in ["_parameters", "_buffers", "_modules"] {
             let Some(items) = pk.dict_get(dict, field).and_then(|d| pk.as_dict(d)) else {
                 continue;
             };
+            self.charge(items.len())?;
             for &(k, v) in items {
                 let Some(key) = pk.as_str(k) else { continue };
                 if matches!(pk.get(v), Value::None)
-                    || (field == "_buffers" && non_persistent.contains(&key))
+                    || (field == "_buffers" && non_persistent.contains(key))
                 {
                     continue;
                 }
-                collect(pk, v, join(&name, key), out, depth + 1, seen)?;
+                self.collect(v, join(name, key), depth + 1)?;
             }
         }
-        return Ok(());
+        Ok(())
     }
-    if let Some(items) = pk.as_dict(id) {
-        for &(k, v) in items {
-            let key = match pk.get(k) {
-                Value::Str(s) => s.clone(),
-                Value::Int(i) => i.to_string(),
-                _ => continue,
-            };
-            collect(pk, v, join(&name, &key), out, depth + 1, seen)?;
-        }
-    }
-    // Numbers, strings, lists, other objects (hooks, Namespaces, …) hold no state-dict tensors.
-    Ok(())
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -581,13 +653,6 @@ fn join(prefix: &str, key: &str) -> String {
     } else {
         format!("{prefix}.{key}")
     }
-}
-
-/// The `__dict__` of a pickled `nn.Module` (recognised by its `_parameters` attribute, so any
-/// subclass, including the user's `__main__` classes, qualifies).
-fn module_dict(pk: &Pickle, id: Id) -> Option<Id> {
-    let dict = object_dict(pk, id)?;
-    pk.dict_get(dict, "_parameters").map(|_| dict)
 }
 
 /// If `id` is a tensor (`_rebuild_tensor_v2(...)`, possibly wrapped as a `Parameter`), where
@@ -643,6 +708,12 @@ fn rebuild(
                 .context("tensor storage offset is not a non-negative int")?;
             let shape = usizes(pk, arg(2)?).context("tensor size is not a tuple of ints")?;
             let stride = usizes(pk, arg(3)?).context("tensor stride is not a tuple of ints")?;
+            if shape.len() > MAX_RANK {
+                bail!(
+                    "tensor has {} dimensions, more than {MAX_RANK}",
+                    shape.len()
+                );
+            }
             if shape.len() != stride.len() {
                 bail!("tensor size {shape:?} and stride {stride:?} differ in rank");
             }
@@ -702,8 +773,16 @@ fn storage_ref(pk: &Pickle, id: Id) -> Result<(String, DType)> {
     Ok((key, dtype))
 }
 
+/// More dimensions than any real tensor has; a bound keeps shapes cheap to copy.
+const MAX_RANK: usize = 64;
+
 fn usizes(pk: &Pickle, id: Id) -> Option<Vec<usize>> {
-    pk.as_seq(id)?
+    let items = pk.as_seq(id)?;
+    if items.len() > MAX_RANK {
+        // Report the rank without converting (and copying) a huge tuple.
+        return Some(vec![0; MAX_RANK + 1]);
+    }
+    items
         .iter()
         .map(|&i| pk.as_int(i).and_then(|v| usize::try_from(v).ok()))
         .collect()
