@@ -36,9 +36,14 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether a two-user test can run here; prints why not.
+/// Whether a two-user test can run here; prints why not. `REQUIRE_TWO_USER_TESTS=1` (for CI,
+/// which runs as root) makes not being root a failure instead.
 fn two_users(test: &str) -> bool {
     if !is_root() {
+        assert!(
+            std::env::var("REQUIRE_TWO_USER_TESTS").map_or(true, |v| v != "1"),
+            "{test} needs root (REQUIRE_TWO_USER_TESTS=1)"
+        );
         eprintln!("note: {test} skipped: it needs root to act as two users");
     }
     is_root()

@@ -779,6 +779,57 @@ mod tests {
         );
     }
 
+    /// 64 cases by default, `PROPTEST_CASES` for a longer run.
+    fn cases() -> proptest::test_runner::Config {
+        let n = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        proptest::test_runner::Config::with_cases(n)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(cases())]
+
+        /// Whatever the key (it comes from the driver, or from a user), the lock is one plain
+        /// file name inside the directory.
+        #[test]
+        fn any_key_is_one_plain_file_name(key in "\\PC*") {
+            let name = lock_name(&key);
+            let stem = name.strip_suffix(".lock").unwrap();
+            proptest::prop_assert!(stem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            let path = lock_path(Path::new("/d"), &key);
+            proptest::prop_assert_eq!(path.parent(), Some(Path::new("/d")));
+        }
+
+        /// Another user's lock file can hold anything: what we log from it is one short line of
+        /// printable ASCII.
+        #[test]
+        fn any_note_is_logged_as_one_clean_line(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("f");
+            std::fs::write(&path, &bytes).unwrap();
+            if let Some(note) = read_note(&File::open(&path).unwrap()) {
+                proptest::prop_assert!(note.len() <= 200);
+                proptest::prop_assert!(note.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+            }
+        }
+
+        /// A `/proc/locks` line of any shape is parsed without panicking, and a pid comes only
+        /// from an FLOCK line on the wanted inode.
+        #[test]
+        fn any_proc_locks_line_is_safe(line in "\\PC{0,80}", pid in 1u32..4_000_000) {
+            let want = "00:19:1190";
+            if let Some(p) = parse_lock_line(&line, want) {
+                proptest::prop_assert!(line.contains(want) && line.contains("FLOCK") && p > 0);
+            }
+            let real = format!("7: FLOCK  ADVISORY  WRITE {pid} {want} 0 EOF");
+            proptest::prop_assert_eq!(parse_lock_line(&real, want), Some(pid));
+        }
+    }
+
     #[test]
     fn dir_problem_names_the_refusal() {
         let tmp = tempfile::tempdir().unwrap();
