@@ -1,7 +1,13 @@
-//! Writing outputs so that a killed run never leaves a file that looks complete: everything is
-//! written to a hidden temporary file beside its final name and renamed into place only when
-//! finished (rename is atomic on one filesystem). A temporary left by `kill -9` starts with a
-//! dot and ends in `.partial`, so nobody mistakes it for a result.
+//! Writing outputs so that a killed or failed run never leaves a file, or a set of files, that
+//! looks complete.
+//!
+//! - One file ([`AtomicFile`], [`write_atomic`]): written to a hidden temporary beside its final
+//!   name and renamed into place when finished (rename is atomic on one filesystem). A temporary
+//!   left by `kill -9` starts with a dot and ends in `.partial`, so nobody mistakes it for a
+//!   result.
+//! - A step's files together ([`OutputSet`]): staged in a hidden directory and moved into place
+//!   at once, the step's completion marker (`translate.json`, `predict.json`) last. The marker is
+//!   what says the files beside it are one finished run's.
 
 use std::fs;
 use std::io::{BufWriter, Write};
