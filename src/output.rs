@@ -1,7 +1,13 @@
-//! Writing outputs so that a killed run never leaves a file that looks complete: everything is
-//! written to a hidden temporary file beside its final name and renamed into place only when
-//! finished (rename is atomic on one filesystem). A temporary left by `kill -9` starts with a
-//! dot and ends in `.partial`, so nobody mistakes it for a result.
+//! Writing outputs so that a killed or failed run never leaves a file, or a set of files, that
+//! looks complete.
+//!
+//! - One file ([`AtomicFile`], [`write_atomic`]): written to a hidden temporary beside its final
+//!   name and renamed into place when finished (rename is atomic on one filesystem). A temporary
+//!   left by `kill -9` starts with a dot and ends in `.partial`, so nobody mistakes it for a
+//!   result.
+//! - A step's files together ([`OutputSet`]): staged in a hidden directory and moved into place
+//!   at once, the step's completion marker (`translate.json`, `predict.json`) last. The marker is
+//!   what says the files beside it are one finished run's.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -164,7 +170,7 @@ impl StagedFile {
         let file = self
             .writer
             .into_inner()
-            .map_err(|e| e.into_error())
+            .map_err(|e| out_of_space_hint(e.into_error()))
             .with_context(|| format!("writing {}", self.path.display()))?;
         file.sync_all()
             .with_context(|| format!("writing {}", self.path.display()))?;
@@ -175,13 +181,29 @@ impl StagedFile {
 
 impl Write for StagedFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.writer.write(buf)
+        self.writer.write(buf).map_err(out_of_space_hint)
     }
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.writer.write_all(buf)
+        self.writer.write_all(buf).map_err(out_of_space_hint)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.writer.flush()
+        self.writer.flush().map_err(out_of_space_hint)
+    }
+}
+
+/// A full disk, quota or file-size limit, said in words with what to do (a staged write never
+/// touches the previous outputs, so the message can say they are unchanged).
+fn out_of_space_hint(e: std::io::Error) -> std::io::Error {
+    // ENOSPC, EFBIG, EDQUOT (Linux numbers).
+    match e.raw_os_error() {
+        Some(28 | 27 | 122) => std::io::Error::new(
+            e.kind(),
+            format!(
+                "{e}: out of disk space, quota or file-size limit; free space or choose another \
+                 output directory (earlier outputs there are unchanged)"
+            ),
+        ),
+        _ => e,
     }
 }
 
@@ -268,18 +290,6 @@ impl OutputSet {
         f.write_all(bytes)
             .with_context(|| format!("writing {}", f.path().display()))?;
         f.finish()
-    }
-
-    /// A file of the set written by someone else (an image encoder that wants a path):
-    /// `write` gets the staging path, which keeps the final file name and extension.
-    pub fn write_with(&self, rel: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-        let staged = self.stage(rel)?;
-        write(&staged)?;
-        fs::File::open(&staged)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("writing {}", self.final_path(rel).display()))?;
-        mark_finished(&self.files, rel);
-        Ok(())
     }
 
     /// Write the marker and move the whole set into place (see the type's docs); then remove

@@ -479,10 +479,24 @@ fn predict_rerun_on_a_full_disk_keeps_the_complete_old_set() {
         },
         "a complete set"
     );
-    // The figures are larger than 8 kB: the re-run fails while staging the first of them.
-    let o = predict_fsize(&predict_args(&d, &p, &out), 8192);
-    assert_refused(&o, 1, &["File too large", "prediction.svg"], &[]);
-    assert_eq!(snapshot(&out), before, "{:?}", listing(&snapshot(&out)));
+    // The figures are larger than 8 kB: the re-run fails while staging the first of them; with
+    // room for the SVG, at the PNG (the tables are staged before either).
+    let svg = fs::metadata(out.join("prediction.svg")).unwrap().len();
+    assert!(fs::metadata(out.join("prediction.png")).unwrap().len() > svg + 16);
+    for (limit, file) in [(8192, "prediction.svg"), (svg + 16, "prediction.png")] {
+        let o = predict_fsize(&predict_args(&d, &p, &out), limit);
+        assert_refused(
+            &o,
+            1,
+            &[
+                "File too large",
+                file,
+                "earlier outputs there are unchanged",
+            ],
+            &[],
+        );
+        assert_eq!(snapshot(&out), before, "{:?}", listing(&snapshot(&out)));
+    }
     // Into an empty directory: nothing at all.
     let fresh = tmp.path().join("fresh");
     let o = predict_fsize(&predict_args(&d, &p, &fresh), 8192);

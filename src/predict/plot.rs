@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
+use image::ImageEncoder;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -109,16 +110,22 @@ pub fn write_prediction_plots(
     }
     set.write(&svg_name, svg.as_bytes())?;
 
-    // The bitmap encoder picks the format from the file name, which staging keeps.
+    // Drawn into memory and encoded here (plotters would write the file itself, out of reach of
+    // the set's write errors).
     let png_path = set.final_path(&png_name);
-    set.write_with(&png_name, |staged| {
-        let root = BitMapBackend::new(staged, SIZE).into_drawing_area();
+    let mut rgb = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
         draw_figure(&Painter::new(&root, true), &fig)
             .with_context(|| format!("drawing figure {}", png_path.display()))?;
         root.present()
-            .with_context(|| format!("writing figure {}", png_path.display()))?;
-        Ok(())
-    })
+            .with_context(|| format!("drawing figure {}", png_path.display()))?;
+    }
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, SIZE.0, SIZE.1, image::ColorType::Rgb8)
+        .with_context(|| format!("encoding figure {}", png_path.display()))?;
+    set.write(&png_name, &png)
 }
 
 /// The figure files for `stem`: `<stem>.svg` and `<stem>.png`.
