@@ -10,15 +10,21 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-/// A file by path, size and modification time. Stdin (`-`) has no such identity: its value
-/// never equals an earlier one, so a step keyed by it is always redone (use [`spool`] to key
-/// stdin by content).
+/// Whether `path` is a stream read once (stdin as `-`, a pipe, `<(zcat x.gz)`, a device): its
+/// path, size and time say nothing about its content.
+pub fn is_stream(path: &Path) -> bool {
+    path == Path::new("-") || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// A file by path, size and modification time. A stream ([`is_stream`]) has no such identity:
+/// its value never equals an earlier one, so a step keyed by it is always redone (use [`spool`]
+/// to key a stream by content).
 pub fn file(path: &Path) -> Value {
-    if path == Path::new("-") {
+    if is_stream(path) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        return json!({ "path": "-", "read_at": now, "pid": std::process::id() });
+        return json!({ "path": path.display().to_string(), "read_at": now, "pid": std::process::id() });
     }
     match std::fs::metadata(path) {
         Ok(m) => json!({
@@ -71,7 +77,7 @@ pub fn model_contents(path: &Path) -> Value {
     Value::Array(model_files(path).iter().map(entry).collect())
 }
 
-/// Copy `input` (stdin) into `dir` as `stdin.fa`, or `stdin.fa.gz` when it is gzip, hashing
+/// Copy `input` (a stream) into `dir` as `stdin.fa`, or `stdin.fa.gz` when it is gzip, hashing
 /// it on the way through (bounded memory, whatever its size). Returns the file and the
 /// content's fingerprint: a re-run fed other content gets another fingerprint and redoes its
 /// steps; the same content resumes. The copy is moved into place only when complete.

@@ -29,6 +29,9 @@ const HEADER: &str = "virnucpro output lock";
 pub struct OutputLock {
     file: File,
     path: PathBuf,
+    /// False on a filesystem without `flock` (Lustre mounted without `-o flock`): the run goes
+    /// on unprotected, with a warning, rather than not at all.
+    held: bool,
 }
 
 /// `DIR/.NAME.lock` for the file output `DIR/NAME` (a leading dot of NAME is not doubled).
@@ -77,6 +80,19 @@ impl OutputLock {
                         describe_holder(&note)
                     );
                 }
+                Err(TryLockError::Error(e)) if locking_unsupported(&e) => {
+                    tracing::warn!(
+                        "{}: this filesystem does not support file locks ({e}); nothing stops \
+                         another process from writing {} at the same time",
+                        path.display(),
+                        output.display()
+                    );
+                    return Ok(Self {
+                        file,
+                        path: path.to_path_buf(),
+                        held: false,
+                    });
+                }
                 Err(TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("cannot lock {}", path.display()))
                 }
@@ -106,6 +122,7 @@ impl OutputLock {
             return Ok(Self {
                 file,
                 path: path.to_path_buf(),
+                held: true,
             });
         }
         bail!(
@@ -119,11 +136,20 @@ impl Drop for OutputLock {
     fn drop(&mut self) {
         // Remove the file while still holding the lock (and only if it is still ours), so a
         // process that opened it meanwhile finds its inode gone and opens the path afresh.
-        if same_file(&self.file, &self.path) {
+        // Unheld, it may be another process's: left alone.
+        if self.held && same_file(&self.file, &self.path) {
             let _ = std::fs::remove_file(&self.path);
         }
         let _ = self.file.unlock();
     }
+}
+
+/// Errors that mean "no locks on this filesystem" rather than "cannot lock this file".
+fn locking_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS | libc::ENOLCK | libc::EOPNOTSUPP)
+    )
 }
 
 /// Open (creating if missing, never truncating) without following a symbolic link: a link
@@ -283,6 +309,20 @@ mod tests {
         let err = format!("{:#}", OutputLock::file(&out, "--output").unwrap_err());
         assert!(err.contains("symbolic link"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep\n");
+    }
+
+    #[test]
+    fn filesystems_without_locks_are_told_from_lock_errors() {
+        for code in [libc::ENOSYS, libc::ENOLCK, libc::EOPNOTSUPP] {
+            assert!(locking_unsupported(&std::io::Error::from_raw_os_error(
+                code
+            )));
+        }
+        for code in [libc::EBADF, libc::EINTR, libc::EACCES] {
+            assert!(!locking_unsupported(&std::io::Error::from_raw_os_error(
+                code
+            )));
+        }
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! those, from the step's checkpoint).
 //!
 //! Before the first step everything the run needs is checked ([`crate::preflight`]), and the
-//! output directory is locked for the whole run ([`OutputLock`]). Stdin (`run -`) is copied to
-//! `DIR/stdin.fa` while its content is hashed, so a re-run with other content redoes the steps.
+//! output directory is locked for the whole run ([`OutputLock`]). Stdin (`run -`, or a pipe such
+//! as `<(zcat x.gz)`) is copied to `DIR/stdin.fa` while its content is hashed, so a re-run with
+//! other content redoes the steps.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -150,8 +151,13 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
 
     let nt = translate_dir.join(NUCLEOTIDE_FILE);
     let aa = translate_dir.join(PROTEIN_FILE);
+    // A stream (stdin, a pipe) is copied while hashed: its content is its only identity.
     let (input, input_fp) = if opts.input == Path::new("-") {
         crate::fingerprint::spool(std::io::stdin().lock(), &opts.outdir)?
+    } else if crate::fingerprint::is_stream(&opts.input) {
+        let stream = std::fs::File::open(&opts.input)
+            .with_context(|| format!("cannot open input {}", opts.input.display()))?;
+        crate::fingerprint::spool(stream, &opts.outdir)?
     } else {
         (opts.input.clone(), crate::fingerprint::file(&opts.input))
     };

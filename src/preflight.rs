@@ -25,13 +25,17 @@ const HF_WEIGHT_FILES: [&str; 3] = [
     "pytorch_model.bin",
 ];
 
-/// An input file (or `-`, stdin): it exists, is not a directory, and can be opened.
+/// An input file (or `-`, stdin): it exists, is not a directory, and can be opened. A pipe is
+/// only checked to exist: opening it here would wait for its writer, or take its data.
 pub fn input_file(path: &Path, what: &str) -> Result<()> {
     if path == Path::new("-") {
         return Ok(());
     }
     if path.is_dir() {
         bail!("{what} {} is a directory, not a file", path.display());
+    }
+    if crate::fingerprint::is_stream(path) {
+        return Ok(());
     }
     std::fs::File::open(path)
         .with_context(|| format!("cannot open {what} {}", input_label(path)))?;

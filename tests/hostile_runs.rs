@@ -186,6 +186,48 @@ fn run_from_stdin_with_other_content_redoes_every_step() {
     assert_eq!(fs::read_to_string(out.join("stdin.fa")).unwrap(), two);
 }
 
+#[test]
+fn run_from_a_pipe_is_keyed_by_content_too() {
+    // `run <(zcat sample.fa.gz)`: a path whose size and time say nothing of its content.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let fifo = tmp.path().join("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let text = fs::read_to_string(input()).unwrap();
+    let third = text.match_indices("\n>").nth(1).unwrap().0 + 1;
+    let (a, b) = (tmp.path().join("a.fa"), tmp.path().join("b.fa"));
+    fs::write(&a, &text).unwrap();
+    fs::write(&b, &text[..third]).unwrap();
+    let run_fed = |content: &Path| {
+        let mut writer = Command::new("sh")
+            .args(["-c", "cat \"$1\" > \"$2\"", "sh", s(content), s(&fifo)])
+            .spawn()
+            .unwrap();
+        let o = run_with(&strs(&run_args(s(&fifo), &out, &[])), &[], None);
+        let _ = writer.kill();
+        let _ = writer.wait();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+            .matches("outputs complete from an earlier run")
+            .count()
+    };
+    assert_eq!(run_fed(&a), 0);
+    assert_eq!(
+        run_fed(&b),
+        0,
+        "other content through the same pipe: every step redone"
+    );
+    assert_eq!(run_fed(&b), 4, "the same content: every step resumed");
+    assert_eq!(
+        fs::read_to_string(out.join("stdin.fa")).unwrap(),
+        text[..third]
+    );
+}
+
 // ---- item 9: one writer per output, checkpoints of other inputs never touched ----
 
 #[test]
