@@ -72,7 +72,14 @@ impl Config {
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut cfg: Config = toml::from_str(&text).map_err(|e| {
             // toml's message spans several lines (with a caret under the key): keep one line.
-            let msg = e.message().trim().to_string();
+            // The message itself can span lines too ("invalid string\nexpected `\"`, `'`").
+            let msg = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             let at = e
                 .span()
                 .map(|s| {
@@ -256,6 +263,16 @@ mod tests {
     fn parse(cfg: &Config, args: &[&str]) -> Result<Cli, clap::Error> {
         let m = cfg.apply(Cli::command()).try_get_matches_from(args)?;
         Cli::from_arg_matches(&m)
+    }
+
+    #[test]
+    fn a_value_toml_cannot_read_is_a_one_line_error() {
+        // Found by the config property test: toml's own message for this spans two lines.
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "[predict]\nplot_top =:20\n");
+        let msg = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.contains("(line 2)") && msg.contains("virnucpro.toml"), "{msg}");
     }
 
     #[test]

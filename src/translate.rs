@@ -2,14 +2,13 @@
 //!
 //! A reader thread parses and validates records into batches of about [`BATCH_BYTES`] bytes;
 //! each batch's chunks are translated and formatted in parallel (rayon, order kept by
-//! `collect`) a window of [`WINDOW_BASES`] at a time, then written in input order. Memory is
-//! bounded by two batches (the one being translated and the next one, handed over only when
-//! this one is done), one window of output, and a 16-byte hash per record for duplicate-id
-//! detection (20–40 bytes a record in its hash table). A record longer than a batch is a batch of its own, so the bound is about twice
-//! the largest record: the chunker needs a record's length before its first chunk.
+//! `collect`) a window of [`WINDOW_BASES`](crate::seq::batch::WINDOW_BASES) bases at a time,
+//! then written in input order. Memory is bounded by two batches (the one being translated and
+//! the next one, handed over only when this one is done), one window of output, and a 16-byte
+//! hash per record for duplicate-id detection (20–40 bytes a record in its hash table). A
+//! record longer than a batch is a batch of its own, so the bound is about twice the largest
+//! record: the chunker needs a record's length before its first chunk.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -23,7 +22,8 @@ use crate::fasta::{FastaReader, FastaRecord};
 use crate::interrupt::{Interrupted, StopOnSignal};
 use crate::output::{OutputSet, StagedFile};
 use crate::progress::Progress;
-use crate::seq::chunk::{chunk_id, chunk_ranges};
+use crate::seq::batch::{chunk_work, windows, IdSet, Work};
+use crate::seq::chunk::chunk_id;
 use crate::seq::orf::{six_frame_orfs, Orf, OrfScratch, FRAMES};
 use crate::seq::validate::{first_invalid_nucleotide, show_byte};
 
@@ -35,10 +35,6 @@ pub const BATCH_BYTES: usize = 8 << 20;
 /// What a record costs besides its bases and id: its allocations, its chunk list and its
 /// share of the formatted output.
 const RECORD_OVERHEAD: usize = 256;
-
-/// Bases of chunks translated and formatted at once; their output (about three times the
-/// bases) is written before the next window starts, however long the record.
-pub const WINDOW_BASES: usize = 4 << 20;
 
 pub const NUCLEOTIDE_FILE: &str = "identified_nucleotide.fa";
 pub const PROTEIN_FILE: &str = "identified_protein.faa";
@@ -286,93 +282,6 @@ fn check_record(
         );
     }
     Ok(rec)
-}
-
-/// Ids seen so far, kept as 128-bit hashes (16 bytes a record, whatever the id's length); two
-/// different ids collide with odds of about n²/2¹²⁹, nil for any real input.
-#[derive(Default)]
-struct IdSet {
-    hashes: HashSet<u128>,
-    keys: [std::collections::hash_map::RandomState; 2],
-}
-
-impl IdSet {
-    /// `false` when `id` was seen before.
-    fn insert(&mut self, id: &str) -> bool {
-        let [a, b] = &self.keys;
-        let half = |keys: &std::collections::hash_map::RandomState| {
-            let mut h = keys.build_hasher();
-            id.hash(&mut h);
-            h.finish()
-        };
-        self.hashes
-            .insert((u128::from(half(a)) << 64) | u128::from(half(b)))
-    }
-}
-
-/// One chunk to translate: the record's index in its batch, the chunk's index in the record
-/// and its bases.
-type Work = (usize, usize, std::ops::Range<usize>);
-
-/// Every chunk of a batch, in input order.
-fn chunk_work(batch: &[FastaRecord], chunk_size: usize) -> Vec<Work> {
-    batch
-        .iter()
-        .enumerate()
-        .flat_map(|(r, rec)| {
-            chunk_ranges(rec.seq.len(), chunk_size)
-                .into_iter()
-                .enumerate()
-                .map(move |(j, range)| (r, j, range))
-        })
-        .collect()
-}
-
-/// Consecutive runs of `work` of about [`WINDOW_BASES`] bases each.
-fn windows(work: &[Work]) -> impl Iterator<Item = &[Work]> {
-    let mut rest = work;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bases = 0;
-        let n = rest
-            .iter()
-            .take_while(|(_, _, range)| {
-                let take = bases < WINDOW_BASES;
-                bases += range.len();
-                take
-            })
-            .count();
-        let (window, tail) = rest.split_at(n);
-        rest = tail;
-        Some(window)
-    })
-}
-
-#[cfg(test)]
-mod batching_tests {
-    use super::*;
-
-    #[test]
-    fn windows_cover_the_work_in_order_and_stay_near_the_size() {
-        let work: Vec<Work> = (0..1000).map(|j| (0, j, 0..300_000)).collect();
-        let seen: Vec<&[Work]> = windows(&work).collect();
-        assert_eq!(seen.concat(), work);
-        let per_window = WINDOW_BASES.div_ceil(300_000);
-        assert!(seen[..seen.len() - 1].iter().all(|w| w.len() == per_window));
-        // A chunk larger than a window is a window of its own.
-        let big: Vec<Work> = vec![(0, 0, 0..WINDOW_BASES * 3), (1, 0, 0..5)];
-        assert_eq!(windows(&big).count(), 2);
-        assert_eq!(windows(&[]).count(), 0);
-    }
-
-    #[test]
-    fn id_set_tells_repeats() {
-        let mut ids = IdSet::default();
-        assert!(ids.insert("a") && ids.insert("b") && ids.insert("ab"));
-        assert!(!ids.insert("a") && !ids.insert("ab"));
-    }
 }
 
 fn translate_batch(batch: &[FastaRecord], work: &[Work], write_chunks: bool) -> Vec<ChunkOut> {
