@@ -58,7 +58,7 @@ pub struct DevicesArgs {
 
 #[derive(Args, Debug)]
 pub struct TranslateArgs {
-    /// Input FASTA (plain or gzip-compressed; `-` reads stdin).
+    /// Input FASTA (plain or compressed with gzip, bzip2, xz or zstd; `-` reads stdin).
     pub input: PathBuf,
     /// Chunk length in bp: 300 or 500 to match the published classifiers.
     #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(3..))]
@@ -188,7 +188,7 @@ pub struct PredictArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Input FASTA (plain or gzip).
+    /// Input FASTA (plain or compressed with gzip, bzip2, xz or zstd).
     pub input: PathBuf,
     /// DNABERT-S model directory (config.json, tokenizer.json, model.safetensors or pytorch_model.bin).
     #[arg(long, value_name = "DIR")]

@@ -165,7 +165,12 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     steps.step(
         "translate",
         translate_fp.clone(),
-        &[nt.clone(), aa.clone()],
+        // translate.json is the step's completion marker, written after its outputs.
+        &[
+            translate_dir.join(translate::SUMMARY_FILE),
+            nt.clone(),
+            aa.clone(),
+        ],
         || {
             let summary = translate::run(&TranslateOptions {
                 input: input.clone(),
@@ -223,7 +228,9 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         "min_viral_fraction": opts.min_viral_fraction,
     });
     let results = opts.outdir.join(predict::report::RESULTS_FILE);
-    steps.step("predict", predict_fp, &[results], || {
+    // predict.json is the step's completion marker, written after its tables and figures.
+    let marker = opts.outdir.join(predict::REPORT_FILE);
+    steps.step("predict", predict_fp, &[results, marker], || {
         let s = predict::run(&PredictOptions {
             dna: vec![dna_out.clone()],
             protein: vec![prot_out.clone()],
