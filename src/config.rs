@@ -272,7 +272,10 @@ mod tests {
         let p = write(dir.path(), "[predict]\nplot_top =:20\n");
         let msg = format!("{:#}", Config::load(&p).unwrap_err());
         assert!(!msg.contains('\n'), "{msg}");
-        assert!(msg.contains("(line 2)") && msg.contains("virnucpro.toml"), "{msg}");
+        assert!(
+            msg.contains("(line 2)") && msg.contains("virnucpro.toml"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -208,7 +208,10 @@ pub fn assert_refused(o: &Output, code: i32, needles: &[&str], outputs: &[&Path]
         );
     }
     assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
-    assert!(!err.contains("memory allocation"), "allocation abort:\n{err}");
+    assert!(
+        !err.contains("memory allocation"),
+        "allocation abort:\n{err}"
+    );
     for p in outputs {
         assert!(!p.exists(), "{} exists after a refused run", p.display());
     }
