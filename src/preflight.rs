@@ -18,13 +18,6 @@ use crate::models::esm2::Esm2Config;
 use crate::tokenize::dnabert::DnaTokenizer;
 use crate::weights;
 
-/// The weight files of a Hugging Face model directory, in the loaders' order of preference.
-const HF_WEIGHT_FILES: [&str; 3] = [
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-];
-
 /// An input file (or `-`, stdin): it exists, is not a directory, and can be opened. A pipe is
 /// only checked to exist: opening it here would wait for its writer, or take its data.
 pub fn input_file(path: &Path, what: &str) -> Result<()> {
@@ -157,17 +150,8 @@ fn weights_file(model: &Path, kind: &str) -> Result<PathBuf> {
     if !model.is_dir() {
         return Ok(model.to_path_buf());
     }
-    HF_WEIGHT_FILES
-        .iter()
-        .map(|f| model.join(f))
-        .find(|p| p.exists())
-        .with_context(|| {
-            format!(
-                "{}: no {kind} weights found (expected one of {})",
-                model.display(),
-                HF_WEIGHT_FILES.join(", ")
-            )
-        })
+    // The loaders' own search, so every layout they accept passes here too.
+    weights::find_in_dir(model, kind)
 }
 
 /// Open the weights as the loader will (headers only, no tensor data), so a missing shard, an
