@@ -14,12 +14,18 @@
  * nextflow_schema.json.
  */
 
+include { validateParameters } from 'plugin/nf-schema'
+
 include { TRANSLATE     } from './modules/translate/main'
 include { EMBED_DNA     } from './modules/embed_dna/main'
 include { EMBED_PROTEIN } from './modules/embed_protein/main'
 include { PREDICT       } from './modules/predict/main'
 
 workflow {
+    // Types, ranges and enums of every parameter, from nextflow_schema.json.
+    validateParameters()
+    checkParams()
+
     if (!params.input) {
         error "--input is required: a samplesheet CSV (columns sample,fasta) or a FASTA path/glob"
     }
@@ -32,13 +38,16 @@ workflow {
         log.warn "--chunk_size ${params.chunk_size}: the published classifiers were trained on 300 or 500"
     }
 
-    def dnabert    = file(params.dnabert, checkIfExists: true)
-    def esm        = file(params.esm, checkIfExists: true)
+    // [model to stage, path of the model inside it, signature of its files]: see modelInput().
+    def dnabert    = channel.value(modelInput(params.dnabert))
+    def esm        = channel.value(modelInput(params.esm))
     def classifier = file(params.classifier, checkIfExists: true)
     // Optional inputs are passed as [] (nothing staged), as nf-core modules do.
     def toml       = params.virnucpro_config ? file(params.virnucpro_config, checkIfExists: true) : []
 
-    TRANSLATE(samplesFrom(params.input), params.chunk_size, params.shard_size, toml)
+    def samples    = samplesFrom(params.input)
+
+    TRANSLATE(samples, params.chunk_size, params.shard_size, toml)
 
     TRANSLATE.out.report.subscribe { meta, report ->
         if (new groovy.json.JsonSlurper().parseText(report.text).orfs == 0) {
@@ -55,22 +64,101 @@ workflow {
     // Pair each shard's two embeddings, then gather a sample's shards. groupKey carries the
     // sample's shard count, so a sample goes to PREDICT as soon as its last shard is embedded
     // instead of waiting for every sample's embeddings (the end of the channel).
+    // A shard embedded by one step but not the other (a task failed, or was skipped by an
+    // errorStrategy 'ignore' of the user's) must fail the run, not silently drop the sample:
+    // join would discard the unmatched item, and groupTuple a group smaller than its groupKey
+    // size; failOnMismatch/failOnDuplicate and remainder + the count check make both loud.
     def embeddings = EMBED_DNA.out.embeddings
         .map { meta, key, dna -> [meta.id, key, meta, dna] }
-        .join(EMBED_PROTEIN.out.embeddings.map { meta, key, protein -> [meta.id, key, protein] }, by: [0, 1])
+        .join(EMBED_PROTEIN.out.embeddings.map { meta, key, protein -> [meta.id, key, protein] }, by: [0, 1], failOnMismatch: true, failOnDuplicate: true)
         .map { id, key, meta, dna, protein -> [groupKey(id, meta.shards), key, meta, dna, protein] }
-        .groupTuple()
+        .groupTuple(remainder: true)
         .map { id, keys, metas, dna, protein ->
+            def meta = metas[0]
+            if (keys.size() != meta.shards) {
+                error "Sample ${meta.id}: ${keys.size()} of its ${meta.shards} shards were embedded (see the failed or skipped EMBED_DNA/EMBED_PROTEIN tasks): not predicting from part of a sample"
+            }
             def rows = [keys, dna, protein].transpose().sort { row -> row[0] }
-            [metas[0].findAll { k, v -> k != 'shards' }, rows.collect { row -> row[1] }, rows.collect { row -> row[2] }]
+            [meta.findAll { k, v -> k != 'shards' }, rows.collect { row -> row[1] }, rows.collect { row -> row[2] }]
         }
 
     PREDICT(embeddings, classifier, toml)
+
+    // Every sample ends in PREDICT: one whose TRANSLATE was skipped (errorStrategy 'ignore')
+    // would otherwise be missing from the results without a word.
+    samples.map { meta, fasta -> meta.id }.toList()
+        .concat(PREDICT.out.report.map { meta, report -> meta.id }.toList())
+        .toList()
+        .subscribe { lists ->
+            def missing = lists[0] - lists[1]
+            if (missing) {
+                error "No results for sample(s) ${missing.sort().join(', ')}: a task of theirs failed or was skipped (see the execution trace)"
+            }
+        }
 
     TRANSLATE.out.versions
         .mix(EMBED_DNA.out.versions, EMBED_PROTEIN.out.versions, PREDICT.out.versions)
         .unique { versions -> versions.text }
         .collectFile(name: 'versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true)
+}
+
+// Settings that a run would otherwise trip over late, or silently.
+def checkParams() {
+    if (params.publish_dir_mode == 'move') {
+        error "--publish_dir_mode move is not supported: the steps read published files again (translate.json, the embeddings) and -resume needs the work files; use copy, link or symlink"
+    }
+    ['checkpoint_dir', 'gpu_lock_dir'].each { name ->
+        if (params[name] && !params[name].toString().startsWith('/')) {
+            error "--${name} ${params[name]}: give an absolute path (it is created on the host and mounted at the same path into containers)"
+        }
+    }
+    if (params.device && params.device.toString().startsWith('cuda') && !params.use_gpu) {
+        error "--device ${params.device} needs GPUs: add -profile gpu (or local_gpu on one node without a scheduler)"
+    }
+    // A bare name (virnucpro:0.1.0) is a local Docker image; Apptainer/Singularity would pull
+    // it as docker://virnucpro:0.1.0 from Docker Hub, where it does not exist.
+    if (workflow.containerEngine in ['singularity', 'apptainer'] && !params.container_sif && !params.container.contains('/')) {
+        error "-profile ${workflow.containerEngine}: --container ${params.container} is a local image name, which ${workflow.containerEngine} would pull from Docker Hub (it is not there). Build a .sif from containers/virnucpro.def and pass --container_sif /path/virnucpro.sif, or push the image to your registry and pass --container registry/owner/virnucpro:TAG"
+    }
+}
+
+// An embedding model as [path to stage, sub-path of the model inside it, signature].
+//
+// Staging: a Hugging Face cache snapshot (models--org--name/snapshots/<rev>/) holds links into
+// ../../blobs, and a container only sees the staged path's own directory: the repository
+// directory (models--org--name) is staged instead and the task reads snapshots/<rev> inside it.
+//
+// Signature: -resume hashes a directory input by its own path, size and mtime, so replacing
+// model.safetensors inside it would reuse embeddings made with the old weights. The signature
+// (names, sizes and mtimes of the files, links followed) is a `val` input of the task: new
+// weights, new hash, new embeddings.
+def modelInput(String given) {
+    def model = file(given, checkIfExists: true)
+    def real = model.toUri().scheme == 'file' ? model.toRealPath() : model
+    def repo = real.parent?.parent
+    def hubSnapshot = real.parent?.name == 'snapshots' && repo?.resolve('blobs')?.isDirectory()
+    def staged = hubSnapshot ? repo : model
+    def sub = hubSnapshot ? "snapshots/${real.name}".toString() : ''
+    return [staged, sub, modelSignature(model)]
+}
+
+def modelSignature(model) {
+    def lines = []
+    listModelFiles(model, '', lines, 0)
+    return lines.sort().join('\n').md5()
+}
+
+// name<TAB>size<TAB>mtime of every file under `path` (links followed; 16 levels at most, so a
+// link loop cannot recurse for ever).
+def listModelFiles(path, String rel, List lines, int depth) {
+    if (path.isDirectory()) {
+        if (depth >= 16) {
+            error "Model ${path}: directories nested more than 16 deep (a link loop?)"
+        }
+        path.listFiles().each { f -> listModelFiles(f, rel ? "${rel}/${f.name}".toString() : f.name, lines, depth + 1) }
+    } else {
+        lines.add("${rel}\t${path.size()}\t${path.lastModified()}".toString())
+    }
 }
 
 // [[id: sample], fasta] per sample, from a samplesheet CSV (header `sample,fasta`; relative

@@ -941,6 +941,8 @@ fn embed_task(
             ("shard", V::str(shard)),
             ("fasta", V::file(&fasta.0)),
             ("model", V::file(&model.0)),
+            ("model_subdir", V::str("")),
+            ("model_sig", V::str("0123456789abcdef0123456789abcdef")),
             ("config", V::Files(vec![])),
         ],
         &[fasta, model],
@@ -1390,7 +1392,8 @@ fn rendered_module_scripts_are_shellcheck_clean() {
     shellcheck(&scripts);
 }
 
-/// A stand-in `virnucpro` that writes the embedding outputs and exits with $FAKE_RC.
+/// A stand-in `virnucpro` that writes the embedding outputs and exits with $FAKE_RC; with
+/// FAKE_NO_REPORT set it writes no --report (what a usage error or a crash leaves).
 fn fake_bin(root: &Path) -> PathBuf {
     let dir = root.join("fake-bin");
     fs::create_dir_all(&dir).unwrap();
@@ -1402,7 +1405,7 @@ for a in "$@"; do
     --output)
       : > "$a"
       if [ "${FAKE_RC:-0}" = 2 ]; then printf 'id\tstep\treason\nx_chunk_1F1\tembed\tfake\n' > "$a.failed.tsv"; fi ;;
-    --report) echo '{}' > "$a" ;;
+    --report) [ -n "${FAKE_NO_REPORT:-}" ] || echo '{}' > "$a" ;;
   esac
   prev=$a
 done
@@ -1415,8 +1418,10 @@ exit "${FAKE_RC:-0}"
     dir
 }
 
-/// Exit code 2 (finished, some records failed) passes, with the failed list as an output;
-/// any other failure fails the task with its own exit code, under process.shell's `-e`.
+/// Exit code 2 (finished, some records failed) passes, with the failed list as an output, but
+/// only beside the step's report (a 2 without it is not the binary's "finished"); any other
+/// failure, the usage error 64 included, fails the task with its own exit code, under
+/// process.shell's `-e`.
 #[test]
 fn embed_exit_code_2_is_a_success_and_others_fail() {
     let root = tempfile::tempdir().unwrap();
@@ -1425,13 +1430,25 @@ fn embed_exit_code_2_is_a_success_and_others_fail() {
         .into_iter()
         .filter(|t| t.module.name.starts_with("EMBED_"))
     {
-        for (rc, ok) in [("0", true), ("2", true), ("1", false), ("3", false)] {
+        for (rc, report, ok) in [
+            ("0", true, true),
+            ("2", true, true),
+            ("2", false, false),
+            ("1", true, false),
+            ("3", true, false),
+            ("64", false, false),
+        ] {
             for f in list_files(&task.dir) {
-                if f == "versions.yml" || f.ends_with(".failed.tsv") {
+                if f == "versions.yml" || f.ends_with(".failed.tsv") || f.ends_with(".json") {
                     fs::remove_file(task.dir.join(f)).unwrap();
                 }
             }
-            let o = task.run_with(Block::Script, &fake, &[("FAKE_RC", rc)]);
+            let no_report = if report { "" } else { "1" };
+            let o = task.run_with(
+                Block::Script,
+                &fake,
+                &[("FAKE_RC", rc), ("FAKE_NO_REPORT", no_report)],
+            );
             let stderr = String::from_utf8_lossy(&o.stderr);
             if ok {
                 assert!(o.status.success(), "{} rc {rc}: {stderr}", task.module.name);
@@ -1448,7 +1465,7 @@ fn embed_exit_code_2_is_a_success_and_others_fail() {
                 assert_eq!(
                     o.status.code().map(|c| c.to_string()).as_deref(),
                     Some(rc),
-                    "{} rc {rc}: {stderr}",
+                    "{} rc {rc}, report {report}: {stderr}",
                     task.module.name
                 );
                 assert!(
@@ -1599,6 +1616,7 @@ fn modules_follow_the_nf_core_conventions() {
         "docker",
         "singularity",
         "apptainer",
+        "gpu",
         "slurm",
         "local_gpu",
         "test",
@@ -1618,6 +1636,9 @@ fn main_nf_includes_the_modules_and_gathers_shards_per_sample() {
     for line in main.lines().filter(|l| l.starts_with("include {")) {
         let name = line["include {".len()..line.find('}').unwrap()].trim();
         let from = line.split('\'').nth(1).unwrap();
+        if from.starts_with("plugin/") {
+            continue; // a Nextflow plugin's function (nf-schema)
+        }
         let file = repo().join("nextflow").join(format!("{from}.nf"));
         let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert!(
@@ -1631,9 +1652,10 @@ fn main_nf_includes_the_modules_and_gathers_shards_per_sample() {
     assert_eq!(included, want);
     for needle in [
         "splitCsv(header: true",
-        "TRANSLATE(samplesFrom(params.input), params.chunk_size, params.shard_size, toml)",
+        "def samples    = samplesFrom(params.input)",
+        "TRANSLATE(samples, params.chunk_size, params.shard_size, toml)",
         "groupKey(id, meta.shards)",
-        ".groupTuple()",
+        ".groupTuple(remainder: true)",
         "PREDICT(embeddings, classifier, toml)",
         "workflow {",
     ] {
@@ -1677,8 +1699,16 @@ fn params_are_documented_in_the_schema() {
     let params = config_params("nextflow/nextflow.config");
     let schema: serde_json::Value =
         serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
-    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema");
-    let defs = schema["definitions"].as_object().unwrap();
+    // nf-schema 2.x reads draft 2020-12 only, with the groups under $defs.
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert!(
+        schema.get("definitions").is_none(),
+        "draft-07 `definitions`"
+    );
+    let defs = schema["$defs"].as_object().unwrap();
     let refs: BTreeSet<String> = schema["allOf"]
         .as_array()
         .unwrap()
@@ -1687,7 +1717,7 @@ fn params_are_documented_in_the_schema() {
             r["$ref"]
                 .as_str()
                 .unwrap()
-                .trim_start_matches("#/definitions/")
+                .trim_start_matches("#/$defs/")
                 .to_string()
         })
         .collect();
@@ -1827,4 +1857,537 @@ fn groovy_subset_behaves_like_groovy() {
     assert!(glob_match("t/shards/*.fa", "t/shards/00000.fa"));
     assert!(!glob_match("*.fa", "t/00000.fa"));
     assert!(glob_match("prediction.{svg,png}", "prediction.png"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a first real run would trip over: GPUs on CPU hosts, GPU isolation in containers, host
+// directories, publish modes, -resume and model changes, vanishing samples, the schema.
+
+const GROOVY_FILES: [&str; 9] = [
+    "nextflow/main.nf",
+    "nextflow/nextflow.config",
+    "conf/base.config",
+    "conf/modules.config",
+    "conf/test.config",
+    "nextflow/modules/translate/main.nf",
+    "nextflow/modules/embed_dna/main.nf",
+    "nextflow/modules/embed_protein/main.nf",
+    "nextflow/modules/predict/main.nf",
+];
+
+/// The body of `withLabel: 'process_gpu' { ... }` in conf/base.config.
+fn gpu_label_block() -> String {
+    let base = read("conf/base.config");
+    let at = base
+        .find("withLabel: 'process_gpu'")
+        .expect("conf/base.config: process_gpu");
+    block_at(&base, at + base[at..].find('{').unwrap()).to_string()
+}
+
+/// The body of profile `name` in nextflow/nextflow.config.
+fn profile_block(name: &str) -> String {
+    let config = read("nextflow/nextflow.config");
+    let at = config
+        .find(&format!("\n    {name} {{"))
+        .unwrap_or_else(|| panic!("nextflow.config: no profile {name}"));
+    block_at(&config, at + config[at..].find('{').unwrap()).to_string()
+}
+
+/// The body of the closure assigned to `name` (`name = { ... }`) in `block`.
+fn closure<'a>(block: &'a str, name: &str) -> &'a str {
+    let at = block
+        .find(&format!("{name} = {{"))
+        .unwrap_or_else(|| panic!("no `{name} = {{ ... }}` in:\n{block}"));
+    block_at(block, at + block[at..].find('{').unwrap())
+}
+
+/// The bodies of the double-quoted string literals of a piece of Groovy (comments and
+/// single-quoted strings skipped).
+fn double_quoted(src: &str) -> Vec<String> {
+    let code: Vec<char> = src
+        .lines()
+        .map(strip_comment)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .chars()
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < code.len() {
+        let q = code[i];
+        if q == '"' || q == '\'' {
+            let mut j = i + 1;
+            while j < code.len() && code[j] != q {
+                j += if code[j] == '\\' { 2 } else { 1 };
+            }
+            assert!(j < code.len(), "unclosed string in {src}");
+            if q == '"' {
+                out.push(code[i + 1..j].iter().collect());
+            }
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Lines of `text` (comments left out) that contain `needle`.
+fn code_lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines()
+        .map(strip_comment)
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+/// GPUs are asked for only when the run opts in (-profile gpu or local_gpu): by default, and
+/// with the test profile, no accelerator, no `--gpus all`, no `--nv`, so a CPU-only host (no
+/// NVIDIA container toolkit, or CUDA_VISIBLE_DEVICES="" under Nextflow >= 26.10) runs the tasks.
+#[test]
+fn gpus_are_opt_in() {
+    let params = config_params("nextflow/nextflow.config");
+    assert_eq!(params["use_gpu"], V::Bool(false), "GPUs are off by default");
+    assert_eq!(
+        test_params()["use_gpu"],
+        V::Bool(false),
+        "-profile test runs on any host"
+    );
+    let gpu = gpu_label_block();
+    for needle in ["--gpus", "--nv", "accelerator"] {
+        let lines = code_lines_with(&gpu, needle);
+        assert!(!lines.is_empty(), "process_gpu: {needle}");
+        for l in lines {
+            assert!(
+                l.contains("params.use_gpu ?") || l.contains("params.use_gpu &&"),
+                "process_gpu: `{needle}` is not behind params.use_gpu: {l}"
+            );
+        }
+    }
+    // The lease picks among all of the node's GPUs itself: no per-task accelerator with it.
+    let acc = code_lines_with(&gpu, "accelerator");
+    assert!(acc[0].contains("!params.gpu_lease"), "{}", acc[0]);
+    // Nowhere else does a GPU option hide (the label is the only place that asks for GPUs).
+    for rel in GROOVY_FILES {
+        let text = read(rel);
+        let text = if rel == "conf/base.config" {
+            text.replace(&gpu, "")
+        } else {
+            text
+        };
+        for needle in ["--gpus", "'--nv'", "accelerator ", "accelerator="] {
+            assert!(
+                code_lines_with(&text, needle).is_empty(),
+                "{rel}: `{needle}` outside process_gpu: {:?}",
+                code_lines_with(&text, needle)
+            );
+        }
+    }
+    for profile in ["gpu", "local_gpu"] {
+        assert!(
+            profile_block(profile).contains("params.use_gpu             = true")
+                || profile_block(profile).contains("params.use_gpu = true"),
+            "-profile {profile} turns GPUs on"
+        );
+    }
+    // SLURM asks for GPUs (--gres) only with the opt-in too.
+    let slurm = profile_block("slurm");
+    for l in code_lines_with(&slurm, "slurm_gpu_") {
+        assert!(l.contains("params.use_gpu ?"), "-profile slurm: {l}");
+    }
+    for profile in ["docker", "singularity", "apptainer", "slurm", "test"] {
+        assert!(
+            !profile_block(profile).contains("use_gpu ="),
+            "-profile {profile} must not turn GPUs on (combine it with gpu)"
+        );
+    }
+    // Asking for a CUDA device without the opt-in stops the run at the start.
+    let main = read("nextflow/main.nf");
+    assert!(
+        main.contains("params.device.toString().startsWith('cuda') && !params.use_gpu"),
+        "main.nf: --device cuda without -profile gpu is refused"
+    );
+}
+
+/// Apptainer/Singularity start tasks with `env - PATH=...`: CUDA_VISIBLE_DEVICES (set by SLURM
+/// or the local executor) must be whitelisted, as for docker, or `--device auto` takes every GPU.
+#[test]
+fn container_engines_keep_the_task_gpu_assignment() {
+    for engine in ["docker", "singularity", "apptainer"] {
+        let block = profile_block(engine);
+        let line = block
+            .lines()
+            .map(strip_comment)
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("{engine}.envWhitelist"))
+            })
+            .unwrap_or_else(|| panic!("-profile {engine}: no {engine}.envWhitelist"));
+        assert!(
+            line.contains("CUDA_VISIBLE_DEVICES"),
+            "-profile {engine}: {line}"
+        );
+    }
+}
+
+/// --checkpoint_dir and the GPU lock directory are host directories the tasks write to: both
+/// are created before the task (the rendered beforeScript, run here) and mounted at the same
+/// path into docker and singularity/apptainer containers; relative paths are refused.
+#[test]
+fn host_directories_are_created_and_mounted_into_containers() {
+    let gpu = gpu_label_block();
+    let options = closure(&gpu, "containerOptions");
+    for mount in [
+        "-v ${params.checkpoint_dir}:${params.checkpoint_dir}",
+        "-B ${params.checkpoint_dir}",
+        "-v ${params.gpu_lock_dir}:${params.gpu_lock_dir}",
+        "-B ${params.gpu_lock_dir}",
+    ] {
+        assert!(options.contains(mount), "containerOptions: {mount}");
+    }
+    for (param, mounts) in [
+        (
+            "params.checkpoint_dir ?",
+            ["-v ${params.checkpoint_dir}", "-B ${params.checkpoint_dir}"],
+        ),
+        (
+            "params.gpu_lease ?",
+            ["-v ${params.gpu_lock_dir}", "-B ${params.gpu_lock_dir}"],
+        ),
+    ] {
+        for m in mounts {
+            let lines = code_lines_with(options, m);
+            assert!(
+                lines.iter().all(|l| l.contains(param)),
+                "{m} only when {param}: {lines:?}"
+            );
+        }
+    }
+
+    // The beforeScript's commands, rendered and run: both directories appear, the lock
+    // directory private to the user.
+    let root = tempfile::tempdir().unwrap();
+    let ck = root.path().join("shared/checkpoints");
+    let locks = root.path().join("locks");
+    let mut ctx = Ctx::default();
+    ctx.set("params.checkpoint_dir", V::Str(ck.display().to_string()))
+        .set("params.gpu_lock_dir", V::Str(locks.display().to_string()));
+    let before = closure(&gpu, "beforeScript");
+    let commands: Vec<String> = double_quoted(before)
+        .iter()
+        .map(|s| gstring(s, &ctx).unwrap())
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    let o = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &commands.join(" && ")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(ck.is_dir(), "checkpoint dir created");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&locks).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "lock dir private when new"
+    );
+    // The beforeScript is the label's alone now (profiles would replace it).
+    assert!(!profile_block("local_gpu").contains("beforeScript"));
+
+    // The checkpoint directory still reaches the binary (conf/modules.config).
+    let mut params = test_params();
+    params.insert("checkpoint_dir".into(), V::Str(ck.display().to_string()));
+    let args = ext_args("EMBED_PROTEIN", &params).render();
+    assert!(
+        args.contains(&format!("--checkpoint-dir {}", ck.display())),
+        "{args}"
+    );
+
+    // Relative paths would be mounted wrongly and differ per task: refused at the start.
+    let main = read("nextflow/main.nf");
+    assert!(main.contains("['checkpoint_dir', 'gpu_lock_dir'].each"));
+    assert!(main.contains("!params[name].toString().startsWith('/')"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
+    for name in ["checkpoint_dir", "gpu_lock_dir"] {
+        assert_eq!(
+            schema["$defs"]["compute_options"]["properties"][name]["pattern"], "^/",
+            "{name}"
+        );
+    }
+}
+
+/// `move` would take away files later steps read (translate.json, the embeddings that feed
+/// PREDICT) and that -resume needs: the schema does not offer it and main.nf refuses it.
+#[test]
+fn publish_dir_mode_move_is_refused() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
+    let modes: Vec<&str> = schema["$defs"]["input_output_options"]["properties"]
+        ["publish_dir_mode"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(!modes.contains(&"move"), "{modes:?}");
+    assert!(modes.contains(&"copy"));
+    let main = read("nextflow/main.nf");
+    let at = main
+        .find("if (params.publish_dir_mode == 'move') {")
+        .expect("main.nf refuses move");
+    assert!(main[at..]
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .starts_with("error "));
+    for m in modules() {
+        for l in code_lines_with(&m.text, "mode:") {
+            assert!(
+                l.contains("mode: params.publish_dir_mode"),
+                "{}: {l}",
+                m.name
+            );
+        }
+    }
+}
+
+/// -resume hashes a directory input by its own path, size and mtime: the embedding steps take
+/// a signature of the model's files as an input too, computed from names, sizes and mtimes of
+/// every file under the model (links followed).
+#[test]
+fn model_files_signature_is_an_input_of_the_embedding_steps() {
+    for name in ["EMBED_DNA", "EMBED_PROTEIN"] {
+        let m = module(name);
+        assert!(
+            m.section("input:")
+                .unwrap()
+                .lines()
+                .any(|l| strip_comment(l).trim()
+                    == "tuple path(model), val(model_subdir), val(model_sig)"),
+            "{name}: model input"
+        );
+    }
+    let main = read("nextflow/main.nf");
+    for needle in [
+        "def dnabert    = channel.value(modelInput(params.dnabert))",
+        "def esm        = channel.value(modelInput(params.esm))",
+        "return [staged, sub, modelSignature(model)]",
+        "path.listFiles().each",
+        "${rel}\\t${path.size()}\\t${path.lastModified()}",
+        "lines.sort().join('\\n').md5()",
+    ] {
+        assert!(main.contains(needle), "main.nf: {needle}");
+    }
+}
+
+/// A Hugging Face cache snapshot (files are links into ../../blobs) is staged as its
+/// repository directory and read through snapshots/<rev>: the module's script, run with the
+/// binary on such a layout of the tiny DNABERT-S, embeds the shard.
+#[test]
+fn a_hub_cache_snapshot_model_is_read_through_its_repository_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = bin_dir(root.path());
+    let params = test_params();
+    let dnabert = param_path(&params, "dnabert");
+    let repo_dir = root.path().join("hub/models--zhihan1996--DNABERT-S");
+    let rev = "0123abcd";
+    let snapshot = repo_dir.join("snapshots").join(rev);
+    fs::create_dir_all(repo_dir.join("blobs")).unwrap();
+    fs::create_dir_all(&snapshot).unwrap();
+    for (i, e) in fs::read_dir(&dnabert).unwrap().enumerate() {
+        let e = e.unwrap();
+        let blob = format!("blob{i:02}");
+        fs::copy(e.path(), repo_dir.join("blobs").join(&blob)).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snapshot.join(e.file_name()))
+            .unwrap();
+    }
+    let shard = root.path().join("00000.identified_nucleotide.fa");
+    fs::write(&shard, format!(">orf1\n{}\n", "ACGTTGCAAG".repeat(30))).unwrap();
+    let task = Task::new(
+        root.path(),
+        module("EMBED_DNA"),
+        "hub",
+        vec![
+            ("meta.id", V::str("hub")),
+            ("shard", V::str("00000")),
+            ("fasta", V::file("00000.identified_nucleotide.fa")),
+            ("model", V::file("models--zhihan1996--DNABERT-S")),
+            ("model_subdir", V::Str(format!("snapshots/{rev}"))),
+            ("model_sig", V::str("0123456789abcdef0123456789abcdef")),
+            ("config", V::Files(vec![])),
+        ],
+        &[
+            ("00000.identified_nucleotide.fa".into(), shard.clone()),
+            ("models--zhihan1996--DNABERT-S".into(), repo_dir.clone()),
+        ],
+    );
+    let script = task.script(Block::Script);
+    assert!(
+        script.contains(&format!(
+            "--model models--zhihan1996--DNABERT-S/snapshots/{rev} "
+        )),
+        "{script}"
+    );
+    task.run(Block::Script, &bin);
+    let out = task.outputs();
+    assert_eq!(out["embeddings"].len(), 1);
+    assert!(out["failed"].is_empty(), "{:?}", out["failed"]);
+    let main = read("nextflow/main.nf");
+    for needle in [
+        "real.parent?.name == 'snapshots' && repo?.resolve('blobs')?.isDirectory()",
+        "def sub = hubSnapshot ? \"snapshots/${real.name}\".toString() : ''",
+    ] {
+        assert!(main.contains(needle), "main.nf: {needle}");
+    }
+}
+
+/// A shard embedded by one step and not the other, or a sample short of shards, fails the
+/// run: every join fails on mismatch and duplicates, every groupTuple keeps its remainder and
+/// the shard count is checked, and samples missing from PREDICT's reports are named.
+#[test]
+fn a_missing_shard_or_sample_fails_the_run() {
+    let main = read("nextflow/main.nf");
+    // Channel joins are chained calls on their own line (`.join(', ')` of lists is not one).
+    let joins: Vec<&str> = main
+        .lines()
+        .map(|l| strip_comment(l).trim())
+        .filter(|l| l.starts_with(".join("))
+        .collect();
+    assert!(!joins.is_empty());
+    for j in joins {
+        assert!(
+            j.contains("failOnMismatch: true") && j.contains("failOnDuplicate: true"),
+            "every channel join fails on mismatch and duplicates: {j}"
+        );
+    }
+    let groups = main.matches(".groupTuple(").count();
+    assert!(groups >= 1);
+    assert_eq!(
+        main.matches(".groupTuple(remainder: true)").count(),
+        groups,
+        "groupTuple keeps incomplete groups (to check them)"
+    );
+    let at = main.find(".groupTuple(remainder: true)").unwrap();
+    let after = &main[at..];
+    let check = after
+        .find("if (keys.size() != meta.shards) {")
+        .expect("shard count checked");
+    assert!(after[check..]
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .starts_with("error "));
+    for needle in [
+        "def missing = lists[0] - lists[1]",
+        "PREDICT.out.report.map { meta, report -> meta.id }.toList()",
+    ] {
+        assert!(main.contains(needle), "main.nf: {needle}");
+    }
+}
+
+/// nf-schema 2.x reads the schema (draft 2020-12, checked in params_are_documented_in_the_schema)
+/// and validates the parameters before anything runs.
+#[test]
+fn parameters_are_validated_at_the_start() {
+    let config = read("nextflow/nextflow.config");
+    let plugins = block_at(&config, config.find("plugins {").expect("plugins") + 8);
+    assert!(plugins.contains("id 'nf-schema@2."), "{plugins}");
+    let main = read("nextflow/main.nf");
+    assert!(main.contains("include { validateParameters } from 'plugin/nf-schema'"));
+    let wf = block_at(&main, main.find("workflow {").unwrap() + 9);
+    let first = wf
+        .lines()
+        .map(strip_comment)
+        .find(|l| !l.trim().is_empty())
+        .unwrap();
+    assert_eq!(
+        first.trim(),
+        "validateParameters()",
+        "first thing the workflow does"
+    );
+}
+
+/// Apptainer/Singularity without --container_sif would pull `docker://virnucpro:…` from
+/// Docker Hub, where it is not: the run stops at the start unless the image names a registry.
+#[test]
+fn containers_without_a_registry_fail_early_under_apptainer() {
+    let main = read("nextflow/main.nf");
+    let at = main
+        .find("if (workflow.containerEngine in ['singularity', 'apptainer'] && !params.container_sif && !params.container.contains('/')) {")
+        .expect("main.nf checks the apptainer image");
+    let msg = main[at..].lines().nth(1).unwrap();
+    assert!(msg.trim().starts_with("error "));
+    for needle in [
+        "--container_sif",
+        "containers/virnucpro.def",
+        "--container registry/",
+    ] {
+        assert!(msg.contains(needle), "{needle}: {msg}");
+    }
+    // The default is a local name: the check applies to it.
+    assert!(!config_params("nextflow/nextflow.config")["container"]
+        .render()
+        .contains('/'));
+}
+
+/// Requests are capped by --max_cpus/--max_memory/--max_time, and the test profile by its own
+/// limits; local_gpu documents the wait and Nextflow >= 26.10's own GPU tracking.
+#[test]
+fn resource_limits_cap_requests() {
+    let config = read("nextflow/nextflow.config");
+    assert!(config.contains(
+        "process.resourceLimits = [cpus: params.max_cpus, memory: params.max_memory, time: params.max_time].findAll { k, v -> v != null }"
+    ));
+    assert!(read("conf/test.config").contains("resourceLimits = [cpus: 2"));
+    let at = config.find("\n    local_gpu {").unwrap();
+    let doc: Vec<&str> = config[..at]
+        .lines()
+        .rev()
+        .take_while(|l| l.trim_start().starts_with("//"))
+        .collect();
+    let doc = doc.join("\n");
+    for needle in ["26.10", "maxForks is per process", "--max_cpus"] {
+        assert!(doc.contains(needle), "local_gpu's comment: {needle}");
+    }
+}
+
+/// nf-test files for environments with Nextflow: per module a stub and a real test that give
+/// every declared input, and a pipeline test with the test profile.
+#[test]
+fn nf_test_files_cover_every_module_and_the_pipeline() {
+    assert!(repo().join("nextflow/nf-test.config").is_file());
+    for m in modules() {
+        let rel = format!("nextflow/modules/{}/tests/main.nf.test", m.dir);
+        let t = read(&rel);
+        assert!(t.contains(&format!("process \"{}\"", m.name)), "{rel}");
+        assert!(t.contains("script \"../main.nf\""), "{rel}");
+        let stubs = t.matches("options \"-stub\"").count();
+        let tests = t.matches("\n    test(\"").count();
+        assert!(stubs >= 1 && tests > stubs, "{rel}: stub and real tests");
+        // Each test gives every declared input: input[0] .. input[n-1].
+        let declared = m
+            .section("input:")
+            .unwrap()
+            .lines()
+            .filter(|l| !strip_comment(l).trim().is_empty())
+            .count();
+        for (i, test) in t.split("\n    test(\"").skip(1).enumerate() {
+            for k in 0..declared {
+                assert!(
+                    test.contains(&format!("input[{k}]")),
+                    "{rel} test {i}: input[{k}]"
+                );
+            }
+            assert!(
+                !test.contains(&format!("input[{declared}]")),
+                "{rel} test {i}"
+            );
+        }
+    }
+    let t = read("nextflow/tests/main.nf.test");
+    assert!(t.contains("nextflow_pipeline"));
+    assert!(t.contains("script \"../main.nf\""));
+    assert!(t.contains("profile \"test\""));
+    assert!(t.contains("options \"-stub\""));
 }

@@ -1,7 +1,8 @@
 // DNABERT-S mean embeddings of one shard of nucleotide ORFs. One task = one GPU: `accelerator 1`
 // under a scheduler (it sets CUDA_VISIBLE_DEVICES), the binary's GPU lease under the local
 // executor (profile local_gpu). Exit code 2 means "finished, some records failed": they are
-// listed in the *.failed.tsv, the others are embedded, and the task succeeds.
+// listed in the *.failed.tsv, the others are embedded, the report is written, and the task
+// succeeds; an exit 2 without the report is a failure like any other.
 process EMBED_DNA {
     tag "${meta.id}:${shard}"
     label 'process_gpu'
@@ -13,7 +14,10 @@ process EMBED_DNA {
 
     input:
     tuple val(meta), val(shard), path(fasta)
-    path model    // DNABERT-S directory
+    // DNABERT-S directory, staged as `model` (for a Hugging Face cache snapshot: the
+    // models--org--name directory, with model_subdir = snapshots/<rev>), and the signature of
+    // its files, so that -resume re-embeds when the weights change (main.nf, modelInput).
+    tuple path(model), val(model_subdir), val(model_sig)
     path config   // optional virnucpro TOML (`[]` when params.virnucpro_config is unset)
 
     output:
@@ -28,16 +32,17 @@ process EMBED_DNA {
     script:
     def args   = task.ext.args ?: ''
     def cfg    = config ? "--config ${config}" : ''
+    def model_path = model_subdir ? "${model}/${model_subdir}" : "${model}"
     def prefix = "${meta.id}.${shard}.dna"
     """
     virnucpro ${cfg} embed-dna \\
         ${args} \\
         --threads ${task.cpus} \\
-        --model ${model} \\
+        --model ${model_path} \\
         --output ${prefix}.safetensors \\
         --report ${prefix}.json \\
         ${fasta} \\
-        || { rc=\$?; [ "\$rc" -eq 2 ] || exit "\$rc"; }
+        || { rc=\$?; if [ "\$rc" -ne 2 ] || [ ! -s ${prefix}.json ]; then exit "\$rc"; fi; }
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
