@@ -45,7 +45,7 @@ pub enum Command {
     /// (resumes from completed steps).
     Run(RunArgs),
     /// List the devices `--device auto` would use (CUDA devices with memory and lease state,
-    /// else the CPU workers).
+    /// wgpu adapters with their kind, and the CPU workers).
     Devices(DevicesArgs),
 }
 
@@ -83,10 +83,12 @@ pub struct TranslateArgs {
 /// Where and how the models run; shared by the embedding steps and `run`.
 #[derive(Args, Debug, Clone)]
 pub struct ComputeArgs {
-    /// auto (all CUDA devices, else CPU), cpu, cuda, cuda:N or cuda:0,2,3.
+    /// auto (all CUDA devices, else every hardware wgpu adapter, else CPU), cpu, cuda, cuda:N,
+    /// cuda:0,2,3, wgpu (Vulkan; Metal on macOS) or wgpu:N (as `virnucpro devices` lists them).
     #[arg(short, long, default_value = "auto", value_name = "DEVICE")]
     pub device: DeviceSpec,
-    /// auto (f32 on CPU, f16 on CUDA), f32, f16 or bf16.
+    /// auto (f32 on CPU and software adapters, f16 on CUDA and GPUs with f16 shaders), f32,
+    /// f16 or bf16 (CUDA only).
     #[arg(short, long, default_value = "auto", value_name = "P")]
     pub precision: Precision,
     /// Padded tokens per batch (default: 2048 on CPU, larger on GPUs). Results do not depend on it.

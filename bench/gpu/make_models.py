@@ -2,15 +2,14 @@
 """Random-weight models at the real VirNucPro shapes, for GPU throughput runs (real weights
 cannot be fetched on our machines; speed does not depend on the values).
 
-  make_models.py OUTDIR [--esm-layers 36 --esm-dim 2560 --esm-heads 40] [--dtype float16]
+  make_models.py OUTDIR [--real-files tests/fixtures/real_model_files]
+                 [--esm-layers 36 --esm-dim 2560 --esm-heads 40] [--dtype float16]
 
 Writes OUTDIR/esm2_3B_random/{config.json,model.safetensors} (HF EsmForMaskedLM names) and
-OUTDIR/dnabert_s_random/{config.json,tokenizer.json,model.safetensors}: hidden 768, 12 layers,
-12 heads, intermediate 3072, vocab 4096. The DNABERT-S tokenizer is a 4096-token BPE trained on
-the given FASTA with the `tokenizers` library, in the layout of the fixture tokenizer, so token
-counts per base are realistic (~4-5 bp per token, as the real model's).
-Needs numpy, safetensors, tokenizers (present on the GPU image; `pip install numpy safetensors
-tokenizers` elsewhere).
+OUTDIR/dnabert_s_random/ with the real DNABERT-S config.json, tokenizer.json (its 4096-token
+BPE), tokenizer_config.json and special_tokens_map.json, and random weights of those shapes
+(hidden 768, 12 layers, 12 heads, intermediate 3072): GPU figures are for the real vocabulary.
+Needs numpy, safetensors.
 """
 import argparse
 import json
@@ -60,40 +59,17 @@ def esm(outdir, layers, dim, heads, dtype):
     print("wrote", d, sum(v.size for v in t.values()) / 1e9, "B params")
 
 
-def dnabert(outdir, fasta, fixture_tokenizer, dtype):
-    from tokenizers import Tokenizer, models, trainers, pre_tokenizers
+def dnabert(outdir, real_files, dtype):
+    """Random weights under the real DNABERT-S config and tokenizer (vocab 4096, 768 hidden,
+    12 layers): token counts per base and every shape are the real model's."""
+    import shutil
     d = os.path.join(outdir, "dnabert_s_random")
     os.makedirs(d, exist_ok=True)
-    seqs, cur = [], []
-    for line in open(fasta):
-        if line.startswith(">"):
-            if cur:
-                seqs.append("".join(cur))
-            cur = []
-        else:
-            cur.append(line.strip().upper())
-    if cur:
-        seqs.append("".join(cur))
-    # Train on 500-bp pieces, as the model sees ORFs.
-    pieces = [s[i:i + 500] for s in seqs for i in range(0, len(s), 250)]
-    fixture = json.load(open(fixture_tokenizer))
-    specials = [t["content"] for t in sorted(fixture["added_tokens"], key=lambda t: t["id"])]
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(pieces, trainers.BpeTrainer(vocab_size=4096, special_tokens=specials))
-    trained = json.loads(tok.to_str())
-    fixture["model"]["vocab"] = trained["model"]["vocab"]
-    fixture["model"]["merges"] = trained["model"]["merges"]
-    json.dump(fixture, open(os.path.join(d, "tokenizer.json"), "w"))
-    vocab = max(fixture["model"]["vocab"].values()) + 1
-    cfg = {
-        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": 768,
-        "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-        "layer_norm_eps": 1e-12, "vocab_size": max(vocab, 4096), "type_vocab_size": 2,
-        "pad_token_id": 0, "alibi_starting_size": 512, "max_position_embeddings": 512,
-    }
-    json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=1)
-    H, I, V = 768, 3072, cfg["vocab_size"]
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        shutil.copy(os.path.join(real_files, "dnabert_s." + name), os.path.join(d, name))
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     r = lambda *s: randn(*s, dtype=dtype)
     ones = lambda n: np.ones(n, dtype=dtype)
     zeros = lambda n: np.zeros(n, dtype=dtype)
@@ -103,7 +79,7 @@ def dnabert(outdir, fasta, fixture_tokenizer, dtype):
         "embeddings.LayerNorm.weight": ones(H),
         "embeddings.LayerNorm.bias": zeros(H),
     }
-    for i in range(12):
+    for i in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{i}."
         t[p + "attention.self.Wqkv.weight"] = r(3 * H, H)
         t[p + "attention.self.Wqkv.bias"] = zeros(3 * H)
@@ -123,8 +99,8 @@ def dnabert(outdir, fasta, fixture_tokenizer, dtype):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
-    ap.add_argument("--fasta", required=True)
-    ap.add_argument("--fixture-tokenizer", required=True)
+    ap.add_argument("--real-files", default="tests/fixtures/real_model_files",
+                    help="the real models' config and tokenizer files (dnabert_s.*)")
     ap.add_argument("--esm-layers", type=int, default=36)
     ap.add_argument("--esm-dim", type=int, default=2560)
     ap.add_argument("--esm-heads", type=int, default=40)
@@ -132,6 +108,6 @@ if __name__ == "__main__":
     ap.add_argument("--skip-esm", action="store_true")
     a = ap.parse_args()
     dt = getattr(np, a.dtype)
-    dnabert(a.outdir, a.fasta, a.fixture_tokenizer, dt)
+    dnabert(a.outdir, a.real_files, dt)
     if not a.skip_esm:
         esm(a.outdir, a.esm_layers, a.esm_dim, a.esm_heads, dt)

@@ -35,8 +35,7 @@ parity)
   ;;
 throughput)
   models=${MODELS:-/tmp/models}
-  [ -f "$models/esm2_3B_random/model.safetensors" ] || python3 bench/gpu/make_models.py "$models" \
-      --fasta "${SOP7:-data/sop7.fa}" --fixture-tokenizer tests/fixtures/dnabert_s_tiny/tokenizer.json --dtype float16
+  [ -f "$models/esm2_3B_random/model.safetensors" ] || python3 bench/gpu/make_models.py "$models" --dtype float16
   copies=${COPIES:-110}
   python3 - "${SOP7:-data/sop7.fa}" "$copies" "$out/many.fa" <<'PY'
 import sys

@@ -8,7 +8,8 @@
 esm: transformers `EsmModel` with SDPA attention (the fast PyTorch path for ESM-2), length-sorted
      batches of at most N padded tokens, mean over residues 1..=min(L, 1024) (REFERENCE.md §5).
 dna: the DNABERT-S restatement of bench/reference/dnabert_s_original.py, batched and padded with
-     SDPA attention (ALiBi + padding as the additive mask), mean over all real tokens (§4).
+     SDPA attention (ALiBi + padding as the additive mask), mean over all real tokens (§4); the
+     tokenizer without the tokenizer.json's fixed padding/truncation (dna_tokens.py).
 Writes `embeddings` [N, dim] f32 (input order) and OUTPUT.json: sequences/s, tokens/s (tokens
 with their specials, as our --report counts them), peak GPU memory. --check first runs a
 fixture's cases.json on the same device and dtype and fails unless every embedding is within
@@ -26,7 +27,17 @@ import torch
 from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dnabert_s_original import DnabertS, read_fasta  # noqa: E402
+from dna_tokens import dna_tokenizer  # noqa: E402
+
+
+def load_dnabert(model_dir, device, dtype):
+    """The reference model with the tokenizer as transformers uses it: the real tokenizer.json
+    pads and truncates to 2000 tokens, which `tokenizers` would apply (~20x our tokens)."""
+    model = DnabertS(model_dir, device, dtype)
+    model.tokenizer = dna_tokenizer(os.path.join(model_dir, "tokenizer.json"))
+    return model
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 ESM_ALPHABET = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-",
@@ -122,7 +133,7 @@ def main():
     a = ap.parse_args()
     dtype = DTYPES[a.dtype]
     load = (lambda d: Esm(d, a.device, dtype)) if a.model == "esm" else (
-        lambda d: DnabertS(d, a.device, dtype))
+        lambda d: load_dnabert(d, a.device, dtype))
     if a.check:
         check(load(os.path.dirname(a.check)), a.check, a.dtype != "f32")
 

@@ -1,8 +1,10 @@
-//! Where the models run: `--device auto|cpu|cuda|cuda:N|cuda:0,2,3` and `--precision`.
+//! Where the models run: `--device auto|cpu|cuda|cuda:N|cuda:0,2,3|wgpu|wgpu:N` and
+//! `--precision`.
 //!
 //! One binary serves GPU and CPU machines: with the `cuda` feature the CUDA driver is loaded at
 //! run time, and when it is missing `auto` falls back to the CPU with one log line instead of
-//! crashing (Burn's CUDA runtime would panic).
+//! crashing (Burn's CUDA runtime would panic). With the `wgpu` feature the Vulkan (Metal on
+//! macOS) adapters are listed first, for the same reason.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +14,9 @@ use burn::tensor::backend::Backend;
 
 pub mod cuda;
 pub mod lease;
+pub mod wgpu;
+
+use self::wgpu::{AdapterInfo, AdapterKind};
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +25,22 @@ pub enum DeviceSpec {
     Cpu,
     /// `cuda` (all visible devices) or `cuda:0,2`.
     Cuda(Option<Vec<usize>>),
+    /// `wgpu` (every hardware adapter, else the software one) or `wgpu:0,1` (wgpu's order, as
+    /// `virnucpro devices` lists them).
+    Wgpu(Option<Vec<usize>>),
+}
+
+/// `0,2,3` as indices.
+fn index_list(list: &str, spec: &str, what: &str, example: &str) -> Result<Vec<usize>, String> {
+    let ids = list
+        .split(',')
+        .map(|x| x.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("bad {what} device list in '{spec}': expected e.g. {example}"))?;
+    if ids.is_empty() {
+        return Err(format!("no {what} device ids in '{spec}'"));
+    }
+    Ok(ids)
 }
 
 impl FromStr for DeviceSpec {
@@ -29,21 +50,19 @@ impl FromStr for DeviceSpec {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(None)),
+            "wgpu" | "vulkan" | "metal" => Ok(Self::Wgpu(None)),
             other => {
-                let list = other.strip_prefix("cuda:").ok_or_else(|| {
-                    format!("unknown device '{s}': use auto, cpu, cuda, cuda:N or cuda:0,2,3")
-                })?;
-                let ids = list
-                    .split(',')
-                    .map(|x| x.trim().parse::<usize>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| {
-                        format!("bad CUDA device list in '{s}': expected e.g. cuda:0 or cuda:0,2,3")
-                    })?;
-                if ids.is_empty() {
-                    return Err(format!("no CUDA device ids in '{s}'"));
+                if let Some(list) = other.strip_prefix("cuda:") {
+                    return index_list(list, s, "CUDA", "cuda:0 or cuda:0,2,3")
+                        .map(|ids| Self::Cuda(Some(ids)));
                 }
-                Ok(Self::Cuda(Some(ids)))
+                if let Some(list) = other.strip_prefix("wgpu:") {
+                    return index_list(list, s, "wgpu", "wgpu:0 or wgpu:0,1")
+                        .map(|ids| Self::Wgpu(Some(ids)));
+                }
+                Err(format!(
+                    "unknown device '{s}': use auto, cpu, cuda, cuda:N, cuda:0,2,3, wgpu or wgpu:N"
+                ))
             }
         }
     }
@@ -53,7 +72,8 @@ impl FromStr for DeviceSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// f32 on CPU (exact to the goldens), f16 on CUDA.
+    /// f32 on CPU (exact to the goldens) and on software adapters, f16 on CUDA and on GPUs
+    /// with f16 shaders.
     Auto,
     F32,
     F16,
@@ -96,6 +116,10 @@ pub enum Devices {
     Cuda {
         ids: Vec<usize>,
     },
+    /// Burn's wgpu backend, one worker per adapter.
+    Wgpu {
+        adapters: Vec<AdapterInfo>,
+    },
 }
 
 impl Devices {
@@ -104,6 +128,7 @@ impl Devices {
         match self {
             Devices::Cpu { workers } => (0..*workers).map(|w| format!("cpu#{w}")).collect(),
             Devices::Cuda { ids } => ids.iter().map(|i| format!("cuda:{i}")).collect(),
+            Devices::Wgpu { adapters } => adapters.iter().map(AdapterInfo::label).collect(),
         }
     }
 }
@@ -114,6 +139,13 @@ impl fmt::Display for Devices {
             Devices::Cpu { workers } => write!(f, "cpu ({workers} workers)"),
             Devices::Cuda { ids } => {
                 let names: Vec<String> = ids.iter().map(|i| format!("cuda:{i}")).collect();
+                f.write_str(&names.join(","))
+            }
+            Devices::Wgpu { adapters } => {
+                let names: Vec<String> = adapters
+                    .iter()
+                    .map(|a| format!("{} ({}, {})", a.label(), a.name, a.kind))
+                    .collect();
                 f.write_str(&names.join(","))
             }
         }
@@ -177,13 +209,24 @@ pub fn resolve(
     };
     let ids = match spec {
         DeviceSpec::Cpu => return Ok(cpu()),
+        DeviceSpec::Wgpu(ids) => return resolve_wgpu(ids.as_deref(), lease),
         DeviceSpec::Auto => match visible_count() {
             Ok(n) if n > 0 => (0..n).collect(),
-            Ok(_) => {
-                tracing::info!("no CUDA device visible; running on the CPU");
-                return Ok(cpu());
-            }
-            Err(why) => {
+            other => {
+                let why = match other {
+                    Ok(_) => "no CUDA device visible".to_string(),
+                    Err(why) => why,
+                };
+                // Then a real GPU through wgpu, never a software adapter: the CPU backend is
+                // faster than a rasteriser emulating a GPU on the same cores.
+                if let Ok(all) = wgpu::adapters() {
+                    let hardware: Vec<AdapterInfo> =
+                        all.into_iter().filter(|a| a.kind.is_hardware()).collect();
+                    if !hardware.is_empty() {
+                        tracing::info!("{why}; running on wgpu");
+                        return Ok(Devices::Wgpu { adapters: hardware });
+                    }
+                }
                 tracing::info!("{why}; running on the CPU");
                 return Ok(cpu());
             }
@@ -254,6 +297,49 @@ pub fn resolve(
     Ok(Devices::Cuda { ids: held })
 }
 
+/// `--device wgpu[:N]`: the adapters, checked to exist and to be openable by Burn.
+fn resolve_wgpu(ids: Option<&[usize]>, lease: Option<usize>) -> Result<Devices> {
+    let all = match wgpu::adapters() {
+        Ok(all) => all,
+        Err(why) => bail!("--device wgpu requested but {why}; use --device cpu or auto"),
+    };
+    let chosen = match ids {
+        None => wgpu::default_choice(&all),
+        Some(ids) => {
+            let mut chosen = Vec::with_capacity(ids.len());
+            for &i in ids {
+                let Some(a) = all.get(i) else {
+                    bail!(
+                        "wgpu adapter {i} does not exist: {} adapter(s) found (0..{}; see `virnucpro devices`)",
+                        all.len(),
+                        all.len() - 1
+                    );
+                };
+                if chosen.contains(a) {
+                    bail!("wgpu adapter {i} is listed twice in --device");
+                }
+                chosen.push(a.clone());
+            }
+            chosen
+        }
+    };
+    if let Err(why) = wgpu::check_openable(&chosen) {
+        bail!("--device wgpu: {why}");
+    }
+    if lease.is_some() {
+        tracing::warn!(
+            "the GPU lease covers CUDA devices only; the wgpu adapters are used as given"
+        );
+    }
+    if chosen.iter().all(|a| a.kind == AdapterKind::Cpu) {
+        tracing::info!(
+            "{} is a software adapter: it runs the GPU code path on the CPU, slower than --device cpu",
+            chosen[0].name
+        );
+    }
+    Ok(Devices::Wgpu { adapters: chosen })
+}
+
 /// `virnucpro devices`: what `--device auto` would use, and the lease state of each GPU.
 pub fn describe(json: bool) -> Result<String> {
     let cpus = std::thread::available_parallelism()
@@ -277,7 +363,18 @@ pub fn describe(json: bool) -> Result<String> {
             g.free_bytes = cuda::free_memory(g.index);
         }
     }
-    let auto = if gpus.is_empty() {
+    let (adapters, wgpu_none) = match wgpu::adapters() {
+        Ok(a) => (a, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    let hardware: Vec<&AdapterInfo> = adapters.iter().filter(|a| a.kind.is_hardware()).collect();
+    let auto = if gpus.is_empty() && !hardware.is_empty() {
+        hardware
+            .iter()
+            .map(|a| a.label())
+            .collect::<Vec<_>>()
+            .join(",")
+    } else if gpus.is_empty() {
         format!("cpu ({cpus} workers)")
     } else {
         gpus.iter()
@@ -304,6 +401,8 @@ pub fn describe(json: bool) -> Result<String> {
             "lock_dir_problem": lock_dir_problem,
             "fake_gpus": fake,
             "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+            "wgpu_adapters": adapters,
+            "wgpu_unavailable": wgpu_none,
         });
         return Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?));
     }
@@ -337,14 +436,38 @@ pub fn describe(json: bool) -> Result<String> {
             Some(why) => out.push_str(&format!("GPU lease: refused: {why}\n")),
         }
     }
+    match &wgpu_none {
+        Some(why) => out.push_str(&format!("wgpu: none ({why})\n")),
+        None => {
+            for a in &adapters {
+                let f16 = if a.shader_f16 {
+                    "f16 and f32"
+                } else {
+                    "f32 only (no f16 shaders)"
+                };
+                out.push_str(&format!(
+                    "{}  {}  {}  {f16}  driver {}{}\n",
+                    a.label(),
+                    a.name,
+                    a.kind,
+                    a.driver,
+                    if a.kind.is_hardware() {
+                        ""
+                    } else {
+                        "  (software: never chosen by --device auto)"
+                    }
+                ));
+            }
+        }
+    }
     out.push_str(&format!("CPU: {cpus} cores\n"));
     out.push_str(&format!("--device auto uses: {auto}\n"));
     Ok(out)
 }
 
-/// The precision actually used on these devices.
-pub fn effective_precision(devices: &Devices, asked: Precision) -> Precision {
-    match (devices, asked) {
+/// The precision actually used on these devices, or why the one asked for cannot be.
+pub fn effective_precision(devices: &Devices, asked: Precision) -> Result<Precision> {
+    Ok(match (devices, asked) {
         (Devices::Cpu { .. }, Precision::Auto | Precision::F32) => Precision::F32,
         (Devices::Cpu { .. }, other) => {
             tracing::warn!("--precision {other} is not available on the CPU backend; using f32");
@@ -352,7 +475,44 @@ pub fn effective_precision(devices: &Devices, asked: Precision) -> Precision {
         }
         (Devices::Cuda { .. }, Precision::Auto) => Precision::F16,
         (Devices::Cuda { .. }, p) => p,
-    }
+        (Devices::Wgpu { .. }, Precision::F32) => Precision::F32,
+        (Devices::Wgpu { adapters }, Precision::Auto) => {
+            // f16 on a real GPU that computes in it; a software adapter has no f16 units, so
+            // f32 there is both exact and no slower.
+            if adapters
+                .iter()
+                .all(|a| a.kind.is_hardware() && a.shader_f16)
+            {
+                Precision::F16
+            } else {
+                if let Some(a) = adapters
+                    .iter()
+                    .find(|a| a.kind.is_hardware() && !a.shader_f16)
+                {
+                    tracing::info!(
+                        "{} ({}) has no f16 shaders: running in f32",
+                        a.label(),
+                        a.name
+                    );
+                }
+                Precision::F32
+            }
+        }
+        (Devices::Wgpu { adapters }, Precision::F16) => {
+            if let Some(a) = adapters.iter().find(|a| !a.shader_f16) {
+                bail!(
+                    "--precision f16: {} ({}) does not support f16 shaders; use --precision f32",
+                    a.label(),
+                    a.name
+                );
+            }
+            Precision::F16
+        }
+        (Devices::Wgpu { .. }, Precision::Bf16) => bail!(
+            "--precision bf16 is not available on wgpu (Vulkan and Metal shaders have no bf16 \
+             arithmetic); use f16 or f32"
+        ),
+    })
 }
 
 /// Work that runs on whichever backend the devices and precision select.
@@ -389,6 +549,21 @@ pub fn dispatch<T: BackendTask>(
             let _ = precision;
             bail!("this binary was built without the `cuda` feature")
         }
+        #[cfg(any(feature = "wgpu", feature = "wgpu-metal"))]
+        Devices::Wgpu { adapters } => {
+            use burn::backend::wgpu::Wgpu;
+            let devs: Vec<_> = adapters.iter().map(wgpu::burn_device).collect::<Vec<_>>();
+            match precision {
+                Precision::F32 | Precision::Auto => task.run::<Wgpu<f32, i32>>(devs, false),
+                Precision::F16 => task.run::<Wgpu<half::f16, i32>>(devs, false),
+                Precision::Bf16 => bail!("--precision bf16 is not available on wgpu"),
+            }
+        }
+        #[cfg(not(any(feature = "wgpu", feature = "wgpu-metal")))]
+        Devices::Wgpu { .. } => {
+            let _ = precision;
+            bail!("this binary was built without the `wgpu` feature")
+        }
     }
 }
 
@@ -419,8 +594,56 @@ mod tests {
     #[test]
     fn cpu_precision_is_f32() {
         let cpu = Devices::Cpu { workers: 1 };
-        assert_eq!(effective_precision(&cpu, Precision::Auto), Precision::F32);
-        assert_eq!(effective_precision(&cpu, Precision::Bf16), Precision::F32);
+        assert_eq!(
+            effective_precision(&cpu, Precision::Auto).unwrap(),
+            Precision::F32
+        );
+        assert_eq!(
+            effective_precision(&cpu, Precision::Bf16).unwrap(),
+            Precision::F32
+        );
+    }
+
+    fn adapter(kind: AdapterKind, shader_f16: bool) -> AdapterInfo {
+        AdapterInfo {
+            index: 0,
+            name: "test adapter".into(),
+            kind,
+            driver: String::new(),
+            index_in_kind: 0,
+            shader_f16,
+            max_binding_bytes: 1 << 30,
+        }
+    }
+
+    #[test]
+    fn wgpu_auto_precision_is_f16_only_on_a_real_gpu_with_f16() {
+        let on = |kind, f16| Devices::Wgpu {
+            adapters: vec![adapter(kind, f16)],
+        };
+        let auto = |d: &Devices| effective_precision(d, Precision::Auto).unwrap();
+        assert_eq!(auto(&on(AdapterKind::Discrete, true)), Precision::F16);
+        assert_eq!(auto(&on(AdapterKind::Discrete, false)), Precision::F32);
+        assert_eq!(auto(&on(AdapterKind::Cpu, true)), Precision::F32);
+        let err = effective_precision(&on(AdapterKind::Integrated, false), Precision::F16)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not support f16"), "{err}");
+        assert!(effective_precision(&on(AdapterKind::Discrete, true), Precision::Bf16).is_err());
+    }
+
+    #[test]
+    fn parses_wgpu_specs() {
+        assert_eq!(
+            "wgpu".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Wgpu(None)
+        );
+        assert_eq!(
+            "wgpu:1,0".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Wgpu(Some(vec![1, 0]))
+        );
+        assert!("wgpu:".parse::<DeviceSpec>().is_err());
+        assert!("wgpu:a".parse::<DeviceSpec>().is_err());
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub fn token_budget_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>>
     batches
 }
 
+/// Past ~128k tokens a batch no longer makes a GPU busier, it only delays the first result.
+pub const MAX_BATCH_TOKENS: usize = 128 * 1024;
+
 /// Token budget for a GPU from the memory left free once the model is loaded. Per padded
 /// token a forward pass keeps a few hidden-size activations, the feed-forward activations and
 /// one row of attention scores per head (`longest` wide); 60% of the free memory is used, the
@@ -44,8 +47,27 @@ pub fn budget_from_memory(
         * (8 * shape.hidden + 2 * shape.intermediate + 2 * shape.heads * longest.max(1));
     let usable = free_bytes as f64 * 0.6;
     let budget = (usable / per_token as f64) as usize;
-    // Past ~128k tokens a batch no longer makes a GPU busier, it only delays the first result.
-    budget.clamp(1024.max(longest), 128 * 1024)
+    // Not `clamp`: a sequence longer than the cap must still get a batch (alone), not a panic.
+    budget.min(MAX_BATCH_TOKENS).max(1024.max(longest))
+}
+
+/// Token budget under which no single tensor of a batch exceeds `limit_bytes`: wgpu refuses a
+/// buffer larger than the adapter's binding limit, and CubeCL's CUDA memory pools fail on one
+/// larger than about a quarter of the device memory. The largest tensors per padded token are
+/// the attention scores (`heads × longest`, kept in f32 for the softmax) and the feed-forward
+/// activations (`intermediate`, at most f32). At least one longest sequence: alone, it runs or
+/// fails on its own.
+pub fn largest_tensor_budget(
+    limit_bytes: u64,
+    shape: super::engine::ModelShape,
+    longest: usize,
+) -> usize {
+    let per_token = 4
+        * (shape.heads * longest.max(1))
+            .max(shape.intermediate)
+            .max(1);
+    let budget = (limit_bytes / per_token as u64) as usize;
+    budget.min(MAX_BATCH_TOKENS).max(longest.max(1))
 }
 
 #[cfg(test)]
@@ -66,6 +88,42 @@ mod tests {
         assert_eq!(budget_from_memory(4 << 30, esm3b, 2, 170), 23_616);
         // Almost nothing free: still at least one longest sequence.
         assert_eq!(budget_from_memory(1 << 20, esm3b, 4, 5000), 5000);
+    }
+
+    #[test]
+    fn sequence_longer_than_the_cap_gets_a_budget_not_a_panic() {
+        let esm3b = super::super::engine::ModelShape {
+            hidden: 2560,
+            intermediate: 10240,
+            heads: 40,
+            layers: 36,
+        };
+        let long = MAX_BATCH_TOKENS + 1000;
+        assert_eq!(budget_from_memory(60 << 30, esm3b, 2, long), long);
+        assert_eq!(budget_from_memory(1 << 20, esm3b, 2, long), long);
+        assert_eq!(largest_tensor_budget(1 << 20, esm3b, long), long);
+    }
+
+    #[test]
+    fn largest_tensor_stays_under_the_limit() {
+        let esm3b = super::super::engine::ModelShape {
+            hidden: 2560,
+            intermediate: 10240,
+            heads: 40,
+            layers: 36,
+        };
+        // 127 sequences at L=1026 with 40 heads: ~21 GB of f32 scores in one tensor; an 8 GiB
+        // limit (a quarter of a 32 GiB device) holds 52 of them (53,500 padded tokens).
+        let limit = 8u64 << 30;
+        let b = largest_tensor_budget(limit, esm3b, 1026);
+        assert_eq!(b, (limit / (4 * 40 * 1026)) as usize);
+        let n = b / 1026;
+        assert!((n * 40 * 1026 * 1026 * 4) as u64 <= limit);
+        // Short sequences: the feed-forward activations bound it.
+        assert_eq!(
+            largest_tensor_budget(1 << 30, esm3b, 100),
+            (1usize << 30) / (4 * 10240)
+        );
     }
 
     #[test]

@@ -299,6 +299,10 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         // CPU workers share it (tensors are reference-counted); every other GPU loads its own.
         let first = loader.load::<B>(&devices[0])?;
         let dim = first.dim();
+        // The weights' uploads must be finished before the free memory is read.
+        if !cpu {
+            let _ = B::sync(&devices[0]);
+        }
         let free = first_gpu.and_then(crate::device::cuda::free_memory);
         let batches = coordinator.plan(dim, first.shape(), free)?;
         if batches.is_empty() {
@@ -354,6 +358,11 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
                                     "a batch of {} sequences failed on {name} ({reason}); retrying it as two halves",
                                     batch.len()
                                 );
+                                // Give the failed batch's buffers back to the device before
+                                // the halves run (CubeCL's pools keep them otherwise).
+                                if !cpu {
+                                    B::memory_cleanup(&device);
+                                }
                                 let (a, b) = batch.split_at(batch.len() / 2);
                                 queue.finish(vec![a.to_vec(), b.to_vec()]);
                             }

@@ -22,7 +22,7 @@ use crate::output::write_atomic;
 use crate::output_lock::OutputLock;
 use crate::preflight;
 use crate::progress::Progress;
-use batching::{budget_from_memory, token_budget_batches};
+use batching::{budget_from_memory, largest_tensor_budget, token_budget_batches};
 use checkpoint::Checkpoint;
 use engine::{Coordinator, EmbedJob, EncoderLoader, Faults, ModelShape};
 use store::{EmbeddingMeta, EmbeddingSet};
@@ -111,6 +111,7 @@ fn work_fingerprint(
     let kind = match devices {
         Devices::Cpu { .. } => "cpu",
         Devices::Cuda { .. } => "cuda",
+        Devices::Wgpu { .. } => "wgpu",
     };
     let settings = serde_json::json!({
         "kind": meta.kind,
@@ -213,11 +214,21 @@ impl Coordinator for Assembler<'_> {
             (Devices::Cpu { .. }, _) => 2048,
             (Devices::Cuda { .. }, Some(free)) => {
                 let bytes = if self.precision == Precision::F32 { 4 } else { 2 };
-                let b = budget_from_memory(free, shape, bytes, longest);
+                // No tensor over a quarter of the memory (free memory is below the total, so
+                // this is on the safe side): CubeCL's pools cannot place a larger one.
+                let b = budget_from_memory(free, shape, bytes, longest)
+                    .min(largest_tensor_budget(free / 4, shape, longest));
                 tracing::info!("{:.1} GiB free on the first GPU after loading the model: {b} tokens per batch", free as f64 / (1u64 << 30) as f64);
                 b
             }
             (Devices::Cuda { .. }, None) => self.gpu_default_budget,
+            (Devices::Wgpu { adapters }, _) => {
+                // wgpu reports no free memory; its binding limit bounds every tensor.
+                let limit = adapters.iter().map(|a| a.max_binding_bytes).min().unwrap_or(1 << 27);
+                let b = largest_tensor_budget(limit, shape, longest).min(self.gpu_default_budget);
+                tracing::info!("wgpu binding limit {} MiB: {b} tokens per batch", limit >> 20);
+                b
+            }
         });
         let (cp, resumed) = Checkpoint::open(
             &self.opts.output,
@@ -326,7 +337,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         opts.compute.gpu_lease,
         opts.compute.gpu_lease_timeout,
     )?;
-    let precision = device::effective_precision(&devices, opts.compute.precision);
+    let precision = device::effective_precision(&devices, opts.compute.precision)?;
     let step = if meta.kind == "dna" {
         "embed-dna"
     } else {
@@ -366,7 +377,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         stop: &stop,
         first_gpu: match &devices {
             Devices::Cuda { ids } => ids.first().copied(),
-            Devices::Cpu { .. } => None,
+            Devices::Cpu { .. } | Devices::Wgpu { .. } => None,
         },
         faults: Faults::from_env(),
     };

@@ -13,12 +13,11 @@ use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{attention, embedding};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::layers::{Dense, Norm};
+use super::layers::{attention, Dense, Norm};
 use crate::weights::{self, Weights};
 
 const CONFIG_FILE: &str = "config.json";
@@ -143,8 +142,9 @@ impl<B: Backend> DnabertLayer<B> {
         let q = qkv.clone().slice_dim(1, 0..heads);
         let k = qkv.clone().slice_dim(1, heads..2 * heads);
         let v = qkv.slice_dim(1, 2 * heads..3 * heads);
-        // softmax(q·kᵀ / sqrt(head_dim) + bias)·v; the op's default scale is 1/sqrt(head_dim).
-        let ctx = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
+        // softmax(q·kᵀ / sqrt(head_dim) + bias)·v, scaled after the matmul as the original.
+        let scale = (head_dim as f64).powf(-0.5);
+        let ctx = attention(q, k, v, Some(bias), Some(scale));
         let attn = ctx.swap_dims(1, 2).reshape([batch, len, dim]);
         let x = self.attn_norm.forward(self.attn_out.forward(attn) + x);
 
@@ -336,8 +336,10 @@ impl<B: Backend> DnabertS<B> {
         // here rather than masked again in every layer.
         let mut bias = alibi_bias::<B>(&self.neg_slopes, len, &device);
         if padded {
-            let keys =
-                Tensor::<B, 4>::from_data(TensorData::new(key_bias, [n, 1, 1, len]), &device);
+            let keys = Tensor::<B, 4>::from_data(
+                TensorData::new(key_bias, [n, 1, 1, len]),
+                (&device, DType::F32),
+            );
             bias = bias + keys;
         }
         for layer in &self.layers {
@@ -397,18 +399,19 @@ pub fn alibi_slopes(heads: usize) -> Vec<f64> {
     slopes
 }
 
-/// `[1, heads, len, len]` with `-slope_h·|q - k|`, built on the device (a long sequence's table
-/// never crosses the bus). The product is the same f32 one as the original's.
+/// `[1, heads, len, len]` with `-slope_h·|q - k|` in f32 whatever the model's dtype, built on the
+/// device (a long sequence's table never crosses the bus). The product is the same f32 one as
+/// the original's.
 fn alibi_bias<B: Backend>(neg_slopes: &[f32], len: usize, device: &B::Device) -> Tensor<B, 4> {
     let heads = neg_slopes.len();
     let pos = Tensor::<B, 1, Int>::arange(0..len as i64, device);
     let dist = (pos.clone().reshape([len, 1]) - pos.reshape([1, len]))
         .abs()
-        .float()
+        .cast(FloatDType::F32)
         .reshape([1, 1, len, len]);
     let slopes = Tensor::<B, 4>::from_data(
         TensorData::new(neg_slopes.to_vec(), [1, heads, 1, 1]),
-        device,
+        (device, DType::F32),
     );
     dist * slopes
 }

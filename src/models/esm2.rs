@@ -7,14 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::layers::{Dense, Norm};
+use super::layers::{attention, Dense, Norm};
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{attention, embedding};
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::module::embedding;
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use crate::weights::{self, Weights};
@@ -170,8 +169,9 @@ pub struct Esm2Layer<B: Backend> {
 
 /// Per-forward tensors shared by all layers.
 struct Shared<B: Backend> {
-    /// `[batch, heads, len, len]`, true where the key is padding; `None` without padding.
-    key_padding: Option<Tensor<B, 4, Bool>>,
+    /// `[batch, 1, 1, len]` in f32: 0 for real keys, `-inf` for padding (a padded key's
+    /// attention weight is then exactly 0); `None` without padding.
+    key_bias: Option<Tensor<B, 4>>,
     /// Rotary tables `[1, len, 1, head_dim]`: `cos`, and `sin` with the first half negated so
     /// that `rotate_half(x)·sin == swap_halves(x)·sin_signed`.
     cos: Tensor<B, 4>,
@@ -189,7 +189,7 @@ impl<B: Backend> Esm2Layer<B> {
             .forward(self.attn_norm.forward(x.clone()))
             .reshape([batch, len, 3 * heads, head_dim]);
         // Rotary on q and k together. fair-esm scales q by head_dim^-0.5 before the rotation;
-        // the rotation is linear, so the attention op's default 1/sqrt(head_dim) is the same.
+        // the rotation is linear, so scaling q after it is the same.
         let qk = qkv.clone().slice_dim(2, 0..2 * heads);
         let swapped = qk
             .clone()
@@ -198,17 +198,11 @@ impl<B: Backend> Esm2Layer<B> {
             .reshape([batch, len, 2 * heads, head_dim]);
         let qk = qk * shared.cos.clone() + swapped * shared.sin_signed.clone();
 
-        let q = qk.clone().slice_dim(2, 0..heads).swap_dims(1, 2);
+        let scale = (head_dim as f64).powf(-0.5);
+        let q = qk.clone().slice_dim(2, 0..heads).swap_dims(1, 2) * scale;
         let k = qk.slice_dim(2, heads..2 * heads).swap_dims(1, 2);
         let v = qkv.slice_dim(2, 2 * heads..3 * heads).swap_dims(1, 2);
-        let context = attention(
-            q,
-            k,
-            v,
-            shared.key_padding.clone(),
-            None,
-            AttentionModuleOptions::default(),
-        );
+        let context = attention(q, k, v, shared.key_bias.clone(), None);
         let attn = context.swap_dims(1, 2).reshape([batch, len, dim]);
         let x = x + self.out.forward(attn);
 
@@ -479,7 +473,7 @@ impl<B: Backend> Esm2<B> {
         // fair-esm's token-dropout rescale, the zeroing of <mask> rows and of padding.
         let mut ids = vec![cfg.pad_token_id as i64; n * len];
         let mut row_scale = vec![0f32; n * len];
-        let mut key_padding = vec![true; n * len];
+        let mut key_bias = vec![f32::NEG_INFINITY; n * len];
         for (b, seq) in batch.iter().enumerate() {
             let masked = seq.iter().filter(|&&t| t == cfg.mask_token_id).count();
             let real = seq.iter().filter(|&&t| t != cfg.pad_token_id).count();
@@ -493,12 +487,14 @@ impl<B: Backend> Esm2<B> {
                 let at = b * len + i;
                 ids[at] = t as i64;
                 let is_pad = t == cfg.pad_token_id;
-                key_padding[at] = is_pad;
+                if !is_pad {
+                    key_bias[at] = 0.0;
+                }
                 let zeroed = is_pad || (cfg.token_dropout && t == cfg.mask_token_id);
                 row_scale[at] = if zeroed { 0.0 } else { scale };
             }
         }
-        let any_padding = key_padding.iter().any(|&p| p);
+        let any_padding = key_bias.iter().any(|&b| b != 0.0);
 
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device);
         let row_scale = Tensor::<B, 3>::from_data(TensorData::new(row_scale, [n, len, 1]), &device);
@@ -506,11 +502,12 @@ impl<B: Backend> Esm2<B> {
 
         let (cos, sin_signed) = rotary_tables::<B>(len, cfg.head_dim(), &device);
         let shared = Shared {
-            // The attention op wants the documented [b, heads, q, k] shape; expand is a view.
-            key_padding: any_padding.then(|| {
-                Tensor::<B, 2, Bool>::from_data(TensorData::new(key_padding, [n, len]), &device)
-                    .reshape([n, 1, 1, len])
-                    .expand([n, cfg.heads, len, len])
+            // Broadcast over heads and queries by the addition itself.
+            key_bias: any_padding.then(|| {
+                Tensor::<B, 4>::from_data(
+                    TensorData::new(key_bias, [n, 1, 1, len]),
+                    (&device, DType::F32),
+                )
             }),
             cos,
             sin_signed,
@@ -523,9 +520,10 @@ impl<B: Backend> Esm2<B> {
 
     /// VirNucPro's protein embedding: per sequence, the mean of the final normalised layer
     /// over residue positions `1..=min(L, 1024)` (`L` residues, `<cls>`/`<eos>` excluded).
-    /// One batched forward; the mean is a `[b, 1, len] × [b, len, hidden]` matmul with
-    /// per-position weights. Returns `[batch, hidden]` in f32; a sequence without residues
-    /// gives zeros.
+    /// One batched forward; the sum is a `[b, 1, len] × [b, len, hidden]` matmul with 0/1
+    /// weights, divided by the residue count after (weights of 1/count would go through the
+    /// matmul at the tensor cores' reduced mantissa on CUDA, where "f32" is TF32). Returns
+    /// `[batch, hidden]` in f32; a sequence without residues gives zeros.
     pub fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
         let device = self.embed_tokens.device();
         if batch.is_empty() {
@@ -535,18 +533,22 @@ impl<B: Backend> Esm2<B> {
         let [n, len, dim] = hidden.dims();
 
         let mut weights = vec![0f32; n * len];
+        let mut counts = vec![1f32; n];
         for (b, seq) in batch.iter().enumerate() {
             let residues = seq.len().saturating_sub(2).min(MAX_POOLED_RESIDUES);
-            let w = 1.0 / residues.max(1) as f32;
-            weights[b * len + 1..b * len + 1 + residues].fill(w);
+            weights[b * len + 1..b * len + 1 + residues].fill(1.0);
+            counts[b] = residues.max(1) as f32;
         }
         // Pooled in f32 whatever the model's dtype: averaging 1024 half-precision rows loses
         // digits, and callers read the result as f32.
         let weights =
             Tensor::<B, 3>::from_data(TensorData::new(weights, [n, 1, len]), (&device, DType::F32));
+        let counts =
+            Tensor::<B, 2>::from_data(TensorData::new(counts, [n, 1]), (&device, DType::F32));
         weights
             .matmul(hidden.cast(FloatDType::F32))
             .reshape([n, dim])
+            / counts
     }
 }
 

@@ -1,10 +1,13 @@
 //! The building blocks both encoders share, loaded from PyTorch checkpoints: a `Linear` applied
-//! as one GEMM over every token of a batch, and a LayerNorm on the backend's fused kernel.
+//! as one GEMM over every token of a batch, a LayerNorm on the backend's kernel, and attention
+//! written out as matmuls. Norms and the softmax run in f32 whatever the model's dtype, as
+//! fair-esm and PyTorch's autocast do.
 
 use burn::module::{Module, Param};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 
 /// A PyTorch `Linear` as an `[in, out]` weight and an optional bias.
 #[derive(Module, Debug)]
@@ -60,12 +63,48 @@ impl<B: Backend> Norm<B> {
         }
     }
 
+    /// In f32 whatever `x`'s dtype, back in `x`'s dtype: Burn's layer norm on the GPU
+    /// backends is a composition whose `(x - mean)²` would run in f16 and overflow once
+    /// `|x - mean|` passes 256, and its output would then silently equal beta.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-            x.into_primitive().tensor(),
-            self.gamma.val().into_primitive().tensor(),
-            Some(self.beta.val().into_primitive().tensor()),
+        let dtype = x.dtype();
+        let f32 = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
+        let y: Tensor<B, 3> = Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
+            x.cast(FloatDType::F32).into_primitive().tensor(),
+            f32(self.gamma.val()).into_primitive().tensor(),
+            Some(f32(self.beta.val()).into_primitive().tensor()),
             self.eps,
-        )))
+        )));
+        y.cast(FloatDType::from(dtype))
     }
+}
+
+/// Multi-head attention `softmax(q·kᵀ·scale + bias)·v` on `[batch, heads, len, head_dim]`,
+/// written as two matmuls and a softmax rather than Burn's attention op: on the CubeCL backends
+/// that op autotunes between kernels of which some compute a batch's offset from its first
+/// stride (wrong for a broadcast mask and for q/k/v as strided views) and some need the length
+/// to be a multiple of their tile. Scores, bias and softmax are f32 (an f16 score overflows, and
+/// ALiBi's large distances lose their digits in f16); the probabilities go back to `v`'s dtype
+/// for the second matmul.
+///
+/// `scale`: multiplies the scores (`None` when q is already scaled); `bias`: additive, f32,
+/// broadcast to `[batch, heads, len, len]` (e.g. `[batch, 1, 1, len]` with `-inf` on padded
+/// keys, or ALiBi's `[1, heads, len, len]`).
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
+    scale: Option<f64>,
+) -> Tensor<B, 4> {
+    let dtype = v.dtype();
+    let mut scores = q.matmul(k.swap_dims(2, 3)).cast(FloatDType::F32);
+    if let Some(scale) = scale {
+        scores = scores * scale;
+    }
+    if let Some(bias) = bias {
+        debug_assert_eq!(bias.dtype(), DType::F32, "attention bias must be f32");
+        scores = scores + bias;
+    }
+    softmax(scores, 3).cast(FloatDType::from(dtype)).matmul(v)
 }
