@@ -9,9 +9,6 @@ process EMBED_DNA {
 
     container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
 
-    publishDir "${params.outdir}/${meta.id}/embeddings", mode: params.publish_dir_mode,
-        saveAs: { name -> name == 'versions.yml' || (name.endsWith('.safetensors') && !params.save_embeddings) ? null : name }
-
     input:
     tuple val(meta), val(shard), path(fasta)
     // DNABERT-S directory, staged as `model` (for a Hugging Face cache snapshot: the
@@ -50,11 +47,34 @@ process EMBED_DNA {
     END_VERSIONS
     """
 
+    // What `virnucpro embed-dna` writes for an empty shard: the embeddings (left empty here,
+    // nf-core's way with binary outputs), then the report, the last file it writes and the
+    // marker of a finished step, with the real report's keys. No failed list: nothing failed.
     stub:
     def prefix = "${meta.id}.${shard}.dna"
     """
     touch ${prefix}.safetensors
-    echo '{}' > ${prefix}.json
+    cat <<-END_REPORT > ${prefix}.json
+    {
+      "input": "${fasta}",
+      "output": "${prefix}.safetensors",
+      "sequences": 0,
+      "failed": 0,
+      "failed_file": null,
+      "resumed": 0,
+      "tokens": 0,
+      "dim": 0,
+      "devices": "stub",
+      "per_device": [],
+      "precision": "f32",
+      "batch_tokens": 0,
+      "batches": 0,
+      "wall_seconds": 0.0,
+      "sequences_per_second": 0.0,
+      "tokens_per_second": 0.0,
+      "peak_rss_mb": 0.0
+    }
+    END_REPORT
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

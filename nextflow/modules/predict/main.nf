@@ -7,9 +7,6 @@ process PREDICT {
 
     container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
 
-    publishDir "${params.outdir}/${meta.id}", mode: params.publish_dir_mode,
-        saveAs: { name -> name == 'versions.yml' ? null : name }
-
     input:
     tuple val(meta), path(dna), path(protein)   // lists: every shard's embeddings of the sample
     path classifier                             // 500_model.pth / 300_model.pth
@@ -43,14 +40,32 @@ process PREDICT {
     END_VERSIONS
     """
 
+    // What `virnucpro predict` writes for a sample without ORFs: the tables with their headers,
+    // the figures, then predict.json, the last file it writes, with the real report's keys.
+    // The PNG is left empty (nf-core's way with binary outputs).
     stub:
     """
-    touch prediction_results.txt
-    touch prediction_results_highestscore.csv
-    touch sequence_summary.tsv
-    touch prediction.svg
+    printf 'Sequence_ID\\tPrediction\\tscore1\\tscore2\\n' > prediction_results.txt
+    printf 'Modified_ID\\tIs_Virus\\n' > prediction_results_highestscore.csv
+    printf 'sequence_id\\tchunks_scored\\tchunks_virus\\tvirus_fraction\\tmax_virus_score\\tmean_chunk_virus_score\\tprediction\\n' > sequence_summary.tsv
+    echo '<svg xmlns="http://www.w3.org/2000/svg" width="1400" height="700"/>' > prediction.svg
     touch prediction.png
-    echo '{}' > predict.json
+    cat <<-END_REPORT > predict.json
+    {
+      "orfs_scored": 0,
+      "orfs_virus": 0,
+      "chunks": 0,
+      "chunks_virus": 0,
+      "sequences": 0,
+      "sequences_virus": 0,
+      "dna_only_ids": 0,
+      "protein_only_ids": 0,
+      "feature_dim": 0,
+      "dna_model": "stub",
+      "protein_model": "stub",
+      "wall_seconds": 0.0
+    }
+    END_REPORT
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -7,9 +7,6 @@ process TRANSLATE {
 
     container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
 
-    publishDir "${params.outdir}/${meta.id}/translate", mode: params.publish_dir_mode,
-        saveAs: { name -> name.endsWith('translate.json') ? 'translate.json' : null }
-
     input:
     tuple val(meta), path(fasta)
     val chunk_size
@@ -44,12 +41,30 @@ process TRANSLATE {
     END_VERSIONS
     """
 
+    // What `virnucpro translate` writes for a sample without ORFs: one empty shard pair, then
+    // translate.json, the last file it writes, with the real report's keys.
     stub:
     """
     mkdir -p translate/shards
     touch translate/shards/00000.identified_nucleotide.fa
     touch translate/shards/00000.identified_protein.faa
-    echo '{}' > translate/translate.json
+    cat <<-END_REPORT > translate/translate.json
+    {
+      "input": "${fasta}",
+      "chunk_size": ${chunk_size},
+      "records": 0,
+      "bases": 0,
+      "chunks": 0,
+      "orfs": 0,
+      "records_skipped": 0,
+      "skipped": [],
+      "outputs": ["translate/shards"],
+      "shards": 1,
+      "threads": ${task.cpus},
+      "wall_seconds": 0.0,
+      "mbp_per_second": 0.0
+    }
+    END_REPORT
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
