@@ -1,15 +1,29 @@
-//! The Nextflow pipeline without Nextflow (which cannot run here): each module's `script:` and
-//! `stub:` blocks are read from its main.nf, interpolated the way Groovy would (`${...}`, `$a.b`,
-//! `\$`, `\\`, then Nextflow's indentation strip) with the task's inputs staged in a work
-//! directory, the `-profile test` parameters and the `task.ext.args` of conf/modules.config, and
-//! run with bash (process.shell of conf/base.config) against the real binary, in the workflow's
-//! order. Plus: every flag the modules and configs pass exists in the CLI, the scripts are
-//! shellcheck clean, exit code 2 of the embedding steps is a success, the params are documented
-//! in nextflow_schema.json, and main.nf includes what exists.
+//! The Nextflow pipeline (nextflow/, conf/), checked where Nextflow cannot run.
 //!
-//! The Groovy here is a deliberately small subset (string literals, `$` interpolation, dotted
-//! names, `+`, `==`, `!=`, `?:`, `? :`, `def x = ...`): a module that needs more fails these
-//! tests instead of being half-understood.
+//! Where Nextflow and nf-test exist, the nf-test files run each module (a real case on the
+//! shipped tiny models and a `-stub` case) and the pipeline (nextflow/nf-test.config); this file
+//! checks that they exist and give every input. Nextflow is not installable here, nor in CI, so
+//! the rest is checked without it:
+//!
+//! - Static checks, as text and data: every flag a module or an ext.args passes exists in the
+//!   CLI; every param has a default in nextflow.config and an entry in nextflow_schema.json;
+//!   each module's meta.yml (nf-core's schema) names the inputs and outputs of its main.nf, in
+//!   order, with fitting types; publishDir lives in conf/modules.config (nf-core's convention),
+//!   not in the modules; and the rules a first real run would trip over (GPU opt-in, container
+//!   environment and mounts, no `move`, loud joins, model signature, schema validation).
+//! - A small Groovy interpreter (a subset: string literals, `$` interpolation, dotted names,
+//!   `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, `.endsWith(...)`, `def x = ...`) renders
+//!   each module's `script:` and `stub:` the way Nextflow writes .command.sh, with the test
+//!   profile's params and conf/modules.config's ext.args, and runs them under process.shell with
+//!   the built binary. That is what proves, without Nextflow, what neither the static checks nor
+//!   (absent Nextflow) nf-test do: the scripts as rendered chain TRANSLATE -> EMBED_* per shard
+//!   -> PREDICT and reproduce the original's calls; each stub writes the files the real step
+//!   writes, in the same shape (names, report keys, table headers), and meta.yml's patterns
+//!   match them; exit code 2 of the embedding steps passes only beside its report; the rendered
+//!   scripts are shellcheck clean (the raw blocks are Groovy, not shell); conf/modules.config's
+//!   publishDir closures publish exactly the files the README lists; the GPU label's
+//!   beforeScript creates the host directories. A module needing more Groovy than the subset
+//!   fails these tests instead of being half-understood.
 
 mod common;
 
@@ -19,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{fixtures, shellcheck};
+use serde_json::Value as Json;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,6 +42,24 @@ fn repo() -> PathBuf {
 fn read(rel: &str) -> String {
     fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
+
+fn assert_contains(text: &str, what: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "{what}: missing `{n}`");
+    }
+}
+
+const GROOVY_FILES: [&str; 9] = [
+    "nextflow/main.nf",
+    "nextflow/nextflow.config",
+    "conf/base.config",
+    "conf/modules.config",
+    "conf/test.config",
+    "nextflow/modules/translate/main.nf",
+    "nextflow/modules/embed_dna/main.nf",
+    "nextflow/modules/embed_protein/main.nf",
+    "nextflow/modules/predict/main.nf",
+];
 
 // ---------------------------------------------------------------------------------------------
 // A Groovy subset: values, GString interpolation, expressions.
@@ -56,8 +89,7 @@ impl V {
         match self {
             V::Null => "null".into(),
             V::Bool(b) => b.to_string(),
-            V::Num(n) => n.clone(),
-            V::Str(s) => s.clone(),
+            V::Num(n) | V::Str(n) => n.clone(),
             V::Files(f) => f.join(" "),
         }
     }
@@ -78,83 +110,80 @@ impl Ctx {
         self.0.insert(name.to_string(), v);
         self
     }
+    fn with_params(params: &BTreeMap<String, V>) -> Ctx {
+        let mut ctx = Ctx::default();
+        for (k, v) in params {
+            ctx.set(&format!("params.{k}"), v.clone());
+        }
+        ctx
+    }
     fn get(&self, name: &str) -> Result<V, String> {
-        if let Some(v) = self.0.get(name) {
-            return Ok(v.clone());
+        match self.0.get(name) {
+            Some(v) => Ok(v.clone()),
+            // Unset task.ext.* settings read as null in Nextflow.
+            None if name.starts_with("task.ext.") => Ok(V::Null),
+            None => Err(format!("unbound variable `{name}`")),
         }
-        // Unset task.ext.* settings read as null in Nextflow.
-        if name.starts_with("task.ext.") {
-            return Ok(V::Null);
-        }
-        Err(format!("unbound variable `{name}`"))
     }
 }
 
 /// Interpolate the body of a double-quoted (or triple-double-quoted) Groovy string.
 fn gstring(body: &str, ctx: &Ctx) -> Result<String, String> {
-    let chars: Vec<char> = body.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' => {
-                let next = *chars.get(i + 1).ok_or("string ends with a backslash")?;
+    let c: Vec<char> = body.chars().collect();
+    let ident = |j: usize| j < c.len() && (c[j].is_ascii_alphanumeric() || c[j] == '_');
+    let (mut out, mut i) = (String::new(), 0);
+    while i < c.len() {
+        match (c[i], c.get(i + 1).copied()) {
+            ('\\', Some(next)) => {
                 match next {
-                    '\\' => out.push('\\'),
-                    '$' => out.push('$'),
-                    '"' => out.push('"'),
-                    '\'' => out.push('\''),
+                    '\\' | '$' | '"' | '\'' => out.push(next),
                     'n' => out.push('\n'),
                     't' => out.push('\t'),
                     '\n' => {} // line continuation: the newline disappears
-                    c => return Err(format!("unsupported escape \\{c}")),
+                    e => return Err(format!("unsupported escape \\{e}")),
                 }
                 i += 2;
             }
-            '$' => match chars.get(i + 1) {
-                Some('{') => {
-                    let close = (i + 2..chars.len())
-                        .find(|&j| chars[j] == '}')
-                        .ok_or("unclosed ${")?;
-                    let inner: String = chars[i + 2..close].iter().collect();
-                    if inner.contains('{') {
-                        return Err(format!(
-                            "nested braces in ${{{inner}}} are beyond this test"
-                        ));
-                    }
-                    out.push_str(&eval(&inner, ctx)?.render());
-                    i = close + 1;
+            ('$', Some('{')) => {
+                let close = (i + 2..c.len())
+                    .find(|&j| c[j] == '}')
+                    .ok_or("unclosed ${")?;
+                let inner: String = c[i + 2..close].iter().collect();
+                if inner.contains('{') {
+                    return Err(format!(
+                        "nested braces in ${{{inner}}} are beyond this test"
+                    ));
                 }
-                Some(c) if c.is_ascii_alphabetic() || *c == '_' => {
-                    // Groovy takes `$a.b.c` greedily as a property path.
-                    let mut j = i + 1;
-                    let ident = |j: usize| {
-                        j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_')
-                    };
+                out.push_str(&eval(&inner, ctx)?.render());
+                i = close + 1;
+            }
+            ('$', Some(n)) if n.is_ascii_alphabetic() || n == '_' => {
+                // Groovy takes `$a.b.c` greedily as a property path.
+                let mut j = i + 1;
+                while ident(j) {
+                    j += 1;
+                }
+                while j + 1 < c.len()
+                    && c[j] == '.'
+                    && (c[j + 1].is_ascii_alphabetic() || c[j + 1] == '_')
+                {
+                    j += 1;
                     while ident(j) {
                         j += 1;
                     }
-                    while j + 1 < chars.len()
-                        && chars[j] == '.'
-                        && (chars[j + 1].is_ascii_alphabetic() || chars[j + 1] == '_')
-                    {
-                        j += 1;
-                        while ident(j) {
-                            j += 1;
-                        }
-                    }
-                    let name: String = chars[i + 1..j].iter().collect();
-                    out.push_str(&ctx.get(&name)?.render());
-                    i = j;
                 }
-                _ => {
-                    return Err(format!(
-                        "a bare `$` at {i} is a Groovy syntax error (escape it: \\$)"
-                    ))
-                }
-            },
-            c => {
-                out.push(c);
+                let name: String = c[i + 1..j].iter().collect();
+                out.push_str(&ctx.get(&name)?.render());
+                i = j;
+            }
+            ('$', _) => {
+                return Err(format!(
+                    "a bare `$` at {i} is a Groovy syntax error (escape it: \\$)"
+                ))
+            }
+            ('\\', None) => return Err("string ends with a backslash".into()),
+            (ch, _) => {
+                out.push(ch);
                 i += 1;
             }
         }
@@ -172,11 +201,14 @@ enum Tok {
 }
 
 fn tokens(src: &str) -> Result<Vec<Tok>, String> {
+    const OPS: [&str; 11] = ["?:", "==", "!=", "&&", "||", "?", ":", "+", "(", ")", "!"];
     let c: Vec<char> = src.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
+    let (mut out, mut i) = (Vec::new(), 0);
     while i < c.len() {
         let ch = c[i];
+        let word_end = |from: usize, ok: &dyn Fn(char) -> bool| {
+            (from..c.len()).find(|&j| !ok(c[j])).unwrap_or(c.len())
+        };
         if ch.is_whitespace() {
             i += 1;
         } else if ch == '\'' || ch == '"' {
@@ -195,42 +227,22 @@ fn tokens(src: &str) -> Result<Vec<Tok>, String> {
             });
             i = j + 1;
         } else if ch.is_ascii_digit() {
-            let mut j = i;
-            while j < c.len() && (c[j].is_ascii_digit() || c[j] == '.') {
-                j += 1;
-            }
+            let j = word_end(i, &|x| x.is_ascii_digit() || x == '.');
             out.push(Tok::Num(c[i..j].iter().collect()));
             i = j;
         } else if ch.is_ascii_alphabetic() || ch == '_' {
-            let mut j = i;
-            while j < c.len() && (c[j].is_ascii_alphanumeric() || c[j] == '_' || c[j] == '.') {
-                j += 1;
-            }
+            let j = word_end(i, &|x| x.is_ascii_alphanumeric() || x == '_' || x == '.');
             out.push(Tok::Name(c[i..j].iter().collect()));
             i = j;
         } else {
-            let two: String = c[i..(i + 2).min(c.len())].iter().collect();
-            let op = match two.as_str() {
-                "?:" => Some("?:"),
-                "==" => Some("=="),
-                "!=" => Some("!="),
-                _ => None,
-            };
-            if let Some(op) = op {
-                out.push(Tok::Op(op));
-                i += 2;
-                continue;
-            }
-            let op = match ch {
-                '?' => "?",
-                ':' => ":",
-                '+' => "+",
-                '(' => "(",
-                ')' => ")",
-                _ => return Err(format!("unsupported character {ch:?} in {src:?}")),
-            };
+            let rest: String = c[i..(i + 2).min(c.len())].iter().collect();
+            let op = OPS
+                .iter()
+                .copied()
+                .find(|op| rest.starts_with(op))
+                .ok_or_else(|| format!("unsupported character {ch:?} in {src:?}"))?;
             out.push(Tok::Op(op));
-            i += 1;
+            i += op.len();
         }
     }
     Ok(out)
@@ -243,12 +255,13 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn peek_op(&self, op: &str) -> bool {
-        matches!(self.toks.get(self.pos), Some(Tok::Op(o)) if *o == op)
+    fn eat(&mut self, op: &str) -> bool {
+        let hit = matches!(self.toks.get(self.pos), Some(Tok::Op(o)) if *o == op);
+        self.pos += usize::from(hit);
+        hit
     }
     fn expect(&mut self, op: &str) -> Result<(), String> {
-        if self.peek_op(op) {
-            self.pos += 1;
+        if self.eat(op) {
             Ok(())
         } else {
             Err(format!(
@@ -258,14 +271,12 @@ impl Parser<'_> {
         }
     }
     fn ternary(&mut self) -> Result<V, String> {
-        let cond = self.equality()?;
-        if self.peek_op("?:") {
-            self.pos += 1;
+        let cond = self.or()?;
+        if self.eat("?:") {
             let other = self.ternary()?;
             return Ok(if cond.truthy() { cond } else { other });
         }
-        if self.peek_op("?") {
-            self.pos += 1;
+        if self.eat("?") {
             let yes = self.ternary()?;
             self.expect(":")?;
             let no = self.ternary()?;
@@ -273,11 +284,26 @@ impl Parser<'_> {
         }
         Ok(cond)
     }
+    fn or(&mut self) -> Result<V, String> {
+        let mut acc = self.and()?;
+        while self.eat("||") {
+            let right = self.and()?;
+            acc = V::Bool(acc.truthy() || right.truthy());
+        }
+        Ok(acc)
+    }
+    fn and(&mut self) -> Result<V, String> {
+        let mut acc = self.equality()?;
+        while self.eat("&&") {
+            let right = self.equality()?;
+            acc = V::Bool(acc.truthy() && right.truthy());
+        }
+        Ok(acc)
+    }
     fn equality(&mut self) -> Result<V, String> {
         let left = self.additive()?;
         for (op, want) in [("==", true), ("!=", false)] {
-            if self.peek_op(op) {
-                self.pos += 1;
+            if self.eat(op) {
                 let right = self.additive()?;
                 let same = match (&left, &right) {
                     (V::Null, V::Null) => true,
@@ -290,16 +316,21 @@ impl Parser<'_> {
         Ok(left)
     }
     fn additive(&mut self) -> Result<V, String> {
-        let mut acc = self.primary()?;
-        while self.peek_op("+") {
-            self.pos += 1;
-            let right = self.primary()?;
+        let mut acc = self.unary()?;
+        while self.eat("+") {
+            let right = self.unary()?;
             acc = match (&acc, &right) {
                 (V::Str(_), _) | (_, V::Str(_)) => V::Str(acc.render() + &right.render()),
                 _ => return Err(format!("`+` of {acc:?} and {right:?} is beyond this test")),
             };
         }
         Ok(acc)
+    }
+    fn unary(&mut self) -> Result<V, String> {
+        if self.eat("!") {
+            return Ok(V::Bool(!self.unary()?.truthy()));
+        }
+        self.primary()
     }
     fn primary(&mut self) -> Result<V, String> {
         let tok = self
@@ -313,8 +344,14 @@ impl Parser<'_> {
             Tok::Double(s) => V::Str(gstring(&s, self.ctx)?),
             Tok::Num(n) => V::Num(n),
             Tok::Name(n) if n == "null" => V::Null,
-            Tok::Name(n) if n == "true" => V::Bool(true),
-            Tok::Name(n) if n == "false" => V::Bool(false),
+            Tok::Name(n) if n == "true" || n == "false" => V::Bool(n == "true"),
+            // The one method call the configs need: `name.endsWith('suffix')`.
+            Tok::Name(n) if n.ends_with(".endsWith") && self.eat("(") => {
+                let target = self.ctx.get(n.trim_end_matches(".endsWith"))?.render();
+                let suffix = self.ternary()?.render();
+                self.expect(")")?;
+                V::Bool(target.ends_with(&suffix))
+            }
             Tok::Name(n) => self.ctx.get(&n)?,
             Tok::Op("(") => {
                 let v = self.ternary()?;
@@ -333,20 +370,33 @@ fn eval(src: &str, ctx: &Ctx) -> Result<V, String> {
         ctx,
     };
     let v = p.ternary()?;
-    if p.pos != p.toks.len() {
-        return Err(format!(
+    match p.pos == p.toks.len() {
+        true => Ok(v),
+        false => Err(format!(
             "trailing tokens in {src:?}: {:?}",
             &p.toks[p.pos..]
-        ));
+        )),
     }
-    Ok(v)
+}
+
+/// A Groovy closure `{ x -> expr }` (or `{ expr }`) applied to `arg`.
+fn call_closure(body: &str, arg: Option<V>, ctx: &Ctx) -> Result<V, String> {
+    let mut ctx = ctx.clone();
+    let expr = match (body.split_once("->"), arg) {
+        (Some((name, expr)), Some(arg)) => {
+            ctx.set(name.trim(), arg);
+            expr
+        }
+        (None, None) => body,
+        _ => return Err(format!("closure {{{body}}}: parameter and argument differ")),
+    };
+    eval(expr.trim(), &ctx)
 }
 
 /// Drop a `//` comment that is not inside a string literal.
 fn strip_comment(line: &str) -> &str {
     let b = line.as_bytes();
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
+    let (mut quote, mut i) = (None::<u8>, 0);
     while i < b.len() {
         match (quote, b[i]) {
             (Some(_), b'\\') => i += 1,
@@ -360,8 +410,15 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-/// Groovy's `stripIndent()`, as Nextflow applies it to a task script: remove the smallest
-/// indentation of the non-blank lines from every line.
+/// Lines of `text` (comments left out) that contain `needle`.
+fn code_lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines()
+        .map(strip_comment)
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+/// Groovy's `stripIndent()`, as Nextflow applies it to a task script.
 fn strip_indent(s: &str) -> String {
     let indent = s
         .lines()
@@ -369,20 +426,14 @@ fn strip_indent(s: &str) -> String {
         .map(|l| l.len() - l.trim_start().len())
         .min()
         .unwrap_or(0);
-    s.lines()
-        .map(|l| {
-            if l.len() >= indent {
-                &l[indent..]
-            } else {
-                l.trim_start()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+    let lines: Vec<&str> = s
+        .lines()
+        .map(|l| l.get(indent..).unwrap_or(l.trim_start()))
+        .collect();
+    lines.join("\n") + "\n"
 }
 
-/// The text between the `{` at `open` and its matching `}`, skipping string literals.
+/// The text between the `{` at `open` and its matching `}`, skipping strings and comments.
 fn block_at(text: &str, open: usize) -> &str {
     let b = text.as_bytes();
     assert_eq!(b[open], b'{');
@@ -396,9 +447,7 @@ fn block_at(text: &str, open: usize) -> &str {
             None => match c {
                 b'\'' | b'"' => quote = Some(c),
                 b'/' if b.get(i + 1) == Some(&b'/') => {
-                    while i < b.len() && b[i] != b'\n' {
-                        i += 1;
-                    }
+                    i += text[i..].find('\n').unwrap_or(text.len() - i);
                     continue;
                 }
                 b'/' if b.get(i + 1) == Some(&b'*') => {
@@ -420,9 +469,44 @@ fn block_at(text: &str, open: usize) -> &str {
     panic!("unbalanced braces after byte {open}");
 }
 
+/// The body of the `{ ... }` that follows the first `head` in `text`.
+fn block_after<'a>(text: &'a str, head: &str) -> &'a str {
+    let at = text.find(head).unwrap_or_else(|| panic!("no `{head}`"));
+    block_at(text, at + text[at..].find('{').unwrap())
+}
+
+/// The bodies of the double-quoted string literals of some Groovy (comments skipped).
+fn double_quoted(src: &str) -> Vec<String> {
+    let code: Vec<char> = src
+        .lines()
+        .map(strip_comment)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .chars()
+        .collect();
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < code.len() {
+        let q = code[i];
+        if q == '"' || q == '\'' {
+            let mut j = i + 1;
+            while j < code.len() && code[j] != q {
+                j += if code[j] == '\\' { 2 } else { 1 };
+            }
+            if q == '"' {
+                out.push(code[i + 1..j.min(code.len())].iter().collect());
+            }
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Modules and configs.
 
+/// (process, directory, subcommand)
 const MODULES: [(&str, &str, &str); 4] = [
     ("TRANSLATE", "translate", "translate"),
     ("EMBED_DNA", "embed_dna", "embed-dna"),
@@ -430,6 +514,7 @@ const MODULES: [(&str, &str, &str); 4] = [
     ("PREDICT", "predict", "predict"),
 ];
 
+#[derive(Clone)]
 struct Module {
     name: String,
     dir: String,
@@ -443,10 +528,18 @@ enum Block {
     Stub,
 }
 
-struct Decl {
-    pattern: V,
-    optional: bool,
+/// One element of an input or output declaration: `val(x)` / `path(...)`, name or raw pattern.
+#[derive(Debug, Clone, PartialEq)]
+struct Elem {
+    path: bool,
+    name: String,
+}
+
+/// One output channel: its elements, `emit:` and `optional: true`.
+struct OutDecl {
+    elems: Vec<Elem>,
     emit: String,
+    optional: bool,
 }
 
 fn modules() -> Vec<Module> {
@@ -465,155 +558,129 @@ fn module(name: &str) -> Module {
     modules().into_iter().find(|m| m.name == name).unwrap()
 }
 
-const LABELS: [&str; 6] = ["input:", "output:", "when:", "script:", "stub:", "exec:"];
+/// `val(x)`, `path(x)`, `path 'x'`, `val x` and tuples of them, in order.
+fn elems(decl: &str) -> Vec<Elem> {
+    let decl = decl.split(", emit:").next().unwrap().trim();
+    let parts: Vec<String> = match decl.strip_prefix("tuple ") {
+        Some(t) => t.split("),").map(|p| p.trim().to_string() + ")").collect(),
+        None => vec![decl.to_string()],
+    };
+    parts
+        .iter()
+        .map(|p| {
+            let path = p.starts_with("path");
+            assert!(path || p.starts_with("val"), "declaration {decl:?}");
+            let inner = p[if path { 4 } else { 3 }..]
+                .trim()
+                .trim_start_matches('(')
+                .trim();
+            let name = match inner.chars().next() {
+                Some(q @ ('\'' | '"')) => inner[1..].split(q).next().unwrap(),
+                _ => inner.split([',', ')']).next().unwrap().trim(),
+            };
+            Elem {
+                path,
+                name: name.to_string(),
+            }
+        })
+        .collect()
+}
 
 impl Module {
     /// The lines of a `label:` section, up to the next section.
-    fn section(&self, label: &str) -> Option<String> {
+    fn section(&self, label: &str) -> String {
+        const LABELS: [&str; 6] = ["input:", "output:", "when:", "script:", "stub:", "exec:"];
         let lines: Vec<&str> = self.text.lines().collect();
-        let start = lines.iter().position(|l| l.trim() == label)?;
+        let start = lines
+            .iter()
+            .position(|l| l.trim() == label)
+            .unwrap_or_else(|| panic!("{}: no {label}", self.name));
         let end = (start + 1..lines.len())
             .find(|&i| LABELS.contains(&lines[i].trim()))
             .unwrap_or(lines.len());
-        Some(lines[start + 1..end].join("\n"))
+        lines[start + 1..end].join("\n")
+    }
+
+    fn decl_lines(&self, label: &str) -> Vec<String> {
+        let sec = self.section(label);
+        sec.lines()
+            .map(|l| strip_comment(l).trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Input channels, each a list of elements (a tuple, or one plain input).
+    fn inputs(&self) -> Vec<Vec<Elem>> {
+        self.decl_lines("input:").iter().map(|l| elems(l)).collect()
+    }
+
+    fn outputs(&self) -> Vec<OutDecl> {
+        self.decl_lines("output:")
+            .iter()
+            .map(|l| OutDecl {
+                elems: elems(l),
+                emit: l
+                    .split("emit:")
+                    .nth(1)
+                    .expect("emit:")
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .to_string(),
+                optional: l.contains("optional: true"),
+            })
+            .collect()
     }
 
     /// (statements before the string, the triple-quoted string's raw body) of script/stub.
     fn block(&self, block: Block) -> (String, String) {
-        let label = if block == Block::Script {
+        let sec = self.section(if block == Block::Script {
             "script:"
         } else {
             "stub:"
-        };
-        let sec = self
-            .section(label)
-            .unwrap_or_else(|| panic!("{}: no {label} block", self.name));
+        });
         let open = sec
             .find("\"\"\"")
-            .unwrap_or_else(|| panic!("{}: {label} has no \"\"\"", self.name));
-        let rest = &sec[open + 3..];
-        let close = rest
-            .find("\"\"\"")
-            .unwrap_or_else(|| panic!("{}: unclosed \"\"\"", self.name));
-        (sec[..open].to_string(), rest[..close].to_string())
-    }
-
-    /// Declared input names in order (`tuple val(meta), path(fasta)` -> meta, fasta).
-    fn inputs(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        for line in self.section("input:").unwrap().lines() {
-            let line = strip_comment(line).trim();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(tuple) = line.strip_prefix("tuple ") {
-                for part in tuple.split("),") {
-                    let inner = part.split_once('(').unwrap().1;
-                    names.push(
-                        inner
-                            .trim_end_matches(')')
-                            .split(',')
-                            .next()
-                            .unwrap()
-                            .trim()
-                            .to_string(),
-                    );
-                }
-            } else {
-                let mut words = line.split_whitespace();
-                let kind = words.next().unwrap();
-                assert!(
-                    ["val", "path"].contains(&kind),
-                    "{}: input {line:?}",
-                    self.name
-                );
-                names.push(words.next().unwrap().to_string());
-            }
-        }
-        names
-    }
-
-    /// Declared output files: every `path(...)` of the output block, its pattern evaluated.
-    fn outputs(&self, ctx: &Ctx) -> Vec<Decl> {
-        let mut decls = Vec::new();
-        for line in self.section("output:").unwrap().lines() {
-            let line = strip_comment(line).trim();
-            if line.is_empty() {
-                continue;
-            }
-            let emit = line
-                .split("emit:")
-                .nth(1)
-                .map(|s| s.split(',').next().unwrap().trim().to_string())
-                .unwrap_or_default();
-            let optional = line.contains("optional: true");
-            let mut rest = line;
-            while let Some(at) = rest.find("path") {
-                let after = rest[at + 4..].trim_start_matches(['(', ' ']);
-                let quote = after.chars().next().unwrap();
-                assert!(
-                    quote == '"' || quote == '\'',
-                    "{}: output {line:?}",
-                    self.name
-                );
-                let end = after[1..].find(quote).unwrap() + 1;
-                let body = &after[1..end];
-                let pattern = if quote == '"' {
-                    V::Str(gstring(body, ctx).unwrap_or_else(|e| panic!("{}: {e}", self.name)))
-                } else {
-                    V::str(body)
-                };
-                decls.push(Decl {
-                    pattern,
-                    optional,
-                    emit: emit.clone(),
-                });
-                rest = &after[end + 1..];
-            }
-        }
-        decls
+            .unwrap_or_else(|| panic!("{} {block:?}: no \"\"\"", self.name));
+        let close = open + 3 + sec[open + 3..].find("\"\"\"").expect("unclosed \"\"\"");
+        (sec[..open].to_string(), sec[open + 3..close].to_string())
     }
 
     /// The bash script Nextflow would write to .command.sh for this block and context.
     fn render(&self, block: Block, ctx: &Ctx) -> String {
         let (stmts, body) = self.block(block);
-        let mut ctx = ctx.clone();
+        let (mut ctx, name) = (ctx.clone(), &self.name);
         for stmt in stmts
             .lines()
             .map(|l| strip_comment(l).trim())
             .filter(|l| !l.is_empty())
         {
-            let decl = stmt.strip_prefix("def ").unwrap_or_else(|| {
-                panic!(
-                    "{} {block:?}: only `def x = ...` before the script: {stmt:?}",
-                    self.name
-                )
-            });
-            let (name, expr) = decl.split_once('=').unwrap();
-            let v = eval(expr.trim(), &ctx)
-                .unwrap_or_else(|e| panic!("{} {block:?}: {stmt}: {e}", self.name));
-            ctx.set(name.trim(), v);
+            let decl = stmt
+                .strip_prefix("def ")
+                .unwrap_or_else(|| panic!("{name} {block:?}: only `def x = ...`: {stmt:?}"));
+            let (var, expr) = decl.split_once('=').unwrap();
+            let v =
+                eval(expr.trim(), &ctx).unwrap_or_else(|e| panic!("{name} {block:?}: {stmt}: {e}"));
+            ctx.set(var.trim(), v);
         }
-        let text = gstring(&body, &ctx).unwrap_or_else(|e| panic!("{} {block:?}: {e}", self.name));
-        strip_indent(&text)
+        strip_indent(&gstring(&body, &ctx).unwrap_or_else(|e| panic!("{name} {block:?}: {e}")))
     }
 }
 
 /// `params { name = value }` of a config file, evaluated (`projectDir` = nextflow/).
 fn config_params(rel: &str) -> BTreeMap<String, V> {
     let text = read(rel);
-    let open = text
-        .find("\nparams {")
-        .unwrap_or_else(|| panic!("{rel}: no params block"))
-        + 8;
     let mut ctx = Ctx::default();
     ctx.set(
         "projectDir",
         V::Str(repo().join("nextflow").display().to_string()),
     );
     let mut out = BTreeMap::new();
-    for line in block_at(&text, open).lines() {
-        let line = strip_comment(line).trim();
+    for line in block_after(&text, "\nparams {")
+        .lines()
+        .map(|l| strip_comment(l).trim())
+    {
         if line.is_empty() {
             continue;
         }
@@ -642,50 +709,62 @@ fn test_params() -> BTreeMap<String, V> {
     params
 }
 
-/// `withName: 'A|B' { ext.args = { expr } }` blocks: (process names, closure body source).
-fn ext_args_blocks(rel: &str) -> Vec<(Vec<String>, String)> {
+/// The `withName: 'A|B' { ... }` blocks of a config: (process names, body).
+fn with_name_blocks(rel: &str) -> Vec<(Vec<String>, String)> {
     let text = read(rel);
     let mut out = Vec::new();
     for (at, _) in text.match_indices("withName:") {
         let rest = text[at + 9..].trim_start();
-        let quote = rest.chars().next().unwrap();
-        let selector = &rest[1..rest[1..].find(quote).unwrap() + 1];
+        let selector = &rest[1..rest[1..].find(rest.chars().next().unwrap()).unwrap() + 1];
         assert!(
             selector
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c == '_' || c == '|'),
             "{rel}: selector {selector:?}: only plain names joined by | are understood here"
         );
-        let open = at + text[at..].find('{').unwrap();
-        let body = block_at(&text, open);
-        if let Some(a) = body.find("ext.args") {
-            let copen = a + body[a..].find('{').unwrap();
-            let closure = block_at(body, copen);
-            let src: Vec<&str> = closure.lines().map(|l| strip_comment(l).trim()).collect();
-            out.push((
-                selector.split('|').map(String::from).collect(),
-                src.join(" "),
-            ));
-        }
+        let body = block_at(&text, at + text[at..].find('{').unwrap());
+        out.push((
+            selector.split('|').map(String::from).collect(),
+            body.to_string(),
+        ));
     }
     out
 }
 
-/// task.ext.args of a process under `-profile test` (conf/modules.config, then conf/test.config).
-fn ext_args(process: &str, params: &BTreeMap<String, V>) -> V {
-    let mut ctx = Ctx::default();
-    for (k, v) in params {
-        ctx.set(&format!("params.{k}"), v.clone());
-    }
-    let mut args = V::Null;
+/// The closure `{ ... }` assigned to `key` (`key = {` or `key: {`) in `block`, on one line.
+fn closure_source(block: &str, key: &str) -> Option<String> {
+    let at = [format!("{key} = {{"), format!("{key}: {{")]
+        .iter()
+        .find_map(|k| block.find(k.as_str()))?;
+    let body = block_at(block, at + block[at..].find('{').unwrap());
+    Some(
+        body.lines()
+            .map(|l| strip_comment(l).trim())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The closure `key` of process `process` in conf/modules.config and conf/test.config (the
+/// last one wins, as in Nextflow).
+fn process_closure(process: &str, key: &str) -> Option<String> {
+    let mut found = None;
     for rel in ["conf/modules.config", "conf/test.config"] {
-        for (names, src) in ext_args_blocks(rel) {
+        for (names, body) in with_name_blocks(rel) {
             if names.iter().any(|n| n == process) {
-                args = eval(&src, &ctx).unwrap_or_else(|e| panic!("{rel} {process} ext.args: {e}"));
+                found = closure_source(&body, key).or(found);
             }
         }
     }
-    args
+    found
+}
+
+/// task.ext.args of a process for `params`.
+fn ext_args(process: &str, params: &BTreeMap<String, V>) -> V {
+    process_closure(process, "ext.args").map_or(V::Null, |src| {
+        call_closure(&src, None, &Ctx::with_params(params))
+            .unwrap_or_else(|e| panic!("{process} ext.args: {e}"))
+    })
 }
 
 /// process.shell of conf/base.config: the interpreter and its flags.
@@ -694,10 +773,47 @@ fn task_shell() -> Vec<String> {
     let line = text
         .lines()
         .find(|l| l.trim_start().starts_with("shell"))
-        .expect("conf/base.config sets process.shell");
+        .expect("process.shell");
     let list = &line[line.find('[').unwrap() + 1..line.find(']').unwrap()];
     list.split(',')
         .map(|s| s.trim().trim_matches('\'').to_string())
+        .collect()
+}
+
+/// A module's nf-core meta.yml, as JSON.
+fn meta_yml(dir: &str) -> Json {
+    fn json(y: &yaml_rust2::Yaml) -> Json {
+        use yaml_rust2::Yaml as Y;
+        match y {
+            Y::Real(r) => serde_json::from_str(r).unwrap(),
+            Y::Integer(i) => Json::from(*i),
+            Y::String(s) => Json::from(s.as_str()),
+            Y::Boolean(b) => Json::from(*b),
+            Y::Array(a) => Json::Array(a.iter().map(json).collect()),
+            Y::Hash(h) => Json::Object(
+                h.iter()
+                    .map(|(k, v)| (k.as_str().unwrap().to_string(), json(v)))
+                    .collect(),
+            ),
+            Y::Null => Json::Null,
+            other => panic!("unexpected YAML {other:?}"),
+        }
+    }
+    let rel = format!("nextflow/modules/{dir}/meta.yml");
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(&read(&rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    json(&docs[0])
+}
+
+/// A channel of meta.yml (one element, or a tuple's list of them) as [(name, properties)].
+fn meta_channel(ch: &Json) -> Vec<(String, Json)> {
+    let items = ch.as_array().cloned().unwrap_or_else(|| vec![ch.clone()]);
+    items
+        .iter()
+        .map(|e| {
+            let (k, v) = e.as_object().unwrap().iter().next().unwrap();
+            (k.clone(), v.clone())
+        })
         .collect()
 }
 
@@ -712,14 +828,17 @@ fn bin_dir(root: &Path) -> PathBuf {
     dir
 }
 
+#[derive(Clone)]
 struct Task {
     module: Module,
     dir: PathBuf,
     ctx: Ctx,
+    stage: Vec<(String, PathBuf)>,
 }
 
 impl Task {
-    /// `inputs`: (declared name, value); `stage`: (file name in the work dir, link target).
+    /// `inputs`: (declared name, value), every declared input but `meta` (give `meta.id`);
+    /// `stage`: (file name in the work dir, link target).
     fn new(
         root: &Path,
         module: Module,
@@ -727,40 +846,54 @@ impl Task {
         inputs: Vec<(&str, V)>,
         stage: &[(String, PathBuf)],
     ) -> Task {
-        let declared = module.inputs();
-        let given: Vec<String> = inputs.iter().map(|(n, _)| n.to_string()).collect();
-        let bound: Vec<String> = declared
-            .iter()
-            .filter(|d| d.as_str() != "meta")
-            .cloned()
+        let declared: Vec<String> = module
+            .inputs()
+            .concat()
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n != "meta")
             .collect();
-        let given_plain: Vec<String> = given
+        let given: Vec<&str> = inputs
             .iter()
-            .filter(|g| !g.starts_with("meta."))
-            .cloned()
+            .map(|(n, _)| *n)
+            .filter(|n| !n.starts_with("meta."))
             .collect();
         assert_eq!(
-            bound, given_plain,
+            declared, given,
             "{}: declared inputs vs the test's",
             module.name
         );
-        let dir = root.join(format!("{}_{tag}", module.dir));
-        fs::create_dir_all(&dir).unwrap();
-        for (name, target) in stage {
-            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
-        }
         let params = test_params();
-        let mut ctx = Ctx::default();
-        for (k, v) in &params {
-            ctx.set(&format!("params.{k}"), v.clone());
-        }
-        ctx.set("task.process", V::Str(module.name.clone()));
-        ctx.set("task.cpus", V::Num("2".into()));
-        ctx.set("task.ext.args", ext_args(&module.name, &params));
+        let mut ctx = Ctx::with_params(&params);
+        ctx.set("task.process", V::Str(module.name.clone()))
+            .set("task.cpus", V::Num("2".into()))
+            .set("task.ext.args", ext_args(&module.name, &params));
         for (n, v) in inputs {
             ctx.set(n, v);
         }
-        Task { module, dir, ctx }
+        let task = Task {
+            dir: root.join(format!("{}_{tag}", module.dir)),
+            module,
+            ctx,
+            stage: stage.to_vec(),
+        };
+        task.stage_in();
+        task
+    }
+
+    fn stage_in(&self) {
+        fs::create_dir_all(&self.dir).unwrap();
+        for (name, target) in &self.stage {
+            std::os::unix::fs::symlink(target, self.dir.join(name)).unwrap();
+        }
+    }
+
+    /// The same task in a fresh work directory (`<dir>_<suffix>`).
+    fn copy(&self, suffix: &str) -> Task {
+        let mut t = self.clone();
+        t.dir = PathBuf::from(format!("{}_{suffix}", self.dir.display()));
+        t.stage_in();
+        t
     }
 
     fn script(&self, block: Block) -> String {
@@ -778,81 +911,68 @@ impl Task {
         }
         fs::write(self.dir.join(".command.sh"), &script).unwrap();
         let shell = task_shell();
+        let sys_path = std::env::var("PATH").unwrap_or_default();
         let mut cmd = Command::new(&shell[0]);
         cmd.args(&shell[1..])
             .arg(".command.sh")
             .current_dir(&self.dir);
-        let sys_path = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{sys_path}", path.display()));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        cmd.env("PATH", format!("{}:{sys_path}", path.display()))
+            .envs(env.iter().copied());
         cmd.output().unwrap()
     }
 
-    fn run(&self, block: Block, bin: &Path) -> Output {
+    fn run(&self, block: Block, bin: &Path) {
         let o = self.run_with(block, bin, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             o.status.success(),
-            "{} {block:?} failed ({:?}):\n{}\n--- script:\n{}",
+            "{} {block:?} failed ({:?}):\n{err}\n--- script:\n{}",
             self.module.name,
             o.status,
-            String::from_utf8_lossy(&o.stderr),
             self.script(block)
         );
-        o
-    }
-
-    /// Files matching each declared output (non-optional ones must match at least one).
-    fn outputs(&self) -> BTreeMap<String, Vec<String>> {
-        self.collect_outputs(false)
-    }
-
-    /// As `outputs`, but the optional outputs are required too, except the failed-records list
-    /// (what a stub must create: everything a successful run can emit).
-    fn all_outputs(&self) -> BTreeMap<String, Vec<String>> {
-        self.collect_outputs(true)
-    }
-
-    fn collect_outputs(&self, all: bool) -> BTreeMap<String, Vec<String>> {
-        let files = list_files(&self.dir);
-        let mut out = BTreeMap::new();
-        for d in self.module.outputs(&self.ctx) {
-            let pattern = d.pattern.render();
-            let hits: Vec<String> = files
-                .iter()
-                .filter(|f| glob_match(&pattern, f))
-                .cloned()
-                .collect();
-            let required = !d.optional || (all && d.emit != "failed");
-            assert!(
-                !required || !hits.is_empty(),
-                "{}: declared output {pattern:?} (emit {}) missing; files: {files:?}",
-                self.module.name,
-                d.emit
-            );
-            out.entry(d.emit).or_insert_with(Vec::new).extend(hits);
-        }
-        out
-    }
-
-    fn check_versions(&self) {
-        let text = fs::read_to_string(self.dir.join("versions.yml")).unwrap();
+        let versions = fs::read_to_string(self.dir.join("versions.yml")).unwrap();
+        let want = format!(
+            "\"{}\":\n    virnucpro: {}\n",
+            self.module.name,
+            env!("CARGO_PKG_VERSION")
+        );
         assert_eq!(
-            text,
-            format!(
-                "\"{}\":\n    virnucpro: {}\n",
-                self.module.name,
-                env!("CARGO_PKG_VERSION")
-            ),
-            "{}: versions.yml",
+            versions, want,
+            "{} {block:?}: versions.yml",
             self.module.name
         );
     }
+
+    /// Files matching each declared output, by emit (a non-optional one must match).
+    fn outputs(&self) -> BTreeMap<String, Vec<String>> {
+        let files = list_files(&self.dir);
+        let mut out = BTreeMap::new();
+        for d in self.module.outputs() {
+            for e in d.elems.iter().filter(|e| e.path) {
+                let pattern = gstring(&e.name, &self.ctx).unwrap();
+                let hits: Vec<String> = files
+                    .iter()
+                    .filter(|f| glob_match(&pattern, f))
+                    .cloned()
+                    .collect();
+                assert!(
+                    d.optional || !hits.is_empty(),
+                    "{}: declared output {pattern:?} (emit {}) missing; files: {files:?}",
+                    self.module.name,
+                    d.emit
+                );
+                out.entry(d.emit.clone())
+                    .or_insert_with(Vec::new)
+                    .extend(hits);
+            }
+        }
+        out
+    }
 }
 
-/// Relative paths of the files under `dir` (following links, as Nextflow's output globs do),
-/// leaving out the hidden task files.
+/// Relative paths of the files under `dir` (links followed, as Nextflow's output globs do),
+/// hidden task files left out.
 fn list_files(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in fs::read_dir(dir).unwrap() {
@@ -860,8 +980,7 @@ fn list_files(dir: &Path) -> Vec<String> {
             let rel = p.strip_prefix(root).unwrap().display().to_string();
             if rel.starts_with('.') {
                 continue;
-            }
-            if p.is_dir() {
+            } else if p.is_dir() {
                 walk(root, &p, out);
             } else {
                 out.push(rel);
@@ -907,6 +1026,11 @@ fn file_name(p: &Path) -> String {
     p.file_name().unwrap().to_str().unwrap().to_string()
 }
 
+/// (name in the work directory, the file it links to)
+fn staged(p: &Path) -> (String, PathBuf) {
+    (file_name(p), p.to_path_buf())
+}
+
 /// The test samplesheet's samples: (id, FASTA resolved against the sheet's directory).
 fn test_samples(params: &BTreeMap<String, V>) -> Vec<(String, PathBuf)> {
     let sheet = param_path(params, "input");
@@ -921,73 +1045,150 @@ fn test_samples(params: &BTreeMap<String, V>) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-/// An EMBED_DNA or EMBED_PROTEIN (`name`) task for shard `shard` of sample `id`; `fasta` and
-/// `model` are (name in the work directory, file it links to).
+fn translate_task(
+    root: &Path,
+    id: &str,
+    fasta: (String, PathBuf),
+    config: V,
+    stage: &[(String, PathBuf)],
+) -> Task {
+    let params = test_params();
+    let name = fasta.0.clone();
+    let stage: Vec<_> = [fasta].into_iter().chain(stage.iter().cloned()).collect();
+    let inputs = vec![
+        ("meta.id", V::str(id)),
+        ("fasta", V::file(&name)),
+        ("chunk_size", params["chunk_size"].clone()),
+        ("shard_size", params["shard_size"].clone()),
+        ("config", config),
+    ];
+    Task::new(root, module("TRANSLATE"), id, inputs, &stage)
+}
+
+/// An EMBED_DNA or EMBED_PROTEIN (`name`) task on shard `shard` of sample `id`; `model` is
+/// staged as is (no Hub snapshot: `model_subdir` empty unless given).
 fn embed_task(
     root: &Path,
     name: &str,
-    tag: &str,
     id: &str,
     shard: &str,
-    fasta: (String, PathBuf),
+    fasta: &Path,
     model: (String, PathBuf),
+    subdir: &str,
 ) -> Task {
+    let inputs = vec![
+        ("meta.id", V::str(id)),
+        ("shard", V::str(shard)),
+        ("fasta", V::file(&file_name(fasta))),
+        ("model", V::file(&model.0)),
+        ("model_subdir", V::str(subdir)),
+        ("model_sig", V::str("0123456789abcdef0123456789abcdef")),
+        ("config", V::Files(vec![])),
+    ];
     Task::new(
         root,
         module(name),
-        tag,
-        vec![
-            ("meta.id", V::str(id)),
-            ("shard", V::str(shard)),
-            ("fasta", V::file(&fasta.0)),
-            ("model", V::file(&model.0)),
-            ("model_subdir", V::str("")),
-            ("model_sig", V::str("0123456789abcdef0123456789abcdef")),
-            ("config", V::Files(vec![])),
-        ],
-        &[fasta, model],
+        &format!("{id}_{shard}"),
+        inputs,
+        &[staged(fasta), model],
     )
 }
 
-/// Runs EMBED_DNA or EMBED_PROTEIN (`name`) on one shard file of sample `id` as Nextflow
-/// would, checks its versions, report and that no record failed; returns the embeddings file.
-fn embed_shard(
-    root: &Path,
-    bin: &Path,
-    name: &str,
-    id: &str,
-    shard: &str,
-    input: &Path,
-    model: &Path,
-) -> PathBuf {
-    let task = embed_task(
-        root,
-        name,
-        &format!("{id}_{shard}"),
-        id,
-        shard,
-        (file_name(input), input.to_path_buf()),
-        (file_name(model), model.to_path_buf()),
+fn predict_task(root: &Path, id: &str, dna: &[PathBuf], protein: &[PathBuf], mlp: &Path) -> Task {
+    let names = |l: &[PathBuf]| V::Files(l.iter().map(|p| file_name(p)).collect());
+    let stage: Vec<_> = dna
+        .iter()
+        .chain(protein)
+        .chain([&mlp.to_path_buf()])
+        .map(|p| staged(p))
+        .collect();
+    let inputs = vec![
+        ("meta.id", V::str(id)),
+        ("dna", names(dna)),
+        ("protein", names(protein)),
+        ("classifier", V::file(&file_name(mlp))),
+        ("config", V::Files(vec![])),
+    ];
+    Task::new(root, module("PREDICT"), id, inputs, &stage)
+}
+
+/// The module scripts, in the workflow's order, on one sample: TRANSLATE, then EMBED_DNA and
+/// EMBED_PROTEIN per shard (paired by shard key), then PREDICT on every shard sorted by key (as
+/// main.nf passes them). Each task runs in its own work directory with links to the previous
+/// tasks' outputs, as Nextflow stages them, and is checked against its declared outputs.
+/// Returns every task, in order.
+fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
+    let params = test_params();
+    let t = translate_task(root, id, staged(fasta), V::Files(vec![]), &[]);
+    t.run(Block::Script, bin);
+    let shards = &t.outputs()["shards"];
+    let key = |f: &str| {
+        file_name(Path::new(f))
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let nuc: BTreeMap<String, &String> = shards
+        .iter()
+        .filter(|f| f.ends_with(".fa"))
+        .map(|f| (key(f), f))
+        .collect();
+    let prot: BTreeMap<String, &String> = shards
+        .iter()
+        .filter(|f| f.ends_with(".faa"))
+        .map(|f| (key(f), f))
+        .collect();
+    assert_eq!(
+        nuc.keys().collect::<Vec<_>>(),
+        prot.keys().collect::<Vec<_>>(),
+        "{id}: shard pairs"
     );
-    task.run(Block::Script, bin);
-    task.check_versions();
-    let out = task.outputs();
+    let mut tasks = vec![t.clone()];
+    let (mut dna, mut protein) = (Vec::new(), Vec::new());
+    for (k, n) in &nuc {
+        for (name, input, model, list) in [
+            ("EMBED_DNA", n, "dnabert", &mut dna),
+            ("EMBED_PROTEIN", &prot[k], "esm", &mut protein),
+        ] {
+            let task = embed_task(
+                root,
+                name,
+                id,
+                k,
+                &t.dir.join(input),
+                staged(&param_path(&params, model)),
+                "",
+            );
+            task.run(Block::Script, bin);
+            let out = task.outputs();
+            assert!(
+                out["failed"].is_empty(),
+                "{name} {id}/{k}: records failed: {:?}",
+                out["failed"]
+            );
+            assert_eq!(out["embeddings"].len(), 1, "{name} {id}/{k}");
+            list.push(task.dir.join(&out["embeddings"][0]));
+            tasks.push(task);
+        }
+    }
+    let p = predict_task(root, id, &dna, &protein, &param_path(&params, "classifier"));
+    let names: Vec<String> = dna.iter().map(|p| file_name(p)).collect();
     assert!(
-        out["failed"].is_empty(),
-        "{name} {id}/{shard}: records failed: {:?}",
-        out["failed"]
+        p.script(Block::Script)
+            .contains(&format!("--dna {} ", names.join(" "))),
+        "every DNA shard on one --dna"
     );
-    assert!(!out["report"].is_empty());
-    let emb = &out["embeddings"];
-    assert_eq!(emb.len(), 1, "{name} {id}/{shard}: {emb:?}");
-    task.dir.join(&emb[0])
+    p.run(Block::Script, bin);
+    p.outputs();
+    tasks.push(p);
+    tasks
 }
 
 // ---------------------------------------------------------------------------------------------
-// The tests.
+// The scripts, run.
 
-/// TRANSLATE -> EMBED_DNA + EMBED_PROTEIN per shard -> PREDICT per sample, each task in its own
-/// work directory with links to the previous tasks' outputs, as Nextflow stages them.
+/// The test profile's samples through the module scripts reproduce the original's calls.
 #[test]
 fn module_scripts_run_the_test_profile_and_reproduce_the_original() {
     let root = tempfile::tempdir().unwrap();
@@ -998,398 +1199,109 @@ fn module_scripts_run_the_test_profile_and_reproduce_the_original() {
         samples.len() >= 2,
         "the test samplesheet exercises several samples"
     );
-    let (dnabert, esm, mlp) = (
-        param_path(&params, "dnabert"),
-        param_path(&params, "esm"),
-        param_path(&params, "classifier"),
-    );
     let golden = fixtures().join(format!("e2e/chunk{}", params["chunk_size"].render()));
-
     for (id, fasta) in &samples {
-        // TRANSLATE
-        let fa = file_name(fasta);
-        let t = Task::new(
-            root.path(),
-            module("TRANSLATE"),
-            id,
-            vec![
-                ("meta.id", V::str(id)),
-                ("fasta", V::file(&fa)),
-                ("chunk_size", params["chunk_size"].clone()),
-                ("shard_size", params["shard_size"].clone()),
-                ("config", V::Files(vec![])),
-            ],
-            &[(fa.clone(), fasta.clone())],
-        );
-        t.run(Block::Script, &bin);
-        t.check_versions();
-        let out = t.outputs();
-        let (nuc, prot) = (&out["shards"], &out["shards"]);
-        let key = |f: &str| {
-            file_name(Path::new(f))
-                .split('.')
-                .next()
-                .unwrap()
-                .to_string()
-        };
-        let nuc: Vec<&String> = nuc.iter().filter(|f| f.ends_with(".fa")).collect();
-        let prot: BTreeMap<String, &String> = prot
-            .iter()
-            .filter(|f| f.ends_with(".faa"))
-            .map(|f| (key(f), f))
-            .collect();
+        let tasks = run_sample(root.path(), &bin, id, fasta);
         assert!(
-            nuc.len() >= 2,
-            "{id}: shard_size should give several shards, got {nuc:?}"
+            tasks.len() >= 1 + 2 * 2 + 1,
+            "{id}: shard_size gives several shards"
         );
-        assert_eq!(nuc.len(), prot.len());
-
-        // EMBED_DNA and EMBED_PROTEIN per shard, paired by shard key.
-        let mut dna_files = Vec::new();
-        let mut protein_files = Vec::new();
-        for n in nuc {
-            let k = key(n);
-            let p = prot[&k];
-            for (name, input, model, list) in [
-                ("EMBED_DNA", n, &dnabert, &mut dna_files),
-                ("EMBED_PROTEIN", p, &esm, &mut protein_files),
-            ] {
-                let emb = embed_shard(root.path(), &bin, name, id, &k, &t.dir.join(input), model);
-                list.push((k.clone(), emb));
-            }
-        }
-
-        // PREDICT: every shard of the sample, sorted by shard key (as main.nf passes them).
-        dna_files.sort();
-        protein_files.sort();
-        let names =
-            |l: &[(String, PathBuf)]| l.iter().map(|(_, p)| file_name(p)).collect::<Vec<_>>();
-        let mut stage: Vec<(String, PathBuf)> = dna_files
-            .iter()
-            .chain(&protein_files)
-            .map(|(_, p)| (file_name(p), p.clone()))
-            .collect();
-        stage.push((file_name(&mlp), mlp.clone()));
-        let task = Task::new(
-            root.path(),
-            module("PREDICT"),
-            id,
-            vec![
-                ("meta.id", V::str(id)),
-                ("dna", V::Files(names(&dna_files))),
-                ("protein", V::Files(names(&protein_files))),
-                ("classifier", V::file(&file_name(&mlp))),
-                ("config", V::Files(vec![])),
-            ],
-            &stage,
-        );
-        let script = task.script(Block::Script);
-        assert!(
-            script.contains(&format!("--dna {}", names(&dna_files).join(" "))),
-            "every DNA shard on one --dna:\n{script}"
-        );
-        task.run(Block::Script, &bin);
-        task.check_versions();
-        task.outputs();
+        let out = &tasks.last().unwrap().dir;
+        let read_out = |name: &str| fs::read_to_string(out.join(name)).unwrap();
         assert_eq!(
+            read_out("prediction_results_highestscore.csv"),
             fs::read_to_string(golden.join("prediction_results_highestscore.csv")).unwrap(),
-            fs::read_to_string(task.dir.join("prediction_results_highestscore.csv")).unwrap(),
             "{id}: prediction_results_highestscore.csv differs from the original's"
         );
-        let ids = |p: &Path| -> Vec<String> {
-            fs::read_to_string(p)
-                .unwrap()
-                .lines()
+        let ids = |text: String| -> Vec<String> {
+            text.lines()
                 .map(|l| l.split('\t').take(2).collect::<Vec<_>>().join("\t"))
                 .collect()
         };
         assert_eq!(
-            ids(&golden.join("prediction_results.txt")),
-            ids(&task.dir.join("prediction_results.txt")),
+            ids(read_out("prediction_results.txt")),
+            ids(fs::read_to_string(golden.join("prediction_results.txt")).unwrap()),
             "{id}: ORF ids and labels"
         );
     }
 }
 
-/// A minimal task of each module with dummy inputs (stub blocks ignore their contents).
-fn stub_tasks(root: &Path) -> Vec<Task> {
-    let dummy = root.join("dummy");
-    fs::write(&dummy, ">x\nACGT\n").unwrap();
-    let d = |name: &str| (name.to_string(), dummy.clone());
-    vec![
-        Task::new(
-            root,
-            module("TRANSLATE"),
-            "stub",
-            vec![
-                ("meta.id", V::str("s1")),
-                ("fasta", V::file("s1.fa")),
-                ("chunk_size", V::Num("500".into())),
-                ("shard_size", V::Num("8".into())),
-                ("config", V::Files(vec![])),
-            ],
-            &[d("s1.fa")],
-        ),
-        embed_task(
-            root,
-            "EMBED_DNA",
-            "stub",
-            "s1",
-            "00000",
-            d("00000.identified_nucleotide.fa"),
-            d("dnabert"),
-        ),
-        embed_task(
-            root,
-            "EMBED_PROTEIN",
-            "stub",
-            "s1",
-            "00000",
-            d("00000.identified_protein.faa"),
-            d("esm"),
-        ),
-        Task::new(
-            root,
-            module("PREDICT"),
-            "stub",
-            vec![
-                ("meta.id", V::str("s1")),
-                (
-                    "dna",
-                    V::Files(vec![
-                        "s1.00000.dna.safetensors".into(),
-                        "s1.00001.dna.safetensors".into(),
-                    ]),
-                ),
-                (
-                    "protein",
-                    V::Files(vec!["s1.00000.protein.safetensors".into()]),
-                ),
-                ("classifier", V::file("mlp.pth")),
-                ("config", V::Files(vec![])),
-            ],
-            &[
-                d("s1.00000.dna.safetensors"),
-                d("s1.00001.dna.safetensors"),
-                d("s1.00000.protein.safetensors"),
-                d("mlp.pth"),
-            ],
-        ),
-    ]
+/// The shape of a step's outputs: per emit, the file names, and per file the JSON keys of a
+/// report or the first line of a table or FASTA.
+fn output_shape(task: &Task) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut shape = BTreeMap::new();
+    for (emit, files) in task.outputs() {
+        let mut entries = Vec::new();
+        for f in files {
+            let path = task.dir.join(&f);
+            let what = if f.ends_with(".json") {
+                let json: Json = serde_json::from_str(&fs::read_to_string(&path).unwrap())
+                    .unwrap_or_else(|e| panic!("{}: {f}: {e}", task.module.name));
+                format!(
+                    "keys {:?}",
+                    json.as_object().unwrap().keys().collect::<Vec<_>>()
+                )
+            } else if [".txt", ".csv", ".tsv", ".fa", ".faa", ".yml"]
+                .iter()
+                .any(|x| f.ends_with(x))
+            {
+                format!(
+                    "first line {:?}",
+                    fs::read_to_string(&path).unwrap().lines().next()
+                )
+            } else {
+                "binary".to_string()
+            };
+            entries.push((f, what));
+        }
+        shape.insert(emit, entries);
+    }
+    shape
 }
 
-/// A sample whose sequences give no ORF goes through every module to empty tables (one empty
-/// shard pair, empty embeddings), so one such sample never fails a run over many.
+/// A sample without ORFs goes through every module to empty tables (one empty shard pair, empty
+/// embeddings), so one such sample never fails a run over many. And each stub, given the same
+/// inputs, writes what the real step writes for it: the same files (so downstream steps and
+/// the published layout are the same), reports with the same keys, tables with the same
+/// header; each output's name matches its meta.yml pattern.
 #[test]
-fn a_sample_without_orfs_flows_through_the_modules_to_empty_tables() {
+fn stubs_write_what_the_real_steps_write() {
     let root = tempfile::tempdir().unwrap();
     let bin = bin_dir(root.path());
-    let params = test_params();
     let input = root.path().join("tiny.fa");
     fs::write(&input, ">too_short\nAC\n").unwrap();
-    let (dnabert, esm, mlp) = (
-        param_path(&params, "dnabert"),
-        param_path(&params, "esm"),
-        param_path(&params, "classifier"),
-    );
-    let t = Task::new(
-        root.path(),
-        module("TRANSLATE"),
-        "tiny",
-        vec![
-            ("meta.id", V::str("tiny")),
-            ("fasta", V::file("tiny.fa")),
-            ("chunk_size", params["chunk_size"].clone()),
-            ("shard_size", params["shard_size"].clone()),
-            ("config", V::Files(vec![])),
-        ],
-        &[("tiny.fa".to_string(), input.clone())],
-    );
-    t.run(Block::Script, &bin);
-    let mut shards = t.outputs()["shards"].clone();
-    shards.sort();
+    let tasks = run_sample(root.path(), &bin, "tiny", &input);
+    assert_eq!(tasks.len(), 4, "one empty shard pair");
+    let predict = &tasks[3].dir;
     assert_eq!(
-        shards,
-        [
-            "translate/shards/00000.identified_nucleotide.fa",
-            "translate/shards/00000.identified_protein.faa"
-        ]
-    );
-    let mut embedded = Vec::new();
-    for (name, input, model) in [
-        ("EMBED_DNA", &shards[0], &dnabert),
-        ("EMBED_PROTEIN", &shards[1], &esm),
-    ] {
-        let input = t.dir.join(input);
-        embedded.push(embed_shard(
-            root.path(),
-            &bin,
-            name,
-            "tiny",
-            "00000",
-            &input,
-            model,
-        ));
-    }
-    let names: Vec<String> = embedded.iter().map(|p| file_name(p)).collect();
-    let mut stage: Vec<(String, PathBuf)> = names
-        .iter()
-        .cloned()
-        .zip(embedded.iter().cloned())
-        .collect();
-    stage.push((file_name(&mlp), mlp.clone()));
-    let task = Task::new(
-        root.path(),
-        module("PREDICT"),
-        "tiny",
-        vec![
-            ("meta.id", V::str("tiny")),
-            ("dna", V::Files(vec![names[0].clone()])),
-            ("protein", V::Files(vec![names[1].clone()])),
-            ("classifier", V::file(&file_name(&mlp))),
-            ("config", V::Files(vec![])),
-        ],
-        &stage,
-    );
-    task.run(Block::Script, &bin);
-    task.outputs();
-    assert_eq!(
-        fs::read_to_string(task.dir.join("prediction_results_highestscore.csv")).unwrap(),
+        fs::read_to_string(predict.join("prediction_results_highestscore.csv")).unwrap(),
         "Modified_ID\tIs_Virus\n"
     );
-}
-
-#[test]
-fn module_stubs_create_every_declared_output() {
-    let root = tempfile::tempdir().unwrap();
-    let bin = bin_dir(root.path());
-    for task in stub_tasks(root.path()) {
-        task.run(Block::Stub, &bin);
-        task.check_versions();
-        let outs = task.all_outputs();
-        assert!(outs.contains_key("versions"), "{}", task.module.name);
-    }
-}
-
-/// `--flag` tokens in `text` (not part of a longer word).
-fn flags(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (at, _) in text.match_indices("--") {
-        if at > 0 && !text[..at].ends_with([' ', '\t', '\n', '"', '\'', '(']) {
-            continue;
-        }
-        let name: String = text[at + 2..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
-        if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-            out.insert(format!("--{name}"));
-        }
-    }
-    out
-}
-
-fn help(args: &[&str]) -> String {
-    let mut args = args.to_vec();
-    args.push("--help");
-    let o = common::run(&args, None);
-    assert!(o.status.success(), "virnucpro {args:?} --help");
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn help_has(help: &str, flag: &str) -> bool {
-    help.match_indices(flag).any(|(at, _)| {
-        !help[at + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
-    })
-}
-
-/// Every flag a module script or an ext.args setting passes is one the subcommand accepts.
-#[test]
-fn flags_in_modules_and_configs_exist_in_the_cli() {
-    let top = help(&[]);
-    for m in modules() {
-        let sub = help(&[&m.subcommand]);
-        for block in [Block::Script, Block::Stub] {
-            let (stmts, body) = m.block(block);
-            // The command line: `virnucpro ${cfg} <subcommand>`.
-            if block == Block::Script {
+    for real in &tasks {
+        let stub = real.copy("stub");
+        stub.run(Block::Stub, &bin);
+        assert_eq!(
+            output_shape(&stub),
+            output_shape(real),
+            "{}: the stub's outputs vs the real step's",
+            real.module.name
+        );
+        let meta = meta_yml(&real.module.dir);
+        for (emit, files) in real.outputs() {
+            let patterns: Vec<String> = meta_channel(&meta["output"][&emit][0])
+                .iter()
+                .filter_map(|(_, p)| p["pattern"].as_str().map(String::from))
+                .collect();
+            for f in files {
+                let name = file_name(Path::new(&f));
                 assert!(
-                    body.contains(&format!("virnucpro ${{cfg}} {} ", m.subcommand)),
-                    "{}: runs `virnucpro ${{cfg}} {}`",
-                    m.name,
-                    m.subcommand
+                    patterns.iter().any(|p| glob_match(p, &name)),
+                    "{} meta.yml: {emit}: {name} matches none of {patterns:?}",
+                    real.module.name
                 );
-            }
-            for flag in flags(&body) {
-                let ok = if flag == "--version" {
-                    help_has(&top, &flag)
-                } else {
-                    help_has(&sub, &flag)
-                };
-                assert!(
-                    ok,
-                    "{} {block:?}: `{flag}` is not in `virnucpro {} --help`",
-                    m.name, m.subcommand
-                );
-            }
-            // Flags built in Groovy (the optional --config) are global options.
-            for flag in flags(&stmts) {
-                if help_has(&top, &flag) {
-                    continue;
-                }
-                assert_eq!(
-                    flag, "--config",
-                    "{}: {flag} is not a global option",
-                    m.name
-                );
-                eprintln!("note: `virnucpro --help` has no --config yet (not merged): {} passes it only when params.virnucpro_config is set", m.name);
             }
         }
     }
-    let mut seen = 0;
-    for rel in [
-        "conf/modules.config",
-        "conf/test.config",
-        "conf/base.config",
-        "nextflow/nextflow.config",
-    ] {
-        for (names, src) in ext_args_blocks(rel) {
-            for name in names {
-                let m = module(&name);
-                let sub = help(&[&m.subcommand]);
-                for flag in flags(&src) {
-                    assert!(
-                        help_has(&sub, &flag),
-                        "{rel}: {name} ext.args `{flag}` is not in `virnucpro {} --help`",
-                        m.subcommand
-                    );
-                    seen += 1;
-                }
-            }
-        }
-    }
-    assert!(seen >= 5, "ext.args flags were found ({seen})");
-}
-
-/// The scripts as rendered for the test profile and for the stubs: shellcheck clean.
-#[test]
-fn rendered_module_scripts_are_shellcheck_clean() {
-    let root = tempfile::tempdir().unwrap();
-    let mut scripts = Vec::new();
-    for task in stub_tasks(root.path()) {
-        for block in [Block::Script, Block::Stub] {
-            let path = root
-                .path()
-                .join(format!("{}_{block:?}.sh", task.module.name));
-            fs::write(
-                &path,
-                format!("#!/usr/bin/env bash\n{}", task.script(block)),
-            )
-            .unwrap();
-            scripts.push(path);
-        }
-    }
-    shellcheck(&scripts);
 }
 
 /// A stand-in `virnucpro` that writes the embedding outputs and exits with $FAKE_RC; with
@@ -1418,18 +1330,61 @@ exit "${FAKE_RC:-0}"
     dir
 }
 
+/// A minimal task of each module with dummy inputs (for rendering and the fake binary).
+fn dummy_tasks(root: &Path) -> Vec<Task> {
+    let dummy = |name: &str| {
+        let p = root.join("dummy").join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, ">x\nACGT\n").unwrap();
+        p
+    };
+    let model = (String::from("model"), dummy("model"));
+    let dna = [
+        dummy("s1.00000.dna.safetensors"),
+        dummy("s1.00001.dna.safetensors"),
+    ];
+    vec![
+        translate_task(root, "s1", staged(&dummy("s1.fa")), V::Files(vec![]), &[]),
+        embed_task(
+            root,
+            "EMBED_DNA",
+            "s1",
+            "00000",
+            &dummy("00000.identified_nucleotide.fa"),
+            model.clone(),
+            "",
+        ),
+        embed_task(
+            root,
+            "EMBED_PROTEIN",
+            "s1",
+            "00000",
+            &dummy("00000.identified_protein.faa"),
+            model,
+            "",
+        ),
+        predict_task(
+            root,
+            "s1",
+            &dna,
+            &[dummy("s1.00000.protein.safetensors")],
+            &dummy("mlp.pth"),
+        ),
+    ]
+}
+
 /// Exit code 2 (finished, some records failed) passes, with the failed list as an output, but
-/// only beside the step's report (a 2 without it is not the binary's "finished"); any other
-/// failure, the usage error 64 included, fails the task with its own exit code, under
-/// process.shell's `-e`.
+/// only beside the step's report; any other failure, the usage error 64 included, fails the
+/// task with its own exit code, under process.shell's `-e`.
 #[test]
 fn embed_exit_code_2_is_a_success_and_others_fail() {
     let root = tempfile::tempdir().unwrap();
     let fake = fake_bin(root.path());
-    for task in stub_tasks(root.path())
+    for task in dummy_tasks(root.path())
         .into_iter()
         .filter(|t| t.module.name.starts_with("EMBED_"))
     {
+        let name = &task.module.name;
         for (rc, report, ok) in [
             ("0", true, true),
             ("2", true, true),
@@ -1438,44 +1393,58 @@ fn embed_exit_code_2_is_a_success_and_others_fail() {
             ("3", true, false),
             ("64", false, false),
         ] {
-            for f in list_files(&task.dir) {
-                if f == "versions.yml" || f.ends_with(".failed.tsv") || f.ends_with(".json") {
-                    fs::remove_file(task.dir.join(f)).unwrap();
-                }
-            }
-            let no_report = if report { "" } else { "1" };
-            let o = task.run_with(
+            let t = task.copy(&format!("rc{rc}_{report}"));
+            let o = t.run_with(
                 Block::Script,
                 &fake,
-                &[("FAKE_RC", rc), ("FAKE_NO_REPORT", no_report)],
+                &[
+                    ("FAKE_RC", rc),
+                    ("FAKE_NO_REPORT", if report { "" } else { "1" }),
+                ],
             );
             let stderr = String::from_utf8_lossy(&o.stderr);
             if ok {
-                assert!(o.status.success(), "{} rc {rc}: {stderr}", task.module.name);
-                task.check_versions();
-                let outs = task.outputs();
-                let want = usize::from(rc == "2");
+                assert!(o.status.success(), "{name} rc {rc}: {stderr}");
+                assert!(t.dir.join("versions.yml").exists());
                 assert_eq!(
-                    outs["failed"].len(),
-                    want,
-                    "{} rc {rc}: the failed list is an output",
-                    task.module.name
+                    t.outputs()["failed"].len(),
+                    usize::from(rc == "2"),
+                    "{name} rc {rc}: the failed list is an output"
                 );
             } else {
                 assert_eq!(
                     o.status.code().map(|c| c.to_string()).as_deref(),
                     Some(rc),
-                    "{} rc {rc}, report {report}: {stderr}",
-                    task.module.name
+                    "{name} rc {rc}, report {report}: {stderr}"
                 );
                 assert!(
-                    !task.dir.join("versions.yml").exists(),
-                    "{}: stopped at the failure",
-                    task.module.name
+                    !t.dir.join("versions.yml").exists(),
+                    "{name}: stopped at the failure"
                 );
             }
         }
     }
+}
+
+/// The scripts and stubs as rendered: shellcheck clean.
+#[test]
+fn rendered_module_scripts_are_shellcheck_clean() {
+    let root = tempfile::tempdir().unwrap();
+    let mut scripts = Vec::new();
+    for task in dummy_tasks(root.path()) {
+        for block in [Block::Script, Block::Stub] {
+            let path = root
+                .path()
+                .join(format!("{}_{block:?}.sh", task.module.name));
+            fs::write(
+                &path,
+                format!("#!/usr/bin/env bash\n{}", task.script(block)),
+            )
+            .unwrap();
+            scripts.push(path);
+        }
+    }
+    shellcheck(&scripts);
 }
 
 /// With params.virnucpro_config set, the file is staged and passed as the global --config.
@@ -1485,33 +1454,380 @@ fn virnucpro_config_is_passed_when_set() {
     let toml = root.path().join("virnucpro.toml");
     fs::write(&toml, "# no settings: the defaults\n").unwrap();
     let fasta = fixtures().join("e2e/input.fa");
-    let task = Task::new(
+    let task = translate_task(
         root.path(),
-        module("TRANSLATE"),
-        "config",
-        vec![
-            ("meta.id", V::str("c")),
-            ("fasta", V::file("input.fa")),
-            ("chunk_size", V::Num("500".into())),
-            ("shard_size", V::Num("8".into())),
-            ("config", V::file("virnucpro.toml")),
-        ],
-        &[("input.fa".into(), fasta), ("virnucpro.toml".into(), toml)],
+        "c",
+        staged(&fasta),
+        V::file("virnucpro.toml"),
+        &[staged(&toml)],
     );
     let script = task.script(Block::Script);
     assert!(
         script.contains("virnucpro --config virnucpro.toml translate"),
         "{script}"
     );
-    if !help_has(&help(&[]), "--config") {
-        eprintln!(
-            "note: this virnucpro has no --config yet; the rendered command is checked, not run"
-        );
-        return;
-    }
-    let bin = bin_dir(root.path());
-    task.run(Block::Script, &bin);
+    task.run(Block::Script, &bin_dir(root.path()));
     task.outputs();
+}
+
+/// A Hugging Face cache snapshot (files are links into ../../blobs) is staged as its
+/// repository directory and read through snapshots/<rev>: the module's script, run with the
+/// binary on such a layout of the tiny DNABERT-S, embeds the shard.
+#[test]
+fn a_hub_cache_snapshot_model_is_read_through_its_repository_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dnabert = param_path(&test_params(), "dnabert");
+    let repo_dir = root.path().join("hub/models--zhihan1996--DNABERT-S");
+    let snapshot = repo_dir.join("snapshots/0123abcd");
+    fs::create_dir_all(repo_dir.join("blobs")).unwrap();
+    fs::create_dir_all(&snapshot).unwrap();
+    for (i, e) in fs::read_dir(&dnabert).unwrap().enumerate() {
+        let e = e.unwrap();
+        fs::copy(e.path(), repo_dir.join(format!("blobs/blob{i:02}"))).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../blobs/blob{i:02}"),
+            snapshot.join(e.file_name()),
+        )
+        .unwrap();
+    }
+    let shard = root.path().join("00000.identified_nucleotide.fa");
+    fs::write(&shard, format!(">orf1\n{}\n", "ACGTTGCAAG".repeat(30))).unwrap();
+    let task = embed_task(
+        root.path(),
+        "EMBED_DNA",
+        "hub",
+        "00000",
+        &shard,
+        staged(&repo_dir),
+        "snapshots/0123abcd",
+    );
+    let script = task.script(Block::Script);
+    assert!(
+        script.contains("--model models--zhihan1996--DNABERT-S/snapshots/0123abcd "),
+        "{script}"
+    );
+    task.run(Block::Script, &bin_dir(root.path()));
+    let out = task.outputs();
+    assert_eq!(out["embeddings"].len(), 1);
+    assert!(out["failed"].is_empty(), "{:?}", out["failed"]);
+    let main = read("nextflow/main.nf");
+    assert_contains(
+        &main,
+        "main.nf",
+        &[
+            "real.parent?.name == 'snapshots' && repo?.resolve('blobs')?.isDirectory()",
+            "def sub = hubSnapshot ? \"snapshots/${real.name}\".toString() : ''",
+        ],
+    );
+}
+
+/// publishDir is set per process in conf/modules.config (nf-core's convention: `path`, `mode`,
+/// `saveAs`), not in the modules. Its closures, evaluated for each module's outputs, publish
+/// what the README lists: results/<sample>/translate/translate.json, the embedding reports and
+/// failed lists under results/<sample>/embeddings/ (the embeddings only with
+/// --save_embeddings), predict's files under results/<sample>/; versions.yml never (main.nf
+/// gathers it into pipeline_info/).
+#[test]
+fn outputs_are_published_by_conf_modules_config() {
+    for m in modules() {
+        assert!(
+            code_lines_with(&m.text, "publishDir").is_empty(),
+            "{}: publishDir belongs in conf/modules.config",
+            m.name
+        );
+    }
+    let published = |process: &str, file: &str, save_embeddings: bool| -> Option<String> {
+        let mut params = test_params();
+        params.insert("outdir".into(), V::str("results"));
+        params.insert("save_embeddings".into(), V::Bool(save_embeddings));
+        let mut ctx = Ctx::with_params(&params);
+        ctx.set("meta.id", V::str("s1"));
+        let path = process_closure(process, "path")
+            .unwrap_or_else(|| panic!("{process}: publishDir path"));
+        let save = process_closure(process, "saveAs")
+            .unwrap_or_else(|| panic!("{process}: publishDir saveAs"));
+        let dir = call_closure(&path, None, &ctx).unwrap().render();
+        match call_closure(&save, Some(V::str(file)), &ctx).unwrap() {
+            V::Null => None,
+            name => Some(format!("{dir}/{}", name.render())),
+        }
+    };
+    for (process, file, save, want) in [
+        (
+            "TRANSLATE",
+            "translate/translate.json",
+            false,
+            Some("results/s1/translate/translate.json"),
+        ),
+        (
+            "TRANSLATE",
+            "translate/shards/00000.identified_nucleotide.fa",
+            false,
+            None,
+        ),
+        ("TRANSLATE", "versions.yml", false, None),
+        (
+            "EMBED_DNA",
+            "s1.00000.dna.json",
+            false,
+            Some("results/s1/embeddings/s1.00000.dna.json"),
+        ),
+        (
+            "EMBED_DNA",
+            "s1.00000.dna.safetensors.failed.tsv",
+            false,
+            Some("results/s1/embeddings/s1.00000.dna.safetensors.failed.tsv"),
+        ),
+        ("EMBED_DNA", "s1.00000.dna.safetensors", false, None),
+        (
+            "EMBED_PROTEIN",
+            "s1.00000.protein.safetensors",
+            true,
+            Some("results/s1/embeddings/s1.00000.protein.safetensors"),
+        ),
+        ("EMBED_PROTEIN", "versions.yml", true, None),
+        (
+            "PREDICT",
+            "prediction_results_highestscore.csv",
+            false,
+            Some("results/s1/prediction_results_highestscore.csv"),
+        ),
+        (
+            "PREDICT",
+            "predict.json",
+            false,
+            Some("results/s1/predict.json"),
+        ),
+        ("PREDICT", "versions.yml", false, None),
+    ] {
+        assert_eq!(
+            published(process, file, save).as_deref(),
+            want,
+            "{process} {file} (save_embeddings {save})"
+        );
+    }
+    // Every publishDir takes the mode from params.publish_dir_mode.
+    let config = read("conf/modules.config");
+    let modes = code_lines_with(&config, "mode:");
+    assert_eq!(
+        modes.len(),
+        code_lines_with(&config, "publishDir = [").len()
+    );
+    assert!(
+        modes
+            .iter()
+            .all(|l| l.contains("mode: params.publish_dir_mode")),
+        "{modes:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static checks.
+
+/// `--flag` tokens in `text` (not part of a longer word).
+fn flags(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (at, _) in text.match_indices("--") {
+        if at > 0 && !text[..at].ends_with([' ', '\t', '\n', '"', '\'', '(']) {
+            continue;
+        }
+        let name: String = text[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            out.insert(format!("--{name}"));
+        }
+    }
+    out
+}
+
+fn help(args: &[&str]) -> String {
+    let args: Vec<&str> = args.iter().copied().chain(["--help"]).collect();
+    let o = common::run(&args, None);
+    assert!(o.status.success(), "virnucpro {args:?}");
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn help_has(help: &str, flag: &str) -> bool {
+    help.match_indices(flag).any(|(at, _)| {
+        !help[at + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+    })
+}
+
+/// Every flag a module script or an ext.args setting passes is one the subcommand accepts.
+#[test]
+fn flags_in_modules_and_configs_exist_in_the_cli() {
+    let top = help(&[]);
+    for m in modules() {
+        let sub = help(&[&m.subcommand]);
+        let (stmts, body) = m.block(Block::Script);
+        assert!(
+            body.contains(&format!("virnucpro ${{cfg}} {} ", m.subcommand)),
+            "{}: runs `virnucpro ${{cfg}} {}`",
+            m.name,
+            m.subcommand
+        );
+        for block in [Block::Script, Block::Stub] {
+            for flag in flags(&m.block(block).1) {
+                let help = if flag == "--version" { &top } else { &sub };
+                assert!(
+                    help_has(help, &flag),
+                    "{} {block:?}: `{flag}` is not in `virnucpro {} --help`",
+                    m.name,
+                    m.subcommand
+                );
+            }
+        }
+        // Flags built in Groovy (the optional --config) are global options.
+        for flag in flags(&stmts) {
+            assert!(
+                help_has(&top, &flag),
+                "{}: {flag} is not a global option",
+                m.name
+            );
+        }
+    }
+    let mut seen = 0;
+    for rel in [
+        "conf/modules.config",
+        "conf/test.config",
+        "conf/base.config",
+        "nextflow/nextflow.config",
+    ] {
+        for (names, body) in with_name_blocks(rel) {
+            for name in names {
+                let m = module(&name);
+                let sub = help(&[&m.subcommand]);
+                for flag in flags(&closure_source(&body, "ext.args").unwrap_or_default()) {
+                    assert!(
+                        help_has(&sub, &flag),
+                        "{rel}: {name} ext.args `{flag}` is not in `virnucpro {} --help`",
+                        m.subcommand
+                    );
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert!(seen >= 5, "ext.args flags were found ({seen})");
+}
+
+/// Each module's meta.yml follows nf-core's meta-schema (the required keys, element types and
+/// descriptions) and describes its main.nf: the same input channels in order (tuples as
+/// lists), the same output emits, each with the same elements (names of vals, raw path
+/// patterns), paths typed file/directory and vals not, optional outputs marked optional.
+#[test]
+fn meta_yml_matches_each_module() {
+    const TYPES: [&str; 9] = [
+        "map",
+        "file",
+        "directory",
+        "string",
+        "integer",
+        "float",
+        "boolean",
+        "list",
+        "eval",
+    ];
+    for m in modules() {
+        let meta = meta_yml(&m.dir);
+        let what = format!("nextflow/modules/{}/meta.yml", m.dir);
+        assert_eq!(meta["name"], m.dir.as_str(), "{what}: name");
+        assert!(
+            meta["description"]
+                .as_str()
+                .is_some_and(|d| !d.trim().is_empty()),
+            "{what}: description"
+        );
+        let keywords: BTreeSet<&str> = meta["keywords"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert!(
+            keywords.len() >= 3 && keywords.len() == meta["keywords"].as_array().unwrap().len(),
+            "{what}: 3+ unique keywords"
+        );
+        for tool in meta["tools"].as_array().unwrap() {
+            let (name, t) = tool.as_object().unwrap().iter().next().unwrap();
+            assert!(
+                t["description"].is_string(),
+                "{what}: tool {name}: description"
+            );
+            assert!(
+                ["homepage", "documentation", "tool_dev_url", "doi"]
+                    .iter()
+                    .any(|k| t[k].is_string()),
+                "{what}: tool {name}: a link"
+            );
+        }
+        assert!(
+            !meta["authors"].as_array().unwrap().is_empty(),
+            "{what}: authors"
+        );
+
+        let check = |decl: &[Elem], channel: &Json, optional: bool, ctx: &str| {
+            let elems = meta_channel(channel);
+            let names: Vec<&str> = elems.iter().map(|(n, _)| n.as_str()).collect();
+            let want: Vec<&str> = decl.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(names, want, "{what}: {ctx}: elements vs main.nf");
+            assert_eq!(
+                channel.is_array(),
+                decl.len() > 1,
+                "{what}: {ctx}: a tuple is a list"
+            );
+            for ((name, p), e) in elems.iter().zip(decl) {
+                let ty = p["type"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{what}: {ctx}: {name}: type"));
+                assert!(TYPES.contains(&ty), "{what}: {ctx}: {name}: type {ty}");
+                assert!(
+                    p["description"].is_string(),
+                    "{what}: {ctx}: {name}: description"
+                );
+                let want_ty: &[&str] = match (e.path, e.name.as_str()) {
+                    (true, _) => &["file", "directory"],
+                    (false, "meta") => &["map"],
+                    (false, _) => &["string", "integer", "float", "boolean", "list"],
+                };
+                assert!(
+                    want_ty.contains(&ty),
+                    "{what}: {ctx}: {name}: {ty} for a {}",
+                    if e.path { "path" } else { "val" }
+                );
+                if ty == "file" {
+                    assert!(
+                        p["pattern"].is_string() || e.name == "model",
+                        "{what}: {ctx}: {name}: pattern"
+                    );
+                }
+                if optional && e.path {
+                    assert_eq!(p["optional"], true, "{what}: {ctx}: {name}: optional");
+                }
+            }
+        };
+        let inputs = m.inputs();
+        let meta_inputs = meta["input"].as_array().unwrap();
+        assert_eq!(meta_inputs.len(), inputs.len(), "{what}: input channels");
+        for (i, (decl, ch)) in inputs.iter().zip(meta_inputs).enumerate() {
+            check(decl, ch, false, &format!("input {i}"));
+        }
+        let outputs = m.outputs();
+        let meta_outputs = meta["output"].as_object().unwrap();
+        let emits: BTreeSet<&String> = outputs.iter().map(|o| &o.emit).collect();
+        assert_eq!(
+            meta_outputs.keys().collect::<BTreeSet<_>>(),
+            emits,
+            "{what}: output emits"
+        );
+        for o in &outputs {
+            let ch = meta_outputs[&o.emit].as_array().unwrap();
+            assert_eq!(ch.len(), 1, "{what}: {}: one channel", o.emit);
+            check(&o.elems, &ch[0], o.optional, &format!("output {}", o.emit));
+        }
+    }
 }
 
 /// Each module follows the nf-core conventions the pipeline relies on.
@@ -1519,10 +1835,14 @@ fn virnucpro_config_is_passed_when_set() {
 fn modules_follow_the_nf_core_conventions() {
     let base = read("conf/base.config");
     for m in modules() {
-        let t = &m.text;
-        let directives = &t[..t.find("input:").unwrap()];
-        assert!(t.contains(&format!("process {} {{", m.name)), "{}", m.name);
-        let tag = if m.name.starts_with("EMBED_") {
+        let directives = &m.text[..m.text.find("input:").unwrap()];
+        assert!(
+            m.text.contains(&format!("process {} {{", m.name)),
+            "{}",
+            m.name
+        );
+        let gpu = m.name.starts_with("EMBED_");
+        let tag = if gpu {
             "tag \"${meta.id}:${shard}\""
         } else {
             "tag \"$meta.id\""
@@ -1538,7 +1858,6 @@ fn modules_follow_the_nf_core_conventions() {
             "{}: label {label} has resources in conf/base.config",
             m.name
         );
-        let gpu = m.name.starts_with("EMBED_");
         assert_eq!(
             label == "process_gpu",
             gpu,
@@ -1547,32 +1866,19 @@ fn modules_follow_the_nf_core_conventions() {
         );
         assert!(directives.contains("container \""), "{}: container", m.name);
         assert!(
-            directives.contains("publishDir \"${params.outdir}/${meta.id}"),
-            "{}: publishDir",
-            m.name
-        );
-        assert!(
-            directives.contains("mode: params.publish_dir_mode"),
-            "{}: publish mode",
-            m.name
-        );
-        assert!(
             m.section("input:")
-                .unwrap()
                 .trim_start()
                 .starts_with("tuple val(meta), "),
             "{}: tuple val(meta)",
             m.name
         );
         assert!(
-            m.section("output:")
-                .unwrap()
-                .contains("path 'versions.yml'"),
+            m.section("output:").contains("path 'versions.yml'"),
             "{}: versions.yml",
             m.name
         );
         assert_eq!(
-            m.section("when:").unwrap().trim(),
+            m.section("when:").trim(),
             "task.ext.when == null || task.ext.when",
             "{}",
             m.name
@@ -1588,30 +1894,29 @@ fn modules_follow_the_nf_core_conventions() {
             m.name
         );
         m.block(Block::Stub);
+        assert!(
+            repo()
+                .join(format!("nextflow/modules/{}/meta.yml", m.dir))
+                .is_file(),
+            "{}: meta.yml",
+            m.name
+        );
     }
     // GPU steps: one accelerator each; local_gpu caps them and turns on the lease.
-    let gpu = block_at(
-        &base,
-        base.find("withLabel: 'process_gpu'").unwrap() + "withLabel: 'process_gpu' ".len(),
-    );
     assert!(
-        gpu.contains("accelerator"),
+        gpu_label_block().contains("accelerator"),
         "process_gpu requests an accelerator"
     );
-    let config = read("nextflow/nextflow.config");
-    let local = block_at(
-        &config,
-        config.find("local_gpu {").unwrap() + "local_gpu ".len(),
+    let local = profile_block("local_gpu");
+    assert_contains(
+        &local,
+        "local_gpu",
+        &[
+            "maxForks     = params.gpus_per_node",
+            "env.VIRNUCPRO_GPU_LEASE    = '1'",
+            "env.VIRNUCPRO_GPU_LOCK_DIR",
+        ],
     );
-    assert!(
-        local.contains("maxForks     = params.gpus_per_node"),
-        "{local}"
-    );
-    assert!(
-        local.contains("env.VIRNUCPRO_GPU_LEASE    = '1'"),
-        "{local}"
-    );
-    assert!(local.contains("env.VIRNUCPRO_GPU_LOCK_DIR"), "{local}");
     for profile in [
         "docker",
         "singularity",
@@ -1621,14 +1926,12 @@ fn modules_follow_the_nf_core_conventions() {
         "local_gpu",
         "test",
     ] {
-        assert!(
-            config.contains(&format!("\n    {profile} {{")),
-            "profile {profile}"
-        );
+        profile_block(profile);
     }
 }
 
-/// main.nf includes each module from a file that defines it; the workflow's shape is there.
+/// main.nf includes each module from a file that defines it; the workflow's shape is there;
+/// braces balance in every Groovy file (a cheap syntax check, strings and scripts skipped).
 #[test]
 fn main_nf_includes_the_modules_and_gathers_shards_per_sample() {
     let main = read("nextflow/main.nf");
@@ -1639,51 +1942,41 @@ fn main_nf_includes_the_modules_and_gathers_shards_per_sample() {
         if from.starts_with("plugin/") {
             continue; // a Nextflow plugin's function (nf-schema)
         }
-        let file = repo().join("nextflow").join(format!("{from}.nf"));
-        let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let file = format!("nextflow/{}.nf", from.trim_start_matches("./"));
         assert!(
-            text.contains(&format!("process {name} {{")),
-            "{} defines {name}",
-            file.display()
+            read(&file).contains(&format!("process {name} {{")),
+            "{file} defines {name}"
         );
         included.insert(name.to_string());
     }
-    let want: BTreeSet<String> = MODULES.iter().map(|m| m.0.to_string()).collect();
-    assert_eq!(included, want);
-    for needle in [
-        "splitCsv(header: true",
-        "def samples    = samplesFrom(params.input)",
-        "TRANSLATE(samples, params.chunk_size, params.shard_size, toml)",
-        "groupKey(id, meta.shards)",
-        ".groupTuple(remainder: true)",
-        "PREDICT(embeddings, classifier, toml)",
-        "workflow {",
-    ] {
-        assert!(main.contains(needle), "main.nf: {needle}");
-    }
-    // Braces balance in every Groovy file (a cheap syntax check, strings skipped).
-    for rel in [
-        "nextflow/main.nf",
-        "nextflow/nextflow.config",
-        "conf/base.config",
-        "conf/modules.config",
-        "conf/test.config",
-        "nextflow/modules/translate/main.nf",
-        "nextflow/modules/embed_dna/main.nf",
-        "nextflow/modules/embed_protein/main.nf",
-        "nextflow/modules/predict/main.nf",
-    ] {
-        let text = format!("{{{}}}", read(rel).replace("\"\"\"", "\u{1}"));
+    assert_eq!(
+        included,
+        MODULES
+            .iter()
+            .map(|m| m.0.to_string())
+            .collect::<BTreeSet<_>>()
+    );
+    assert_contains(
+        &main,
+        "main.nf",
+        &[
+            "splitCsv(header: true",
+            "def samples    = samplesFrom(params.input)",
+            "TRANSLATE(samples, params.chunk_size, params.shard_size, toml)",
+            "groupKey(id, meta.shards)",
+            ".groupTuple(remainder: true)",
+            "PREDICT(embeddings, classifier, toml)",
+            "workflow {",
+        ],
+    );
+    for rel in GROOVY_FILES {
         // Triple-quoted scripts hold shell braces: blank them out before counting.
-        let mut clean = String::new();
-        let mut inside = false;
-        for c in text.chars() {
-            if c == '\u{1}' {
-                inside = !inside;
-            } else if !inside {
-                clean.push(c);
-            }
-        }
+        let clean: String = format!("{{{}}}", read(rel))
+            .split("\"\"\"")
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(_, s)| s)
+            .collect();
         assert_eq!(
             block_at(&clean, 0).len(),
             clean.len() - 2,
@@ -1697,8 +1990,7 @@ fn main_nf_includes_the_modules_and_gathers_shards_per_sample() {
 #[test]
 fn params_are_documented_in_the_schema() {
     let params = config_params("nextflow/nextflow.config");
-    let schema: serde_json::Value =
-        serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
+    let schema: Json = serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
     // nf-schema 2.x reads draft 2020-12 only, with the groups under $defs.
     assert_eq!(
         schema["$schema"],
@@ -1709,21 +2001,15 @@ fn params_are_documented_in_the_schema() {
         "draft-07 `definitions`"
     );
     let defs = schema["$defs"].as_object().unwrap();
-    let refs: BTreeSet<String> = schema["allOf"]
+    let refs: BTreeSet<&str> = schema["allOf"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            r["$ref"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("#/$defs/")
-                .to_string()
-        })
+        .map(|r| r["$ref"].as_str().unwrap().trim_start_matches("#/$defs/"))
         .collect();
     assert_eq!(
         refs,
-        defs.keys().cloned().collect::<BTreeSet<_>>(),
+        defs.keys().map(String::as_str).collect(),
         "allOf names every group"
     );
     let mut documented = BTreeMap::new();
@@ -1740,13 +2026,15 @@ fn params_are_documented_in_the_schema() {
         }
     }
     assert_eq!(
-        params.keys().cloned().collect::<BTreeSet<_>>(),
-        documented.keys().cloned().collect::<BTreeSet<_>>(),
+        params.keys().collect::<Vec<_>>(),
+        documented.keys().collect::<Vec<_>>(),
         "nextflow.config params vs nextflow_schema.json"
     );
     for (name, v) in &params {
-        let prop = &documented[name];
-        let ty = prop["type"].as_str().unwrap();
+        let (prop, ty) = (
+            &documented[name],
+            documented[name]["type"].as_str().unwrap(),
+        );
         match v {
             V::Null => assert!(
                 prop.get("default").is_none(),
@@ -1754,13 +2042,13 @@ fn params_are_documented_in_the_schema() {
             ),
             V::Bool(b) => assert_eq!(
                 (ty, &prop["default"]),
-                ("boolean", &serde_json::json!(b)),
+                ("boolean", &Json::from(*b)),
                 "{name}"
             ),
-            V::Num(n) => {
-                assert!(ty == "integer" || ty == "number", "{name}: {ty}");
-                assert_eq!(prop["default"].to_string(), *n, "{name}: default");
-            }
+            V::Num(n) => assert!(
+                (ty == "integer" || ty == "number") && prop["default"].to_string() == *n,
+                "{name}: {ty} {n}"
+            ),
             V::Str(s) => assert_eq!(
                 (ty, prop["default"].as_str()),
                 ("string", Some(s.as_str())),
@@ -1769,29 +2057,16 @@ fn params_are_documented_in_the_schema() {
             V::Files(_) => unreachable!(),
         }
     }
-    // Every params.<name> the pipeline reads is defined.
-    for rel in [
-        "nextflow/main.nf",
-        "nextflow/nextflow.config",
-        "conf/base.config",
-        "conf/modules.config",
-        "conf/test.config",
-        "nextflow/modules/translate/main.nf",
-        "nextflow/modules/embed_dna/main.nf",
-        "nextflow/modules/embed_protein/main.nf",
-        "nextflow/modules/predict/main.nf",
-    ] {
+    for rel in GROOVY_FILES {
         let text = read(rel);
         for (at, _) in text.match_indices("params.") {
+            if text[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                continue;
+            }
             let name: String = text[at + 7..]
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            if at > 0
-                && text[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-            {
-                continue;
-            }
             assert!(
                 params.contains_key(&name),
                 "{rel}: params.{name} is not in nextflow.config"
@@ -1805,15 +2080,12 @@ fn params_are_documented_in_the_schema() {
 fn test_profile_uses_the_shipped_fixtures() {
     let params = test_params();
     for name in ["dnabert", "esm", "classifier", "input"] {
-        let p = param_path(&params, name);
-        assert!(p.exists(), "{name}: {}", p.display());
+        assert!(param_path(&params, name).exists(), "{name}");
     }
     for (id, fasta) in test_samples(&params) {
-        assert_eq!(
-            fs::canonicalize(&fasta).unwrap(),
-            fs::canonicalize(fixtures().join("e2e/input.fa")).unwrap(),
-            "{id}"
-        );
+        let same = fs::canonicalize(&fasta).unwrap()
+            == fs::canonicalize(fixtures().join("e2e/input.fa")).unwrap();
+        assert!(same, "{id}: {}", fasta.display());
     }
     assert_eq!(
         params["device"],
@@ -1853,91 +2125,89 @@ fn groovy_subset_behaves_like_groovy() {
         eval("(params.n ? \"--f ${params.n} \" : '') + ''", &ctx).unwrap(),
         V::str("--f 0.5 ")
     );
+    // `a || b && c` is `a || (b && c)`; `!` binds tightest.
+    assert_eq!(eval("true || false && false", &ctx).unwrap(), V::Bool(true));
+    assert_eq!(
+        eval("!params.x && meta.id.endsWith('1')", &ctx).unwrap(),
+        V::Bool(true)
+    );
+    assert_eq!(
+        call_closure(" f -> f == 'a' ? null : f ", Some(V::str("b")), &ctx).unwrap(),
+        V::str("b")
+    );
     assert_eq!(strip_indent("\n    a\n      b\n    c\n"), "\na\n  b\nc\n");
     assert!(glob_match("t/shards/*.fa", "t/shards/00000.fa"));
     assert!(!glob_match("*.fa", "t/00000.fa"));
     assert!(glob_match("prediction.{svg,png}", "prediction.png"));
 }
 
+/// nf-test files for environments with Nextflow: per module a `-stub` and a real test that
+/// give every declared input, and a pipeline test with the test profile.
+#[test]
+fn nf_test_files_cover_every_module_and_the_pipeline() {
+    assert!(repo().join("nextflow/nf-test.config").is_file());
+    for m in modules() {
+        let rel = format!("nextflow/modules/{}/tests/main.nf.test", m.dir);
+        let t = read(&rel);
+        assert_contains(
+            &t,
+            &rel,
+            &[
+                &format!("process \"{}\"", m.name),
+                "script \"../main.nf\"",
+                "tag \"modules\"",
+            ],
+        );
+        let stubs = t.matches("options \"-stub\"").count();
+        let tests = t.matches("\n    test(\"").count();
+        assert!(stubs >= 1 && tests > stubs, "{rel}: stub and real tests");
+        let declared = m.inputs().len();
+        for (i, test) in t.split("\n    test(\"").skip(1).enumerate() {
+            for k in 0..declared {
+                assert!(
+                    test.contains(&format!("input[{k}]")),
+                    "{rel} test {i}: input[{k}]"
+                );
+            }
+            assert!(
+                !test.contains(&format!("input[{declared}]")),
+                "{rel} test {i}"
+            );
+            assert!(
+                test.contains("{ assert process.success }"),
+                "{rel} test {i}"
+            );
+        }
+    }
+    let t = read("nextflow/tests/main.nf.test");
+    assert_contains(
+        &t,
+        "nextflow/tests/main.nf.test",
+        &[
+            "nextflow_pipeline",
+            "script \"../main.nf\"",
+            "profile \"test\"",
+            "options \"-stub\"",
+        ],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // What a first real run would trip over: GPUs on CPU hosts, GPU isolation in containers, host
 // directories, publish modes, -resume and model changes, vanishing samples, the schema.
 
-const GROOVY_FILES: [&str; 9] = [
-    "nextflow/main.nf",
-    "nextflow/nextflow.config",
-    "conf/base.config",
-    "conf/modules.config",
-    "conf/test.config",
-    "nextflow/modules/translate/main.nf",
-    "nextflow/modules/embed_dna/main.nf",
-    "nextflow/modules/embed_protein/main.nf",
-    "nextflow/modules/predict/main.nf",
-];
-
 /// The body of `withLabel: 'process_gpu' { ... }` in conf/base.config.
 fn gpu_label_block() -> String {
-    let base = read("conf/base.config");
-    let at = base
-        .find("withLabel: 'process_gpu'")
-        .expect("conf/base.config: process_gpu");
-    block_at(&base, at + base[at..].find('{').unwrap()).to_string()
+    block_after(&read("conf/base.config"), "withLabel: 'process_gpu'").to_string()
 }
 
 /// The body of profile `name` in nextflow/nextflow.config.
 fn profile_block(name: &str) -> String {
-    let config = read("nextflow/nextflow.config");
-    let at = config
-        .find(&format!("\n    {name} {{"))
-        .unwrap_or_else(|| panic!("nextflow.config: no profile {name}"));
-    block_at(&config, at + config[at..].find('{').unwrap()).to_string()
-}
-
-/// The body of the closure assigned to `name` (`name = { ... }`) in `block`.
-fn closure<'a>(block: &'a str, name: &str) -> &'a str {
-    let at = block
-        .find(&format!("{name} = {{"))
-        .unwrap_or_else(|| panic!("no `{name} = {{ ... }}` in:\n{block}"));
-    block_at(block, at + block[at..].find('{').unwrap())
-}
-
-/// The bodies of the double-quoted string literals of a piece of Groovy (comments and
-/// single-quoted strings skipped).
-fn double_quoted(src: &str) -> Vec<String> {
-    let code: Vec<char> = src
-        .lines()
-        .map(strip_comment)
-        .collect::<Vec<_>>()
-        .join("\n")
-        .chars()
-        .collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < code.len() {
-        let q = code[i];
-        if q == '"' || q == '\'' {
-            let mut j = i + 1;
-            while j < code.len() && code[j] != q {
-                j += if code[j] == '\\' { 2 } else { 1 };
-            }
-            assert!(j < code.len(), "unclosed string in {src}");
-            if q == '"' {
-                out.push(code[i + 1..j].iter().collect());
-            }
-            i = j + 1;
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
-
-/// Lines of `text` (comments left out) that contain `needle`.
-fn code_lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
-    text.lines()
-        .map(strip_comment)
-        .filter(|l| l.contains(needle))
-        .collect()
+    block_after(
+        &read("nextflow/nextflow.config"),
+        &format!("\n    {name} {{"),
+    )
+    .to_string()
 }
 
 /// GPUs are asked for only when the run opts in (-profile gpu or local_gpu): by default, and
@@ -1945,8 +2215,11 @@ fn code_lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
 /// NVIDIA container toolkit, or CUDA_VISIBLE_DEVICES="" under Nextflow >= 26.10) runs the tasks.
 #[test]
 fn gpus_are_opt_in() {
-    let params = config_params("nextflow/nextflow.config");
-    assert_eq!(params["use_gpu"], V::Bool(false), "GPUs are off by default");
+    assert_eq!(
+        config_params("nextflow/nextflow.config")["use_gpu"],
+        V::Bool(false),
+        "GPUs are off by default"
+    );
     assert_eq!(
         test_params()["use_gpu"],
         V::Bool(false),
@@ -1964,34 +2237,28 @@ fn gpus_are_opt_in() {
         }
     }
     // The lease picks among all of the node's GPUs itself: no per-task accelerator with it.
-    let acc = code_lines_with(&gpu, "accelerator");
-    assert!(acc[0].contains("!params.gpu_lease"), "{}", acc[0]);
+    assert!(code_lines_with(&gpu, "accelerator")[0].contains("!params.gpu_lease"));
     // Nowhere else does a GPU option hide (the label is the only place that asks for GPUs).
     for rel in GROOVY_FILES {
-        let text = read(rel);
-        let text = if rel == "conf/base.config" {
-            text.replace(&gpu, "")
-        } else {
-            text
-        };
+        let text = read(rel).replace(&gpu, "");
         for needle in ["--gpus", "'--nv'", "accelerator ", "accelerator="] {
             assert!(
                 code_lines_with(&text, needle).is_empty(),
-                "{rel}: `{needle}` outside process_gpu: {:?}",
-                code_lines_with(&text, needle)
+                "{rel}: `{needle}` outside process_gpu"
             );
         }
     }
     for profile in ["gpu", "local_gpu"] {
+        let block = profile_block(profile);
         assert!(
-            profile_block(profile).contains("params.use_gpu             = true")
-                || profile_block(profile).contains("params.use_gpu = true"),
+            code_lines_with(&block, "params.use_gpu")
+                .iter()
+                .any(|l| l.ends_with("= true")),
             "-profile {profile} turns GPUs on"
         );
     }
     // SLURM asks for GPUs (--gres) only with the opt-in too.
-    let slurm = profile_block("slurm");
-    for l in code_lines_with(&slurm, "slurm_gpu_") {
+    for l in code_lines_with(&profile_block("slurm"), "slurm_gpu_") {
         assert!(l.contains("params.use_gpu ?"), "-profile slurm: {l}");
     }
     for profile in ["docker", "singularity", "apptainer", "slurm", "test"] {
@@ -2002,9 +2269,10 @@ fn gpus_are_opt_in() {
     }
     // Asking for a CUDA device without the opt-in stops the run at the start.
     let main = read("nextflow/main.nf");
-    assert!(
-        main.contains("params.device.toString().startsWith('cuda') && !params.use_gpu"),
-        "main.nf: --device cuda without -profile gpu is refused"
+    assert_contains(
+        &main,
+        "main.nf",
+        &["params.device.toString().startsWith('cuda') && !params.use_gpu"],
     );
 }
 
@@ -2013,18 +2281,13 @@ fn gpus_are_opt_in() {
 #[test]
 fn container_engines_keep_the_task_gpu_assignment() {
     for engine in ["docker", "singularity", "apptainer"] {
-        let block = profile_block(engine);
-        let line = block
-            .lines()
-            .map(strip_comment)
-            .find(|l| {
-                l.trim_start()
-                    .starts_with(&format!("{engine}.envWhitelist"))
-            })
-            .unwrap_or_else(|| panic!("-profile {engine}: no {engine}.envWhitelist"));
+        let lines = code_lines_with(&profile_block(engine), &format!("{engine}.envWhitelist"))
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>();
         assert!(
-            line.contains("CUDA_VISIBLE_DEVICES"),
-            "-profile {engine}: {line}"
+            lines.iter().any(|l| l.contains("CUDA_VISIBLE_DEVICES")),
+            "-profile {engine}: {lines:?}"
         );
     }
 }
@@ -2035,44 +2298,42 @@ fn container_engines_keep_the_task_gpu_assignment() {
 #[test]
 fn host_directories_are_created_and_mounted_into_containers() {
     let gpu = gpu_label_block();
-    let options = closure(&gpu, "containerOptions");
-    for mount in [
-        "-v ${params.checkpoint_dir}:${params.checkpoint_dir}",
-        "-B ${params.checkpoint_dir}",
-        "-v ${params.gpu_lock_dir}:${params.gpu_lock_dir}",
-        "-B ${params.gpu_lock_dir}",
-    ] {
-        assert!(options.contains(mount), "containerOptions: {mount}");
-    }
+    let options = block_after(&gpu, "containerOptions = {");
     for (param, mounts) in [
         (
             "params.checkpoint_dir ?",
-            ["-v ${params.checkpoint_dir}", "-B ${params.checkpoint_dir}"],
+            [
+                "-v ${params.checkpoint_dir}:${params.checkpoint_dir}",
+                "-B ${params.checkpoint_dir}",
+            ],
         ),
         (
             "params.gpu_lease ?",
-            ["-v ${params.gpu_lock_dir}", "-B ${params.gpu_lock_dir}"],
+            [
+                "-v ${params.gpu_lock_dir}:${params.gpu_lock_dir}",
+                "-B ${params.gpu_lock_dir}",
+            ],
         ),
     ] {
         for m in mounts {
             let lines = code_lines_with(options, m);
             assert!(
-                lines.iter().all(|l| l.contains(param)),
+                !lines.is_empty() && lines.iter().all(|l| l.contains(param)),
                 "{m} only when {param}: {lines:?}"
             );
         }
     }
-
     // The beforeScript's commands, rendered and run: both directories appear, the lock
     // directory private to the user.
     let root = tempfile::tempdir().unwrap();
-    let ck = root.path().join("shared/checkpoints");
-    let locks = root.path().join("locks");
+    let (ck, locks) = (
+        root.path().join("shared/checkpoints"),
+        root.path().join("locks"),
+    );
     let mut ctx = Ctx::default();
     ctx.set("params.checkpoint_dir", V::Str(ck.display().to_string()))
         .set("params.gpu_lock_dir", V::Str(locks.display().to_string()));
-    let before = closure(&gpu, "beforeScript");
-    let commands: Vec<String> = double_quoted(before)
+    let commands: Vec<String> = double_quoted(block_after(&gpu, "beforeScript = {"))
         .iter()
         .map(|s| gstring(s, &ctx).unwrap())
         .collect();
@@ -2089,9 +2350,8 @@ fn host_directories_are_created_and_mounted_into_containers() {
         0o700,
         "lock dir private when new"
     );
-    // The beforeScript is the label's alone now (profiles would replace it).
+    // The beforeScript is the label's alone (profiles would replace it).
     assert!(!profile_block("local_gpu").contains("beforeScript"));
-
     // The checkpoint directory still reaches the binary (conf/modules.config).
     let mut params = test_params();
     params.insert("checkpoint_dir".into(), V::Str(ck.display().to_string()));
@@ -2100,13 +2360,17 @@ fn host_directories_are_created_and_mounted_into_containers() {
         args.contains(&format!("--checkpoint-dir {}", ck.display())),
         "{args}"
     );
-
     // Relative paths would be mounted wrongly and differ per task: refused at the start.
     let main = read("nextflow/main.nf");
-    assert!(main.contains("['checkpoint_dir', 'gpu_lock_dir'].each"));
-    assert!(main.contains("!params[name].toString().startsWith('/')"));
-    let schema: serde_json::Value =
-        serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
+    assert_contains(
+        &main,
+        "main.nf",
+        &[
+            "['checkpoint_dir', 'gpu_lock_dir'].each",
+            "!params[name].toString().startsWith('/')",
+        ],
+    );
+    let schema: Json = serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
     for name in ["checkpoint_dir", "gpu_lock_dir"] {
         assert_eq!(
             schema["$defs"]["compute_options"]["properties"][name]["pattern"], "^/",
@@ -2115,40 +2379,39 @@ fn host_directories_are_created_and_mounted_into_containers() {
     }
 }
 
+/// The `if (cond) {` line of main.nf is followed by an `error` line.
+fn refuses(main: &str, cond: &str) -> String {
+    let at = main
+        .find(cond)
+        .unwrap_or_else(|| panic!("main.nf: `{cond}`"));
+    let next = main[at..].lines().nth(1).unwrap().to_string();
+    assert!(
+        next.trim().starts_with("error "),
+        "main.nf: `{cond}` is followed by an error: {next}"
+    );
+    next
+}
+
 /// `move` would take away files later steps read (translate.json, the embeddings that feed
 /// PREDICT) and that -resume needs: the schema does not offer it and main.nf refuses it.
 #[test]
 fn publish_dir_mode_move_is_refused() {
-    let schema: serde_json::Value =
-        serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
-    let modes: Vec<&str> = schema["$defs"]["input_output_options"]["properties"]
-        ["publish_dir_mode"]["enum"]
+    let schema: Json = serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
+    let modes = &schema["$defs"]["input_output_options"]["properties"]["publish_dir_mode"]["enum"];
+    let modes: Vec<&str> = modes
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m.as_str().unwrap())
         .collect();
-    assert!(!modes.contains(&"move"), "{modes:?}");
-    assert!(modes.contains(&"copy"));
-    let main = read("nextflow/main.nf");
-    let at = main
-        .find("if (params.publish_dir_mode == 'move') {")
-        .expect("main.nf refuses move");
-    assert!(main[at..]
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .starts_with("error "));
-    for m in modules() {
-        for l in code_lines_with(&m.text, "mode:") {
-            assert!(
-                l.contains("mode: params.publish_dir_mode"),
-                "{}: {l}",
-                m.name
-            );
-        }
-    }
+    assert!(
+        !modes.contains(&"move") && modes.contains(&"copy"),
+        "{modes:?}"
+    );
+    refuses(
+        &read("nextflow/main.nf"),
+        "if (params.publish_dir_mode == 'move') {",
+    );
 }
 
 /// -resume hashes a directory input by its own path, size and mtime: the embedding steps take
@@ -2157,88 +2420,26 @@ fn publish_dir_mode_move_is_refused() {
 #[test]
 fn model_files_signature_is_an_input_of_the_embedding_steps() {
     for name in ["EMBED_DNA", "EMBED_PROTEIN"] {
-        let m = module(name);
+        let lines = module(name).decl_lines("input:");
         assert!(
-            m.section("input:")
-                .unwrap()
-                .lines()
-                .any(|l| strip_comment(l).trim()
-                    == "tuple path(model), val(model_subdir), val(model_sig)"),
+            lines
+                .iter()
+                .any(|l| l == "tuple path(model), val(model_subdir), val(model_sig)"),
             "{name}: model input"
         );
     }
-    let main = read("nextflow/main.nf");
-    for needle in [
-        "def dnabert    = channel.value(modelInput(params.dnabert))",
-        "def esm        = channel.value(modelInput(params.esm))",
-        "return [staged, sub, modelSignature(model)]",
-        "path.listFiles().each",
-        "${rel}\\t${path.size()}\\t${path.lastModified()}",
-        "lines.sort().join('\\n').md5()",
-    ] {
-        assert!(main.contains(needle), "main.nf: {needle}");
-    }
-}
-
-/// A Hugging Face cache snapshot (files are links into ../../blobs) is staged as its
-/// repository directory and read through snapshots/<rev>: the module's script, run with the
-/// binary on such a layout of the tiny DNABERT-S, embeds the shard.
-#[test]
-fn a_hub_cache_snapshot_model_is_read_through_its_repository_directory() {
-    let root = tempfile::tempdir().unwrap();
-    let bin = bin_dir(root.path());
-    let params = test_params();
-    let dnabert = param_path(&params, "dnabert");
-    let repo_dir = root.path().join("hub/models--zhihan1996--DNABERT-S");
-    let rev = "0123abcd";
-    let snapshot = repo_dir.join("snapshots").join(rev);
-    fs::create_dir_all(repo_dir.join("blobs")).unwrap();
-    fs::create_dir_all(&snapshot).unwrap();
-    for (i, e) in fs::read_dir(&dnabert).unwrap().enumerate() {
-        let e = e.unwrap();
-        let blob = format!("blob{i:02}");
-        fs::copy(e.path(), repo_dir.join("blobs").join(&blob)).unwrap();
-        std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snapshot.join(e.file_name()))
-            .unwrap();
-    }
-    let shard = root.path().join("00000.identified_nucleotide.fa");
-    fs::write(&shard, format!(">orf1\n{}\n", "ACGTTGCAAG".repeat(30))).unwrap();
-    let task = Task::new(
-        root.path(),
-        module("EMBED_DNA"),
-        "hub",
-        vec![
-            ("meta.id", V::str("hub")),
-            ("shard", V::str("00000")),
-            ("fasta", V::file("00000.identified_nucleotide.fa")),
-            ("model", V::file("models--zhihan1996--DNABERT-S")),
-            ("model_subdir", V::Str(format!("snapshots/{rev}"))),
-            ("model_sig", V::str("0123456789abcdef0123456789abcdef")),
-            ("config", V::Files(vec![])),
-        ],
+    assert_contains(
+        &read("nextflow/main.nf"),
+        "main.nf",
         &[
-            ("00000.identified_nucleotide.fa".into(), shard.clone()),
-            ("models--zhihan1996--DNABERT-S".into(), repo_dir.clone()),
+            "def dnabert    = channel.value(modelInput(params.dnabert))",
+            "def esm        = channel.value(modelInput(params.esm))",
+            "return [staged, sub, modelSignature(model)]",
+            "path.listFiles().each",
+            "${rel}\\t${path.size()}\\t${path.lastModified()}",
+            "lines.sort().join('\\n').md5()",
         ],
     );
-    let script = task.script(Block::Script);
-    assert!(
-        script.contains(&format!(
-            "--model models--zhihan1996--DNABERT-S/snapshots/{rev} "
-        )),
-        "{script}"
-    );
-    task.run(Block::Script, &bin);
-    let out = task.outputs();
-    assert_eq!(out["embeddings"].len(), 1);
-    assert!(out["failed"].is_empty(), "{:?}", out["failed"]);
-    let main = read("nextflow/main.nf");
-    for needle in [
-        "real.parent?.name == 'snapshots' && repo?.resolve('blobs')?.isDirectory()",
-        "def sub = hubSnapshot ? \"snapshots/${real.name}\".toString() : ''",
-    ] {
-        assert!(main.contains(needle), "main.nf: {needle}");
-    }
 }
 
 /// A shard embedded by one step and not the other, or a sample short of shards, fails the
@@ -2267,23 +2468,16 @@ fn a_missing_shard_or_sample_fails_the_run() {
         groups,
         "groupTuple keeps incomplete groups (to check them)"
     );
-    let at = main.find(".groupTuple(remainder: true)").unwrap();
-    let after = &main[at..];
-    let check = after
-        .find("if (keys.size() != meta.shards) {")
-        .expect("shard count checked");
-    assert!(after[check..]
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .starts_with("error "));
-    for needle in [
-        "def missing = lists[0] - lists[1]",
-        "PREDICT.out.report.map { meta, report -> meta.id }.toList()",
-    ] {
-        assert!(main.contains(needle), "main.nf: {needle}");
-    }
+    let after = &main[main.find(".groupTuple(remainder: true)").unwrap()..];
+    refuses(after, "if (keys.size() != meta.shards) {");
+    assert_contains(
+        &main,
+        "main.nf",
+        &[
+            "def missing = lists[0] - lists[1]",
+            "PREDICT.out.report.map { meta, report -> meta.id }.toList()",
+        ],
+    );
 }
 
 /// nf-schema 2.x reads the schema (draft 2020-12, checked in params_are_documented_in_the_schema)
@@ -2291,11 +2485,10 @@ fn a_missing_shard_or_sample_fails_the_run() {
 #[test]
 fn parameters_are_validated_at_the_start() {
     let config = read("nextflow/nextflow.config");
-    let plugins = block_at(&config, config.find("plugins {").expect("plugins") + 8);
-    assert!(plugins.contains("id 'nf-schema@2."), "{plugins}");
+    assert!(block_after(&config, "plugins {").contains("id 'nf-schema@2."));
     let main = read("nextflow/main.nf");
     assert!(main.contains("include { validateParameters } from 'plugin/nf-schema'"));
-    let wf = block_at(&main, main.find("workflow {").unwrap() + 9);
+    let wf = block_after(&main, "workflow {");
     let first = wf
         .lines()
         .map(strip_comment)
@@ -2312,19 +2505,19 @@ fn parameters_are_validated_at_the_start() {
 /// Docker Hub, where it is not: the run stops at the start unless the image names a registry.
 #[test]
 fn containers_without_a_registry_fail_early_under_apptainer() {
-    let main = read("nextflow/main.nf");
-    let at = main
-        .find("if (workflow.containerEngine in ['singularity', 'apptainer'] && !params.container_sif && !params.container.contains('/')) {")
-        .expect("main.nf checks the apptainer image");
-    let msg = main[at..].lines().nth(1).unwrap();
-    assert!(msg.trim().starts_with("error "));
-    for needle in [
-        "--container_sif",
-        "containers/virnucpro.def",
-        "--container registry/",
-    ] {
-        assert!(msg.contains(needle), "{needle}: {msg}");
-    }
+    let msg = refuses(
+        &read("nextflow/main.nf"),
+        "if (workflow.containerEngine in ['singularity', 'apptainer'] && !params.container_sif && !params.container.contains('/')) {",
+    );
+    assert_contains(
+        &msg,
+        "the apptainer check's message",
+        &[
+            "--container_sif",
+            "containers/virnucpro.def",
+            "--container registry/",
+        ],
+    );
     // The default is a local name: the check applies to it.
     assert!(!config_params("nextflow/nextflow.config")["container"]
         .render()
@@ -2346,48 +2539,9 @@ fn resource_limits_cap_requests() {
         .rev()
         .take_while(|l| l.trim_start().starts_with("//"))
         .collect();
-    let doc = doc.join("\n");
-    for needle in ["26.10", "maxForks is per process", "--max_cpus"] {
-        assert!(doc.contains(needle), "local_gpu's comment: {needle}");
-    }
-}
-
-/// nf-test files for environments with Nextflow: per module a stub and a real test that give
-/// every declared input, and a pipeline test with the test profile.
-#[test]
-fn nf_test_files_cover_every_module_and_the_pipeline() {
-    assert!(repo().join("nextflow/nf-test.config").is_file());
-    for m in modules() {
-        let rel = format!("nextflow/modules/{}/tests/main.nf.test", m.dir);
-        let t = read(&rel);
-        assert!(t.contains(&format!("process \"{}\"", m.name)), "{rel}");
-        assert!(t.contains("script \"../main.nf\""), "{rel}");
-        let stubs = t.matches("options \"-stub\"").count();
-        let tests = t.matches("\n    test(\"").count();
-        assert!(stubs >= 1 && tests > stubs, "{rel}: stub and real tests");
-        // Each test gives every declared input: input[0] .. input[n-1].
-        let declared = m
-            .section("input:")
-            .unwrap()
-            .lines()
-            .filter(|l| !strip_comment(l).trim().is_empty())
-            .count();
-        for (i, test) in t.split("\n    test(\"").skip(1).enumerate() {
-            for k in 0..declared {
-                assert!(
-                    test.contains(&format!("input[{k}]")),
-                    "{rel} test {i}: input[{k}]"
-                );
-            }
-            assert!(
-                !test.contains(&format!("input[{declared}]")),
-                "{rel} test {i}"
-            );
-        }
-    }
-    let t = read("nextflow/tests/main.nf.test");
-    assert!(t.contains("nextflow_pipeline"));
-    assert!(t.contains("script \"../main.nf\""));
-    assert!(t.contains("profile \"test\""));
-    assert!(t.contains("options \"-stub\""));
+    assert_contains(
+        &doc.join("\n"),
+        "local_gpu's comment",
+        &["26.10", "maxForks is per process", "--max_cpus"],
+    );
 }
