@@ -26,6 +26,7 @@
 //!   fails these tests instead of being half-understood.
 
 mod common;
+mod groovy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -33,6 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{fixtures, shellcheck};
+use groovy::{block_after, block_at, call_closure, code_lines_with, eval, gstring, strip_comment};
+use groovy::{glob_match, strip_indent, Ctx, V};
 use serde_json::Value as Json;
 
 fn repo() -> PathBuf {
@@ -60,420 +63,6 @@ const GROOVY_FILES: [&str; 9] = [
     "nextflow/modules/embed_protein/main.nf",
     "nextflow/modules/predict/main.nf",
 ];
-
-// ---------------------------------------------------------------------------------------------
-// A Groovy subset: values, GString interpolation, expressions.
-
-#[derive(Clone, Debug, PartialEq)]
-enum V {
-    Null,
-    Bool(bool),
-    /// A number, kept as written (Groovy prints it back the same way for our values).
-    Num(String),
-    Str(String),
-    /// Staged files of a `path` input: Nextflow writes them space-separated; `[]` is "no file".
-    Files(Vec<String>),
-}
-
-impl V {
-    fn truthy(&self) -> bool {
-        match self {
-            V::Null => false,
-            V::Bool(b) => *b,
-            V::Num(n) => n.parse::<f64>().map(|x| x != 0.0).unwrap_or(true),
-            V::Str(s) => !s.is_empty(),
-            V::Files(f) => !f.is_empty(),
-        }
-    }
-    fn render(&self) -> String {
-        match self {
-            V::Null => "null".into(),
-            V::Bool(b) => b.to_string(),
-            V::Num(n) | V::Str(n) => n.clone(),
-            V::Files(f) => f.join(" "),
-        }
-    }
-    fn str(s: &str) -> V {
-        V::Str(s.to_string())
-    }
-    fn file(name: &str) -> V {
-        V::Files(vec![name.to_string()])
-    }
-}
-
-/// Variables by dotted name: `meta.id`, `task.cpus`, `params.outdir`, `fasta`, ...
-#[derive(Clone, Default)]
-struct Ctx(BTreeMap<String, V>);
-
-impl Ctx {
-    fn set(&mut self, name: &str, v: V) -> &mut Self {
-        self.0.insert(name.to_string(), v);
-        self
-    }
-    fn with_params(params: &BTreeMap<String, V>) -> Ctx {
-        let mut ctx = Ctx::default();
-        for (k, v) in params {
-            ctx.set(&format!("params.{k}"), v.clone());
-        }
-        ctx
-    }
-    fn get(&self, name: &str) -> Result<V, String> {
-        match self.0.get(name) {
-            Some(v) => Ok(v.clone()),
-            // Unset task.ext.* settings read as null in Nextflow.
-            None if name.starts_with("task.ext.") => Ok(V::Null),
-            None => Err(format!("unbound variable `{name}`")),
-        }
-    }
-}
-
-/// Interpolate the body of a double-quoted (or triple-double-quoted) Groovy string.
-fn gstring(body: &str, ctx: &Ctx) -> Result<String, String> {
-    let c: Vec<char> = body.chars().collect();
-    let ident = |j: usize| j < c.len() && (c[j].is_ascii_alphanumeric() || c[j] == '_');
-    let (mut out, mut i) = (String::new(), 0);
-    while i < c.len() {
-        match (c[i], c.get(i + 1).copied()) {
-            ('\\', Some(next)) => {
-                match next {
-                    '\\' | '$' | '"' | '\'' => out.push(next),
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    '\n' => {} // line continuation: the newline disappears
-                    e => return Err(format!("unsupported escape \\{e}")),
-                }
-                i += 2;
-            }
-            ('$', Some('{')) => {
-                let close = (i + 2..c.len())
-                    .find(|&j| c[j] == '}')
-                    .ok_or("unclosed ${")?;
-                let inner: String = c[i + 2..close].iter().collect();
-                if inner.contains('{') {
-                    return Err(format!(
-                        "nested braces in ${{{inner}}} are beyond this test"
-                    ));
-                }
-                out.push_str(&eval(&inner, ctx)?.render());
-                i = close + 1;
-            }
-            ('$', Some(n)) if n.is_ascii_alphabetic() || n == '_' => {
-                // Groovy takes `$a.b.c` greedily as a property path.
-                let mut j = i + 1;
-                while ident(j) {
-                    j += 1;
-                }
-                while j + 1 < c.len()
-                    && c[j] == '.'
-                    && (c[j + 1].is_ascii_alphabetic() || c[j + 1] == '_')
-                {
-                    j += 1;
-                    while ident(j) {
-                        j += 1;
-                    }
-                }
-                let name: String = c[i + 1..j].iter().collect();
-                out.push_str(&ctx.get(&name)?.render());
-                i = j;
-            }
-            ('$', _) => {
-                return Err(format!(
-                    "a bare `$` at {i} is a Groovy syntax error (escape it: \\$)"
-                ))
-            }
-            ('\\', None) => return Err("string ends with a backslash".into()),
-            (ch, _) => {
-                out.push(ch);
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Single(String),
-    Double(String),
-    Num(String),
-    Name(String),
-    Op(&'static str),
-}
-
-fn tokens(src: &str) -> Result<Vec<Tok>, String> {
-    const OPS: [&str; 11] = ["?:", "==", "!=", "&&", "||", "?", ":", "+", "(", ")", "!"];
-    let c: Vec<char> = src.chars().collect();
-    let (mut out, mut i) = (Vec::new(), 0);
-    while i < c.len() {
-        let ch = c[i];
-        let word_end = |from: usize, ok: &dyn Fn(char) -> bool| {
-            (from..c.len()).find(|&j| !ok(c[j])).unwrap_or(c.len())
-        };
-        if ch.is_whitespace() {
-            i += 1;
-        } else if ch == '\'' || ch == '"' {
-            let mut j = i + 1;
-            while j < c.len() && c[j] != ch {
-                j += if c[j] == '\\' { 2 } else { 1 };
-            }
-            if j >= c.len() {
-                return Err(format!("unclosed string in {src:?}"));
-            }
-            let body: String = c[i + 1..j].iter().collect();
-            out.push(if ch == '"' {
-                Tok::Double(body)
-            } else {
-                Tok::Single(body)
-            });
-            i = j + 1;
-        } else if ch.is_ascii_digit() {
-            let j = word_end(i, &|x| x.is_ascii_digit() || x == '.');
-            out.push(Tok::Num(c[i..j].iter().collect()));
-            i = j;
-        } else if ch.is_ascii_alphabetic() || ch == '_' {
-            let j = word_end(i, &|x| x.is_ascii_alphanumeric() || x == '_' || x == '.');
-            out.push(Tok::Name(c[i..j].iter().collect()));
-            i = j;
-        } else {
-            let rest: String = c[i..(i + 2).min(c.len())].iter().collect();
-            let op = OPS
-                .iter()
-                .copied()
-                .find(|op| rest.starts_with(op))
-                .ok_or_else(|| format!("unsupported character {ch:?} in {src:?}"))?;
-            out.push(Tok::Op(op));
-            i += op.len();
-        }
-    }
-    Ok(out)
-}
-
-struct Parser<'a> {
-    toks: Vec<Tok>,
-    pos: usize,
-    ctx: &'a Ctx,
-}
-
-impl Parser<'_> {
-    fn eat(&mut self, op: &str) -> bool {
-        let hit = matches!(self.toks.get(self.pos), Some(Tok::Op(o)) if *o == op);
-        self.pos += usize::from(hit);
-        hit
-    }
-    fn expect(&mut self, op: &str) -> Result<(), String> {
-        if self.eat(op) {
-            Ok(())
-        } else {
-            Err(format!(
-                "expected `{op}` at token {}: {:?}",
-                self.pos, self.toks
-            ))
-        }
-    }
-    fn ternary(&mut self) -> Result<V, String> {
-        let cond = self.or()?;
-        if self.eat("?:") {
-            let other = self.ternary()?;
-            return Ok(if cond.truthy() { cond } else { other });
-        }
-        if self.eat("?") {
-            let yes = self.ternary()?;
-            self.expect(":")?;
-            let no = self.ternary()?;
-            return Ok(if cond.truthy() { yes } else { no });
-        }
-        Ok(cond)
-    }
-    fn or(&mut self) -> Result<V, String> {
-        let mut acc = self.and()?;
-        while self.eat("||") {
-            let right = self.and()?;
-            acc = V::Bool(acc.truthy() || right.truthy());
-        }
-        Ok(acc)
-    }
-    fn and(&mut self) -> Result<V, String> {
-        let mut acc = self.equality()?;
-        while self.eat("&&") {
-            let right = self.equality()?;
-            acc = V::Bool(acc.truthy() && right.truthy());
-        }
-        Ok(acc)
-    }
-    fn equality(&mut self) -> Result<V, String> {
-        let left = self.additive()?;
-        for (op, want) in [("==", true), ("!=", false)] {
-            if self.eat(op) {
-                let right = self.additive()?;
-                let same = match (&left, &right) {
-                    (V::Null, V::Null) => true,
-                    (V::Null, _) | (_, V::Null) => false,
-                    (a, b) => a.render() == b.render(),
-                };
-                return Ok(V::Bool(same == want));
-            }
-        }
-        Ok(left)
-    }
-    fn additive(&mut self) -> Result<V, String> {
-        let mut acc = self.unary()?;
-        while self.eat("+") {
-            let right = self.unary()?;
-            acc = match (&acc, &right) {
-                (V::Str(_), _) | (_, V::Str(_)) => V::Str(acc.render() + &right.render()),
-                _ => return Err(format!("`+` of {acc:?} and {right:?} is beyond this test")),
-            };
-        }
-        Ok(acc)
-    }
-    fn unary(&mut self) -> Result<V, String> {
-        if self.eat("!") {
-            return Ok(V::Bool(!self.unary()?.truthy()));
-        }
-        self.primary()
-    }
-    fn primary(&mut self) -> Result<V, String> {
-        let tok = self
-            .toks
-            .get(self.pos)
-            .cloned()
-            .ok_or("unexpected end of expression")?;
-        self.pos += 1;
-        Ok(match tok {
-            Tok::Single(s) => V::Str(s.replace("\\'", "'").replace("\\\\", "\\")),
-            Tok::Double(s) => V::Str(gstring(&s, self.ctx)?),
-            Tok::Num(n) => V::Num(n),
-            Tok::Name(n) if n == "null" => V::Null,
-            Tok::Name(n) if n == "true" || n == "false" => V::Bool(n == "true"),
-            // The one method call the configs need: `name.endsWith('suffix')`.
-            Tok::Name(n) if n.ends_with(".endsWith") && self.eat("(") => {
-                let target = self.ctx.get(n.trim_end_matches(".endsWith"))?.render();
-                let suffix = self.ternary()?.render();
-                self.expect(")")?;
-                V::Bool(target.ends_with(&suffix))
-            }
-            Tok::Name(n) => self.ctx.get(&n)?,
-            Tok::Op("(") => {
-                let v = self.ternary()?;
-                self.expect(")")?;
-                v
-            }
-            t => return Err(format!("unexpected {t:?}")),
-        })
-    }
-}
-
-fn eval(src: &str, ctx: &Ctx) -> Result<V, String> {
-    let mut p = Parser {
-        toks: tokens(src)?,
-        pos: 0,
-        ctx,
-    };
-    let v = p.ternary()?;
-    match p.pos == p.toks.len() {
-        true => Ok(v),
-        false => Err(format!(
-            "trailing tokens in {src:?}: {:?}",
-            &p.toks[p.pos..]
-        )),
-    }
-}
-
-/// A Groovy closure `{ x -> expr }` (or `{ expr }`) applied to `arg`.
-fn call_closure(body: &str, arg: Option<V>, ctx: &Ctx) -> Result<V, String> {
-    let mut ctx = ctx.clone();
-    let expr = match (body.split_once("->"), arg) {
-        (Some((name, expr)), Some(arg)) => {
-            ctx.set(name.trim(), arg);
-            expr
-        }
-        (None, None) => body,
-        _ => return Err(format!("closure {{{body}}}: parameter and argument differ")),
-    };
-    eval(expr.trim(), &ctx)
-}
-
-/// Drop a `//` comment that is not inside a string literal.
-fn strip_comment(line: &str) -> &str {
-    let b = line.as_bytes();
-    let (mut quote, mut i) = (None::<u8>, 0);
-    while i < b.len() {
-        match (quote, b[i]) {
-            (Some(_), b'\\') => i += 1,
-            (Some(q), c) if c == q => quote = None,
-            (None, b'\'' | b'"') => quote = Some(b[i]),
-            (None, b'/') if b.get(i + 1) == Some(&b'/') => return &line[..i],
-            _ => {}
-        }
-        i += 1;
-    }
-    line
-}
-
-/// Lines of `text` (comments left out) that contain `needle`.
-fn code_lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
-    text.lines()
-        .map(strip_comment)
-        .filter(|l| l.contains(needle))
-        .collect()
-}
-
-/// Groovy's `stripIndent()`, as Nextflow applies it to a task script.
-fn strip_indent(s: &str) -> String {
-    let indent = s
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
-    let lines: Vec<&str> = s
-        .lines()
-        .map(|l| l.get(indent..).unwrap_or(l.trim_start()))
-        .collect();
-    lines.join("\n") + "\n"
-}
-
-/// The text between the `{` at `open` and its matching `}`, skipping strings and comments.
-fn block_at(text: &str, open: usize) -> &str {
-    let b = text.as_bytes();
-    assert_eq!(b[open], b'{');
-    let (mut depth, mut i, mut quote) = (0usize, open, None::<u8>);
-    while i < b.len() {
-        let c = b[i];
-        match quote {
-            Some(_) if c == b'\\' => i += 1,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                b'\'' | b'"' => quote = Some(c),
-                b'/' if b.get(i + 1) == Some(&b'/') => {
-                    i += text[i..].find('\n').unwrap_or(text.len() - i);
-                    continue;
-                }
-                b'/' if b.get(i + 1) == Some(&b'*') => {
-                    i += text[i..].find("*/").expect("unclosed /* comment") + 2;
-                    continue;
-                }
-                b'{' => depth += 1,
-                b'}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return &text[open + 1..i];
-                    }
-                }
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    panic!("unbalanced braces after byte {open}");
-}
-
-/// The body of the `{ ... }` that follows the first `head` in `text`.
-fn block_after<'a>(text: &'a str, head: &str) -> &'a str {
-    let at = text.find(head).unwrap_or_else(|| panic!("no `{head}`"));
-    block_at(text, at + text[at..].find('{').unwrap())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Modules and configs.
@@ -681,6 +270,14 @@ fn test_params() -> BTreeMap<String, V> {
     params
 }
 
+/// A context holding `params.<name>` for each parameter.
+fn params_ctx(params: &BTreeMap<String, V>) -> Ctx {
+    Ctx(params
+        .iter()
+        .map(|(k, v)| (format!("params.{k}"), v.clone()))
+        .collect())
+}
+
 /// The `withName: 'A|B' { ... }` blocks of a config: (process names, body).
 fn with_name_blocks(rel: &str) -> Vec<(Vec<String>, String)> {
     let text = read(rel);
@@ -734,7 +331,7 @@ fn process_closure(process: &str, key: &str) -> Option<String> {
 /// task.ext.args of a process for `params`.
 fn ext_args(process: &str, params: &BTreeMap<String, V>) -> V {
     process_closure(process, "ext.args").map_or(V::Null, |src| {
-        call_closure(&src, None, &Ctx::with_params(params))
+        call_closure(&src, None, &params_ctx(params))
             .unwrap_or_else(|e| panic!("{process} ext.args: {e}"))
     })
 }
@@ -836,7 +433,7 @@ impl Task {
             module.name
         );
         let params = test_params();
-        let mut ctx = Ctx::with_params(&params);
+        let mut ctx = params_ctx(&params);
         ctx.set("task.process", V::Str(module.name.clone()))
             .set("task.cpus", V::Num("2".into()))
             .set("task.ext.args", ext_args(&module.name, &params));
@@ -963,31 +560,6 @@ fn list_files(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
-}
-
-/// Nextflow output globs: `*` and `?` within one path segment, `{a,b}` alternatives.
-fn glob_match(pattern: &str, path: &str) -> bool {
-    if let Some(open) = pattern.find('{') {
-        let close = open + pattern[open..].find('}').unwrap();
-        return pattern[open + 1..close].split(',').any(|alt| {
-            glob_match(
-                &format!("{}{alt}{}", &pattern[..open], &pattern[close + 1..]),
-                path,
-            )
-        });
-    }
-    fn seg(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => {
-                seg(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && seg(p, &s[1..]))
-            }
-            (Some(b'?'), Some(c)) if *c != b'/' => seg(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => seg(&p[1..], &s[1..]),
-            _ => false,
-        }
-    }
-    seg(pattern.as_bytes(), path.as_bytes())
 }
 
 fn param_path(params: &BTreeMap<String, V>, name: &str) -> PathBuf {
@@ -1467,7 +1039,7 @@ fn outputs_are_published_by_conf_modules_config() {
             "save_embeddings".into(),
             V::Bool(words.get(2) == Some(&"+save_embeddings")),
         );
-        let mut ctx = Ctx::with_params(&params);
+        let mut ctx = params_ctx(&params);
         ctx.set("meta.id", V::str("s1"));
         let closure =
             |key| process_closure(words[0], key).unwrap_or_else(|| panic!("{line}: {key}"));
@@ -1793,39 +1365,6 @@ fn params_are_documented_in_the_schema() {
             );
         }
     }
-}
-
-#[test]
-fn groovy_subset_behaves_like_groovy() {
-    let mut ctx = Ctx::default();
-    ctx.set("meta.id", V::str("s1")).set("params.x", V::Null);
-    ctx.set("files", V::Files(vec!["a".into(), "b".into()]));
-    let gs = |s: &str| gstring(s, &ctx);
-    assert_eq!(gs("$meta.id.${files}\\$x \\\\\n").unwrap(), "s1.a b$x \\\n");
-    assert!(
-        gs("$meta.id.dna").is_err(),
-        "greedy property path, as Groovy"
-    );
-    assert!(gs("cost $ 5").is_err(), "a bare $");
-    assert_eq!(
-        gs("a\\\nb").unwrap(),
-        "ab",
-        "backslash-newline continues the line"
-    );
-    assert_eq!(eval("params.x ?: 'd'", &ctx).unwrap(), V::str("d"));
-    assert_eq!(
-        eval("(params.x != null ? 'y' : 'n') + '!'", &ctx).unwrap(),
-        V::str("n!")
-    );
-    // `a || b && c` is `a || (b && c)`; `!` binds tightest.
-    assert_eq!(eval("true || false && false", &ctx).unwrap(), V::Bool(true));
-    assert_eq!(
-        eval("!params.x && meta.id.endsWith('1')", &ctx).unwrap(),
-        V::Bool(true)
-    );
-    assert_eq!(strip_indent("\n    a\n      b\n"), "\na\n  b\n");
-    assert!(glob_match("t/*.fa", "t/0.fa") && !glob_match("*.fa", "t/0.fa"));
-    assert!(glob_match("prediction.{svg,png}", "prediction.png"));
 }
 
 /// nf-test files for environments with Nextflow: per module a `-stub` and a real test that
