@@ -77,9 +77,9 @@ const MODULES: [(&str, &str, &str); 4] = [
 
 #[derive(Clone)]
 struct Module {
-    name: String,
-    dir: String,
-    subcommand: String,
+    name: &'static str,
+    dir: &'static str,
+    subcommand: &'static str,
     text: String,
 }
 
@@ -104,15 +104,14 @@ struct OutDecl {
 }
 
 fn modules() -> Vec<Module> {
-    MODULES
-        .iter()
-        .map(|(name, dir, sub)| Module {
-            name: name.to_string(),
-            dir: dir.to_string(),
-            subcommand: sub.to_string(),
-            text: read(&format!("nextflow/modules/{dir}/main.nf")),
-        })
-        .collect()
+    let text = |dir| read(&format!("nextflow/modules/{dir}/main.nf"));
+    let m = |&(name, dir, subcommand)| Module {
+        name,
+        dir,
+        subcommand,
+        text: text(dir),
+    };
+    MODULES.iter().map(m).collect()
 }
 
 fn module(name: &str) -> Module {
@@ -122,29 +121,26 @@ fn module(name: &str) -> Module {
 /// `val(x)`, `path(x)`, `path 'x'`, `val x` and tuples of them, in order.
 fn elems(decl: &str) -> Vec<Elem> {
     let decl = decl.split(", emit:").next().unwrap().trim();
-    let parts: Vec<String> = match decl.strip_prefix("tuple ") {
-        Some(t) => t.split("),").map(|p| p.trim().to_string() + ")").collect(),
-        None => vec![decl.to_string()],
+    let parts: Vec<&str> = match decl.strip_prefix("tuple ") {
+        Some(t) => t.split("),").collect(),
+        None => vec![decl],
     };
-    parts
-        .iter()
-        .map(|p| {
-            let path = p.starts_with("path");
-            assert!(path || p.starts_with("val"), "declaration {decl:?}");
-            let inner = p[if path { 4 } else { 3 }..]
-                .trim()
-                .trim_start_matches('(')
-                .trim();
-            let name = match inner.chars().next() {
-                Some(q @ ('\'' | '"')) => inner[1..].split(q).next().unwrap(),
-                _ => inner.split([',', ')']).next().unwrap().trim(),
-            };
-            Elem {
-                path,
-                name: name.to_string(),
-            }
-        })
-        .collect()
+    let elem = |p: &str| {
+        let (kind, rest) = p
+            .trim()
+            .split_at(if p.trim().starts_with("path") { 4 } else { 3 });
+        let inner = rest.trim().trim_start_matches('(').trim();
+        let name = match inner.chars().next() {
+            Some(q @ ('\'' | '"')) => inner[1..].split(q).next().unwrap(),
+            _ => inner.split([',', ')']).next().unwrap().trim(),
+        };
+        assert!(kind == "path" || kind == "val", "declaration {decl:?}");
+        Elem {
+            path: kind == "path",
+            name: name.to_string(),
+        }
+    };
+    parts.into_iter().map(elem).collect()
 }
 
 impl Module {
@@ -152,46 +148,40 @@ impl Module {
     fn section(&self, label: &str) -> String {
         const LABELS: [&str; 6] = ["input:", "output:", "when:", "script:", "stub:", "exec:"];
         let lines: Vec<&str> = self.text.lines().collect();
-        let start = lines
+        let start = lines.iter().position(|l| l.trim() == label);
+        let start = start.unwrap_or_else(|| panic!("{}: no {label}", self.name)) + 1;
+        let len = lines[start..]
             .iter()
-            .position(|l| l.trim() == label)
-            .unwrap_or_else(|| panic!("{}: no {label}", self.name));
-        let end = (start + 1..lines.len())
-            .find(|&i| LABELS.contains(&lines[i].trim()))
-            .unwrap_or(lines.len());
-        lines[start + 1..end].join("\n")
+            .position(|l| LABELS.contains(&l.trim()));
+        lines[start..start + len.unwrap_or(lines.len() - start)].join("\n")
     }
 
-    fn decl_lines(&self, label: &str) -> Vec<String> {
-        let sec = self.section(label);
-        sec.lines()
-            .map(|l| strip_comment(l).trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect()
+    /// The declarations of `input:` or `output:`, comments and blank lines left out.
+    fn decls(&self, label: &str) -> Vec<String> {
+        let lines = self.section(label);
+        let lines = lines.lines().map(|l| strip_comment(l).trim().to_string());
+        lines.filter(|l| !l.is_empty()).collect()
     }
 
     /// Input channels, each a list of elements (a tuple, or one plain input).
     fn inputs(&self) -> Vec<Vec<Elem>> {
-        self.decl_lines("input:").iter().map(|l| elems(l)).collect()
+        self.decls("input:").iter().map(|l| elems(l)).collect()
     }
 
     fn outputs(&self) -> Vec<OutDecl> {
-        self.decl_lines("output:")
-            .iter()
-            .map(|l| OutDecl {
-                elems: elems(l),
-                emit: l
-                    .split("emit:")
-                    .nth(1)
-                    .expect("emit:")
-                    .split(',')
-                    .next()
-                    .unwrap()
-                    .trim()
-                    .to_string(),
-                optional: l.contains("optional: true"),
-            })
-            .collect()
+        let decl = |l: &String| OutDecl {
+            elems: elems(l),
+            emit: l
+                .split("emit: ")
+                .nth(1)
+                .expect("emit:")
+                .split(',')
+                .next()
+                .unwrap()
+                .to_string(),
+            optional: l.contains("optional: true"),
+        };
+        self.decls("output:").iter().map(decl).collect()
     }
 
     /// (statements before the string, the triple-quoted string's raw body) of script/stub.
@@ -201,28 +191,23 @@ impl Module {
         } else {
             "stub:"
         });
-        let open = sec
-            .find("\"\"\"")
-            .unwrap_or_else(|| panic!("{} {block:?}: no \"\"\"", self.name));
-        let close = open + 3 + sec[open + 3..].find("\"\"\"").expect("unclosed \"\"\"");
-        (sec[..open].to_string(), sec[open + 3..close].to_string())
+        let parts: Vec<&str> = sec.split("\"\"\"").collect();
+        assert_eq!(parts.len(), 3, "{} {block:?}: one \"\"\" string", self.name);
+        (parts[0].to_string(), parts[1].to_string())
     }
 
     /// The bash script Nextflow would write to .command.sh for this block and context.
     fn render(&self, block: Block, ctx: &Ctx) -> String {
         let (stmts, body) = self.block(block);
-        let (mut ctx, name) = (ctx.clone(), &self.name);
+        let (mut ctx, name) = (ctx.clone(), self.name);
         for stmt in stmts
             .lines()
             .map(|l| strip_comment(l).trim())
             .filter(|l| !l.is_empty())
         {
-            let decl = stmt
-                .strip_prefix("def ")
-                .unwrap_or_else(|| panic!("{name} {block:?}: only `def x = ...`: {stmt:?}"));
-            let (var, expr) = decl.split_once('=').unwrap();
-            let v =
-                eval(expr.trim(), &ctx).unwrap_or_else(|e| panic!("{name} {block:?}: {stmt}: {e}"));
+            let def = stmt.strip_prefix("def ").and_then(|d| d.split_once('='));
+            let (var, expr) = def.unwrap_or_else(|| panic!("{name}: only `def x = ...`: {stmt}"));
+            let v = eval(expr.trim(), &ctx).unwrap_or_else(|e| panic!("{name}: {stmt}: {e}"));
             ctx.set(var.trim(), v);
         }
         strip_indent(&gstring(&body, &ctx).unwrap_or_else(|e| panic!("{name} {block:?}: {e}")))
@@ -242,17 +227,13 @@ fn config_params(rel: &str) -> BTreeMap<String, V> {
         .lines()
         .map(|l| strip_comment(l).trim())
     {
-        if line.is_empty() {
-            continue;
+        if let Some((name, value)) = line.split_once('=') {
+            let v = eval(value.trim(), &ctx).unwrap_or_else(|e| panic!("{rel}: {line}: {e}"));
+            assert!(
+                out.insert(name.trim().to_string(), v).is_none(),
+                "{rel}: {name} twice"
+            );
         }
-        let (name, value) = line
-            .split_once('=')
-            .unwrap_or_else(|| panic!("{rel}: {line:?}"));
-        let v = eval(value.trim(), &ctx).unwrap_or_else(|e| panic!("{rel}: {line}: {e}"));
-        assert!(
-            out.insert(name.trim().to_string(), v).is_none(),
-            "{rel}: {name} twice"
-        );
     }
     out
 }
@@ -262,10 +243,9 @@ fn test_params() -> BTreeMap<String, V> {
     let mut params = config_params("nextflow/nextflow.config");
     for (k, v) in config_params("conf/test.config") {
         assert!(
-            params.contains_key(&k),
+            params.insert(k.clone(), v).is_some(),
             "conf/test.config sets unknown param {k}"
         );
-        params.insert(k, v);
     }
     params
 }
@@ -278,75 +258,50 @@ fn params_ctx(params: &BTreeMap<String, V>) -> Ctx {
         .collect())
 }
 
-/// The `withName: 'A|B' { ... }` blocks of a config: (process names, body).
-fn with_name_blocks(rel: &str) -> Vec<(Vec<String>, String)> {
-    let text = read(rel);
+/// The `withName: 'A|B' { ... }` blocks of conf/modules.config: (process names, body).
+fn with_name_blocks() -> Vec<(Vec<String>, String)> {
+    let text = read("conf/modules.config");
     let mut out = Vec::new();
-    for (at, _) in text.match_indices("withName:") {
-        let rest = text[at + 9..].trim_start();
-        let selector = &rest[1..rest[1..].find(rest.chars().next().unwrap()).unwrap() + 1];
+    for (at, _) in text.match_indices("withName: '") {
+        let selector = text[at + 11..].split('\'').next().unwrap();
+        let plain = selector
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c == '_' || c == '|');
         assert!(
-            selector
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c == '_' || c == '|'),
-            "{rel}: selector {selector:?}: only plain names joined by | are understood here"
+            plain,
+            "selector {selector:?}: only plain names joined by | are understood here"
         );
-        let body = block_at(&text, at + text[at..].find('{').unwrap());
-        out.push((
-            selector.split('|').map(String::from).collect(),
-            body.to_string(),
-        ));
+        let names = selector.split('|').map(String::from).collect();
+        out.push((names, block_after(&text[at..], "{").to_string()));
     }
     out
 }
 
 /// The closure `{ ... }` assigned to `key` (`key = {` or `key: {`) in `block`, on one line.
 fn closure_source(block: &str, key: &str) -> Option<String> {
-    let at = [format!("{key} = {{"), format!("{key}: {{")]
-        .iter()
-        .find_map(|k| block.find(k.as_str()))?;
-    let body = block_at(block, at + block[at..].find('{').unwrap());
-    Some(
-        body.lines()
-            .map(|l| strip_comment(l).trim())
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
+    let at = block
+        .find(&format!("{key} = {{"))
+        .or_else(|| block.find(&format!("{key}: {{")))?;
+    let lines = block_after(&block[at..], "{")
+        .lines()
+        .map(|l| strip_comment(l).trim());
+    Some(lines.collect::<Vec<_>>().join(" "))
 }
 
-/// The closure `key` of process `process` in conf/modules.config and conf/test.config (the
-/// last one wins, as in Nextflow).
+/// The closure `key` of process `process` in conf/modules.config (conf/test.config sets none).
 fn process_closure(process: &str, key: &str) -> Option<String> {
-    let mut found = None;
-    for rel in ["conf/modules.config", "conf/test.config"] {
-        for (names, body) in with_name_blocks(rel) {
-            if names.iter().any(|n| n == process) {
-                found = closure_source(&body, key).or(found);
-            }
-        }
-    }
-    found
+    let blocks = with_name_blocks()
+        .into_iter()
+        .filter(|(names, _)| names.iter().any(|n| n == process));
+    blocks
+        .filter_map(|(_, body)| closure_source(&body, key))
+        .last()
 }
 
 /// task.ext.args of a process for `params`.
 fn ext_args(process: &str, params: &BTreeMap<String, V>) -> V {
-    process_closure(process, "ext.args").map_or(V::Null, |src| {
-        call_closure(&src, None, &params_ctx(params))
-            .unwrap_or_else(|e| panic!("{process} ext.args: {e}"))
-    })
-}
-
-/// process.shell of conf/base.config: the interpreter and its flags.
-fn task_shell() -> Vec<String> {
-    let text = read("conf/base.config");
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("shell"))
-        .expect("process.shell");
-    let list = &line[line.find('[').unwrap() + 1..line.find(']').unwrap()];
-    list.split(',')
-        .map(|s| s.trim().trim_matches('\'').to_string())
-        .collect()
+    let eval = |src: String| call_closure(&src, None, &params_ctx(params));
+    process_closure(process, "ext.args").map_or(V::Null, |src| eval(src).unwrap())
 }
 
 /// A module's nf-core meta.yml, as JSON.
@@ -359,31 +314,30 @@ fn meta_yml(dir: &str) -> Json {
             Y::String(s) => Json::from(s.as_str()),
             Y::Boolean(b) => Json::from(*b),
             Y::Array(a) => Json::Array(a.iter().map(json).collect()),
-            Y::Hash(h) => Json::Object(
-                h.iter()
-                    .map(|(k, v)| (k.as_str().unwrap().to_string(), json(v)))
-                    .collect(),
-            ),
+            Y::Hash(h) => h
+                .iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), json(v)))
+                .collect(),
             Y::Null => Json::Null,
             other => panic!("unexpected YAML {other:?}"),
         }
     }
     let rel = format!("nextflow/modules/{dir}/meta.yml");
-    let docs =
-        yaml_rust2::YamlLoader::load_from_str(&read(&rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    json(&docs[0])
+    let docs = yaml_rust2::YamlLoader::load_from_str(&read(&rel));
+    json(&docs.unwrap_or_else(|e| panic!("{rel}: {e}"))[0])
 }
 
 /// A channel of meta.yml (one element, or a tuple's list of them) as [(name, properties)].
 fn meta_channel(ch: &Json) -> Vec<(String, Json)> {
     let items = ch.as_array().cloned().unwrap_or_else(|| vec![ch.clone()]);
-    items
-        .iter()
-        .map(|e| {
-            let (k, v) = e.as_object().unwrap().iter().next().unwrap();
-            (k.clone(), v.clone())
-        })
-        .collect()
+    let first = |e: &Json| {
+        e.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .next()
+    };
+    items.iter().map(|e| first(e).unwrap()).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,49 +356,49 @@ struct Task {
     module: Module,
     dir: PathBuf,
     ctx: Ctx,
+    /// (file name in the work directory, the file it links to)
     stage: Vec<(String, PathBuf)>,
 }
 
 impl Task {
-    /// `inputs`: (declared name, value), every declared input but `meta` (give `meta.id`);
-    /// `stage`: (file name in the work dir, link target).
+    /// `inputs`: every declared input but `meta` (whose `meta.id` is given), in order.
     fn new(
         root: &Path,
-        module: Module,
+        name: &str,
         tag: &str,
         inputs: Vec<(&str, V)>,
-        stage: &[(String, PathBuf)],
+        stage: Vec<(String, PathBuf)>,
     ) -> Task {
-        let declared: Vec<String> = module
+        let module = module(name);
+        let declared = module
             .inputs()
             .concat()
             .into_iter()
             .map(|e| e.name)
-            .filter(|n| n != "meta")
-            .collect();
-        let given: Vec<&str> = inputs
+            .filter(|n| n != "meta");
+        let given = inputs
             .iter()
-            .map(|(n, _)| *n)
-            .filter(|n| !n.starts_with("meta."))
-            .collect();
+            .map(|(n, _)| n.to_string())
+            .filter(|n| !n.starts_with("meta."));
         assert_eq!(
-            declared, given,
-            "{}: declared inputs vs the test's",
-            module.name
+            declared.collect::<Vec<_>>(),
+            given.collect::<Vec<_>>(),
+            "{name}: inputs"
         );
         let params = test_params();
         let mut ctx = params_ctx(&params);
-        ctx.set("task.process", V::Str(module.name.clone()))
-            .set("task.cpus", V::Num("2".into()))
-            .set("task.ext.args", ext_args(&module.name, &params));
+        ctx.set("task.process", V::str(name))
+            .set("task.cpus", V::Num("2".into()));
+        ctx.set("task.ext.args", ext_args(name, &params));
         for (n, v) in inputs {
             ctx.set(n, v);
         }
+        let dir = root.join(format!("{}_{tag}", module.dir));
         let task = Task {
-            dir: root.join(format!("{}_{tag}", module.dir)),
             module,
+            dir,
             ctx,
-            stage: stage.to_vec(),
+            stage,
         };
         task.stage_in();
         task
@@ -459,77 +413,74 @@ impl Task {
 
     /// The same task in a fresh work directory (`<dir>_<suffix>`).
     fn copy(&self, suffix: &str) -> Task {
-        let mut t = self.clone();
-        t.dir = PathBuf::from(format!("{}_{suffix}", self.dir.display()));
-        t.stage_in();
-        t
+        let dir = PathBuf::from(format!("{}_{suffix}", self.dir.display()));
+        let task = Task {
+            dir,
+            ..self.clone()
+        };
+        task.stage_in();
+        task
     }
 
     fn script(&self, block: Block) -> String {
         self.module.render(block, &self.ctx)
     }
 
+    /// Runs the block as Nextflow runs .command.sh: process.shell of conf/base.config, in the
+    /// work directory, `path` first on PATH.
     fn run_with(&self, block: Block, path: &Path, env: &[(&str, &str)]) -> Output {
-        let script = self.script(block);
-        if std::env::var_os("SHOW_TASK_SCRIPTS").is_some() {
-            eprintln!(
-                "--- {} {block:?} in {}:\n{script}",
-                self.module.name,
-                self.dir.display()
-            );
-        }
-        fs::write(self.dir.join(".command.sh"), &script).unwrap();
-        let shell = task_shell();
-        let sys_path = std::env::var("PATH").unwrap_or_default();
-        let mut cmd = Command::new(&shell[0]);
+        let base = read("conf/base.config");
+        let shell = base
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("shell  = ["))
+            .unwrap();
+        let shell: Vec<&str> = shell
+            .trim_end_matches(']')
+            .split(", ")
+            .map(|s| s.trim_matches('\''))
+            .collect();
+        fs::write(self.dir.join(".command.sh"), self.script(block)).unwrap();
+        let mut cmd = Command::new(shell[0]);
         cmd.args(&shell[1..])
             .arg(".command.sh")
-            .current_dir(&self.dir);
-        cmd.env("PATH", format!("{}:{sys_path}", path.display()))
+            .current_dir(&self.dir)
             .envs(env.iter().copied());
-        cmd.output().unwrap()
+        let sys_path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{sys_path}", path.display()))
+            .output()
+            .unwrap()
     }
 
+    /// Runs the block with the binary under test: it succeeds and writes versions.yml.
     fn run(&self, block: Block, bin: &Path) {
         let o = self.run_with(block, bin, &[]);
-        let err = String::from_utf8_lossy(&o.stderr);
+        let (name, err) = (self.module.name, String::from_utf8_lossy(&o.stderr));
         assert!(
             o.status.success(),
-            "{} {block:?} failed ({:?}):\n{err}\n--- script:\n{}",
-            self.module.name,
-            o.status,
+            "{name} {block:?}: {err}\n{}",
             self.script(block)
         );
         let versions = fs::read_to_string(self.dir.join("versions.yml")).unwrap();
         let want = format!(
-            "\"{}\":\n    virnucpro: {}\n",
-            self.module.name,
+            "\"{name}\":\n    virnucpro: {}\n",
             env!("CARGO_PKG_VERSION")
         );
-        assert_eq!(
-            versions, want,
-            "{} {block:?}: versions.yml",
-            self.module.name
-        );
+        assert_eq!(versions, want, "{name} {block:?}: versions.yml");
     }
 
     /// Files matching each declared output, by emit (a non-optional one must match).
     fn outputs(&self) -> BTreeMap<String, Vec<String>> {
-        let files = list_files(&self.dir);
+        let files = list_files(&self.dir, &self.dir);
         let mut out = BTreeMap::new();
         for d in self.module.outputs() {
             for e in d.elems.iter().filter(|e| e.path) {
                 let pattern = gstring(&e.name, &self.ctx).unwrap();
-                let hits: Vec<String> = files
-                    .iter()
-                    .filter(|f| glob_match(&pattern, f))
-                    .cloned()
-                    .collect();
+                let hits = files.iter().filter(|f| glob_match(&pattern, f)).cloned();
+                let hits: Vec<String> = hits.collect();
+                let name = self.module.name;
                 assert!(
                     d.optional || !hits.is_empty(),
-                    "{}: declared output {pattern:?} (emit {}) missing; files: {files:?}",
-                    self.module.name,
-                    d.emit
+                    "{name}: no {pattern:?} in {files:?}"
                 );
                 out.entry(d.emit.clone())
                     .or_insert_with(Vec::new)
@@ -540,24 +491,19 @@ impl Task {
     }
 }
 
-/// Relative paths of the files under `dir` (links followed, as Nextflow's output globs do),
+/// Paths under `dir` relative to `root` (links followed, as Nextflow's output globs do), the
 /// hidden task files left out.
-fn list_files(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if rel.starts_with('.') {
-                continue;
-            } else if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(rel);
-            }
+fn list_files(root: &Path, dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        match (rel.starts_with('.'), p.is_dir()) {
+            (true, _) => {}
+            (false, true) => out.extend(list_files(root, &p)),
+            (false, false) => out.push(rel),
         }
     }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
     out.sort();
     out
 }
@@ -575,63 +521,52 @@ fn staged(p: &Path) -> (String, PathBuf) {
     (file_name(p), p.to_path_buf())
 }
 
-fn translate_task(
-    root: &Path,
-    id: &str,
-    fasta: (String, PathBuf),
-    config: V,
-    stage: &[(String, PathBuf)],
-) -> Task {
+fn translate_task(root: &Path, id: &str, fasta: &Path, config: Option<&Path>) -> Task {
     let params = test_params();
-    let name = fasta.0.clone();
-    let stage: Vec<_> = [fasta].into_iter().chain(stage.iter().cloned()).collect();
     let inputs = vec![
         ("meta.id", V::str(id)),
-        ("fasta", V::file(&name)),
+        ("fasta", V::file(&file_name(fasta))),
         ("chunk_size", params["chunk_size"].clone()),
         ("shard_size", params["shard_size"].clone()),
-        ("config", config),
+        (
+            "config",
+            V::Files(config.iter().map(|c| file_name(c)).collect()),
+        ),
     ];
-    Task::new(root, module("TRANSLATE"), id, inputs, &stage)
+    let stage = [fasta].into_iter().chain(config).map(staged).collect();
+    Task::new(root, "TRANSLATE", id, inputs, stage)
 }
 
-/// An EMBED_DNA or EMBED_PROTEIN (`name`) task on shard `shard` of sample `id`; `model` is
-/// staged as is (no Hub snapshot: `model_subdir` empty unless given).
+/// An EMBED_DNA or EMBED_PROTEIN (`name`) task on shard `shard` of sample `id`; the model is
+/// staged as is, read at `model/subdir`.
 fn embed_task(
     root: &Path,
     name: &str,
-    id: &str,
-    shard: &str,
+    (id, shard): (&str, &str),
     fasta: &Path,
-    model: (String, PathBuf),
+    model: &Path,
     subdir: &str,
 ) -> Task {
     let inputs = vec![
         ("meta.id", V::str(id)),
         ("shard", V::str(shard)),
         ("fasta", V::file(&file_name(fasta))),
-        ("model", V::file(&model.0)),
+        ("model", V::file(&file_name(model))),
         ("model_subdir", V::str(subdir)),
         ("model_sig", V::str("0123456789abcdef0123456789abcdef")),
         ("config", V::Files(vec![])),
     ];
     Task::new(
         root,
-        module(name),
+        name,
         &format!("{id}_{shard}"),
         inputs,
-        &[staged(fasta), model],
+        vec![staged(fasta), staged(model)],
     )
 }
 
 fn predict_task(root: &Path, id: &str, dna: &[PathBuf], protein: &[PathBuf], mlp: &Path) -> Task {
     let names = |l: &[PathBuf]| V::Files(l.iter().map(|p| file_name(p)).collect());
-    let stage: Vec<_> = dna
-        .iter()
-        .chain(protein)
-        .chain([&mlp.to_path_buf()])
-        .map(|p| staged(p))
-        .collect();
     let inputs = vec![
         ("meta.id", V::str(id)),
         ("dna", names(dna)),
@@ -639,7 +574,13 @@ fn predict_task(root: &Path, id: &str, dna: &[PathBuf], protein: &[PathBuf], mlp
         ("classifier", V::file(&file_name(mlp))),
         ("config", V::Files(vec![])),
     ];
-    Task::new(root, module("PREDICT"), id, inputs, &stage)
+    let stage = dna
+        .iter()
+        .chain(protein)
+        .map(|p| staged(p))
+        .chain([staged(mlp)])
+        .collect();
+    Task::new(root, "PREDICT", id, inputs, stage)
 }
 
 /// The module scripts, in the workflow's order, on one sample: TRANSLATE, then EMBED_DNA and
@@ -649,30 +590,25 @@ fn predict_task(root: &Path, id: &str, dna: &[PathBuf], protein: &[PathBuf], mlp
 /// Returns every task, in order.
 fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
     let params = test_params();
-    let t = translate_task(root, id, staged(fasta), V::Files(vec![]), &[]);
+    let t = translate_task(root, id, fasta, None);
     t.run(Block::Script, bin);
     let shards = &t.outputs()["shards"];
-    let key = |f: &str| {
-        file_name(Path::new(f))
-            .split('.')
-            .next()
-            .unwrap()
-            .to_string()
+    let by_key = |ext: &str| -> BTreeMap<String, PathBuf> {
+        let files = shards.iter().filter(|f| f.ends_with(ext));
+        files
+            .map(|f| {
+                (
+                    f.rsplit('/').next().unwrap()[..5].to_string(),
+                    t.dir.join(f),
+                )
+            })
+            .collect()
     };
-    let nuc: BTreeMap<String, &String> = shards
-        .iter()
-        .filter(|f| f.ends_with(".fa"))
-        .map(|f| (key(f), f))
-        .collect();
-    let prot: BTreeMap<String, &String> = shards
-        .iter()
-        .filter(|f| f.ends_with(".faa"))
-        .map(|f| (key(f), f))
-        .collect();
+    let (nuc, prot) = (by_key(".fa"), by_key(".faa"));
     assert_eq!(
         nuc.keys().collect::<Vec<_>>(),
         prot.keys().collect::<Vec<_>>(),
-        "{id}: shard pairs"
+        "{id}: pairs"
     );
     let mut tasks = vec![t.clone()];
     let (mut dna, mut protein) = (Vec::new(), Vec::new());
@@ -681,20 +617,13 @@ fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
             ("EMBED_DNA", n, "dnabert", &mut dna),
             ("EMBED_PROTEIN", &prot[k], "esm", &mut protein),
         ] {
-            let task = embed_task(
-                root,
-                name,
-                id,
-                k,
-                &t.dir.join(input),
-                staged(&param_path(&params, model)),
-                "",
-            );
+            let model = param_path(&params, model);
+            let task = embed_task(root, name, (id, k), input, &model, "");
             task.run(Block::Script, bin);
             let out = task.outputs();
             assert!(
                 out["failed"].is_empty(),
-                "{name} {id}/{k}: records failed: {:?}",
+                "{name} {id}/{k}: failed: {:?}",
                 out["failed"]
             );
             assert_eq!(out["embeddings"].len(), 1, "{name} {id}/{k}");
@@ -704,9 +633,9 @@ fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
     }
     let p = predict_task(root, id, &dna, &protein, &param_path(&params, "classifier"));
     let names: Vec<String> = dna.iter().map(|p| file_name(p)).collect();
+    let all_dna = format!("--dna {} ", names.join(" "));
     assert!(
-        p.script(Block::Script)
-            .contains(&format!("--dna {} ", names.join(" "))),
+        p.script(Block::Script).contains(&all_dna),
         "every DNA shard on one --dna"
     );
     p.run(Block::Script, bin);
@@ -715,10 +644,6 @@ fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
     tasks
 }
 
-// ---------------------------------------------------------------------------------------------
-// The scripts, run.
-
-/// The test profile's samples through the module scripts reproduce the original's calls.
 /// A sample whose only sequence is too short for an ORF, through every module.
 fn tiny_sample(root: &Path, bin: &Path) -> Vec<Task> {
     let input = root.join("tiny.fa");
@@ -943,14 +868,8 @@ fn virnucpro_config_is_passed_when_set() {
     let root = tempfile::tempdir().unwrap();
     let toml = root.path().join("virnucpro.toml");
     fs::write(&toml, "# no settings: the defaults\n").unwrap();
-    let fasta = staged(&fixtures().join("e2e/input.fa"));
-    let task = translate_task(
-        root.path(),
-        "c",
-        fasta,
-        V::file("virnucpro.toml"),
-        &[staged(&toml)],
-    );
+    let fasta = fixtures().join("e2e/input.fa");
+    let task = translate_task(root.path(), "c", &fasta, Some(&toml));
     let script = task.script(Block::Script);
     assert!(
         script.contains("virnucpro --config virnucpro.toml translate"),
@@ -978,14 +897,13 @@ fn a_hub_cache_snapshot_model_is_read_through_its_repository_directory() {
     }
     let shard = root.path().join("00000.identified_nucleotide.fa");
     fs::write(&shard, format!(">orf1\n{}\n", "ACGTTGCAAG".repeat(30))).unwrap();
-    let (subdir, model) = ("snapshots/0123abcd", staged(&repo_dir));
+    let subdir = "snapshots/0123abcd";
     let task = embed_task(
         root.path(),
         "EMBED_DNA",
-        "hub",
-        "00000",
+        ("hub", "00000"),
         &shard,
-        model,
+        &repo_dir,
         subdir,
     );
     let script = task.script(Block::Script);
@@ -1128,7 +1046,7 @@ fn flags_in_modules_and_configs_exist_in_the_cli() {
         }
     }
     let mut seen = 0;
-    for (names, body) in with_name_blocks("conf/modules.config") {
+    for (names, body) in with_name_blocks() {
         for name in names {
             let sub = module(&name).subcommand;
             for flag in flags(&closure_source(&body, "ext.args").unwrap_or_default()) {
@@ -1153,7 +1071,7 @@ fn meta_yml_matches_each_module() {
     for m in modules() {
         let meta = meta_yml(&m.dir);
         let what = format!("nextflow/modules/{}/meta.yml", m.dir);
-        assert_eq!(meta["name"], m.dir.as_str(), "{what}: name");
+        assert_eq!(meta["name"], m.dir, "{what}: name");
         assert!(
             meta["description"]
                 .as_str()
