@@ -24,7 +24,7 @@ impl V {
         match self {
             V::Null => false,
             V::Bool(b) => *b,
-            V::Num(n) => n.parse::<f64>().map_or(true, |x| x != 0.0),
+            V::Num(n) => n.parse::<f64>() != Ok(0.0),
             V::Str(s) => !s.is_empty(),
             V::Files(f) => !f.is_empty(),
         }
