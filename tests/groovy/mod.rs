@@ -4,7 +4,6 @@
 //! `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, `.endsWith(...)`, one-parameter closures, and
 //! Groovy's stripIndent. Anything else is an error, so a module that needs more fails its
 //! tests instead of being half-understood.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
