@@ -14,6 +14,7 @@ pub mod models;
 pub mod output;
 pub mod output_lock;
 pub mod pipeline;
+pub mod plot;
 pub mod predict;
 pub mod preflight;
 pub mod progress;
