@@ -1648,7 +1648,9 @@ fn main_nf_includes_the_modules_and_gathers_shards_per_sample() {
         );
         included.insert(name.to_string());
     }
-    let want: BTreeSet<String> = MODULES.iter().map(|m| m.0.to_string()).collect();
+    let mut want: BTreeSet<String> = MODULES.iter().map(|m| m.0.to_string()).collect();
+    // The model download step (checked in fetch_models_downloads_ids_once_into_a_store).
+    want.insert("FETCH_MODELS".into());
     assert_eq!(included, want);
     for needle in [
         "splitCsv(header: true",
@@ -1672,6 +1674,7 @@ fn main_nf_includes_the_modules_and_gathers_shards_per_sample() {
         "nextflow/modules/embed_dna/main.nf",
         "nextflow/modules/embed_protein/main.nf",
         "nextflow/modules/predict/main.nf",
+        "nextflow/modules/fetch_models/main.nf",
     ] {
         let text = format!("{{{}}}", read(rel).replace("\"\"\"", "\u{1}"));
         // Triple-quoted scripts hold shell braces: blank them out before counting.
@@ -1780,6 +1783,7 @@ fn params_are_documented_in_the_schema() {
         "nextflow/modules/embed_dna/main.nf",
         "nextflow/modules/embed_protein/main.nf",
         "nextflow/modules/predict/main.nf",
+        "nextflow/modules/fetch_models/main.nf",
     ] {
         let text = read(rel);
         for (at, _) in text.match_indices("params.") {
@@ -1863,7 +1867,7 @@ fn groovy_subset_behaves_like_groovy() {
 // What a first real run would trip over: GPUs on CPU hosts, GPU isolation in containers, host
 // directories, publish modes, -resume and model changes, vanishing samples, the schema.
 
-const GROOVY_FILES: [&str; 9] = [
+const GROOVY_FILES: [&str; 10] = [
     "nextflow/main.nf",
     "nextflow/nextflow.config",
     "conf/base.config",
@@ -1873,6 +1877,7 @@ const GROOVY_FILES: [&str; 9] = [
     "nextflow/modules/embed_dna/main.nf",
     "nextflow/modules/embed_protein/main.nf",
     "nextflow/modules/predict/main.nf",
+    "nextflow/modules/fetch_models/main.nf",
 ];
 
 /// The body of `withLabel: 'process_gpu' { ... }` in conf/base.config.
@@ -2390,4 +2395,48 @@ fn nf_test_files_cover_every_module_and_the_pipeline() {
     assert!(t.contains("script \"../main.nf\""));
     assert!(t.contains("profile \"test\""));
     assert!(t.contains("options \"-stub\""));
+}
+
+/// FETCH_MODELS: one task per model given as a Hub id / 500 / 300 / URL, stored once (storeDir
+/// in conf/modules.config) at the path `virnucpro models fetch` leaves it, wired before the
+/// GPU steps; with --hf_home nothing is fetched.
+#[test]
+fn fetch_models_downloads_ids_once_into_a_store() {
+    let m = read("nextflow/modules/fetch_models/main.nf");
+    assert!(m.contains("process FETCH_MODELS {"));
+    assert!(m.contains("task.ext.when == null || task.ext.when"));
+    assert!(m.contains("container \""));
+    assert!(m.contains("tuple val(kind), val(id), val(stored)"));
+    assert!(m.contains("path(\"${stored}\"), emit: model"));
+    assert!(m.contains("virnucpro models fetch ${args} --${kind} '${id}'"));
+    assert!(m.contains("stub:"));
+    // The flags it passes exist on `models fetch`.
+    let help = help(&["models", "fetch", "--help"]);
+    for flag in ["--dnabert", "--esm", "--classifier", "--revision"] {
+        assert!(help_has(&help, flag), "models fetch {flag}");
+    }
+    assert!(repo().join("nextflow/modules/fetch_models/meta.yml").is_file());
+    let t = read("nextflow/modules/fetch_models/tests/main.nf.test");
+    assert!(t.contains("process \"FETCH_MODELS\"") && t.contains("options \"-stub\""));
+    // Stored once, on shared storage, and nowhere published.
+    let modules = read("conf/modules.config");
+    let at = modules.find("withName: 'FETCH_MODELS'").expect("a FETCH_MODELS block");
+    let block = block_at(&modules, at + modules[at..].find('{').unwrap());
+    assert!(block.contains("storeDir") && block.contains("params.model_store"), "{block}");
+    assert!(!m.contains("publishDir"));
+    let main = read("nextflow/main.nf");
+    for needle in [
+        "FETCH_MODELS(channel.fromList(remote.collect",
+        "def remote = params.hf_home ? [] :",
+        "modelChannel('dnabert', specs.dnabert, FETCH_MODELS.out.model)",
+        "modelChannel('esm', specs.esm, FETCH_MODELS.out.model)",
+        "modelChannel('classifier', specs.classifier, FETCH_MODELS.out.model)",
+        // The store path is the cache layout of `virnucpro models fetch` (src/hub).
+        "\"hub/models--${given.split('@')[0].replace('/', '--')}\"",
+        "\"virnucpro/classifiers/${key}\"",
+    ] {
+        assert!(main.contains(needle), "main.nf: {needle}");
+    }
+    // The embedding steps come after: they take the model channels built from the fetch.
+    assert!(main.find("FETCH_MODELS(").unwrap() < main.find("EMBED_DNA(").unwrap());
 }
