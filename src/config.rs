@@ -346,7 +346,11 @@ mod tests {
         // An existing directory beside the config wins over the id reading.
         assert_eq!(cfg.models.dnabert, Some(dir.path().join("local/dnabert")));
         assert_eq!(cfg.models.classifier.as_deref(), Some(Path::new("500")));
-        let cli = parse(&cfg, &["virnucpro", "run", "in.fa", "-c", "500", "-o", "out"]).unwrap();
+        let cli = parse(
+            &cfg,
+            &["virnucpro", "run", "in.fa", "-c", "500", "-o", "out"],
+        )
+        .unwrap();
         let Command::Run(r) = cli.command else {
             panic!()
         };

@@ -4,9 +4,9 @@ use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use virnucpro::cli::{Cli, Command};
+use virnucpro::hub::{self, resolve::ModelKind};
 use virnucpro::output::ensure_dir;
 use virnucpro::output_lock::OutputLock;
-use virnucpro::hub::{self, resolve::ModelKind};
 use virnucpro::{config, embed, pipeline, predict, preflight, translate};
 
 /// Exit codes (README "Exit codes"): 0 success; 1 error; 2 finished, some records failed (listed
@@ -138,7 +138,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(c) => c,
                 None => hub::resolve::default_classifier(a.chunk_size)?,
             };
-            let dnabert = hub::resolve::model(&a.dnabert, ModelKind::Dnabert, a.download, cli.quiet)?;
+            let dnabert =
+                hub::resolve::model(&a.dnabert, ModelKind::Dnabert, a.download, cli.quiet)?;
             let esm = hub::resolve::model(&a.esm, ModelKind::Esm, a.download, cli.quiet)?;
             let classifier = hub::resolve::classifier(&classifier, a.download, cli.quiet)?;
             let outcome = pipeline::run(&pipeline::RunOptions {

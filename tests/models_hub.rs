@@ -483,9 +483,11 @@ fn fetch_writes_the_hf_cache_layout_and_offline_run_reproduces_the_goldens() {
             assert!(!snap.join(skipped).exists(), "{repo}: {skipped} fetched");
         }
         assert!(
-            fs::read_dir(root.join("blobs"))
+            fs::read_dir(root.join("blobs")).unwrap().all(|e| !e
                 .unwrap()
-                .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".incomplete")),
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".incomplete")),
             "no partial file left"
         );
     }
@@ -507,7 +509,12 @@ fn fetch_writes_the_hf_cache_layout_and_offline_run_reproduces_the_goldens() {
     );
 
     let listed = ok(&out(cmd(&home, None, &["models", "list"])));
-    for needle in ["test/esm2-tiny", "test/dnabert-s-tiny", "mlp_tiny.pth", &sha256(&mlp)] {
+    for needle in [
+        "test/esm2-tiny",
+        "test/dnabert-s-tiny",
+        "mlp_tiny.pth",
+        &sha256(&mlp),
+    ] {
         assert!(listed.contains(needle), "{needle} in:\n{listed}");
     }
     let json: serde_json::Value =
@@ -595,7 +602,10 @@ fn a_killed_download_resumes_from_its_partial_file() {
     fs::create_dir_all(&blobs).unwrap();
     fs::write(blobs.join(format!("{sha}.incomplete")), &weights[..123_456]).unwrap();
     ok(&fetch_esm(tmp.path(), &server));
-    assert_eq!(server.body_gets(&sha), vec![format!("GET /lfs/{sha} bytes=123456-")]);
+    assert_eq!(
+        server.body_gets(&sha),
+        vec![format!("GET /lfs/{sha} bytes=123456-")]
+    );
     assert_eq!(fs::read(blobs.join(&sha)).unwrap(), weights);
     assert!(!blobs.join(format!("{sha}.incomplete")).exists());
 }
@@ -608,23 +618,43 @@ fn a_wrong_sha256_is_an_error_and_nothing_is_cached() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let o = fetch_esm(tmp.path(), &server);
-    assert_error(&o, &["test/esm2-tiny", "model.safetensors", "sha256 mismatch", "nothing cached"]);
+    assert_error(
+        &o,
+        &[
+            "test/esm2-tiny",
+            "model.safetensors",
+            "sha256 mismatch",
+            "nothing cached",
+        ],
+    );
     no_partial_or_blob(tmp.path(), "test/esm2-tiny");
     let blobs = repo_dir(tmp.path(), "test/esm2-tiny").join("blobs");
     assert!(
-        fs::read_dir(&blobs)
+        fs::read_dir(&blobs).unwrap().all(|e| !e
             .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".incomplete")),
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".incomplete")),
         "the corrupt bytes are not kept for a resume"
     );
     // Nothing resolvable either: the id is still "not cached".
     let mut c = cmd(
         tmp.path(),
         None,
-        &["embed-protein", "x.faa", "-m", "test/esm2-tiny", "-o", "x.safetensors"],
+        &[
+            "embed-protein",
+            "x.faa",
+            "-m",
+            "test/esm2-tiny",
+            "-o",
+            "x.safetensors",
+        ],
     );
     c.env("HF_HUB_OFFLINE", "1");
-    assert_error(&out(c), &["test/esm2-tiny", "not in the Hugging Face cache"]);
+    assert_error(
+        &out(c),
+        &["test/esm2-tiny", "not in the Hugging Face cache"],
+    );
 }
 
 #[test]
@@ -640,10 +670,18 @@ fn a_missing_repository_is_a_404_naming_it() {
     let o = out(cmd(
         tmp.path(),
         Some(&server),
-        &["models", "fetch", "--classifier", &format!("{}/raw/missing.pth", server.url())],
+        &[
+            "models",
+            "fetch",
+            "--classifier",
+            &format!("{}/raw/missing.pth", server.url()),
+        ],
     ));
     assert_error(&o, &["missing.pth", "HTTP 404"]);
-    assert!(!tmp.path().join("hub/models--nobody--no-such-model/snapshots").exists());
+    assert!(!tmp
+        .path()
+        .join("hub/models--nobody--no-such-model/snapshots")
+        .exists());
 }
 
 #[test]
@@ -677,32 +715,52 @@ fn a_slow_server_shows_progress_lines_without_a_terminal() {
     let err = stderr(&o);
     let lines: Vec<&str> = err
         .lines()
-        .filter(|l| l.contains("download: test/esm2-tiny: model.safetensors:") && l.contains(" of "))
+        .filter(|l| {
+            l.contains("download: test/esm2-tiny: model.safetensors:") && l.contains(" of ")
+        })
         .collect();
     assert!(lines.len() >= 2, "progress lines:\n{err}");
-    assert!(lines.iter().all(|l| l.contains("/s") && l.contains("ETA")), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.contains("/s") && l.contains("ETA")),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn two_concurrent_fetches_both_succeed_with_one_download() {
     let server = Server::start(Faults {
-        slow: Some(Duration::from_millis(5)),
+        // The weights take ~1.7 s: the second process finds the first one's lock.
+        slow: Some(Duration::from_millis(20)),
         ..Faults::default()
     });
     let tmp = tempfile::tempdir().unwrap();
     let spawn = || {
-        cmd(tmp.path(), Some(&server), &["models", "fetch", "--esm", "test/esm2-tiny"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        cmd(
+            tmp.path(),
+            Some(&server),
+            &["models", "fetch", "--esm", "test/esm2-tiny"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     ok(&a);
     ok(&b);
+    let waited = [&a, &b]
+        .iter()
+        .filter(|o| stderr(o).contains("another process is downloading it; waiting"))
+        .count();
+    assert!(waited >= 1, "{}\n{}", stderr(&a), stderr(&b));
     let weights = fixture("esm2_tiny/model.safetensors");
-    assert_eq!(server.body_gets(&sha256(&weights)).len(), 1, "{:?}", server.log());
+    assert_eq!(
+        server.body_gets(&sha256(&weights)).len(),
+        1,
+        "{:?}",
+        server.log()
+    );
     // Each small file fetched once too.
     let config_gets = server
         .log()
@@ -710,7 +768,9 @@ fn two_concurrent_fetches_both_succeed_with_one_download() {
         .filter(|l| l.starts_with("GET /test/esm2-tiny/resolve/") && l.contains("config.json"))
         .count();
     assert_eq!(config_gets, 1, "{:?}", server.log());
-    let snap = repo_dir(tmp.path(), "test/esm2-tiny").join("snapshots").join(COMMIT);
+    let snap = repo_dir(tmp.path(), "test/esm2-tiny")
+        .join("snapshots")
+        .join(COMMIT);
     assert_eq!(fs::read(snap.join("model.safetensors")).unwrap(), weights);
 }
 
@@ -719,15 +779,19 @@ fn an_uncached_id_says_which_command_fetches_it() {
     let tmp = tempfile::tempdir().unwrap();
     let input = fixtures().join("e2e/input.fa");
     let outdir = tmp.path().join("o");
+    let (esm, mlp) = (
+        fixtures().join("esm2_tiny"),
+        fixtures().join("mlp_tiny.pth"),
+    );
     let args = [
         "run",
         input.to_str().unwrap(),
         "--dnabert",
         "test/dnabert-s-tiny",
         "--esm",
-        fixtures().join("esm2_tiny").to_str().unwrap(),
+        esm.to_str().unwrap(),
         "--classifier",
-        fixtures().join("mlp_tiny.pth").to_str().unwrap(),
+        mlp.to_str().unwrap(),
         "-c",
         "500",
         "-o",
@@ -736,19 +800,51 @@ fn an_uncached_id_says_which_command_fetches_it() {
     let o = out(cmd(tmp.path(), None, &args));
     assert_error(
         &o,
-        &["virnucpro models fetch --dnabert test/dnabert-s-tiny", "--download"],
+        &[
+            "virnucpro models fetch --dnabert test/dnabert-s-tiny",
+            "--download",
+        ],
     );
     assert!(!outdir.exists(), "nothing started");
     // The defaults are the published models: after no fetch, they are not cached.
     let o = out(cmd(
         tmp.path(),
         None,
-        &["run", input.to_str().unwrap(), "-c", "500", "-o", outdir.to_str().unwrap()],
+        &[
+            "run",
+            input.to_str().unwrap(),
+            "-c",
+            "500",
+            "-o",
+            outdir.to_str().unwrap(),
+        ],
     ));
     assert_error(&o, &["zhihan1996/DNABERT-S", "virnucpro models fetch"]);
-    let mut c = cmd(tmp.path(), None, &["run", input.to_str().unwrap(), "-c", "500", "-o", outdir.to_str().unwrap(), "--dnabert", fixtures().join("dnabert_s_tiny").to_str().unwrap(), "--esm", fixtures().join("esm2_tiny").to_str().unwrap()]);
+    let mut c = cmd(
+        tmp.path(),
+        None,
+        &[
+            "run",
+            input.to_str().unwrap(),
+            "-c",
+            "500",
+            "-o",
+            outdir.to_str().unwrap(),
+            "--dnabert",
+            fixtures().join("dnabert_s_tiny").to_str().unwrap(),
+            "--esm",
+            fixtures().join("esm2_tiny").to_str().unwrap(),
+        ],
+    );
     c.env("HF_HUB_OFFLINE", "1");
-    assert_error(&out(c), &["classifier 500", "HF_HUB_OFFLINE", "models fetch --classifier 500"]);
+    assert_error(
+        &out(c),
+        &[
+            "classifier 500",
+            "HF_HUB_OFFLINE",
+            "models fetch --classifier 500",
+        ],
+    );
     let mut c = cmd(tmp.path(), None, &["models", "fetch"]);
     c.env("HF_HUB_OFFLINE", "1");
     assert_error(&out(c), &["HF_HUB_OFFLINE"]);
@@ -792,9 +888,17 @@ fn run_with_download_fetches_what_is_missing() {
 #[test]
 fn an_unreachable_endpoint_is_one_line_about_the_network() {
     // A port nobody listens on (bound, then closed).
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = cmd(tmp.path(), None, &["models", "fetch", "--esm", "test/esm2-tiny"]);
+    let mut c = cmd(
+        tmp.path(),
+        None,
+        &["models", "fetch", "--esm", "test/esm2-tiny"],
+    );
     c.env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"));
     assert_error(&out(c), &["test/esm2-tiny", "cannot reach", "no network"]);
 }

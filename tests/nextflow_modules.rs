@@ -2415,14 +2415,21 @@ fn fetch_models_downloads_ids_once_into_a_store() {
     for flag in ["--dnabert", "--esm", "--classifier", "--revision"] {
         assert!(help_has(&help, flag), "models fetch {flag}");
     }
-    assert!(repo().join("nextflow/modules/fetch_models/meta.yml").is_file());
+    assert!(repo()
+        .join("nextflow/modules/fetch_models/meta.yml")
+        .is_file());
     let t = read("nextflow/modules/fetch_models/tests/main.nf.test");
     assert!(t.contains("process \"FETCH_MODELS\"") && t.contains("options \"-stub\""));
     // Stored once, on shared storage, and nowhere published.
     let modules = read("conf/modules.config");
-    let at = modules.find("withName: 'FETCH_MODELS'").expect("a FETCH_MODELS block");
+    let at = modules
+        .find("withName: 'FETCH_MODELS'")
+        .expect("a FETCH_MODELS block");
     let block = block_at(&modules, at + modules[at..].find('{').unwrap());
-    assert!(block.contains("storeDir") && block.contains("params.model_store"), "{block}");
+    assert!(
+        block.contains("storeDir") && block.contains("params.model_store"),
+        "{block}"
+    );
     assert!(!m.contains("publishDir"));
     let main = read("nextflow/main.nf");
     for needle in [

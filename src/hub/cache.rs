@@ -210,7 +210,11 @@ pub fn list(hub_cache: &Path) -> Vec<CachedRepo> {
                 .unwrap_or_default();
             snapshots.sort();
             let (mut bytes, mut partial_bytes) = (0, 0);
-            for blob in fs::read_dir(path.join("blobs")).into_iter().flatten().flatten() {
+            for blob in fs::read_dir(path.join("blobs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let len = blob.metadata().map(|m| m.len()).unwrap_or(0);
                 if blob.file_name().to_string_lossy().ends_with(".incomplete") {
                     partial_bytes += len;

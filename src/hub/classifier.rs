@@ -86,9 +86,9 @@ impl Remote {
                 Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
                     Checksum::Sha256(h.to_ascii_lowercase())
                 }
-                _ => bail!(
-                    "--classifier {spec}: the part after '#' must be sha256=<64 hex digits>"
-                ),
+                _ => {
+                    bail!("--classifier {spec}: the part after '#' must be sha256=<64 hex digits>")
+                }
             },
         };
         let parsed =
@@ -138,7 +138,10 @@ impl Remote {
         }
         let dir = dest.parent().unwrap();
         let _lock = FileLock::acquire(&dir.join(".lock"), || {
-            tracing::info!("download: {}: another process is downloading it; waiting", self.file)
+            tracing::info!(
+                "download: {}: another process is downloading it; waiting",
+                self.file
+            )
         })?;
         if dest.is_file() {
             return Ok(dest);
@@ -149,10 +152,9 @@ impl Remote {
                 "classifier {}: not found (HTTP 404); check the URL",
                 self.url
             ),
-            HttpError::Status { code, .. } => anyhow::anyhow!(
-                "classifier {}: the server answered HTTP {code}",
-                self.url
-            ),
+            HttpError::Status { code, .. } => {
+                anyhow::anyhow!("classifier {}: the server answered HTTP {code}", self.url)
+            }
             HttpError::Transport(m) => anyhow::anyhow!(
                 "classifier {}: cannot download ({m}); no network here? Fetch it on a machine \
                  with internet (virnucpro models fetch) and copy its HF_HOME",
@@ -191,8 +193,7 @@ pub fn list(env: &HubEnv) -> Vec<(String, PathBuf, u64, String, String)> {
     for dir in fs::read_dir(&root).into_iter().flatten().flatten() {
         for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
             let name = f.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') || name.ends_with(".source") || name.ends_with(".incomplete")
-            {
+            if name.starts_with('.') || name.ends_with(".source") || name.ends_with(".incomplete") {
                 continue;
             }
             let source = fs::read_to_string(f.path().with_file_name(format!("{name}.source")))
@@ -225,7 +226,10 @@ mod tests {
     fn classifier_specs() {
         let r = Remote::parse("500").unwrap().unwrap();
         assert_eq!(r.file, "500_model.pth");
-        assert!(r.url.ends_with(&format!("{ORIGINAL_COMMIT}/500_model.pth")) || std::env::var_os("VIRNUCPRO_CLASSIFIER_BASE_URL").is_some());
+        assert!(
+            r.url.ends_with(&format!("{ORIGINAL_COMMIT}/500_model.pth"))
+                || std::env::var_os("VIRNUCPRO_CLASSIFIER_BASE_URL").is_some()
+        );
         assert_eq!(r.key, "500");
         let sha = "ab".repeat(32);
         let r = Remote::parse(&format!("https://example.org/m/my_model.pth#sha256={sha}"))

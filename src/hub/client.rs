@@ -117,7 +117,8 @@ fn proxy_for(url: &str) -> Option<String> {
         for pat in no.split(',').map(|p| p.trim().to_ascii_lowercase()) {
             let pat = pat.trim_start_matches('.');
             let pat = pat.split(':').next().unwrap_or("");
-            if pat == "*" || (!pat.is_empty() && (host == pat || host.ends_with(&format!(".{pat}"))))
+            if pat == "*"
+                || (!pat.is_empty() && (host == pat || host.ends_with(&format!(".{pat}"))))
             {
                 return None;
             }
@@ -278,8 +279,7 @@ impl Client {
                     .to_string();
                 continue;
             }
-            let len: Option<u64> =
-                header_str(&resp, "Content-Length").and_then(|s| s.parse().ok());
+            let len: Option<u64> = header_str(&resp, "Content-Length").and_then(|s| s.parse().ok());
             let start = if resp.status() == 206 {
                 // bytes START-END/TOTAL
                 let range = header_str(&resp, "Content-Range").unwrap_or_default();
@@ -352,10 +352,9 @@ impl Client {
                     404 if file.is_some() && hub_error.as_deref() == Some("EntryNotFound") => {
                         anyhow!("{what}: not in the repository (HTTP 404)")
                     }
-                    404 if file.is_some() => anyhow!(
-                        "{what}: not found (HTTP 404{detail}) at {}",
-                        self.endpoint
-                    ),
+                    404 if file.is_some() => {
+                        anyhow!("{what}: not found (HTTP 404{detail}) at {}", self.endpoint)
+                    }
                     404 => anyhow!(
                         "{what}: no such model repository or revision at {} (HTTP 404{detail}); \
                          check the id (org/name) and --revision",
@@ -382,7 +381,9 @@ pub fn plain(url: &str) -> Result<Client> {
 
 fn same_host(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default(),
+        (Ok(a), Ok(b)) => {
+            a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+        }
         _ => false,
     }
 }

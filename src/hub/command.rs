@@ -122,7 +122,10 @@ pub fn list(json: bool) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", ");
         let partial = if r.partial_bytes > 0 {
-            format!(" (+{} partial, resumes on fetch)", human_bytes(r.partial_bytes))
+            format!(
+                " (+{} partial, resumes on fetch)",
+                human_bytes(r.partial_bytes)
+            )
         } else {
             String::new()
         };

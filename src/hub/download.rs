@@ -210,11 +210,7 @@ pub fn download(
         file.set_len(0)?;
     }
     if have > 0 {
-        tracing::info!(
-            "download: {}: resuming at {}",
-            t.label,
-            human_bytes(have)
-        );
+        tracing::info!("download: {}: resuming at {}", t.label, human_bytes(have));
     }
     if let Some(size) = t.size {
         let need = size - have;
@@ -338,7 +334,8 @@ pub fn download(
             t.label
         );
     }
-    fs::rename(&partial, &t.dest).with_context(|| format!("moving {} into place", partial.display()))?;
+    fs::rename(&partial, &t.dest)
+        .with_context(|| format!("moving {} into place", partial.display()))?;
     Ok(sha256)
 }
 
@@ -445,7 +442,10 @@ pub fn fetch_repo(env: &HubEnv, id: &RepoId, kind: ModelKind, quiet: bool) -> Re
                     .find(|x| x.rfilename == s)
                     .cloned()
                     .with_context(|| {
-                        format!("{id}: {} names the shard {s}, which is not in the repository", f.rfilename)
+                        format!(
+                            "{id}: {} names the shard {s}, which is not in the repository",
+                            f.rfilename
+                        )
                     })?;
                 files.push(sib);
             }

@@ -223,8 +223,10 @@ mod tests {
         ] {
             assert_eq!(RepoId::parse(path), None, "{path}");
         }
-        assert!(RepoId::parse("a/b@0123456789abcdef0123456789abcdef01234567")
-            .unwrap()
-            .is_commit());
+        assert!(
+            RepoId::parse("a/b@0123456789abcdef0123456789abcdef01234567")
+                .unwrap()
+                .is_commit()
+        );
     }
 }

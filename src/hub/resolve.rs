@@ -39,9 +39,8 @@ impl ModelKind {
 pub fn cached_snapshot(env: &HubEnv, id: &RepoId) -> Option<PathBuf> {
     let cache = RepoCache::new(&env.hub_cache, id);
     let snap = cache.snapshot(&cache.commit_of(&id.revision)?);
-    (snap.join("config.json").is_file()
-        && crate::weights::find_in_dir(&snap, "model").is_ok())
-    .then_some(snap)
+    (snap.join("config.json").is_file() && crate::weights::find_in_dir(&snap, "model").is_ok())
+        .then_some(snap)
 }
 
 /// `--esm`/`--dnabert`/`--model`: a path, or a Hub id resolved from the cache (fetched first
