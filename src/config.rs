@@ -298,6 +298,8 @@ mod tests {
     #[test]
     fn config_gives_defaults_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
+        // An existing directory: `models/esm` alone would read as a Hub id (org/name).
+        std::fs::create_dir_all(dir.path().join("models/esm")).unwrap();
         let p = write(
             dir.path(),
             "[translate]\nchunk_size = 300\n[embed]\nbatch_tokens = 777\nprecision = \"bf16\"\n\

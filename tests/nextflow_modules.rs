@@ -2174,8 +2174,11 @@ fn model_files_signature_is_an_input_of_the_embedding_steps() {
     }
     let main = read("nextflow/main.nf");
     for needle in [
-        "def dnabert    = channel.value(modelInput(params.dnabert))",
-        "def esm        = channel.value(modelInput(params.esm))",
+        // Local paths, and the snapshots of fetched or --hf_home Hub ids, all through modelInput.
+        "def dnabert    = modelChannel('dnabert', specs.dnabert, FETCH_MODELS.out.model)",
+        "def esm        = modelChannel('esm', specs.esm, FETCH_MODELS.out.model)",
+        "channel.value(kind == 'classifier' ? file(given, checkIfExists: true) : modelInput(given))",
+        "modelInput(snapshotOf(dir, given, where).toString())",
         "return [staged, sub, modelSignature(model)]",
         "path.listFiles().each",
         "${rel}\\t${path.size()}\\t${path.lastModified()}",
