@@ -163,7 +163,8 @@ def isRemote(String kind, String given) {
 def storePath(String kind, String given) {
     if (kind == 'classifier') {
         def url = given.split('#')[0]
-        def key = given in ['500', '300'] ? given : "url-${url.sha256().take(16)}"
+        def sha = java.security.MessageDigest.getInstance('SHA-256').digest(url.getBytes('UTF-8')).encodeHex().toString()
+        def key = given in ['500', '300'] ? given : "url-${sha.take(16)}"
         return "virnucpro/classifiers/${key}".toString()
     }
     return "hub/models--${given.split('@')[0].replace('/', '--')}".toString()

@@ -105,7 +105,8 @@ impl Config {
         .into_iter()
         .flatten()
         {
-            if p.is_relative() && !(is_model_id(p) && !base.join(&*p).exists()) {
+            // A Hub id stays an id unless a path of that name exists beside the config.
+            if p.is_relative() && (!is_model_id(p) || base.join(&*p).exists()) {
                 *p = base.join(&*p);
             }
         }
