@@ -51,6 +51,8 @@ struct Faults {
     corrupt: bool,
     /// Pause this long after every 4 KiB of a large file.
     slow: Option<Duration>,
+    /// Announce this size for large files (X-Linked-Size) instead of theirs.
+    announce_size: Option<u64>,
     /// Repositories answered 401 (gated) unless this token is sent.
     gated: Option<(String, String)>,
 }
@@ -260,7 +262,11 @@ fn serve(hub: &Hub, mut stream: TcpStream) -> std::io::Result<()> {
         if is_large(file) {
             let sha = sha256(&bytes);
             h.push(("X-Linked-Etag".into(), format!("\"{sha}\"")));
-            h.push(("X-Linked-Size".into(), bytes.len().to_string()));
+            let announced = hub.faults.lock().unwrap().announce_size;
+            h.push((
+                "X-Linked-Size".into(),
+                announced.unwrap_or(bytes.len() as u64).to_string(),
+            ));
             h.push(("Location".into(), format!("/lfs/{sha}")));
             h.push(("Content-Length".into(), "0".into()));
             respond(&mut stream, "302 Found", &h, b"");
@@ -901,4 +907,34 @@ fn an_unreachable_endpoint_is_one_line_about_the_network() {
     );
     c.env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"));
     assert_error(&out(c), &["test/esm2-tiny", "cannot reach", "no network"]);
+}
+
+#[test]
+fn a_file_larger_than_the_free_space_is_refused_before_downloading() {
+    let server = Server::start(Faults {
+        // 1 EB: more than any test machine's disk.
+        announce_size: Some(1 << 60),
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let o = fetch_esm(tmp.path(), &server);
+    assert_error(
+        &o,
+        &[
+            "test/esm2-tiny: model.safetensors",
+            "not enough disk space",
+            "HF_HOME",
+        ],
+    );
+    let weights = fixture("esm2_tiny/model.safetensors");
+    assert!(
+        server.body_gets(&sha256(&weights)).is_empty(),
+        "{:?}",
+        server.log()
+    );
+    no_partial_or_blob(tmp.path(), "test/esm2-tiny");
+    let partial = repo_dir(tmp.path(), "test/esm2-tiny")
+        .join("blobs")
+        .join(format!("{}.incomplete", sha256(&weights)));
+    assert!(!partial.exists(), "nothing created for the refused file");
 }

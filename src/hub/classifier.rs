@@ -40,6 +40,9 @@ pub const PUBLISHED: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// The published classifiers are MLPs of a few MB; a URL streaming more is not one.
+pub const MAX_CLASSIFIER_BYTES: u64 = 1 << 30;
+
 /// A classifier given on the command line: a published one or a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
@@ -167,6 +170,7 @@ impl Remote {
             dest: dest.clone(),
             size: None,
             checksum: self.checksum.clone(),
+            limit: MAX_CLASSIFIER_BYTES,
         };
         let sha256 = download(&client, &target, quiet, &explain)?;
         let verified = match &self.checksum {

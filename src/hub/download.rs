@@ -54,6 +54,9 @@ pub struct Target {
     pub dest: PathBuf,
     pub size: Option<u64>,
     pub checksum: Checksum,
+    /// Bytes accepted when the size is not announced (a server streaming for ever must not fill
+    /// the disk).
+    pub limit: u64,
 }
 
 impl Target {
@@ -197,6 +200,23 @@ pub fn download(
     let dir = t.dest.parent().expect("a file in a directory");
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let partial = t.partial();
+    // Space first, before anything is created: a refused download leaves nothing behind.
+    let on_disk = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    if let Some(size) = t.size {
+        let need = size.saturating_sub(if on_disk > size { 0 } else { on_disk });
+        if let Some(free) = cache::free_space(dir) {
+            if free < need.saturating_add(DISK_MARGIN) {
+                bail!(
+                    "not enough disk space for {} in {}: it needs {} more, {} free; free space \
+                     there or point HF_HOME / HF_HUB_CACHE at a larger disk",
+                    t.label,
+                    dir.display(),
+                    human_bytes(need),
+                    human_bytes(free)
+                );
+            }
+        }
+    }
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -211,21 +231,6 @@ pub fn download(
     }
     if have > 0 {
         tracing::info!("download: {}: resuming at {}", t.label, human_bytes(have));
-    }
-    if let Some(size) = t.size {
-        let need = size - have;
-        if let Some(free) = cache::free_space(dir) {
-            if free < need.saturating_add(DISK_MARGIN) {
-                bail!(
-                    "not enough disk space for {} in {}: it needs {} more, {} free; free space \
-                     there or point HF_HOME / HF_HUB_CACHE at a larger disk",
-                    t.label,
-                    dir.display(),
-                    human_bytes(need),
-                    human_bytes(free)
-                );
-            }
-        }
     }
     let mut hasher = hash_prefix(&mut file, have)?;
     file.seek(SeekFrom::Start(have))?;
@@ -279,13 +284,19 @@ pub fn download(
                 .map_err(|e| write_error(e, &partial))?;
             hasher.update(&buf[..n]);
             have += n as u64;
-            if t.size.is_some_and(|s| have > s) {
+            let most = t.size.unwrap_or(t.limit);
+            if have > most {
                 drop(file);
                 let _ = fs::remove_file(&partial);
                 bail!(
-                    "{}: the server sent more than the announced {} bytes; discarded, nothing cached",
+                    "{}: the server sent more than {} bytes ({}); discarded, nothing cached",
                     t.label,
-                    t.size.unwrap()
+                    most,
+                    if t.size.is_some() {
+                        "its announced size"
+                    } else {
+                        "the most such a file can be"
+                    }
                 );
             }
             meter.set(have);
@@ -538,6 +549,7 @@ fn fetch_file(
         dest: blob,
         size,
         checksum,
+        limit: u64::MAX,
     };
     download(client, &target, quiet, &explain)?;
     cache.link(commit, name, &etag)?;
