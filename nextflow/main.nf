@@ -3,6 +3,7 @@
  * virnucpro: find viral sequences with VirNucPro's method (six-frame ORFs, DNABERT-S + ESM-2
  * embeddings, an MLP), fanned out over every GPU of every node.
  *
+ *   models given as Hub ids / 500 / 300 / URL -> FETCH_MODELS once (storeDir), or --hf_home
  *   samplesheet (sample,fasta) or FASTA glob
  *     -> TRANSLATE      per sample, ORFs cut into shards of --shard_size
  *     -> EMBED_DNA      per shard, one GPU each
@@ -16,6 +17,7 @@
 
 include { validateParameters } from 'plugin/nf-schema'
 
+include { FETCH_MODELS  } from './modules/fetch_models/main'
 include { TRANSLATE     } from './modules/translate/main'
 include { EMBED_DNA     } from './modules/embed_dna/main'
 include { EMBED_PROTEIN } from './modules/embed_protein/main'
@@ -29,7 +31,7 @@ workflow {
     if (!params.input) {
         error "--input is required: a samplesheet CSV (columns sample,fasta) or a FASTA path/glob"
     }
-    ['dnabert', 'esm', 'classifier'].each { name ->
+    ['dnabert', 'esm'].each { name ->
         if (!params[name]) {
             error "--${name} is required (see README.md, 'Real use: the published models')"
         }
@@ -38,10 +40,21 @@ workflow {
         log.warn "--chunk_size ${params.chunk_size}: the published classifiers were trained on 300 or 500"
     }
 
+    // Models given as Hub ids (org/name[@revision]) or classifiers given as 500, 300 or a URL:
+    // read from --hf_home when given, else fetched once by FETCH_MODELS (storeDir: the next
+    // run finds them without a task). Local paths are used as they are.
+    def specs = [
+        dnabert   : params.dnabert.toString(),
+        esm       : params.esm.toString(),
+        classifier: (params.classifier ?: defaultClassifier()).toString(),
+    ]
+    def remote = params.hf_home ? [] : specs.findAll { kind, given -> isRemote(kind, given) }
+    FETCH_MODELS(channel.fromList(remote.collect { kind, given -> [kind, given, storePath(kind, given)] }))
+
     // [model to stage, path of the model inside it, signature of its files]: see modelInput().
-    def dnabert    = channel.value(modelInput(params.dnabert))
-    def esm        = channel.value(modelInput(params.esm))
-    def classifier = file(params.classifier, checkIfExists: true)
+    def dnabert    = modelChannel('dnabert', specs.dnabert, FETCH_MODELS.out.model)
+    def esm        = modelChannel('esm', specs.esm, FETCH_MODELS.out.model)
+    def classifier = modelChannel('classifier', specs.classifier, FETCH_MODELS.out.model)
     // Optional inputs are passed as [] (nothing staged), as nf-core modules do.
     def toml       = params.virnucpro_config ? file(params.virnucpro_config, checkIfExists: true) : []
 
@@ -120,6 +133,91 @@ def checkParams() {
     if (workflow.containerEngine in ['singularity', 'apptainer'] && !params.container_sif && !params.container.contains('/')) {
         error "-profile ${workflow.containerEngine}: --container ${params.container} is a local image name, which ${workflow.containerEngine} would pull from Docker Hub (it is not there). Build a .sif from containers/virnucpro.def and pass --container_sif /path/virnucpro.sif, or push the image to your registry and pass --container registry/owner/virnucpro:TAG"
     }
+}
+
+// The published classifier for --chunk_size when --classifier is not given.
+def defaultClassifier() {
+    if (!(params.chunk_size in [300, 500])) {
+        error "--chunk_size ${params.chunk_size}: the published classifiers are for 300 and 500; give --classifier"
+    }
+    return params.chunk_size.toString()
+}
+
+// A Hub id (org/name[@revision]) or a classifier to download (500, 300, http(s) URL), rather
+// than a local path. An existing path of that name wins, as in `virnucpro`.
+def isRemote(String kind, String given) {
+    if (given.contains('://') && !(given.startsWith('http://') || given.startsWith('https://'))) {
+        return false // s3://, gs://: a path Nextflow stages
+    }
+    if (!given.contains('://') && file(given).exists()) {
+        return false
+    }
+    if (kind == 'classifier') {
+        return given in ['500', '300'] || given.startsWith('http://') || given.startsWith('https://')
+    }
+    return given ==~ /[A-Za-z0-9][A-Za-z0-9_.-]*\/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.\/-]+)?/
+}
+
+// Where `virnucpro models fetch` leaves a model, relative to HF_HOME (its cache layout):
+// hub/models--org--name, or virnucpro/classifiers/<500|300|url-<sha256 of the URL, 16 hex>>.
+def storePath(String kind, String given) {
+    if (kind == 'classifier') {
+        def url = given.split('#')[0]
+        def sha = java.security.MessageDigest.getInstance('SHA-256').digest(url.getBytes('UTF-8')).encodeHex().toString()
+        def key = given in ['500', '300'] ? given : "url-${sha.take(16)}"
+        return "virnucpro/classifiers/${key}".toString()
+    }
+    return "hub/models--${given.split('@')[0].replace('/', '--')}".toString()
+}
+
+// The classifier's file name in its folder: the published name, or the URL's last segment.
+def classifierFile(String given) {
+    if (given in ['500', '300']) {
+        return "${given}_model.pth".toString()
+    }
+    def name = given.split('#')[0].tokenize('/').last()
+    return name ==~ /[A-Za-z0-9_-][A-Za-z0-9_.-]*/ ? name : 'classifier.pth'
+}
+
+// A model folder (hub/models--org--name) to its snapshot for the id's revision.
+def snapshotOf(repoDir, String given, String where) {
+    def rev = given.contains('@') ? given.split('@', 2)[1] : 'main'
+    def commit = rev ==~ /[0-9a-f]{40}/ ? rev : null
+    if (!commit) {
+        def ref = repoDir.resolve("refs/${rev}")
+        if (!ref.exists()) {
+            error "Model ${given}: not in ${where} (no ${ref}); fetch it there with `HF_HOME=... virnucpro models fetch` on a machine with internet (a login node), see README.md"
+        }
+        commit = ref.text.trim()
+    }
+    def snap = repoDir.resolve("snapshots/${commit}")
+    if (!snap.resolve('config.json').exists()) {
+        error "Model ${given}: ${snap} is incomplete; run `virnucpro models fetch` again with the same HF_HOME"
+    }
+    return snap
+}
+
+// A model as the tasks take it: a value channel of modelInput() for DNABERT-S/ESM-2, of the
+// file for the classifier; from a local path, --hf_home, or the FETCH_MODELS store.
+def modelChannel(String kind, String given, fetched) {
+    def from = { dir, where ->
+        kind == 'classifier' ? checkedFile(dir.resolve(classifierFile(given)), given, where) : modelInput(snapshotOf(dir, given, where).toString())
+    }
+    if (!isRemote(kind, given)) {
+        return channel.value(kind == 'classifier' ? file(given, checkIfExists: true) : modelInput(given))
+    }
+    if (params.hf_home) {
+        def home = file(params.hf_home, checkIfExists: true)
+        return channel.value(from(home.resolve(storePath(kind, given)), "--hf_home ${params.hf_home}"))
+    }
+    return fetched.filter { k, id, dir -> k == kind }.map { k, id, dir -> from(dir, 'the model store') }.first()
+}
+
+def checkedFile(f, String given, String where) {
+    if (!f.exists()) {
+        error "Classifier ${given}: not in ${where} (no ${f}); fetch it with `virnucpro models fetch --classifier ${given}` on a machine with internet, see README.md"
+    }
+    return f
 }
 
 // An embedding model as [path to stage, sub-path of the model inside it, signature].

@@ -47,6 +47,9 @@ pub enum Command {
     /// List the devices `--device auto` would use (CUDA devices with memory and lease state,
     /// wgpu adapters with their kind, and the CPU workers).
     Devices(DevicesArgs),
+    /// Download, verify and list the published models (Hugging Face cache layout, shared with
+    /// Python tools; HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE apply).
+    Models(ModelsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -140,9 +143,13 @@ pub struct EmbedArgs {
     /// Input FASTA of ORFs (translate's identified_nucleotide.fa / identified_protein.faa or a shard).
     pub input: PathBuf,
     /// Model: a Hugging Face directory (config.json + model.safetensors / pytorch_model.bin),
-    /// or for ESM-2 also a fair-esm checkpoint file (esm2_t36_3B_UR50D.pt).
-    #[arg(short, long, value_name = "DIR|FILE")]
+    /// for ESM-2 also a fair-esm checkpoint file (esm2_t36_3B_UR50D.pt), or a Hub id
+    /// (org/name[@revision]) from the cache (`virnucpro models fetch`).
+    #[arg(short, long, value_name = "DIR|FILE|ID")]
     pub model: PathBuf,
+    /// Download a Hub id that is not cached yet (otherwise it is an error).
+    #[arg(long)]
+    pub download: bool,
     /// Output embeddings file (.safetensors: tensor `embeddings` [N, D], ids in metadata).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -174,9 +181,13 @@ pub struct PredictArgs {
     #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
     pub protein: Vec<PathBuf>,
     /// Classifier: VirNucPro's 300_model.pth / 500_model.pth (whole pickled module), or a
-    /// safetensors file with the same tensor names.
-    #[arg(long, value_name = "FILE")]
+    /// safetensors file with the same tensor names; or 500 / 300 (the published ones) or a URL
+    /// (optionally ending in #sha256=<hex>), from the cache (`virnucpro models fetch`).
+    #[arg(long, value_name = "FILE|500|300|URL")]
     pub classifier: PathBuf,
+    /// Download a classifier given as 500/300/URL that is not cached yet.
+    #[arg(long)]
+    pub download: bool,
     /// Output directory (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub outdir: PathBuf,
@@ -192,15 +203,21 @@ pub struct PredictArgs {
 pub struct RunArgs {
     /// Input FASTA (plain or compressed with gzip, bzip2, xz or zstd).
     pub input: PathBuf,
-    /// DNABERT-S model directory (config.json, tokenizer.json, model.safetensors or pytorch_model.bin).
-    #[arg(long, value_name = "DIR")]
+    /// DNABERT-S model: a directory (config.json, tokenizer.json, model.safetensors or
+    /// pytorch_model.bin) or a Hub id from the cache (`virnucpro models fetch`).
+    #[arg(long, value_name = "DIR|ID", default_value = crate::hub::DEFAULT_DNABERT)]
     pub dnabert: PathBuf,
-    /// ESM-2 model: Hugging Face directory or fair-esm .pt file.
-    #[arg(long, value_name = "DIR|FILE")]
+    /// ESM-2 model: a Hugging Face directory, a fair-esm .pt file, or a Hub id from the cache.
+    #[arg(long, value_name = "DIR|FILE|ID", default_value = crate::hub::DEFAULT_ESM)]
     pub esm: PathBuf,
-    /// Classifier file (300_model.pth / 500_model.pth, matching --chunk-size).
-    #[arg(long, value_name = "FILE")]
-    pub classifier: PathBuf,
+    /// Classifier: a file (300_model.pth / 500_model.pth, matching --chunk-size), 500 / 300
+    /// (the published ones, from the cache) or a URL [default: the published one for
+    /// --chunk-size].
+    #[arg(long, value_name = "FILE|500|300|URL")]
+    pub classifier: Option<PathBuf>,
+    /// Download models given as Hub ids / 500 / 300 / URLs that are not cached yet.
+    #[arg(long)]
+    pub download: bool,
     /// Chunk length in bp (300 or 500, matching the classifier).
     #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(3..))]
     pub chunk_size: u64,
@@ -215,4 +232,47 @@ pub struct RunArgs {
     /// Call a sequence viral when at least this fraction of its scored chunks are viral.
     #[arg(long, default_value_t = 0.5, value_name = "F")]
     pub min_viral_fraction: f64,
+}
+
+// ---- `virnucpro models` (src/hub) ----
+
+#[derive(Args, Debug)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Download the models into the Hugging Face cache (only the files the loaders need),
+    /// verified. With no model flag: ESM-2 3B, DNABERT-S and the 500 and 300 classifiers; with
+    /// some, only those. Files already cached (by us or by Python tools) are not downloaded
+    /// again; an interrupted download resumes.
+    Fetch(ModelsFetchArgs),
+    /// Show the cached models and classifiers, with sizes and where they are.
+    List(ModelsListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ModelsFetchArgs {
+    /// ESM-2 repository on the Hub (org/name[@revision]), e.g. facebook/esm2_t36_3B_UR50D.
+    #[arg(long, value_name = "ID")]
+    pub esm: Option<String>,
+    /// DNABERT-S repository on the Hub (org/name[@revision]), e.g. zhihan1996/DNABERT-S.
+    #[arg(long, value_name = "ID")]
+    pub dnabert: Option<String>,
+    /// A classifier: 500 or 300 (the published ones) or a URL, optionally ending in
+    /// #sha256=<hex> (checked); repeatable.
+    #[arg(long, value_name = "500|300|URL")]
+    pub classifier: Vec<String>,
+    /// Branch, tag or commit of the Hub repositories (default: main).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ModelsListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -30,7 +30,9 @@ pub struct Config {
     pub predict: PredictConfig,
 }
 
-/// Model locations; relative paths are taken from the config file's directory.
+/// Model locations; relative paths are taken from the config file's directory. Each may also be
+/// a Hub id (`org/name[@revision]`; for the classifier `500`, `300` or a URL), kept as it is
+/// unless a path of that name exists beside the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsConfig {
@@ -103,7 +105,8 @@ impl Config {
         .into_iter()
         .flatten()
         {
-            if p.is_relative() {
+            // A Hub id stays an id unless a path of that name exists beside the config.
+            if p.is_relative() && (!is_model_id(p) || base.join(&*p).exists()) {
                 *p = base.join(&*p);
             }
         }
@@ -226,6 +229,14 @@ impl Config {
     }
 }
 
+/// A model value that names a Hub repository or a published/remote classifier, not a path.
+fn is_model_id(p: &Path) -> bool {
+    p.to_str().is_some_and(|s| {
+        crate::hub::RepoId::parse(s).is_some()
+            || matches!(crate::hub::classifier::Remote::parse(s), Ok(Some(_)))
+    })
+}
+
 /// The config file named on the command line (`--config F` / `--config=F`, before `--`), else
 /// by `VIRNUCPRO_CONFIG`. Found before clap parses, because it changes what clap accepts.
 pub fn config_path(args: &[OsString]) -> Option<PathBuf> {
@@ -288,6 +299,8 @@ mod tests {
     #[test]
     fn config_gives_defaults_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
+        // An existing directory: `models/esm` alone would read as a Hub id (org/name).
+        std::fs::create_dir_all(dir.path().join("models/esm")).unwrap();
         let p = write(
             dir.path(),
             "[translate]\nchunk_size = 300\n[embed]\nbatch_tokens = 777\nprecision = \"bf16\"\n\
@@ -317,6 +330,35 @@ mod tests {
         assert_eq!(e.compute.precision, Precision::Bf16);
         // Still required when the config does not give it.
         assert!(parse(&cfg, &["virnucpro", "embed-dna", "in.fa", "-o", "x"]).is_err());
+    }
+
+    #[test]
+    fn hub_ids_in_the_config_are_not_taken_for_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("local/dnabert")).unwrap();
+        let p = write(
+            dir.path(),
+            "[models]\nesm = \"facebook/esm2_t36_3B_UR50D\"\ndnabert = \"local/dnabert\"\n\
+             classifier = \"500\"\n",
+        );
+        let cfg = Config::load(&p).unwrap();
+        assert_eq!(
+            cfg.models.esm.as_deref(),
+            Some(Path::new("facebook/esm2_t36_3B_UR50D"))
+        );
+        // An existing directory beside the config wins over the id reading.
+        assert_eq!(cfg.models.dnabert, Some(dir.path().join("local/dnabert")));
+        assert_eq!(cfg.models.classifier.as_deref(), Some(Path::new("500")));
+        let cli = parse(
+            &cfg,
+            &["virnucpro", "run", "in.fa", "-c", "500", "-o", "out"],
+        )
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
+        assert_eq!(r.esm, PathBuf::from("facebook/esm2_t36_3B_UR50D"));
+        assert_eq!(r.classifier, Some(PathBuf::from("500")));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod device;
 pub mod embed;
 pub mod fasta;
 pub mod fingerprint;
+pub mod hub;
 pub mod interrupt;
 pub mod models;
 pub mod output;

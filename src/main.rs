@@ -4,6 +4,7 @@ use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use virnucpro::cli::{Cli, Command};
+use virnucpro::hub::{self, resolve::ModelKind};
 use virnucpro::output::ensure_dir;
 use virnucpro::output_lock::OutputLock;
 use virnucpro::{config, embed, pipeline, predict, preflight, translate};
@@ -95,22 +96,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = translate::run(&opts)?;
             translate::log_summary(&summary, &opts.outdir);
         }
-        Command::EmbedDna(a) => {
+        Command::EmbedDna(mut a) => {
+            a.model = hub::resolve::model(&a.model, ModelKind::Dnabert, a.download, cli.quiet)?;
             check_report(a.report.as_deref())?;
             let summary = embed::models::embed_dna(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }
-        Command::EmbedProtein(a) => {
+        Command::EmbedProtein(mut a) => {
+            a.model = hub::resolve::model(&a.model, ModelKind::Esm, a.download, cli.quiet)?;
             check_report(a.report.as_deref())?;
             let summary = embed::models::embed_protein(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }
+        Command::Models(a) => hub::command::run(&a.command, cli.quiet)?,
         Command::Devices(a) => {
             print!("{}", virnucpro::device::describe(a.json)?);
         }
-        Command::Predict(a) => {
+        Command::Predict(mut a) => {
+            a.classifier = hub::resolve::classifier(&a.classifier, a.download, cli.quiet)?;
             for f in a.dna.iter().chain(&a.protein) {
                 preflight::input_file(f, "embeddings file")?;
             }
@@ -128,11 +133,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             predict::log_summary(&summary, &opts.outdir);
         }
         Command::Run(a) => {
+            // Hub ids and published classifiers to cached paths (fetched with --download).
+            let classifier = match a.classifier {
+                Some(c) => c,
+                None => hub::resolve::default_classifier(a.chunk_size)?,
+            };
+            let dnabert =
+                hub::resolve::model(&a.dnabert, ModelKind::Dnabert, a.download, cli.quiet)?;
+            let esm = hub::resolve::model(&a.esm, ModelKind::Esm, a.download, cli.quiet)?;
+            let classifier = hub::resolve::classifier(&classifier, a.download, cli.quiet)?;
             let outcome = pipeline::run(&pipeline::RunOptions {
                 input: a.input,
-                dnabert: a.dnabert,
-                esm: a.esm,
-                classifier: a.classifier,
+                dnabert,
+                esm,
+                classifier,
                 chunk_size: a.chunk_size as usize,
                 outdir: a.outdir,
                 compute: a.compute.settings(),

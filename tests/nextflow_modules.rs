@@ -52,7 +52,7 @@ fn assert_contains(text: &str, what: &str, needles: &[&str]) {
     }
 }
 
-const GROOVY_FILES: [&str; 9] = [
+const GROOVY_FILES: [&str; 10] = [
     "nextflow/main.nf",
     "nextflow/nextflow.config",
     "conf/base.config",
@@ -62,6 +62,7 @@ const GROOVY_FILES: [&str; 9] = [
     "nextflow/modules/embed_dna/main.nf",
     "nextflow/modules/embed_protein/main.nf",
     "nextflow/modules/predict/main.nf",
+    "nextflow/modules/fetch_models/main.nf",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1047,7 +1048,9 @@ fn flags_in_modules_and_configs_exist_in_the_cli() {
     }
     let mut seen = 0;
     for (names, body) in with_name_blocks() {
-        for name in names {
+        // FETCH_MODELS has no ext.args (its flags are checked in
+        // fetch_models_downloads_ids_once_into_a_store).
+        for name in names.into_iter().filter(|n| n != "FETCH_MODELS") {
             let sub = module(&name).subcommand;
             for flag in flags(&closure_source(&body, "ext.args").unwrap_or_default()) {
                 assert!(
@@ -1195,7 +1198,11 @@ fn main_nf_includes_the_modules_and_braces_balance() {
             included.insert(name);
         }
     }
-    assert_eq!(included, MODULES.iter().map(|m| m.0).collect());
+    // The four steps, and the model download step (checked in
+    // fetch_models_downloads_ids_once_into_a_store).
+    let mut want: BTreeSet<&str> = MODULES.iter().map(|m| m.0).collect();
+    want.insert("FETCH_MODELS");
+    assert_eq!(included, want);
     for rel in GROOVY_FILES {
         // Triple-quoted scripts hold shell braces: left out before counting.
         let text = format!("{{{}}}", read(rel));
@@ -1256,7 +1263,11 @@ fn params_are_documented_in_the_schema() {
     for (name, v) in &params {
         let (prop, ty) = (
             &documented[name],
-            documented[name]["type"].as_str().unwrap(),
+            // A type list (["string", "integer"]: --classifier 500 arrives as a number): its first.
+            documented[name]["type"]
+                .as_str()
+                .or_else(|| documented[name]["type"][0].as_str())
+                .unwrap(),
         );
         let ok = match v {
             V::Null => prop.get("default").is_none(),
@@ -1548,4 +1559,58 @@ fn mistakes_stop_the_run_loudly() {
         Some("validateParameters()"),
         "first thing the workflow does"
     );
+}
+
+/// FETCH_MODELS: one task per model given as a Hub id / 500 / 300 / URL, stored once (storeDir
+/// in conf/modules.config) at the path `virnucpro models fetch` leaves it, wired before the
+/// GPU steps; with --hf_home nothing is fetched.
+#[test]
+fn fetch_models_downloads_ids_once_into_a_store() {
+    let m = read("nextflow/modules/fetch_models/main.nf");
+    for needle in [
+        "process FETCH_MODELS {",
+        "task.ext.when == null || task.ext.when",
+        "container \"",
+        "tuple val(kind), val(id), val(stored)",
+        "path(\"${stored}\"), emit: model",
+        "virnucpro models fetch ${args} --${kind} '${id}'",
+        "stub:",
+    ] {
+        assert!(m.contains(needle), "fetch_models/main.nf: {needle}");
+    }
+    // The flags it passes exist on `models fetch`.
+    for flag in ["--dnabert", "--esm", "--classifier", "--revision"] {
+        assert!(help_has(&["models", "fetch"], flag), "models fetch {flag}");
+    }
+    assert!(repo()
+        .join("nextflow/modules/fetch_models/meta.yml")
+        .is_file());
+    let t = read("nextflow/modules/fetch_models/tests/main.nf.test");
+    assert!(t.contains("process \"FETCH_MODELS\"") && t.contains("options \"-stub\""));
+    // Stored once, on shared storage, and nowhere published.
+    let modules = read("conf/modules.config");
+    let at = modules
+        .find("withName: 'FETCH_MODELS'")
+        .expect("a FETCH_MODELS block");
+    let block = block_at(&modules, at + modules[at..].find('{').unwrap());
+    assert!(
+        block.contains("storeDir") && block.contains("params.model_store"),
+        "{block}"
+    );
+    assert!(!m.contains("publishDir"));
+    let main = read("nextflow/main.nf");
+    for needle in [
+        "FETCH_MODELS(channel.fromList(remote.collect",
+        "def remote = params.hf_home ? [] :",
+        "modelChannel('dnabert', specs.dnabert, FETCH_MODELS.out.model)",
+        "modelChannel('esm', specs.esm, FETCH_MODELS.out.model)",
+        "modelChannel('classifier', specs.classifier, FETCH_MODELS.out.model)",
+        // The store path is the cache layout of `virnucpro models fetch` (src/hub).
+        "\"hub/models--${given.split('@')[0].replace('/', '--')}\"",
+        "\"virnucpro/classifiers/${key}\"",
+    ] {
+        assert!(main.contains(needle), "main.nf: {needle}");
+    }
+    // The embedding steps come after: they take the model channels built from the fetch.
+    assert!(main.find("FETCH_MODELS(").unwrap() < main.find("EMBED_DNA(").unwrap());
 }

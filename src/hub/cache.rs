@@ -1,0 +1,310 @@
+//! The Hugging Face cache layout on disk, shared with Python's `huggingface_hub`:
+//!
+//! ```text
+//! $HF_HUB_CACHE/models--org--name/blobs/<etag>                 the file's bytes, verified
+//!                                 blobs/<etag>.incomplete      a download in progress (resumable)
+//!                                 snapshots/<commit>/<file>    -> ../../blobs/<etag>
+//!                                 refs/<revision>              the commit, one line
+//! $HF_HUB_CACHE/.locks/models--org--name/<etag>.lock           flock while a blob is written
+//! ```
+//!
+//! Only a blob that matched its checksum is ever renamed to `blobs/<etag>`, and a snapshot link
+//! is made after its blob exists, so a reader sees a file complete or not at all.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::RepoId;
+
+/// One model repository's folder in the cache.
+pub struct RepoCache {
+    pub root: PathBuf,
+    pub locks: PathBuf,
+}
+
+impl RepoCache {
+    pub fn new(hub_cache: &Path, id: &RepoId) -> RepoCache {
+        RepoCache {
+            root: hub_cache.join(id.folder()),
+            locks: hub_cache.join(".locks").join(id.folder()),
+        }
+    }
+
+    pub fn blob(&self, etag: &str) -> PathBuf {
+        self.root.join("blobs").join(etag)
+    }
+
+    pub fn snapshot(&self, commit: &str) -> PathBuf {
+        self.root.join("snapshots").join(commit)
+    }
+
+    fn ref_path(&self, revision: &str) -> PathBuf {
+        self.root.join("refs").join(revision)
+    }
+
+    /// The commit a revision points at here, if it was fetched (a commit points at itself).
+    pub fn commit_of(&self, revision: &str) -> Option<String> {
+        if super::is_commit(revision) {
+            return Some(revision.to_string());
+        }
+        let text = fs::read_to_string(self.ref_path(revision)).ok()?;
+        let commit = text.trim();
+        super::is_commit(commit).then(|| commit.to_string())
+    }
+
+    /// Record that `revision` is at `commit` (atomically: a reader sees the old or new commit).
+    pub fn set_ref(&self, revision: &str, commit: &str) -> Result<()> {
+        if revision == commit {
+            return Ok(());
+        }
+        write_atomic(&self.ref_path(revision), commit.as_bytes())
+    }
+
+    /// Link `snapshots/<commit>/<file>` to `blobs/<etag>` (relative, as `huggingface_hub` does),
+    /// replacing whatever link was there.
+    pub fn link(&self, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
+        let rel = safe_relative(file)?;
+        let link = self.snapshot(commit).join(rel);
+        let dir = link.parent().expect("a file inside the snapshot");
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let depth = rel.components().count() + 1; // snapshots/<commit>/a/b -> ../../../blobs
+        let mut target = PathBuf::new();
+        for _ in 0..depth {
+            target.push("..");
+        }
+        target.push("blobs");
+        target.push(etag);
+        // A fresh name then rename: the link appears whole even with a concurrent reader.
+        let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), etag));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp)
+            .with_context(|| format!("creating link {}", tmp.display()))?;
+        fs::rename(&tmp, &link).with_context(|| format!("creating link {}", link.display()))?;
+        Ok(link)
+    }
+}
+
+/// A file name from a repository listing as a path that stays inside the snapshot: no `..`,
+/// no absolute path (the listing comes from a server).
+pub fn safe_relative(file: &str) -> Result<&Path> {
+    let p = Path::new(file);
+    if file.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        bail!("refusing the file name {file:?} from the server (it leaves the model folder)");
+    }
+    Ok(p)
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("a file in a directory");
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// An exclusive `flock` on a lock file, released when dropped (or when the process dies, so a
+/// killed download never leaves a stale lock behind).
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Wait for the lock; `waiting` is called once if another process holds it.
+    pub fn acquire(path: &Path, waiting: impl FnOnce()) -> Result<FileLock> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: flock on a descriptor we own, for the lifetime of `file`.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            waiting();
+            // SAFETY: as above; this call blocks until the other holder is done.
+            while unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+        Ok(FileLock { _file: file })
+    }
+}
+
+/// Bytes taken by the files under `dir` (links not followed: a blob counted once).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Free bytes for an unprivileged user on the filesystem holding `dir` (`None` if unknown).
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct for a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// A cached model repository, for `models list`.
+#[derive(Debug, serde::Serialize)]
+pub struct CachedRepo {
+    pub repo: String,
+    /// `refs/<revision>` -> commit.
+    pub refs: Vec<(String, String)>,
+    /// Commits with a snapshot.
+    pub snapshots: Vec<String>,
+    /// Verified blobs' total size.
+    pub bytes: u64,
+    /// Bytes of downloads in progress (`*.incomplete`), resumable.
+    pub partial_bytes: u64,
+    pub path: PathBuf,
+}
+
+/// Every `models--*` repository of a Hub cache.
+pub fn list(hub_cache: &Path) -> Vec<CachedRepo> {
+    let Ok(entries) = fs::read_dir(hub_cache) else {
+        return Vec::new();
+    };
+    let mut out: Vec<CachedRepo> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let repo = name.strip_prefix("models--")?.replacen("--", "/", 1);
+            let path = e.path();
+            let mut refs = Vec::new();
+            collect_refs(&path.join("refs"), "", &mut refs);
+            refs.sort();
+            let mut snapshots: Vec<String> = fs::read_dir(path.join("snapshots"))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            snapshots.sort();
+            let (mut bytes, mut partial_bytes) = (0, 0);
+            for blob in fs::read_dir(path.join("blobs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let len = blob.metadata().map(|m| m.len()).unwrap_or(0);
+                if blob.file_name().to_string_lossy().ends_with(".incomplete") {
+                    partial_bytes += len;
+                } else {
+                    bytes += len;
+                }
+            }
+            Some(CachedRepo {
+                repo,
+                refs,
+                snapshots,
+                bytes,
+                partial_bytes,
+                path,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.repo.cmp(&b.repo));
+    out
+}
+
+fn collect_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+        if e.path().is_dir() {
+            collect_refs(&e.path(), &format!("{name}/"), out);
+        } else if let Ok(c) = fs::read_to_string(e.path()) {
+            out.push((name, c.trim().to_string()));
+        }
+    }
+}
+
+/// "11.4 GB" (decimal, as the Hub shows sizes).
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_links_point_into_blobs_and_refs_are_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = RepoId::parse("org/model").unwrap();
+        let c = RepoCache::new(tmp.path(), &id);
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        fs::create_dir_all(c.root.join("blobs")).unwrap();
+        fs::write(c.blob("abc"), b"hello").unwrap();
+        let link = c.link(commit, "sub/config.json", "abc").unwrap();
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            PathBuf::from("../../../blobs/abc")
+        );
+        assert_eq!(fs::read(&link).unwrap(), b"hello");
+        // Linking again (a second fetch) replaces the link.
+        c.link(commit, "sub/config.json", "abc").unwrap();
+        assert_eq!(c.commit_of("main"), None);
+        c.set_ref("main", commit).unwrap();
+        assert_eq!(c.commit_of("main").as_deref(), Some(commit));
+        assert_eq!(c.commit_of(commit).as_deref(), Some(commit));
+        let listed = list(tmp.path());
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].repo, "org/model");
+        assert_eq!(listed[0].bytes, 5);
+        assert_eq!(listed[0].refs, vec![("main".into(), commit.into())]);
+    }
+
+    #[test]
+    fn file_names_from_the_server_stay_inside_the_snapshot() {
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "./a"] {
+            assert!(safe_relative(bad).is_err(), "{bad}");
+        }
+        assert!(safe_relative("onnx/model.onnx").is_ok());
+    }
+
+    #[test]
+    fn sizes_read_like_the_hub() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(11_356_000_000), "11.4 GB");
+    }
+}

@@ -1,0 +1,156 @@
+//! `virnucpro models fetch` and `virnucpro models list`.
+
+use anyhow::{bail, Result};
+
+use super::cache::{self, human_bytes};
+use super::classifier::{self, Remote};
+use super::download::fetch_repo;
+use super::resolve::ModelKind;
+use super::{HubEnv, RepoId, DEFAULT_DNABERT, DEFAULT_ESM};
+use crate::cli::{ModelsCommand, ModelsFetchArgs};
+
+pub fn run(cmd: &ModelsCommand, quiet: bool) -> Result<()> {
+    match cmd {
+        ModelsCommand::Fetch(a) => fetch(a, quiet),
+        ModelsCommand::List(a) => {
+            print!("{}", list(a.json)?);
+            Ok(())
+        }
+    }
+}
+
+fn id_of(given: &str, revision: Option<&str>, flag: &str) -> Result<RepoId> {
+    let Some(mut id) = RepoId::parse(given) else {
+        bail!("{flag} {given:?} is not a Hub id (org/name or org/name@revision)");
+    };
+    if let Some(r) = revision {
+        if given.contains('@') {
+            bail!("{flag} {given} already names a revision; drop --revision {r}");
+        }
+        id = RepoId::parse(&format!("{}@{r}", id.repo))
+            .ok_or_else(|| anyhow::anyhow!("--revision {r:?} is not a branch, tag or commit"))?;
+    }
+    Ok(id)
+}
+
+/// With no model flag: ESM-2 3B, DNABERT-S and both classifiers. With some: only those.
+fn fetch(a: &ModelsFetchArgs, quiet: bool) -> Result<()> {
+    let env = HubEnv::from_env()?;
+    if env.offline {
+        bail!("HF_HUB_OFFLINE is set: `models fetch` needs the network (unset it, or see what is cached with `virnucpro models list`)");
+    }
+    let none = a.esm.is_none() && a.dnabert.is_none() && a.classifier.is_empty();
+    let mut repos = Vec::new();
+    if let Some(e) = a.esm.as_deref().or(none.then_some(DEFAULT_ESM)) {
+        repos.push((id_of(e, a.revision.as_deref(), "--esm")?, ModelKind::Esm));
+    }
+    if let Some(d) = a.dnabert.as_deref().or(none.then_some(DEFAULT_DNABERT)) {
+        repos.push((
+            id_of(d, a.revision.as_deref(), "--dnabert")?,
+            ModelKind::Dnabert,
+        ));
+    }
+    let classifiers: Vec<String> = if none {
+        classifier::PUBLISHED
+            .iter()
+            .map(|p| p.0.to_string())
+            .collect()
+    } else {
+        a.classifier.clone()
+    };
+    let mut remotes = Vec::new();
+    for c in &classifiers {
+        match Remote::parse(c)? {
+            Some(r) => remotes.push(r),
+            None => bail!("--classifier {c}: give 500, 300 or an http(s):// URL"),
+        }
+    }
+    for (id, kind) in repos {
+        let f = fetch_repo(&env, &id, kind, quiet)?;
+        println!(
+            "{}\t{id}\t{}\t{}",
+            kind.name(),
+            f.snapshot.display(),
+            if f.downloaded > 0 {
+                format!("downloaded {}", human_bytes(f.downloaded))
+            } else {
+                "already cached".into()
+            }
+        );
+    }
+    for r in remotes {
+        let was = r.path(&env).is_file();
+        let path = r.fetch(&env, quiet)?;
+        println!(
+            "classifier\t{}\t{}\t{}",
+            r.key,
+            path.display(),
+            if was { "already cached" } else { "downloaded" }
+        );
+    }
+    Ok(())
+}
+
+/// What is cached: Hub models (every `models--*` folder, ours or Python's) and classifiers.
+pub fn list(json: bool) -> Result<String> {
+    let env = HubEnv::from_env()?;
+    let repos = cache::list(&env.hub_cache);
+    let classifiers = classifier::list(&env);
+    if json {
+        let c: Vec<serde_json::Value> = classifiers
+            .iter()
+            .map(|(key, path, bytes, sha256, url)| {
+                serde_json::json!({"name": key, "path": path, "bytes": bytes, "sha256": sha256, "url": url})
+            })
+            .collect();
+        let v = serde_json::json!({
+            "hub_cache": env.hub_cache,
+            "models": repos,
+            "classifiers": c,
+        });
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&v)?));
+    }
+    let mut out = format!("Hugging Face cache: {}\n", env.hub_cache.display());
+    if repos.is_empty() {
+        out.push_str("  (no models; fetch them with `virnucpro models fetch`)\n");
+    }
+    for r in &repos {
+        let refs = r
+            .refs
+            .iter()
+            .map(|(name, c)| format!("{name}={}", &c[..c.len().min(12)]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let partial = if r.partial_bytes > 0 {
+            format!(
+                " (+{} partial, resumes on fetch)",
+                human_bytes(r.partial_bytes)
+            )
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  {:<40} {:>10}{partial}  {}  {}\n",
+            r.repo,
+            human_bytes(r.bytes),
+            if refs.is_empty() { "-".into() } else { refs },
+            r.path.display()
+        ));
+    }
+    out.push_str(&format!(
+        "Classifiers: {}\n",
+        env.own_cache().join("classifiers").display()
+    ));
+    if classifiers.is_empty() {
+        out.push_str("  (none; `virnucpro models fetch --classifier 500` fetches one)\n");
+    }
+    for (key, path, bytes, sha256, _) in &classifiers {
+        out.push_str(&format!(
+            "  {key:<40} {:>10}  sha256 {}  {}\n",
+            human_bytes(*bytes),
+            if sha256.is_empty() { "?" } else { sha256 },
+            path.display()
+        ));
+    }
+    Ok(out)
+}

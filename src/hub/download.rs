@@ -1,0 +1,589 @@
+//! Downloads users can trust: one file at a time into `<blob>.incomplete`, resumed with `Range`
+//! after a dropped connection (retried here) or a killed process (the next fetch), checked
+//! against the server's sha256 (or git blob id) before it is renamed to its cached name, with a
+//! progress bar on a terminal and log lines elsewhere. Then a model repository: the files the
+//! loaders need, linked into a snapshot, the revision recorded last.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::Digest as _;
+
+use super::cache::{self, human_bytes, FileLock, RepoCache};
+use super::client::{Client, HttpError, Sibling};
+use super::resolve::ModelKind;
+use super::{HubEnv, RepoId};
+use crate::weights::HF_WEIGHT_FILES;
+
+/// Transport failures retried (with `Range`) before giving up on a file.
+const RETRIES: u32 = 5;
+/// Kept free beyond a download's own size, so a fetch never fills the disk to the last byte.
+const DISK_MARGIN: u64 = 64 << 20;
+
+/// What a file's bytes must hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    Sha256(String),
+    /// A git blob id: sha1 of `blob <len>\0<bytes>` (the Hub's small files, GitHub files).
+    GitSha1(String),
+    /// Nothing published: the sha256 is recorded, not checked.
+    Unknown,
+}
+
+impl Checksum {
+    /// From an etag: 64 hex digits are a sha256, 40 a git blob id.
+    pub fn from_etag(etag: &str) -> Checksum {
+        let hex = etag.bytes().all(|b| b.is_ascii_hexdigit());
+        match etag.len() {
+            64 if hex => Checksum::Sha256(etag.to_ascii_lowercase()),
+            40 if hex => Checksum::GitSha1(etag.to_ascii_lowercase()),
+            _ => Checksum::Unknown,
+        }
+    }
+}
+
+/// One file to download.
+pub struct Target {
+    pub url: String,
+    /// `org/name: file` or the classifier's name, for messages.
+    pub label: String,
+    /// The verified file's final path; `<dest>.incomplete` holds the bytes until then.
+    pub dest: PathBuf,
+    pub size: Option<u64>,
+    pub checksum: Checksum,
+    /// Bytes accepted when the size is not announced (a server streaming for ever must not fill
+    /// the disk).
+    pub limit: u64,
+}
+
+impl Target {
+    pub fn partial(&self) -> PathBuf {
+        let mut name = self.dest.file_name().unwrap().to_os_string();
+        name.push(".incomplete");
+        self.dest.with_file_name(name)
+    }
+}
+
+/// Progress of one file: an indicatif bar on a terminal, else a log line every
+/// `VIRNUCPRO_PROGRESS_SECS` seconds (default 10).
+struct Meter {
+    bar: Option<indicatif::ProgressBar>,
+    label: String,
+    total: Option<u64>,
+    done: u64,
+    started: Instant,
+    start_bytes: u64,
+    last_log: Instant,
+    every: Duration,
+}
+
+impl Meter {
+    fn new(label: &str, total: Option<u64>, done: u64, quiet: bool) -> Meter {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(total.unwrap_or(0));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
+                )
+                .expect("valid template"),
+            );
+            b.set_message(label.to_string());
+            b.set_position(done);
+            b
+        });
+        let every = std::env::var("VIRNUCPRO_PROGRESS_SECS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(10));
+        let now = Instant::now();
+        Meter {
+            bar,
+            label: label.to_string(),
+            total,
+            done,
+            started: now,
+            start_bytes: done,
+            last_log: now,
+            every,
+        }
+    }
+
+    fn set(&mut self, done: u64) {
+        self.done = done;
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+        } else if self.last_log.elapsed() >= self.every {
+            self.last_log = Instant::now();
+            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+            let rate = (done.saturating_sub(self.start_bytes)) as f64 / secs;
+            let of = match self.total {
+                Some(t) if t > 0 => format!(
+                    " of {} ({:.0}%), ETA {}",
+                    human_bytes(t),
+                    100.0 * done as f64 / t as f64,
+                    eta(t.saturating_sub(done), rate)
+                ),
+                _ => String::new(),
+            };
+            tracing::info!(
+                "download: {}: {}{of}, {}/s",
+                self.label,
+                human_bytes(done),
+                human_bytes(rate as u64)
+            );
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn eta(left: u64, rate: f64) -> String {
+    if rate <= 0.0 {
+        return "?".into();
+    }
+    let s = (left as f64 / rate).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A write error in one line, disk full said plainly.
+fn write_error(e: std::io::Error, path: &Path) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        anyhow!(
+            "disk full (or over quota) writing {}: free space there or point HF_HOME / \
+             HF_HUB_CACHE at a larger disk; the partial download is kept and resumes",
+            path.display()
+        )
+    } else {
+        anyhow!("writing {}: {e}", path.display())
+    }
+}
+
+/// The sha256 of the first `len` bytes of `file`.
+fn hash_prefix(file: &mut File, len: u64) -> Result<sha2::Sha256> {
+    let mut h = sha2::Sha256::new();
+    file.seek(SeekFrom::Start(0))?;
+    let mut take = file.take(len);
+    std::io::copy(&mut take, &mut h)?;
+    Ok(h)
+}
+
+fn git_sha1(path: &Path) -> Result<String> {
+    use sha1::Digest as _;
+    let len = fs::metadata(path)?.len();
+    let mut h = sha1::Sha1::new();
+    h.update(format!("blob {len}\0").as_bytes());
+    std::io::copy(&mut File::open(path)?, &mut h)?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Download `t` (resuming its `.incomplete`), verify it, and rename it to `t.dest`. Returns the
+/// file's sha256. `explain` turns an HTTP failure into the user's one-line error.
+pub fn download(
+    client: &Client,
+    t: &Target,
+    quiet: bool,
+    explain: &dyn Fn(HttpError) -> anyhow::Error,
+) -> Result<String> {
+    let dir = t.dest.parent().expect("a file in a directory");
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let partial = t.partial();
+    // Space first, before anything is created: a refused download leaves nothing behind.
+    let on_disk = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    if let Some(size) = t.size {
+        let need = size.saturating_sub(if on_disk > size { 0 } else { on_disk });
+        if let Some(free) = cache::free_space(dir) {
+            if free < need.saturating_add(DISK_MARGIN) {
+                bail!(
+                    "not enough disk space for {} in {}: it needs {} more, {} free; free space \
+                     there or point HF_HOME / HF_HUB_CACHE at a larger disk",
+                    t.label,
+                    dir.display(),
+                    human_bytes(need),
+                    human_bytes(free)
+                );
+            }
+        }
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&partial)
+        .with_context(|| format!("opening {}", partial.display()))?;
+    let mut have = file.metadata()?.len();
+    if t.size.is_some_and(|s| have > s) {
+        have = 0;
+        file.set_len(0)?;
+    }
+    if have > 0 {
+        tracing::info!("download: {}: resuming at {}", t.label, human_bytes(have));
+    }
+    let mut hasher = hash_prefix(&mut file, have)?;
+    file.seek(SeekFrom::Start(have))?;
+    let mut meter = Meter::new(&t.label, t.size, have, quiet);
+    let mut failures = 0u32;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        if t.size == Some(have) {
+            break;
+        }
+        let mut body = match client.get(&t.url, have) {
+            Ok(b) => b,
+            Err(e) if e.is_transport() && failures < RETRIES => {
+                failures += 1;
+                retry_pause(&t.label, failures, &format!("{e:?}"));
+                continue;
+            }
+            // A range past the end: what is on disk is not a prefix of this file.
+            Err(HttpError::Status { code: 416, .. }) if have > 0 => {
+                have = 0;
+                file.set_len(0)?;
+                file.seek(SeekFrom::Start(0))?;
+                hasher = sha2::Sha256::new();
+                continue;
+            }
+            Err(e) => {
+                meter.finish();
+                return Err(explain(e));
+            }
+        };
+        if body.start != have {
+            // A full answer to a range request: start over.
+            have = 0;
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            hasher = sha2::Sha256::new();
+        }
+        let expected_end = body.len.map(|l| have + l);
+        let mut dropped = None;
+        loop {
+            let n = match body.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    dropped = Some(e.to_string());
+                    break;
+                }
+            };
+            file.write_all(&buf[..n])
+                .map_err(|e| write_error(e, &partial))?;
+            hasher.update(&buf[..n]);
+            have += n as u64;
+            let most = t.size.unwrap_or(t.limit);
+            if have > most {
+                drop(file);
+                let _ = fs::remove_file(&partial);
+                bail!(
+                    "{}: the server sent more than {} bytes ({}); discarded, nothing cached",
+                    t.label,
+                    most,
+                    if t.size.is_some() {
+                        "its announced size"
+                    } else {
+                        "the most such a file can be"
+                    }
+                );
+            }
+            meter.set(have);
+        }
+        let short = expected_end.is_some_and(|e| have < e) || t.size.is_some_and(|s| have < s);
+        if dropped.is_none() && !short {
+            break;
+        }
+        file.flush().map_err(|e| write_error(e, &partial))?;
+        if failures >= RETRIES {
+            meter.finish();
+            bail!(
+                "{}: the connection kept dropping ({} tries, {} of {} received; {}); run the \
+                 same command again to resume",
+                t.label,
+                RETRIES + 1,
+                human_bytes(have),
+                t.size.map(human_bytes).unwrap_or_else(|| "?".into()),
+                dropped.unwrap_or_else(|| "connection closed early".into())
+            );
+        }
+        failures += 1;
+        retry_pause(
+            &t.label,
+            failures,
+            dropped.as_deref().unwrap_or("connection closed early"),
+        );
+    }
+    meter.finish();
+    file.sync_all().map_err(|e| write_error(e, &partial))?;
+    drop(file);
+    let sha256 = format!("{:x}", hasher.finalize());
+    let bad = match &t.checksum {
+        Checksum::Sha256(want) if *want != sha256 => Some(("sha256", want.clone(), sha256.clone())),
+        Checksum::GitSha1(want) => {
+            let got = git_sha1(&partial)?;
+            (*want != got).then(|| ("git blob id", want.clone(), got))
+        }
+        _ => None,
+    };
+    if let Some((kind, want, got)) = bad {
+        let _ = fs::remove_file(&partial);
+        bail!(
+            "{}: {kind} mismatch (expected {want}, got {got}): the download was corrupted or \
+             the server changed the file; discarded, nothing cached; run again",
+            t.label
+        );
+    }
+    fs::rename(&partial, &t.dest)
+        .with_context(|| format!("moving {} into place", partial.display()))?;
+    Ok(sha256)
+}
+
+fn retry_pause(label: &str, n: u32, why: &str) {
+    let wait = Duration::from_millis(250 << n.min(6));
+    tracing::warn!(
+        "download: {label}: {why}; retrying ({n} of {RETRIES}) in {:.1}s",
+        wait.as_secs_f64()
+    );
+    std::thread::sleep(wait);
+}
+
+/// A fetched model: its snapshot directory (what the loaders read) and commit.
+pub struct Fetched {
+    pub snapshot: PathBuf,
+    pub commit: String,
+    pub downloaded: u64,
+}
+
+/// The small files a loader may read, fetched when the repository has them.
+const SIDE_FILES: [&str; 5] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+];
+
+/// The files to fetch: the side files present and the weights in the loaders' preferred format.
+fn choose(id: &RepoId, files: &[Sibling], kind: ModelKind) -> Result<Vec<Sibling>> {
+    let has = |name: &str| files.iter().find(|s| s.rfilename == name).cloned();
+    let mut out = Vec::new();
+    for f in SIDE_FILES {
+        if let Some(s) = has(f) {
+            out.push(s);
+        }
+    }
+    let required: &[&str] = match kind {
+        ModelKind::Dnabert => &["config.json", "tokenizer.json"],
+        ModelKind::Esm => &["config.json"],
+    };
+    for r in required {
+        if has(r).is_none() {
+            bail!(
+                "{id}: the repository has no {r}, so it is not a {} model our loaders read",
+                kind.name()
+            );
+        }
+    }
+    let weights = HF_WEIGHT_FILES
+        .iter()
+        .find_map(|w| has(w))
+        .with_context(|| {
+            format!(
+                "{id}: no weights in a format we read (expected one of {})",
+                HF_WEIGHT_FILES.join(", ")
+            )
+        })?;
+    out.push(weights);
+    Ok(out)
+}
+
+/// Fetch a model repository (only the files the loaders need) into the cache; returns its
+/// snapshot. Files already cached are not downloaded again.
+pub fn fetch_repo(env: &HubEnv, id: &RepoId, kind: ModelKind, quiet: bool) -> Result<Fetched> {
+    let client = Client::new(env)?;
+    let info = client.repo_info(&id.repo, &id.revision)?;
+    let commit = info.sha.clone();
+    let cache = RepoCache::new(&env.hub_cache, id);
+    let mut files = choose(id, &info.siblings, kind)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| f.size.or(f.lfs.as_ref().and_then(|l| l.size)))
+        .sum();
+    tracing::info!(
+        "fetch: {id} at {} ({} files{})",
+        &commit[..12],
+        files.len(),
+        if total > 0 {
+            format!(", {}", human_bytes(total))
+        } else {
+            String::new()
+        }
+    );
+    let mut downloaded = 0;
+    let mut i = 0;
+    while i < files.len() {
+        let f = files[i].clone();
+        i += 1;
+        downloaded += fetch_file(&client, &cache, id, &commit, &f, quiet)?;
+        if f.rfilename.ends_with(".index.json") {
+            // The shards the index names, in its order, once each.
+            let index = cache.snapshot(&commit).join(&f.rfilename);
+            let mut shards: Vec<String> = crate::weights::sharded::read_weight_map(&index)?
+                .into_iter()
+                .map(|(_, file)| file)
+                .collect();
+            shards.dedup();
+            let mut seen = std::collections::HashSet::new();
+            for s in shards.into_iter().filter(|s| seen.insert(s.clone())) {
+                let sib = info
+                    .siblings
+                    .iter()
+                    .find(|x| x.rfilename == s)
+                    .cloned()
+                    .with_context(|| {
+                        format!(
+                            "{id}: {} names the shard {s}, which is not in the repository",
+                            f.rfilename
+                        )
+                    })?;
+                files.push(sib);
+            }
+        }
+    }
+    cache.set_ref(&id.revision, &commit)?;
+    Ok(Fetched {
+        snapshot: cache.snapshot(&commit),
+        commit,
+        downloaded,
+    })
+}
+
+/// One file of a repository into the cache (blob + snapshot link); returns bytes downloaded.
+fn fetch_file(
+    client: &Client,
+    cache: &RepoCache,
+    id: &RepoId,
+    commit: &str,
+    file: &Sibling,
+    quiet: bool,
+) -> Result<u64> {
+    let name = &file.rfilename;
+    cache::safe_relative(name)?;
+    let explain = |e: HttpError| client.explain(e, &id.repo, &id.revision, Some(name));
+    let url = client.resolve_url(&id.repo, commit, name);
+    let mut tries = 0;
+    let meta = loop {
+        match client.file_meta(&url) {
+            Ok(m) => break m,
+            Err(e) if e.is_transport() && tries < RETRIES => {
+                tries += 1;
+                retry_pause(&format!("{id}: {name}"), tries, &format!("{e:?}"));
+            }
+            Err(e) => return Err(explain(e)),
+        }
+    };
+    if let Some(c) = &meta.commit {
+        if c != commit {
+            bail!("{id}: the repository moved from {commit} to {c} during the fetch; run it again");
+        }
+    }
+    let listed = file
+        .lfs
+        .as_ref()
+        .map(|l| l.sha256.to_ascii_lowercase())
+        .or_else(|| file.blob_id.clone());
+    let etag = if meta.etag.is_empty() {
+        listed.clone().unwrap_or_default()
+    } else {
+        meta.etag.clone()
+    };
+    if let Some(l) = &listed {
+        if !meta.etag.is_empty() && *l != meta.etag {
+            bail!(
+                "{id}: {name}: the file list says {l} but the file says {}; the server is \
+                 inconsistent, nothing cached; run again later",
+                meta.etag
+            );
+        }
+    }
+    let checksum = Checksum::from_etag(&etag);
+    if checksum == Checksum::Unknown {
+        bail!(
+            "{id}: {name}: the server gave no usable checksum (etag {etag:?}), so the file cannot \
+             be verified; is HF_ENDPOINT a Hugging Face Hub?"
+        );
+    }
+    let size = meta
+        .size
+        .or(file.size)
+        .or(file.lfs.as_ref().and_then(|l| l.size));
+    let blob = cache.blob(&etag);
+    if blob.is_file() {
+        cache.link(commit, name, &etag)?;
+        return Ok(0);
+    }
+    let label = format!("{id}: {name}");
+    let _lock = FileLock::acquire(&cache.locks.join(format!("{etag}.lock")), || {
+        tracing::info!("download: {label}: another process is downloading it; waiting")
+    })?;
+    // The other process may have finished it while we waited.
+    if blob.is_file() {
+        cache.link(commit, name, &etag)?;
+        return Ok(0);
+    }
+    let target = Target {
+        url,
+        label: label.clone(),
+        dest: blob,
+        size,
+        checksum,
+        limit: u64::MAX,
+    };
+    download(client, &target, quiet, &explain)?;
+    cache.link(commit, name, &etag)?;
+    let bytes = fs::metadata(&target.dest).map(|m| m.len()).unwrap_or(0);
+    tracing::info!("download: {label}: {} verified", human_bytes(bytes));
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_come_from_etags() {
+        assert_eq!(
+            Checksum::from_etag(&"a".repeat(64)),
+            Checksum::Sha256("a".repeat(64))
+        );
+        assert_eq!(
+            Checksum::from_etag(&"B".repeat(40)),
+            Checksum::GitSha1("b".repeat(40))
+        );
+        assert_eq!(Checksum::from_etag("xyz"), Checksum::Unknown);
+    }
+
+    #[test]
+    fn git_blob_ids_match_git() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        fs::write(&p, b"hello\n").unwrap();
+        assert_eq!(
+            git_sha1(&p).unwrap(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+    }
+}

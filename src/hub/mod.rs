@@ -1,0 +1,232 @@
+//! The published models in one command: `virnucpro models fetch` downloads ESM-2, DNABERT-S and
+//! the VirNucPro classifiers, `virnucpro models list` shows what is cached, and every model flag
+//! (`--esm`, `--dnabert`, `--model`, `--classifier`, the TOML config) takes a local path or a
+//! Hub id (`org/name`, `org/name@revision`; for classifiers `500`, `300` or a URL).
+//!
+//! Models live in the Hugging Face cache layout (`$HF_HUB_CACHE`, default `$HF_HOME/hub`,
+//! default `~/.cache/huggingface/hub`): `models--{org}--{name}/blobs/<etag>`,
+//! `snapshots/<commit>/<file>` (relative links into `blobs`) and `refs/<revision>` (the commit),
+//! with `.locks/models--{org}--{name}/<etag>.lock` taken with `flock` as `huggingface_hub` does,
+//! so that files Python tools downloaded are reused and ours are reused by them. Classifiers
+//! are not on the Hub: they go to a cache of ours beside it (`$HF_HOME/virnucpro/classifiers`).
+//!
+//! Why a small client on `ureq` rather than the `hf-hub` crate: we need (1) the sha256 (or git
+//! blob id) checked while the bytes arrive and the blob renamed into place only after it
+//! matches, so a corrupt or partial file is never visible as cached; (2) `Range` resume of the
+//! same `.incomplete` file after a dropped connection *or a killed process*; (3) progress as log
+//! lines when stderr is no terminal (Nextflow, SLURM); (4) the error for each failure mode in one
+//! line (gated/401/403: log in; 404: name the repo and file; no network; disk full, checked
+//! before the download starts). `hf-hub`'s documented sync API offers none of these as hooks
+//! (it owns the download loop and its progress bar), and it would bring its own HTTP stack
+//! versions. The Hub protocol we need is three requests (the revision API, `HEAD` and `GET`
+//! of `resolve/`), so ~a few hundred lines on `ureq` 2 (already in Cargo.lock, rustls so no
+//! system OpenSSL in containers) are simpler to trust than adapting a crate around them.
+//! Proxies: `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` with `NO_PROXY` ([`client`]).
+
+pub mod cache;
+pub mod classifier;
+pub mod client;
+pub mod command;
+pub mod download;
+pub mod resolve;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+/// The ESM-2 model VirNucPro was trained with (`esm.pretrained.esm2_t36_3B_UR50D()`).
+pub const DEFAULT_ESM: &str = "facebook/esm2_t36_3B_UR50D";
+/// The DNABERT-S model VirNucPro was trained with (`AutoModel.from_pretrained(...)`).
+pub const DEFAULT_DNABERT: &str = "zhihan1996/DNABERT-S";
+/// What a Hub id without `@revision` means, as in `huggingface_hub`.
+pub const DEFAULT_REVISION: &str = "main";
+
+/// Where models come from and go to, read from the environment `huggingface_hub` reads.
+#[derive(Debug, Clone)]
+pub struct HubEnv {
+    /// `HF_ENDPOINT` (default `https://huggingface.co`), without a trailing `/`.
+    pub endpoint: String,
+    /// `HF_HOME` (default `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`).
+    pub home: PathBuf,
+    /// `HF_HUB_CACHE` (or the older `HUGGINGFACE_HUB_CACHE`), default `$HF_HOME/hub`.
+    pub hub_cache: PathBuf,
+    /// `HF_TOKEN`, else the file `HF_TOKEN_PATH` (default `$HF_HOME/token`).
+    pub token: Option<String>,
+    /// `HF_HUB_OFFLINE=1`: never touch the network.
+    pub offline: bool,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `huggingface_hub`'s reading of a boolean variable.
+fn truthy(name: &str) -> bool {
+    var(name).is_some_and(|v| {
+        ["1", "on", "yes", "true"].contains(&v.trim().to_ascii_lowercase().as_str())
+    })
+}
+
+impl HubEnv {
+    pub fn from_env() -> Result<HubEnv> {
+        let home = match var("HF_HOME") {
+            Some(h) => PathBuf::from(h),
+            None => {
+                let cache = match var("XDG_CACHE_HOME") {
+                    Some(x) => PathBuf::from(x),
+                    None => match var("HOME") {
+                        Some(h) => PathBuf::from(h).join(".cache"),
+                        None => bail!(
+                            "cannot find the Hugging Face cache: neither HF_HOME nor HOME is set"
+                        ),
+                    },
+                };
+                cache.join("huggingface")
+            }
+        };
+        let hub_cache = var("HF_HUB_CACHE")
+            .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("hub"));
+        let token = match var("HF_TOKEN") {
+            Some(t) => Some(t.trim().to_string()),
+            None => {
+                let path = var("HF_TOKEN_PATH")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| home.join("token"));
+                std::fs::read_to_string(path)
+                    .ok()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+            }
+        };
+        let endpoint = var("HF_ENDPOINT")
+            .unwrap_or_else(|| "https://huggingface.co".into())
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        Ok(HubEnv {
+            endpoint,
+            home,
+            hub_cache,
+            token,
+            offline: truthy("HF_HUB_OFFLINE"),
+        })
+    }
+
+    /// Our own cache beside the Hub's (the classifiers, which are not on the Hub).
+    pub fn own_cache(&self) -> PathBuf {
+        self.home.join("virnucpro")
+    }
+}
+
+/// A Hub repository id with its revision: `org/name` or `org/name@revision`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoId {
+    pub repo: String,
+    pub revision: String,
+}
+
+impl RepoId {
+    /// `org/name[@revision]` with the Hub's characters, or `None` for anything else (a path).
+    pub fn parse(s: &str) -> Option<RepoId> {
+        let (repo, revision) = match s.split_once('@') {
+            Some((r, rev)) => (r, Some(rev)),
+            None => (s, None),
+        };
+        let (org, name) = repo.split_once('/')?;
+        let part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 96
+                && !p.starts_with(['.', '-'])
+                && !p.contains("..")
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !part(org) || !part(name) {
+            return None;
+        }
+        let revision = match revision {
+            Some(r) => {
+                // A branch, tag or commit; '/' is allowed in branch names (refs/pr/1).
+                let ok = !r.is_empty()
+                    && r.len() <= 256
+                    && !r.contains("..")
+                    && !r.starts_with('/')
+                    && r.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+                if !ok {
+                    return None;
+                }
+                r.to_string()
+            }
+            None => DEFAULT_REVISION.to_string(),
+        };
+        Some(RepoId {
+            repo: repo.to_string(),
+            revision,
+        })
+    }
+
+    /// `models--org--name`, the repository's folder in the cache.
+    pub fn folder(&self) -> String {
+        format!("models--{}", self.repo.replace('/', "--"))
+    }
+
+    /// A 40-hex revision is a commit: no ref to follow.
+    pub fn is_commit(&self) -> bool {
+        is_commit(&self.revision)
+    }
+}
+
+pub fn is_commit(rev: &str) -> bool {
+    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl std::fmt::Display for RepoId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.revision == DEFAULT_REVISION {
+            write!(f, "{}", self.repo)
+        } else {
+            write!(f, "{}@{}", self.repo, self.revision)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_and_paths_are_told_apart() {
+        let id = RepoId::parse("facebook/esm2_t36_3B_UR50D").unwrap();
+        assert_eq!(id.revision, "main");
+        assert_eq!(id.folder(), "models--facebook--esm2_t36_3B_UR50D");
+        let id = RepoId::parse("zhihan1996/DNABERT-S@refs/pr/3").unwrap();
+        assert_eq!(
+            (id.repo.as_str(), id.revision.as_str()),
+            ("zhihan1996/DNABERT-S", "refs/pr/3")
+        );
+        assert_eq!(id.to_string(), "zhihan1996/DNABERT-S@refs/pr/3");
+        for path in [
+            "/models/esm",
+            "./esm/x",
+            "../esm/x",
+            "a/b/c",
+            "esm",
+            "a/",
+            "/b",
+            "a/b@",
+            "a/b@../x",
+            "a b/c",
+            "../x",
+        ] {
+            assert_eq!(RepoId::parse(path), None, "{path}");
+        }
+        assert!(
+            RepoId::parse("a/b@0123456789abcdef0123456789abcdef01234567")
+                .unwrap()
+                .is_commit()
+        );
+    }
+}
