@@ -1,6 +1,6 @@
 //! The two encoders plugged into the shared engine: how each is loaded and tokenised.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
@@ -128,15 +128,7 @@ pub fn embed_dna(opts: &EmbedOptions) -> Result<EmbedSummary> {
     // --model fails at once with the missing file's name.
     preflight::dnabert(&opts.model)?;
     let _lock = claim_output(opts)?;
-    let dir = if opts.model.is_dir() {
-        opts.model.clone()
-    } else {
-        opts.model
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    };
-    let tokenizer = DnaTokenizer::from_dir(&dir)?;
+    let tokenizer = DnaTokenizer::from_dir(&crate::weights::model_dir(&opts.model))?;
     let records = read_input(&opts.input)?;
     if let Some(rec) = records
         .iter()
