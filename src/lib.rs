@@ -8,6 +8,7 @@ pub mod config;
 pub mod device;
 pub mod embed;
 pub mod fasta;
+pub mod fault_injection;
 pub mod fingerprint;
 pub mod interrupt;
 pub mod models;

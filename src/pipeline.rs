@@ -104,10 +104,9 @@ impl Steps {
             wall_seconds: wall,
             report,
         });
-        // Test hook: die like `kill -9` right after a step completes, to prove resume.
-        if std::env::var("VIRNUCPRO_TEST_ABORT_AFTER").as_deref() == Ok(step) {
-            std::process::abort();
-        }
+        // Injected fault (test builds only): die like `kill -9` right after a step completes,
+        // to prove resume.
+        crate::fault_injection::abort_after_step(step);
         Ok(())
     }
 }

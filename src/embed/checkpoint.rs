@@ -44,7 +44,8 @@ pub struct Checkpoint {
     dir: PathBuf,
     next_part: usize,
     written: usize,
-    /// Test hook `VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS=k`: die like `kill -9` after k parts.
+    /// Injected fault (test builds only, [`crate::fault_injection`]): die like `kill -9`
+    /// after this many parts.
     abort_after: Option<usize>,
     /// Held while the parts are in use; dropped after the directory is removed.
     _lock: OutputLock,
@@ -146,9 +147,7 @@ impl Checkpoint {
             write_atomic(&dir.join(PLAN_FILE), &serde_json::to_vec_pretty(&plan)?)?;
             0
         };
-        let abort_after = std::env::var("VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        let abort_after = crate::fault_injection::abort_after_checkpoints();
         Ok((
             Checkpoint {
                 dir,

@@ -379,7 +379,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
             Devices::Cuda { ids } => ids.first().copied(),
             Devices::Cpu { .. } | Devices::Wgpu { .. } => None,
         },
-        faults: Faults::from_env(),
+        faults: Faults::injected(),
     };
     let result = device::dispatch(&devices, precision, job);
     let compute_wall = asm.compute_started.elapsed().as_secs_f64();
