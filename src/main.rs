@@ -82,16 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Translate(a) => {
             preflight::input_file(&a.input, "input")?;
             let _lock = claim_dir(&a.outdir)?;
-            let opts = translate::TranslateOptions {
-                input: a.input,
-                chunk_size: a.chunk_size as usize,
-                outdir: a.outdir,
-                threads: a.threads,
-                shard_size: a.shard_size.map(|n| n as usize),
-                write_chunks: a.write_chunks,
-                allow_duplicate_ids: a.allow_duplicate_ids,
-                quiet: cli.quiet,
-            };
+            let opts = a.options(cli.quiet);
             let summary = translate::run(&opts)?;
             translate::log_summary(&summary, &opts.outdir);
         }
@@ -116,30 +107,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             preflight::input_file(&a.classifier, "--classifier")?;
             let _lock = claim_dir(&a.outdir)?;
-            let opts = predict::PredictOptions {
-                dna: a.dna,
-                protein: a.protein,
-                classifier: a.classifier,
-                outdir: a.outdir,
-                min_viral_fraction: a.min_viral_fraction,
-                plot_top: a.plot_top,
-            };
+            let opts = a.options();
             let summary = predict::run(&opts)?;
             predict::log_summary(&summary, &opts.outdir);
         }
         Command::Run(a) => {
-            let outcome = pipeline::run(&pipeline::RunOptions {
-                input: a.input,
-                dnabert: a.dnabert,
-                esm: a.esm,
-                classifier: a.classifier,
-                chunk_size: a.chunk_size as usize,
-                outdir: a.outdir,
-                compute: a.compute.settings(),
-                force: a.force,
-                min_viral_fraction: a.min_viral_fraction,
-                quiet: cli.quiet,
-            })?;
+            let outcome = pipeline::run(&a.options(cli.quiet))?;
             return Ok(finished_with(outcome.failed));
         }
     }
