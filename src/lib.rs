@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod device;
 pub mod embed;
+pub mod embeddings;
 pub mod fasta;
 pub mod fault_injection;
 pub mod fingerprint;

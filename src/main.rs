@@ -88,13 +88,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::EmbedDna(a) => {
             check_report(a.report.as_deref())?;
-            let summary = embed::models::embed_dna(&a.options(cli.quiet))?;
+            let summary = embed::embed_dna(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }
         Command::EmbedProtein(a) => {
             check_report(a.report.as_deref())?;
-            let summary = embed::models::embed_protein(&a.options(cli.quiet))?;
+            let summary = embed::embed_protein(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }

@@ -279,7 +279,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         dna_fp.clone(),
         std::slice::from_ref(&dna_out),
         || {
-            let s = embed::models::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
+            let s = embed::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
             embed::log_summary(&s);
             StepOutcome::embedded(&s)
         },
@@ -292,7 +292,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         prot_fp.clone(),
         std::slice::from_ref(&prot_out),
         || {
-            let s = embed::models::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
+            let s = embed::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
             embed::log_summary(&s);
             StepOutcome::embedded(&s)
         },

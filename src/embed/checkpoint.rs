@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::store::{EmbeddingMeta, EmbeddingSet};
+use crate::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
 use crate::output::{ensure_dir, write_atomic};
 use crate::output_lock::OutputLock;
 
@@ -81,7 +81,7 @@ fn part_name(k: usize) -> String {
 
 fn meta() -> EmbeddingMeta {
     EmbeddingMeta {
-        kind: "checkpoint".into(),
+        kind: EmbeddingKind::Checkpoint,
         model: String::new(),
         pooling: String::new(),
         precision: String::new(),
@@ -240,7 +240,7 @@ fn read_parts(dir: &Path, sequences: usize, dim: usize) -> Vec<(usize, Vec<f32>)
             .map(|s| s.parse().ok().filter(|&i: &usize| i < sequences))
             .collect();
         match idx {
-            Some(idx) if set.dim == dim && set.meta.kind == "checkpoint" => {
+            Some(idx) if set.dim == dim && set.meta.kind == EmbeddingKind::Checkpoint => {
                 for (r, i) in idx.into_iter().enumerate() {
                     rows.push((i, set.row(r).to_vec()));
                 }

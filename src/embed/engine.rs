@@ -24,6 +24,7 @@ use anyhow::{anyhow, bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::device::BackendTask;
+use crate::models::tensor_to_f32;
 
 /// Single-sequence failures in a row, on one worker, that stop the run.
 pub const MAX_CONSECUTIVE_FAILURES: usize = 16;
@@ -50,6 +51,8 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
 pub trait EncoderLoader: Sync {
     type Model<B: Backend>: PooledEncoder<B> + Clone;
+    /// Padded tokens per batch on a GPU whose free memory is not known.
+    const GPU_BATCH_TOKENS: usize;
     fn load<B: Backend>(&self, device: &B::Device) -> Result<Self::Model<B>>;
 }
 
@@ -443,14 +446,6 @@ fn warn_no_pool(why: &str) {
     tracing::warn!(
         "cannot start a single-threaded pool for a CPU worker ({why}); using the shared pool"
     );
-}
-
-/// Any float tensor (f32, f16, bf16) as `f32` values.
-pub fn tensor_to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| anyhow!("{e:?}"))
 }
 
 #[cfg(test)]
