@@ -1,6 +1,6 @@
 //! virnucpro: VirNucPro viral sequence identification in Rust.
 //!
-//! Data flow (see README.md): `translate` (chunks + six-frame ORFs) -> `embed-dna` (DNABERT-S)
+//! Data flow (docs/architecture.md): `translate` (chunks + six-frame ORFs) -> `embed-dna` (DNABERT-S)
 //! and `embed-protein` (ESM-2) -> `predict` (MLP classifier, per-chunk and per-sequence calls).
 
 pub mod cli;

@@ -1,5 +1,5 @@
 //! DNABERT-S (MosaicBERT / DNABERT-2 `bert_layers.BertModel`) nucleotide encoder and
-//! VirNucPro's mean pooling. See REFERENCE.md §4.
+//! VirNucPro's mean pooling. See docs/method.md, "DNABERT-S embedding".
 //!
 //! Inference only. The module is built straight from the checkpoint's tensors. The forward
 //! follows the original's PyTorch attention path: word + token-type-0 embeddings and LayerNorm

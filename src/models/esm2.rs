@@ -3,7 +3,7 @@
 //! Inference only. The module is built straight from the checkpoint's tensors (no random
 //! initialisation to overwrite), and the forward follows fair-esm exactly: token-dropout
 //! rescaling of the embeddings, pre-LN layers with rotary attention over non-padded keys,
-//! exact-erf GELU, and `emb_layer_norm_after`. See REFERENCE.md §5.
+//! exact-erf GELU, and `emb_layer_norm_after`. See docs/method.md, "ESM-2 embedding".
 
 use std::path::Path;
 
