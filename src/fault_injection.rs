@@ -82,15 +82,11 @@ mod tests {
         assert_eq!(read(true, "PATH"), std::env::var("PATH").ok());
     }
 
-    #[test]
-    fn the_tests_run_with_the_hooks_compiled_in() {
-        // The dev-dependency on the package itself turns the feature on for every test build;
-        // without it the integration tests' injected faults would silently not happen.
-        assert!(
-            ENABLED,
-            "the fault-injection feature is off in a test build"
-        );
-    }
+    // The dev-dependency on the package itself turns the feature on for every test build;
+    // without it the integration tests' injected faults would silently not happen, so such a
+    // test build must not compile.
+    #[cfg(not(feature = "fault-injection"))]
+    compile_error!("test builds need the fault-injection feature (Cargo.toml's dev-dependency)");
 
     #[test]
     fn only_the_test_dev_dependency_turns_the_hooks_on() {
