@@ -42,13 +42,14 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-/// A step's line in run.json: its own report (the step's summary, as its marker keeps it).
+/// A step's entry in run.json: its own report (the step's summary, as its marker keeps it).
+/// Fields in the order the file has always had them (alphabetical).
 #[derive(Debug, Serialize)]
 struct StepReport {
-    step: &'static str,
-    skipped: bool,
-    wall_seconds: f64,
     report: Value,
+    skipped: bool,
+    step: &'static str,
+    wall_seconds: f64,
     /// The sequences the step left out, for the run's exit code and warning.
     #[serde(skip)]
     failures: Failures,
@@ -91,7 +92,7 @@ impl StepOutcome {
 }
 
 /// `steps/<step>.json`: the step completed with this fingerprint and this report (fields in
-/// the order the file has always had them).
+/// the order the file has always had them: alphabetical).
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
     fingerprint: Value,
@@ -177,7 +178,7 @@ impl Steps {
     }
 }
 
-/// run.json (fields in the order the file has always had them).
+/// run.json (fields in the order the file has always had them: alphabetical).
 #[derive(Debug, Serialize)]
 struct RunReport<'a> {
     chunk_size: usize,
@@ -349,4 +350,60 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         );
     }
     Ok(RunOutcome { failed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed reports write the same bytes as the JSON maps they replaced (whose keys
+    /// serde_json sorts): a struct serialised directly must equal itself re-serialised through
+    /// a map.
+    fn same_as_a_map(value: &impl Serialize) {
+        let direct = serde_json::to_string_pretty(value).unwrap();
+        let through_map = serde_json::to_string_pretty(&serde_json::to_value(value).unwrap());
+        assert_eq!(direct, through_map.unwrap());
+    }
+
+    #[test]
+    fn markers_and_run_reports_keep_their_field_order() {
+        let step = StepReport {
+            report: json!({ "failed": 1, "failed_file": "x.failed.tsv" }),
+            skipped: false,
+            step: "embed-dna",
+            wall_seconds: 1.5,
+            failures: Failures {
+                failed: 1,
+                failed_file: Some("x.failed.tsv".into()),
+            },
+        };
+        same_as_a_map(&step);
+        same_as_a_map(&Marker {
+            fingerprint: json!({ "input": "a.fa" }),
+            report: step.report.clone(),
+            step: "embed-dna".into(),
+        });
+        let steps = [step];
+        same_as_a_map(&RunReport {
+            chunk_size: 300,
+            failed: 1,
+            failed_files: vec!["x.failed.tsv"],
+            input: "a.fa".into(),
+            peak_rss_mb: Some(12.5),
+            steps: &steps,
+            version: "0",
+            wall_seconds: 2.0,
+        });
+    }
+
+    #[test]
+    fn failures_are_read_back_from_an_embedding_report_only() {
+        let embed = json!({ "failed": 3, "failed_file": "p.failed.tsv", "sequences": 9 });
+        let failures: Failures = serde_json::from_value(embed).unwrap();
+        assert_eq!(failures.failed, 3);
+        assert_eq!(failures.failed_file.as_deref(), Some("p.failed.tsv"));
+        let translate = json!({ "records": 4, "orfs": 10 });
+        let none: Failures = serde_json::from_value(translate).unwrap();
+        assert_eq!(none, Failures::default());
+    }
 }
