@@ -44,33 +44,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         L::GPU_BATCH_TOKENS,
         progress,
     );
-    let signals = StopOnSignal::install()?;
-    let stop = signals.flag();
-    let job = EmbedJob {
-        loader,
-        tokens: &tokens,
-        ids: &ids,
-        names: &devices.worker_names(),
-        coordinator: &mut asm,
-        stop: &stop,
-        first_gpu: match &devices {
-            Devices::Cuda { ids } => ids.first().copied(),
-            Devices::Cpu { .. } | Devices::Wgpu { .. } => None,
-        },
-        faults: Faults::injected(),
-    };
-    let result = device::dispatch(&devices, precision, job);
-    let compute_wall = asm
-        .plan
-        .as_ref()
-        .map_or(0.0, |p| p.compute_started.elapsed().as_secs_f64());
-    let interrupted = signals.requested();
-    drop(signals);
-    let stop = match (interrupted, result) {
-        (Some(signal), _) => Some(Stop::Signal(signal)),
-        (None, Err(e)) => Some(Stop::Failed(e)),
-        (None, Ok(())) => None,
-    };
+    let (stop, compute_wall) = run_engine(&mut asm, loader, &tokens, &ids, &devices, precision)?;
     if let Some(stop) = stop {
         return Err(stopped(&mut asm, ids.len(), stop));
     }
@@ -91,18 +65,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     let kept = out.write(plan, &failed)?;
     let wall = started.elapsed().as_secs_f64();
     let n_tokens: usize = tokens.iter().map(Vec::len).sum();
-    let per_device = asm
-        .per_device
-        .iter()
-        .enumerate()
-        .map(|(w, &(sequences, tokens, busy))| DeviceReport {
-            device: asm.device_name(w),
-            sequences,
-            tokens,
-            busy_seconds: busy.as_secs_f64(),
-            busy_share: busy.as_secs_f64() / compute_wall.max(1e-9),
-        })
-        .collect();
+    let per_device = device_reports(&asm, compute_wall);
     Ok(EmbedSummary {
         input: input_label(&opts.input),
         output: opts.output.display().to_string(),
@@ -122,6 +85,61 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         tokens_per_second: n_tokens as f64 / wall.max(1e-9),
         peak_rss_mb: crate::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
     })
+}
+
+/// Run the engine with signal handlers installed: why it stopped early, if it did, and the
+/// seconds it computed for (model loading excluded).
+fn run_engine<L: EncoderLoader>(
+    asm: &mut Assembler,
+    loader: &L,
+    tokens: &[Vec<u32>],
+    ids: &[String],
+    devices: &Devices,
+    precision: Precision,
+) -> Result<(Option<Stop>, f64)> {
+    let signals = StopOnSignal::install()?;
+    let stop = signals.flag();
+    let job = EmbedJob {
+        loader,
+        tokens,
+        ids,
+        names: &devices.worker_names(),
+        coordinator: &mut *asm,
+        stop: &stop,
+        first_gpu: match devices {
+            Devices::Cuda { ids } => ids.first().copied(),
+            Devices::Cpu { .. } | Devices::Wgpu { .. } => None,
+        },
+        faults: Faults::injected(),
+    };
+    let result = device::dispatch(devices, precision, job);
+    let compute_wall = asm
+        .plan
+        .as_ref()
+        .map_or(0.0, |p| p.compute_started.elapsed().as_secs_f64());
+    let interrupted = signals.requested();
+    drop(signals);
+    let stop = match (interrupted, result) {
+        (Some(signal), _) => Some(Stop::Signal(signal)),
+        (None, Err(e)) => Some(Stop::Failed(e)),
+        (None, Ok(())) => None,
+    };
+    Ok((stop, compute_wall))
+}
+
+/// Each worker's share of the step, for the summary.
+fn device_reports(asm: &Assembler, compute_wall: f64) -> Vec<DeviceReport> {
+    asm.per_device
+        .iter()
+        .enumerate()
+        .map(|(w, &(sequences, tokens, busy))| DeviceReport {
+            device: asm.device_name(w),
+            sequences,
+            tokens,
+            busy_seconds: busy.as_secs_f64(),
+            busy_share: busy.as_secs_f64() / compute_wall.max(1e-9),
+        })
+        .collect()
 }
 
 /// The step's name in messages and failed.tsv.
