@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workers=${1:-2}
-sop7=${SOP7:-../shared/data/sop7.fa}
+sop7=${SOP7:?set SOP7 to the path of sop7.fa (or any FASTA of real sequences)}
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"
 

@@ -8,8 +8,9 @@
 #
 # then runs each binary's `virnucpro --version` and checks that it needs no newer glibc than
 # the variant's runtime base has (the image is built on Debian bookworm, the CUDA base is
-# Ubuntu 22.04). Cargo reuses ./target, so the cpu variant is the binary `cargo test --release`
-# already built; the cuda one costs a full build the first time (~10 min on 2 cores).
+# Ubuntu 22.04). Cargo reuses ./target, so the cpu variant only recompiles virnucpro itself
+# (`cargo test --release` built it with the tests' fault-injection feature, which a plain build
+# leaves out); the cuda one costs a full build the first time (~10 min on 2 cores).
 #
 # Usage: containers/build-check.sh [--print] [cuda|cpu ...]
 #   --print   only print the cargo command of each variant (what would run), build nothing

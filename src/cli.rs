@@ -1,5 +1,5 @@
-//! Command-line definitions (clap derive) and nothing else: each subcommand's work lives in its
-//! own module.
+//! Command-line definitions (clap derive) and their conversion into each step's options; each
+//! subcommand's work lives in its own module.
 
 use std::path::PathBuf;
 
@@ -81,6 +81,21 @@ pub struct TranslateArgs {
     /// Continue when two records share an id (later steps join by id, so results may mix).
     #[arg(long)]
     pub allow_duplicate_ids: bool,
+}
+
+impl TranslateArgs {
+    pub fn options(self, quiet: bool) -> crate::translate::TranslateOptions {
+        crate::translate::TranslateOptions {
+            input: self.input,
+            chunk_size: self.chunk_size as usize,
+            outdir: self.outdir,
+            threads: self.threads,
+            shard_size: self.shard_size.map(|n| n as usize),
+            write_chunks: self.write_chunks,
+            allow_duplicate_ids: self.allow_duplicate_ids,
+            quiet,
+        }
+    }
 }
 
 /// Where and how the models run; shared by the embedding steps and `run`.
@@ -199,6 +214,19 @@ pub struct PredictArgs {
     pub plot_top: usize,
 }
 
+impl PredictArgs {
+    pub fn options(self) -> crate::predict::PredictOptions {
+        crate::predict::PredictOptions {
+            dna: self.dna,
+            protein: self.protein,
+            classifier: self.classifier,
+            outdir: self.outdir,
+            min_viral_fraction: self.min_viral_fraction,
+            plot_top: self.plot_top,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Input FASTA (plain or compressed with gzip, bzip2, xz or zstd).
@@ -232,6 +260,24 @@ pub struct RunArgs {
     /// Call a sequence viral when at least this fraction of its scored chunks are viral.
     #[arg(long, default_value_t = 0.5, value_name = "F")]
     pub min_viral_fraction: f64,
+}
+
+impl RunArgs {
+    /// `classifier`: the resolved file (a Hub id, 500/300 or URL already turned into a path).
+    pub fn options(self, classifier: PathBuf, quiet: bool) -> crate::pipeline::RunOptions {
+        crate::pipeline::RunOptions {
+            compute: self.compute.settings(),
+            input: self.input,
+            dnabert: self.dnabert,
+            esm: self.esm,
+            classifier,
+            chunk_size: self.chunk_size as usize,
+            outdir: self.outdir,
+            force: self.force,
+            min_viral_fraction: self.min_viral_fraction,
+            quiet,
+        }
+    }
 }
 
 // ---- `virnucpro models` (src/hub) ----

@@ -1,13 +1,15 @@
 //! virnucpro: VirNucPro viral sequence identification in Rust.
 //!
-//! Data flow (see README.md): `translate` (chunks + six-frame ORFs) -> `embed-dna` (DNABERT-S)
+//! Data flow (docs/architecture.md): `translate` (chunks + six-frame ORFs) -> `embed-dna` (DNABERT-S)
 //! and `embed-protein` (ESM-2) -> `predict` (MLP classifier, per-chunk and per-sequence calls).
 
 pub mod cli;
 pub mod config;
 pub mod device;
 pub mod embed;
+pub mod embeddings;
 pub mod fasta;
+pub mod fault_injection;
 pub mod fingerprint;
 pub mod hub;
 pub mod interrupt;

@@ -83,30 +83,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Translate(a) => {
             preflight::input_file(&a.input, "input")?;
             let _lock = claim_dir(&a.outdir)?;
-            let opts = translate::TranslateOptions {
-                input: a.input,
-                chunk_size: a.chunk_size as usize,
-                outdir: a.outdir,
-                threads: a.threads,
-                shard_size: a.shard_size.map(|n| n as usize),
-                write_chunks: a.write_chunks,
-                allow_duplicate_ids: a.allow_duplicate_ids,
-                quiet: cli.quiet,
-            };
+            let opts = a.options(cli.quiet);
             let summary = translate::run(&opts)?;
             translate::log_summary(&summary, &opts.outdir);
         }
         Command::EmbedDna(mut a) => {
             a.model = hub::resolve::model(&a.model, ModelKind::Dnabert, a.download, cli.quiet)?;
             check_report(a.report.as_deref())?;
-            let summary = embed::models::embed_dna(&a.options(cli.quiet))?;
+            let summary = embed::embed_dna(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }
         Command::EmbedProtein(mut a) => {
             a.model = hub::resolve::model(&a.model, ModelKind::Esm, a.download, cli.quiet)?;
             check_report(a.report.as_deref())?;
-            let summary = embed::models::embed_protein(&a.options(cli.quiet))?;
+            let summary = embed::embed_protein(&a.options(cli.quiet))?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }
@@ -121,39 +112,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             preflight::input_file(&a.classifier, "--classifier")?;
             let _lock = claim_dir(&a.outdir)?;
-            let opts = predict::PredictOptions {
-                dna: a.dna,
-                protein: a.protein,
-                classifier: a.classifier,
-                outdir: a.outdir,
-                min_viral_fraction: a.min_viral_fraction,
-                plot_top: a.plot_top,
-            };
+            let opts = a.options();
             let summary = predict::run(&opts)?;
             predict::log_summary(&summary, &opts.outdir);
         }
-        Command::Run(a) => {
+        Command::Run(mut a) => {
             // Hub ids and published classifiers to cached paths (fetched with --download).
-            let classifier = match a.classifier {
+            let classifier = match a.classifier.take() {
                 Some(c) => c,
                 None => hub::resolve::default_classifier(a.chunk_size)?,
             };
-            let dnabert =
-                hub::resolve::model(&a.dnabert, ModelKind::Dnabert, a.download, cli.quiet)?;
-            let esm = hub::resolve::model(&a.esm, ModelKind::Esm, a.download, cli.quiet)?;
+            a.dnabert = hub::resolve::model(&a.dnabert, ModelKind::Dnabert, a.download, cli.quiet)?;
+            a.esm = hub::resolve::model(&a.esm, ModelKind::Esm, a.download, cli.quiet)?;
             let classifier = hub::resolve::classifier(&classifier, a.download, cli.quiet)?;
-            let outcome = pipeline::run(&pipeline::RunOptions {
-                input: a.input,
-                dnabert,
-                esm,
-                classifier,
-                chunk_size: a.chunk_size as usize,
-                outdir: a.outdir,
-                compute: a.compute.settings(),
-                force: a.force,
-                min_viral_fraction: a.min_viral_fraction,
-                quiet: cli.quiet,
-            })?;
+            let outcome = pipeline::run(&a.options(classifier, cli.quiet))?;
             return Ok(finished_with(outcome.failed));
         }
     }

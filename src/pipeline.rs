@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::embed::{self, ComputeSettings, EmbedOptions};
+use crate::embed::{self, ComputeSettings, EmbedOptions, EmbedSummary};
 use crate::output::{ensure_dir, write_atomic};
 use crate::output_lock::OutputLock;
 use crate::predict::{self, PredictOptions};
@@ -42,12 +42,62 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
+/// A step's entry in run.json: its own report (the step's summary, as its marker keeps it).
+/// Fields in the order the file has always had them (alphabetical).
 #[derive(Debug, Serialize)]
 struct StepReport {
-    step: &'static str,
-    skipped: bool,
-    wall_seconds: f64,
     report: Value,
+    skipped: bool,
+    step: &'static str,
+    wall_seconds: f64,
+    /// The sequences the step left out, for the run's exit code and warning.
+    #[serde(skip)]
+    failures: Failures,
+}
+
+/// Sequences an embedding step finished without (listed in its failed.tsv); none for the other
+/// steps. Read back from an earlier run's marker too, where they are fields of its report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+struct Failures {
+    #[serde(default)]
+    failed: usize,
+    #[serde(default)]
+    failed_file: Option<String>,
+}
+
+/// What a step's work hands back: its summary for the marker and run.json, and its failures.
+struct StepOutcome {
+    report: Value,
+    failures: Failures,
+}
+
+impl StepOutcome {
+    /// A step that leaves no sequence out (translate, predict).
+    fn complete(summary: &impl Serialize) -> Result<Self> {
+        Ok(Self {
+            report: serde_json::to_value(summary)?,
+            failures: Failures::default(),
+        })
+    }
+
+    fn embedded(summary: &EmbedSummary) -> Result<Self> {
+        Ok(Self {
+            report: serde_json::to_value(summary)?,
+            failures: Failures {
+                failed: summary.failed,
+                failed_file: summary.failed_file.clone(),
+            },
+        })
+    }
+}
+
+/// `steps/<step>.json`: the step completed with this fingerprint and this report (fields in
+/// the order the file has always had them: alphabetical).
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    fingerprint: Value,
+    report: Value,
+    step: String,
 }
 
 struct Steps {
@@ -61,55 +111,84 @@ impl Steps {
         self.dir.join(format!("{step}.json"))
     }
 
+    /// An earlier run's record of `step` with this fingerprint, when its outputs still exist.
+    fn earlier(&self, step: &str, fingerprint: &Value, outputs: &[PathBuf]) -> Option<Marker> {
+        if self.force || !outputs.iter().all(|p| p.exists()) {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.marker(step)).ok()?;
+        let done: Marker = serde_json::from_str(&text).ok()?;
+        (done.fingerprint == *fingerprint).then_some(done)
+    }
+
     /// Run `work` unless the step is recorded complete with this fingerprint and `outputs` exist.
     fn step(
         &mut self,
         step: &'static str,
         fingerprint: Value,
         outputs: &[PathBuf],
-        work: impl FnOnce() -> Result<Value>,
+        work: impl FnOnce() -> Result<StepOutcome>,
     ) -> Result<()> {
         let marker = self.marker(step);
-        if !self.force && outputs.iter().all(|p| p.exists()) {
-            if let Ok(text) = std::fs::read_to_string(&marker) {
-                if let Ok(done) = serde_json::from_str::<Value>(&text) {
-                    let failed = done["report"]["failed"].as_u64().unwrap_or(0);
-                    if done["fingerprint"] == fingerprint && failed > 0 {
-                        tracing::info!(
-                            "{step}: retrying the {failed} sequences that failed in an earlier run"
-                        );
-                    } else if done["fingerprint"] == fingerprint {
-                        tracing::info!("{step}: outputs complete from an earlier run, skipping (--force redoes it)");
-                        self.reports.push(StepReport {
-                            step,
-                            skipped: true,
-                            wall_seconds: 0.0,
-                            report: done["report"].clone(),
-                        });
-                        return Ok(());
-                    }
-                }
+        if let Some(done) = self.earlier(step, &fingerprint, outputs) {
+            // A marker this program did not write (no such fields) counts as no failures.
+            let failures: Failures =
+                serde_json::from_value(done.report.clone()).unwrap_or_default();
+            if failures.failed > 0 {
+                tracing::info!(
+                    "{step}: retrying the {} sequences that failed in an earlier run",
+                    failures.failed
+                );
+            } else {
+                tracing::info!(
+                    "{step}: outputs complete from an earlier run, skipping (--force redoes it)"
+                );
+                self.reports.push(StepReport {
+                    step,
+                    skipped: true,
+                    wall_seconds: 0.0,
+                    report: done.report,
+                    failures,
+                });
+                return Ok(());
             }
         }
         // Invalidate before redoing, so a crash mid-step never leaves a stale "done".
         let _ = std::fs::remove_file(&marker);
         let started = Instant::now();
-        let report = work().with_context(|| format!("step {step}"))?;
+        let outcome = work().with_context(|| format!("step {step}"))?;
         let wall = started.elapsed().as_secs_f64();
-        let done = json!({ "step": step, "fingerprint": fingerprint, "report": report });
+        let done = Marker {
+            fingerprint,
+            report: outcome.report,
+            step: step.to_string(),
+        };
         write_atomic(&marker, &serde_json::to_vec_pretty(&done)?)?;
         self.reports.push(StepReport {
             step,
             skipped: false,
             wall_seconds: wall,
-            report,
+            report: done.report,
+            failures: outcome.failures,
         });
-        // Test hook: die like `kill -9` right after a step completes, to prove resume.
-        if std::env::var("VIRNUCPRO_TEST_ABORT_AFTER").as_deref() == Ok(step) {
-            std::process::abort();
-        }
+        // Injected fault (test builds only): die like `kill -9` right after a step completes,
+        // to prove resume.
+        crate::fault_injection::abort_after_step(step);
         Ok(())
     }
+}
+
+/// run.json (fields in the order the file has always had them: alphabetical).
+#[derive(Debug, Serialize)]
+struct RunReport<'a> {
+    chunk_size: usize,
+    failed: usize,
+    failed_files: Vec<&'a str>,
+    input: String,
+    peak_rss_mb: Option<f64>,
+    steps: &'a [StepReport],
+    version: &'static str,
+    wall_seconds: f64,
 }
 
 /// What a finished run reports to `main`: sequences that failed in the embedding steps (the run
@@ -183,7 +262,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
                 quiet: opts.quiet,
             })?;
             translate::log_summary(&summary, &translate_dir);
-            Ok(serde_json::to_value(summary)?)
+            StepOutcome::complete(&summary)
         },
     )?;
 
@@ -201,9 +280,9 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         dna_fp.clone(),
         std::slice::from_ref(&dna_out),
         || {
-            let s = embed::models::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
+            let s = embed::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
             embed::log_summary(&s);
-            Ok(serde_json::to_value(s)?)
+            StepOutcome::embedded(&s)
         },
     )?;
 
@@ -214,9 +293,9 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         prot_fp.clone(),
         std::slice::from_ref(&prot_out),
         || {
-            let s = embed::models::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
+            let s = embed::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
             embed::log_summary(&s);
-            Ok(serde_json::to_value(s)?)
+            StepOutcome::embedded(&s)
         },
     )?;
 
@@ -240,30 +319,26 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             plot_top: 20,
         })?;
         predict::log_summary(&s, &opts.outdir);
-        Ok(serde_json::to_value(s)?)
+        StepOutcome::complete(&s)
     })?;
 
     // Failures recorded by the embedding steps, this run's or a resumed earlier one's.
-    let failed: usize = steps
-        .reports
-        .iter()
-        .map(|r| r.report["failed"].as_u64().unwrap_or(0) as usize)
-        .sum();
+    let failed: usize = steps.reports.iter().map(|r| r.failures.failed).sum();
     let failed_files: Vec<&str> = steps
         .reports
         .iter()
-        .filter_map(|r| r.report["failed_file"].as_str())
+        .filter_map(|r| r.failures.failed_file.as_deref())
         .collect();
-    let report = json!({
-        "input": opts.input.display().to_string(),
-        "chunk_size": opts.chunk_size,
-        "version": env!("CARGO_PKG_VERSION"),
-        "failed": failed,
-        "failed_files": failed_files,
-        "steps": steps.reports,
-        "wall_seconds": started.elapsed().as_secs_f64(),
-        "peak_rss_mb": crate::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
-    });
+    let report = RunReport {
+        chunk_size: opts.chunk_size,
+        failed,
+        failed_files: failed_files.clone(),
+        input: opts.input.display().to_string(),
+        peak_rss_mb: crate::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
+        steps: &steps.reports,
+        version: env!("CARGO_PKG_VERSION"),
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
     write_atomic(
         &opts.outdir.join("run.json"),
         &serde_json::to_vec_pretty(&report)?,
@@ -275,4 +350,60 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         );
     }
     Ok(RunOutcome { failed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed reports write the same bytes as the JSON maps they replaced (whose keys
+    /// serde_json sorts): a struct serialised directly must equal itself re-serialised through
+    /// a map.
+    fn same_as_a_map(value: &impl Serialize) {
+        let direct = serde_json::to_string_pretty(value).unwrap();
+        let through_map = serde_json::to_string_pretty(&serde_json::to_value(value).unwrap());
+        assert_eq!(direct, through_map.unwrap());
+    }
+
+    #[test]
+    fn markers_and_run_reports_keep_their_field_order() {
+        let step = StepReport {
+            report: json!({ "failed": 1, "failed_file": "x.failed.tsv" }),
+            skipped: false,
+            step: "embed-dna",
+            wall_seconds: 1.5,
+            failures: Failures {
+                failed: 1,
+                failed_file: Some("x.failed.tsv".into()),
+            },
+        };
+        same_as_a_map(&step);
+        same_as_a_map(&Marker {
+            fingerprint: json!({ "input": "a.fa" }),
+            report: step.report.clone(),
+            step: "embed-dna".into(),
+        });
+        let steps = [step];
+        same_as_a_map(&RunReport {
+            chunk_size: 300,
+            failed: 1,
+            failed_files: vec!["x.failed.tsv"],
+            input: "a.fa".into(),
+            peak_rss_mb: Some(12.5),
+            steps: &steps,
+            version: "0",
+            wall_seconds: 2.0,
+        });
+    }
+
+    #[test]
+    fn failures_are_read_back_from_an_embedding_report_only() {
+        let embed = json!({ "failed": 3, "failed_file": "p.failed.tsv", "sequences": 9 });
+        let failures: Failures = serde_json::from_value(embed).unwrap();
+        assert_eq!(failures.failed, 3);
+        assert_eq!(failures.failed_file.as_deref(), Some("p.failed.tsv"));
+        let translate = json!({ "records": 4, "orfs": 10 });
+        let none: Failures = serde_json::from_value(translate).unwrap();
+        assert_eq!(none, Failures::default());
+    }
 }

@@ -133,27 +133,6 @@ pub fn output_file(path: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
-/// The directory of a model given as a directory or as a file inside one.
-fn model_dir(model: &Path) -> PathBuf {
-    if model.is_dir() {
-        model.to_path_buf()
-    } else {
-        or_dot(model.parent())
-    }
-}
-
-/// The weights file of a model directory (the loaders' choice), or the file given.
-fn weights_file(model: &Path, kind: &str) -> Result<PathBuf> {
-    if !model.exists() {
-        bail!("{} does not exist", model.display());
-    }
-    if !model.is_dir() {
-        return Ok(model.to_path_buf());
-    }
-    // The loaders' own search, so every layout they accept passes here too.
-    weights::find_in_dir(model, kind)
-}
-
 /// Open the weights as the loader will (headers only, no tensor data), so a missing shard, an
 /// unreadable file or an unknown format fails now.
 fn weights_readable(path: &Path) -> Result<()> {
@@ -167,10 +146,11 @@ pub fn dnabert(model: &Path) -> Result<usize> {
         if !model.exists() {
             bail!("{} does not exist", model.display());
         }
-        let dir = model_dir(model);
+        let dir = weights::model_dir(model);
         let config = DnabertConfig::from_dir(&dir)?;
         DnaTokenizer::from_dir(&dir)?;
-        weights_readable(&weights_file(model, "DNABERT-S")?)?;
+        // The loaders' own search, so every layout they accept passes here too.
+        weights_readable(&weights::locate(model, "DNABERT-S")?)?;
         Ok(config.hidden_size)
     };
     check().with_context(|| format!("DNABERT-S model {}", model.display()))
@@ -180,7 +160,7 @@ pub fn dnabert(model: &Path) -> Result<usize> {
 /// weights) or a fair-esm checkpoint. Returns its embedding width.
 pub fn esm(model: &Path) -> Result<usize> {
     let check = || -> Result<usize> {
-        let weights = weights_file(model, "ESM-2")?;
+        let weights = weights::locate(model, "ESM-2")?;
         let hidden = if model.is_dir() {
             Esm2Config::from_hf_config(&model.join("config.json"))?.hidden
         } else {
@@ -191,7 +171,7 @@ pub fn esm(model: &Path) -> Result<usize> {
             match fair {
                 Some(args) => args.encoder_embed_dim,
                 None => {
-                    let config = or_dot(model.parent()).join("config.json");
+                    let config = weights::model_dir(model).join("config.json");
                     if !config.exists() {
                         bail!("neither a fair-esm checkpoint nor beside an HF config.json");
                     }

@@ -1,5 +1,5 @@
 //! DNABERT-S against the goldens of the original `bert_layers.BertModel`
-//! (tests/fixtures/dnabert_s_tiny, see REFERENCE.md §4): token ids exact, mean embeddings
+//! (tests/fixtures/dnabert_s_tiny, see docs/method.md, "DNABERT-S embedding"): token ids exact, mean embeddings
 //! within 1e-4, from both checkpoint formats; batching, order and padding must not change
 //! results; ALiBi extrapolates past 512 tokens; missing or broken files give errors that name
 //! them.

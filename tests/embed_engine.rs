@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{bin, fixtures, stderr};
-use virnucpro::embed::store::EmbeddingSet;
+use virnucpro::embeddings::EmbeddingSet;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -1,4 +1,4 @@
-//! ESM-2 against the fair-esm goldens (tests/fixtures/esm2_tiny, see REFERENCE.md §5): tokens
+//! ESM-2 against the fair-esm goldens (tests/fixtures/esm2_tiny, see docs/method.md, "ESM-2 embedding"): tokens
 //! exact, mean embeddings within 1e-4, from every checkpoint format; batching, order and
 //! padding must not change results; long sequences pool at most 1024 residues.
 

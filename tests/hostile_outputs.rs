@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_refused, fixtures, run, stderr};
-use virnucpro::embed::store::{EmbeddingMeta, EmbeddingSet};
+use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_refused, bin, fixtures, run_bounded, stderr};
-use virnucpro::embed::store::EmbeddingSet;
+use virnucpro::embeddings::EmbeddingSet;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

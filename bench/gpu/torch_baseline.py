@@ -6,7 +6,7 @@
       [--device cuda] [--check CASES.json]
 
 esm: transformers `EsmModel` with SDPA attention (the fast PyTorch path for ESM-2), length-sorted
-     batches of at most N padded tokens, mean over residues 1..=min(L, 1024) (REFERENCE.md §5).
+     batches of at most N padded tokens, mean over residues 1..=min(L, 1024) (docs/method.md, "ESM-2 embedding").
 dna: the DNABERT-S restatement of bench/reference/dnabert_s_original.py, batched and padded with
      SDPA attention (ALiBi + padding as the additive mask), mean over all real tokens (§4); the
      tokenizer without the tokenizer.json's fixed padding/truncation (dna_tokens.py).

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The original's DNABERT-S embedding method in PyTorch, for side-by-side benchmarks.
 
-Restated from REFERENCE.md §4 (our own code, not the original's): MosaicBERT's PyTorch
+Restated from docs/method.md, "DNABERT-S embedding" (our own code, not the original's): MosaicBERT's PyTorch
 attention path (word + token-type-0 embeddings, LayerNorm, post-LN layers with fused Wqkv,
 ALiBi, gated exact-erf GELU MLP), one sequence per forward pass with no padding, fp32, the mean
 of the last layer over all tokens ([CLS] and [SEP] included), as VirNucPro's extract_DNABERT_S.

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The original VirNucPro chunk + six-frame ORF step, re-stated in plain Python (no Biopython)
-from REFERENCE.md §2-3, for side-by-side throughput measurement with `virnucpro translate`.
+from docs/method.md ("Chunking", "Six-frame translation and ORF filter"), for side-by-side
+throughput measurement with `virnucpro translate`.
 
 It does the same per-base work as the original (string slicing, dict codon lookups, str.upper,
 per-frame translation of the whole frame), single-threaded, and writes the same two files.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::store::{EmbeddingMeta, EmbeddingSet};
+use crate::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
 use crate::output::{ensure_dir, write_atomic};
 use crate::output_lock::OutputLock;
 
@@ -44,7 +44,8 @@ pub struct Checkpoint {
     dir: PathBuf,
     next_part: usize,
     written: usize,
-    /// Test hook `VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS=k`: die like `kill -9` after k parts.
+    /// Injected fault (test builds only, [`crate::fault_injection`]): die like `kill -9`
+    /// after this many parts.
     abort_after: Option<usize>,
     /// Held while the parts are in use; dropped after the directory is removed.
     _lock: OutputLock,
@@ -80,7 +81,7 @@ fn part_name(k: usize) -> String {
 
 fn meta() -> EmbeddingMeta {
     EmbeddingMeta {
-        kind: "checkpoint".into(),
+        kind: EmbeddingKind::Checkpoint,
         model: String::new(),
         pooling: String::new(),
         precision: String::new(),
@@ -146,9 +147,7 @@ impl Checkpoint {
             write_atomic(&dir.join(PLAN_FILE), &serde_json::to_vec_pretty(&plan)?)?;
             0
         };
-        let abort_after = std::env::var("VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        let abort_after = crate::fault_injection::abort_after_checkpoints();
         Ok((
             Checkpoint {
                 dir,
@@ -241,7 +240,7 @@ fn read_parts(dir: &Path, sequences: usize, dim: usize) -> Vec<(usize, Vec<f32>)
             .map(|s| s.parse().ok().filter(|&i: &usize| i < sequences))
             .collect();
         match idx {
-            Some(idx) if set.dim == dim && set.meta.kind == "checkpoint" => {
+            Some(idx) if set.dim == dim && set.meta.kind == EmbeddingKind::Checkpoint => {
                 for (r, i) in idx.into_iter().enumerate() {
                     rows.push((i, set.row(r).to_vec()));
                 }

@@ -11,7 +11,7 @@
 //!
 //! On the CPU every worker runs its kernels on a single-threaded pool: Burn's CPU matmul gains
 //! little from threads at these sizes, so one worker per core with its own batches is faster
-//! than one worker using all cores (measured; see ARCHITECTURE.md).
+//! than one worker using all cores (measured; see docs/architecture.md, "The engine").
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -24,6 +24,7 @@ use anyhow::{anyhow, bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::device::BackendTask;
+use crate::models::tensor_to_f32;
 
 /// Single-sequence failures in a row, on one worker, that stop the run.
 pub const MAX_CONSECUTIVE_FAILURES: usize = 16;
@@ -50,6 +51,8 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
 pub trait EncoderLoader: Sync {
     type Model<B: Backend>: PooledEncoder<B> + Clone;
+    /// Padded tokens per batch on a GPU whose free memory is not known.
+    const GPU_BATCH_TOKENS: usize;
     fn load<B: Backend>(&self, device: &B::Device) -> Result<Self::Model<B>>;
 }
 
@@ -71,32 +74,24 @@ pub trait Coordinator {
     fn tick(&mut self) -> Result<()>;
 }
 
-/// Test hooks, read from the environment once per job: they let the tests fail chosen records
-/// and slow batches down, to prove the fault handling without a GPU.
+/// Injected faults ([`crate::fault_injection`]: test builds only), read once per job: the
+/// tests fail chosen records and slow batches down to prove the fault handling without a GPU.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    /// `VIRNUCPRO_TEST_FAIL_IDS=a,b`: a batch holding one of these fails (like an OOM when it
-    /// holds several sequences, like a bad record when alone).
+    /// A batch holding one of these fails (like an OOM when it holds several sequences, like a
+    /// bad record when alone).
     fail_ids: Vec<String>,
-    /// `VIRNUCPRO_TEST_BATCH_DELAY_MS=N`: sleep before each batch.
+    /// Sleep before each batch.
     delay: Option<Duration>,
 }
 
 impl Faults {
-    pub fn from_env() -> Self {
-        let fail_ids = std::env::var("VIRNUCPRO_TEST_FAIL_IDS")
-            .map(|v| {
-                v.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let delay = std::env::var("VIRNUCPRO_TEST_BATCH_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis);
-        Self { fail_ids, delay }
+    /// The faults this build and environment inject (none in a `cargo build` binary).
+    pub fn injected() -> Self {
+        Self {
+            fail_ids: crate::fault_injection::fail_ids(),
+            delay: crate::fault_injection::batch_delay(),
+        }
     }
 
     fn before_batch(&self, batch: &[usize], ids: &[String]) {
@@ -451,14 +446,6 @@ fn warn_no_pool(why: &str) {
     tracing::warn!(
         "cannot start a single-threaded pool for a CPU worker ({why}); using the shared pool"
     );
-}
-
-/// Any float tensor (f32, f16, bf16) as `f32` values.
-pub fn tensor_to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| anyhow!("{e:?}"))
 }
 
 #[cfg(test)]

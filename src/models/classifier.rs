@@ -1,5 +1,5 @@
 //! VirNucPro's classifier: an MLP over the concatenated DNABERT-S and ESM-2 embeddings
-//! (REFERENCE.md §6), in eval mode:
+//! (docs/method.md, "Classifier"), in eval mode:
 //!
 //! `Linear(in → hidden)` → `BatchNorm1d(hidden)` with running statistics → ReLU →
 //! (dropout, off in eval) → `Linear(hidden → 2)` → softmax. Class 0 is `others`, class 1 `virus`.

@@ -1,5 +1,5 @@
 //! DNABERT-S (MosaicBERT / DNABERT-2 `bert_layers.BertModel`) nucleotide encoder and
-//! VirNucPro's mean pooling. See REFERENCE.md §4.
+//! VirNucPro's mean pooling. See docs/method.md, "DNABERT-S embedding".
 //!
 //! Inference only. The module is built straight from the checkpoint's tensors. The forward
 //! follows the original's PyTorch attention path: word + token-type-0 embeddings and LayerNorm
@@ -7,7 +7,7 @@
 //! gated-GELU MLP. The original runs unpadded; here a batch is padded and padded keys are
 //! masked out of attention and padded rows out of the mean, which gives the same numbers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
@@ -18,7 +18,7 @@ use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::layers::{attention, Dense, Norm};
-use crate::weights::{self, Weights};
+use crate::weights::{self, loader::TensorLoader, Weights};
 
 const CONFIG_FILE: &str = "config.json";
 
@@ -168,47 +168,20 @@ pub struct DnabertS<B: Backend> {
     config: DnabertConfig,
 }
 
-/// Reads named tensors onto a device, accepting the `bert.` prefix.
-struct Loader<'a, B: Backend> {
-    weights: &'a Weights,
+/// The layers of a DNABERT-S checkpoint, read through the shared [`TensorLoader`].
+struct LayerReader<'a, B: Backend> {
+    tensors: TensorLoader<'a, B>,
     config: &'a DnabertConfig,
-    device: &'a B::Device,
 }
 
-impl<B: Backend> Loader<'_, B> {
-    fn resolve(&self, name: &str) -> Result<String> {
-        let candidates = PREFIXES.map(|p| format!("{p}{name}"));
-        let refs = candidates.each_ref().map(String::as_str);
-        Ok(self.weights.resolve(&refs)?.to_string())
-    }
-
-    fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
-        self.weights
-            .tensor::<B, D>(&self.resolve(name)?, shape, self.device)
-    }
-
+impl<B: Backend> LayerReader<'_, B> {
     fn dense(&self, module: &str, out: usize, inp: usize, bias: bool) -> Result<Dense<B>> {
-        let weight = self.weights.linear_weight::<B>(
-            &self.resolve(&format!("{module}.weight"))?,
-            out,
-            inp,
-            self.device,
-        )?;
-        let bias = if bias {
-            Some(self.tensor(&format!("{module}.bias"), [out])?)
-        } else {
-            None
-        };
-        Ok(Dense::new(weight, bias))
+        Dense::load(&self.tensors, module, out, inp, bias)
     }
 
     fn norm(&self, module: &str) -> Result<Norm<B>> {
-        let d = self.config.hidden_size;
-        Ok(Norm::new(
-            self.tensor(&format!("{module}.weight"), [d])?,
-            self.tensor(&format!("{module}.bias"), [d])?,
-            self.config.layer_norm_eps,
-        ))
+        let c = self.config;
+        Norm::load(&self.tensors, module, c.hidden_size, c.layer_norm_eps)
     }
 
     fn layer(&self, i: usize) -> Result<DnabertLayer<B>> {
@@ -232,17 +205,8 @@ impl<B: Backend> DnabertS<B> {
     /// `model.safetensors`, `pytorch_model.bin`, or either's `.index.json` with its shards) or
     /// from a weights file beside its `config.json`.
     pub fn load(path: &Path, device: &B::Device) -> Result<(Self, DnabertConfig)> {
-        let (dir, weights_path) = if path.is_dir() {
-            let weights = weights::find_in_dir(path, "DNABERT-S")?;
-            (path.to_path_buf(), weights)
-        } else {
-            let dir = path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."));
-            (dir, path.to_path_buf())
-        };
-        let config = DnabertConfig::from_dir(&dir)?;
+        let weights_path = weights::locate(path, "DNABERT-S")?;
+        let config = DnabertConfig::from_dir(&weights::model_dir(path))?;
         let weights = weights::open(&weights_path)?;
         let model = Self::from_weights(&weights, config.clone(), device)?;
         weights.check_all_used(
@@ -259,21 +223,22 @@ impl<B: Backend> DnabertS<B> {
         device: &B::Device,
     ) -> Result<Self> {
         config.validate()?;
-        let loader = Loader::<B> {
-            weights,
+        let reader = LayerReader::<B> {
+            tensors: TensorLoader::new(weights, &PREFIXES, device),
             config: &config,
-            device,
         };
         let d = config.hidden_size;
-        let word = loader.tensor("embeddings.word_embeddings.weight", [config.vocab_size, d])?;
-        let token_type = loader.tensor(
+        let word = reader
+            .tensors
+            .tensor("embeddings.word_embeddings.weight", [config.vocab_size, d])?;
+        let token_type = reader.tensors.tensor(
             "embeddings.token_type_embeddings.weight",
             [config.type_vocab_size, d],
         )?;
         let embeddings = word + token_type.slice_dim(0, 0..1);
-        let emb_norm = loader.norm("embeddings.LayerNorm")?;
+        let emb_norm = reader.norm("embeddings.LayerNorm")?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| loader.layer(i))
+            .map(|i| reader.layer(i))
             .collect::<Result<Vec<_>>>()?;
         let neg_slopes = alibi_slopes(config.num_attention_heads)
             .into_iter()

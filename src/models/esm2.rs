@@ -3,9 +3,9 @@
 //! Inference only. The module is built straight from the checkpoint's tensors (no random
 //! initialisation to overwrite), and the forward follows fair-esm exactly: token-dropout
 //! rescaling of the embeddings, pre-LN layers with rotary attention over non-padded keys,
-//! exact-erf GELU, and `emb_layer_norm_after`. See REFERENCE.md §5.
+//! exact-erf GELU, and `emb_layer_norm_after`. See docs/method.md, "ESM-2 embedding".
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::layers::{attention, Dense, Norm};
 use anyhow::{bail, Context, Result};
@@ -16,7 +16,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use crate::weights::{self, Weights};
+use crate::weights::{self, loader::TensorLoader, Weights};
 
 /// Residues pooled per sequence: VirNucPro averages positions `1..=min(L, 1024)`.
 pub const MAX_POOLED_RESIDUES: usize = 1024;
@@ -269,69 +269,40 @@ const FAIR_ESM_NAMES: Names = Names {
     ffn_norm: "final_layer_norm",
 };
 
-/// Reads named tensors onto a device, trying each prefix.
-struct Loader<'a, B: Backend> {
-    weights: &'a Weights,
+/// The layers of an ESM-2 checkpoint, read through the shared [`TensorLoader`].
+struct LayerReader<'a, B: Backend> {
+    tensors: TensorLoader<'a, B>,
     names: &'a Names,
     config: &'a Esm2Config,
-    device: &'a B::Device,
 }
 
-impl<B: Backend> Loader<'_, B> {
-    fn resolve(&self, name: &str) -> Result<String> {
-        let candidates: Vec<String> = self
-            .names
-            .prefixes
-            .iter()
-            .map(|p| format!("{p}{name}"))
-            .collect();
-        let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
-        Ok(self.weights.resolve(&refs)?.to_string())
-    }
-
-    fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
-        self.weights
-            .tensor::<B, D>(&self.resolve(name)?, shape, self.device)
-    }
-
-    /// `(weight as [in, out], bias)` of a PyTorch `Linear` named `module`.
-    fn linear(&self, module: &str, out: usize, inp: usize) -> Result<(Tensor<B, 2>, Tensor<B, 1>)> {
-        let weight = self.weights.linear_weight::<B>(
-            &self.resolve(&format!("{module}.weight"))?,
-            out,
-            inp,
-            self.device,
-        )?;
-        Ok((weight, self.tensor(&format!("{module}.bias"), [out])?))
-    }
-
+impl<B: Backend> LayerReader<'_, B> {
     fn dense(&self, module: &str, out: usize, inp: usize) -> Result<Dense<B>> {
-        let (w, b) = self.linear(module, out, inp)?;
-        Ok(Dense::new(w, Some(b)))
+        Dense::load(&self.tensors, module, out, inp, true)
     }
 
     fn layer_norm(&self, module: &str) -> Result<Norm<B>> {
-        let dim = self.config.hidden;
-        Ok(Norm::new(
-            self.tensor(&format!("{module}.weight"), [dim])?,
-            self.tensor(&format!("{module}.bias"), [dim])?,
+        Norm::load(
+            &self.tensors,
+            module,
+            self.config.hidden,
             self.config.layer_norm_eps,
-        ))
+        )
     }
 
     fn layer(&self, i: usize) -> Result<Esm2Layer<B>> {
         let n = self.names;
         let d = self.config.hidden;
         let at = |m: &str| format!("{}{i}.{m}", n.layer);
-        let (wq, bq) = self.linear(&at(n.q), d, d)?;
-        let (wk, bk) = self.linear(&at(n.k), d, d)?;
-        let (wv, bv) = self.linear(&at(n.v), d, d)?;
+        // q, k and v fused into one projection: weights side by side, biases end to end.
+        let (mut weights, mut biases) = (Vec::new(), Vec::new());
+        for module in [at(n.q), at(n.k), at(n.v)] {
+            weights.push(self.tensors.linear_weight(&module, d, d)?);
+            biases.push(self.tensors.bias(&module, d)?);
+        }
         Ok(Esm2Layer {
             attn_norm: self.layer_norm(&at(n.attn_norm))?,
-            qkv: Dense::new(
-                Tensor::cat(vec![wq, wk, wv], 1),
-                Some(Tensor::cat(vec![bq, bk, bv], 0)),
-            ),
+            qkv: Dense::new(Tensor::cat(weights, 1), Some(Tensor::cat(biases, 0))),
             out: self.dense(&at(n.out), d, d)?,
             ffn_norm: self.layer_norm(&at(n.ffn_norm))?,
             fc1: self.dense(&at(n.fc1), self.config.ffn, d)?,
@@ -384,7 +355,7 @@ impl<B: Backend> Esm2<B> {
     /// (`esm2_t36_3B_UR50D.pt`).
     pub fn load(path: &Path, device: &B::Device) -> Result<(Self, Esm2Config)> {
         let (config, weights_path, names) = if path.is_dir() {
-            let weights = weights::find_in_dir(path, "ESM-2")?;
+            let weights = weights::locate(path, "ESM-2")?;
             let config = Esm2Config::from_hf_config(&path.join("config.json"))?;
             (config, weights, &HF_NAMES)
         } else {
@@ -396,10 +367,7 @@ impl<B: Backend> Esm2<B> {
             match fair {
                 Some(config) => (config, path.to_path_buf(), &FAIR_ESM_NAMES),
                 None => {
-                    let config_path = path
-                        .parent()
-                        .map(|d| d.join("config.json"))
-                        .unwrap_or_else(|| PathBuf::from("config.json"));
+                    let config_path = weights::model_dir(path).join("config.json");
                     if !config_path.exists() {
                         bail!(
                             "{}: neither a fair-esm checkpoint nor beside an HF config.json",
@@ -428,20 +396,19 @@ impl<B: Backend> Esm2<B> {
         config: Esm2Config,
         device: &B::Device,
     ) -> Result<Self> {
-        let loader = Loader::<B> {
-            weights,
+        let reader = LayerReader::<B> {
+            tensors: TensorLoader::new(weights, names.prefixes, device),
             names,
             config: &config,
-            device,
         };
-        let embed_tokens = loader.tensor(
+        let embed_tokens = reader.tensors.tensor(
             &format!("{}.weight", names.embed),
             [config.vocab_size, config.hidden],
         )?;
         let layers = (0..config.num_layers)
-            .map(|i| loader.layer(i))
+            .map(|i| reader.layer(i))
             .collect::<Result<Vec<_>>>()?;
-        let emb_layer_norm_after = loader.layer_norm(names.final_norm)?;
+        let emb_layer_norm_after = reader.layer_norm(names.final_norm)?;
         Ok(Self {
             embed_tokens: Param::from_tensor(embed_tokens),
             layers,

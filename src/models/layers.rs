@@ -9,6 +9,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
 use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 
+use crate::weights::loader::TensorLoader;
+
 /// A PyTorch `Linear` as an `[in, out]` weight and an optional bias.
 #[derive(Module, Debug)]
 pub struct Dense<B: Backend> {
@@ -23,6 +25,23 @@ impl<B: Backend> Dense<B> {
             weight: Param::from_tensor(weight),
             bias: bias.map(Param::from_tensor),
         }
+    }
+
+    /// The PyTorch `Linear` named `module` (`out` × `inp`), with its bias when `bias`.
+    pub fn load(
+        loader: &TensorLoader<B>,
+        module: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> anyhow::Result<Self> {
+        let weight = loader.linear_weight(module, out, inp)?;
+        let bias = if bias {
+            Some(loader.bias(module, out)?)
+        } else {
+            None
+        };
+        Ok(Self::new(weight, bias))
     }
 
     /// `[batch, len, in]` -> `[batch, len, out]`.
@@ -55,6 +74,17 @@ pub struct Norm<B: Backend> {
 }
 
 impl<B: Backend> Norm<B> {
+    /// The `LayerNorm` named `module` over `dim` features.
+    pub fn load(
+        loader: &TensorLoader<B>,
+        module: &str,
+        dim: usize,
+        eps: f64,
+    ) -> anyhow::Result<Self> {
+        let (gamma, beta) = loader.layer_norm(module, dim)?;
+        Ok(Self::new(gamma, beta, eps))
+    }
+
     pub fn new(gamma: Tensor<B, 1>, beta: Tensor<B, 1>, eps: f64) -> Self {
         Self {
             gamma: Param::from_tensor(gamma),

@@ -4,3 +4,15 @@ pub mod classifier;
 pub mod dnabert_s;
 pub mod esm2;
 pub mod layers;
+
+use anyhow::{anyhow, Result};
+use burn::tensor::{backend::Backend, Tensor};
+
+/// Any float tensor (f32, f16, bf16) as `f32` values on the host: how every model's output is
+/// read back (the embedding engine's pooled rows, the classifier's probabilities).
+pub fn tensor_to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| anyhow!("{e:?}"))
+}

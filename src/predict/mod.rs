@@ -14,9 +14,9 @@ use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
-use crate::embed::engine::tensor_to_f32;
-use crate::embed::store::MappedSet;
+use crate::embeddings::{EmbeddingKind, MappedSet};
 use crate::models::classifier::Classifier;
+use crate::models::tensor_to_f32;
 use crate::output::OutputSet;
 use report::{OrfScore, SequenceSummary, HIGHEST_FILE, RESULTS_FILE, SUMMARY_FILE};
 
@@ -55,7 +55,7 @@ pub struct PredictSummary {
 const CLASSIFY_ROWS: usize = 16384;
 
 /// Load every file of one side and check they agree with each other.
-fn load_side(paths: &[PathBuf], kind: &str, flag: &str) -> Result<Vec<MappedSet>> {
+fn load_side(paths: &[PathBuf], kind: EmbeddingKind, flag: &str) -> Result<Vec<MappedSet>> {
     if paths.is_empty() {
         bail!("no {flag} embeddings files given");
     }
@@ -92,8 +92,8 @@ fn load_side(paths: &[PathBuf], kind: &str, flag: &str) -> Result<Vec<MappedSet>
 
 pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     let started = Instant::now();
-    let dna = load_side(&opts.dna, "dna", "--dna")?;
-    let protein = load_side(&opts.protein, "protein", "--protein")?;
+    let dna = load_side(&opts.dna, EmbeddingKind::Dna, "--dna")?;
+    let protein = load_side(&opts.protein, EmbeddingKind::Protein, "--protein")?;
     let device = FlexDevice;
     let classifier = Classifier::<Flex>::load(&opts.classifier, &device)
         .with_context(|| format!("loading classifier {}", opts.classifier.display()))?;

@@ -1,4 +1,4 @@
-//! The original VirNucPro chunker (REFERENCE.md §2), quirks included: the overlap needed to
+//! The original VirNucPro chunker (docs/method.md, "Chunking"), quirks included: the overlap needed to
 //! cover a record with `ceil(L/c)` windows is spread by a shift list that can make the last
 //! chunk shorter than `c` (e.g. `L = c+1` gives chunks of `c` and `c/2+1`). The trained
 //! classifiers saw exactly these chunks, so we reproduce them rather than "fix" them.

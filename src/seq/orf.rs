@@ -1,4 +1,5 @@
-//! Six-frame translation and ORF selection exactly as the original (REFERENCE.md §3).
+//! Six-frame translation and ORF selection exactly as the original (docs/method.md, "Six-frame
+//! translation and ORF filter").
 //!
 //! A frame is kept only when its protein has no stop and is not empty, so translation stops at
 //! the first stop codon: in real sequence most frames of a 300–500 bp chunk hit one within a

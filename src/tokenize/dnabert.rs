@@ -1,5 +1,5 @@
 //! The DNABERT-S tokeniser: the model's own `tokenizer.json` (BPE), read with the `tokenizers`
-//! crate so that ids match Hugging Face's exactly (REFERENCE.md §4).
+//! crate so that ids match Hugging Face's exactly (docs/method.md, "DNABERT-S embedding").
 //!
 //! Encoding adds `[CLS]` … `[SEP]` as the file's post-processor says; characters outside the
 //! BPE alphabet (`N`, IUPAC codes, lower case) become `[UNK]`. The sequence is used as given:

@@ -25,13 +25,17 @@
 //!
 //! So the readers here were hardened instead.
 
+pub mod loader;
+mod locate;
 pub mod pickle;
 pub mod safetensors_file;
 pub mod sharded;
 pub mod torch_file;
 
+pub use locate::{find_in_dir, locate, model_dir, HF_WEIGHT_FILES};
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
@@ -199,33 +203,6 @@ fn natural_key(name: &str) -> Vec<(String, u64)> {
     out
 }
 
-/// The weight files a Hugging Face model directory may hold, in the order transformers prefers
-/// them: safetensors before PyTorch pickles, a single file before a sharded index.
-pub const HF_WEIGHT_FILES: [&str; 4] = [
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-];
-
-/// The weights of an HF model directory (any layout of [`HF_WEIGHT_FILES`]), or an error
-/// naming what was expected. `model` names the model for the message.
-pub fn find_in_dir(dir: &Path, model: &str) -> Result<PathBuf> {
-    HF_WEIGHT_FILES
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "{}: no {model} weights found (expected one of {}, with shards \
-                 model-0000N-of-0000M.safetensors or pytorch_model-0000N-of-0000M.bin beside an \
-                 index)",
-                dir.display(),
-                HF_WEIGHT_FILES.join(", ")
-            )
-        })
-}
-
 /// Open a weights file by its format: `*.safetensors` and `*.index.json` by name, anything
 /// else (`.bin`, `.pt`, `.pth`, no extension) by its first bytes, so a safetensors file named
 /// `.bin` still opens.
@@ -266,13 +243,9 @@ pub fn open_source(path: &Path) -> Result<Box<dyn TensorSource>> {
     })
 }
 
-/// A sharded checkpoint's index: safetensors shards have their own reader; other shards
-/// (`pytorch_model-0000x-of-0000y.bin`) are opened one by one.
+/// A sharded checkpoint's index: every shard (safetensors or PyTorch) is opened as a file of
+/// its own by [`open_source`].
 fn open_index(path: &Path) -> Result<Box<dyn TensorSource>> {
-    let map = sharded::read_weight_map(path)?;
-    if map.iter().all(|(_, f)| f.ends_with(".safetensors")) {
-        return Ok(Box::new(safetensors_file::SafetensorsSource::open(path)?));
-    }
     Ok(Box::new(sharded::ShardedSource::open(path, open_source)?))
 }
 

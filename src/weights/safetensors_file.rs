@@ -1,5 +1,6 @@
-//! Safetensors weights, one file or a sharded set described by `model.safetensors.index.json`.
-//! Files are memory-mapped; a tensor is converted to `f32` only when read.
+//! Safetensors weights, one file (a sharded set, `model.safetensors.index.json`, is one of
+//! these per shard under [`super::sharded`]). The file is memory-mapped; a tensor is converted
+//! to `f32` only when read.
 //!
 //! The header is validated once at open (by the `safetensors` crate: offsets inside the file,
 //! contiguous, shape × dtype matching each byte range, no arithmetic overflow), after our own
@@ -9,20 +10,19 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
-use super::{sharded, TensorSource};
+use super::TensorSource;
 
 /// The largest header accepted. A header is one JSON line per tensor (ESM-2 3B's is ~100 KB);
 /// the `safetensors` crate would parse up to 100 MB, which JSON parsing multiplies in memory.
 const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 struct Entry {
-    shard: usize,
     dtype: Dtype,
     shape: Vec<usize>,
     bytes: Range<usize>,
@@ -30,53 +30,39 @@ struct Entry {
 
 pub struct SafetensorsSource {
     label: String,
-    shards: Vec<Mmap>,
+    map: Mmap,
     index: HashMap<String, Entry>,
 }
 
 impl SafetensorsSource {
-    /// Open `model.safetensors` or a `*.safetensors.index.json` (sharded checkpoint).
+    /// Open a `.safetensors` file.
     pub fn open(path: &Path) -> Result<Self> {
-        let map = if path.to_string_lossy().ends_with(".index.json") {
-            Some(sharded::read_weight_map(path)?)
-        } else {
-            None
-        };
-        let files: Vec<PathBuf> = match &map {
-            Some(map) => sharded::shard_files(path, map)?,
-            None => vec![path.to_path_buf()],
-        };
-        let mut shards = Vec::new();
-        let mut index = HashMap::new();
-        for (i, file) in files.iter().enumerate() {
-            let mmap = map_checked(file)?;
-            let st = SafeTensors::deserialize(&mmap).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is not a valid safetensors file: {}",
-                    file.display(),
-                    explain(&e)
-                )
-            })?;
-            let base = mmap.as_ptr() as usize;
-            for (name, view) in st.tensors() {
+        let map = map_checked(path)?;
+        let st = SafeTensors::deserialize(&map).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a valid safetensors file: {}",
+                path.display(),
+                explain(&e)
+            )
+        })?;
+        let base = map.as_ptr() as usize;
+        let index = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
                 // The view borrows the map: its offset in the map is where its bytes are.
                 let start = view.data().as_ptr() as usize - base;
                 let entry = Entry {
-                    shard: i,
                     dtype: view.dtype(),
                     shape: view.shape().to_vec(),
                     bytes: start..start + view.data().len(),
                 };
-                index.entry(name).or_insert(entry);
-            }
-            shards.push(mmap);
-        }
-        if let Some(map) = &map {
-            sharded::check_listed_tensors(path, map, |n| index.contains_key(n))?;
-        }
+                (name, entry)
+            })
+            .collect();
         Ok(Self {
             label: path.display().to_string(),
-            shards,
+            map,
             index,
         })
     }
@@ -161,7 +147,7 @@ impl TensorSource for SafetensorsSource {
             .get(name)
             .with_context(|| format!("tensor {name} not in {}", self.label))?;
         // In bounds: the crate checked every range against the file at open.
-        let bytes = &self.shards[e.shard][e.bytes.clone()];
+        let bytes = &self.map[e.bytes.clone()];
         Ok(match e.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)

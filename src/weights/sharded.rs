@@ -1,8 +1,9 @@
 //! Several weight files seen as one: Hugging Face's sharded checkpoints, an index file
 //! (`pytorch_model.bin.index.json`, `model.safetensors.index.json`:
 //! `{"weight_map": {tensor: shard file}}`) beside its shards
-//! (`pytorch_model-00001-of-00002.bin`, …). Safetensors shards are read by
-//! [`super::safetensors_file`] itself; other shards are opened one by one here.
+//! (`pytorch_model-00001-of-00002.bin`, `model-00001-of-00002.safetensors`, …). Each shard is
+//! opened as a file of its own (by its format) and tensors are looked up in the shard that
+//! holds them: the one sharded path for every format.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,7 +60,7 @@ impl ShardedSource {
 }
 
 /// An index file's `weight_map`: tensor name -> shard file name.
-pub fn read_weight_map(index_path: &Path) -> Result<Vec<(String, String)>> {
+fn read_weight_map(index_path: &Path) -> Result<Vec<(String, String)>> {
     let label = index_path.display();
     let size = std::fs::metadata(index_path)
         .with_context(|| format!("reading {label}"))?
@@ -87,7 +88,7 @@ pub fn read_weight_map(index_path: &Path) -> Result<Vec<(String, String)>> {
 /// The distinct shard files of a weight map, as paths beside the index, in name order.
 /// A shard must be a plain file name in the index's own directory (no paths, so an index
 /// cannot point elsewhere on the machine) and not itself an index (which would recurse).
-pub fn shard_files(index_path: &Path, map: &[(String, String)]) -> Result<Vec<PathBuf>> {
+fn shard_files(index_path: &Path, map: &[(String, String)]) -> Result<Vec<PathBuf>> {
     let label = index_path.display();
     let dir = index_path.parent().unwrap_or(Path::new("."));
     let mut names: Vec<&str> = map.iter().map(|(_, f)| f.as_str()).collect();
@@ -127,7 +128,7 @@ pub fn shard_files(index_path: &Path, map: &[(String, String)]) -> Result<Vec<Pa
 
 /// Every tensor the index lists must be in some shard: a shard from another download, or a
 /// truncated one, is then reported by name rather than as a missing tensor later.
-pub fn check_listed_tensors(
+fn check_listed_tensors(
     index_path: &Path,
     map: &[(String, String)],
     present: impl Fn(&str) -> bool,

@@ -1,7 +1,9 @@
-//! Embedding files: one safetensors file per input (or shard) holding tensor `embeddings`
-//! (F32 `[N, D]`, rows in input order) and, in its metadata, `ids` (newline-joined record ids),
-//! `model`, `dim`, `pooling`, `kind` and `precision`. Python reads it in one call:
+//! Embedding files, the format between `embed-dna`/`embed-protein` (which write them) and
+//! `predict` (which joins them): one safetensors file per input (or shard) holding tensor
+//! `embeddings` (F32 `[N, D]`, rows in input order) and, in its metadata, `ids` (newline-joined
+//! record ids), `model`, `dim`, `pooling`, `kind` and `precision`. Python reads it in one call:
 //! `safetensors.numpy.load_file(path)["embeddings"]`, and the metadata with `safe_open(...).metadata()`.
+//! The embedding checkpoints' part files use the same format (kind `checkpoint`).
 
 use std::fs::File;
 use std::path::Path;
@@ -27,12 +29,53 @@ pub struct EmbeddingSet {
 /// What produced the embeddings; `predict` refuses to mix files whose metadata disagree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddingMeta {
-    /// `dna` (DNABERT-S) or `protein` (ESM-2).
-    pub kind: String,
+    pub kind: EmbeddingKind,
     /// The model's name (its directory or file name) and shape.
     pub model: String,
     pub pooling: String,
     pub precision: String,
+}
+
+/// Which side of the classifier's input a file holds, as its `kind` metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbeddingKind {
+    /// `dna`: DNABERT-S embeddings of nucleotide ORFs (`embed-dna`).
+    Dna,
+    /// `protein`: ESM-2 embeddings of protein ORFs (`embed-protein`).
+    Protein,
+    /// `checkpoint`: a part of an unfinished embedding step, rows keyed by sequence index.
+    Checkpoint,
+    /// Anything else a file may say (not written by this program); kept for messages.
+    Other(String),
+}
+
+impl EmbeddingKind {
+    /// The word in the file's metadata.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Dna => "dna",
+            Self::Protein => "protein",
+            Self::Checkpoint => "checkpoint",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for EmbeddingKind {
+    fn from(s: &str) -> Self {
+        match s {
+            "dna" => Self::Dna,
+            "protein" => Self::Protein,
+            "checkpoint" => Self::Checkpoint,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for EmbeddingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl EmbeddingSet {
@@ -53,7 +96,7 @@ impl EmbeddingSet {
         meta.insert("format", FORMAT.to_string());
         meta.insert("ids", self.ids.join("\n"));
         meta.insert("dim", self.dim.to_string());
-        meta.insert("kind", self.meta.kind.clone());
+        meta.insert("kind", self.meta.kind.to_string());
         meta.insert("model", self.meta.model.clone());
         meta.insert("pooling", self.meta.pooling.clone());
         meta.insert("precision", self.meta.precision.clone());
@@ -157,7 +200,7 @@ impl MappedSet {
             ids,
             dim,
             meta: EmbeddingMeta {
-                kind: get("kind"),
+                kind: get("kind").as_str().into(),
                 model: get("model"),
                 pooling: get("pooling"),
                 precision: get("precision"),
@@ -223,6 +266,17 @@ mod tests {
         let p = dir.path().join("e.safetensors");
         set.write(&p).unwrap();
         assert_eq!(EmbeddingSet::read(&p).unwrap(), set);
+    }
+
+    #[test]
+    fn kinds_read_back_as_written() {
+        for word in ["dna", "protein", "checkpoint", "something-else", ""] {
+            let kind = EmbeddingKind::from(word);
+            assert_eq!(kind.as_str(), word);
+            assert_eq!(kind.to_string(), word);
+        }
+        assert_eq!(EmbeddingKind::from("dna"), EmbeddingKind::Dna);
+        assert_eq!(EmbeddingKind::from("protein"), EmbeddingKind::Protein);
     }
 
     #[test]
