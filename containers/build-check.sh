@@ -76,7 +76,9 @@ for variant in "${variants[@]}"; do
   env_args=()
   for kv in "${stage_args[@]}"; do
     name=${kv%%=*}
-    if printf '%s\n' "${overrides[@]}" | grep -q "^$name="; then
+    # Not grep -q: it exits at the first match and printf may then die of SIGPIPE, which fails
+    # the pipeline under pipefail (about one run in 200).
+    if printf '%s\n' "${overrides[@]}" | grep "^$name=" > /dev/null; then
       env_args+=("$name=$(value_of "$name" "${overrides[@]}")")
     else
       env_args+=("$kv")
