@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
-sop7=${SOP7:?set SOP7 to the path of sop7.fa (or any FASTA of real sequences)}
+sop7=${SOP7:-bench/data/sop7.fa}  # any FASTA of real sequences; default: the shipped sample
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"
 

@@ -2,12 +2,12 @@
 # Benchmark: `virnucpro translate` throughput (Mbp/s) and peak memory on sop7.fa repeated to
 # >= 100 Mbp with distinct ids, beside the original algorithm in Python on a 10 Mbp slice of the
 # same input, in one run. Usage: bench/translate.sh [THREADS] [COPIES]
-# Needs SOP7=path/to/sop7.fa (the project's benchmark sample) and a release build (built here if missing).
+# Reads bench/data/sop7.fa (or SOP7=path/to/any.fa) and needs a release build (built here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
 copies=${2:-750}
-sop7=${SOP7:?set SOP7 to the path of sop7.fa (or any FASTA of real sequences)}
+sop7=${SOP7:-bench/data/sop7.fa}  # any FASTA of real sequences; default: the shipped sample
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
