@@ -47,6 +47,14 @@ pub enum Command {
     /// List the devices `--device auto` would use (CUDA devices with memory and lease state,
     /// wgpu adapters with their kind, and the CPU workers).
     Devices(DevicesArgs),
+    // --- Training (src/train): dataset, train, evaluate ---
+    /// Build a labelled training set: chunks and six-frame ORFs of viral and other sequences,
+    /// class-balanced as the original, with labels.tsv.
+    Dataset(crate::train::cli::DatasetArgs),
+    /// Train the classifier on labelled DNA + protein embeddings (the original's train.py).
+    Train(crate::train::cli::TrainArgs),
+    /// Measure a classifier on labelled embeddings: metrics, confusion table, ROC/PR figures.
+    Evaluate(crate::train::cli::EvaluateArgs),
 }
 
 #[derive(Args, Debug)]
