@@ -3,7 +3,9 @@
 //! epoch log, the early-stopping counter) goes into one safetensors file in the output
 //! directory, written atomically ([`write_atomic`]): a `kill -9` leaves the previous epoch's
 //! file or this one, never half of one. The random streams need no saving: each epoch's are
-//! derived from the seed and the epoch ([`super::rng`]).
+//! derived from the seed and the epoch ([`super::rng`]). A resumed run therefore repeats the
+//! uninterrupted one to float rounding (not bit for bit: the CPU backend's parallel sums are
+//! split adaptively by rayon, so two uninterrupted runs differ in the last bits too).
 //!
 //! The file carries a fingerprint of the inputs (paths, sizes, modification times) and every
 //! flag except `--epochs`; a re-run whose fingerprint differs starts over (with a warning),

@@ -366,6 +366,13 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
                 p.stopped_early = true;
             }
         }
+        let stopped_early = p.stopped_early;
+        p.log.push(log.clone());
+        p.epochs_done = epoch + 1;
+        // Saved before the epoch is reported: an epoch said done is an epoch a re-run skips.
+        checkpoint::save(&ckpt_path, &fingerprint, &state)?;
+        epochs_run += 1;
+        epoch_times += t0.elapsed().as_secs_f64();
         tracing::info!(
             "train: epoch {}/{}: train loss {:.6}, val loss {:.6}, accuracy {:.4}, F1 {:.4}, AUROC {:.4}, lr {:.3e} ({:.1} s){}",
             epoch + 1,
@@ -377,13 +384,8 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
             log.auroc,
             lr,
             t0.elapsed().as_secs_f64(),
-            if p.stopped_early { "; early stop" } else { "" }
+            if stopped_early { "; early stop" } else { "" }
         );
-        p.log.push(log);
-        p.epochs_done = epoch + 1;
-        epochs_run += 1;
-        epoch_times += t0.elapsed().as_secs_f64();
-        checkpoint::save(&ckpt_path, &fingerprint, &state)?;
     }
     if let Some(signal) = signals.requested() {
         return Err(stopped(signal, opts, state.progress.epochs_done));
