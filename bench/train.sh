@@ -19,7 +19,7 @@ cargo build --release --quiet
 bin=target/release/virnucpro
 
 python3 bench/make_embeddings.py "$work/emb" "$n" --shards 1 >/dev/null
-python3 - "$work/emb/dna.0.safetensors" "$work/labels.tsv" <<'PY'
+python3 - "$work/emb/dna.00000.safetensors" "$work/labels.tsv" <<'PY'
 import json, struct, sys
 raw = open(sys.argv[1], "rb").read(1 << 30)
 hlen = struct.unpack("<Q", raw[:8])[0]
@@ -33,13 +33,13 @@ echo "$n ORFs at 768 + 2560 -> 512 -> 2, $threads threads, $epochs epochs, $(npr
 
 # Our CPU backend's matrix products run on rayon's pool: RAYON_NUM_THREADS sets its size.
 RAYON_NUM_THREADS=$threads /usr/bin/time -f "%e s wall, peak RSS %M KiB" -o "$work/time" \
-  "$bin" -q train --dna "$work/emb/dna.0.safetensors" --protein "$work/emb/protein.0.safetensors" \
+  "$bin" -q train --dna "$work/emb/dna.00000.safetensors" --protein "$work/emb/protein.00000.safetensors" \
   --labels "$work/labels.tsv" -o "$work/ours" --epochs "$epochs" --patience 1000 --device cpu
 python3 -c "import json;d=json.load(open('$work/ours/train.json'));print('virnucpro train: %.4f epochs/s (%d epochs, %.1f s in epochs)'%(d['epochs_per_second'],d['epochs_run'],d['epochs_run']/d['epochs_per_second']))"
 echo "  $(cat "$work/time")"
 
 if python3 -c "import torch, safetensors, numpy" 2>/dev/null; then
-  python3 bench/train_torch.py "$work/emb/dna.0.safetensors" "$work/emb/protein.0.safetensors" \
+  python3 bench/train_torch.py "$work/emb/dna.00000.safetensors" "$work/emb/protein.00000.safetensors" \
     "$work/labels.tsv" "$epochs" "$threads" |
     python3 -c "import json,sys;d=json.loads(sys.stdin.read());print('PyTorch %s loop: %.4f epochs/s (%d epochs, %.1f s)'%(d['torch'],d['epochs_per_second'],d['epochs'],d['seconds']))"
 else

@@ -126,6 +126,14 @@ where
         .configure_mesh()
         .x_desc("epoch")
         .y_desc("cross-entropy")
+        // Epochs are whole: ticks between them stay unlabelled.
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .draw()?;
