@@ -47,6 +47,7 @@ pub struct TrainArgs {
     /// Most epochs; early stopping may end sooner.
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: u64,
+    /// ORFs per SGD step.
     #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
     pub batch_size: u64,
     /// SGD learning rate.
@@ -58,6 +59,7 @@ pub struct TrainArgs {
     /// Multiply the learning rate by --lr-gamma every N epochs (StepLR).
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub lr_step: u64,
+    /// StepLR's factor.
     #[arg(long, default_value_t = 0.85, value_name = "F")]
     pub lr_gamma: f64,
     /// Dropout probability after the hidden layer.
