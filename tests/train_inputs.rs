@@ -290,3 +290,35 @@ fn out_of_range_hyperparameters_are_refused_before_any_work() {
     refused(&o, &["--dropout"], &out);
     assert!(!out.exists(), "nothing is created for a refused run");
 }
+
+#[test]
+fn dataset_refuses_a_record_id_in_both_classes() {
+    let d = Data::new(0);
+    let seq = "ATG".repeat(100);
+    let (viral, others) = (d.path("viral.fa"), d.path("others.fa"));
+    std::fs::write(&viral, format!(">shared\n{seq}\n>v2\n{seq}\n")).unwrap();
+    std::fs::write(&others, format!(">h1\n{seq}\n>shared\n{seq}\n")).unwrap();
+    let out = d.path("ds");
+    let o = run_bounded(
+        &[
+            "dataset",
+            "--viral",
+            s(&viral),
+            "--others",
+            s(&others),
+            "-c",
+            "300",
+            "-o",
+            s(&out),
+        ],
+        None,
+        0,
+        60,
+    );
+    assert_refused(
+        &o,
+        1,
+        &["others.fa", "'shared'", "appears twice"],
+        &[&out.join("dataset.json"), &out.join("labels.tsv")],
+    );
+}
