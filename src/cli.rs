@@ -50,6 +50,14 @@ pub enum Command {
     /// Download, verify and list the published models (Hugging Face cache layout, shared with
     /// Python tools; HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE apply).
     Models(ModelsArgs),
+    // --- Training (src/train): dataset, train, evaluate ---
+    /// Build a labelled training set: chunks and six-frame ORFs of viral and other sequences,
+    /// class-balanced as the original, with labels.tsv.
+    Dataset(crate::train::cli::DatasetArgs),
+    /// Train the classifier on labelled DNA + protein embeddings (the original's train.py).
+    Train(crate::train::cli::TrainArgs),
+    /// Measure a classifier on labelled embeddings: metrics, confusion table, ROC/PR figures.
+    Evaluate(crate::train::cli::EvaluateArgs),
 }
 
 #[derive(Args, Debug)]

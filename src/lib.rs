@@ -24,5 +24,6 @@ pub mod progress;
 pub mod resources;
 pub mod seq;
 pub mod tokenize;
+pub mod train;
 pub mod translate;
 pub mod weights;

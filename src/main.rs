@@ -7,7 +7,7 @@ use virnucpro::cli::{Cli, Command};
 use virnucpro::hub::{self, resolve::ModelKind};
 use virnucpro::output::ensure_dir;
 use virnucpro::output_lock::OutputLock;
-use virnucpro::{config, embed, pipeline, predict, preflight, translate};
+use virnucpro::{config, embed, pipeline, predict, preflight, train, translate};
 
 /// Exit codes (README "Exit codes"): 0 success; 1 error; 2 finished, some records failed (listed
 /// in a failed.tsv); 64 usage error (EX_USAGE: a wrong flag or value, nothing was run);
@@ -127,6 +127,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let classifier = hub::resolve::classifier(&classifier, a.download, cli.quiet)?;
             let outcome = pipeline::run(&a.options(classifier, cli.quiet))?;
             return Ok(finished_with(outcome.failed));
+        }
+        // --- Training (src/train) ---
+        Command::Dataset(a) => {
+            for f in a.viral.iter().chain(&a.others) {
+                preflight::input_file(f, "input")?;
+            }
+            let _lock = claim_dir(&a.outdir)?;
+            let opts = train::dataset::DatasetOptions {
+                viral: a.viral,
+                others: a.others,
+                chunk_size: a.chunk_size as usize,
+                outdir: a.outdir,
+                seed: a.seed,
+                shard_size: a.shard_size.map(|n| n as usize),
+            };
+            train::dataset::log_summary(&train::dataset::run(&opts)?, &opts.outdir);
+        }
+        Command::Train(a) => {
+            let opts = a.options(cli.quiet);
+            opts.check()?;
+            for (f, what) in opts.inputs() {
+                preflight::input_file(f, what)?;
+            }
+            let _lock = claim_dir(&opts.outdir)?;
+            train::fit::log_summary(&train::fit::run(&opts)?, &opts.outdir);
+        }
+        Command::Evaluate(a) => {
+            for f in a.dna.iter().chain(&a.protein).chain([&a.labels]) {
+                preflight::input_file(f, "input")?;
+            }
+            preflight::input_file(&a.classifier, "--classifier")?;
+            let _lock = claim_dir(&a.outdir)?;
+            let opts = train::evaluate::EvaluateOptions {
+                dna: a.dna,
+                protein: a.protein,
+                labels: a.labels,
+                classifier: a.classifier,
+                outdir: a.outdir,
+            };
+            train::evaluate::log_summary(&train::evaluate::run(&opts)?, &opts.outdir);
         }
     }
     Ok(ExitCode::SUCCESS)

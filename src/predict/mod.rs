@@ -55,7 +55,7 @@ pub struct PredictSummary {
 const CLASSIFY_ROWS: usize = 16384;
 
 /// Load every file of one side and check they agree with each other.
-fn load_side(paths: &[PathBuf], kind: EmbeddingKind, flag: &str) -> Result<Vec<MappedSet>> {
+pub fn load_side(paths: &[PathBuf], kind: EmbeddingKind, flag: &str) -> Result<Vec<MappedSet>> {
     if paths.is_empty() {
         bail!("no {flag} embeddings files given");
     }

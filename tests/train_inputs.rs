@@ -1,0 +1,324 @@
+//! `train` and `evaluate` on bad inputs: one test per case, each a one-line error (exit 1, no
+//! finished output) or a finished run with counted warnings, as `predict` treats them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{assert_refused, run_bounded, stderr};
+use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tiny separable data set: `n` ORFs, DNA `dd`-d and protein `pd`-d embeddings, labels
+/// alternating virus / others with the first column carrying the class.
+struct Data {
+    dir: tempfile::TempDir,
+    ids: Vec<String>,
+}
+
+impl Data {
+    fn new(n: usize) -> Self {
+        Data {
+            dir: tempfile::tempdir().unwrap(),
+            ids: (0..n).map(|i| format!("r{i}_chunk_1F1")).collect(),
+        }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn class(i: usize) -> usize {
+        i % 2
+    }
+    fn embeddings(&self, name: &str, kind: &str, dim: usize, ids: &[String]) -> PathBuf {
+        let mut values = Vec::new();
+        for id in ids {
+            let i: usize = id[1..id.find('_').unwrap()].parse().unwrap();
+            for c in 0..dim {
+                let noise = ((i * 31 + c * 17) % 13) as f32 / 13.0 - 0.5;
+                values.push(
+                    if c == 0 {
+                        Self::class(i) as f32 * 2.0 - 1.0
+                    } else {
+                        0.0
+                    } + noise,
+                );
+            }
+        }
+        let p = self.path(name);
+        EmbeddingSet {
+            ids: ids.to_vec(),
+            dim,
+            values,
+            meta: EmbeddingMeta {
+                kind: kind.into(),
+                model: format!("m-{kind}-{dim}"),
+                pooling: "mean".into(),
+                precision: "f32".into(),
+            },
+        }
+        .write(&p)
+        .unwrap();
+        p
+    }
+    fn labels(&self, rows: &[(&str, &str)]) -> PathBuf {
+        let p = self.path("labels.tsv");
+        let mut t = String::from("id\tlabel\n");
+        for (id, l) in rows {
+            t.push_str(&format!("{id}\t{l}\n"));
+        }
+        std::fs::write(&p, t).unwrap();
+        p
+    }
+    fn default_labels(&self) -> PathBuf {
+        let rows: Vec<(&str, &str)> = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    id.as_str(),
+                    if Self::class(i) == 1 {
+                        "virus"
+                    } else {
+                        "others"
+                    },
+                )
+            })
+            .collect();
+        self.labels(&rows)
+    }
+}
+
+fn train(
+    dna: &[&Path],
+    protein: &[&Path],
+    labels: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec!["train", "--dna"];
+    args.extend(dna.iter().map(|p| s(p)));
+    args.push("--protein");
+    args.extend(protein.iter().map(|p| s(p)));
+    args.extend([
+        "--labels",
+        s(labels),
+        "--outdir",
+        s(out),
+        "--epochs",
+        "3",
+        "--hidden",
+        "8",
+    ]);
+    args.extend(extra);
+    run_bounded(&args, None, 0, 120)
+}
+
+fn finished(out: &Path) -> [PathBuf; 3] {
+    [
+        out.join("train.json"),
+        out.join("classifier.safetensors"),
+        out.join("last.safetensors"),
+    ]
+}
+
+fn refused(o: &std::process::Output, needles: &[&str], out: &Path) {
+    let f = finished(out);
+    assert_refused(o, 1, needles, &[&f[0], &f[1], &f[2]]);
+}
+
+#[test]
+fn labelled_ids_without_embeddings_are_counted_and_skipped() {
+    let d = Data::new(40);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids[..36]);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let out = d.path("out");
+    let o = train(&[&dna], &[&prot], &d.default_labels(), &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("4 of 40 labelled ORFs lack a DNA or protein embedding"),
+        "{}",
+        stderr(&o)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(report["join"]["labelled_without_embeddings"], 4);
+    assert_eq!(report["samples"], 36);
+}
+
+#[test]
+fn embedded_ids_without_labels_are_counted_and_skipped() {
+    let d = Data::new(40);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let rows: Vec<(&str, &str)> = d.ids[..30]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), if i % 2 == 1 { "virus" } else { "others" }))
+        .collect();
+    let out = d.path("out");
+    let o = train(&[&dna], &[&prot], &d.labels(&rows), &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("10 embedded ORFs have no label"),
+        "{}",
+        stderr(&o)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(report["join"]["embedded_without_label"], 10);
+}
+
+#[test]
+fn one_class_only_is_refused() {
+    let d = Data::new(20);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let rows: Vec<(&str, &str)> = d.ids.iter().map(|id| (id.as_str(), "virus")).collect();
+    let out = d.path("out");
+    let o = train(&[&dna], &[&prot], &d.labels(&rows), &out, &[]);
+    refused(&o, &["only 'virus' ORFs", "both"], &out);
+}
+
+#[test]
+fn unknown_label_is_refused_naming_the_line() {
+    let d = Data::new(20);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let mut rows: Vec<(&str, &str)> = d.ids.iter().map(|id| (id.as_str(), "others")).collect();
+    rows[3].1 = "phage";
+    let out = d.path("out");
+    let o = train(&[&dna], &[&prot], &d.labels(&rows), &out, &[]);
+    refused(&o, &["labels.tsv line 5", "unknown label \"phage\""], &out);
+}
+
+#[test]
+fn shards_of_different_widths_are_refused() {
+    let d = Data::new(20);
+    let dna1 = d.embeddings("d1.safetensors", "dna", 3, &d.ids[..10]);
+    let dna2 = d.embeddings("d2.safetensors", "dna", 4, &d.ids[10..]);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let out = d.path("out");
+    let o = train(&[&dna1, &dna2], &[&prot], &d.default_labels(), &out, &[]);
+    refused(&o, &["d2.safetensors", "4-d", "3-d", "one model"], &out);
+}
+
+#[test]
+fn init_weights_of_another_width_are_refused() {
+    let d = Data::new(20);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_tiny.pth");
+    let out = d.path("out");
+    let o = train(
+        &[&dna],
+        &[&prot],
+        &d.default_labels(),
+        &out,
+        &["--init", s(&init)],
+    );
+    refused(&o, &["--init", "88-d", "8-d"], &out);
+}
+
+#[test]
+fn evaluate_refuses_a_classifier_of_another_width() {
+    let d = Data::new(20);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let clf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_tiny.pth");
+    let out = d.path("out");
+    let o = run_bounded(
+        &[
+            "evaluate",
+            "--dna",
+            s(&dna),
+            "--protein",
+            s(&prot),
+            "--labels",
+            s(&d.default_labels()),
+            "--classifier",
+            s(&clf),
+            "--outdir",
+            s(&out),
+        ],
+        None,
+        0,
+        60,
+    );
+    assert_refused(
+        &o,
+        1,
+        &["expects 88-d", "8-d"],
+        &[&out.join("evaluation.json")],
+    );
+}
+
+#[test]
+fn validation_ids_not_labelled_are_refused() {
+    let d = Data::new(20);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let val = d.path("val.txt");
+    std::fs::write(&val, "r1_chunk_1F1\nnope_chunk_1F1\n").unwrap();
+    let out = d.path("out");
+    let o = train(
+        &[&dna],
+        &[&prot],
+        &d.default_labels(),
+        &out,
+        &["--validation-ids", s(&val)],
+    );
+    refused(&o, &["val.txt", "'nope_chunk_1F1'"], &out);
+}
+
+#[test]
+fn out_of_range_hyperparameters_are_refused_before_any_work() {
+    let d = Data::new(20);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let out = d.path("out");
+    let o = train(
+        &[&dna],
+        &[&prot],
+        &d.default_labels(),
+        &out,
+        &["--dropout", "1"],
+    );
+    refused(&o, &["--dropout"], &out);
+    assert!(!out.exists(), "nothing is created for a refused run");
+}
+
+#[test]
+fn dataset_refuses_a_record_id_in_both_classes() {
+    let d = Data::new(0);
+    let seq = "ATG".repeat(100);
+    let (viral, others) = (d.path("viral.fa"), d.path("others.fa"));
+    std::fs::write(&viral, format!(">shared\n{seq}\n>v2\n{seq}\n")).unwrap();
+    std::fs::write(&others, format!(">h1\n{seq}\n>shared\n{seq}\n")).unwrap();
+    let out = d.path("ds");
+    let o = run_bounded(
+        &[
+            "dataset",
+            "--viral",
+            s(&viral),
+            "--others",
+            s(&others),
+            "-c",
+            "300",
+            "-o",
+            s(&out),
+        ],
+        None,
+        0,
+        60,
+    );
+    assert_refused(
+        &o,
+        1,
+        &["others.fa", "'shared'", "appears twice"],
+        &[&out.join("dataset.json"), &out.join("labels.tsv")],
+    );
+}
