@@ -60,7 +60,7 @@ impl ShardedSource {
 }
 
 /// An index file's `weight_map`: tensor name -> shard file name.
-fn read_weight_map(index_path: &Path) -> Result<Vec<(String, String)>> {
+pub(crate) fn read_weight_map(index_path: &Path) -> Result<Vec<(String, String)>> {
     let label = index_path.display();
     let size = std::fs::metadata(index_path)
         .with_context(|| format!("reading {label}"))?
