@@ -268,3 +268,112 @@ where
         false,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plot::svg_texts;
+    use crate::train::metrics::{pr_curve, roc_curve};
+
+    fn log(n: usize) -> Vec<EpochLog> {
+        (1..=n)
+            .map(|epoch| EpochLog {
+                epoch,
+                train_loss: 0.7 * (-(epoch as f64) / 4.0).exp() + 0.05,
+                val_loss: 0.7 * (-(epoch as f64) / 5.0).exp() + 0.1 + 0.01 * epoch as f64,
+                lr: 0.01,
+                accuracy: 0.9,
+                precision: 0.9,
+                recall: 0.9,
+                f1: 0.9,
+                auroc: 0.9375,
+            })
+            .collect()
+    }
+
+    /// Labels and scores with some overlap, so both curves have a few steps.
+    fn scored() -> (Vec<u8>, Vec<f32>) {
+        let truth = vec![1, 1, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0];
+        let score = vec![0.9, 0.8, 0.75, 0.7, 0.6, 0.55, 0.5, 0.4, 0.35, 0.3, 0.2, 0.1];
+        (truth, score)
+    }
+
+    /// Writes the figure through `write` into a committed output set; returns the SVG's text.
+    fn figure(stem: &str, write: impl FnOnce(&OutputSet) -> Result<()>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let owned = names(stem);
+        let set = OutputSet::begin(dir.path(), "done.json", &[&owned[0], &owned[1]]).unwrap();
+        write(&set).unwrap();
+        set.commit(b"{}").unwrap();
+        let png = std::fs::read(dir.path().join(&owned[1])).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG");
+        std::fs::read_to_string(dir.path().join(&owned[0])).unwrap()
+    }
+
+    fn assert_texts(svg: &str, wanted: &[&str]) {
+        let texts = svg_texts(svg);
+        for text in wanted {
+            assert!(texts.contains(text), "{text} missing from {texts:?}");
+        }
+    }
+
+    #[test]
+    fn training_figure_has_loss_and_roc_panels() {
+        let (truth, score) = scored();
+        let svg = figure("training", |set| {
+            write_training(set, "training", &log(8), &roc_curve(&truth, &score), 6)
+        });
+        assert_texts(
+            &svg,
+            &[
+                "Loss per epoch",
+                "epoch",
+                "cross-entropy",
+                "train",
+                "validation",
+                "best (epoch 6)",
+                "Validation ROC (best epoch)",
+                "false positive rate",
+                "true positive rate",
+                "AUROC 0.9375",
+            ],
+        );
+    }
+
+    #[test]
+    fn evaluation_figure_has_roc_and_pr_panels() {
+        let (truth, score) = scored();
+        let svg = figure("evaluation", |set| {
+            write_evaluation(
+                set,
+                "evaluation",
+                &roc_curve(&truth, &score),
+                0.75,
+                &pr_curve(&truth, &score),
+                0.8125,
+            )
+        });
+        assert_texts(
+            &svg,
+            &[
+                "ROC",
+                "AUROC 0.7500",
+                "false positive rate",
+                "Precision–recall",
+                "recall",
+                "precision",
+                "average precision 0.8125",
+            ],
+        );
+    }
+
+    #[test]
+    fn one_class_only_says_so_instead_of_a_curve() {
+        let svg = figure("one_class", |set| {
+            let none = roc_curve(&[1, 1], &[0.2, 0.9]);
+            write_evaluation(set, "one_class", &none, f64::NAN, &none, f64::NAN)
+        });
+        assert_eq!(svg.matches("one class only: no curve").count(), 2);
+        assert!(!svg_texts(&svg).iter().any(|t| t.starts_with("AUROC")));
+    }
+}
