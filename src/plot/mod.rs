@@ -4,7 +4,8 @@
 //! A figure is anything implementing [`Drawing`]: plotters draws it twice, once into an SVG
 //! string and once into an RGB buffer that is PNG-encoded in memory, so a full disk is reported by
 //! our own write like any other output. [`line_chart`] is the ready-made chart for curves (loss
-//! per epoch, ROC, PR); `predict::plot` is the prediction figure.
+//! per epoch, ROC, PR), [`SideBySide`] puts figures in one (`train::figures`); `predict::plot` is
+//! the prediction figure.
 //!
 //! Text: the SVG names the generic `sans-serif` family (the viewer's font); the PNG is drawn with
 //! the embedded DejaVu Sans, so no system font library is needed (HPC nodes and containers often
@@ -25,7 +26,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
-pub use line::{line_chart, LineChart, Series};
+pub use line::{line_chart, LineChart, Mark, Series};
 
 use crate::output::{write_atomic, OutputSet};
 
@@ -71,6 +72,29 @@ pub trait Drawing {
     fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<()>
     where
         DB::ErrorType: 'static;
+}
+
+/// Drawings side by side, left to right, each as wide as its own size; as tall as the tallest.
+pub struct SideBySide<D>(pub Vec<D>);
+
+impl<D: Drawing> Drawing for SideBySide<D> {
+    fn size(&self) -> (u32, u32) {
+        let sizes = self.0.iter().map(Drawing::size);
+        sizes.fold((0, 0), |(w, h), (pw, ph)| (w + pw, h.max(ph)))
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let mut rest = root.clone();
+        for panel in &self.0 {
+            let (area, right) = rest.split_horizontally(panel.size().0);
+            panel.draw(&area)?;
+            rest = right;
+        }
+        Ok(())
+    }
 }
 
 /// The figure files for `stem`: `<stem>.svg` and `<stem>.png`.
@@ -216,9 +240,16 @@ where
         chart: &ChartContext<DB, Cartesian2d<X, Y>>,
         title: &str,
     ) -> Result<()> {
+        // Pixel ranges are the backend's; text is placed relative to this area.
         let (xs, ys) = chart.plotting_area().get_pixel_range();
+        let (x0, y0) = self.0.get_base_pixel();
         let style = font(16, false, &MUTED, HPos::Left);
-        self.text(title, &style, (xs.start - 8, ys.start - 16), i32::MAX)?;
+        self.text(
+            title,
+            &style,
+            (xs.start - 8 - x0, ys.start - 16 - y0),
+            i32::MAX,
+        )?;
         Ok(())
     }
 }

@@ -53,7 +53,7 @@ pub fn run(opts: &EvaluateOptions) -> Result<EvaluateSummary> {
     let classifier = Classifier::<Flex>::load(&opts.classifier, &device)
         .with_context(|| format!("loading classifier {}", opts.classifier.display()))?;
     classifier.check_input_dim(samples.dim())?;
-    let figs = figures::names(FIGURE);
+    let figs = crate::plot::figure_names(FIGURE);
     let owned: Vec<&str> = [CONFUSION_FILE, SCORES_FILE]
         .into_iter()
         .chain(figs.iter().map(String::as_str))

@@ -466,7 +466,7 @@ fn write_outputs<B: Backend>(
     state: &State<B>,
     summary: &TrainSummary,
 ) -> Result<()> {
-    let figs = figures::names(TRAIN_FIGURE);
+    let figs = crate::plot::figure_names(TRAIN_FIGURE);
     let owned: Vec<&str> = [CLASSIFIER_FILE, LAST_FILE, LOG_FILE, VALIDATION_FILE]
         .into_iter()
         .chain(figs.iter().map(String::as_str))
