@@ -23,8 +23,8 @@ use super::rng::{self, Stream};
 use super::{figures, metrics, tensors, TrainOptions};
 use super::{CLASSIFIER_FILE, LAST_FILE, LOG_FILE, TRAIN_FIGURE, TRAIN_REPORT, VALIDATION_FILE};
 use crate::device::{self, BackendTask, Precision};
-use crate::models::tensor_to_f32;
 use crate::interrupt::{Interrupted, StopOnSignal};
+use crate::models::tensor_to_f32;
 use crate::output::OutputSet;
 
 /// Validation rows per forward pass.

@@ -18,8 +18,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand_chacha::rand_core::RngCore;
 
-use crate::models::tensor_to_f32;
 use crate::models::classifier::{BATCH_NORM_EPS, NUM_CLASSES};
+use crate::models::tensor_to_f32;
 use crate::weights::Weights;
 
 /// BatchNorm1d's default momentum for the running statistics.
