@@ -3,7 +3,7 @@
 
   torch_baseline.py esm MODEL_DIR INPUT.faa OUTPUT.safetensors [--dtype bf16] [--batch-tokens N]
   torch_baseline.py dna MODEL_DIR INPUT.fa  OUTPUT.safetensors [--dtype bf16] [--batch-tokens N]
-      [--device cuda] [--check CASES.json]
+      [--device cuda] [--check CASES.json] [--threads N] [--warmup N]
 
 esm: transformers `EsmModel` with SDPA attention (the fast PyTorch path for ESM-2), length-sorted
      batches of at most N padded tokens, mean over residues 1..=min(L, 1024) (docs/method.md, "ESM-2 embedding").
@@ -14,6 +14,8 @@ Writes `embeddings` [N, dim] f32 (input order) and OUTPUT.json: sequences/s, tok
 with their specials, as our --report counts them), peak GPU memory. --check first runs a
 fixture's cases.json on the same device and dtype and fails unless every embedding is within
 1e-4 (f32) or has cosine >= 0.999 (half): the baseline must compute what the reference does.
+--threads sets torch's intra-op threads (CPU runs, bench/esm_cpu.sh); --warmup is how many
+sequences one untimed pass embeds first (default 64).
 Needs torch, numpy, safetensors, tokenizers; `esm` also needs transformers.
 """
 import argparse
@@ -51,6 +53,7 @@ class Esm:
         from transformers.utils import logging
 
         logging.set_verbosity_error()  # the missing pooler/contact head is expected
+        logging.disable_progress_bar()
         self.model = EsmModel.from_pretrained(
             model_dir, dtype=dtype, attn_implementation="sdpa", add_pooling_layer=False
         ).to(device).eval()
@@ -130,7 +133,11 @@ def main():
     ap.add_argument("--batch-tokens", type=int, default=16384)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--check", help="a fixture's cases.json, run first on the same device/dtype")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--warmup", type=int, default=64, help="sequences in the untimed first pass")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dtype = DTYPES[a.dtype]
     load = (lambda d: Esm(d, a.device, dtype)) if a.model == "esm" else (
         lambda d: load_dnabert(d, a.device, dtype))
@@ -141,7 +148,8 @@ def main():
     names, seqs = read_fasta(a.fasta)
     toks = [model.tokens(s) for s in seqs]
     cuda = a.device.startswith("cuda")
-    embed_all(model, toks[: min(len(toks), 64)], a.batch_tokens)  # warm-up (kernels, allocator)
+    if a.warmup:
+        embed_all(model, toks[: a.warmup], a.batch_tokens)  # warm-up (kernels, allocator)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -157,7 +165,7 @@ def main():
         "sequences": len(rows), "tokens": ntok, "wall_seconds": wall,
         "sequences_per_second": len(rows) / wall, "tokens_per_second": ntok / wall,
         "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        "torch": torch.__version__,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     json.dump(report, open(a.output + ".json", "w"), indent=1)
     print(json.dumps(report))
