@@ -108,6 +108,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(finished_with(summary.failed));
         }
         Command::Devices(a) => {
+            // The test kernels `devices` runs go through the same caches as a run's.
+            let cache = std::env::var_os(virnucpro::device::kernel_cache::ENV)
+                .map(std::path::PathBuf::from);
+            virnucpro::device::kernel_cache::setup(cache.as_deref(), false)?;
             print!("{}", virnucpro::device::describe(a.json)?);
         }
         Command::Predict(a) => {

@@ -369,6 +369,244 @@ mod on_wgpu {
         assert!(forward > 0.0 && attn > 0.0);
     }
 
+    /// Host values from a fixed seed, in [-2, 2).
+    fn values(n: usize, mut state: u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// One op of the models' forward, on any backend, from host inputs to host outputs.
+    type Op<B> = fn(&[Vec<f32>], &burn::tensor::Device<B>) -> Vec<f32>;
+
+    fn t<B: Backend, const D: usize>(v: &[f32], shape: [usize; D], d: &B::Device) -> Tensor<B, D> {
+        Tensor::from_data(TensorData::new(v.to_vec(), shape), d)
+    }
+
+    fn host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
+        x.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    }
+
+    /// The ops the two encoders launch, at the tiny models' shapes and at tile boundaries
+    /// (batch of 1, L=127/128, head dims 4 and 8, strided views from slice + swap_dims), each
+    /// on the CPU backend and on wgpu from the same inputs: the difference per op locates a
+    /// kernel that is wrong for a shape (what the f32 goldens alone cannot). Each must agree
+    /// to f32 rounding.
+    #[test]
+    fn kernels_match_the_cpu_backend_op_by_op() {
+        type W = Wgpu<f32, i32>;
+        type C = burn::backend::Flex;
+        let Some((_, device)) = adapter_or_skip() else {
+            return;
+        };
+        let cpu = burn::backend::flex::FlexDevice;
+        // (name, input lengths, op on the CPU, op on wgpu): the same generic fn twice.
+        macro_rules! ops {
+            ($($name:expr, [$($len:expr),*], $f:ident;)*) => {
+                vec![$(($name.to_string(), vec![$($len),*], $f::<C> as Op<C>, $f::<W> as Op<W>)),*]
+            };
+        }
+        // [rows, 40] x [40, 120] + bias: a Linear over every token of a batch.
+        fn linear_rows<B: Backend, const R: usize>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            host(burn::tensor::module::linear(
+                t::<B, 2>(&x[0], [R, 40], d),
+                t::<B, 2>(&x[1], [40, 120], d),
+                Some(t::<B, 1>(&x[2], [120], d)),
+            ))
+        }
+        fn linear_1<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            linear_rows::<B, 1>(x, d)
+        }
+        fn linear_127<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            linear_rows::<B, 127>(x, d)
+        }
+        fn linear_512<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            linear_rows::<B, 512>(x, d)
+        }
+        /// q·kᵀ and probs·v as ESM-2 forms them: slices of the fused projection `[b, l, 3h,
+        /// hd]` swapped to `[b, h, l, hd]` (strided views, no copy).
+        fn attention_views<
+            B: Backend,
+            const N: usize,
+            const L: usize,
+            const H: usize,
+            const HD: usize,
+        >(
+            x: &[Vec<f32>],
+            d: &B::Device,
+        ) -> Vec<f32> {
+            let qkv = t::<B, 4>(&x[0], [N, L, 3 * H, HD], d);
+            let q = qkv.clone().slice_dim(2, 0..H).swap_dims(1, 2);
+            let k = qkv.clone().slice_dim(2, H..2 * H).swap_dims(1, 2);
+            let v = qkv.slice_dim(2, 2 * H..3 * H).swap_dims(1, 2);
+            let scores = q.matmul(k.swap_dims(2, 3));
+            let mut out = host(scores.clone());
+            out.extend(host(scores.matmul(v)));
+            out
+        }
+        fn scores_1x128_h5<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            attention_views::<B, 1, 128, 5, 8>(x, d)
+        }
+        fn scores_4x128_h5<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            attention_views::<B, 4, 128, 5, 8>(x, d)
+        }
+        fn scores_4x127_h5<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            attention_views::<B, 4, 127, 5, 8>(x, d)
+        }
+        fn scores_3x33_h12<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            attention_views::<B, 3, 33, 12, 4>(x, d)
+        }
+        /// The same products on contiguous copies of q, k, v.
+        fn scores_contiguous_4x128_h5<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            let (n, l, h, hd) = (4, 128, 5, 8);
+            let qkv = t::<B, 4>(&x[0], [n, l, 3 * h, hd], d);
+            let copy = |y: Tensor<B, 4>| {
+                let dims = y.dims();
+                Tensor::<B, 4>::from_data(y.into_data(), d).reshape(dims)
+            };
+            let q = copy(qkv.clone().slice_dim(2, 0..h).swap_dims(1, 2));
+            let k = copy(qkv.clone().slice_dim(2, h..2 * h).swap_dims(1, 2));
+            let v = copy(qkv.slice_dim(2, 2 * h..3 * h).swap_dims(1, 2));
+            let scores = q.matmul(copy(k.swap_dims(2, 3)));
+            let mut out = host(scores.clone());
+            out.extend(host(scores.matmul(v)));
+            out
+        }
+        /// Softmax of scores plus a `[n, 1, 1, l]` key bias with -inf on padded keys.
+        fn masked_softmax<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            let (n, h, l) = (4, 5, 128);
+            let bias: Vec<f32> = (0..n * l)
+                .map(|i| {
+                    if i % l < l - 10 * (i / l) {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+                .collect();
+            let scores = t::<B, 4>(&x[0], [n, h, l, l], d) * 3.0;
+            host(burn::tensor::activation::softmax(
+                scores + t::<B, 4>(&bias, [n, 1, 1, l], d),
+                3,
+            ))
+        }
+        fn layer_norm<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            let norm = Norm::<B>::new(t(&x[1], [40], d), t(&x[2], [40], d), 1e-5);
+            host(norm.forward(t::<B, 3>(&x[0], [4, 128, 40], d) * 5.0 + 1.0))
+        }
+        fn gelu<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            host(burn::tensor::activation::gelu(
+                t::<B, 2>(&x[0], [512, 160], d) * 2.0,
+            ))
+        }
+        /// ESM-2's rotary: halves swapped through a reshape + flip, times cos/sin tables.
+        fn rotary<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            let (n, l, h, hd) = (4, 128, 10, 8);
+            let qk = t::<B, 4>(&x[0], [n, l, h, hd], d);
+            let swapped = qk
+                .clone()
+                .reshape([n, l, h, 2, hd / 2])
+                .flip([3])
+                .reshape([n, l, h, hd]);
+            host(
+                qk * t::<B, 4>(&x[1], [1, l, 1, hd], d)
+                    + swapped * t::<B, 4>(&x[2], [1, l, 1, hd], d),
+            )
+        }
+        /// Heads back to tokens: `[n, h, l, hd]` -> `[n, l, h·hd]` through swap + reshape.
+        fn merge_heads<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            let y = t::<B, 4>(&x[0], [4, 5, 128, 8], d)
+                .swap_dims(1, 2)
+                .reshape([4, 128, 40]);
+            host(y * 1.0)
+        }
+        /// Mean pooling as ESM-2 does it: `[n, 1, l]` 0/1 weights times `[n, l, d]`.
+        fn pool<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+            let w: Vec<f32> = x[0]
+                .iter()
+                .map(|v| if *v > 0.0 { 1.0 } else { 0.0 })
+                .collect();
+            host(t::<B, 3>(&w, [4, 1, 128], d).matmul(t::<B, 3>(&x[1], [4, 128, 40], d)))
+        }
+        let ops = ops![
+            "linear [1,40]x[40,120]", [40, 4800, 120], linear_1;
+            "linear [127,40]x[40,120]", [127 * 40, 4800, 120], linear_127;
+            "linear [512,40]x[40,120]", [512 * 40, 4800, 120], linear_512;
+            "attention views n=1 L=128 h=5 hd=8", [128 * 15 * 8], scores_1x128_h5;
+            "attention views n=4 L=128 h=5 hd=8", [4 * 128 * 15 * 8], scores_4x128_h5;
+            "attention views n=4 L=127 h=5 hd=8", [4 * 127 * 15 * 8], scores_4x127_h5;
+            "attention views n=3 L=33 h=12 hd=4", [3 * 33 * 36 * 4], scores_3x33_h12;
+            "attention contiguous n=4 L=128", [4 * 128 * 15 * 8], scores_contiguous_4x128_h5;
+            "masked softmax [4,5,128,128]", [4 * 5 * 128 * 128], masked_softmax;
+            "layer norm [4,128,40]", [4 * 128 * 40, 40, 40], layer_norm;
+            "gelu [512,160]", [512 * 160], gelu;
+            "rotary [4,128,10,8]", [4 * 128 * 80, 128 * 8, 128 * 8], rotary;
+            "merge heads [4,5,128,8]", [4 * 5 * 128 * 8], merge_heads;
+            "pool [4,1,128]x[4,128,40]", [4 * 128, 4 * 128 * 40], pool;
+        ];
+        let mut failed = Vec::new();
+        for (i, (name, lens, on_cpu, on_wgpu)) in ops.into_iter().enumerate() {
+            let inputs: Vec<Vec<f32>> = lens
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| values(n, (i * 10 + j) as u64 + 1))
+                .collect();
+            let want = on_cpu(&inputs, &cpu);
+            let got = on_wgpu(&inputs, &device);
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let diff = max_abs_diff(&got, &want);
+            eprintln!("{name:<40} max abs diff {diff:e} (largest |value| {scale:.1})");
+            if diff > 1e-5 * scale || diff.is_nan() {
+                failed.push(format!("{name}: {diff:e}"));
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "wgpu differs from the CPU backend: {failed:?}"
+        );
+    }
+
+    /// ESM-2 layer by layer on the CPU backend and on wgpu from the same weights and batch
+    /// (every fixture case, padded together, and the first case alone): the first layer whose
+    /// output differs is where a kernel goes wrong.
+    #[test]
+    fn esm2_layer_by_layer_matches_the_cpu_backend() {
+        type W = Wgpu<f32, i32>;
+        type C = burn::backend::Flex;
+        let Some((_, device)) = adapter_or_skip() else {
+            return;
+        };
+        let cpu = burn::backend::flex::FlexDevice;
+        let (on_cpu, on_wgpu) = (esm::<C>(&cpu), esm::<W>(&device));
+        let cases = common::model_cases("esm2_tiny");
+        let all: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+        let mut failed = Vec::new();
+        for (what, batch) in [("batch", all.clone()), ("alone", vec![all[0].clone()])] {
+            let want: Vec<Vec<f32>> = on_cpu.layer_states(&batch).into_iter().map(host).collect();
+            let got: Vec<Vec<f32>> = on_wgpu.layer_states(&batch).into_iter().map(host).collect();
+            // Padded positions hold meaningless values: compare real tokens only.
+            let [n, len] = [batch.len(), batch.iter().map(Vec::len).max().unwrap()];
+            let dim = want[0].len() / (n * len);
+            for (layer, (w, g)) in want.iter().zip(&got).enumerate() {
+                let mut diff = 0f32;
+                for (b, seq) in batch.iter().enumerate() {
+                    let at = b * len * dim..(b * len + seq.len()) * dim;
+                    diff = diff.max(max_abs_diff(&g[at.clone()], &w[at]));
+                }
+                eprintln!("ESM-2 {what}: entering layer {layer}: max abs diff {diff:e}");
+                if diff > 1e-5 || diff.is_nan() {
+                    failed.push(format!("{what} layer {layer}: {diff:e}"));
+                }
+            }
+        }
+        assert!(failed.is_empty(), "wgpu differs from the CPU backend: {failed:?}");
+    }
+
     fn s(p: &Path) -> &str {
         p.to_str().unwrap()
     }

@@ -22,7 +22,7 @@ use crate::output::write_atomic;
 use crate::output_lock::OutputLock;
 use crate::preflight;
 use crate::progress::Progress;
-use batching::{budget_from_memory, largest_tensor_budget, token_budget_batches};
+use batching::{cuda_budget, largest_tensor_budget, token_budget_batches};
 use checkpoint::Checkpoint;
 use engine::{Coordinator, EmbedJob, EncoderLoader, Faults, ModelShape};
 use store::{EmbeddingMeta, EmbeddingSet};
@@ -45,6 +45,9 @@ pub struct ComputeSettings {
     pub gpu_lease: Option<usize>,
     /// Stop waiting for a leased GPU after this long (`VIRNUCPRO_GPU_LEASE_TIMEOUT`).
     pub gpu_lease_timeout: Option<std::time::Duration>,
+    /// GPU kernel compilation and autotune caches (`--kernel-cache`; default under
+    /// `$XDG_CACHE_HOME`).
+    pub kernel_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,14 +217,18 @@ impl Coordinator for Assembler<'_> {
             (Devices::Cpu { .. }, _) => 2048,
             (Devices::Cuda { .. }, Some(free)) => {
                 let bytes = if self.precision == Precision::F32 { 4 } else { 2 };
-                // No tensor over a quarter of the memory (free memory is below the total, so
-                // this is on the safe side): CubeCL's pools cannot place a larger one.
-                let b = budget_from_memory(free, shape, bytes, longest)
-                    .min(largest_tensor_budget(free / 4, shape, longest));
+                // No tensor over a quarter of the memory: CubeCL's pools cannot place one.
+                let b = cuda_budget(Some(free), None, self.gpu_default_budget, shape, bytes, longest);
                 tracing::info!("{:.1} GiB free on the first GPU after loading the model: {b} tokens per batch", free as f64 / (1u64 << 30) as f64);
                 b
             }
-            (Devices::Cuda { .. }, None) => self.gpu_default_budget,
+            (Devices::Cuda { ids }, None) => {
+                // Free memory unreadable: the smallest device's total bounds the largest tensor.
+                let total = device::cuda::devices().ok().and_then(|all| {
+                    all.iter().filter(|d| ids.contains(&d.index)).map(|d| d.total_bytes).min()
+                });
+                cuda_budget(None, total, self.gpu_default_budget, shape, 4, longest)
+            }
             (Devices::Wgpu { adapters }, _) => {
                 // wgpu reports no free memory; its binding limit bounds every tensor.
                 let limit = adapters.iter().map(|a| a.max_binding_bytes).min().unwrap_or(1 << 27);
@@ -331,6 +338,11 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     gpu_default_budget: usize,
 ) -> Result<EmbedSummary> {
     let started = Instant::now();
+    // Before anything touches a GPU (device checks included): CubeCL reads its cache settings once.
+    if opts.compute.device != DeviceSpec::Cpu {
+        let gpu_asked = opts.compute.device != DeviceSpec::Auto;
+        device::kernel_cache::setup(opts.compute.kernel_cache.as_deref(), gpu_asked)?;
+    }
     let devices = device::resolve(
         &opts.compute.device,
         opts.compute.threads,
