@@ -71,8 +71,14 @@ fn dockerfile_builds_in_rust_and_runs_from_the_cuda_devel_image_as_non_root() {
         runtime.starts_with("nvidia/cuda:") && runtime.contains("-devel-"),
         "the CUDA *devel* image (NVRTC and the headers): {runtime}"
     );
-    assert!(d.contains("ENV CUDA_PATH=/usr/local/cuda"), "CUDA_PATH for cubecl-cuda");
-    assert!(d.contains("driver >= 550"), "the minimum driver is documented");
+    assert!(
+        d.contains("ENV CUDA_PATH=/usr/local/cuda"),
+        "CUDA_PATH for cubecl-cuda"
+    );
+    assert!(
+        d.contains("driver >= 550"),
+        "the minimum driver is documented"
+    );
     // cudarc binds the runtime base's CUDA version: nvidia/cuda:12.4.1-... -> 12040.
     let version = runtime
         .trim_start_matches("nvidia/cuda:")

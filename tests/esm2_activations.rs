@@ -67,12 +67,19 @@ fn esm2_largest_deviation_per_layer() {
         } else {
             "after the last layer".to_string()
         };
-        eprintln!("ESM-2 ({} x {}): {what}: max |x - mean| {d:.1}", config.num_layers, config.hidden);
+        eprintln!(
+            "ESM-2 ({} x {}): {what}: max |x - mean| {d:.1}",
+            config.num_layers, config.hidden
+        );
         worst = worst.max(d);
     }
     eprintln!(
         "largest |x - mean| {worst:.1} ({}; f16 squares overflow past 256)",
-        if worst > 256.0 { "would overflow" } else { "below" }
+        if worst > 256.0 {
+            "would overflow"
+        } else {
+            "below"
+        }
     );
     assert!(worst.is_finite() && worst > 0.0);
 }

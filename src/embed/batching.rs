@@ -86,9 +86,11 @@ pub fn cuda_budget(
     match (free_bytes, total_bytes) {
         (Some(free), _) => budget_from_memory(free, shape, dtype_bytes, longest)
             .min(largest_tensor_budget(free / 4, shape, longest)),
-        (None, Some(total)) => default
-            .max(longest.max(1))
-            .min(largest_tensor_budget(total / 4, shape, longest)),
+        (None, Some(total)) => {
+            default
+                .max(longest.max(1))
+                .min(largest_tensor_budget(total / 4, shape, longest))
+        }
         (None, None) => default.max(longest.max(1)),
     }
 }
@@ -151,7 +153,11 @@ mod tests {
 
     /// The largest single tensor of a batch of `budget` padded tokens at `longest`: the f32
     /// attention scores `[n, heads, longest, longest]` or the feed-forward activations.
-    fn largest_tensor_bytes(budget: usize, shape: super::super::engine::ModelShape, longest: usize) -> u64 {
+    fn largest_tensor_bytes(
+        budget: usize,
+        shape: super::super::engine::ModelShape,
+        longest: usize,
+    ) -> u64 {
         let n = (budget / longest).max(1) as u64;
         let scores = n * shape.heads as u64 * (longest as u64).pow(2) * 4;
         let ffn = n * longest as u64 * shape.intermediate as u64 * 4;
@@ -191,7 +197,10 @@ mod tests {
         let b = cuda_budget(Some(74 << 30), None, 32 * 1024, esm3b, 2, 1026);
         assert!(b / 1026 < 127, "{b}");
         // Unknown memory: the engine's default, at least one sequence.
-        assert_eq!(cuda_budget(None, None, 32 * 1024, esm3b, 2, 1026), 32 * 1024);
+        assert_eq!(
+            cuda_budget(None, None, 32 * 1024, esm3b, 2, 1026),
+            32 * 1024
+        );
         assert_eq!(cuda_budget(None, None, 1024, esm3b, 2, 5000), 5000);
     }
 
