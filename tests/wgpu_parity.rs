@@ -29,12 +29,11 @@ mod on_wgpu {
 
     /// The adapter `--device wgpu` would use, or `None` (skip) with the reason printed.
     ///
-    /// CubeCL's autotune results go to a fresh directory per test process: with its default
-    /// on-disk cache (`target/autotune`, kept across runs and copied with `target/`) a choice
-    /// tuned in an earlier run made ESM-2 wrong by 1.2-1.7 at four 128-token sequences (layer
-    /// by layer: correct entering layer 0, wrong after it), while a fresh tuning is right to
-    /// 2e-6 (`esm2_layer_by_layer_matches_the_cpu_backend`). Tuned from scratch, each run
-    /// checks the kernels it picks.
+    /// CubeCL's autotune results go to a fresh directory per test process, so that each run
+    /// checks the kernels it picks itself: with its default on-disk cache (`target/autotune`,
+    /// kept across runs) a choice tuned in an earlier run (`fused_double_buffering_unit` for a
+    /// transposed-view weight, see `Weights::linear_weight`) made ESM-2 wrong by 1.2-1.7 at four
+    /// 128-token sequences while the same run tuned afresh was right to 2e-6.
     fn adapter_or_skip() -> Option<(AdapterInfo, WgpuDevice)> {
         static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
         let dir = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
