@@ -143,6 +143,10 @@ pub struct ComputeArgs {
     /// With --gpu-lease: give up after waiting SECS for a free GPU (default: wait for ever).
     #[arg(long, value_name = "SECS", env = "VIRNUCPRO_GPU_LEASE_TIMEOUT")]
     pub gpu_lease_timeout: Option<u64>,
+    /// Keep the GPU backends' compiled kernels and autotune results in DIR, shared across runs
+    /// and tasks (default: $XDG_CACHE_HOME/virnucpro/cubecl, else ~/.cache/virnucpro/cubecl).
+    #[arg(long, value_name = "DIR", env = "VIRNUCPRO_KERNEL_CACHE")]
+    pub kernel_cache: Option<PathBuf>,
 }
 
 impl ComputeArgs {
@@ -157,6 +161,7 @@ impl ComputeArgs {
             // VIRNUCPRO_GPU_LEASE=0 means no leasing.
             gpu_lease: self.gpu_lease.filter(|&n| n > 0),
             gpu_lease_timeout: self.gpu_lease_timeout.map(std::time::Duration::from_secs),
+            kernel_cache: self.kernel_cache.clone(),
         }
     }
 }

@@ -103,6 +103,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Models(a) => hub::command::run(&a.command, cli.quiet)?,
         Command::Devices(a) => {
+            // The test kernels `devices` runs go through the same caches as a run's.
+            let cache = std::env::var_os(virnucpro::device::kernel_cache::ENV)
+                .map(std::path::PathBuf::from);
+            virnucpro::device::kernel_cache::setup(cache.as_deref(), false)?;
             print!("{}", virnucpro::device::describe(a.json)?);
         }
         Command::Predict(mut a) => {

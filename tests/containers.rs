@@ -1,7 +1,7 @@
 //! The container files, without Docker or Apptainer (neither runs here): the Dockerfile's build
 //! command is the one containers/build-check.sh runs in CI, the image's shape (multi-stage, CUDA
-//! runtime base, non-root, models mounted), the tags agree everywhere, and every shell script
-//! in the repository is shellcheck clean.
+//! devel base with NVRTC and headers, non-root, models mounted), the tags agree everywhere, and
+//! every shell script in the repository is shellcheck clean.
 
 mod common;
 
@@ -55,7 +55,7 @@ fn build_check_runs_the_dockerfile_cargo_command_for_both_variants() {
 }
 
 #[test]
-fn dockerfile_builds_in_rust_and_runs_from_the_cuda_runtime_as_non_root() {
+fn dockerfile_builds_in_rust_and_runs_from_the_cuda_devel_image_as_non_root() {
     let d = read("containers/Dockerfile");
     let froms: Vec<&str> = d.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert_eq!(
@@ -65,9 +65,19 @@ fn dockerfile_builds_in_rust_and_runs_from_the_cuda_runtime_as_non_root() {
     );
     assert_eq!(arg_default(&d, "RUST_IMAGE"), "rust:1-bookworm");
     let runtime = arg_default(&d, "RUNTIME_BASE");
+    // NVRTC compiles CubeCL's kernels against the toolkit's headers: the runtime images have
+    // NVRTC but no headers ("cannot open source file cuda_runtime.h"), the devel ones both.
     assert!(
-        runtime.starts_with("nvidia/cuda:") && runtime.contains("-runtime-"),
-        "the CUDA *runtime* image (it has NVRTC): {runtime}"
+        runtime.starts_with("nvidia/cuda:") && runtime.contains("-devel-"),
+        "the CUDA *devel* image (NVRTC and the headers): {runtime}"
+    );
+    assert!(
+        d.contains("ENV CUDA_PATH=/usr/local/cuda"),
+        "CUDA_PATH for cubecl-cuda"
+    );
+    assert!(
+        d.contains("driver >= 550"),
+        "the minimum driver is documented"
     );
     // cudarc binds the runtime base's CUDA version: nvidia/cuda:12.4.1-... -> 12040.
     let version = runtime

@@ -144,3 +144,52 @@ pub fn free_memory(index: usize) -> Option<u64> {
         None
     }
 }
+
+/// One kernel on device `index` through Burn's CUDA backend: compiled by NVRTC against the
+/// toolkit's headers, loaded by the driver, run, and read back, with any panic of CubeCL's
+/// runtime (no headers, PTX newer than the driver, no NVRTC) caught and turned into a reason.
+pub fn smoke_test(index: usize) -> Result<(), String> {
+    #[cfg(feature = "cuda")]
+    {
+        use burn::backend::cuda::{Cuda, CudaDevice};
+        use burn::tensor::{Tensor, TensorData};
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let probe = std::panic::catch_unwind(move || {
+            let device = CudaDevice::new(index);
+            let x = Tensor::<Cuda<f32, i32>, 1>::from_data(
+                TensorData::new(vec![1f32, 2.0, 3.0], [3]),
+                &device,
+            );
+            (x * 2.0 + 1.0)
+                .into_data()
+                .to_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))
+        });
+        std::panic::set_hook(hook);
+        match probe {
+            Ok(Ok(v)) if v == [3.0, 5.0, 7.0] => Ok(()),
+            Ok(Ok(v)) => Err(format!("a test kernel computed {v:?} instead of [3, 5, 7]")),
+            Ok(Err(e)) => Err(format!("a test kernel's result could not be read: {e}")),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                // CubeCL's messages span lines (compiler logs); the first says what failed.
+                let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                Err(format!(
+                    "a test kernel failed to compile or run ({}); check the toolkit headers, \
+                     NVRTC and a driver >= 550",
+                    first.trim()
+                ))
+            }
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = index;
+        Err("this binary was built without the `cuda` feature".to_string())
+    }
+}

@@ -13,6 +13,8 @@ use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 
 pub mod cuda;
+pub mod cuda_toolkit;
+pub mod kernel_cache;
 pub mod lease;
 pub mod wgpu;
 
@@ -207,10 +209,19 @@ pub fn resolve(
             })
             .max(1),
     };
+    let auto = *spec == DeviceSpec::Auto;
     let ids = match spec {
         DeviceSpec::Cpu => return Ok(cpu()),
         DeviceSpec::Wgpu(ids) => return resolve_wgpu(ids.as_deref(), lease),
-        DeviceSpec::Auto => match visible_count() {
+        DeviceSpec::Auto => match visible_count().and_then(|n| {
+            // Headers and NVRTC first (files only, no GPU touched): without them every kernel
+            // compilation fails, so the CPU is the better choice.
+            if n > 0 && fake_gpus().is_none() {
+                cuda_toolkit::check_here()
+                    .map_err(|why| format!("{n} CUDA device(s) visible but {why}"))?;
+            }
+            Ok(n)
+        }) {
             Ok(n) if n > 0 => (0..n).collect(),
             other => {
                 let why = match other {
@@ -239,6 +250,11 @@ pub fn resolve(
             if n == 0 {
                 bail!("--device cuda requested but no CUDA device is visible (check CUDA_VISIBLE_DEVICES)");
             }
+            if fake_gpus().is_none() {
+                if let Err(why) = cuda_toolkit::check_here() {
+                    bail!("--device cuda: {why}");
+                }
+            }
             let ids = ids.clone().unwrap_or_else(|| (0..n).collect());
             if let Some(bad) = ids.iter().find(|&&i| i >= n) {
                 bail!(
@@ -259,7 +275,7 @@ pub fn resolve(
         if fake_gpus().is_some() {
             return Err(faked(&format!("would use {}", Devices::Cuda { ids })));
         }
-        return Ok(Devices::Cuda { ids });
+        return smoke_tested(ids, auto, cpu);
     };
     // UUIDs only: reading them needs no context, so GPUs other processes hold are not touched.
     let known = listed_gpus().unwrap_or_default();
@@ -294,7 +310,24 @@ pub fn resolve(
             .collect();
         return Err(faked(&format!("leased {}", names.join(", "))));
     }
-    Ok(Devices::Cuda { ids: held })
+    smoke_tested(held, auto, cpu)
+}
+
+/// CUDA on `ids` once one kernel has compiled, run and come back right on each (CubeCL's NVRTC
+/// and the driver's PTX support are only proven by doing it; a failure there would otherwise
+/// be a panic inside the first batch). On failure `auto` falls back to the CPU with one line;
+/// an explicit `--device cuda` stops with the reason.
+fn smoke_tested(ids: Vec<usize>, auto: bool, cpu: impl Fn() -> Devices) -> Result<Devices> {
+    for &i in &ids {
+        if let Err(why) = cuda::smoke_test(i) {
+            if auto {
+                tracing::info!("cuda:{i}: {why}; running on the CPU");
+                return Ok(cpu());
+            }
+            bail!("--device cuda: cuda:{i}: {why}; use --device cpu");
+        }
+    }
+    Ok(Devices::Cuda { ids })
 }
 
 /// `--device wgpu[:N]`: the adapters, checked to exist and to be openable by Burn.
@@ -358,11 +391,24 @@ pub fn describe(json: bool) -> Result<String> {
         .collect();
     // Free memory needs a context on the GPU: not on one another process leased, nor on one
     // in an exclusive compute mode (a context there, however brief, could lock its user out).
-    for (g, l) in gpus.iter_mut().zip(&leased) {
+    // The same checks as `--device auto`: the toolkit (files only), then one kernel on each GPU
+    // that may be looked at (same rule as for free memory).
+    let toolkit = (!gpus.is_empty() && !fake).then(cuda_toolkit::check_here);
+    let mut kernel_test: Vec<Option<Result<(), String>>> = vec![None; gpus.len()];
+    for ((g, l), test) in gpus.iter_mut().zip(&leased).zip(&mut kernel_test) {
         if !fake && l.is_none() && cuda::shared_compute_mode(g.index) {
             g.free_bytes = cuda::free_memory(g.index);
+            if matches!(toolkit, Some(Ok(_))) {
+                *test = Some(cuda::smoke_test(g.index));
+            }
         }
     }
+    let test_text = |t: &Option<Result<(), String>>| match t {
+        None => "not run".to_string(),
+        Some(Ok(())) => "ok".to_string(),
+        Some(Err(why)) => format!("failed: {why}"),
+    };
+    let kernels_ok = kernel_test.iter().all(|t| !matches!(t, Some(Err(_))));
     let (adapters, wgpu_none) = match wgpu::adapters() {
         Ok(a) => (a, None),
         Err(why) => (Vec::new(), Some(why)),
@@ -374,7 +420,7 @@ pub fn describe(json: bool) -> Result<String> {
             .map(|a| a.label())
             .collect::<Vec<_>>()
             .join(",")
-    } else if gpus.is_empty() {
+    } else if gpus.is_empty() || matches!(toolkit, Some(Err(_))) || !kernels_ok {
         format!("cpu ({cpus} workers)")
     } else {
         gpus.iter()
@@ -386,9 +432,11 @@ pub fn describe(json: bool) -> Result<String> {
         let list: Vec<serde_json::Value> = gpus
             .iter()
             .zip(&leased)
-            .map(|(g, l)| {
+            .zip(&kernel_test)
+            .map(|((g, l), t)| {
                 let mut v = serde_json::to_value(g).unwrap_or_default();
                 v["leased_by"] = serde_json::json!(l);
+                v["kernel_test"] = serde_json::json!(test_text(t));
                 v
             })
             .collect();
@@ -396,6 +444,10 @@ pub fn describe(json: bool) -> Result<String> {
             "auto": auto,
             "cuda_devices": list,
             "cuda_unavailable": why_none,
+            "cuda_toolkit": toolkit.as_ref().map(|t| match t {
+                Ok(info) => serde_json::json!(info),
+                Err(why) => serde_json::json!({ "error": why }),
+            }),
             "cpu_cores": cpus,
             "lock_dir": lock_dir.display().to_string(),
             "lock_dir_problem": lock_dir_problem,
@@ -413,7 +465,7 @@ pub fn describe(json: bool) -> Result<String> {
     } else if gpus.is_empty() {
         out.push_str("CUDA: no device visible (check CUDA_VISIBLE_DEVICES)\n");
     }
-    for (g, l) in gpus.iter().zip(&leased) {
+    for ((g, l), t) in gpus.iter().zip(&leased).zip(&kernel_test) {
         let free = g
             .free_bytes
             .map(|f| format!("{:.1} GiB free", gib(f)))
@@ -423,12 +475,22 @@ pub fn describe(json: bool) -> Result<String> {
             None => "not leased".into(),
         };
         out.push_str(&format!(
-            "cuda:{}  {}  {:.1} GiB, {free}  {}  {lease}\n",
+            "cuda:{}  {}  {:.1} GiB, {free}  {}  {lease}  test kernel: {}\n",
             g.index,
             g.name,
             gib(g.total_bytes),
-            g.uuid
+            g.uuid,
+            test_text(t)
         ));
+    }
+    match &toolkit {
+        Some(Ok(info)) => out.push_str(&format!(
+            "CUDA toolkit: headers in {}/include, NVRTC {}\n",
+            info.toolkit.display(),
+            info.nvrtc
+        )),
+        Some(Err(why)) => out.push_str(&format!("CUDA toolkit: {why}\n")),
+        None => {}
     }
     if !gpus.is_empty() {
         match &lock_dir_problem {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::batching::{budget_from_memory, largest_tensor_budget, token_budget_batches};
+use super::batching::{cuda_budget, largest_tensor_budget, token_budget_batches};
 use super::checkpoint::Checkpoint;
 use super::engine::{Coordinator, ModelShape};
 use super::EmbedOptions;
@@ -157,20 +157,31 @@ impl<'a> Assembler<'a> {
                 } else {
                     2
                 };
-                // No tensor over a quarter of the memory (free memory is below the total, so
-                // this is on the safe side): CubeCL's pools cannot place a larger one.
-                let b = budget_from_memory(free, shape, bytes, longest).min(largest_tensor_budget(
-                    free / 4,
+                // No tensor over a quarter of the memory: CubeCL's pools cannot place one.
+                let b = cuda_budget(
+                    Some(free),
+                    None,
+                    self.gpu_default_budget,
                     shape,
+                    bytes,
                     longest,
-                ));
+                );
                 tracing::info!(
                     "{:.1} GiB free on the first GPU after loading the model: {b} tokens per batch",
                     free as f64 / (1u64 << 30) as f64
                 );
                 b
             }
-            (Devices::Cuda { .. }, None) => self.gpu_default_budget,
+            (Devices::Cuda { ids }, None) => {
+                // Free memory unreadable: the smallest device's total bounds the largest tensor.
+                let total = crate::device::cuda::devices().ok().and_then(|all| {
+                    all.iter()
+                        .filter(|d| ids.contains(&d.index))
+                        .map(|d| d.total_bytes)
+                        .min()
+                });
+                cuda_budget(None, total, self.gpu_default_budget, shape, 4, longest)
+            }
             (Devices::Wgpu { adapters }, _) => {
                 // wgpu reports no free memory; its binding limit bounds every tensor.
                 let limit = adapters

@@ -70,6 +70,31 @@ pub fn largest_tensor_budget(
     budget.min(MAX_BATCH_TOKENS).max(longest.max(1))
 }
 
+/// Token budget on a CUDA device: from the free memory after loading the model when known,
+/// else `default`; either way no single tensor of a batch above a quarter of the memory
+/// (CubeCL's CUDA pools fail on one larger than about a quarter of the device; the free memory,
+/// below the total, keeps this on the safe side, and the total bounds it when the free memory
+/// could not be read).
+pub fn cuda_budget(
+    free_bytes: Option<u64>,
+    total_bytes: Option<u64>,
+    default: usize,
+    shape: super::engine::ModelShape,
+    dtype_bytes: usize,
+    longest: usize,
+) -> usize {
+    match (free_bytes, total_bytes) {
+        (Some(free), _) => budget_from_memory(free, shape, dtype_bytes, longest)
+            .min(largest_tensor_budget(free / 4, shape, longest)),
+        (None, Some(total)) => {
+            default
+                .max(longest.max(1))
+                .min(largest_tensor_budget(total / 4, shape, longest))
+        }
+        (None, None) => default.max(longest.max(1)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +149,59 @@ mod tests {
             largest_tensor_budget(1 << 30, esm3b, 100),
             (1usize << 30) / (4 * 10240)
         );
+    }
+
+    /// The largest single tensor of a batch of `budget` padded tokens at `longest`: the f32
+    /// attention scores `[n, heads, longest, longest]` or the feed-forward activations.
+    fn largest_tensor_bytes(
+        budget: usize,
+        shape: super::super::engine::ModelShape,
+        longest: usize,
+    ) -> u64 {
+        let n = (budget / longest).max(1) as u64;
+        let scores = n * shape.heads as u64 * (longest as u64).pow(2) * 4;
+        let ffn = n * longest as u64 * shape.intermediate as u64 * 4;
+        scores.max(ffn)
+    }
+
+    #[test]
+    fn no_cuda_batch_has_a_tensor_above_a_quarter_of_the_memory() {
+        let esm3b = super::super::engine::ModelShape {
+            hidden: 2560,
+            intermediate: 10240,
+            heads: 40,
+            layers: 36,
+        };
+        // The case: L=1026, 40 heads; free memory of a 16, 40, 80 and 141 GiB device
+        // after loading the 3B model in f16 (~5.6 GiB), and the total when free is unknown.
+        for total_gib in [16u64, 40, 80, 141] {
+            let total = total_gib << 30;
+            let free = total - (5600 << 20);
+            for longest in [50, 170, 512, 1026, 4000] {
+                for (f, t, bytes) in [
+                    (Some(free), Some(total), 2),
+                    (Some(free), None, 4),
+                    (None, Some(total), 2),
+                ] {
+                    let b = cuda_budget(f, t, 32 * 1024, esm3b, bytes, longest);
+                    let largest = largest_tensor_bytes(b, esm3b, longest);
+                    assert!(
+                        largest <= total / 4 || b == longest,
+                        "{total_gib} GiB, L={longest}: budget {b} makes a {largest}-byte tensor"
+                    );
+                    assert!(b >= longest, "one longest sequence always fits");
+                }
+            }
+        }
+        // 127 sequences at L=1026 (~21 GB of scores) are never one batch on an 80 GiB device.
+        let b = cuda_budget(Some(74 << 30), None, 32 * 1024, esm3b, 2, 1026);
+        assert!(b / 1026 < 127, "{b}");
+        // Unknown memory: the engine's default, at least one sequence.
+        assert_eq!(
+            cuda_budget(None, None, 32 * 1024, esm3b, 2, 1026),
+            32 * 1024
+        );
+        assert_eq!(cuda_budget(None, None, 1024, esm3b, 2, 5000), 5000);
     }
 
     #[test]

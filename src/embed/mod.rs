@@ -43,6 +43,9 @@ pub struct ComputeSettings {
     pub gpu_lease: Option<usize>,
     /// Stop waiting for a leased GPU after this long (`VIRNUCPRO_GPU_LEASE_TIMEOUT`).
     pub gpu_lease_timeout: Option<std::time::Duration>,
+    /// GPU kernel compilation and autotune caches (`--kernel-cache`; default under
+    /// `$XDG_CACHE_HOME`).
+    pub kernel_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

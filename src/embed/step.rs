@@ -10,7 +10,7 @@ use super::assembler::{Assembler, Plan};
 use super::encoders::Tokenized;
 use super::engine::{EmbedJob, EncoderLoader, Faults};
 use super::{failed_path, DeviceReport, EmbedOptions, EmbedSummary};
-use crate::device::{self, Devices, Precision};
+use crate::device::{self, DeviceSpec, Devices, Precision};
 use crate::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
 use crate::fasta::input_label;
 use crate::interrupt::{Interrupted, StopOnSignal};
@@ -25,6 +25,11 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
 ) -> Result<EmbedSummary> {
     let started = Instant::now();
     let Tokenized { ids, tokens, meta } = input;
+    // Before anything touches a GPU (device checks included): CubeCL reads its cache settings once.
+    if opts.compute.device != DeviceSpec::Cpu {
+        let gpu_asked = opts.compute.device != DeviceSpec::Auto;
+        device::kernel_cache::setup(opts.compute.kernel_cache.as_deref(), gpu_asked)?;
+    }
     let devices = device::resolve(
         &opts.compute.device,
         opts.compute.threads,

@@ -428,6 +428,29 @@ impl<B: Backend> Esm2<B> {
     /// The final normalised layer `[batch, max_len, hidden]` for token-id sequences (with
     /// `<cls>`/`<eos>`), padded to the longest with `<pad>`. Padded rows are meaningless.
     pub fn last_hidden(&self, batch: &[Vec<u32>]) -> Tensor<B, 3> {
+        let (mut x, shared) = self.embedded(batch);
+        for layer in &self.layers {
+            x = layer.forward(x, self.config.heads, &shared);
+        }
+        self.emb_layer_norm_after.forward(x)
+    }
+
+    /// The hidden state entering each layer (the input of its first LayerNorm) and the last
+    /// layer's output, `num_layers + 1` tensors `[batch, max_len, hidden]`: for diagnostics
+    /// (a layer-by-layer comparison of two backends, the activation ranges the norms see).
+    pub fn layer_states(&self, batch: &[Vec<u32>]) -> Vec<Tensor<B, 3>> {
+        let (mut x, shared) = self.embedded(batch);
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        for layer in &self.layers {
+            states.push(x.clone());
+            x = layer.forward(x, self.config.heads, &shared);
+        }
+        states.push(x);
+        states
+    }
+
+    /// The scaled token embeddings and the tensors every layer shares.
+    fn embedded(&self, batch: &[Vec<u32>]) -> (Tensor<B, 3>, Shared<B>) {
         let device = self.embed_tokens.device();
         let cfg = &self.config;
         let (n, len) = (batch.len(), batch.iter().map(Vec::len).max().unwrap_or(0));
@@ -465,7 +488,7 @@ impl<B: Backend> Esm2<B> {
 
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device);
         let row_scale = Tensor::<B, 3>::from_data(TensorData::new(row_scale, [n, len, 1]), &device);
-        let mut x = embedding(self.embed_tokens.val(), ids) * row_scale;
+        let x = embedding(self.embed_tokens.val(), ids) * row_scale;
 
         let (cos, sin_signed) = rotary_tables::<B>(len, cfg.head_dim(), &device);
         let shared = Shared {
@@ -479,10 +502,7 @@ impl<B: Backend> Esm2<B> {
             cos,
             sin_signed,
         };
-        for layer in &self.layers {
-            x = layer.forward(x, cfg.heads, &shared);
-        }
-        self.emb_layer_norm_after.forward(x)
+        (x, shared)
     }
 
     /// VirNucPro's protein embedding: per sequence, the mean of the final normalised layer

@@ -166,7 +166,12 @@ impl Weights {
         Ok(Tensor::from_data(TensorData::new(values, expected), device))
     }
 
-    /// A PyTorch `Linear` weight (`[out, in]` on disk) as the `[in, out]` matrix Burn multiplies by.
+    /// A PyTorch `Linear` weight (`[out, in]` on disk) as the `[in, out]` matrix Burn multiplies by,
+    /// transposed on the host so that the device holds it contiguous. Not as a transposed view:
+    /// with the right-hand side a transposed view, CubeCL's autotune may pick the fused
+    /// `fused_double_buffering_unit` matmul, which on wgpu/lavapipe gave ESM-2 rows 1.2 off at
+    /// four 128-token sequences (m = 512, k = 40 and 160, n = 40: the `Linear`s after attention
+    /// and in the feed-forward), while the contiguous weight's kernels are right to 1e-6.
     pub fn linear_weight<B: Backend>(
         &self,
         name: &str,
@@ -174,9 +179,17 @@ impl Weights {
         in_features: usize,
         device: &B::Device,
     ) -> Result<Tensor<B, 2>> {
-        Ok(self
-            .tensor::<B, 2>(name, [out_features, in_features], device)?
-            .transpose())
+        let values = self.read(name, &[out_features, in_features])?;
+        let mut transposed = vec![0f32; values.len()];
+        for (o, row) in values.chunks_exact(in_features.max(1)).enumerate() {
+            for (i, v) in row.iter().enumerate() {
+                transposed[i * out_features + o] = *v;
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(transposed, [in_features, out_features]),
+            device,
+        ))
     }
 }
 
