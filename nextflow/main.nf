@@ -120,7 +120,7 @@ def checkParams() {
     if (params.publish_dir_mode == 'move') {
         error "--publish_dir_mode move is not supported: the steps read published files again (translate.json, the embeddings) and -resume needs the work files; use copy, link or symlink"
     }
-    ['checkpoint_dir', 'gpu_lock_dir'].each { name ->
+    ['checkpoint_dir', 'gpu_lock_dir', 'kernel_cache'].each { name ->
         if (params[name] && !params[name].toString().startsWith('/')) {
             error "--${name} ${params[name]}: give an absolute path (it is created on the host and mounted at the same path into containers)"
         }

@@ -1425,7 +1425,8 @@ fn gpus_are_opt_in() {
     }
 }
 
-/// --checkpoint_dir and the GPU lock directory are host directories the tasks write to: both
+/// --checkpoint_dir, --kernel_cache and the GPU lock directory are host directories the tasks
+/// write to: all
 /// are created before the task (the rendered beforeScript, run here) and mounted at the same
 /// path into docker and singularity/apptainer containers, each only when in use; relative
 /// paths are refused (the schema's pattern; main.nf's check is a text rule).
@@ -1436,6 +1437,7 @@ fn host_directories_are_created_and_mounted_into_containers() {
     for (when, dir) in [
         ("params.checkpoint_dir ?", "checkpoint_dir"),
         ("params.gpu_lease ?", "gpu_lock_dir"),
+        ("params.kernel_cache ?", "kernel_cache"),
     ] {
         for m in [
             format!("-v ${{params.{dir}}}:${{params.{dir}}}"),
@@ -1451,13 +1453,15 @@ fn host_directories_are_created_and_mounted_into_containers() {
     // The beforeScript's commands (its double-quoted strings), rendered and run: both
     // directories appear, the lock directory private to the user.
     let root = tempfile::tempdir().unwrap();
-    let (ck, locks) = (
+    let (ck, locks, kernels) = (
         root.path().join("shared/checkpoints"),
         root.path().join("locks"),
+        root.path().join("shared/kernels"),
     );
     let mut ctx = Ctx::default();
     ctx.set("params.checkpoint_dir", V::Str(ck.display().to_string()));
     ctx.set("params.gpu_lock_dir", V::Str(locks.display().to_string()));
+    ctx.set("params.kernel_cache", V::Str(kernels.display().to_string()));
     let before = block_after(&gpu, "beforeScript = {");
     let commands: Vec<String> = before
         .split('"')
@@ -1465,7 +1469,7 @@ fn host_directories_are_created_and_mounted_into_containers() {
         .step_by(2)
         .map(|s| gstring(s, &ctx).unwrap())
         .collect();
-    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert_eq!(commands.len(), 3, "{commands:?}");
     let o = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &commands.join(" && ")])
         .output()
@@ -1474,7 +1478,7 @@ fn host_directories_are_created_and_mounted_into_containers() {
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(&locks).unwrap().permissions().mode() & 0o777;
     assert!(
-        ck.is_dir() && mode == 0o700,
+        ck.is_dir() && kernels.is_dir() && mode == 0o700,
         "checkpoint dir created, lock dir private when new"
     );
     // The beforeScript is the label's alone (profiles would replace it).
@@ -1482,13 +1486,15 @@ fn host_directories_are_created_and_mounted_into_containers() {
     // The checkpoint directory reaches the binary (conf/modules.config).
     let mut params = test_params();
     params.insert("checkpoint_dir".into(), V::Str(ck.display().to_string()));
+    params.insert("kernel_cache".into(), V::Str(kernels.display().to_string()));
     let args = ext_args("EMBED_PROTEIN", &params).render();
     assert!(
-        args.contains(&format!("--checkpoint-dir {}", ck.display())),
+        args.contains(&format!("--checkpoint-dir {}", ck.display()))
+            && args.contains(&format!("--kernel-cache {}", kernels.display())),
         "{args}"
     );
     let schema: Json = serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
-    for name in ["checkpoint_dir", "gpu_lock_dir"] {
+    for name in ["checkpoint_dir", "gpu_lock_dir", "kernel_cache"] {
         assert_eq!(
             schema["$defs"]["compute_options"]["properties"][name]["pattern"], "^/",
             "{name}"
