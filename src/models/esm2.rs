@@ -295,14 +295,12 @@ impl<B: Backend> LayerReader<'_, B> {
         let d = self.config.hidden;
         let at = |m: &str| format!("{}{i}.{m}", n.layer);
         // q, k and v fused into one projection: weights side by side, biases end to end.
-        let (mut weights, mut biases) = (Vec::new(), Vec::new());
-        for module in [at(n.q), at(n.k), at(n.v)] {
-            weights.push(self.tensors.linear_weight(&module, d, d)?);
-            biases.push(self.tensors.bias(&module, d)?);
-        }
+        let (qkv_weight, qkv_bias) =
+            self.tensors
+                .fused_linear(&[at(n.q), at(n.k), at(n.v)], d, d)?;
         Ok(Esm2Layer {
             attn_norm: self.layer_norm(&at(n.attn_norm))?,
-            qkv: Dense::new(Tensor::cat(weights, 1), Some(Tensor::cat(biases, 0))),
+            qkv: Dense::new(qkv_weight, Some(qkv_bias)),
             out: self.dense(&at(n.out), d, d)?,
             ffn_norm: self.layer_norm(&at(n.ffn_norm))?,
             fc1: self.dense(&at(n.fc1), self.config.ffn, d)?,

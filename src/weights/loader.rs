@@ -49,6 +49,36 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
         )
     }
 
+    /// Several bias-carrying `Linear`s of `out` × `inp` (e.g. attention's q, k and v) fused
+    /// side by side into one `[inp, modules·out]` weight and one `[modules·out]` bias, built
+    /// on the host so the device receives each once (see [`super::upload`]).
+    pub fn fused_linear(
+        &self,
+        modules: &[String],
+        out: usize,
+        inp: usize,
+    ) -> Result<(Tensor<B, 2>, Tensor<B, 1>)> {
+        let width = modules.len() * out;
+        let mut weight = vec![0f32; inp * width];
+        let mut bias = Vec::with_capacity(width);
+        for (m, module) in modules.iter().enumerate() {
+            let w = self.weights.linear_weight_host(
+                &self.resolve(&format!("{module}.weight"))?,
+                out,
+                inp,
+            )?;
+            for (i, row) in w.chunks_exact(out.max(1)).enumerate() {
+                weight[i * width + m * out..i * width + (m + 1) * out].copy_from_slice(row);
+            }
+            let name = self.resolve(&format!("{module}.bias"))?;
+            bias.extend(self.weights.read(&name, &[out])?);
+        }
+        Ok((
+            super::upload(weight, [inp, width], self.device),
+            super::upload(bias, [width], self.device),
+        ))
+    }
+
     /// The bias of a module with `out` outputs.
     pub fn bias(&self, module: &str, out: usize) -> Result<Tensor<B, 1>> {
         self.tensor(&format!("{module}.bias"), [out])

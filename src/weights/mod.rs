@@ -163,7 +163,7 @@ impl Weights {
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
         let values = self.read(name, &expected)?;
-        Ok(Tensor::from_data(TensorData::new(values, expected), device))
+        Ok(upload(values, expected, device))
     }
 
     /// A PyTorch `Linear` weight (`[out, in]` on disk) as the `[in, out]` matrix Burn multiplies by,
@@ -179,6 +179,17 @@ impl Weights {
         in_features: usize,
         device: &B::Device,
     ) -> Result<Tensor<B, 2>> {
+        let transposed = self.linear_weight_host(name, out_features, in_features)?;
+        Ok(upload(transposed, [in_features, out_features], device))
+    }
+
+    /// [`Self::linear_weight`]'s `[in, out]` values on the host, row-major.
+    pub fn linear_weight_host(
+        &self,
+        name: &str,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Vec<f32>> {
         let values = self.read(name, &[out_features, in_features])?;
         let mut transposed = vec![0f32; values.len()];
         for (o, row) in values.chunks_exact(in_features.max(1)).enumerate() {
@@ -186,11 +197,24 @@ impl Weights {
                 transposed[i * out_features + o] = *v;
             }
         }
-        Ok(Tensor::from_data(
-            TensorData::new(transposed, [in_features, out_features]),
-            device,
-        ))
+        Ok(transposed)
     }
+}
+
+/// A model tensor onto `device` as a persistent allocation: on the CubeCL backends weights
+/// then live outside the pools that per-batch activations cycle through, so a cleanup after an
+/// out-of-memory split (engine.rs) frees activations without fragmenting around the weights.
+/// Every weight is uploaded once, in its final layout (fused and transposed on the host):
+/// a persistent tensor that is dropped after a device-side concatenation would waste its
+/// pool slot. On the CPU backend this is a plain `from_data`.
+pub fn upload<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    B::memory_persistent_allocations(device, TensorData::new(values, shape), |data| {
+        Tensor::from_data(data, device)
+    })
 }
 
 /// A name split into text and numbers, so `layer.2` sorts before `layer.10`.
