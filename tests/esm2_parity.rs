@@ -104,6 +104,22 @@ fn fair_esm_checkpoint_matches_goldens() {
     );
 }
 
+/// The CPU backend's fused kernels (`models::cpu_kernels`) against Burn's generic ops (the
+/// path the GPU backends take) on the same model: both at the goldens, and equal to each other
+/// on a padded batch.
+#[test]
+fn fused_cpu_kernels_equal_the_generic_path() {
+    let fused = load(&fixture_dir());
+    let generic = load(&fixture_dir()).without_cpu_kernels();
+    check_goldens(&generic, "generic ops");
+    let batch: Vec<Vec<u32>> = cases().iter().map(|c| c.token_ids.clone()).collect();
+    let (a, b) = (rows(fused.embed(&batch)), rows(generic.embed(&batch)));
+    for (case, (x, y)) in cases().iter().zip(a.iter().zip(&b)) {
+        let diff = max_abs_diff(x, y);
+        assert!(diff <= 1e-5, "{}: fused vs generic {diff}", case.id);
+    }
+}
+
 #[test]
 fn batching_and_order_do_not_change_results() {
     let model = load(&fixture_dir());

@@ -11,13 +11,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::layers::{attention, Dense, Norm};
+use super::layers::{attention, gelu, Dense, Norm};
 use crate::weights::{self, loader::TensorLoader, Weights};
 
 const CONFIG_FILE: &str = "config.json";

@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use super::layers::{attention, Dense, Norm};
+use super::cpu_kernels::{self, RotaryAttention};
+use super::layers::{attention, gelu, Dense, Norm};
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
@@ -176,6 +176,16 @@ struct Shared<B: Backend> {
     /// that `rotate_half(x)·sin == swap_halves(x)·sin_signed`.
     cos: Tensor<B, 4>,
     sin_signed: Tensor<B, 4>,
+    /// The same on the host, for the fused CPU attention; `None` off the CPU backend.
+    host: Option<HostTables>,
+}
+
+/// [`Shared`]'s tables as host values for `cpu_kernels::RotaryAttention`.
+struct HostTables {
+    lengths: Vec<usize>,
+    key_bias: Vec<f32>,
+    cos: Vec<f32>,
+    sin_signed: Vec<f32>,
 }
 
 impl<B: Backend> Esm2Layer<B> {
@@ -183,11 +193,38 @@ impl<B: Backend> Esm2Layer<B> {
         let [batch, len, dim] = x.dims();
         let head_dim = dim / heads;
 
+        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
+        let attn = match &shared.host {
+            Some(host) => match cpu_kernels::to_flex(qkv) {
+                Ok(flex) => {
+                    let context = RotaryAttention {
+                        heads,
+                        head_dim,
+                        cos: &host.cos,
+                        sin_signed: &host.sin_signed,
+                        lengths: &host.lengths,
+                        key_bias: &host.key_bias,
+                    }
+                    .forward(cpu_kernels::values(&flex), batch, len);
+                    cpu_kernels::from_flex(context, [batch, len, dim])
+                }
+                Err(qkv) => Self::attention(qkv, heads, shared),
+            },
+            None => Self::attention(qkv, heads, shared),
+        };
+        let x = x + self.out.forward(attn);
+
+        let h = self.fc1.forward(self.ffn_norm.forward(x.clone()));
+        x + self.fc2.forward(gelu(h))
+    }
+
+    /// Rotary attention on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]` (the GPU backends).
+    fn attention(qkv: Tensor<B, 3>, heads: usize, shared: &Shared<B>) -> Tensor<B, 3> {
+        let [batch, len, three_dim] = qkv.dims();
+        let dim = three_dim / 3;
+        let head_dim = dim / heads;
         // [b, l, 3H, hd] is a free view of the fused projection: q heads, k heads, v heads.
-        let qkv = self
-            .qkv
-            .forward(self.attn_norm.forward(x.clone()))
-            .reshape([batch, len, 3 * heads, head_dim]);
+        let qkv = qkv.reshape([batch, len, 3 * heads, head_dim]);
         // Rotary on q and k together. fair-esm scales q by head_dim^-0.5 before the rotation;
         // the rotation is linear, so scaling q after it is the same.
         let qk = qkv.clone().slice_dim(2, 0..2 * heads);
@@ -203,11 +240,7 @@ impl<B: Backend> Esm2Layer<B> {
         let k = qk.slice_dim(2, heads..2 * heads).swap_dims(1, 2);
         let v = qkv.slice_dim(2, 2 * heads..3 * heads).swap_dims(1, 2);
         let context = attention(q, k, v, shared.key_bias.clone(), None);
-        let attn = context.swap_dims(1, 2).reshape([batch, len, dim]);
-        let x = x + self.out.forward(attn);
-
-        let h = self.fc1.forward(self.ffn_norm.forward(x.clone()));
-        x + self.fc2.forward(gelu(h))
+        context.swap_dims(1, 2).reshape([batch, len, dim])
     }
 }
 
@@ -219,6 +252,10 @@ pub struct Esm2<B: Backend> {
     emb_layer_norm_after: Norm<B>,
     #[module(skip)]
     config: Esm2Config,
+    /// Whether the CPU backend runs the fused kernels (`cpu_kernels`); always on, except to
+    /// compare them with the generic path.
+    #[module(skip)]
+    cpu_kernels: bool,
 }
 
 /// Where a checkpoint's tensors live and what they are called.
@@ -412,7 +449,15 @@ impl<B: Backend> Esm2<B> {
             layers,
             emb_layer_norm_after,
             config,
+            cpu_kernels: true,
         })
+    }
+
+    /// The same model on Burn's generic ops only, also on the CPU backend: the path the GPU
+    /// backends take, for tests and benchmarks that compare it with the fused CPU kernels.
+    pub fn without_cpu_kernels(mut self) -> Self {
+        self.cpu_kernels = false;
+        self
     }
 
     pub fn config(&self) -> &Esm2Config {
@@ -488,8 +533,19 @@ impl<B: Backend> Esm2<B> {
         let row_scale = Tensor::<B, 3>::from_data(TensorData::new(row_scale, [n, len, 1]), &device);
         let x = embedding(self.embed_tokens.val(), ids) * row_scale;
 
-        let (cos, sin_signed) = rotary_tables::<B>(len, cfg.head_dim(), &device);
+        let (cos_host, sin_host) = rotary_tables(len, cfg.head_dim());
+        let host = (self.cpu_kernels && cpu_kernels::is_flex::<B>()).then(|| HostTables {
+            lengths: batch.iter().map(Vec::len).collect(),
+            key_bias: key_bias.clone(),
+            cos: cos_host.clone(),
+            sin_signed: sin_host.clone(),
+        });
+        let table = |v: Vec<f32>| {
+            Tensor::<B, 4>::from_data(TensorData::new(v, [1, len, 1, cfg.head_dim()]), &device)
+        };
+        let (cos, sin_signed) = (table(cos_host), table(sin_host));
         let shared = Shared {
+            host,
             // Broadcast over heads and queries by the addition itself.
             key_bias: any_padding.then(|| {
                 Tensor::<B, 4>::from_data(
@@ -539,12 +595,8 @@ impl<B: Backend> Esm2<B> {
 
 /// Rotary tables for positions `0..len` (fair-esm `RotaryEmbedding`: `inv_freq_j =
 /// 10000^(-2j/d)`, angles duplicated as `[f, f]`), computed in f32 like PyTorch, with the
-/// trigonometry in f64 so the only rounding is PyTorch's own. Shapes `[1, len, 1, head_dim]`.
-fn rotary_tables<B: Backend>(
-    len: usize,
-    head_dim: usize,
-    device: &B::Device,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
+/// trigonometry in f64 so the only rounding is PyTorch's own. `[len, head_dim]` each.
+fn rotary_tables(len: usize, head_dim: usize) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
         .map(|j| 1.0 / 10000f32.powf((2 * j) as f32 / head_dim as f32))
@@ -559,6 +611,5 @@ fn rotary_tables<B: Backend>(
             sin.push(if j < half { -s } else { s });
         }
     }
-    let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, len, 1, head_dim]), device);
-    (table(cos), table(sin))
+    (cos, sin)
 }

@@ -5,6 +5,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
+
+use super::cpu_kernels;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
 use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
@@ -137,4 +139,18 @@ pub fn attention<B: Backend>(
         scores = scores + bias;
     }
     softmax(scores, 3).cast(FloatDType::from(dtype)).matmul(v)
+}
+
+/// Exact (erf) GELU: on the CPU backend the fused kernel (`cpu_kernels::gelu_in_place`, a
+/// vectorised erf), elsewhere Burn's.
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match cpu_kernels::to_flex(x) {
+        Ok(flex) => {
+            let shape: [usize; D] = flex.layout().shape().to_vec().try_into().expect("rank D");
+            let mut values = cpu_kernels::values(&flex).to_vec();
+            cpu_kernels::gelu_in_place(&mut values);
+            cpu_kernels::from_flex(values, shape)
+        }
+        Err(x) => burn::tensor::activation::gelu(x),
+    }
 }

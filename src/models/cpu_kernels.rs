@@ -1,0 +1,379 @@
+//! Fused kernels for the CPU backend (Burn's Flex), where the profile of ESM-2 showed the matrix
+//! products were only a third of the time: the rest went to strided copies (the rotary halves
+//! swap, q/k/v as transposed views, the head-expanded mask), a softmax over padded keys and a
+//! scalar `erf` per GELU element. Here attention runs per (sequence, head) over the sequence's
+//! own keys only, reading q/k/v straight out of the fused projection and writing the context
+//! straight into `[batch, len, dim]`; GELU uses a branch-free rational `erf` the compiler
+//! vectorises. Everything else (the projections, norms, residuals) stays on Burn's ops.
+//!
+//! The models call these only when the backend *is* Flex and the tensor is f32 ([`to_flex`]
+//! checks at run time with a downcast, so nothing here is reached on CUDA or wgpu, whose
+//! kernels are the generic path in `layers.rs`). Results equal the generic path to f32
+//! rounding (tests below), and a sequence's rows depend only on that sequence, so a batch
+//! gives what each sequence alone gives.
+
+use std::any::Any;
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+
+/// `t` as the Flex backend's own tensor, contiguous, when `B` is Flex and `t` is f32;
+/// otherwise `t` unchanged.
+pub fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    if !is_flex::<B>() || t.dtype() != DType::F32 {
+        return Err(t);
+    }
+    match t.into_primitive() {
+        TensorPrimitive::Float(p) => {
+            let boxed: Box<dyn Any> = Box::new(p);
+            match boxed.downcast::<FlexTensor>() {
+                Ok(flex) => Ok(
+                    if flex.is_contiguous() && flex.layout().start_offset() == 0 {
+                        *flex
+                    } else {
+                        flex.to_contiguous()
+                    },
+                ),
+                // Unreachable (is_flex checked the type), but never a panic.
+                Err(other) => Err(Tensor::from_primitive(TensorPrimitive::Float(
+                    *other
+                        .downcast::<B::FloatTensorPrimitive>()
+                        .expect("a float primitive of B"),
+                ))),
+            }
+        }
+        q => Err(Tensor::from_primitive(q)),
+    }
+}
+
+/// Whether `B` is the Flex CPU backend.
+pub fn is_flex<B: Backend>() -> bool {
+    std::any::TypeId::of::<B::FloatTensorPrimitive>() == std::any::TypeId::of::<FlexTensor>()
+}
+
+/// An f32 result back as a tensor of `B` (which must be Flex: only called after [`to_flex`]).
+pub fn from_flex<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+    let flex = FlexTensor::from_data(TensorData::new(values, shape));
+    let boxed: Box<dyn Any> = Box::new(flex);
+    let primitive = *boxed
+        .downcast::<B::FloatTensorPrimitive>()
+        .expect("from_flex is only called on the Flex backend");
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// The f32 values of a tensor [`to_flex`] returned (contiguous by construction).
+pub fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("to_flex returns contiguous f32 tensors")
+}
+
+/// Exact (erf) GELU, `x·½·(1 + erf(x/√2))`, as PyTorch's `gelu` without approximation.
+pub fn gelu_in_place(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = *v * 0.5 * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// `erf` in f32 as a rational function of x² on [-4, 4] (constant beyond, where erf is within
+/// 1.6e-8 of ±1): no branches and no table, so loops over it vectorise. Largest absolute
+/// error against an f64 `erf`: 4.5e-7 (tested below), the class of PyTorch's own vectorised
+/// CPU `erf` (Abramowitz–Stegun 7.1.26, ~1e-7); libm's scalar `erff` was 9% of ESM-2's time.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_600_2e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+/// Rotary self-attention of ESM-2 for one batch, fused. `qkv` is the fused projection
+/// `[n, len, 3·dim]` (q heads, k heads, v heads); returns the context `[n, len, dim]`.
+pub struct RotaryAttention<'a> {
+    pub heads: usize,
+    pub head_dim: usize,
+    /// `[len, head_dim]` rotary tables: `cos`, and `sin` with its first half negated.
+    pub cos: &'a [f32],
+    pub sin_signed: &'a [f32],
+    /// Per sequence, its token count (keys and queries beyond it are padding).
+    pub lengths: &'a [usize],
+    /// `[n, len]` additive key bias: 0, or `-inf` for a padding token inside a sequence.
+    pub key_bias: &'a [f32],
+}
+
+impl RotaryAttention<'_> {
+    pub fn forward(&self, qkv: &[f32], n: usize, len: usize) -> Vec<f32> {
+        let (heads, hd) = (self.heads, self.head_dim);
+        let dim = heads * hd;
+        let row = 3 * dim;
+        assert_eq!(qkv.len(), n * len * row, "qkv shape");
+        let scale = (hd as f64).powf(-0.5) as f32;
+        // Padded query rows stay 0: nothing pools them, and zeros keep later layers finite.
+        let mut out = vec![0f32; n * len * dim];
+        let mut q = vec![0f32; len * hd];
+        let mut k = vec![0f32; len * hd];
+        let mut scores = vec![0f32; len * len];
+        for b in 0..n {
+            let m = self.lengths[b].min(len);
+            if m == 0 {
+                continue;
+            }
+            let base = b * len * row;
+            let bias = &self.key_bias[b * len..b * len + m];
+            for h in 0..heads {
+                self.rotate(&qkv[base..], h * hd, row, m, scale, &mut q);
+                self.rotate(&qkv[base..], dim + h * hd, row, m, 1.0, &mut k);
+                // scores[i, j] = q_i · k_j (k read transposed in place).
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        m,
+                        hd,
+                        scores.as_mut_ptr(),
+                        1,
+                        m as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        hd as isize,
+                        k.as_ptr(),
+                        hd as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for i in 0..m {
+                    softmax_row(&mut scores[i * m..(i + 1) * m], bias);
+                }
+                // context[i, h] = Σ_j p[i, j] · v_j, v read in place, written in place.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        hd,
+                        m,
+                        out.as_mut_ptr().add(b * len * dim + h * hd),
+                        1,
+                        dim as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        m as isize,
+                        qkv.as_ptr().add(base + 2 * dim + h * hd),
+                        1,
+                        row as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Rows `0..m` of the head at column `col` of `x` (row stride `row`), rotated and scaled,
+    /// into `dst` `[m, head_dim]`: `(x·cos + swap_halves(x)·sin_signed)·scale`, the generic
+    /// path's operations in its order.
+    fn rotate(&self, x: &[f32], col: usize, row: usize, m: usize, scale: f32, dst: &mut [f32]) {
+        let hd = self.head_dim;
+        let half = hd / 2;
+        for i in 0..m {
+            let src = &x[i * row + col..i * row + col + hd];
+            let (cos, sin) = (
+                &self.cos[i * hd..(i + 1) * hd],
+                &self.sin_signed[i * hd..(i + 1) * hd],
+            );
+            let d = &mut dst[i * hd..(i + 1) * hd];
+            for j in 0..half {
+                d[j] = (src[j] * cos[j] + src[j + half] * sin[j]) * scale;
+                d[j + half] = (src[j + half] * cos[j + half] + src[j] * sin[j + half]) * scale;
+            }
+        }
+    }
+}
+
+/// In place: `softmax(scores + bias)` over one row, in f32.
+fn softmax_row(scores: &mut [f32], bias: &[f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for (s, b) in scores.iter_mut().zip(bias) {
+        *s += *b;
+        max = max.max(*s);
+    }
+    if max == f32::NEG_INFINITY {
+        // Every key masked: the generic path's softmax gives NaN here too, but no real
+        // sequence has no real token; zeros keep the row finite.
+        scores.fill(0.0);
+        return;
+    }
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    for s in scores.iter_mut() {
+        *s *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn erf_is_within_5e_7_of_f64() {
+        let mut worst = 0f64;
+        for i in -600_000..=600_000 {
+            let x = i as f32 * 1e-5;
+            let exact = libm::erf(x as f64);
+            worst = worst.max((erf(x) as f64 - exact).abs());
+        }
+        assert!(worst < 5e-7, "max error {worst}");
+        // Saturated beyond 4 (erf(4) = 1 - 1.5e-8), odd, and finite at the extremes.
+        assert_eq!(erf(9.0), erf(4.0));
+        assert_eq!(erf(-f32::MAX), -erf(f32::MAX));
+        assert!((erf(f32::MAX) - 1.0).abs() < 2e-7);
+        assert_eq!(erf(0.0), 0.0);
+    }
+
+    /// A deterministic value in [-2, 2).
+    fn noise(i: usize) -> f32 {
+        let x = (i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(17);
+        (x >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+    }
+
+    /// The attention of one padded batch at the real models' head sizes (32 for ESM-2 8M–650M,
+    /// 64 for 3B) against a plain f64 evaluation of the same formula, sequence by sequence.
+    #[test]
+    fn rotary_attention_matches_a_plain_evaluation() {
+        for (heads, hd) in [(3usize, 32usize), (2, 64)] {
+            let dim = heads * hd;
+            let lengths = [37usize, 64, 1, 50];
+            let (n, len) = (lengths.len(), 64);
+            let qkv: Vec<f32> = (0..n * len * 3 * dim).map(noise).collect();
+            let (mut cos, mut sin) = (vec![0f32; len * hd], vec![0f32; len * hd]);
+            for p in 0..len {
+                for j in 0..hd {
+                    let angle = p as f64 / 10000f64.powf((2 * (j % (hd / 2))) as f64 / hd as f64);
+                    cos[p * hd + j] = angle.cos() as f32;
+                    let s = angle.sin() as f32;
+                    sin[p * hd + j] = if j < hd / 2 { -s } else { s };
+                }
+            }
+            let mut key_bias = vec![f32::NEG_INFINITY; n * len];
+            for (b, &m) in lengths.iter().enumerate() {
+                key_bias[b * len..b * len + m].fill(0.0);
+            }
+            key_bias[len + 5] = f32::NEG_INFINITY; // a padding token inside sequence 1
+            let out = RotaryAttention {
+                heads,
+                head_dim: hd,
+                cos: &cos,
+                sin_signed: &sin,
+                lengths: &lengths,
+                key_bias: &key_bias,
+            }
+            .forward(&qkv, n, len);
+
+            let at = |b: usize, i: usize, c: usize| qkv[(b * len + i) * 3 * dim + c] as f64;
+            let rot = |b: usize, i: usize, c0: usize, j: usize| {
+                let partner = if j < hd / 2 { j + hd / 2 } else { j - hd / 2 };
+                at(b, i, c0 + j) * cos[i * hd + j] as f64
+                    + at(b, i, c0 + partner) * sin[i * hd + j] as f64
+            };
+            let mut worst = 0f64;
+            for (b, &m) in lengths.iter().enumerate() {
+                for h in 0..heads {
+                    for i in 0..len {
+                        let got = &out[(b * len + i) * dim + h * hd..][..hd];
+                        if i >= m {
+                            assert!(got.iter().all(|&v| v == 0.0), "padded rows are zero");
+                            continue;
+                        }
+                        let s: Vec<f64> = (0..m)
+                            .map(|j| {
+                                let dot: f64 = (0..hd)
+                                    .map(|d| rot(b, i, h * hd, d) * rot(b, j, dim + h * hd, d))
+                                    .sum();
+                                dot / (hd as f64).sqrt() + key_bias[b * len + j] as f64
+                            })
+                            .collect();
+                        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+                        let total: f64 = e.iter().sum();
+                        for d in 0..hd {
+                            let want: f64 = (0..m)
+                                .map(|j| e[j] / total * at(b, j, 2 * dim + h * hd + d))
+                                .sum();
+                            worst = worst.max((got[d] as f64 - want).abs());
+                        }
+                    }
+                }
+            }
+            assert!(worst < 2e-6, "head dim {hd}: max abs diff {worst:e}");
+        }
+    }
+
+    #[test]
+    fn gelu_matches_burn_gelu() {
+        let x: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.005).collect();
+        let t = Tensor::<Flex, 1>::from_data(
+            TensorData::new(x.clone(), [x.len()]),
+            &Default::default(),
+        );
+        let want: Vec<f32> = burn::tensor::activation::gelu(t)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let mut got = x;
+        gelu_in_place(&mut got);
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 2e-6, "max diff {diff}");
+    }
+
+    #[test]
+    fn flex_round_trip_and_other_backends_untouched() {
+        let t = Tensor::<Flex, 2>::from_data(
+            TensorData::new(vec![1f32, 2., 3., 4.], [2, 2]),
+            &Default::default(),
+        );
+        // A transposed view comes out contiguous, in logical order.
+        let flex = to_flex(t.transpose()).ok().expect("Flex f32");
+        assert_eq!(values(&flex), &[1., 3., 2., 4.]);
+        let back: Tensor<Flex, 2> = from_flex(values(&flex).to_vec(), [2, 2]);
+        assert_eq!(
+            back.into_data().to_vec::<f32>().unwrap(),
+            vec![1., 3., 2., 4.]
+        );
+        let half =
+            Tensor::<Flex, 1>::from_data(TensorData::new(vec![1f32], [1]), &Default::default())
+                .cast(burn::tensor::FloatDType::F16);
+        assert!(to_flex(half).is_err(), "only f32 takes the fused path");
+    }
+}
