@@ -141,6 +141,22 @@ fn goldens_from_pytorch_bin() {
     );
 }
 
+/// The CPU backend's fused attention (`models::cpu_kernels`) against Burn's generic ops (the
+/// path the GPU backends take) on the same model: both at the goldens, and equal to each other
+/// on a padded batch.
+#[test]
+fn fused_cpu_attention_equals_the_generic_path() {
+    let fused = load(&fixture_dir());
+    let generic = load(&fixture_dir()).without_cpu_kernels();
+    check_goldens(&generic, "generic ops");
+    let batch: Vec<Vec<u32>> = cases().iter().map(|c| c.token_ids.clone()).collect();
+    let (a, b) = (rows(fused.embed(&batch)), rows(generic.embed(&batch)));
+    for (case, (x, y)) in cases().iter().zip(a.iter().zip(&b)) {
+        let diff = max_abs_diff(x, y);
+        assert!(diff <= BATCH_TOL, "{}: fused vs generic {diff}", case.id);
+    }
+}
+
 #[test]
 fn batched_and_shuffled_match_single() {
     let model = load(&fixture_dir());

@@ -98,31 +98,49 @@ pub fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-/// Rotary self-attention of ESM-2 for one batch, fused. `qkv` is the fused projection
-/// `[n, len, 3·dim]` (q heads, k heads, v heads); returns the context `[n, len, dim]`.
-pub struct RotaryAttention<'a> {
+/// How an encoder puts positions into its attention.
+pub enum Positions<'a> {
+    /// ESM-2: q and k rotated by the `[len, head_dim]` tables (`sin` with its first half
+    /// negated), q scaled by `head_dim^-0.5` after its rotation, as the generic path does.
+    Rotary {
+        cos: &'a [f32],
+        sin_signed: &'a [f32],
+    },
+    /// DNABERT-S: the product scaled by `head_dim^-0.5`, then ALiBi's `neg_slope_h·|i − j|`
+    /// (the f32 product the original's table holds) added.
+    Alibi { neg_slopes: &'a [f32] },
+}
+
+/// Self-attention over one batch, fused. `qkv` is the fused projection `[n, len, 3·dim]`
+/// (q heads, k heads, v heads, as both encoders lay it out); [`Self::forward`] returns the
+/// context `[n, len, dim]`.
+pub struct FusedAttention<'a> {
     pub heads: usize,
     pub head_dim: usize,
-    /// `[len, head_dim]` rotary tables: `cos`, and `sin` with its first half negated.
-    pub cos: &'a [f32],
-    pub sin_signed: &'a [f32],
+    pub positions: Positions<'a>,
     /// Per sequence, its token count (keys and queries beyond it are padding).
     pub lengths: &'a [usize],
-    /// `[n, len]` additive key bias: 0, or `-inf` for a padding token inside a sequence.
+    /// `[n, len]` additive key bias: 0, or `-inf` for a key never attended to (ESM-2's
+    /// padding tokens); positions beyond a sequence's length are never read.
     pub key_bias: &'a [f32],
 }
 
-impl RotaryAttention<'_> {
+impl FusedAttention<'_> {
     pub fn forward(&self, qkv: &[f32], n: usize, len: usize) -> Vec<f32> {
         let (heads, hd) = (self.heads, self.head_dim);
         let dim = heads * hd;
         let row = 3 * dim;
         assert_eq!(qkv.len(), n * len * row, "qkv shape");
+        assert_eq!(self.key_bias.len(), n * len, "key bias shape");
         let scale = (hd as f64).powf(-0.5) as f32;
         // Padded query rows stay 0: nothing pools them, and zeros keep later layers finite.
         let mut out = vec![0f32; n * len * dim];
-        let mut q = vec![0f32; len * hd];
-        let mut k = vec![0f32; len * hd];
+        let rotary = matches!(self.positions, Positions::Rotary { .. });
+        let (mut q, mut k) = if rotary {
+            (vec![0f32; len * hd], vec![0f32; len * hd])
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let mut scores = vec![0f32; len * len];
         for b in 0..n {
             let m = self.lengths[b].min(len);
@@ -132,9 +150,24 @@ impl RotaryAttention<'_> {
             let base = b * len * row;
             let bias = &self.key_bias[b * len..b * len + m];
             for h in 0..heads {
-                self.rotate(&qkv[base..], h * hd, row, m, scale, &mut q);
-                self.rotate(&qkv[base..], dim + h * hd, row, m, 1.0, &mut k);
-                // scores[i, j] = q_i · k_j (k read transposed in place).
+                // q rows (stride q_rs) and k rows (stride k_rs): rotated copies, or in place.
+                let (q_ptr, q_rs, k_ptr, k_rs) = match self.positions {
+                    Positions::Rotary { cos, sin_signed } => {
+                        let tables = (cos, sin_signed);
+                        rotate(&qkv[base..], h * hd, row, m, hd, tables, scale, &mut q);
+                        rotate(&qkv[base..], dim + h * hd, row, m, hd, tables, 1.0, &mut k);
+                        (q.as_ptr(), hd, k.as_ptr(), hd)
+                    }
+                    Positions::Alibi { .. } => (
+                        qkv[base + h * hd..].as_ptr(),
+                        row,
+                        qkv[base + dim + h * hd..].as_ptr(),
+                        row,
+                    ),
+                };
+                // scores[i, j] = q_i · k_j (k read transposed where it lies). SAFETY: every
+                // row read is one of the sequence's first m, inside `qkv` or the buffers
+                // (lengths are clamped to len); `scores` holds m·m.
                 unsafe {
                     gemm::gemm(
                         m,
@@ -144,11 +177,11 @@ impl RotaryAttention<'_> {
                         1,
                         m as isize,
                         false,
-                        q.as_ptr(),
+                        q_ptr,
                         1,
-                        hd as isize,
-                        k.as_ptr(),
-                        hd as isize,
+                        q_rs as isize,
+                        k_ptr,
+                        k_rs as isize,
                         1,
                         0.0,
                         1.0,
@@ -159,9 +192,17 @@ impl RotaryAttention<'_> {
                     );
                 }
                 for i in 0..m {
-                    softmax_row(&mut scores[i * m..(i + 1) * m], bias);
+                    let r = &mut scores[i * m..(i + 1) * m];
+                    if let Positions::Alibi { neg_slopes } = self.positions {
+                        let slope = neg_slopes[h];
+                        for (j, s) in r.iter_mut().enumerate() {
+                            *s = *s * scale + i.abs_diff(j) as f32 * slope;
+                        }
+                    }
+                    softmax_row(r, bias);
                 }
                 // context[i, h] = Σ_j p[i, j] · v_j, v read in place, written in place.
+                // SAFETY: as above; the output rows are the sequence's first m, head h.
                 unsafe {
                     gemm::gemm(
                         m,
@@ -189,24 +230,30 @@ impl RotaryAttention<'_> {
         }
         out
     }
+}
 
-    /// Rows `0..m` of the head at column `col` of `x` (row stride `row`), rotated and scaled,
-    /// into `dst` `[m, head_dim]`: `(x·cos + swap_halves(x)·sin_signed)·scale`, the generic
-    /// path's operations in its order.
-    fn rotate(&self, x: &[f32], col: usize, row: usize, m: usize, scale: f32, dst: &mut [f32]) {
-        let hd = self.head_dim;
-        let half = hd / 2;
-        for i in 0..m {
-            let src = &x[i * row + col..i * row + col + hd];
-            let (cos, sin) = (
-                &self.cos[i * hd..(i + 1) * hd],
-                &self.sin_signed[i * hd..(i + 1) * hd],
-            );
-            let d = &mut dst[i * hd..(i + 1) * hd];
-            for j in 0..half {
-                d[j] = (src[j] * cos[j] + src[j + half] * sin[j]) * scale;
-                d[j + half] = (src[j + half] * cos[j + half] + src[j] * sin[j + half]) * scale;
-            }
+/// Rows `0..m` of the head at column `col` of `x` (row stride `row`), rotated and scaled,
+/// into `dst` `[m, hd]`: `(x·cos + swap_halves(x)·sin_signed)·scale`, the generic path's
+/// operations in its order.
+#[allow(clippy::too_many_arguments)]
+fn rotate(
+    x: &[f32],
+    col: usize,
+    row: usize,
+    m: usize,
+    hd: usize,
+    (cos, sin): (&[f32], &[f32]),
+    scale: f32,
+    dst: &mut [f32],
+) {
+    let half = hd / 2;
+    for i in 0..m {
+        let src = &x[i * row + col..i * row + col + hd];
+        let (c, s) = (&cos[i * hd..(i + 1) * hd], &sin[i * hd..(i + 1) * hd]);
+        let d = &mut dst[i * hd..(i + 1) * hd];
+        for j in 0..half {
+            d[j] = (src[j] * c[j] + src[j + half] * s[j]) * scale;
+            d[j + half] = (src[j + half] * c[j + half] + src[j] * s[j + half]) * scale;
         }
     }
 }
@@ -287,11 +334,13 @@ mod tests {
                 key_bias[b * len..b * len + m].fill(0.0);
             }
             key_bias[len + 5] = f32::NEG_INFINITY; // a padding token inside sequence 1
-            let out = RotaryAttention {
+            let out = FusedAttention {
                 heads,
                 head_dim: hd,
-                cos: &cos,
-                sin_signed: &sin,
+                positions: Positions::Rotary {
+                    cos: &cos,
+                    sin_signed: &sin,
+                },
                 lengths: &lengths,
                 key_bias: &key_bias,
             }

@@ -16,6 +16,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
+use super::cpu_kernels::{self, FusedAttention, Positions};
 use super::layers::{attention, gelu, Dense, Norm};
 use crate::weights::{self, loader::TensorLoader, Weights};
 
@@ -126,16 +127,57 @@ pub struct DnabertLayer<B: Backend> {
     mlp_norm: Norm<B>,
 }
 
+/// How a forward's layers attend: Burn's ops with a bias tensor (the GPU backends), or the
+/// fused CPU kernel with what it needs on the host.
+enum AttentionBias<'a, B: Backend> {
+    /// ALiBi plus `-inf` on padded keys, `[1 or batch, heads, len, len]`.
+    Tensor(Tensor<B, 4>),
+    Host {
+        neg_slopes: &'a [f32],
+        lengths: &'a [usize],
+        key_bias: &'a [f32],
+    },
+}
+
 impl<B: Backend> DnabertLayer<B> {
-    /// `bias`: ALiBi plus `-inf` on padded keys, `[1 or batch, heads, len, len]`.
-    fn forward(&self, x: Tensor<B, 3>, heads: usize, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+    fn forward(&self, x: Tensor<B, 3>, heads: usize, bias: &AttentionBias<B>) -> Tensor<B, 3> {
         let [batch, len, dim] = x.dims();
+        let qkv = self.wqkv.forward(x.clone());
+        let attn = match bias {
+            AttentionBias::Host {
+                neg_slopes,
+                lengths,
+                key_bias,
+            } => match cpu_kernels::to_flex(qkv) {
+                Ok(flex) => {
+                    let context = FusedAttention {
+                        heads,
+                        head_dim: dim / heads,
+                        positions: Positions::Alibi { neg_slopes },
+                        lengths,
+                        key_bias,
+                    }
+                    .forward(cpu_kernels::values(&flex), batch, len);
+                    cpu_kernels::from_flex(context, [batch, len, dim])
+                }
+                Err(_) => unreachable!("AttentionBias::Host is built for Flex f32 models only"),
+            },
+            AttentionBias::Tensor(bias) => Self::attention(qkv, heads, bias.clone()),
+        };
+        let x = self.attn_norm.forward(self.attn_out.forward(attn) + x);
+
+        let h = gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
+        self.mlp_norm.forward(self.wo.forward(h) + x)
+    }
+
+    /// ALiBi attention on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]`.
+    fn attention(qkv: Tensor<B, 3>, heads: usize, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, len, three_dim] = qkv.dims();
+        let dim = three_dim / 3;
         let head_dim = dim / heads;
 
         // `(t h d)` order, as the original's rearrange: q heads, k heads, v heads.
-        let qkv = self
-            .wqkv
-            .forward(x.clone())
+        let qkv = qkv
             .reshape([batch, len, 3 * heads, head_dim])
             .swap_dims(1, 2);
         let q = qkv.clone().slice_dim(1, 0..heads);
@@ -144,11 +186,7 @@ impl<B: Backend> DnabertLayer<B> {
         // softmax(q·kᵀ / sqrt(head_dim) + bias)·v, scaled after the matmul as the original.
         let scale = (head_dim as f64).powf(-0.5);
         let ctx = attention(q, k, v, Some(bias), Some(scale));
-        let attn = ctx.swap_dims(1, 2).reshape([batch, len, dim]);
-        let x = self.attn_norm.forward(self.attn_out.forward(attn) + x);
-
-        let h = gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
-        self.mlp_norm.forward(self.wo.forward(h) + x)
+        ctx.swap_dims(1, 2).reshape([batch, len, dim])
     }
 }
 
@@ -165,6 +203,10 @@ pub struct DnabertS<B: Backend> {
     neg_slopes: Vec<f32>,
     #[module(skip)]
     config: DnabertConfig,
+    /// Whether the CPU backend runs the fused attention (`cpu_kernels`); always on, except to
+    /// compare it with the generic path.
+    #[module(skip)]
+    cpu_kernels: bool,
 }
 
 /// The layers of a DNABERT-S checkpoint, read through the shared [`TensorLoader`].
@@ -249,7 +291,15 @@ impl<B: Backend> DnabertS<B> {
             layers,
             neg_slopes,
             config,
+            cpu_kernels: true,
         })
+    }
+
+    /// The same model on Burn's generic ops only, also on the CPU backend: the path the GPU
+    /// backends take, for tests and benchmarks that compare it with the fused CPU attention.
+    pub fn without_cpu_kernels(mut self) -> Self {
+        self.cpu_kernels = false;
+        self
     }
 
     pub fn config(&self) -> &DnabertConfig {
@@ -298,16 +348,27 @@ impl<B: Backend> DnabertS<B> {
         // original extrapolates past 512 by rebuilding its table the same way). Without
         // padding it broadcasts over the batch; with padding the key bias is folded in once
         // here rather than masked again in every layer.
-        let mut bias = alibi_bias::<B>(&self.neg_slopes, len, &device);
-        if padded {
-            let keys = Tensor::<B, 4>::from_data(
-                TensorData::new(key_bias, [n, 1, 1, len]),
-                (&device, DType::F32),
-            );
-            bias = bias + keys;
-        }
+        let lengths: Vec<usize> = batch.iter().map(Vec::len).collect();
+        let fused = self.cpu_kernels && cpu_kernels::is_flex::<B>() && x.dtype() == DType::F32;
+        let bias = if fused {
+            AttentionBias::Host {
+                neg_slopes: &self.neg_slopes,
+                lengths: &lengths,
+                key_bias: &key_bias,
+            }
+        } else {
+            let mut bias = alibi_bias::<B>(&self.neg_slopes, len, &device);
+            if padded {
+                let keys = Tensor::<B, 4>::from_data(
+                    TensorData::new(key_bias.clone(), [n, 1, 1, len]),
+                    (&device, DType::F32),
+                );
+                bias = bias + keys;
+            }
+            AttentionBias::Tensor(bias)
+        };
         for layer in &self.layers {
-            x = layer.forward(x, cfg.num_attention_heads, bias.clone());
+            x = layer.forward(x, cfg.num_attention_heads, &bias);
         }
         x
     }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::cpu_kernels::{self, RotaryAttention};
+use super::cpu_kernels::{self, FusedAttention, Positions};
 use super::layers::{attention, gelu, Dense, Norm};
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
@@ -180,7 +180,7 @@ struct Shared<B: Backend> {
     host: Option<HostTables>,
 }
 
-/// [`Shared`]'s tables as host values for `cpu_kernels::RotaryAttention`.
+/// [`Shared`]'s tables as host values for `cpu_kernels::FusedAttention`.
 struct HostTables {
     lengths: Vec<usize>,
     key_bias: Vec<f32>,
@@ -197,11 +197,13 @@ impl<B: Backend> Esm2Layer<B> {
         let attn = match &shared.host {
             Some(host) => match cpu_kernels::to_flex(qkv) {
                 Ok(flex) => {
-                    let context = RotaryAttention {
+                    let context = FusedAttention {
                         heads,
                         head_dim,
-                        cos: &host.cos,
-                        sin_signed: &host.sin_signed,
+                        positions: Positions::Rotary {
+                            cos: &host.cos,
+                            sin_signed: &host.sin_signed,
+                        },
                         lengths: &host.lengths,
                         key_bias: &host.key_bias,
                     }
