@@ -53,6 +53,11 @@ class DnabertS:
         self.emb = w["embeddings.word_embeddings.weight"]
         self.type0 = w["embeddings.token_type_embeddings.weight"][0]
         self.tokenizer = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+        # As the original's AutoTokenizer encodes one sequence: without the fixed 2000-token
+        # padding and truncation the real tokenizer.json declares (`tokenizers` would apply
+        # them on encode, ~20x the tokens).
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
 
     def ln(self, x, name):
         d = x.shape[-1]

@@ -311,43 +311,61 @@ mod tests {
         (x >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
     }
 
-    /// The attention of one padded batch at the real models' head sizes (32 for ESM-2 8M–650M,
-    /// 64 for 3B) against a plain f64 evaluation of the same formula, sequence by sequence.
+    /// Rotary tables as `esm2::rotary_tables` lays them out, computed here in f64.
+    fn tables(len: usize, hd: usize) -> (Vec<f32>, Vec<f32>) {
+        let (mut cos, mut sin) = (vec![0f32; len * hd], vec![0f32; len * hd]);
+        for p in 0..len {
+            for j in 0..hd {
+                let angle = p as f64 / 10000f64.powf((2 * (j % (hd / 2))) as f64 / hd as f64);
+                cos[p * hd + j] = angle.cos() as f32;
+                let s = angle.sin() as f32;
+                sin[p * hd + j] = if j < hd / 2 { -s } else { s };
+            }
+        }
+        (cos, sin)
+    }
+
+    /// The attention of one padded batch at the real models' head sizes (32 for ESM-2
+    /// 8M–650M, 64 for ESM-2 3B and DNABERT-S), rotary and ALiBi, against a plain f64
+    /// evaluation of the same formula, sequence by sequence.
     #[test]
-    fn rotary_attention_matches_a_plain_evaluation() {
-        for (heads, hd) in [(3usize, 32usize), (2, 64)] {
+    fn fused_attention_matches_a_plain_evaluation() {
+        for (heads, hd, alibi) in [(3usize, 32usize, false), (2, 64, false), (3, 64, true)] {
             let dim = heads * hd;
             let lengths = [37usize, 64, 1, 50];
             let (n, len) = (lengths.len(), 64);
             let qkv: Vec<f32> = (0..n * len * 3 * dim).map(noise).collect();
-            let (mut cos, mut sin) = (vec![0f32; len * hd], vec![0f32; len * hd]);
-            for p in 0..len {
-                for j in 0..hd {
-                    let angle = p as f64 / 10000f64.powf((2 * (j % (hd / 2))) as f64 / hd as f64);
-                    cos[p * hd + j] = angle.cos() as f32;
-                    let s = angle.sin() as f32;
-                    sin[p * hd + j] = if j < hd / 2 { -s } else { s };
-                }
-            }
+            let (cos, sin) = tables(len, hd);
+            let neg_slopes: Vec<f32> = (0..heads).map(|h| -0.5f32.powi(h as i32 + 1)).collect();
             let mut key_bias = vec![f32::NEG_INFINITY; n * len];
             for (b, &m) in lengths.iter().enumerate() {
                 key_bias[b * len..b * len + m].fill(0.0);
             }
-            key_bias[len + 5] = f32::NEG_INFINITY; // a padding token inside sequence 1
+            key_bias[len + 5] = f32::NEG_INFINITY; // a masked key inside sequence 1
+            let positions = if alibi {
+                Positions::Alibi {
+                    neg_slopes: &neg_slopes,
+                }
+            } else {
+                Positions::Rotary {
+                    cos: &cos,
+                    sin_signed: &sin,
+                }
+            };
             let out = FusedAttention {
                 heads,
                 head_dim: hd,
-                positions: Positions::Rotary {
-                    cos: &cos,
-                    sin_signed: &sin,
-                },
+                positions,
                 lengths: &lengths,
                 key_bias: &key_bias,
             }
             .forward(&qkv, n, len);
 
             let at = |b: usize, i: usize, c: usize| qkv[(b * len + i) * 3 * dim + c] as f64;
-            let rot = |b: usize, i: usize, c0: usize, j: usize| {
+            let pos = |b: usize, i: usize, c0: usize, j: usize| {
+                if alibi {
+                    return at(b, i, c0 + j);
+                }
                 let partner = if j < hd / 2 { j + hd / 2 } else { j - hd / 2 };
                 at(b, i, c0 + j) * cos[i * hd + j] as f64
                     + at(b, i, c0 + partner) * sin[i * hd + j] as f64
@@ -364,9 +382,14 @@ mod tests {
                         let s: Vec<f64> = (0..m)
                             .map(|j| {
                                 let dot: f64 = (0..hd)
-                                    .map(|d| rot(b, i, h * hd, d) * rot(b, j, dim + h * hd, d))
+                                    .map(|d| pos(b, i, h * hd, d) * pos(b, j, dim + h * hd, d))
                                     .sum();
-                                dot / (hd as f64).sqrt() + key_bias[b * len + j] as f64
+                                let alibi_bias = if alibi {
+                                    neg_slopes[h] as f64 * i.abs_diff(j) as f64
+                                } else {
+                                    0.0
+                                };
+                                dot / (hd as f64).sqrt() + alibi_bias + key_bias[b * len + j] as f64
                             })
                             .collect();
                         let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -381,7 +404,10 @@ mod tests {
                     }
                 }
             }
-            assert!(worst < 2e-6, "head dim {hd}: max abs diff {worst:e}");
+            assert!(
+                worst < 2e-6,
+                "head dim {hd}, alibi {alibi}: max abs diff {worst:e}"
+            );
         }
     }
 
