@@ -404,8 +404,10 @@ mod tests {
                     }
                 }
             }
+            // Values up to 2 give scores up to ~30, whose f32 rounding (ulp 2e-6) moves the
+            // softmax weights by as much relatively: f32 agreement here is a few 1e-6.
             assert!(
-                worst < 2e-6,
+                worst < 1e-5,
                 "head dim {hd}, alibi {alibi}: max abs diff {worst:e}"
             );
         }
