@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::batching::{cuda_budget, largest_tensor_budget, token_budget_batches};
+use super::batching::{cpu_budget, cuda_budget, largest_tensor_budget, token_budget_batches};
 use super::checkpoint::Checkpoint;
 use super::engine::{Coordinator, ModelShape};
 use super::EmbedOptions;
@@ -145,12 +145,13 @@ impl<'a> Assembler<'a> {
     }
 
     /// The token budget of a fresh run: the user's, else one for the devices.
-    fn fresh_budget(&self, shape: ModelShape, free_bytes: Option<u64>, longest: usize) -> usize {
+    fn fresh_budget(&self, shape: ModelShape, free_bytes: Option<u64>, lengths: &[usize]) -> usize {
         if let Some(b) = self.opts.compute.batch_tokens {
             return b;
         }
+        let longest = lengths.iter().copied().max().unwrap_or(1);
         match (self.devices, free_bytes) {
-            (Devices::Cpu { .. }, _) => 2048,
+            (Devices::Cpu { workers }, _) => cpu_budget(lengths, *workers),
             (Devices::Cuda { .. }, Some(free)) => {
                 let bytes = if self.precision == Precision::F32 {
                     4
@@ -209,8 +210,7 @@ impl Coordinator for Assembler<'_> {
     ) -> Result<Vec<Vec<usize>>> {
         let n = self.tokens.len();
         let lengths: Vec<usize> = self.tokens.iter().map(Vec::len).collect();
-        let longest = lengths.iter().copied().max().unwrap_or(1);
-        let fresh_budget = self.fresh_budget(shape, free_bytes, longest);
+        let fresh_budget = self.fresh_budget(shape, free_bytes, &lengths);
         let (checkpoint, resumed) = Checkpoint::open(
             &self.opts.output,
             self.opts.compute.checkpoint_dir.as_deref(),

@@ -29,6 +29,24 @@ pub fn token_budget_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>>
     batches
 }
 
+/// The CPU's batch size: the original ESM script's 2048 tokens.
+pub const CPU_BATCH_TOKENS: usize = 2048;
+
+/// The token budget for `workers` CPU workers: [`CPU_BATCH_TOKENS`], or less when the input is
+/// so small that 2048-token batches would leave workers idle (a few proteins through the 3B
+/// model are one batch: one core busy, the others waiting). Then about an equal share of the
+/// tokens per worker, never below the longest sequence.
+pub fn cpu_budget(lengths: &[usize], workers: usize) -> usize {
+    if workers <= 1 {
+        return CPU_BATCH_TOKENS;
+    }
+    let total: usize = lengths.iter().sum();
+    let longest = lengths.iter().copied().max().unwrap_or(1);
+    CPU_BATCH_TOKENS
+        .min(total.div_ceil(workers).max(longest))
+        .max(1)
+}
+
 /// Past ~128k tokens a batch no longer makes a GPU busier, it only delays the first result.
 pub const MAX_BATCH_TOKENS: usize = 128 * 1024;
 
@@ -221,6 +239,21 @@ mod tests {
     fn oversized_sequence_gets_its_own_batch() {
         let batches = token_budget_batches(&[10, 5000, 10], 100);
         assert_eq!(batches, vec![vec![1], vec![0, 2]]);
+    }
+
+    #[test]
+    fn a_small_input_is_split_so_every_cpu_worker_has_work() {
+        // Four 3B-run proteins: one 2048-token batch would keep one of two cores busy.
+        let lengths = [175, 170, 168, 167];
+        let budget = cpu_budget(&lengths, 2);
+        assert_eq!(budget, 340);
+        assert!(token_budget_batches(&lengths, budget).len() >= 2);
+        // A large input keeps the full 2048-token batches; one worker never splits.
+        assert_eq!(cpu_budget(&[300; 1000], 2), CPU_BATCH_TOKENS);
+        assert_eq!(cpu_budget(&lengths, 1), CPU_BATCH_TOKENS);
+        // Never below the longest sequence, never 0.
+        assert_eq!(cpu_budget(&[1000, 10], 4), 1000);
+        assert_eq!(cpu_budget(&[], 2), 1);
     }
 
     #[test]

@@ -31,7 +31,8 @@ use crate::preflight;
 pub struct ComputeSettings {
     pub device: DeviceSpec,
     pub precision: Precision,
-    /// Padded tokens per batch; `None` = 2048 on the CPU, from free memory on a GPU.
+    /// Padded tokens per batch; `None` = 2048 on the CPU (less for an input too small to keep
+    /// every worker busy, `batching::cpu_budget`), from free memory on a GPU.
     pub batch_tokens: Option<usize>,
     /// CPU workers (default: all cores).
     pub threads: Option<usize>,
