@@ -15,7 +15,8 @@
 # and ours read). Prints tokens/s (tokens with <cls> and <eos>), useful GFLOP/s, ours / the
 # faster PyTorch path, and the max abs difference of the mean embeddings between each pair.
 # The PyTorch timings exclude model loading and one small untimed warm-up batch; ours is the
-# whole embed-protein step (model loading and writing included), so the ratio is conservative.
+# embedding engine's compute time (--report's compute_seconds: model loading, tokenising and
+# writing excluded, no warm-up), and the whole step's time is printed beside it.
 # Also measures the machine's f32 GEMM rate two ways, 2560x2560 by 2560x2560 at THREADS threads
 # (2 n^3 FLOPs; what each library attains on these cores, not the datasheet peak): torch.mm
 # (PyTorch's BLAS) and gemm_rate.rs (the `gemm` crate as the CPU backend builds it, AVX-512

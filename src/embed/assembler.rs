@@ -52,6 +52,8 @@ pub(crate) struct Plan {
     pending: Vec<(Vec<usize>, Vec<f32>)>,
     last_save: Instant,
     pub compute_started: Instant,
+    /// When the latest batch result arrived (the end of computing, once all have).
+    pub last_result: Option<Instant>,
 }
 
 impl Plan {
@@ -231,6 +233,7 @@ impl Coordinator for Assembler<'_> {
             pending: Vec::new(),
             last_save: Instant::now(),
             compute_started: Instant::now(),
+            last_result: None,
         };
         if let Some(r) = resumed {
             plan.budget = r.batch_tokens;
@@ -284,6 +287,7 @@ impl Coordinator for Assembler<'_> {
             plan.done[i] = true;
         }
         plan.pending.push((batch.to_vec(), rows.to_vec()));
+        plan.last_result = Some(Instant::now());
         let compute_started = plan.compute_started;
         if self.per_device.len() <= worker {
             self.per_device.resize(worker + 1, (0, 0, Duration::ZERO));

@@ -88,9 +88,15 @@ pub struct EmbedSummary {
     pub precision: Precision,
     pub batch_tokens: usize,
     pub batches: usize,
+    /// The whole step: reading and tokenising, loading the model, embedding, writing.
     pub wall_seconds: f64,
     pub sequences_per_second: f64,
     pub tokens_per_second: f64,
+    /// Embedding alone: from the batches planned (the model loaded) to the last batch's
+    /// result. What a benchmark that times a library's forward passes compares with.
+    pub compute_seconds: f64,
+    /// Tokens embedded by this run (not resumed) per `compute_seconds`.
+    pub compute_tokens_per_second: f64,
     pub peak_rss_mb: Option<f64>,
 }
 

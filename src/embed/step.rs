@@ -71,6 +71,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     let wall = started.elapsed().as_secs_f64();
     let n_tokens: usize = tokens.iter().map(Vec::len).sum();
     let per_device = device_reports(&asm, compute_wall);
+    let computed_tokens: usize = per_device.iter().map(|d| d.tokens).sum();
     Ok(EmbedSummary {
         input: input_label(&opts.input),
         output: opts.output.display().to_string(),
@@ -88,6 +89,8 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         wall_seconds: wall,
         sequences_per_second: kept as f64 / wall.max(1e-9),
         tokens_per_second: n_tokens as f64 / wall.max(1e-9),
+        compute_seconds: compute_wall,
+        compute_tokens_per_second: computed_tokens as f64 / compute_wall.max(1e-9),
         peak_rss_mb: crate::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
     })
 }
@@ -118,10 +121,14 @@ fn run_engine<L: EncoderLoader>(
         faults: Faults::injected(),
     };
     let result = device::dispatch(devices, precision, job);
-    let compute_wall = asm
-        .plan
-        .as_ref()
-        .map_or(0.0, |p| p.compute_started.elapsed().as_secs_f64());
+    // Up to the last result, not to the threads' end: dropping a large model (11 GB for the
+    // 3B on the CPU) is not computing.
+    let compute_wall = asm.plan.as_ref().map_or(0.0, |p| {
+        p.last_result
+            .unwrap_or_else(Instant::now)
+            .duration_since(p.compute_started)
+            .as_secs_f64()
+    });
     let interrupted = signals.requested();
     drop(signals);
     let stop = match (interrupted, result) {
