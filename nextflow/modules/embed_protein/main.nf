@@ -72,6 +72,8 @@ process EMBED_PROTEIN {
       "wall_seconds": 0.0,
       "sequences_per_second": 0.0,
       "tokens_per_second": 0.0,
+      "compute_seconds": 0.0,
+      "compute_tokens_per_second": 0.0,
       "peak_rss_mb": 0.0
     }
     END_REPORT
