@@ -191,14 +191,26 @@ impl Weights {
         in_features: usize,
     ) -> Result<Vec<f32>> {
         let values = self.read(name, &[out_features, in_features])?;
-        let mut transposed = vec![0f32; values.len()];
-        for (o, row) in values.chunks_exact(in_features.max(1)).enumerate() {
-            for (i, v) in row.iter().enumerate() {
-                transposed[i * out_features + o] = *v;
+        Ok(transpose(&values, out_features, in_features))
+    }
+}
+
+/// `rows × cols` row-major to `cols × rows`, in 32 × 32 tiles: an element-by-element
+/// transpose writes every value to a different cache line, and took a third of loading the 3B
+/// model (11 GB of weights).
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0f32; values.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = values[r * cols + c];
+                }
             }
         }
-        Ok(transposed)
     }
+    out
 }
 
 /// A model tensor onto `device` as a persistent allocation: on the CubeCL backends weights
@@ -318,5 +330,21 @@ pub fn sniff(head: &[u8]) -> Magic {
         Magic::Safetensors
     } else {
         Magic::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tiled_transpose_matches_the_definition() {
+        for (rows, cols) in [(1, 1), (3, 70), (65, 33), (64, 64), (0, 5)] {
+            let values: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = super::transpose(&values, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], values[r * cols + c], "{rows}x{cols}");
+                }
+            }
+        }
     }
 }
