@@ -117,8 +117,8 @@ pub struct ComputeArgs {
     /// f16 or bf16 (CUDA only).
     #[arg(short, long, default_value = "auto", value_name = "P")]
     pub precision: Precision,
-    /// Padded tokens per batch (default: 2048 on CPU, fewer when the input is too small to keep
-    /// every worker busy; larger on GPUs). Results do not depend on it.
+    /// Padded tokens per batch (default on CPU: up to 2048, fewer to keep a batch's activations
+    /// in the CPU cache or every worker busy; larger on GPUs). Results do not depend on it.
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_tokens: Option<u64>,
     /// CPU workers, each with its own batches (default: all cores).

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 
+pub mod cpu_cache;
 pub mod cuda;
 pub mod cuda_toolkit;
 pub mod kernel_cache;

@@ -153,7 +153,19 @@ impl<'a> Assembler<'a> {
         }
         let longest = lengths.iter().copied().max().unwrap_or(1);
         match (self.devices, free_bytes) {
-            (Devices::Cpu { workers }, _) => cpu_budget(lengths, *workers),
+            (Devices::Cpu { workers }, _) => {
+                let cache = crate::device::cpu_cache::last_level();
+                let b = cpu_budget(lengths, *workers, shape, cache);
+                match cache {
+                    Some(c) => tracing::info!(
+                        "{} MiB last-level cache shared by {} CPUs: {b} tokens per CPU batch",
+                        c.bytes >> 20,
+                        c.shared_by
+                    ),
+                    None => tracing::info!("CPU cache size unknown: {b} tokens per CPU batch"),
+                }
+                b
+            }
             (Devices::Cuda { .. }, Some(free)) => {
                 let bytes = if self.precision == Precision::F32 {
                     4

@@ -31,8 +31,9 @@ use crate::preflight;
 pub struct ComputeSettings {
     pub device: DeviceSpec,
     pub precision: Precision,
-    /// Padded tokens per batch; `None` = 2048 on the CPU (less for an input too small to keep
-    /// every worker busy, `batching::cpu_budget`), from free memory on a GPU.
+    /// Padded tokens per batch; `None` = on the CPU at most 2048, less to keep a batch's
+    /// activations in the cache or every worker busy (`batching::cpu_budget`); on a GPU from
+    /// its free memory.
     pub batch_tokens: Option<usize>,
     /// CPU workers (default: all cores).
     pub threads: Option<usize>,
