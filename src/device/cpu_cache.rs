@@ -3,7 +3,7 @@
 //! A CPU worker is fastest when a layer's largest activation (ESM-2 3B's feed-forward one:
 //! 40 KB per token in f32) stays in the cache between the GEMM that writes it, the GELU and the
 //! GEMM that reads it; the original's 2048-token batches make it 82 MB, and the 3B model then
-//! runs ~10% slower than with batches of two proteins (`bench/esm_cpu.sh`). Everything here is
+//! runs ~15% slower than with batches of two proteins (`embed::batching::cpu_budget`). Everything here is
 //! best effort: sysfs may be missing (macOS, some containers) or odd, and then callers keep
 //! their default batch size.
 

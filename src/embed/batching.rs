@@ -32,20 +32,20 @@ pub fn token_budget_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>>
 /// The CPU's largest batch: the original ESM script's 2048 tokens.
 pub const CPU_BATCH_TOKENS: usize = 2048;
 
-/// Share of a worker's part of the last-level cache that a batch's feed-forward activation may
-/// fill. Measured on a 2-core Zen 5 with 32 MB of L3 (16 MB per worker), ESM-2 on 168-token
-/// proteins (`--batch-tokens`, tokens/s of compute): at 3B, 168 → 61, 336 → 69, 504 → 66,
-/// 1008 → 65, 2016 → ~59; at 650M, 336 → 264, 672 → 272, 1344 → 273, 2016 → 243. The best
-/// budgets keep that activation at about 0.85 of the worker's share; smaller batches lose more
-/// to re-reading the weights than they gain.
-const CACHE_FILL: f64 = 0.85;
-
 /// The token budget for `workers` CPU workers (one thread each) of a model of `shape`: at most
 /// [`CPU_BATCH_TOKENS`]; less when a batch's feed-forward activation (`intermediate` f32 per
 /// token) would not fit in the worker's share of the last-level `cache` (`None`: unknown, no
 /// such limit); and less when the input is so small that full batches would leave workers idle
 /// (a few proteins through the 3B model are one batch: one core busy, the others waiting), then
 /// about an equal share of the tokens per worker. Never below the longest sequence.
+///
+/// Why the cache: measured on a 2-core Zen 5 with 32 MB of L3 (16 MB per worker), compute
+/// tokens/s by `--batch-tokens`, 168-token proteins and ~113-token DNA chunks: ESM-2 3B
+/// (40 KB per token) 168 → 61, 336 → 69, 504 → 66, 1008 → 65, 2016 → ~59; 650M (20 KB)
+/// 336 → 264, 672 → 272, 1344 → 273, 2016 → 243; DNABERT-S (gated, 24 KB) 682 → 1,582,
+/// 1024 → 1,592, 2048 → 1,392; 150M and 35M, whose 2048-token activations nearly fit, within
+/// noise. Smaller batches than the cache allows lose more to re-reading the weights than
+/// they gain.
 pub fn cpu_budget(
     lengths: &[usize],
     workers: usize,
@@ -56,7 +56,7 @@ pub fn cpu_budget(
     let mut budget = CPU_BATCH_TOKENS;
     if let Some(cache) = cache {
         let per_token = 4 * shape.intermediate.max(1) as u64;
-        let fits = (cache.per_worker(workers) as f64 * CACHE_FILL) as u64 / per_token;
+        let fits = cache.per_worker(workers) / per_token;
         budget = budget.min(fits as usize);
     }
     if workers > 1 {
@@ -293,7 +293,7 @@ mod tests {
         let many = [168; 1000];
         // 3B: 40 KB per token, 16 MB per worker -> two 168-token proteins per batch.
         let b = cpu_budget(&many, 2, ESM2_3B, l3);
-        assert_eq!(b, 348);
+        assert_eq!(b, 409);
         assert_eq!(token_budget_batches(&many, b)[0].len(), 2);
         // 650M: four proteins; 8M (5 KB per token): the full 2048 tokens.
         let m650 = ModelShape {
@@ -311,7 +311,7 @@ mod tests {
         };
         assert_eq!(cpu_budget(&many, 2, m8, l3), CPU_BATCH_TOKENS);
         // One worker has the whole cache; a tiny cache never goes below the longest sequence.
-        assert_eq!(cpu_budget(&many, 1, ESM2_3B, l3), 696);
+        assert_eq!(cpu_budget(&many, 1, ESM2_3B, l3), 819);
         let tiny = Some(CacheInfo {
             bytes: 1 << 20,
             shared_by: 1,
