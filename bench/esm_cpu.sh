@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark: ESM-2 on the CPU at the real model shapes, side by side in one run (issue 17):
 #   8M (6 layers, 320 hidden, 20 heads), 35M (12, 480, 20), 150M (30, 640, 20),
-#   650M (33, 1280, 20) and, only when asked for, 3B (36, 2560, 40) on the first 4 proteins
-#   (PROTEINS_3B=N for more; with 24, each of 2 workers gets one 2016-token batch, whose
-#   activations outgrow the L3 cache: 76% of the GEMM rate instead of 83%, see README);
+#   650M (33, 1280, 20) and, only when asked for, 3B (36, 2560, 40) on the first 12 proteins
+#   (PROTEINS_3B=N for another number);
 # on the protein ORFs of sop7.fa after `translate --chunk-size 500`, each shape with
 #   (a) fair-esm 2.0.0 as the original VirNucPro runs it (batches of (max_len + 1) x count <=
 #       2048 tokens, the last layer's mean over residues; bench/esm_cpu.py fair-esm, checked
 #       first on the tiny fixture's goldens);
 #   (b) transformers EsmModel with SDPA attention, f32, length-sorted 2048-token batches
 #       (gpu/torch_baseline.py --device cpu, checked first on the tiny fixture's goldens);
-#   (c) ours: `virnucpro embed-protein --device cpu` (release build; default 2048-token batches);
+#   (c) ours: `virnucpro embed-protein --device cpu` (release build; default batches: at most
+#       2048 tokens, fewer to fit the L3 cache, see embed/batching.rs `cpu_budget`);
 # all at THREADS threads (torch.set_num_threads for (a) and (b); --threads, i.e. workers, for
 # ours) and on the same random weights: gpu/make_models.py's tensors at the shape (what
 # transformers reads), written by esm_cpu.py as a fair-esm checkpoint `esm2.pt` (what fair-esm
@@ -46,7 +46,7 @@ cargo build --release --quiet --example gemm_rate
 bin=target/release/virnucpro
 "$bin" -q translate "$sop7" --chunk-size 500 --outdir "$work/t"
 all="$work/t/identified_protein.faa"
-awk -v max="${PROTEINS_3B:-4}" '/^>/ { n++ } n <= max' "$all" > "$work/t/first_3b.faa"
+awk -v max="${PROTEINS_3B:-12}" '/^>/ { n++ } n <= max' "$all" > "$work/t/first_3b.faa"
 echo "input: $(grep -c '>' "$all") protein ORFs of sop7.fa (chunk 500); $threads threads;" \
   "$(nproc) cores; $(date -u '+%F %H:%M UTC'); torch $(python3 -c 'import torch; print(torch.__version__)')"
 
