@@ -302,7 +302,10 @@ mod tests {
             heads: 20,
             layers: 33,
         };
-        assert_eq!(token_budget_batches(&many, cpu_budget(&many, 2, m650, l3))[0].len(), 4);
+        assert_eq!(
+            token_budget_batches(&many, cpu_budget(&many, 2, m650, l3))[0].len(),
+            4
+        );
         let m8 = ModelShape {
             hidden: 320,
             intermediate: 1280,

@@ -4,7 +4,8 @@
 //! scalar `erf` per GELU element. Here attention runs per (sequence, head) over the sequence's
 //! own keys only, reading q/k/v straight out of the fused projection and writing the context
 //! straight into `[batch, len, dim]`; GELU uses a branch-free rational `erf` the compiler
-//! vectorises. Everything else (the projections, norms, residuals) stays on Burn's ops.
+//! vectorises; a projection's bias and the residual it feeds are added by its GEMM
+//! ([`linear`]). The norms stay on Burn's (already vectorised) kernel.
 //!
 //! The models call these only when the backend *is* Flex and the tensor is f32 ([`to_flex`]
 //! checks at run time with a downcast, so nothing here is reached on CUDA or wgpu, whose
@@ -90,6 +91,108 @@ pub fn from_flex<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D]
         .downcast::<B::FloatTensorPrimitive>()
         .expect("from_flex is only called on the Flex backend");
     Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// `t` as the Flex backend's own tensor without a copy: `None` for another backend, another
+/// dtype, or a strided view (weights are uploaded contiguous; a view would cost a copy on every
+/// call, so its caller takes Burn's ops instead).
+pub fn flex_view<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
+    if !is_flex::<B>() || t.dtype() != DType::F32 {
+        return None;
+    }
+    match t.into_primitive() {
+        TensorPrimitive::Float(p) => {
+            let boxed: Box<dyn Any> = Box::new(p);
+            let flex = boxed.downcast::<FlexTensor>().ok()?;
+            (flex.is_contiguous() && flex.layout().start_offset() == 0).then_some(*flex)
+        }
+        _ => None,
+    }
+}
+
+/// `x·w + bias + residual` for `x` `[rows, inp]` and `w` `[inp, out]` (row-major, as `Dense`
+/// keeps it), `bias` `[out]`, `residual` `[rows, out]`: one GEMM accumulating into a buffer
+/// that starts as `residual + bias`, where Burn's ops make three passes over the output (the
+/// product, the bias, the residual). The sum is `(residual + bias) + x·w` instead of
+/// `(x·w + bias) + residual`: equal up to the rounding of one addition.
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    inp: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    assert!(
+        inp > 0 && x.len().is_multiple_of(inp) && w.len().is_multiple_of(inp),
+        "linear shapes"
+    );
+    let (rows, out) = (x.len() / inp, w.len() / inp);
+    assert!(bias.is_none_or(|b| b.len() == out), "bias shape");
+    assert!(
+        residual.is_none_or(|r| r.len() == rows * out),
+        "residual shape"
+    );
+    let mut dst = vec![0f32; rows * out];
+    if rows == 0 || out == 0 {
+        return dst;
+    }
+    widest_simd!(start_rows(&mut dst, out, bias, residual));
+    let read_dst = bias.is_some() || residual.is_some();
+    // SAFETY: dst is rows×out (row stride out), x rows×inp (row stride inp), w inp×out (row
+    // stride out), all contiguous and checked above.
+    unsafe {
+        gemm::gemm(
+            rows,
+            out,
+            inp,
+            dst.as_mut_ptr(),
+            1,
+            out as isize,
+            read_dst,
+            x.as_ptr(),
+            1,
+            inp as isize,
+            w.as_ptr(),
+            1,
+            out as isize,
+            if read_dst { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        );
+    }
+    dst
+}
+
+/// The GEMM's threads: the calling rayon pool's (an embedding worker's pool has one).
+fn parallelism() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// `dst`'s rows set to `residual + bias` (either may be absent).
+#[inline(always)]
+fn start_rows(dst: &mut [f32], out: usize, bias: Option<&[f32]>, residual: Option<&[f32]>) {
+    match (bias, residual) {
+        (Some(b), Some(r)) => {
+            for (d, r) in dst.chunks_exact_mut(out).zip(r.chunks_exact(out)) {
+                for ((d, r), b) in d.iter_mut().zip(r).zip(b) {
+                    *d = r + b;
+                }
+            }
+        }
+        (Some(b), None) => {
+            for d in dst.chunks_exact_mut(out) {
+                d.copy_from_slice(b);
+            }
+        }
+        (None, Some(r)) => dst.copy_from_slice(r),
+        (None, None) => {}
+    }
 }
 
 /// The f32 values of a tensor [`to_flex`] returned (contiguous by construction).
@@ -525,6 +628,51 @@ mod tests {
                 "head dim {hd}, alibi {alibi}: max abs diff {worst:e}"
             );
         }
+    }
+
+    #[test]
+    fn linear_adds_bias_and_residual_like_burn() {
+        let (rows, inp, out) = (37usize, 48usize, 80usize);
+        let x: Vec<f32> = (0..rows * inp).map(noise).collect();
+        let w: Vec<f32> = (0..inp * out).map(|i| noise(i + 7) * 0.1).collect();
+        let b: Vec<f32> = (0..out).map(|i| noise(i + 11)).collect();
+        let r: Vec<f32> = (0..rows * out).map(|i| noise(i + 13)).collect();
+        let dev = Default::default();
+        let t = |v: &[f32], shape: [usize; 2]| {
+            Tensor::<Flex, 2>::from_data(TensorData::new(v.to_vec(), shape), &dev)
+        };
+        let product = t(&x, [rows, inp]).matmul(t(&w, [inp, out]));
+        let bias = Tensor::<Flex, 1>::from_data(TensorData::new(b.clone(), [out]), &dev);
+        let with_bias = product.clone() + bias.unsqueeze();
+        let with_both = with_bias.clone() + t(&r, [rows, out]);
+        let data = |t: Tensor<Flex, 2>| t.into_data().to_vec::<f32>().unwrap();
+        let max_diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        };
+        // Without a residual the same additions in the same order: equal.
+        assert_eq!(linear(&x, &w, inp, None, None), data(product));
+        assert_eq!(linear(&x, &w, inp, Some(&b), None), data(with_bias));
+        // With one, the order of two additions differs: one rounding.
+        let got = linear(&x, &w, inp, Some(&b), Some(&r));
+        assert!(max_diff(&got, &data(with_both)) < 1e-5);
+        let no_bias = data(t(&x, [rows, inp]).matmul(t(&w, [inp, out])) + t(&r, [rows, out]));
+        assert!(max_diff(&linear(&x, &w, inp, None, Some(&r)), &no_bias) < 1e-5);
+        assert!(linear(&[], &w, inp, Some(&b), None).is_empty());
+    }
+
+    #[test]
+    fn flex_view_refuses_strided_views_and_other_dtypes() {
+        let t = Tensor::<Flex, 2>::from_data(
+            TensorData::new(vec![1f32, 2., 3., 4.], [2, 2]),
+            &Default::default(),
+        );
+        assert_eq!(values(&flex_view(t.clone()).unwrap()), &[1., 2., 3., 4.]);
+        assert!(flex_view(t.clone().transpose()).is_none());
+        assert!(flex_view(t.clone().slice_dim(1, 1..2)).is_none());
+        assert!(flex_view(t.cast(burn::tensor::FloatDType::F16)).is_none());
     }
 
     #[test]

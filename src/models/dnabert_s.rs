@@ -142,7 +142,8 @@ enum AttentionBias<'a, B: Backend> {
 impl<B: Backend> DnabertLayer<B> {
     fn forward(&self, x: Tensor<B, 3>, heads: usize, bias: &AttentionBias<B>) -> Tensor<B, 3> {
         let [batch, len, dim] = x.dims();
-        let qkv = self.wqkv.forward(x.clone());
+        let cpu = matches!(bias, AttentionBias::Host { .. });
+        let qkv = self.wqkv.forward_fused(x.clone(), None, false, cpu);
         let attn = match bias {
             AttentionBias::Host {
                 neg_slopes,
@@ -164,10 +165,14 @@ impl<B: Backend> DnabertLayer<B> {
             },
             AttentionBias::Tensor(bias) => Self::attention(qkv, heads, bias.clone()),
         };
-        let x = self.attn_norm.forward(self.attn_out.forward(attn) + x);
+        let x = self
+            .attn_norm
+            .forward(self.attn_out.forward_fused(attn, Some(&x), false, cpu));
 
+        // gate and up are strided halves of one weight: Burn's ops (see the field's comment).
         let h = gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
-        self.mlp_norm.forward(self.wo.forward(h) + x)
+        self.mlp_norm
+            .forward(self.wo.forward_fused(h, Some(&x), false, cpu))
     }
 
     /// ALiBi attention on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]`.

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use super::cpu_kernels::{self, FusedAttention, Positions};
-use super::layers::{attention, gelu, Dense, Norm};
+use super::layers::{attention, Dense, Norm};
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
@@ -193,7 +193,10 @@ impl<B: Backend> Esm2Layer<B> {
         let [batch, len, dim] = x.dims();
         let head_dim = dim / heads;
 
-        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
+        let cpu = shared.host.is_some();
+        let qkv = self
+            .qkv
+            .forward_fused(self.attn_norm.forward(x.clone()), None, false, cpu);
         let attn = match &shared.host {
             Some(host) => match cpu_kernels::to_flex(qkv) {
                 Ok(flex) => {
@@ -214,10 +217,12 @@ impl<B: Backend> Esm2Layer<B> {
             },
             None => Self::attention(qkv, heads, shared),
         };
-        let x = x + self.out.forward(attn);
+        let x = self.out.forward_fused(attn, Some(&x), false, cpu);
 
-        let h = self.fc1.forward(self.ffn_norm.forward(x.clone()));
-        x + self.fc2.forward(gelu(h))
+        let h = self
+            .fc1
+            .forward_fused(self.ffn_norm.forward(x.clone()), None, true, cpu);
+        self.fc2.forward_fused(h, Some(&x), false, cpu)
     }
 
     /// Rotary attention on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]` (the GPU backends).

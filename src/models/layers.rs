@@ -59,6 +59,81 @@ impl<B: Backend> Dense<B> {
         y.reshape([batch, len, out])
     }
 
+    /// `forward(x)`, then GELU when `gelu`, then `+ residual` when given. With `cpu_kernels` on
+    /// the CPU backend (f32, contiguous weight) one GEMM does it all into a buffer that starts
+    /// as `residual + bias` and GELU runs in place (`cpu_kernels::linear`); elsewhere Burn's
+    /// ops, in that order.
+    pub fn forward_fused(
+        &self,
+        x: Tensor<B, 3>,
+        residual: Option<&Tensor<B, 3>>,
+        gelu: bool,
+        cpu_kernels: bool,
+    ) -> Tensor<B, 3> {
+        let x = if cpu_kernels {
+            match self.forward_cpu(x, residual, gelu) {
+                Ok(y) => return y,
+                Err(x) => x,
+            }
+        } else {
+            x
+        };
+        let mut y = self.forward(x);
+        if gelu {
+            y = self::gelu(y);
+        }
+        match residual {
+            Some(r) => y + r.clone(),
+            None => y,
+        }
+    }
+
+    /// [`Self::forward_fused`] on the host, `Err(x)` when the backend, a dtype or the weight's
+    /// layout does not allow it.
+    fn forward_cpu(
+        &self,
+        x: Tensor<B, 3>,
+        residual: Option<&Tensor<B, 3>>,
+        gelu: bool,
+    ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+        // GELU after a residual is not a composition any model here uses.
+        if gelu && residual.is_some() {
+            return Err(x);
+        }
+        let Some(w) = cpu_kernels::flex_view(self.weight.val()) else {
+            return Err(x);
+        };
+        let bias = match &self.bias {
+            Some(b) => match cpu_kernels::flex_view(b.val()) {
+                Some(b) => Some(b),
+                None => return Err(x),
+            },
+            None => None,
+        };
+        let residual = match residual.map(|r| cpu_kernels::to_flex(r.clone())) {
+            Some(Ok(r)) => Some(r),
+            Some(Err(_)) => return Err(x),
+            None => None,
+        };
+        let [batch, len, inp] = x.dims();
+        let [w_in, out] = self.weight.dims();
+        if w_in != inp {
+            return Err(x);
+        }
+        let x = cpu_kernels::to_flex(x)?;
+        let mut y = cpu_kernels::linear(
+            cpu_kernels::values(&x),
+            cpu_kernels::values(&w),
+            inp,
+            bias.as_ref().map(cpu_kernels::values),
+            residual.as_ref().map(cpu_kernels::values),
+        );
+        if gelu {
+            cpu_kernels::gelu_in_place(&mut y);
+        }
+        Ok(cpu_kernels::from_flex(y, [batch, len, out]))
+    }
+
     /// The output features `range` of a bias-free layer, as a layer of its own.
     pub fn slice_cols(&self, range: std::ops::Range<usize>) -> Self {
         assert!(self.bias.is_none(), "slice_cols is for bias-free layers");
