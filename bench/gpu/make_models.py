@@ -4,11 +4,18 @@ cannot be fetched on our machines; speed does not depend on the values).
 
   make_models.py OUTDIR [--real-files tests/fixtures/real_model_files]
                  [--esm-layers 36 --esm-dim 2560 --esm-heads 40] [--dtype float16]
+                 [--skip-esm | --skip-dna]
 
 Writes OUTDIR/esm2_3B_random/{config.json,model.safetensors} (HF EsmForMaskedLM names) and
 OUTDIR/dnabert_s_random/ with the real DNABERT-S config.json, tokenizer.json (its 4096-token
 BPE), tokenizer_config.json and special_tokens_map.json, and random weights of those shapes
 (hidden 768, 12 layers, 12 heads, intermediate 3072): GPU figures are for the real vocabulary.
+ESM-2's feed-forward is 4 x hidden wide (10240 at 3B), as in every ESM-2; fewer --esm-layers
+keep the 3B's per-layer shape at a fraction of its size (bench/gpu/kit.sh uses 2).
+
+Deterministic: each model draws from its own numpy default_rng (DNABERT-S seed 0, ESM-2 seed 1),
+so the same arguments write the same bytes whichever models are made; bench/gpu/kit.sh records
+the files' sha256 and checks them where it regenerates the models.
 Needs numpy, safetensors.
 """
 import argparse
@@ -18,12 +25,12 @@ import os
 import numpy as np
 from safetensors.numpy import save_file
 
-RNG = np.random.default_rng(0)
+SEEDS = {"dnabert_s": 0, "esm2": 1}
 
 
-def randn(*shape, dtype):
+def randn(rng, *shape, dtype):
     """Scaled like a trained layer (1/sqrt(fan_in)) so activations stay in range in f16."""
-    return (RNG.standard_normal(shape, dtype=np.float32) * (shape[-1] ** -0.5)).astype(dtype)
+    return (rng.standard_normal(shape, dtype=np.float32) * (shape[-1] ** -0.5)).astype(dtype)
 
 
 def esm(outdir, layers, dim, heads, dtype):
@@ -37,14 +44,15 @@ def esm(outdir, layers, dim, heads, dtype):
         "emb_layer_norm_before": False, "max_position_embeddings": 1026,
     }
     json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=1)
+    rng = np.random.default_rng(SEEDS["esm2"])
     t = {}
     def lin(name, o, i):
-        t[name + ".weight"] = randn(o, i, dtype=dtype)
+        t[name + ".weight"] = randn(rng, o, i, dtype=dtype)
         t[name + ".bias"] = np.zeros(o, dtype=dtype)
     def ln(name, n):
         t[name + ".weight"] = np.ones(n, dtype=dtype)
         t[name + ".bias"] = np.zeros(n, dtype=dtype)
-    t["esm.embeddings.word_embeddings.weight"] = randn(33, dim, dtype=dtype) * 16
+    t["esm.embeddings.word_embeddings.weight"] = randn(rng, 33, dim, dtype=dtype) * 16
     for i in range(layers):
         p = f"esm.encoder.layer.{i}."
         for n in ("query", "key", "value"):
@@ -70,7 +78,8 @@ def dnabert(outdir, real_files, dtype):
         shutil.copy(os.path.join(real_files, "dnabert_s." + name), os.path.join(d, name))
     cfg = json.load(open(os.path.join(d, "config.json")))
     H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    r = lambda *s: randn(*s, dtype=dtype)
+    rng = np.random.default_rng(SEEDS["dnabert_s"])
+    r = lambda *s: randn(rng, *s, dtype=dtype)
     ones = lambda n: np.ones(n, dtype=dtype)
     zeros = lambda n: np.zeros(n, dtype=dtype)
     t = {
@@ -106,8 +115,10 @@ if __name__ == "__main__":
     ap.add_argument("--esm-heads", type=int, default=40)
     ap.add_argument("--dtype", default="float16")
     ap.add_argument("--skip-esm", action="store_true")
+    ap.add_argument("--skip-dna", action="store_true")
     a = ap.parse_args()
     dt = getattr(np, a.dtype)
-    dnabert(a.outdir, a.real_files, dt)
+    if not a.skip_dna:
+        dnabert(a.outdir, a.real_files, dt)
     if not a.skip_esm:
         esm(a.outdir, a.esm_layers, a.esm_dim, a.esm_heads, dt)
