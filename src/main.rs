@@ -4,6 +4,7 @@ use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use virnucpro::cli::{Cli, Command};
+use virnucpro::device::LazyPlacement;
 use virnucpro::hub::{self, resolve::ModelKind};
 use virnucpro::output::ensure_dir;
 use virnucpro::output_lock::OutputLock;
@@ -90,14 +91,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::EmbedDna(mut a) => {
             a.model = hub::resolve::model(&a.model, ModelKind::Dnabert, a.download, cli.quiet)?;
             check_report(a.report.as_deref())?;
-            let summary = embed::embed_dna(&a.options(cli.quiet))?;
+            let opts = a.options(cli.quiet);
+            let placement = LazyPlacement::new(opts.compute.placement_request());
+            let summary = embed::embed_dna(&opts, &placement)?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }
         Command::EmbedProtein(mut a) => {
             a.model = hub::resolve::model(&a.model, ModelKind::Esm, a.download, cli.quiet)?;
             check_report(a.report.as_deref())?;
-            let summary = embed::embed_protein(&a.options(cli.quiet))?;
+            let opts = a.options(cli.quiet);
+            let placement = LazyPlacement::new(opts.compute.placement_request());
+            let summary = embed::embed_protein(&opts, &placement)?;
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }

@@ -21,6 +21,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::device::LazyPlacement;
 use crate::embed::{self, ComputeSettings, EmbedOptions, EmbedSummary};
 use crate::output::{ensure_dir, write_atomic};
 use crate::output_lock::OutputLock;
@@ -266,6 +267,9 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         },
     )?;
 
+    // Devices, precision and GPU leases: resolved at the first embedding step that runs, then
+    // the same for the second (one test kernel, one lease, one dtype per device).
+    let placement = LazyPlacement::new(opts.compute.placement_request());
     let embed_opts = |input: &Path, model: &Path, output: PathBuf| EmbedOptions {
         input: input.to_path_buf(),
         model: model.to_path_buf(),
@@ -280,7 +284,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         dna_fp.clone(),
         std::slice::from_ref(&dna_out),
         || {
-            let s = embed::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()))?;
+            let s = embed::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()), &placement)?;
             embed::log_summary(&s);
             StepOutcome::embedded(&s)
         },
@@ -293,7 +297,8 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         prot_fp.clone(),
         std::slice::from_ref(&prot_out),
         || {
-            let s = embed::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()))?;
+            let s =
+                embed::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()), &placement)?;
             embed::log_summary(&s);
             StepOutcome::embedded(&s)
         },

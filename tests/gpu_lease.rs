@@ -1,5 +1,6 @@
-//! The GPU lease without a GPU: `VIRNUCPRO_FAKE_GPUS` gives the binary a device list, and a run
-//! that leased one stops with an error naming it. Proves that two processes never share a GPU,
+//! The GPU lease without a GPU: `VIRNUCPRO_FAKE_GPUS` gives the binary (a test build) a device
+//! list, and a run that leased one computes on the CPU under that GPU's name. Proves that a
+//! process resolves its devices once (`run` takes one lease for both embedding steps), that two processes never share a GPU,
 //! that a waiting process says who holds the GPUs and gives up after `--gpu-lease-timeout`, and
 //! that a hostile lock directory (symlinks, FIFOs, another user's directory or files) is refused
 //! or left untouched. The two-user cases need root (to create files as other uids and run the
@@ -162,6 +163,18 @@ impl Run {
     }
 }
 
+/// The run succeeded on the GPU it leased (a fake GPU computes on the CPU), naming it once.
+fn assert_leased(out: &Output, needle: &str) {
+    let log = stderr(out);
+    assert!(out.status.success(), "expected success; stderr:\n{log}");
+    assert_eq!(log.matches(needle).count(), 1, "{needle:?} once in:\n{log}");
+    assert_eq!(
+        log.matches("leased 1 of").count(),
+        1,
+        "one lease in:\n{log}"
+    );
+}
+
 /// A lease held by this process on these fake GPUs, in `dir`.
 fn hold(dir: &Path, keys: &[&str]) -> lease::Lease {
     let gpus: Vec<(usize, String)> = keys.iter().map(|k| k.to_string()).enumerate().collect();
@@ -247,9 +260,68 @@ fn a_run_leases_the_gpu_nobody_holds() {
     )
     .lock_dir(&dir)
     .output(60);
-    assert_error(
-        &out,
-        &["leased cuda:1 (GPU-bbbb)", "nothing runs on a fake GPU"],
+    assert_leased(&out, "leased cuda:1 (GPU-bbbb)");
+}
+
+/// `run --gpu-lease 1` on a one-GPU node: the devices are resolved once per process, so one
+/// lease is taken once and both embedding steps run on it. Before, the second step opened the
+/// lock file again while the first step's was held by the same process (flock is per open
+/// file) and waited for itself for ever.
+#[test]
+fn run_takes_one_lease_once_for_both_embedding_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("locks");
+    let out = tmp.path().join("out");
+    let f = common::fixtures();
+    let args: Vec<String> = [
+        "run",
+        s(&f.join("e2e/input.fa")),
+        "-c",
+        "500",
+        "-o",
+        s(&out),
+        "--dnabert",
+        s(&f.join("dnabert_s_tiny")),
+        "--esm",
+        s(&f.join("esm2_tiny")),
+        "--classifier",
+        s(&f.join("mlp_tiny.pth")),
+        "--device",
+        "cuda",
+        "--gpu-lease",
+        "1",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let run = Run {
+        exe: env!("CARGO_BIN_EXE_virnucpro").into(),
+        uid: None,
+        env: vec![("VIRNUCPRO_FAKE_GPUS".into(), "GPU-aaaa".into())],
+        args,
+    }
+    .lock_dir(&dir);
+    let o = run.output(120);
+    assert_leased(&o, "leased cuda:0 (GPU-aaaa)");
+    let report = fs::read_to_string(out.join("run.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let steps = doc["steps"].as_array().expect("run.json lists its steps");
+    let embedded: Vec<&serde_json::Value> = steps
+        .iter()
+        .filter(|st| st["step"].as_str().is_some_and(|n| n.starts_with("embed-")))
+        .collect();
+    assert_eq!(embedded.len(), 2, "{report}");
+    for st in embedded {
+        assert_eq!(st["report"]["devices"], "cuda:0", "{report}");
+        assert_eq!(
+            st["report"]["dtype_read_back"]["weights"], "f32",
+            "{report}"
+        );
+    }
+    // The same calls as on the CPU: a fake GPU is the CPU backend.
+    assert_eq!(
+        fs::read_to_string(f.join("e2e/chunk500/prediction_results_highestscore.csv")).unwrap(),
+        fs::read_to_string(out.join("prediction_results_highestscore.csv")).unwrap()
     );
 }
 
@@ -348,7 +420,7 @@ fn a_waiting_run_takes_the_gpu_once_it_is_released() {
     let status = child.wait().unwrap();
     let mut tail = String::new();
     std::io::Read::read_to_string(&mut rest, &mut tail).unwrap();
-    assert_eq!(status.code(), Some(1), "{tail}");
+    assert_eq!(status.code(), Some(0), "{tail}");
     assert!(tail.contains("leased cuda:0 (GPU-aaaa)"), "{tail}");
 }
 
@@ -554,7 +626,7 @@ fn another_users_lock_file_is_locked_but_never_changed() {
     )
     .lock_dir(&shared)
     .output(30);
-    assert_error(&out, &["leased cuda:0 (GPU-aaaa)"]);
+    assert_leased(&out, "leased cuda:0 (GPU-aaaa)");
     unchanged(&theirs, "pid=1 user=mallory\n", 0o666, ATTACKER);
     // A file we made ourselves in the same directory does get our note.
     let ours = lease::lock_path(&shared, "GPU-bbbb");
@@ -566,7 +638,7 @@ fn another_users_lock_file_is_locked_but_never_changed() {
     )
     .lock_dir(&shared)
     .output(30);
-    assert_error(&out, &["leased cuda:0 (GPU-bbbb)"]);
+    assert_leased(&out, "leased cuda:0 (GPU-bbbb)");
     let m = fs::metadata(&ours).unwrap();
     assert_eq!(m.uid(), 0);
     assert_eq!(m.mode() & 0o022, 0, "not writable by others");
@@ -650,7 +722,7 @@ fn two_users_share_a_root_owned_sticky_dir() {
     let out = Run::lease(&input, &o, "GPU-aaaa,GPU-bbbb", &[])
         .lock_dir(&shared)
         .output(30);
-    assert_error(&out, &["leased cuda:1 (GPU-bbbb)"]);
+    assert_leased(&out, "leased cuda:1 (GPU-bbbb)");
     // ...and with both held, gives up naming both holders.
     let _mine = hold(&shared, &["GPU-bbbb"]);
     let out = Run::lease(
@@ -678,6 +750,6 @@ fn two_users_share_a_root_owned_sticky_dir() {
     let out = Run::lease(&input, &o, "GPU-aaaa,GPU-bbbb", &[])
         .lock_dir(&shared)
         .output(30);
-    assert_error(&out, &["leased cuda:0 (GPU-aaaa)"]);
+    assert_leased(&out, "leased cuda:0 (GPU-aaaa)");
     unchanged(&theirs, &their_note, their_mode, ATTACKER);
 }

@@ -148,29 +148,57 @@ pub fn free_memory(index: usize) -> Option<u64> {
 /// One kernel on device `index` through Burn's CUDA backend: compiled by NVRTC against the
 /// toolkit's headers, loaded by the driver, run, and read back, with any panic of CubeCL's
 /// runtime (no headers, PTX newer than the driver, no NVRTC) caught and turned into a reason.
-pub fn smoke_test(index: usize) -> Result<(), String> {
+///
+/// `precision`: the one the process will compute in on this device. Its default dtype is set
+/// to it first ([`super::placement::claim_dtype`]) and the kernel runs in it, so the test
+/// proves that dtype's kernels compile and cannot fix another default (Burn keeps one per
+/// device, shared by `Cuda<f16>` and `Cuda<f32>`, set by the first tensor created there).
+/// `None` (`virnucpro devices`, which computes nothing after): f32 with an explicit dtype,
+/// the device's default left alone.
+pub fn smoke_test(index: usize, precision: Option<super::Precision>) -> Result<(), String> {
     #[cfg(feature = "cuda")]
     {
+        use super::Precision;
         use burn::backend::cuda::{Cuda, CudaDevice};
+        use burn::tensor::backend::Backend;
         use burn::tensor::{Tensor, TensorData};
+
+        fn probe<B: Backend>(
+            device: &B::Device,
+            precision: Option<Precision>,
+        ) -> Result<Vec<f32>, String> {
+            let dtype = super::placement::float_dtype(precision.unwrap_or(Precision::F32));
+            if let Some(p) = precision {
+                super::placement::claim_dtype::<B>(device, p).map_err(|e| format!("{e:#}"))?;
+            }
+            let x = Tensor::<B, 1>::from_data(
+                TensorData::new(vec![1f32, 2.0, 3.0], [3]),
+                (device, dtype.into()),
+            );
+            (x * 2.0 + 1.0)
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| format!("a test kernel's result could not be read: {e:?}"))
+        }
+
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let probe = std::panic::catch_unwind(move || {
             let device = CudaDevice::new(index);
-            let x = Tensor::<Cuda<f32, i32>, 1>::from_data(
-                TensorData::new(vec![1f32, 2.0, 3.0], [3]),
-                &device,
-            );
-            (x * 2.0 + 1.0)
-                .into_data()
-                .to_vec::<f32>()
-                .map_err(|e| format!("{e:?}"))
+            match precision {
+                None | Some(Precision::F32 | Precision::Auto) => {
+                    probe::<Cuda<f32, i32>>(&device, precision)
+                }
+                Some(Precision::F16) => probe::<Cuda<half::f16, i32>>(&device, precision),
+                Some(Precision::Bf16) => probe::<Cuda<half::bf16, i32>>(&device, precision),
+            }
         });
         std::panic::set_hook(hook);
         match probe {
             Ok(Ok(v)) if v == [3.0, 5.0, 7.0] => Ok(()),
             Ok(Ok(v)) => Err(format!("a test kernel computed {v:?} instead of [3, 5, 7]")),
-            Ok(Err(e)) => Err(format!("a test kernel's result could not be read: {e}")),
+            Ok(Err(e)) => Err(e),
             Err(panic) => {
                 let msg = panic
                     .downcast_ref::<String>()
@@ -189,7 +217,7 @@ pub fn smoke_test(index: usize) -> Result<(), String> {
     }
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = index;
+        let _ = (index, precision);
         Err("this binary was built without the `cuda` feature".to_string())
     }
 }

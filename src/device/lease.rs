@@ -453,6 +453,14 @@ pub fn acquire(
     dir: &Path,
     patience: Option<Duration>,
 ) -> Result<Lease> {
+    // A second lease in the same process would wait for the first (flock is per open file):
+    // devices are resolved once per process (`device::Placement`), so this is a bug guard.
+    if !HELD.lock().unwrap().is_empty() {
+        bail!(
+            "this process already holds a GPU lease; a second one would wait for itself \
+             (devices are resolved once per process)"
+        );
+    }
     let started = Instant::now();
     let mut last_log: Option<Instant> = None;
     loop {

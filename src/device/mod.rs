@@ -17,7 +17,10 @@ pub mod cuda;
 pub mod cuda_toolkit;
 pub mod kernel_cache;
 pub mod lease;
+pub mod placement;
 pub mod wgpu;
+
+pub use self::placement::{LazyPlacement, Placement, PlacementRequest};
 
 use self::wgpu::{AdapterInfo, AdapterKind};
 
@@ -160,12 +163,23 @@ pub fn cuda_device_count() -> Result<usize, String> {
     cuda::device_count()
 }
 
-/// For tests without a GPU: `VIRNUCPRO_FAKE_GPUS=GPU-aaaa,GPU-bbbb` makes device selection, the
-/// GPU lease and `virnucpro devices` see these GPUs (by UUID) instead of asking the driver. A run
-/// that gets as far as using them stops with an error naming them: nothing runs on a fake GPU.
+/// For tests without a GPU, in test builds only (the `fault-injection` feature, see
+/// `src/fault_injection.rs`; a shipped binary never reads it):
+/// `VIRNUCPRO_FAKE_GPUS=GPU-aaaa,GPU-bbbb` makes device selection, the GPU lease and
+/// `virnucpro devices` see these GPUs (by UUID) instead of asking the driver. A fake GPU
+/// computes on the CPU backend in f32 (no test kernel, no free memory), so a test can follow a
+/// whole run through the lease and both embedding steps.
 pub const FAKE_GPUS_ENV: &str = "VIRNUCPRO_FAKE_GPUS";
 
+/// Whether this process runs on fake GPUs (test builds with `VIRNUCPRO_FAKE_GPUS` set).
+pub fn fake_gpus_active() -> bool {
+    fake_gpus().is_some()
+}
+
 fn fake_gpus() -> Option<Vec<cuda::CudaDeviceInfo>> {
+    if !cfg!(feature = "fault-injection") {
+        return None;
+    }
     let list = std::env::var(FAKE_GPUS_ENV).ok()?;
     let gpus: Vec<cuda::CudaDeviceInfo> = list
         .split(',')
@@ -192,11 +206,14 @@ fn visible_count() -> Result<usize, String> {
     fake_gpus().map_or_else(cuda_device_count, |f| Ok(f.len()))
 }
 
-/// Turn the user's choice into devices. `cpu_threads` = CPU workers (default: all cores);
-/// `lease` = take this many GPUs through lock files (see [`lease`]) instead of all of them,
-/// waiting for a free one up to `lease_timeout` (default: for ever).
-pub fn resolve(
+/// Turn the user's choice into devices (through [`Placement::resolve`], once per process).
+/// `precision`: what was asked, so that CUDA's test kernel runs in the dtype the models will
+/// (it sets each device's default dtype; see [`placement`]). `cpu_threads` = CPU workers
+/// (default: all cores); `lease` = take this many GPUs through lock files (see [`lease`])
+/// instead of all of them, waiting for a free one up to `lease_timeout` (default: for ever).
+fn resolve(
     spec: &DeviceSpec,
+    precision: Precision,
     cpu_threads: Option<usize>,
     lease: Option<usize>,
     lease_timeout: Option<std::time::Duration>,
@@ -266,17 +283,8 @@ pub fn resolve(
             ids
         }
     };
-    let faked = |what: &str| {
-        anyhow::anyhow!(
-            "{FAKE_GPUS_ENV} is set (a test setting): {what}, but nothing runs on a fake GPU; \
-             unset it"
-        )
-    };
     let Some(want) = lease else {
-        if fake_gpus().is_some() {
-            return Err(faked(&format!("would use {}", Devices::Cuda { ids })));
-        }
-        return smoke_tested(ids, auto, cpu);
+        return smoke_tested(ids, precision, auto, cpu);
     };
     // UUIDs only: reading them needs no context, so GPUs other processes hold are not touched.
     let known = listed_gpus().unwrap_or_default();
@@ -299,28 +307,39 @@ pub fn resolve(
         candidates.len(),
         dir.display()
     );
-    if fake_gpus().is_some() {
-        let names: Vec<String> = held
-            .iter()
-            .map(|&i| {
-                format!(
-                    "cuda:{i} ({})",
-                    candidates.iter().find(|c| c.0 == i).unwrap().1
-                )
-            })
-            .collect();
-        return Err(faked(&format!("leased {}", names.join(", "))));
-    }
-    smoke_tested(held, auto, cpu)
+    let names: Vec<String> = held
+        .iter()
+        .map(|&i| {
+            let key = candidates.iter().find(|c| c.0 == i).map_or("?", |c| &c.1);
+            format!("cuda:{i} ({key})")
+        })
+        .collect();
+    tracing::info!("leased {}", names.join(", "));
+    smoke_tested(held, precision, auto, cpu)
 }
 
 /// CUDA on `ids` once one kernel has compiled, run and come back right on each (CubeCL's NVRTC
 /// and the driver's PTX support are only proven by doing it; a failure there would otherwise
-/// be a panic inside the first batch). On failure `auto` falls back to the CPU with one line;
-/// an explicit `--device cuda` stops with the reason.
-fn smoke_tested(ids: Vec<usize>, auto: bool, cpu: impl Fn() -> Devices) -> Result<Devices> {
+/// be a panic inside the first batch), in the precision the run computes in: the test kernel
+/// sets each device's default dtype to it first ([`placement::claim_dtype`]), so it cannot fix
+/// another one. On failure `auto` falls back to the CPU with one line; an explicit
+/// `--device cuda` stops with the reason. Fake GPUs (tests) run no kernel.
+fn smoke_tested(
+    ids: Vec<usize>,
+    precision: Precision,
+    auto: bool,
+    cpu: impl Fn() -> Devices,
+) -> Result<Devices> {
+    let devices = Devices::Cuda { ids };
+    if fake_gpus().is_some() {
+        return Ok(devices);
+    }
+    let precision = effective_precision(&devices, precision)?;
+    let Devices::Cuda { ids } = devices else {
+        unreachable!()
+    };
     for &i in &ids {
-        if let Err(why) = cuda::smoke_test(i) {
+        if let Err(why) = cuda::smoke_test(i, Some(precision)) {
             if auto {
                 tracing::info!("cuda:{i}: {why}; running on the CPU");
                 return Ok(cpu());
@@ -400,7 +419,8 @@ pub fn describe(json: bool) -> Result<String> {
         if !fake && l.is_none() && cuda::shared_compute_mode(g.index) {
             g.free_bytes = cuda::free_memory(g.index);
             if matches!(toolkit, Some(Ok(_))) {
-                *test = Some(cuda::smoke_test(g.index));
+                // f32 with an explicit dtype: this process computes nothing after it.
+                *test = Some(cuda::smoke_test(g.index, None));
             }
         }
     }
@@ -536,6 +556,15 @@ pub fn effective_precision(devices: &Devices, asked: Precision) -> Result<Precis
             tracing::warn!("--precision {other} is not available on the CPU backend; using f32");
             Precision::F32
         }
+        // A fake GPU (tests) is the CPU backend: f32 only.
+        (Devices::Cuda { .. }, Precision::Auto | Precision::F32) if fake_gpus().is_some() => {
+            Precision::F32
+        }
+        (Devices::Cuda { .. }, p) if fake_gpus().is_some() => {
+            bail!(
+                "--precision {p}: fake GPUs ({FAKE_GPUS_ENV}, a test setting) compute in f32 only"
+            )
+        }
         (Devices::Cuda { .. }, Precision::Auto) => Precision::F16,
         (Devices::Cuda { .. }, p) => p,
         (Devices::Wgpu { .. }, Precision::F32) => Precision::F32,
@@ -586,25 +615,48 @@ pub trait BackendTask {
     fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<Self::Output>;
 }
 
-/// Run `task` on the backend for `devices` at `precision` (already made effective).
+/// `devs` with `precision` as their default dtype (or an error if one already has another),
+/// then `task` on them.
+fn claimed<B: Backend, T: BackendTask>(
+    devs: Vec<B::Device>,
+    precision: Precision,
+    cpu: bool,
+    task: T,
+) -> Result<T::Output> {
+    for d in &devs {
+        placement::claim_dtype::<B>(d, precision)?;
+    }
+    task.run::<B>(devs, cpu)
+}
+
+/// Run `task` on the backend for `devices` at `precision` (already made effective: a
+/// [`Placement`]'s). Each device's default dtype is set to `precision` first.
 pub fn dispatch<T: BackendTask>(
     devices: &Devices,
     precision: Precision,
     task: T,
 ) -> Result<T::Output> {
+    use burn::backend::{flex::FlexDevice, Flex};
     match devices {
         Devices::Cpu { workers } => {
-            let devs = vec![burn::backend::flex::FlexDevice; *workers];
-            task.run::<burn::backend::Flex>(devs, true)
+            claimed::<Flex, T>(vec![FlexDevice; *workers], precision, true, task)
+        }
+        // Tests: a fake GPU is a GPU worker (its own model, no CPU thread pinning) on the CPU.
+        Devices::Cuda { ids } if fake_gpus().is_some() => {
+            claimed::<Flex, T>(vec![FlexDevice; ids.len()], precision, false, task)
         }
         #[cfg(feature = "cuda")]
         Devices::Cuda { ids } => {
             use burn::backend::cuda::{Cuda, CudaDevice};
             let devs: Vec<CudaDevice> = ids.iter().map(|&i| CudaDevice::new(i)).collect();
             match precision {
-                Precision::F32 | Precision::Auto => task.run::<Cuda<f32, i32>>(devs, false),
-                Precision::F16 => task.run::<Cuda<half::f16, i32>>(devs, false),
-                Precision::Bf16 => task.run::<Cuda<half::bf16, i32>>(devs, false),
+                Precision::F32 | Precision::Auto => {
+                    claimed::<Cuda<f32, i32>, T>(devs, precision, false, task)
+                }
+                Precision::F16 => claimed::<Cuda<half::f16, i32>, T>(devs, precision, false, task),
+                Precision::Bf16 => {
+                    claimed::<Cuda<half::bf16, i32>, T>(devs, precision, false, task)
+                }
             }
         }
         #[cfg(not(feature = "cuda"))]
@@ -617,8 +669,10 @@ pub fn dispatch<T: BackendTask>(
             use burn::backend::wgpu::Wgpu;
             let devs: Vec<_> = adapters.iter().map(wgpu::burn_device).collect::<Vec<_>>();
             match precision {
-                Precision::F32 | Precision::Auto => task.run::<Wgpu<f32, i32>>(devs, false),
-                Precision::F16 => task.run::<Wgpu<half::f16, i32>>(devs, false),
+                Precision::F32 | Precision::Auto => {
+                    claimed::<Wgpu<f32, i32>, T>(devs, precision, false, task)
+                }
+                Precision::F16 => claimed::<Wgpu<half::f16, i32>, T>(devs, precision, false, task),
                 Precision::Bf16 => bail!("--precision bf16 is not available on wgpu"),
             }
         }
@@ -713,10 +767,10 @@ mod tests {
     fn auto_without_cuda_runs_on_cpu() {
         if cuda_device_count().unwrap_or(0) == 0 {
             assert_eq!(
-                resolve(&DeviceSpec::Auto, Some(2), None, None).unwrap(),
+                resolve(&DeviceSpec::Auto, Precision::Auto, Some(2), None, None).unwrap(),
                 Devices::Cpu { workers: 2 }
             );
-            assert!(resolve(&DeviceSpec::Cuda(None), None, None, None).is_err());
+            assert!(resolve(&DeviceSpec::Cuda(None), Precision::Auto, None, None, None).is_err());
         }
     }
 }

@@ -8,6 +8,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use super::engine::{EncoderLoader, ModelShape, PooledEncoder};
 use super::EmbedOptions;
+use crate::device::placement::DtypeReadBack;
 use crate::embeddings::{EmbeddingKind, EmbeddingMeta};
 use crate::fasta::{input_label, read_unique, FastaRecord};
 use crate::models::dnabert_s::DnabertS;
@@ -45,6 +46,10 @@ impl<B: Backend> PooledEncoder<B> for Esm2<B> {
             layers: c.num_layers,
         }
     }
+    fn dtypes(&self) -> DtypeReadBack {
+        let (w, a) = self.computed_dtypes();
+        DtypeReadBack::new(w, a)
+    }
 }
 
 /// ESM-2 from a Hugging Face directory or a fair-esm checkpoint.
@@ -74,6 +79,10 @@ impl<B: Backend> PooledEncoder<B> for DnabertS<B> {
             heads: c.num_attention_heads,
             layers: c.num_hidden_layers,
         }
+    }
+    fn dtypes(&self) -> DtypeReadBack {
+        let (w, a) = self.computed_dtypes();
+        DtypeReadBack::new(w, a)
     }
 }
 

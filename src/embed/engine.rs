@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::device::BackendTask;
+use crate::device::placement::DtypeReadBack;
+use crate::device::{BackendTask, Precision};
 use crate::models::tensor_to_f32;
 
 /// Single-sequence failures in a row, on one worker, that stop the run.
@@ -46,6 +47,9 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
     /// The pooled vector's length.
     fn dim(&self) -> usize;
     fn shape(&self) -> ModelShape;
+    /// What the loaded model computes in, read back rather than assumed: the dtype of an
+    /// uploaded weight and of one activation.
+    fn dtypes(&self) -> DtypeReadBack;
 }
 
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
@@ -83,6 +87,8 @@ pub struct Faults {
     fail_ids: Vec<String>,
     /// Sleep before each batch.
     delay: Option<Duration>,
+    /// The device's capacity in padded tokens: a larger batch fails as out of memory.
+    device_tokens: Option<usize>,
 }
 
 impl Faults {
@@ -91,12 +97,26 @@ impl Faults {
         Self {
             fail_ids: crate::fault_injection::fail_ids(),
             delay: crate::fault_injection::batch_delay(),
+            device_tokens: crate::fault_injection::device_tokens(),
         }
     }
 
-    fn before_batch(&self, batch: &[usize], ids: &[String]) {
+    fn before_batch(&self, batch: &[usize], ids: &[String], tokens: &[Vec<u32>]) {
         if let Some(d) = self.delay {
             std::thread::sleep(d);
+        }
+        if let Some(capacity) = self.device_tokens {
+            let longest = batch.iter().map(|&i| tokens[i].len()).max().unwrap_or(0);
+            let padded = longest * batch.len();
+            if padded > capacity {
+                // What CubeCL's allocator raises (a panic on the device thread carrying
+                // `LaunchError::OutOfMemory`'s text), here raised where the batch enters the
+                // backend.
+                panic!(
+                    "An out-of-memory error happened during launch\nCaused by:\n  injected: \
+                     {padded} padded tokens on a device that holds {capacity}"
+                );
+            }
         }
         if let Some(&i) = batch.iter().find(|&&i| self.fail_ids.contains(&ids[i])) {
             if batch.len() > 1 {
@@ -122,6 +142,8 @@ pub struct EmbedJob<'a, L: EncoderLoader, C: Coordinator> {
     pub stop: &'a AtomicUsize,
     /// The CUDA index of the first device, to ask its free memory after the model is loaded.
     pub first_gpu: Option<usize>,
+    /// What the devices were set to compute in: every loaded model must read back the same.
+    pub precision: Precision,
     pub faults: Faults,
 }
 
@@ -253,7 +275,7 @@ fn run_batch<B: Backend, M: PooledEncoder<B>>(
     dim: usize,
 ) -> Result<Vec<f32>, String> {
     let attempt = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<f32>> {
-        faults.before_batch(batch, ids);
+        faults.before_batch(batch, ids, tokens);
         let seqs: Vec<Vec<u32>> = batch.iter().map(|&i| tokens[i].clone()).collect();
         let rows = tensor_to_f32(model.embed(&seqs))?;
         if rows.len() != batch.len() * dim {
@@ -276,9 +298,10 @@ fn run_batch<B: Backend, M: PooledEncoder<B>>(
 }
 
 impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
-    type Output = ();
+    /// The dtypes read back from the first device's model.
+    type Output = DtypeReadBack;
 
-    fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<()> {
+    fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<DtypeReadBack> {
         let EmbedJob {
             loader,
             tokens,
@@ -287,12 +310,21 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
             coordinator,
             stop,
             first_gpu,
+            precision,
             faults,
         } = self;
+        let name_of = |w: usize| {
+            names
+                .get(w)
+                .cloned()
+                .unwrap_or_else(|| format!("worker {w}"))
+        };
         // The first model is loaded before any worker starts: bad weights fail fast, its
         // dimension sizes the output, and on a GPU the memory it leaves sizes the batches.
         // CPU workers share it (tensors are reference-counted); every other GPU loads its own.
         let first = loader.load::<B>(&devices[0])?;
+        let read_back = first.dtypes();
+        read_back.check(precision, &name_of(0))?;
         let dim = first.dim();
         // The weights' uploads must be finished before the free memory is read.
         if !cpu {
@@ -301,7 +333,7 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         let free = first_gpu.and_then(crate::device::cuda::free_memory);
         let batches = coordinator.plan(dim, first.shape(), free)?;
         if batches.is_empty() {
-            return Ok(());
+            return Ok(read_back);
         }
         quiet_worker_panics();
         let workers = devices.len().min(batches.len()).max(1);
@@ -313,15 +345,16 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         let fatal = std::thread::scope(|scope| -> Option<anyhow::Error> {
             for (w, device) in devices.into_iter().take(workers).enumerate() {
                 let tx = tx.clone();
-                let name = names
-                    .get(w)
-                    .cloned()
-                    .unwrap_or_else(|| format!("worker {w}"));
+                let name = name_of(w);
                 let work = move || {
                     let model = if cpu || w == 0 {
                         first.clone()
                     } else {
-                        match loader.load::<B>(&device) {
+                        let loaded = loader.load::<B>(&device).and_then(|m| {
+                            m.dtypes().check(precision, &name)?;
+                            Ok(m)
+                        });
+                        match loaded {
                             Ok(m) => m,
                             Err(e) => {
                                 let _ = tx.send(Event::Fatal(
@@ -436,7 +469,7 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         });
         match fatal {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(read_back),
         }
     }
 }

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::device::{DeviceSpec, Precision};
+use crate::device::placement::DtypeReadBack;
+use crate::device::{DeviceSpec, LazyPlacement, PlacementRequest, Precision};
 use crate::output_lock::OutputLock;
 use crate::preflight;
 
@@ -48,6 +49,20 @@ pub struct ComputeSettings {
     /// GPU kernel compilation and autotune caches (`--kernel-cache`; default under
     /// `$XDG_CACHE_HOME`).
     pub kernel_cache: Option<PathBuf>,
+}
+
+impl ComputeSettings {
+    /// What the devices are resolved from (once per process: [`LazyPlacement`]).
+    pub fn placement_request(&self) -> PlacementRequest {
+        PlacementRequest {
+            device: self.device.clone(),
+            precision: self.precision,
+            threads: self.threads,
+            gpu_lease: self.gpu_lease,
+            gpu_lease_timeout: self.gpu_lease_timeout,
+            kernel_cache: self.kernel_cache.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +101,14 @@ pub struct EmbedSummary {
     pub dim: usize,
     pub devices: String,
     pub per_device: Vec<DeviceReport>,
+    /// What the model computed in: the precision asked for (made concrete), checked against
+    /// `dtype_read_back` before the first batch.
     pub precision: Precision,
+    /// The dtypes read back from the loaded model on the first device: an uploaded weight and
+    /// one activation.
+    pub dtype_read_back: DtypeReadBack,
+    /// Set when the matrix products compute in less than `precision` says (f32 on CUDA: TF32).
+    pub matmul_note: Option<String>,
     pub batch_tokens: usize,
     pub batches: usize,
     /// The whole step: reading and tokenising, loading the model, embedding, writing.
@@ -108,22 +130,33 @@ pub fn failed_path(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// `virnucpro embed-dna`.
-pub fn embed_dna(opts: &EmbedOptions) -> Result<EmbedSummary> {
+/// `virnucpro embed-dna`, on the devices of `placement` (resolved on first use, then shared by
+/// every step of the process).
+pub fn embed_dna(opts: &EmbedOptions, placement: &LazyPlacement) -> Result<EmbedSummary> {
     // The model (config, tokenizer, weights) is checked before reading any sequence: a wrong
     // --model fails at once with the missing file's name.
     preflight::dnabert(&opts.model)?;
     let _lock = claim_output(opts)?;
     let input = encoders::dna_input(opts)?;
-    step::embed_tokens(opts, input, &encoders::DnabertLoader(opts.model.clone()))
+    step::embed_tokens(
+        opts,
+        placement,
+        input,
+        &encoders::DnabertLoader(opts.model.clone()),
+    )
 }
 
-/// `virnucpro embed-protein`.
-pub fn embed_protein(opts: &EmbedOptions) -> Result<EmbedSummary> {
+/// `virnucpro embed-protein`, on the devices of `placement`.
+pub fn embed_protein(opts: &EmbedOptions, placement: &LazyPlacement) -> Result<EmbedSummary> {
     preflight::esm(&opts.model)?;
     let _lock = claim_output(opts)?;
     let input = encoders::protein_input(opts)?;
-    step::embed_tokens(opts, input, &encoders::EsmLoader(opts.model.clone()))
+    step::embed_tokens(
+        opts,
+        placement,
+        input,
+        &encoders::EsmLoader(opts.model.clone()),
+    )
 }
 
 /// What an embedding step checks and claims before any work: its input readable, its output
@@ -158,7 +191,7 @@ pub fn log_summary(s: &EmbedSummary) {
         s.sequences_per_second,
         s.tokens_per_second,
         s.devices,
-        s.precision
+        s.matmul_note.as_deref().unwrap_or(&s.precision.to_string())
     );
     if s.resumed > 0 {
         tracing::info!(

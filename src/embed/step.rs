@@ -10,7 +10,8 @@ use super::assembler::{Assembler, Plan};
 use super::encoders::Tokenized;
 use super::engine::{EmbedJob, EncoderLoader, Faults};
 use super::{failed_path, DeviceReport, EmbedOptions, EmbedSummary};
-use crate::device::{self, DeviceSpec, Devices, Precision};
+use crate::device::placement::DtypeReadBack;
+use crate::device::{self, Devices, LazyPlacement, Precision};
 use crate::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
 use crate::fasta::input_label;
 use crate::interrupt::{Interrupted, StopOnSignal};
@@ -20,23 +21,14 @@ use crate::progress::Progress;
 /// The shared path: tokens in, embeddings file out.
 pub(crate) fn embed_tokens<L: EncoderLoader>(
     opts: &EmbedOptions,
+    placement: &LazyPlacement,
     input: Tokenized,
     loader: &L,
 ) -> Result<EmbedSummary> {
     let started = Instant::now();
     let Tokenized { ids, tokens, meta } = input;
-    // Before anything touches a GPU (device checks included): CubeCL reads its cache settings once.
-    if opts.compute.device != DeviceSpec::Cpu {
-        let gpu_asked = opts.compute.device != DeviceSpec::Auto;
-        device::kernel_cache::setup(opts.compute.kernel_cache.as_deref(), gpu_asked)?;
-    }
-    let devices = device::resolve(
-        &opts.compute.device,
-        opts.compute.threads,
-        opts.compute.gpu_lease,
-        opts.compute.gpu_lease_timeout,
-    )?;
-    let precision = device::effective_precision(&devices, opts.compute.precision)?;
+    let placement = placement.get()?;
+    let (devices, precision) = (&placement.devices, placement.precision);
     let step = step_name(&meta.kind);
     let progress = Progress::new(step, "sequences", Some(ids.len() as u64), opts.quiet);
     let mut asm = Assembler::new(
@@ -44,15 +36,16 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         &meta,
         &tokens,
         &ids,
-        &devices,
+        devices,
         precision,
         L::GPU_BATCH_TOKENS,
         progress,
     );
-    let (stop, compute_wall) = run_engine(&mut asm, loader, &tokens, &ids, &devices, precision)?;
-    if let Some(stop) = stop {
-        return Err(stopped(&mut asm, ids.len(), stop));
-    }
+    let (ran, compute_wall) = run_engine(&mut asm, loader, &tokens, &ids, devices, precision)?;
+    let read_back = match ran {
+        Ok(read_back) => read_back,
+        Err(stop) => return Err(stopped(&mut asm, ids.len(), stop)),
+    };
     asm.progress.finish();
     let Some(plan) = asm.plan.take() else {
         anyhow::bail!("the embedding engine finished without planning the step");
@@ -84,6 +77,8 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         devices: devices.to_string(),
         per_device,
         precision,
+        dtype_read_back: read_back,
+        matmul_note: placement.matmul_note().map(str::to_string),
         batch_tokens: budget,
         batches,
         wall_seconds: wall,
@@ -95,8 +90,8 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     })
 }
 
-/// Run the engine with signal handlers installed: why it stopped early, if it did, and the
-/// seconds it computed for (model loading excluded).
+/// Run the engine with signal handlers installed: the dtypes read back from the model, or why
+/// it stopped early; and the seconds it computed for (model loading excluded).
 fn run_engine<L: EncoderLoader>(
     asm: &mut Assembler,
     loader: &L,
@@ -104,7 +99,7 @@ fn run_engine<L: EncoderLoader>(
     ids: &[String],
     devices: &Devices,
     precision: Precision,
-) -> Result<(Option<Stop>, f64)> {
+) -> Result<(Result<DtypeReadBack, Stop>, f64)> {
     let signals = StopOnSignal::install()?;
     let stop = signals.flag();
     let job = EmbedJob {
@@ -115,9 +110,11 @@ fn run_engine<L: EncoderLoader>(
         coordinator: &mut *asm,
         stop: &stop,
         first_gpu: match devices {
+            Devices::Cuda { .. } if device::fake_gpus_active() => None,
             Devices::Cuda { ids } => ids.first().copied(),
             Devices::Cpu { .. } | Devices::Wgpu { .. } => None,
         },
+        precision,
         faults: Faults::injected(),
     };
     let result = device::dispatch(devices, precision, job);
@@ -131,12 +128,12 @@ fn run_engine<L: EncoderLoader>(
     });
     let interrupted = signals.requested();
     drop(signals);
-    let stop = match (interrupted, result) {
-        (Some(signal), _) => Some(Stop::Signal(signal)),
-        (None, Err(e)) => Some(Stop::Failed(e)),
-        (None, Ok(())) => None,
+    let ran = match (interrupted, result) {
+        (Some(signal), _) => Err(Stop::Signal(signal)),
+        (None, Err(e)) => Err(Stop::Failed(e)),
+        (None, Ok(read_back)) => Ok(read_back),
     };
-    Ok((stop, compute_wall))
+    Ok((ran, compute_wall))
 }
 
 /// Each worker's share of the step, for the summary.

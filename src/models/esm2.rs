@@ -485,6 +485,21 @@ impl<B: Backend> Esm2<B> {
         self.emb_layer_norm_after.forward(x)
     }
 
+    /// What this model computes in, read back: the dtype of the token embedding table (an
+    /// uploaded weight) and of the first layer's output on a three-token input (an
+    /// activation). Burn decides both from the device's default dtype at upload; the engine
+    /// refuses a model whose dtypes are not the precision asked for.
+    pub fn computed_dtypes(&self) -> (DType, DType) {
+        let weights = self.embed_tokens.val().dtype();
+        let ids = (self.config.pad_token_id + 1) % self.config.vocab_size.max(1) as u32;
+        let (x, shared) = self.embedded(&[vec![ids; 3]]);
+        let activation = match self.layers.first() {
+            Some(layer) => layer.forward(x, self.config.heads, &shared).dtype(),
+            None => x.dtype(),
+        };
+        (weights, activation)
+    }
+
     /// The hidden state entering each layer (the input of its first LayerNorm) and the last
     /// layer's output, `num_layers + 1` tensors `[batch, max_len, hidden]`: for diagnostics
     /// (a layer-by-layer comparison of two backends, the activation ranges the norms see).

@@ -88,11 +88,19 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         opts.validation_ids.as_deref(),
     )?;
     samples.check_both_classes("validation set", &val)?;
-    let devices = device::resolve(&opts.device, Some(1), None, None)?;
-    let name = devices.worker_names().join(",");
+    // Training runs in f32 on one device (one CPU worker), resolved once like a run's.
+    let placement = device::Placement::resolve(&device::PlacementRequest {
+        device: opts.device.clone(),
+        precision: Precision::F32,
+        threads: Some(1),
+        gpu_lease: None,
+        gpu_lease_timeout: None,
+        kernel_cache: None,
+    })?;
+    let name = placement.devices.worker_names().join(",");
     device::dispatch(
-        &devices,
-        Precision::F32,
+        &placement.devices,
+        placement.precision,
         Task {
             opts,
             samples: &samples,
