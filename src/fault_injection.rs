@@ -21,6 +21,10 @@ pub const ENABLED: bool = cfg!(feature = "fault-injection");
 pub const FAIL_IDS: &str = "VIRNUCPRO_TEST_FAIL_IDS";
 /// `VIRNUCPRO_TEST_BATCH_DELAY_MS=N`: sleep N ms before each batch.
 pub const BATCH_DELAY_MS: &str = "VIRNUCPRO_TEST_BATCH_DELAY_MS";
+/// `VIRNUCPRO_TEST_DEVICE_TOKENS=N`: the device holds at most N padded tokens per batch; a
+/// larger batch fails at the backend boundary the way CubeCL reports a device out of memory
+/// (its `LaunchError::OutOfMemory` text), so the split-and-retry path runs without a GPU.
+pub const DEVICE_TOKENS: &str = "VIRNUCPRO_TEST_DEVICE_TOKENS";
 /// `VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS=k`: abort after writing k checkpoint parts.
 pub const ABORT_AFTER_CHECKPOINTS: &str = "VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS";
 /// `VIRNUCPRO_TEST_ABORT_AFTER=step`: abort right after `run` records that step complete.
@@ -56,6 +60,11 @@ pub fn batch_delay() -> Option<Duration> {
     var(BATCH_DELAY_MS)
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
+}
+
+/// Padded tokens per batch past which an injected out-of-memory fails the batch.
+pub fn device_tokens() -> Option<usize> {
+    var(DEVICE_TOKENS).and_then(|v| v.parse().ok())
 }
 
 /// Checkpoint parts after which the process aborts.

@@ -169,6 +169,54 @@ fn failed_records_are_listed_and_the_run_goes_on_with_exit_2() {
     assert!(!tmp.path().join("faulty.safetensors.failed.tsv").exists());
 }
 
+/// A device out of memory (injected where a batch enters the backend, with the text CubeCL's
+/// allocator raises) splits the batch in halves until they fit, on CPU workers and on a GPU
+/// worker (a fake GPU: the path that gives the failed batch's buffers back before the halves
+/// run); nothing is reported failed and every row equals an unsplit run's.
+#[test]
+fn out_of_memory_batches_split_until_they_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, aa) = orfs(tmp.path());
+    let whole = tmp.path().join("whole.safetensors");
+    let o = embed("protein", &aa, &whole, &["-t", "2", "-b", "100000"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let whole = EmbeddingSet::read(&whole).unwrap();
+    let n = whole.ids.len();
+    assert!(n > 8, "the fixture has {n} ORFs");
+    for (device, fake) in [("cpu", None), ("cuda", Some("GPU-aaaa"))] {
+        let out = tmp.path().join(format!("split.{device}.safetensors"));
+        let mut env = vec![("VIRNUCPRO_TEST_DEVICE_TOKENS", "400")];
+        if let Some(gpu) = fake {
+            env.push(("VIRNUCPRO_FAKE_GPUS", gpu));
+        }
+        let o = embed(
+            "protein",
+            &aa,
+            &out,
+            &["-t", "2", "-b", "100000", "--device", device],
+            &env,
+        );
+        let log = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{device}: {log}");
+        assert!(log.contains("out-of-memory error"), "{device}: {log}");
+        assert!(log.contains("retrying it as two halves"), "{device}: {log}");
+        assert!(!log.contains("panicked"), "{device}: {log}");
+        assert!(!tmp
+            .path()
+            .join(format!("split.{device}.safetensors.failed.tsv"))
+            .exists());
+        let got = EmbeddingSet::read(&out).unwrap();
+        assert_eq!(got.ids, whole.ids, "{device}");
+        let worst = got
+            .values
+            .iter()
+            .zip(&whole.values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "{device}: split rows differ by {worst}");
+    }
+}
+
 #[test]
 fn a_worker_failing_everything_stops_the_run() {
     let tmp = tempfile::tempdir().unwrap();
