@@ -971,6 +971,421 @@ mod on_wgpu {
         eprintln!("run --device wgpu: labels exact, scores max abs diff {worst:e}");
     }
 
+    // ---- Precision as the production path sets it (one process, placement then embed) ----
+
+    use virnucpro::device::placement::claim_dtype;
+    use virnucpro::device::{DeviceSpec, LazyPlacement, Placement, PlacementRequest, Precision};
+    use virnucpro::embed::{self, ComputeSettings, EmbedOptions, EmbedSummary};
+    use virnucpro::embeddings::EmbeddingSet;
+
+    fn compute(device: DeviceSpec, precision: Precision) -> ComputeSettings {
+        ComputeSettings {
+            device,
+            precision,
+            batch_tokens: None,
+            threads: Some(1),
+            checkpoint_secs: 60,
+            checkpoint_dir: None,
+            gpu_lease: None,
+            gpu_lease_timeout: None,
+            kernel_cache: None,
+        }
+    }
+
+    /// The ESM-2 fixture's sequences (every letter the goldens use) as a FASTA in `dir`.
+    fn proteins(dir: &Path) -> PathBuf {
+        let path = dir.join("p.faa");
+        let text: String = common::model_cases("esm2_tiny")
+            .iter()
+            .map(|c| format!(">{}\n{}\n", c.id, c.sequence))
+            .collect();
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `embed-protein` through the library, as `main` runs it: one placement, then the step.
+    fn embed_in_process(
+        input: &Path,
+        output: &Path,
+        placement: &LazyPlacement,
+    ) -> anyhow::Result<EmbedSummary> {
+        let opts = EmbedOptions {
+            input: input.to_path_buf(),
+            model: fixtures().join("esm2_tiny"),
+            output: output.to_path_buf(),
+            compute: compute(
+                placement.request().device.clone(),
+                placement.request().precision,
+            ),
+            quiet: true,
+        };
+        embed::embed_protein(&opts, placement)
+    }
+
+    /// f16 in one process in the production order: the device resolved (`--device wgpu`),
+    /// its default dtype set by the dispatch, the model loaded and read back as f16, outputs
+    /// that differ from f32 by more than f32 rounding and less than the f16 tolerance; then a
+    /// second precision on the same device in the same process is refused, and bf16 is one
+    /// line. Before, the first tensor on the device fixed its dtype and an "f16" run could
+    /// silently compute in f32.
+    #[test]
+    fn f16_in_production_order_in_one_process() {
+        if !in_f16_child("on_wgpu::f16_in_production_order_in_one_process") {
+            return;
+        }
+        let Some((adapter, device)) = adapter_or_skip() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let input = proteins(tmp.path());
+        // The f32 reference on the CPU backend (its own device: no effect on the GPU's dtype).
+        let cpu = LazyPlacement::new(compute(DeviceSpec::Cpu, Precision::F32).placement_request());
+        let want_path = tmp.path().join("cpu.safetensors");
+        let want = embed_in_process(&input, &want_path, &cpu).unwrap();
+        assert_eq!(want.dtype_read_back.weights, "f32");
+
+        let request = compute(DeviceSpec::Wgpu(None), Precision::F16).placement_request();
+        if !adapter.shader_f16 {
+            let err = Placement::resolve(&request).unwrap_err().to_string();
+            assert!(err.contains("does not support f16"), "{err}");
+            eprintln!(
+                "{} has no f16 shaders: refused in one line: {err}",
+                adapter.name
+            );
+            return;
+        }
+        let gpu = LazyPlacement::new(request);
+        let got_path = tmp.path().join("wgpu.safetensors");
+        let got = embed_in_process(&input, &got_path, &gpu).unwrap();
+        assert_eq!(got.precision, Precision::F16);
+        assert_eq!(
+            got.dtype_read_back.weights, "f16",
+            "{:?}",
+            got.dtype_read_back
+        );
+        assert_eq!(
+            got.dtype_read_back.activation, "f16",
+            "{:?}",
+            got.dtype_read_back
+        );
+
+        let (want, got) = (
+            EmbeddingSet::read(&want_path).unwrap(),
+            EmbeddingSet::read(&got_path).unwrap(),
+        );
+        let (mut worst_diff, mut worst_cos) = (0f32, 1f64);
+        for i in 0..want.ids.len() {
+            worst_diff = worst_diff.max(max_abs_diff(want.row(i), got.row(i)));
+            worst_cos = worst_cos.min(common::cosine(want.row(i), got.row(i)));
+        }
+        // f32 on two backends agrees to ~1e-6 (esm2_goldens_f32: 1e-4 at most); f16 keeps
+        // ~3 decimal digits.
+        assert!(
+            worst_diff > 1e-4,
+            "f16 output within {worst_diff:e} of f32: f16 did not run"
+        );
+        assert!(worst_cos >= 0.999, "f16 vs f32: min cosine {worst_cos}");
+        eprintln!(
+            "wgpu f16 in production order: read back f16/f16, vs CPU f32 max abs diff \
+             {worst_diff:e}, min cosine {worst_cos:.6}"
+        );
+
+        // The same device in the same process cannot also compute in f32.
+        let err = claim_dtype::<Wgpu<f32, i32>>(&device, Precision::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already computes in f16"), "{err}");
+        let err = Placement::resolve(
+            &compute(DeviceSpec::Wgpu(None), Precision::Bf16).placement_request(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bf16 is not available on wgpu"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    /// What the old CUDA probe did (an f32 tensor on the device before anything else), then an
+    /// f16 run in the same process: refused before the first batch, naming the dtype, instead
+    /// of computing in f32 under an "f16" report.
+    #[test]
+    fn a_device_already_in_f32_refuses_an_f16_run() {
+        if !in_f16_child("on_wgpu::a_device_already_in_f32_refuses_an_f16_run") {
+            return;
+        }
+        let Some((adapter, device)) = adapter_or_skip() else {
+            return;
+        };
+        if !adapter.shader_f16 {
+            eprintln!("{} has no f16 shaders: skipped", adapter.name);
+            return;
+        }
+        let probe = Tensor::<Wgpu<f32, i32>, 1>::from_data(
+            TensorData::new(vec![1f32, 2.0, 3.0], [3]),
+            &device,
+        );
+        assert_eq!(probe.dtype(), DType::F32);
+        let tmp = tempfile::tempdir().unwrap();
+        let input = proteins(tmp.path());
+        let out = tmp.path().join("o.safetensors");
+        let gpu =
+            LazyPlacement::new(compute(DeviceSpec::Wgpu(None), Precision::F16).placement_request());
+        let err = format!("{:#}", embed_in_process(&input, &out, &gpu).unwrap_err());
+        assert!(err.contains("already computes in f32"), "{err}");
+        assert!(err.contains("not the f16 asked for"), "{err}");
+        assert!(!out.exists());
+    }
+
+    // ---- The real models' per-layer shapes (the kernels the tiny fixtures never reach) ----
+
+    /// A small deterministic generator (no dependency): uniform in [-1, 1).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> f32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        /// `rows × cols` scaled like a trained layer (uniform with variance 1/cols).
+        fn matrix(&mut self, rows: usize, cols: usize) -> Vec<f32> {
+            let scale = (3.0 / cols as f32).sqrt();
+            (0..rows * cols).map(|_| self.next() * scale).collect()
+        }
+        fn small(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next() * 0.05).collect()
+        }
+    }
+
+    /// Write `tensors` (name, shape, values) as `dir/model.safetensors`.
+    fn write_safetensors(dir: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .into_iter()
+            .map(|(n, shape, v)| (n, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, shape, b)| {
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                        .unwrap();
+                (n.clone(), view)
+            })
+            .collect();
+        safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).unwrap();
+    }
+
+    /// ESM-2 3B's layer (hidden 2560, 40 heads of 64, feed-forward 10240) with `layers` random
+    /// layers, in Hugging Face's layout.
+    fn esm2_3b_shaped(dir: &Path, layers: usize) {
+        let (dim, heads, ffn) = (2560usize, 40usize, 10240usize);
+        let cfg = serde_json::json!({
+            "architectures": ["EsmForMaskedLM"], "model_type": "esm", "hidden_size": dim,
+            "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": ffn,
+            "layer_norm_eps": 1e-5, "mask_token_id": 32, "pad_token_id": 1,
+            "position_embedding_type": "rotary", "token_dropout": true, "vocab_size": 33,
+            "emb_layer_norm_before": false, "max_position_embeddings": 1026,
+        });
+        fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let mut r = Lcg(2560);
+        let mut t = vec![(
+            "esm.embeddings.word_embeddings.weight".to_string(),
+            vec![33, dim],
+            r.matrix(33, dim).iter().map(|x| x * 16.0).collect(),
+        )];
+        let mut lin =
+            |t: &mut Vec<(String, Vec<usize>, Vec<f32>)>, n: String, o: usize, i: usize| {
+                t.push((format!("{n}.weight"), vec![o, i], r.matrix(o, i)));
+                t.push((format!("{n}.bias"), vec![o], r.small(o)));
+            };
+        for l in 0..layers {
+            let p = format!("esm.encoder.layer.{l}.");
+            for n in ["query", "key", "value"] {
+                lin(&mut t, format!("{p}attention.self.{n}"), dim, dim);
+            }
+            lin(&mut t, format!("{p}attention.output.dense"), dim, dim);
+            lin(&mut t, format!("{p}intermediate.dense"), ffn, dim);
+            lin(&mut t, format!("{p}output.dense"), dim, ffn);
+            for n in ["attention.LayerNorm", "LayerNorm"] {
+                t.push((format!("{p}{n}.weight"), vec![dim], vec![1.0; dim]));
+                t.push((format!("{p}{n}.bias"), vec![dim], vec![0.0; dim]));
+            }
+        }
+        for (n, v) in [("weight", 1.0), ("bias", 0.0)] {
+            t.push((
+                format!("esm.encoder.emb_layer_norm_after.{n}"),
+                vec![dim],
+                vec![v; dim],
+            ));
+        }
+        write_safetensors(dir, t);
+    }
+
+    /// DNABERT-S's real config (768 hidden, 12 heads, gated 2 × 3072, vocabulary 4096) with
+    /// `layers` random layers.
+    fn dnabert_s_shaped(dir: &Path, layers: usize) {
+        let real = fixtures().join("real_model_files/dnabert_s.config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(real).unwrap()).unwrap();
+        cfg["num_hidden_layers"] = layers.into();
+        fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let (h, i, v) = (768usize, 3072usize, 4096usize);
+        let mut r = Lcg(768);
+        let mut t = vec![
+            (
+                "embeddings.word_embeddings.weight".to_string(),
+                vec![v, h],
+                r.matrix(v, h),
+            ),
+            (
+                "embeddings.token_type_embeddings.weight".to_string(),
+                vec![2, h],
+                r.matrix(2, h),
+            ),
+            (
+                "embeddings.LayerNorm.weight".to_string(),
+                vec![h],
+                vec![1.0; h],
+            ),
+            (
+                "embeddings.LayerNorm.bias".to_string(),
+                vec![h],
+                vec![0.0; h],
+            ),
+        ];
+        for l in 0..layers {
+            let p = format!("encoder.layer.{l}.");
+            t.push((
+                format!("{p}attention.self.Wqkv.weight"),
+                vec![3 * h, h],
+                r.matrix(3 * h, h),
+            ));
+            t.push((
+                format!("{p}attention.self.Wqkv.bias"),
+                vec![3 * h],
+                r.small(3 * h),
+            ));
+            t.push((
+                format!("{p}attention.output.dense.weight"),
+                vec![h, h],
+                r.matrix(h, h),
+            ));
+            t.push((
+                format!("{p}attention.output.dense.bias"),
+                vec![h],
+                r.small(h),
+            ));
+            t.push((
+                format!("{p}mlp.gated_layers.weight"),
+                vec![2 * i, h],
+                r.matrix(2 * i, h),
+            ));
+            t.push((format!("{p}mlp.wo.weight"), vec![h, i], r.matrix(h, i)));
+            t.push((format!("{p}mlp.wo.bias"), vec![h], r.small(h)));
+            for n in ["attention.output.LayerNorm", "mlp.layernorm"] {
+                t.push((format!("{p}{n}.weight"), vec![h], vec![1.0; h]));
+                t.push((format!("{p}{n}.bias"), vec![h], vec![0.0; h]));
+            }
+        }
+        write_safetensors(dir, t);
+    }
+
+    /// Batches whose longest sequences are L = 512, 511, 128 and 127 tokens (tile edges of
+    /// CubeCL's matmul and attention kernels), each with shorter, padded companions; `make`
+    /// turns a length into a token sequence.
+    fn edge_batches(make: impl Fn(usize, u64) -> Vec<u32>) -> Vec<Vec<Vec<u32>>> {
+        [
+            vec![512, 130],
+            vec![511, 9],
+            vec![128, 77, 2],
+            vec![127, 31],
+        ]
+        .iter()
+        .enumerate()
+        .map(|(b, lengths)| {
+            lengths
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| make(n, (b * 10 + k) as u64 + 1))
+                .collect()
+        })
+        .collect()
+    }
+
+    /// Every batch on wgpu (f32) against the CPU backend; returns the largest difference.
+    fn against_cpu<W: Model<Wgpu<f32, i32>>, C: Model<burn::backend::Flex>>(
+        gpu: &W,
+        cpu: &C,
+        batches: &[Vec<Vec<u32>>],
+        what: &str,
+    ) -> f32 {
+        let mut worst = 0f32;
+        for batch in batches {
+            let longest = batch.iter().map(Vec::len).max().unwrap();
+            let (g, c) = (rows(gpu.embed(batch)), rows(cpu.embed(batch)));
+            for (k, (g, c)) in g.iter().zip(&c).enumerate() {
+                let diff = max_abs_diff(g, c);
+                // The transposed-view bug class was off by ~1; f32 on two backends agrees
+                // to ~1e-5 at these widths.
+                assert!(
+                    diff <= 1e-3,
+                    "{what} L={longest}: sequence {k} ({} tokens) differs from the CPU by {diff}",
+                    batch[k].len()
+                );
+                worst = worst.max(diff);
+            }
+        }
+        eprintln!(
+            "{what}: batches at L=512/511/128/127 vs the CPU backend, max abs diff {worst:e}"
+        );
+        worst
+    }
+
+    /// ESM-2 at the 3B model's per-layer shape, two layers, on wgpu vs the CPU backend: the
+    /// attention's q/k/v views and the head dim 64 / 40-head kernels at the tile edges.
+    #[test]
+    fn esm2_3b_layer_shape_matches_the_cpu() {
+        let Some((_, device)) = adapter_or_skip() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        esm2_3b_shaped(tmp.path(), 2);
+        let gpu = Esm2::<Wgpu<f32, i32>>::load(tmp.path(), &device).unwrap().0;
+        let cpu = Esm2::<burn::backend::Flex>::load(tmp.path(), &burn::backend::flex::FlexDevice)
+            .unwrap()
+            .0;
+        let tok = EsmTokenizer::new();
+        let batches = edge_batches(|n, seed| tok.encode(&protein(n - 2, seed)));
+        against_cpu(&gpu, &cpu, &batches, "ESM-2 3B layer shape (2 layers)");
+    }
+
+    /// DNABERT-S at its real shape, two layers, on wgpu vs the CPU backend: the gated MLP's
+    /// two halves (uploaded contiguous) and ALiBi attention at the tile edges.
+    #[test]
+    fn dnabert_s_real_shape_matches_the_cpu() {
+        let Some((_, device)) = adapter_or_skip() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        dnabert_s_shaped(tmp.path(), 2);
+        let gpu = DnabertS::<Wgpu<f32, i32>>::load(tmp.path(), &device)
+            .unwrap()
+            .0;
+        let cpu =
+            DnabertS::<burn::backend::Flex>::load(tmp.path(), &burn::backend::flex::FlexDevice)
+                .unwrap()
+                .0;
+        // [CLS] = 1, [SEP] = 2 in the real vocabulary; tokens in between from a fixed seed.
+        let batches = edge_batches(|n, seed| {
+            let mut r = Lcg(seed);
+            let mut ids = vec![1u32];
+            ids.extend((0..n - 2).map(|_| 5 + ((r.next() + 1.0) * 2000.0) as u32 % 4091));
+            ids.push(2);
+            ids
+        });
+        against_cpu(&gpu, &cpu, &batches, "DNABERT-S real shape (2 layers)");
+    }
+
     /// `virnucpro devices` lists the adapter with its kind; `auto` never picks a software one.
     #[test]
     fn devices_lists_adapters_and_auto_skips_software_ones() {

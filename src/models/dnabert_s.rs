@@ -117,10 +117,11 @@ pub struct DnabertLayer<B: Backend> {
     wqkv: Dense<B>,
     attn_out: Dense<B>,
     attn_norm: Norm<B>,
-    /// The checkpoint's `gated_layers` (`[2·intermediate, hidden]`, no bias) split at load into
-    /// its GELU half and its linear half: two GEMMs writing contiguous outputs, so the GELU and
-    /// the product run on dense memory instead of strided halves of one wide output (the same
-    /// dot products, so the same numbers).
+    /// The checkpoint's `gated_layers` (`[2·intermediate, hidden]`, no bias) split on the host
+    /// at load into its GELU half and its linear half, each uploaded contiguous: two GEMMs
+    /// writing contiguous outputs, so the GELU and the product run on dense memory instead of
+    /// strided halves of one wide output (the same dot products, so the same numbers), and no
+    /// matmul ever sees a strided weight view (`TensorLoader::split_linear`).
     gate: Dense<B>,
     up: Dense<B>,
     wo: Dense<B>,
@@ -169,7 +170,7 @@ impl<B: Backend> DnabertLayer<B> {
             .attn_norm
             .forward(self.attn_out.forward_fused(attn, Some(&x), false, cpu));
 
-        // gate and up are strided halves of one weight: Burn's ops (see the field's comment).
+        // Burn's ops on every backend here (the fused CPU path covers the other four GEMMs).
         let h = gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
         self.mlp_norm
             .forward(self.wo.forward_fused(h, Some(&x), false, cpu))
@@ -233,13 +234,18 @@ impl<B: Backend> LayerReader<'_, B> {
     fn layer(&self, i: usize) -> Result<DnabertLayer<B>> {
         let (d, inter) = (self.config.hidden_size, self.config.intermediate_size);
         let at = |m: &str| format!("encoder.layer.{i}.{m}");
-        let gated = self.dense(&at("mlp.gated_layers"), 2 * inter, d, false)?;
+        let [gate, up] = self.tensors.split_linear(
+            &at("mlp.gated_layers"),
+            2 * inter,
+            d,
+            [0..inter, inter..2 * inter],
+        )?;
         Ok(DnabertLayer {
             wqkv: self.dense(&at("attention.self.Wqkv"), 3 * d, d, true)?,
             attn_out: self.dense(&at("attention.output.dense"), d, d, true)?,
             attn_norm: self.norm(&at("attention.output.LayerNorm"))?,
-            gate: gated.slice_cols(0..inter),
-            up: gated.slice_cols(inter..2 * inter),
+            gate: Dense::new(gate, None),
+            up: Dense::new(up, None),
             wo: self.dense(&at("mlp.wo"), d, inter, true)?,
             mlp_norm: self.norm(&at("mlp.layernorm"))?,
         })
@@ -376,6 +382,16 @@ impl<B: Backend> DnabertS<B> {
             x = layer.forward(x, cfg.num_attention_heads, &bias);
         }
         x
+    }
+
+    /// What this model computes in, read back: the dtype of the token embedding table (an
+    /// uploaded weight) and of the last layer's output on a three-token input (an
+    /// activation). See `Esm2::computed_dtypes`.
+    pub fn computed_dtypes(&self) -> (DType, DType) {
+        let weights = self.embeddings.val().dtype();
+        let id = (self.config.pad_token_id as usize + 1) % self.config.vocab_size.max(1);
+        let activation = self.last_hidden(&[vec![id as u32; 3]]).dtype();
+        (weights, activation)
     }
 
     /// VirNucPro's DNA embedding: per sequence, the mean of the last layer over all its tokens,

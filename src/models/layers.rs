@@ -133,12 +133,6 @@ impl<B: Backend> Dense<B> {
         }
         Ok(cpu_kernels::from_flex(y, [batch, len, out]))
     }
-
-    /// The output features `range` of a bias-free layer, as a layer of its own.
-    pub fn slice_cols(&self, range: std::ops::Range<usize>) -> Self {
-        assert!(self.bias.is_none(), "slice_cols is for bias-free layers");
-        Self::new(self.weight.val().slice_dim(1, range), None)
-    }
 }
 
 /// LayerNorm over the last dimension with a checkpoint's gamma/beta.

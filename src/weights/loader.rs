@@ -49,6 +49,36 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
         )
     }
 
+    /// A bias-free PyTorch `Linear` named `module` (`out` × `inp`) cut by output features
+    /// into `parts`, each uploaded as its own contiguous `[inp, part]` matrix. Not as column
+    /// slices of one uploaded weight: a slice is a strided view (CUDA keeps the parent's row
+    /// pitch), and a strided right-hand side is what made CubeCL's autotune pick a matmul
+    /// kernel that is wrong at some shapes (see [`super::Weights::linear_weight`]).
+    pub fn split_linear<const N: usize>(
+        &self,
+        module: &str,
+        out: usize,
+        inp: usize,
+        parts: [std::ops::Range<usize>; N],
+    ) -> Result<[Tensor<B, 2>; N]> {
+        let name = self.resolve(&format!("{module}.weight"))?;
+        let values = self.weights.read(&name, &[out, inp])?;
+        let mut tensors = Vec::with_capacity(N);
+        for part in parts {
+            anyhow::ensure!(
+                part.start < part.end && part.end <= out,
+                "{name}: output features {part:?} outside 0..{out}"
+            );
+            let rows = &values[part.start * inp..part.end * inp];
+            let width = part.end - part.start;
+            let t = super::transpose(rows, width, inp);
+            tensors.push(super::upload(t, [inp, width], self.device));
+        }
+        Ok(tensors
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one tensor per part")))
+    }
+
     /// Several bias-carrying `Linear`s of `out` × `inp` (e.g. attention's q, k and v) fused
     /// side by side into one `[inp, modules·out]` weight and one `[modules·out]` bias, built
     /// on the host so the device receives each once (see [`super::upload`]).
