@@ -1,26 +1,51 @@
 #!/usr/bin/env python3
 """Compare an embeddings file from `virnucpro embed-*` with a fixture's cases.json.
-  parity.py CASES.json EMB.safetensors [f32|half]
-f32: max abs diff <= 1e-4 required; half: cosine >= 0.999 per case required. Exit 1 otherwise."""
+  parity.py CASES.json EMB.safetensors [f32|tf32|half] [--leave-out-u]
+f32:  max abs diff <= 1e-4 (IEEE f32 against the f32 goldens, as on the CPU and wgpu);
+tf32: max abs diff <= 5e-3 and cosine >= 0.99999 per case: f32 on CUDA, where CubeCL's
+      tensor-core matmuls may round f32 inputs to TF32 (10-bit mantissa, ~5e-4 relative per
+      product), the same allowance PyTorch's allow_tf32 needs;
+half: cosine >= 0.999 per case (f16/bf16 weights and activations, norms and softmax in f32).
+Prints one line (also the 1e-4 verdict, for the record); exit 1 when the mode's bound fails.
+--leave-out-u leaves out the cases whose sequence has a U, and says so: `virnucpro`'s FASTA
+reader reads U as T in every input (RNA), selenocysteine in a protein FASTA included, so such a
+case cannot match its golden through a FASTA file (the tests feed the model token ids)."""
 import json
 import sys
 
 import numpy as np
 from safetensors import safe_open
 
-cases = json.load(open(sys.argv[1]))["cases"]
-mode = sys.argv[3] if len(sys.argv) > 3 else "f32"
-with safe_open(sys.argv[2], "np") as f:
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+cases = json.load(open(args[0]))["cases"]
+mode = args[2] if len(args) > 2 else "f32"
+left_out = []
+if "--leave-out-u" in sys.argv:
+    left_out = [c["id"] for c in cases if "U" in c["sequence"].upper()]
+    cases = [c for c in cases if c["id"] not in left_out]
+with safe_open(args[1], "np") as f:
     emb = f.get_tensor("embeddings")
     ids = f.metadata()["ids"].split("\n")
 row = {i: emb[k] for k, i in enumerate(ids)}
+missing = [c["id"] for c in cases if c["id"] not in row]
+if missing:
+    print(f"{args[1]}: cases missing from the output: {', '.join(missing[:5])} -> FAIL")
+    sys.exit(1)
 worst_abs, worst_cos = 0.0, 1.0
 for c in cases:
-    want = np.asarray(c["embedding"], dtype=np.float32)
-    got = row[c["id"]]
+    want = np.asarray(c["embedding"], dtype=np.float64)
+    got = row[c["id"]].astype(np.float64)
     worst_abs = max(worst_abs, float(np.abs(want - got).max()))
     cos = float(want @ got / (np.linalg.norm(want) * np.linalg.norm(got)))
     worst_cos = min(worst_cos, cos)
-ok = worst_abs <= 1e-4 if mode == "f32" else worst_cos >= 0.999
-print(f"{sys.argv[2]}: {len(cases)} cases, max abs diff {worst_abs:.3g}, min cosine {worst_cos:.6f} -> {'OK' if ok else 'FAIL'} ({mode})")
+if mode == "f32":
+    ok, bound = worst_abs <= 1e-4, "max abs <= 1e-4"
+elif mode == "tf32":
+    ok, bound = worst_abs <= 5e-3 and worst_cos >= 0.99999, "max abs <= 5e-3, cosine >= 0.99999 (TF32-sized)"
+else:
+    ok, bound = worst_cos >= 0.999, "cosine >= 0.999"
+ieee = "within" if worst_abs <= 1e-4 else "beyond"
+print(f"{len(cases)} cases, max abs diff {worst_abs:.3g} ({ieee} IEEE f32's 1e-4), "
+      f"min cosine {worst_cos:.7f} -> {'OK' if ok else 'FAIL'} ({mode}: {bound})"
+      + (f" (left out: {', '.join(left_out)}: U read as T)" if left_out else ""))
 sys.exit(0 if ok else 1)
