@@ -67,6 +67,8 @@ process EMBED_DNA {
       "devices": "stub",
       "per_device": [],
       "precision": "f32",
+      "dtype_read_back": {"weights": "f32", "activation": "f32"},
+      "matmul_note": null,
       "batch_tokens": 0,
       "batches": 0,
       "wall_seconds": 0.0,
