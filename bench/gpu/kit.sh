@@ -12,7 +12,9 @@
 #       bindings, the glibc it needs). Fails when the repository tree plus the kit pass 60 MiB.
 #       BIN=path packages that binary instead of building (a CI/dev shortcut: the CPU build
 #       runs the dry run below; the real kit is the cuda build). PYTHON= a python3 with numpy
-#       and safetensors (default python3); KIT_XZ=-1 compresses faster (default -9).
+#       and safetensors (default python3); KIT_XZ=-1 compresses faster (default -9);
+#       KIT_ESM_ORFS/KIT_DNA_ORFS (default 56/300) cap the ORFs behind the synthetic lengths
+#       (CI's dry-run kit takes fewer: its goldens are computed, never compared).
 #   bench/gpu/kit.sh device 1|2 OUTDIR [KITDIR] [--dry-run]
 #       on the GPU machine, from the repository root: no build, no install, no network.
 #       Part 1 (toolkit, parity, dtypes, batched = alone, 3B-shape goldens and PyTorch, run,
@@ -102,8 +104,8 @@ build() {
 
   # Inputs: sop7's chunk-500 ORFs (translated by this binary) behind the tile-edge lengths.
   "$bin" -q translate "$SOP7" -c 500 -o "$scratch/t" || die "translate $SOP7 failed"
-  "$PYTHON" bench/gpu/make_inputs.py protein "$scratch/t/identified_protein.faa" "$kit/inputs/esm_mixed.faa" --orfs 56
-  "$PYTHON" bench/gpu/make_inputs.py dna "$scratch/t/identified_nucleotide.fa" "$kit/inputs/dna_mixed.fa" --orfs 300
+  "$PYTHON" bench/gpu/make_inputs.py protein "$scratch/t/identified_protein.faa" "$kit/inputs/esm_mixed.faa" --orfs "${KIT_ESM_ORFS:-56}"
+  "$PYTHON" bench/gpu/make_inputs.py dna "$scratch/t/identified_nucleotide.fa" "$kit/inputs/dna_mixed.fa" --orfs "${KIT_DNA_ORFS:-300}"
   "$PYTHON" bench/gpu/make_models.py "$scratch/models" "${PARITY_MODEL_ARGS[@]}" > /dev/null || die "make_models.py failed"
 
   # The binary must reproduce the tiny fixtures' goldens on the CPU before its goldens count.
