@@ -349,6 +349,12 @@ setup_device() {
     record FAIL kit-binary "it does not start here (glibc $glibc_here): $version"
     finish
   fi
+  local cuda_build
+  cuda_build=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["binary"]["cuda_build"])' "$kit/manifest.json")
+  if [ "$cuda_build" != True ] && [ "$dry" = 0 ] && [ "$dev" = cuda ]; then
+    record FAIL kit-binary "$version was packaged with BIN= (no cuda build): build the kit with bench/gpu/kit.sh build, without BIN"
+    finish
+  fi
   record PASS kit-binary "$version, sha256 as built; $("$PYTHON" -c 'import json,sys; b=json.load(open(sys.argv[1]))["binary"]; print("cuda build {cuda_build}, cudarc bindings CUDA {cudarc_cuda_version}, needs glibc {needs_glibc}".format(**b))' "$kit/manifest.json"), this machine glibc $glibc_here"
 
   # Python: the machine's own. numpy and safetensors are needed everywhere (inputs, models,
@@ -508,7 +514,7 @@ part1() {
 
   # 1-2: driver, NVRTC and the test kernel.
   local drv
-  if drv=$(nvidia-smi -i 0 --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1); then
+  if drv=$(nvidia-smi -i "$gpu" --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1); then
     local major=${drv#*, }
     major=${major%%.*}
     if [ "$major" -ge 550 ] 2> /dev/null; then record PASS driver "$drv (>= 550: NVRTC 12.4's PTX loads)"; else record FAIL driver "$drv (< 550)"; fi
@@ -634,7 +640,7 @@ part1() {
 measure() {
   local name=$1 smi rc
   shift
-  nvidia-smi -i 0 --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 100 > "$work/$name.smi" 2> /dev/null &
+  nvidia-smi -i "$gpu" --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 100 > "$work/$name.smi" 2> /dev/null &
   smi=$!
   timed "$work/$name.seconds" "$@"
   rc=$?
