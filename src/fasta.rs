@@ -3,9 +3,14 @@
 //! read through), with the mistakes people make caught up front (FASTQ, binary files, archives,
 //! empty files) and reported as one line that names the file.
 //!
+//! The reader knows what it reads ([`SeqKind`]): nucleotides, where RNA is read as DNA (`U` as
+//! `T`, said once per file), or proteins, where every ESM-2 letter is kept (`U` is
+//! selenocysteine, not uracil) and the sequence is read as [`crate::seq::protein`] says (upper
+//! case, whitespace ignored, a final `*` dropped, anything else refused naming the record).
+//!
 //! The parser works on bytes rather than text lines, for three reasons: a header's description
-//! may be in any encoding (only the id must be UTF-8, as it is copied into every output); RNA is
-//! read as DNA (`U` as `T`, said once per file); and memory stays bounded by the record being
+//! may be in any encoding (only the id must be UTF-8, as it is copied into every output); the
+//! sequence rules above are byte rules; and memory stays bounded by the record being
 //! read. Sequence lines go straight into the record (no line buffer), a header line is capped at
 //! [`MAX_HEADER_BYTES`], and a record larger than this process may hold is refused with a
 //! message naming it, not an allocation abort: a few KB of compressed input can expand to one
@@ -17,12 +22,25 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// One FASTA record: the id (header up to the first whitespace) and the sequence lines joined,
-/// with `U`/`u` already read as `T`/`t`.
+/// One FASTA record: the id (header up to the first whitespace) and the sequence lines joined;
+/// for nucleotides with `U`/`u` already read as `T`/`t`, for proteins already upper-cased and
+/// checked ([`SeqKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastaRecord {
     pub id: String,
     pub seq: Vec<u8>,
+}
+
+/// What the sequences of a FASTA file are, which decides how they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeqKind {
+    /// DNA or RNA: `U`/`u` read as `T`/`t` (the genetic code and DNABERT-S are DNA's), case and
+    /// every other letter kept for the caller to check.
+    #[default]
+    Nucleotide,
+    /// Amino acids (embed-protein's input): every ESM-2 letter kept, `U` (selenocysteine) and
+    /// `O` (pyrrolysine) included, read by [`crate::seq::protein::read_protein`].
+    Protein,
 }
 
 /// A header line longer than this is not a header a person wrote: refused instead of read.
@@ -97,6 +115,7 @@ pub struct FastaReader {
     count: usize,
     /// The longest record accepted, in bases (see [`record_limit`]).
     max_bases: usize,
+    kind: SeqKind,
     rna_seen: bool,
     finished: bool,
 }
@@ -165,9 +184,16 @@ impl FastaReader {
             compression,
             count: 0,
             max_bases: record_limit(),
+            kind: SeqKind::Nucleotide,
             rna_seen: false,
             finished: false,
         }))
+    }
+
+    /// Read the records as `kind` (nucleotides unless told).
+    pub fn with_kind(mut self, kind: SeqKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     pub fn label(&self) -> &str {
@@ -196,7 +222,10 @@ impl FastaReader {
         if seq.capacity() - seq.len() > 1 << 20 {
             seq.shrink_to_fit();
         }
-        if memchr::memchr2(b'U', b'u', &seq).is_some() {
+        if self.kind == SeqKind::Protein {
+            crate::seq::protein::read_protein(&mut seq)
+                .map_err(|why| anyhow!("{}: record #{} ('{id}') {why}", self.label, self.count))?;
+        } else if memchr::memchr2(b'U', b'u', &seq).is_some() {
             read_rna_as_dna(&mut seq);
             if !self.rna_seen {
                 self.rna_seen = true;
@@ -474,12 +503,17 @@ impl Iterator for FastaReader {
     }
 }
 
-/// Read a whole (modest) FASTA file, refusing duplicate ids since later steps join by id.
-/// `None` when the input is empty.
-pub fn read_unique(input: &Path) -> Result<Option<Vec<FastaRecord>>> {
+/// Read a whole (modest) FASTA file of `kind`, refusing duplicate ids since later steps join by
+/// id. `None` when the input is empty.
+pub fn read_unique(input: &Path, kind: SeqKind) -> Result<Option<Vec<FastaRecord>>> {
     let Some(reader) = FastaReader::open_allow_empty(input)? else {
         return Ok(None);
     };
+    collect_unique(reader.with_kind(kind)).map(Some)
+}
+
+/// Every record of `reader`, refusing duplicate ids since later steps join by id.
+pub fn collect_unique(reader: FastaReader) -> Result<Vec<FastaRecord>> {
     let label = reader.label().to_string();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -493,7 +527,7 @@ pub fn read_unique(input: &Path) -> Result<Option<Vec<FastaRecord>>> {
         }
         out.push(rec);
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -503,6 +537,10 @@ mod tests {
 
     /// All records of `bytes`, or the first error as its one-line message.
     fn read_all(bytes: &[u8]) -> Result<Vec<FastaRecord>, String> {
+        read_as(bytes, SeqKind::Nucleotide)
+    }
+
+    fn read_as(bytes: &[u8], kind: SeqKind) -> Result<Vec<FastaRecord>, String> {
         let reader =
             FastaReader::from_reader(Box::new(io::Cursor::new(bytes.to_vec())), "t.fa".into())
                 .map_err(|e| format!("{e:#}"))?;
@@ -510,6 +548,7 @@ mod tests {
             return Ok(Vec::new());
         };
         reader
+            .with_kind(kind)
             .collect::<Result<Vec<_>>>()
             .map_err(|e| format!("{e:#}"))
     }
@@ -572,6 +611,24 @@ mod tests {
     fn rna_is_read_as_dna() {
         let got = read_all(b">r\nAUGuuU\n>d\nACGT\n").unwrap();
         assert_eq!(pairs(&got), [("r", "ATGttT"), ("d", "ACGT")]);
+    }
+
+    #[test]
+    fn proteins_keep_u_and_o_and_are_read_as_proteins() {
+        // Selenocysteine and pyrrolysine are residues, not RNA: no U becomes T, and no warning.
+        let got = read_as(b">p\nMKU OV\nuo*\n>q\nACGU\n", SeqKind::Protein).unwrap();
+        assert_eq!(pairs(&got), [("p", "MKUOVUO"), ("q", "ACGU")]);
+    }
+
+    #[test]
+    fn an_unreadable_protein_is_refused_naming_file_and_record() {
+        let err = read_as(b">a\nMKV\n>b x\nMK1V\n", SeqKind::Protein).unwrap_err();
+        assert!(
+            err.starts_with("t.fa: record #2 ('b') has '1' at position 3"),
+            "{err}"
+        );
+        let err = read_as(b">a\nMKV\n>e\n>c\nM\n", SeqKind::Protein).unwrap_err();
+        assert!(err.contains("record #2 ('e') has no residues"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! FASTA input as users really have it, and as an attacker could make it: RNA, every
 //! compression, non-UTF-8 headers, and hostile files (truncated or corrupt streams,
 //! decompression bombs, endless lines), each run through the binary under a hard memory limit
-//! and a time bound. Then property tests that mutate valid FASTA and TOML config and call the
-//! parsers directly: never a panic, only records or a clean one-line error.
+//! and a time bound. Protein FASTA as users write it (rare residues, lower case, whitespace,
+//! stops, empty records) and the wrong kind of sequence given to `embed-protein` / `embed-dna`,
+//! through the binary on the tiny models. Then property tests that mutate valid FASTA (DNA and
+//! protein) and TOML config and call the parsers directly: never a panic, only records or a
+//! clean one-line error.
 
 mod common;
 
@@ -12,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{assert_refused, fixtures, run_bounded, stderr};
+use common::{assert_refused, fixtures, model_cases, run_bounded, stderr, Case};
+use virnucpro::embeddings::EmbeddingSet;
 
 /// Address space given to the binary in hostile runs: room for the program and its threads,
 /// far less than any bomb here expands to.
@@ -413,6 +417,275 @@ fn bomb_of_blank_lines_after_a_record_is_read_in_bounded_memory_and_time() {
     assert_eq!(summary["records"], 1);
 }
 
+// ---- protein FASTA through embed-protein, and the wrong kind of sequence ----
+
+/// tests/esm2_parity.rs's tolerance on the fair-esm goldens (mean embeddings, max abs diff).
+const ESM_TOL: f32 = 1e-4;
+
+/// `CMD INPUT --model fixtures/MODEL --output OUT -d cpu`, under the time bound. No memory cap:
+/// these are ordinary inputs, and a model needs more address space than a parser.
+fn embed(cmd: &str, model: &str, input: &Path, out: &Path) -> Output {
+    run_bounded(
+        &[
+            cmd,
+            input.to_str().unwrap(),
+            "--model",
+            fixtures().join(model).to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "-d",
+            "cpu",
+        ],
+        None,
+        0,
+        SECS,
+    )
+}
+
+/// `embed-protein` over `fasta` with the tiny ESM-2, which must succeed: the rows by id, and
+/// stderr.
+fn embed_protein_rows(fasta: &str) -> (Vec<(String, Vec<f32>)>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "in.faa", fasta.as_bytes());
+    let out = tmp.path().join("protein.safetensors");
+    let o = embed("embed-protein", "esm2_tiny", &input, &out);
+    assert_success(&o);
+    let set = EmbeddingSet::read(&out).unwrap();
+    let rows = (0..set.ids.len())
+        .map(|i| (set.ids[i].clone(), set.row(i).to_vec()))
+        .collect();
+    (rows, stderr(&o))
+}
+
+/// Every row equals its fair-esm golden (`cases` in the order of the rows) within [`ESM_TOL`].
+fn assert_goldens(rows: &[(String, Vec<f32>)], cases: &[Case], how: &str) {
+    assert_eq!(rows.len(), cases.len(), "{how}: row count");
+    for ((id, row), case) in rows.iter().zip(cases) {
+        assert_eq!(id, &case.id, "{how}: order");
+        let diff = row
+            .iter()
+            .zip(&case.embedding)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff <= ESM_TOL,
+            "{how}: {} ({:?}) is {diff} from fair-esm's embedding",
+            case.id,
+            case.sequence
+        );
+    }
+}
+
+/// The esm2_tiny goldens as FASTA, each sequence written by `write_seq`.
+fn golden_fasta(write_seq: impl Fn(&str) -> String) -> (String, Vec<Case>) {
+    let cases = model_cases("esm2_tiny");
+    let text = cases
+        .iter()
+        .map(|c| format!(">{} golden\n{}\n", c.id, write_seq(&c.sequence)))
+        .collect();
+    (text, cases)
+}
+
+#[test]
+fn protein_goldens_with_rare_amino_acids_pass_through_embed_protein() {
+    // p_rare holds U (selenocysteine) and O: read as RNA, U became T and the row moved by ~1.
+    let (fasta, cases) = golden_fasta(str::to_string);
+    assert!(cases.iter().any(|c| c.sequence.contains('U')));
+    let (rows, err) = embed_protein_rows(&fasta);
+    assert_goldens(&rows, &cases, "as written");
+    assert!(!err.contains("read U as T"), "stderr:\n{err}");
+}
+
+#[test]
+fn lower_case_protein_is_read_as_upper_case() {
+    // Before: every lower-case letter was <unk>.
+    let (fasta, cases) = golden_fasta(str::to_ascii_lowercase);
+    let (rows, _) = embed_protein_rows(&fasta);
+    assert_goldens(&rows, &cases, "lower case");
+}
+
+#[test]
+fn whitespace_inside_protein_lines_is_ignored() {
+    // Spaces and tabs inside lines, and lines of 7 with trailing spaces and CRLF ends (before:
+    // each inner space or tab was an <unk>).
+    let (fasta, cases) = golden_fasta(|seq| {
+        let spaced: String = seq
+            .chars()
+            .enumerate()
+            .map(|(i, c)| match i % 5 {
+                2 => format!(" {c}"),
+                4 => format!("\t{c}"),
+                _ => c.to_string(),
+            })
+            .collect();
+        let chars: Vec<char> = spaced.chars().collect();
+        chars
+            .chunks(7)
+            .map(|l| format!("{} \r", l.iter().collect::<String>()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let (rows, _) = embed_protein_rows(&fasta);
+    assert_goldens(&rows, &cases, "with whitespace");
+}
+
+#[test]
+fn a_final_stop_is_dropped() {
+    // Prodigal's `*`, on the last line or alone on a line of its own (before: one more <unk>).
+    let (fasta, cases) = golden_fasta(|seq| {
+        if seq.len() % 2 == 0 {
+            format!("{seq}*")
+        } else {
+            format!("{seq}\n*")
+        }
+    });
+    let (rows, _) = embed_protein_rows(&fasta);
+    assert_goldens(&rows, &cases, "with a final *");
+}
+
+/// `CMD` on `bytes` (written as `name`) with the tiny model of its kind: refused with exit 1,
+/// one `error:` line naming the file and every needle, no output file.
+fn assert_embed_refuses(cmd: &str, name: &str, bytes: &[u8], needles: &[&str]) {
+    let model = if cmd == "embed-dna" {
+        "dnabert_s_tiny"
+    } else {
+        "esm2_tiny"
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), name, bytes);
+    let out = tmp.path().join("out.safetensors");
+    let o = embed(cmd, model, &input, &out);
+    let mut needles = needles.to_vec();
+    needles.push(name);
+    assert_refused(&o, 1, &needles, &[&out]);
+}
+
+#[test]
+fn digits_in_a_protein_are_refused_naming_the_record() {
+    // A GenBank-style numbered line: the digits were <unk> tokens.
+    assert_embed_refuses(
+        "embed-protein",
+        "numbered.faa",
+        b">ok\nMKVLA\n>gb1 numbered\n        1 mkvla agivg\n",
+        &[
+            "record #2 ('gb1')",
+            "'1' at position 9",
+            "not an amino-acid letter",
+        ],
+    );
+}
+
+#[test]
+fn a_stop_inside_a_protein_is_refused_naming_the_record() {
+    assert_embed_refuses(
+        "embed-protein",
+        "stops.faa",
+        b">a\nMKV*LLAG*\n",
+        &[
+            "record #1 ('a')",
+            "stop '*' at position 4",
+            "only a final '*'",
+        ],
+    );
+}
+
+#[test]
+fn an_empty_protein_record_is_refused_naming_the_record() {
+    // Before: embedded as a row of zeros.
+    assert_embed_refuses(
+        "embed-protein",
+        "empty.faa",
+        b">a\nMKV\n>nothing here\n>c\nMKV\n",
+        &["record #2 ('nothing')", "no residues"],
+    );
+    // A stop alone is no protein either.
+    assert_embed_refuses(
+        "embed-protein",
+        "stop_only.faa",
+        b">a\nMKV\n>s\n*\n",
+        &["record #2 ('s')", "no residues"],
+    );
+}
+
+#[test]
+fn a_letter_esm2_has_no_token_for_is_refused() {
+    assert_embed_refuses(
+        "embed-protein",
+        "j.faa",
+        b">a\nMKJLV\n",
+        &["record #1 ('a')", "'J' at position 3", "X"],
+    );
+}
+
+#[test]
+fn nucleotides_among_proteins_are_refused_by_embed_protein() {
+    // One contig among proteins: before, the file passed (the warning needed most records to
+    // look like DNA) and the contig was embedded as a protein of A, C, G and T.
+    let mut fasta = b">p1\nMKVLAAGIVGLLLAVACSSAQ\n>p2\nMSKGEELFTGVVPILVELDG\n".to_vec();
+    fasta.extend_from_slice(
+        b">contig_7 len=60\nATGGCCAAATTTGGGCCCAAATTTGGGCCCTAAATGGCCAAATTTGGGCCCAAATTTGGG\n",
+    );
+    fasta.extend_from_slice(b">p4\nMKV\n");
+    assert_embed_refuses(
+        "embed-protein",
+        "mixed.faa",
+        &fasta,
+        &[
+            "record #3 ('contig_7')",
+            "looks like nucleotides, not a protein",
+            "20 or more letters",
+        ],
+    );
+}
+
+#[test]
+fn short_peptides_and_homopolymers_of_nucleotide_letters_are_still_proteins() {
+    // Short A/C/G/T peptides, poly-Ala and poly-Asn tracts: real proteins, never refused.
+    let fasta = ">pep1\nACGT\n>pep2\nGATTACAGATTACA\n>polyA\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n\
+                 >polyN\nNNNNNNNNNNNNNNNNNNNNNNNNNNNN\n>ga\nGAGAGAGAGAGAGAGAGAGAGAGA\n";
+    let (rows, _) = embed_protein_rows(fasta);
+    assert_eq!(rows.len(), 5);
+}
+
+#[test]
+fn translate_proteins_are_read_unchanged_and_accepted() {
+    // identified_protein.faa of both goldens: every record read byte for byte as written, and
+    // the whole file accepted by embed-protein (`run` on the e2e input: tests/pipeline_e2e.rs).
+    for chunk in ["chunk300", "chunk500"] {
+        let path = fixtures()
+            .join("e2e")
+            .join(chunk)
+            .join("identified_protein.faa");
+        let text = fs::read_to_string(&path).unwrap();
+        let want = common::records(&text);
+        let reader = virnucpro::fasta::FastaReader::open(&path).unwrap();
+        let got = virnucpro::seq::protein::read_proteins(reader).unwrap();
+        assert_eq!(got.len(), want.len(), "{chunk}");
+        for (g, (header, seq)) in got.iter().zip(&want) {
+            assert_eq!(&g.id, header.split_whitespace().next().unwrap());
+            assert_eq!(g.seq, seq.as_bytes(), "{chunk}: {}", g.id);
+        }
+        let (rows, _) = embed_protein_rows(&text);
+        assert_eq!(rows.len(), want.len(), "{chunk}");
+    }
+}
+
+#[test]
+fn a_protein_after_record_1000_is_refused_by_embed_dna() {
+    // Only the first 1000 records were checked: record 1001 was embedded as DNA.
+    let mut fasta = String::new();
+    for i in 1..=1000 {
+        fasta.push_str(&format!(">d{i}\nATGGCCAAATTTGGGCCCTAA\n"));
+    }
+    fasta.push_str(">p1001 a protein\nMSKGEELFTGVVPILVELDGDVNGHKFSVSGEG\n");
+    assert_embed_refuses(
+        "embed-dna",
+        "late_protein.fa",
+        fasta.as_bytes(),
+        &["record #1001 ('p1001')", "looks like a protein, not DNA"],
+    );
+}
+
 mod fasta_properties {
     //! Mutated e2e input straight into the reader: records or one clean error, never a panic.
 
@@ -499,6 +772,82 @@ mod fasta_properties {
         );
     }
 
+    /// translate's proteins, with the letters users add: rare residues, lower case, a stop.
+    fn protein_fa() -> Vec<u8> {
+        let mut bytes = fs::read(fixtures().join("e2e/chunk300/identified_protein.faa")).unwrap();
+        bytes.extend_from_slice(b">rare sel\nMKUOBZX.-\n>lower\nmkvlaag\nivg*\n");
+        bytes
+    }
+
+    /// Bytes that matter to a protein reader.
+    fn protein_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            Just(b'>'),
+            Just(b'\n'),
+            Just(b' '),
+            Just(b'\t'),
+            Just(b'*'),
+            Just(b'U'),
+            Just(b'J'),
+            b'a'..=b'z',
+            b'0'..=b'9',
+            b'A'..=b'T',
+            any::<u8>(),
+        ]
+    }
+
+    fn protein_mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), protein_byte()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+            (any::<usize>(), protein_byte()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+            any::<usize>().prop_map(Mutation::Delete),
+            any::<usize>().prop_map(Mutation::Truncate),
+        ]
+    }
+
+    /// embed-protein's reader path: every record a valid ESM-2 protein, or a one-line refusal
+    /// naming the file and (for what is wrong inside the text) the record.
+    fn read_proteins_checked(bytes: Vec<u8>) {
+        let refused = |e: anyhow::Error| {
+            let err = format!("{e:#}");
+            assert_one_line(&err);
+            err
+        };
+        let reader =
+            match FastaReader::from_reader(Box::new(std::io::Cursor::new(bytes)), "p.fa".into()) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    refused(e);
+                    return;
+                }
+            };
+        match virnucpro::seq::protein::read_proteins(reader) {
+            Ok(records) => {
+                let mut ids = std::collections::HashSet::new();
+                for rec in records {
+                    assert!(ids.insert(rec.id.clone()), "duplicate id {}", rec.id);
+                    assert!(!rec.seq.is_empty(), "empty protein {}", rec.id);
+                    assert!(
+                        rec.seq
+                            .iter()
+                            .all(|&b| (b.is_ascii_uppercase() && b != b'J')
+                                || b == b'.'
+                                || b == b'-'),
+                        "{}: {:?}",
+                        rec.id,
+                        String::from_utf8_lossy(&rec.seq)
+                    );
+                    assert!(!virnucpro::seq::protein::looks_like_nucleotide(&rec.seq));
+                }
+            }
+            Err(e) => {
+                let err = refused(e);
+                assert!(err.contains("record"), "names no record: {err}");
+            }
+        }
+    }
+
     fn cases() -> ProptestConfig {
         // PROPTEST_CASES overrides this for a longer run (proptest reads it for the default).
         let default = ProptestConfig::default().cases;
@@ -520,6 +869,17 @@ mod fasta_properties {
             if let Err(e) = read_checked(bytes) {
                 assert_one_line(&e);
             }
+        }
+
+        #[test]
+        fn mutated_protein_fasta_reads_as_proteins_or_is_refused_by_record(
+            muts in proptest::collection::vec(protein_mutation(), 1..8)
+        ) {
+            let mut bytes = protein_fa();
+            for m in &muts {
+                apply(&mut bytes, m);
+            }
+            read_proteins_checked(bytes);
         }
 
         #[test]

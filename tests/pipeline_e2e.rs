@@ -472,7 +472,8 @@ fn embed_refuses_the_wrong_kind_of_sequence_and_model() {
         ),
         &["tokenizer.json"],
     );
-    // Nucleotides given to embed-protein: embedded, with a loud warning.
+    // Nucleotides given to embed-protein: refused, naming the first record (issue #26: they
+    // used to be embedded as proteins of Ala, Cys, Gly and Thr with a warning).
     let o = run(
         &[
             "embed-protein",
@@ -486,10 +487,6 @@ fn embed_refuses_the_wrong_kind_of_sequence_and_model() {
         ],
         None,
     );
-    assert!(o.status.success());
-    assert!(
-        stderr(&o).contains("look like nucleotides"),
-        "{}",
-        stderr(&o)
-    );
+    assert_error(&o, &["record #1", "looks like nucleotides, not a protein"]);
+    assert!(!out.exists());
 }

@@ -10,11 +10,12 @@ use super::engine::{EncoderLoader, ModelShape, PooledEncoder};
 use super::EmbedOptions;
 use crate::device::placement::DtypeReadBack;
 use crate::embeddings::{EmbeddingKind, EmbeddingMeta};
-use crate::fasta::{input_label, read_unique, FastaRecord};
+use crate::fasta::{input_label, read_unique, FastaReader, FastaRecord, SeqKind};
 use crate::models::dnabert_s::DnabertS;
 use crate::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
+use crate::seq::protein::read_proteins;
 use crate::tokenize::dnabert::{looks_like_protein, DnaTokenizer};
-use crate::tokenize::esm::{looks_like_nucleotide, EsmTokenizer};
+use crate::tokenize::esm::EsmTokenizer;
 
 pub const ESM_POOLING: &str =
     "mean of the final layer (after emb_layer_norm_after) over residues 1..=min(L,1024)";
@@ -97,29 +98,23 @@ impl EncoderLoader for DnabertLoader {
     }
 }
 
-/// embed-protein's input: ESM-2 tokens of every record, with warnings for inputs that look
-/// like nucleotides and for sequences pooled over their first residues only.
+/// embed-protein's input: ESM-2 tokens of every record, read as proteins
+/// ([`crate::seq::protein`]: a record that cannot be read as one, or that looks like
+/// nucleotides, is refused by name), with a warning for sequences pooled over their first
+/// residues only.
 pub(crate) fn protein_input(opts: &EmbedOptions) -> Result<Tokenized> {
-    let records = read_input(&opts.input)?;
+    let records = match FastaReader::open_allow_empty(&opts.input)? {
+        Some(reader) => read_proteins(reader)?,
+        None => empty_input(&opts.input),
+    };
     let tokenizer = EsmTokenizer::new();
-    let mut nucleotide_like = 0usize;
     let mut long = 0usize;
     let mut ids = Vec::with_capacity(records.len());
     let mut tokens = Vec::with_capacity(records.len());
     for rec in records {
-        let seq = String::from_utf8_lossy(&rec.seq);
-        nucleotide_like += looks_like_nucleotide(&seq) as usize;
         long += (rec.seq.len() > MAX_POOLED_RESIDUES) as usize;
-        tokens.push(tokenizer.encode(&seq));
+        tokens.push(tokenizer.encode(&String::from_utf8_lossy(&rec.seq)));
         ids.push(rec.id);
-    }
-    if nucleotide_like * 2 > ids.len() && !ids.is_empty() {
-        tracing::warn!(
-            "{}: {nucleotide_like} of {} sequences look like nucleotides, not proteins; embed-protein expects \
-             translate's identified_protein.faa (did you pass the .fa instead?)",
-            opts.input.display(),
-            ids.len()
-        );
     }
     if long > 0 {
         tracing::warn!(
@@ -135,19 +130,25 @@ pub(crate) fn protein_input(opts: &EmbedOptions) -> Result<Tokenized> {
 }
 
 /// embed-dna's input: DNABERT-S tokens of every record (upper-cased, as the original), after
-/// refusing an input that looks like proteins.
+/// refusing any record that looks like a protein (every record is checked: one protein in a
+/// mixed file would otherwise be embedded as DNA).
 pub(crate) fn dna_input(opts: &EmbedOptions) -> Result<Tokenized> {
     let tokenizer = DnaTokenizer::from_dir(&crate::weights::model_dir(&opts.model))?;
-    let records = read_input(&opts.input)?;
-    if let Some(rec) = records
+    let records = match read_unique(&opts.input, SeqKind::Nucleotide)? {
+        Some(recs) => recs,
+        None => empty_input(&opts.input),
+    };
+    if let Some((i, rec)) = records
         .iter()
-        .take(1000)
-        .find(|r| looks_like_protein(&String::from_utf8_lossy(&r.seq)))
+        .enumerate()
+        .find(|(_, r)| looks_like_protein(&String::from_utf8_lossy(&r.seq)))
     {
         bail!(
-            "{}: record '{}' looks like a protein, not DNA; embed-dna expects translate's identified_nucleotide.fa \
-             (the .faa goes to embed-protein)",
-            opts.input.display(),
+            "{}: record #{} ('{}') looks like a protein, not DNA (more than 10% of its letters \
+             are E, F, I, J, L, O, P, Q, Z or '*', which no nucleotide code uses); embed-dna \
+             expects translate's identified_nucleotide.fa (the .faa goes to embed-protein)",
+            input_label(&opts.input),
+            i + 1,
             rec.id
         );
     }
@@ -175,18 +176,13 @@ fn meta(kind: EmbeddingKind, model: &Path, pooling: &str) -> EmbeddingMeta {
     }
 }
 
-/// Records of an embedding input; an empty file gives no records and a warning.
-fn read_input(input: &Path) -> Result<Vec<FastaRecord>> {
-    match read_unique(input)? {
-        Some(recs) => Ok(recs),
-        None => {
-            tracing::warn!(
-                "{} is empty: writing an empty embeddings file",
-                input_label(input)
-            );
-            Ok(Vec::new())
-        }
-    }
+/// An empty input gives no records and a warning (the step writes an empty file).
+fn empty_input(input: &Path) -> Vec<FastaRecord> {
+    tracing::warn!(
+        "{} is empty: writing an empty embeddings file",
+        input_label(input)
+    );
+    Vec::new()
 }
 
 /// A short name for a model path: its directory or file name.

@@ -2,7 +2,9 @@
 //!
 //! A sequence becomes `<cls>`, one token per residue, `<eos>`. fair-esm splits its input on
 //! every alphabet token, and all residue tokens are single characters, so this is a per-character
-//! lookup.
+//! lookup. What reaches it from `embed-protein` has already been read by
+//! [`crate::seq::protein::read_protein`] (upper case, no whitespace, no `*`, no character
+//! without a token), so there no residue becomes `<unk>`.
 
 /// The 33 tokens in id order (the index is the token id), as in fair-esm and HF `vocab.txt`.
 pub const ALPHABET: [&str; 33] = [
@@ -83,19 +85,6 @@ impl EsmTokenizer {
     }
 }
 
-/// Whether a "protein" looks like DNA/RNA instead (at least 20 residues, ≥ 90 % of them
-/// `ACGTUN`, case-insensitive), so the caller can warn that the wrong file was given.
-pub fn looks_like_nucleotide(seq: &str) -> bool {
-    let (mut total, mut nucleotide) = (0usize, 0usize);
-    for c in seq.chars().filter(|c| !c.is_whitespace()) {
-        total += 1;
-        if matches!(c.to_ascii_uppercase(), 'A' | 'C' | 'G' | 'T' | 'U' | 'N') {
-            nucleotide += 1;
-        }
-    }
-    total >= 20 && nucleotide * 10 >= total * 9
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,13 +101,5 @@ mod tests {
         assert_eq!(t.encode("a*J.-"), vec![0, 3, 3, 3, 29, 30, 2]);
         assert_eq!(ALPHABET[t.mask_id() as usize], "<mask>");
         assert_eq!(ALPHABET[t.pad_id() as usize], "<pad>");
-    }
-
-    #[test]
-    fn nucleotide_detection() {
-        assert!(looks_like_nucleotide("ACGTACGTACGTACGTACGTN"));
-        assert!(looks_like_nucleotide("acgtacgtacgtacgtacgu"));
-        assert!(!looks_like_nucleotide("ACGTACGT"));
-        assert!(!looks_like_nucleotide("MKVLAAGIVGLLLAVACSSAQ"));
     }
 }
