@@ -784,6 +784,302 @@ fn classifier_declaring_2_pow_60_bytes() {
     );
 }
 
+// ---- classifier values (predict, evaluate, train --init) ----
+//
+// Files that are well formed but hold numbers no classifier can: NaN or infinite weights, a
+// negative BatchNorm running variance. Loaded, they gave exit 0 with constant or NaN scores
+// (and `train --init` trained into a classifier full of NaN).
+
+/// Inputs for the classifier commands: 20 ORFs with 3-d DNA and 5-d protein embeddings,
+/// labels alternating virus / others, and 8 → 4 → 2 classifiers written on demand.
+struct ClassifierInputs {
+    dir: tempfile::TempDir,
+}
+
+impl ClassifierInputs {
+    const ORFS: usize = 20;
+
+    fn new() -> Self {
+        use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..Self::ORFS).map(|i| format!("r{i}_chunk_1F1")).collect();
+        for (kind, dim) in [("dna", 3usize), ("protein", 5)] {
+            let values = (0..Self::ORFS * dim)
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+                .collect();
+            EmbeddingSet {
+                ids: ids.clone(),
+                dim,
+                values,
+                meta: EmbeddingMeta {
+                    kind: kind.into(),
+                    model: format!("m-{kind}"),
+                    pooling: "mean".into(),
+                    precision: "f32".into(),
+                },
+            }
+            .write(&dir.path().join(format!("{kind}.safetensors")))
+            .unwrap();
+        }
+        let mut labels = String::from("id\tlabel\n");
+        for (i, id) in ids.iter().enumerate() {
+            let label = if i % 2 == 1 { "virus" } else { "others" };
+            labels.push_str(&format!("{id}\t{label}\n"));
+        }
+        std::fs::write(dir.path().join("labels.tsv"), labels).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).to_str().unwrap().to_string()
+    }
+
+    /// A valid 8 → 4 → 2 classifier as safetensors `name`, after `edit(tensor, values)`.
+    fn classifier(&self, name: &str, edit: impl Fn(&str, &mut [f32])) -> PathBuf {
+        let (input, hidden) = (8usize, 4usize);
+        let tensors: Vec<(&str, Vec<usize>)> = vec![
+            ("hidden_layer.weight", vec![hidden, input]),
+            ("hidden_layer.bias", vec![hidden]),
+            ("bn1.weight", vec![hidden]),
+            ("bn1.bias", vec![hidden]),
+            ("bn1.running_mean", vec![hidden]),
+            ("bn1.running_var", vec![hidden]),
+            ("output_layer.weight", vec![2, hidden]),
+            ("output_layer.bias", vec![2]),
+        ];
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .into_iter()
+            .map(|(n, shape)| {
+                let len: usize = shape.iter().product();
+                let mut values: Vec<f32> = (0..len)
+                    .map(|i| {
+                        let v = ((i * 5 % 7) as f32 - 3.0) / 4.0;
+                        // Variances and scales positive, as trained ones are.
+                        if n == "bn1.running_var" || n == "bn1.weight" {
+                            1.0 + v.abs()
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                edit(n, &mut values);
+                let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (n.to_string(), shape, raw)
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, shape, raw)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    raw,
+                )
+                .unwrap();
+                (n.clone(), view)
+            })
+            .collect();
+        let p = self.path(name);
+        std::fs::write(&p, safetensors::serialize(views, &None).unwrap()).unwrap();
+        p
+    }
+
+    fn predict(&self, classifier: &Path) -> (std::process::Output, PathBuf) {
+        let out = self.path("predicted");
+        let o = run_bounded(
+            &[
+                "predict",
+                "--dna",
+                &self.arg("dna.safetensors"),
+                "--protein",
+                &self.arg("protein.safetensors"),
+                "--classifier",
+                classifier.to_str().unwrap(),
+                "--outdir",
+                out.to_str().unwrap(),
+            ],
+            None,
+            MEM_MIB,
+            SECS,
+        );
+        (o, out.join("prediction_results.txt"))
+    }
+
+    fn evaluate(&self, classifier: &Path) -> (std::process::Output, PathBuf) {
+        let out = self.path("evaluated");
+        let o = run_bounded(
+            &[
+                "evaluate",
+                "--dna",
+                &self.arg("dna.safetensors"),
+                "--protein",
+                &self.arg("protein.safetensors"),
+                "--labels",
+                &self.arg("labels.tsv"),
+                "--classifier",
+                classifier.to_str().unwrap(),
+                "--outdir",
+                out.to_str().unwrap(),
+            ],
+            None,
+            MEM_MIB,
+            SECS,
+        );
+        (o, out.join("evaluation.json"))
+    }
+
+    fn train_init(&self, init: &Path) -> (std::process::Output, PathBuf) {
+        let out = self.path("trained");
+        let o = run_bounded(
+            &[
+                "train",
+                "--dna",
+                &self.arg("dna.safetensors"),
+                "--protein",
+                &self.arg("protein.safetensors"),
+                "--labels",
+                &self.arg("labels.tsv"),
+                "--outdir",
+                out.to_str().unwrap(),
+                "--epochs",
+                "2",
+                "--hidden",
+                "4",
+                "--init",
+                init.to_str().unwrap(),
+            ],
+            None,
+            MEM_MIB,
+            SECS,
+        );
+        (o, out.join("classifier.safetensors"))
+    }
+}
+
+fn set(name: &'static str, index: usize, value: f32) -> impl Fn(&str, &mut [f32]) {
+    move |n, values| {
+        if n == name {
+            values[index] = value;
+        }
+    }
+}
+
+#[test]
+fn a_valid_tiny_classifier_is_accepted_by_predict_evaluate_and_train() {
+    // The control for the refusals below: the same files, unedited, are fine.
+    let c = ClassifierInputs::new();
+    let clf = c.classifier("ok.safetensors", |_, _| {});
+    for (what, (o, output)) in [
+        ("predict", c.predict(&clf)),
+        ("evaluate", c.evaluate(&clf)),
+        ("train --init", c.train_init(&clf)),
+    ] {
+        assert!(o.status.success(), "{what}: {}", common::stderr(&o));
+        assert!(output.is_file(), "{what}: no {}", output.display());
+    }
+}
+
+#[test]
+fn classifier_with_a_nan_weight_is_refused_by_predict() {
+    let c = ClassifierInputs::new();
+    let clf = c.classifier("nan.safetensors", set("hidden_layer.weight", 5, f32::NAN));
+    let (o, output) = c.predict(&clf);
+    assert_refused(
+        &o,
+        1,
+        &[
+            "tensor hidden_layer.weight",
+            "nan.safetensors",
+            "holds NaN",
+            "not finite",
+        ],
+        &[&output],
+    );
+}
+
+#[test]
+fn classifier_with_a_negative_running_var_is_refused_by_predict() {
+    let c = ClassifierInputs::new();
+    let clf = c.classifier("negvar.safetensors", set("bn1.running_var", 2, -0.5));
+    let (o, output) = c.predict(&clf);
+    assert_refused(
+        &o,
+        1,
+        &[
+            "tensor bn1.running_var",
+            "negvar.safetensors",
+            "holds -0.5",
+            "never negative",
+        ],
+        &[&output],
+    );
+}
+
+#[test]
+fn classifier_with_an_infinite_bias_is_refused_by_evaluate() {
+    let c = ClassifierInputs::new();
+    let clf = c.classifier(
+        "inf.safetensors",
+        set("output_layer.bias", 1, f32::INFINITY),
+    );
+    let (o, output) = c.evaluate(&clf);
+    assert_refused(
+        &o,
+        1,
+        &["tensor output_layer.bias", "inf.safetensors", "holds inf"],
+        &[&output],
+    );
+}
+
+#[test]
+fn classifier_with_a_negative_running_var_is_refused_by_evaluate() {
+    let c = ClassifierInputs::new();
+    let clf = c.classifier("negvar.safetensors", set("bn1.running_var", 0, -2.0));
+    let (o, output) = c.evaluate(&clf);
+    assert_refused(
+        &o,
+        1,
+        &["tensor bn1.running_var", "negvar.safetensors", "holds -2"],
+        &[&output],
+    );
+}
+
+#[test]
+fn train_init_with_nan_weights_is_refused() {
+    // Before: trained and wrote a classifier full of NaN.
+    let c = ClassifierInputs::new();
+    let init = c.classifier("nan_init.safetensors", set("bn1.weight", 3, f32::NAN));
+    let (o, output) = c.train_init(&init);
+    assert_refused(
+        &o,
+        1,
+        &[
+            "--init",
+            "tensor bn1.weight",
+            "nan_init.safetensors",
+            "holds NaN",
+        ],
+        &[&output],
+    );
+}
+
+#[test]
+fn train_init_with_a_negative_running_var_is_refused() {
+    let c = ClassifierInputs::new();
+    let init = c.classifier("negvar_init.safetensors", set("bn1.running_var", 1, -1.0));
+    let (o, output) = c.train_init(&init);
+    assert_refused(
+        &o,
+        1,
+        &["--init", "tensor bn1.running_var", "holds -1"],
+        &[&output],
+    );
+}
+
 // ---- property tests: mutated valid inputs ----
 //
 // Each property runs in a child process of this test binary capped at `MEM_MIB` of address

@@ -19,6 +19,11 @@
 //! | `output_layer.bias` | `[2]` |
 //!
 //! (`bn1.num_batches_tracked` may be present and is unused.)
+//!
+//! Every tensor is checked as it is read ([`check_tensor`]): a NaN or infinite weight, or a
+//! negative running variance, is refused naming the tensor and the file. Loaded, such a file
+//! gives constant or NaN scores for every input, which nothing downstream can tell apart from
+//! a real, if odd, classifier.
 
 use std::path::Path;
 
@@ -29,7 +34,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
 use burn::tensor::Tensor;
 
-use crate::weights::{self, Weights};
+use crate::weights::{self, upload, Weights};
 
 /// `BatchNorm1d`'s default epsilon, which VirNucPro's classifier uses.
 pub const BATCH_NORM_EPS: f64 = 1e-5;
@@ -40,6 +45,32 @@ pub const NUM_CLASSES: usize = 2;
 /// The embedding widths of the real models, for error messages.
 const DNABERT_S_DIM: usize = 768;
 const ESM2_3B_DIM: usize = 2560;
+
+/// Refuse values no classifier can hold: any non-finite value, and a negative
+/// `bn1.running_var` (a variance; `sqrt(var + eps)` of it is NaN). `source` names the file.
+/// Used wherever classifier weights are read (`predict`, `evaluate`, `train --init`).
+pub fn check_tensor(name: &str, values: &[f32], source: &str) -> Result<()> {
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+        bail!(
+            "tensor {name} in {source} holds {v} ({bad} of {} values are not finite numbers); \
+             the classifier is damaged or was trained to divergence: use another file",
+            values.len()
+        );
+    }
+    if name.ends_with("running_var") {
+        let negative = values.iter().filter(|&&v| v < 0.0).count();
+        if let Some(v) = values.iter().find(|&&v| v < 0.0) {
+            bail!(
+                "tensor {name} in {source} holds {v} ({negative} of {} values are negative), \
+                 but it is BatchNorm's running variance, never negative; the classifier is \
+                 damaged: use another file",
+                values.len()
+            );
+        }
+    }
+    Ok(())
+}
 
 #[derive(Module, Debug)]
 pub struct Classifier<B: Backend> {
@@ -96,35 +127,29 @@ impl<B: Backend> Classifier<B> {
                 source.describe()
             );
         }
-        let vector = |name: &str| {
-            weights
-                .tensor::<B, 1>(name, [hidden], device)
-                .map(Param::from_tensor)
+        let describe = source.describe();
+        // Read on the host and checked before upload (the same values, the same layout as
+        // `Weights::tensor` / `Weights::linear_weight` give).
+        let vector = |name: &str, len: usize| -> Result<Param<Tensor<B, 1>>> {
+            let values = weights.read(name, &[len])?;
+            check_tensor(name, &values, &describe)?;
+            Ok(Param::from_tensor(upload(values, [len], device)))
+        };
+        let matrix = |name: &str, out: usize, inp: usize| -> Result<Param<Tensor<B, 2>>> {
+            let values = weights.linear_weight_host(name, out, inp)?;
+            check_tensor(name, &values, &describe)?;
+            Ok(Param::from_tensor(upload(values, [inp, out], device)))
         };
         Ok(Self {
-            hidden_weight: Param::from_tensor(weights.linear_weight::<B>(
-                "hidden_layer.weight",
-                hidden,
-                input,
-                device,
-            )?),
-            hidden_bias: vector("hidden_layer.bias")?,
-            bn_weight: vector("bn1.weight")?,
-            bn_bias: vector("bn1.bias")?,
-            bn_mean: vector("bn1.running_mean")?,
-            bn_var: vector("bn1.running_var")?,
-            output_weight: Param::from_tensor(weights.linear_weight::<B>(
-                "output_layer.weight",
-                NUM_CLASSES,
-                hidden,
-                device,
-            )?),
-            output_bias: Param::from_tensor(weights.tensor::<B, 1>(
-                "output_layer.bias",
-                [NUM_CLASSES],
-                device,
-            )?),
-            source: source.describe(),
+            hidden_weight: matrix("hidden_layer.weight", hidden, input)?,
+            hidden_bias: vector("hidden_layer.bias", hidden)?,
+            bn_weight: vector("bn1.weight", hidden)?,
+            bn_bias: vector("bn1.bias", hidden)?,
+            bn_mean: vector("bn1.running_mean", hidden)?,
+            bn_var: vector("bn1.running_var", hidden)?,
+            output_weight: matrix("output_layer.weight", NUM_CLASSES, hidden)?,
+            output_bias: vector("output_layer.bias", NUM_CLASSES)?,
+            source: describe,
         })
     }
 
@@ -174,5 +199,30 @@ impl<B: Backend> Classifier<B> {
     /// Softmax probabilities `[N, 2]`: column 0 `others`, column 1 `virus`.
     pub fn forward_probs(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         softmax(self.forward_logits(x), 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_values_and_negative_variances_are_refused_by_name() {
+        assert!(check_tensor("bn1.running_var", &[0.0, 2.5], "f").is_ok());
+        // A negative mean or weight is an ordinary value.
+        assert!(check_tensor("bn1.running_mean", &[-3.0], "f").is_ok());
+        let err = check_tensor("hidden_layer.weight", &[1.0, f32::NAN], "c.pth").unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.starts_with("tensor hidden_layer.weight in c.pth holds NaN (1 of 2"),
+            "{err}"
+        );
+        let err = check_tensor("bn1.bias", &[f32::NEG_INFINITY], "c").unwrap_err();
+        assert!(err.to_string().contains("holds -inf"), "{err}");
+        let err = check_tensor("bn1.running_var", &[1.0, -0.5], "c").unwrap_err();
+        assert!(
+            err.to_string().contains("bn1.running_var in c holds -0.5"),
+            "{err}"
+        );
     }
 }

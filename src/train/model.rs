@@ -18,7 +18,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand_chacha::rand_core::RngCore;
 
-use crate::models::classifier::{BATCH_NORM_EPS, NUM_CLASSES};
+use crate::models::classifier::{check_tensor, BATCH_NORM_EPS, NUM_CLASSES};
 use crate::models::tensor_to_f32;
 use crate::weights::Weights;
 
@@ -218,6 +218,8 @@ impl<B: Backend> Mlp<B> {
             (BUFFERS[1], vec![hidden]),
         ] {
             let values = weights.read(name, &shape)?;
+            // NaN starting weights would train into a classifier full of NaN.
+            check_tensor(name, &values, &source.describe())?;
             host.insert(
                 name.to_string(),
                 HostTensor {
