@@ -100,7 +100,7 @@ build() {
   bin_sha=$(sha "$scratch/virnucpro")
   bin_bytes=$(stat -c %s "$scratch/virnucpro")
   xz "${KIT_XZ:--9}" -T2 -c "$scratch/virnucpro" > "$kit/virnucpro.xz"
-  echo "kit: stripped binary $((bin_bytes / 1048576)) MiB, xz $(($(stat -c %s "$kit/virnucpro.xz") / 1048576)) MiB"
+  awk -v a="$bin_bytes" -v b="$(stat -c %s "$kit/virnucpro.xz")" 'BEGIN {printf "kit: stripped binary %.1f MiB, xz %.1f MiB\n", a / 1048576, b / 1048576}'
 
   # Inputs: sop7's chunk-500 ORFs (translated by this binary) behind the tile-edge lengths.
   "$bin" -q translate "$SOP7" -c 500 -o "$scratch/t" || die "translate $SOP7 failed"
