@@ -117,7 +117,7 @@ build() {
     "$bin" -q "$cmd" "$scratch/$m.$ext" -m "tests/fixtures/$m" -o "$scratch/$m.safetensors" -d cpu -p f32 \
       || die "$cmd on the CPU failed"
     echo -n "kit: $m on the CPU: "
-    "$PYTHON" bench/gpu/parity.py "tests/fixtures/$m/cases.json" "$scratch/$m.safetensors" f32 --leave-out-u \
+    "$PYTHON" bench/gpu/parity.py "tests/fixtures/$m/cases.json" "$scratch/$m.safetensors" f32 \
       || die "this binary does not reproduce tests/fixtures/$m on the CPU"
   done
   local started=$SECONDS
@@ -547,7 +547,7 @@ part1() {
       [ $m = dna ] && fixture=dnabert_s_tiny kind=dna fasta=$work/dna_tiny.fa
       [ $p = f32 ] && mode=tf32
       embed "${m}_tiny_$p" "$kind" "$fasta" "tests/fixtures/$fixture" "$p" || continue
-      if line=$("$PYTHON" bench/gpu/parity.py "tests/fixtures/$fixture/cases.json" "$work/${m}_tiny_$p.safetensors" "$mode" --leave-out-u 2>&1); then
+      if line=$("$PYTHON" bench/gpu/parity.py "tests/fixtures/$fixture/cases.json" "$work/${m}_tiny_$p.safetensors" "$mode" 2>&1); then
         record PASS "parity-${m}-tiny-$p" "$line"
       else
         record FAIL "parity-${m}-tiny-$p" "$line"

@@ -1,28 +1,21 @@
 #!/usr/bin/env python3
 """Compare an embeddings file from `virnucpro embed-*` with a fixture's cases.json.
-  parity.py CASES.json EMB.safetensors [f32|tf32|half] [--leave-out-u]
+  parity.py CASES.json EMB.safetensors [f32|tf32|half]
 f32:  max abs diff <= 1e-4 (IEEE f32 against the f32 goldens, as on the CPU and wgpu);
 tf32: max abs diff <= 5e-3 and cosine >= 0.99999 per case: f32 on CUDA, where CubeCL's
       tensor-core matmuls may round f32 inputs to TF32 (10-bit mantissa, ~5e-4 relative per
       product), the same allowance PyTorch's allow_tf32 needs;
 half: cosine >= 0.999 per case (f16/bf16 weights and activations, norms and softmax in f32).
-Prints one line (also the 1e-4 verdict, for the record); exit 1 when the mode's bound fails.
---leave-out-u leaves out the cases whose sequence has a U, and says so: `virnucpro`'s FASTA
-reader reads U as T in every input (RNA), selenocysteine in a protein FASTA included, so such a
-case cannot match its golden through a FASTA file (the tests feed the model token ids)."""
+Prints one line (also the 1e-4 verdict, for the record); exit 1 when the mode's bound fails."""
 import json
 import sys
 
 import numpy as np
 from safetensors import safe_open
 
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
+args = sys.argv[1:]
 cases = json.load(open(args[0]))["cases"]
 mode = args[2] if len(args) > 2 else "f32"
-left_out = []
-if "--leave-out-u" in sys.argv:
-    left_out = [c["id"] for c in cases if "U" in c["sequence"].upper()]
-    cases = [c for c in cases if c["id"] not in left_out]
 with safe_open(args[1], "np") as f:
     emb = f.get_tensor("embeddings")
     ids = f.metadata()["ids"].split("\n")
@@ -46,6 +39,5 @@ else:
     ok, bound = worst_cos >= 0.999, "cosine >= 0.999"
 ieee = "within" if worst_abs <= 1e-4 else "beyond"
 print(f"{len(cases)} cases, max abs diff {worst_abs:.3g} ({ieee} IEEE f32's 1e-4), "
-      f"min cosine {worst_cos:.7f} -> {'OK' if ok else 'FAIL'} ({mode}: {bound})"
-      + (f" (left out: {', '.join(left_out)}: U read as T)" if left_out else ""))
+      f"min cosine {worst_cos:.7f} -> {'OK' if ok else 'FAIL'} ({mode}: {bound})")
 sys.exit(0 if ok else 1)
