@@ -67,7 +67,10 @@ build() {
   local scratch=$WORK/build
   rm -rf "${kit:?}"/* "$scratch"
   mkdir -p "$kit/inputs" "$kit/goldens" "$scratch"
-  local bin cuda_build cuda_version
+  local bin cuda_build cuda_version commit dirty
+  # The tree the binary is built from (another session may commit while cargo runs).
+  commit=$(git rev-parse HEAD)
+  dirty=$(git status --porcelain --untracked-files=no | wc -l)
   if [ -n "${BIN:-}" ]; then
     bin=$BIN
     [ -x "$bin" ] || die "BIN=$bin is not an executable"
@@ -131,7 +134,7 @@ build() {
 
   "$PYTHON" - "$kit/manifest.json" "$version" "$cuda_build" "$cuda_version" "${glibc:-}" "$bin_sha" "$bin_bytes" \
     "$(sha "$scratch/models/esm2_3B_random/model.safetensors")" "$(sha "$scratch/models/dnabert_s_random/model.safetensors")" \
-    "$(git rev-parse HEAD)" "$(git status --porcelain --untracked-files=no | wc -l)" "${PARITY_MODEL_ARGS[*]}" "$kit" << 'PY'
+    "$commit" "$dirty" "${PARITY_MODEL_ARGS[*]}" "$kit" << 'PY'
 import hashlib, json, os, sys, time
 (out, version, cuda_build, cuda_version, glibc, bin_sha, bin_bytes, esm_sha, dna_sha, commit,
  dirty, model_args, kit) = sys.argv[1:]
@@ -145,7 +148,7 @@ for root, _, names in os.walk(kit):
                 "sha256": hashlib.sha256(open(p, "rb").read()).hexdigest()}
 json.dump({
     "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "commit": commit, "uncommitted_tracked_changes": int(dirty),
+    "commit": commit, "uncommitted_tracked_changes_at_build": int(dirty),
     "binary": {"file": "virnucpro.xz", "version": version, "cuda_build": cuda_build == "true",
                "cudarc_cuda_version": cuda_version, "needs_glibc": glibc,
                "sha256": bin_sha, "bytes": int(bin_bytes)},
