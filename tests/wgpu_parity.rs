@@ -974,7 +974,7 @@ mod on_wgpu {
     // ---- Precision as the production path sets it (one process, placement then embed) ----
 
     use virnucpro::device::placement::claim_dtype;
-    use virnucpro::device::{DeviceSpec, LazyPlacement, Placement, PlacementRequest, Precision};
+    use virnucpro::device::{DeviceSpec, LazyPlacement, Placement, Precision};
     use virnucpro::embed::{self, ComputeSettings, EmbedOptions, EmbedSummary};
     use virnucpro::embeddings::EmbeddingSet;
 
