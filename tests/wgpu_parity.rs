@@ -1422,9 +1422,14 @@ mod on_wgpu {
                 .unwrap()
         }
         let mut worst = 0f32;
-        for (b, lengths) in [vec![512, 130], vec![511, 9], vec![128, 77, 2], vec![127, 31]]
-            .iter()
-            .enumerate()
+        for (b, lengths) in [
+            vec![512, 130],
+            vec![511, 9],
+            vec![128, 77, 2],
+            vec![127, 31],
+        ]
+        .iter()
+        .enumerate()
         {
             let (batch, len) = (lengths.len(), lengths[0]);
             let mut r = Lcg(b as u64 + 7);
@@ -1445,7 +1450,10 @@ mod on_wgpu {
             );
             // Rows of padded queries are compared too: they attend to the real keys only.
             let diff = max_abs_diff(&got, &want);
-            assert!(diff <= 1e-4, "L={len}: attention differs from the CPU by {diff}");
+            assert!(
+                diff <= 1e-4,
+                "L={len}: attention differs from the CPU by {diff}"
+            );
             worst = worst.max(diff);
         }
         eprintln!(
