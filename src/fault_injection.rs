@@ -25,6 +25,10 @@ pub const BATCH_DELAY_MS: &str = "VIRNUCPRO_TEST_BATCH_DELAY_MS";
 /// larger batch fails at the backend boundary the way CubeCL reports a device out of memory
 /// (its `LaunchError::OutOfMemory` text), so the split-and-retry path runs without a GPU.
 pub const DEVICE_TOKENS: &str = "VIRNUCPRO_TEST_DEVICE_TOKENS";
+/// `VIRNUCPRO_TEST_FREE_BYTES=N`: the disk under a download has N bytes free when it starts,
+/// and each byte written uses one, so the free-space checks (before and while data arrives)
+/// run without filling a real disk.
+pub const FREE_BYTES: &str = "VIRNUCPRO_TEST_FREE_BYTES";
 /// `VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS=k`: abort after writing k checkpoint parts.
 pub const ABORT_AFTER_CHECKPOINTS: &str = "VIRNUCPRO_TEST_ABORT_AFTER_CHECKPOINTS";
 /// `VIRNUCPRO_TEST_ABORT_AFTER=step`: abort right after `run` records that step complete.
@@ -65,6 +69,11 @@ pub fn batch_delay() -> Option<Duration> {
 /// Padded tokens per batch past which an injected out-of-memory fails the batch.
 pub fn device_tokens() -> Option<usize> {
     var(DEVICE_TOKENS).and_then(|v| v.parse().ok())
+}
+
+/// The free bytes a download's disk reports instead of its own.
+pub fn free_bytes() -> Option<u64> {
+    var(FREE_BYTES).and_then(|v| v.parse().ok())
 }
 
 /// Checkpoint parts after which the process aborts.

@@ -47,13 +47,12 @@ impl RepoCache {
     }
 
     /// The commit a revision points at here, if it was fetched (a commit points at itself).
+    /// A ref file that is not a commit id is treated as absent (a fetch writes it again).
     pub fn commit_of(&self, revision: &str) -> Option<String> {
         if super::is_commit(revision) {
-            return Some(revision.to_string());
+            return Some(revision.to_ascii_lowercase());
         }
-        let text = fs::read_to_string(self.ref_path(revision)).ok()?;
-        let commit = text.trim();
-        super::is_commit(commit).then(|| commit.to_string())
+        read_ref(&self.ref_path(revision)).ok()
     }
 
     /// Record that `revision` is at `commit` (atomically: a reader sees the old or new commit).
@@ -95,7 +94,49 @@ pub fn safe_relative(file: &str) -> Result<&Path> {
     if file.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
         bail!("refusing the file name {file:?} from the server (it leaves the model folder)");
     }
+    if file.chars().any(char::is_control) {
+        bail!("refusing the file name {file:?} from the server (control characters)");
+    }
     Ok(p)
+}
+
+/// A small text file of the cache read as untrusted: a regular file (a link to `/dev/zero`, a
+/// fifo or a link loop is an error, not a hang), at most `max` bytes, UTF-8.
+pub fn read_small(path: &Path, max: u64) -> Result<String> {
+    use std::io::Read;
+    let meta =
+        fs::metadata(path).with_context(|| format!("reading {}", super::shown_path(path)))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", super::shown_path(path));
+    }
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", super::shown_path(path)))?;
+    if bytes.len() as u64 > max {
+        bail!("{} is larger than {max} bytes", super::shown_path(path));
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not text", super::shown_path(path)))
+}
+
+/// `refs/<revision>`: one commit id in a plain file, as `huggingface_hub` writes it (a link is
+/// refused: nothing in `refs/` is followed elsewhere).
+fn read_ref(path: &Path) -> Result<String> {
+    let meta = fs::symlink_metadata(path)
+        .with_context(|| format!("reading {}", super::shown_path(path)))?;
+    if meta.file_type().is_symlink() {
+        bail!("{} is a link, not a ref file", super::shown_path(path));
+    }
+    let text = read_small(path, 256)?;
+    let commit = text.trim();
+    if !super::is_commit(commit) {
+        bail!(
+            "{} holds {:?}, not a commit id",
+            super::shown_path(path),
+            super::shown(commit)
+        );
+    }
+    Ok(commit.to_ascii_lowercase())
 }
 
 /// Write `bytes` to `path` through a temporary file in the same directory and a rename.
@@ -185,9 +226,12 @@ pub struct CachedRepo {
     /// Bytes of downloads in progress (`*.incomplete`), resumable.
     pub partial_bytes: u64,
     pub path: PathBuf,
+    /// Entries that could not be read (one line each); the rest is listed.
+    pub problems: Vec<String>,
 }
 
-/// Every `models--*` repository of a Hub cache.
+/// Every `models--*` repository of a Hub cache. Names come from disk (perhaps written by
+/// another tool, or another user): shown escaped, and bad entries reported, never followed.
 pub fn list(hub_cache: &Path) -> Vec<CachedRepo> {
     let Ok(entries) = fs::read_dir(hub_cache) else {
         return Vec::new();
@@ -196,15 +240,19 @@ pub fn list(hub_cache: &Path) -> Vec<CachedRepo> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let repo = name.strip_prefix("models--")?.replacen("--", "/", 1);
+            let repo = super::shown(&name.strip_prefix("models--")?.replacen("--", "/", 1));
             let path = e.path();
+            let mut problems = Vec::new();
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                problems.push(format!("{} is not a folder", path.display()));
+            }
             let mut refs = Vec::new();
-            collect_refs(&path.join("refs"), "", &mut refs);
+            collect_refs(&path.join("refs"), "", 0, &mut refs, &mut problems);
             refs.sort();
             let mut snapshots: Vec<String> = fs::read_dir(path.join("snapshots"))
                 .map(|d| {
                     d.flatten()
-                        .map(|e| e.file_name().to_string_lossy().to_string())
+                        .map(|e| super::shown(&e.file_name().to_string_lossy()))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -215,6 +263,7 @@ pub fn list(hub_cache: &Path) -> Vec<CachedRepo> {
                 .flatten()
                 .flatten()
             {
+                // DirEntry::metadata does not follow links: a link's own size, never its target's.
                 let len = blob.metadata().map(|m| m.len()).unwrap_or(0);
                 if blob.file_name().to_string_lossy().ends_with(".incomplete") {
                     partial_bytes += len;
@@ -229,6 +278,7 @@ pub fn list(hub_cache: &Path) -> Vec<CachedRepo> {
                 bytes,
                 partial_bytes,
                 path,
+                problems,
             })
         })
         .collect();
@@ -236,13 +286,31 @@ pub fn list(hub_cache: &Path) -> Vec<CachedRepo> {
     out
 }
 
-fn collect_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
+/// Refs nest (`refs/pr/1`) but never deeply; a deeper tree is not the Hub's.
+const MAX_REF_DEPTH: usize = 8;
+
+fn collect_refs(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<(String, String)>,
+    problems: &mut Vec<String>,
+) {
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-        if e.path().is_dir() {
-            collect_refs(&e.path(), &format!("{name}/"), out);
-        } else if let Ok(c) = fs::read_to_string(e.path()) {
-            out.push((name, c.trim().to_string()));
+        let name = format!("{prefix}{}", super::shown(&e.file_name().to_string_lossy()));
+        // The entry's own type: a link to a folder is not descended into (no loops).
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && depth < MAX_REF_DEPTH {
+            collect_refs(&e.path(), &format!("{name}/"), depth + 1, out, problems);
+        } else if is_dir {
+            problems.push(format!(
+                "refs/{name}: nested deeper than {MAX_REF_DEPTH} levels"
+            ));
+        } else {
+            match read_ref(&e.path()) {
+                Ok(c) => out.push((name, c)),
+                Err(err) => problems.push(format!("{err:#}")),
+            }
         }
     }
 }

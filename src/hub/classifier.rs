@@ -6,6 +6,11 @@
 //!
 //! `--classifier URL` downloads any URL the same way, checked against a `#sha256=<hex>` suffix
 //! when given, otherwise its sha256 is only recorded.
+//!
+//! A cached file is checked again every time it is used: against its pin (the git blob id of a
+//! published one, the `#sha256=` of a URL), else against the sha256 recorded when it was
+//! downloaded. A pinned URL has its own cache folder (the key covers the pin), so a file
+//! fetched once without a pin is never taken for the pinned one.
 
 use std::fs;
 use std::path::PathBuf;
@@ -15,7 +20,7 @@ use sha2::Digest as _;
 
 use super::cache::{write_atomic, FileLock};
 use super::client::{self, HttpError};
-use super::download::{download, Checksum, Target};
+use super::download::{download, git_sha1, Checksum, Target};
 use super::HubEnv;
 
 /// The original repository at the commit the classifiers are taken from (the newest commit,
@@ -47,7 +52,7 @@ pub const MAX_CLASSIFIER_BYTES: u64 = 1 << 30;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     pub url: String,
-    /// The cache folder's name: `500`, `300`, or `url-<hash of the URL>`.
+    /// The cache folder's name: `500`, `300`, or `url-<hash of the URL and its pin>`.
     pub key: String,
     pub file: String,
     pub checksum: Checksum,
@@ -107,7 +112,13 @@ impl Remote {
             })
             .unwrap_or("classifier.pth")
             .to_string();
-        let digest = sha2::Sha256::digest(url.as_bytes());
+        // The pin is part of the key: an unpinned fetch of the same URL (perhaps of a tampered
+        // file) must not stand in for the pinned one.
+        let keyed = match &checksum {
+            Checksum::Sha256(h) => format!("{url}#sha256={h}"),
+            _ => url.to_string(),
+        };
+        let digest = sha2::Sha256::digest(keyed.as_bytes());
         let key = format!("url-{}", &format!("{digest:x}")[..16]);
         Ok(Some(Remote {
             url: url.to_string(),
@@ -125,12 +136,48 @@ impl Remote {
             .join(&self.file)
     }
 
+    /// The cached file, checked against its pin (or the sha256 recorded when it was fetched)
+    /// every time; `None` when not cached. A mismatch is an error: the file changed on disk.
+    pub fn cached(&self, env: &HubEnv) -> Result<Option<PathBuf>> {
+        let dest = self.path(env);
+        if !dest.is_file() {
+            return Ok(None);
+        }
+        let recorded = read_source(&dest)?;
+        let (kind, want, got) = match &self.checksum {
+            Checksum::Sha256(want) => ("sha256", want.clone(), sha256_of(&dest)?),
+            Checksum::GitSha1(want) => ("git blob id", want.clone(), git_sha1(&dest)?),
+            Checksum::Unknown => match recorded.sha256 {
+                Some(want) => ("sha256 recorded at download", want, sha256_of(&dest)?),
+                None => bail!(
+                    "classifier {}: the cached {} has no record of what was downloaded ({} \
+                     missing); delete {} and fetch it again",
+                    self.url,
+                    dest.display(),
+                    source_path(&dest).display(),
+                    dest.parent().unwrap().display()
+                ),
+            },
+        };
+        if want != got {
+            bail!(
+                "classifier {}: the cached {} does not match its {kind} (expected {want}, got \
+                 {got}): it changed after it was fetched; delete {} and fetch it again (virnucpro \
+                 models fetch --classifier ...)",
+                self.url,
+                dest.display(),
+                dest.parent().unwrap().display()
+            );
+        }
+        Ok(Some(dest))
+    }
+
     /// Download into the cache unless already there; returns the cached file.
     pub fn fetch(&self, env: &HubEnv, quiet: bool) -> Result<PathBuf> {
-        let dest = self.path(env);
-        if dest.is_file() {
+        if let Some(dest) = self.cached(env)? {
             return Ok(dest);
         }
+        let dest = self.path(env);
         if env.offline {
             bail!(
                 "classifier {} is not cached and HF_HUB_OFFLINE is set: fetch it where there is \
@@ -146,7 +193,7 @@ impl Remote {
                 self.file
             )
         })?;
-        if dest.is_file() {
+        if let Some(dest) = self.cached(env)? {
             return Ok(dest);
         }
         let client = client::plain(&self.url)?;
@@ -158,6 +205,10 @@ impl Remote {
             HttpError::Status { code, .. } => {
                 anyhow::anyhow!("classifier {}: the server answered HTTP {code}", self.url)
             }
+            HttpError::Refused(m) => anyhow::anyhow!(
+                "classifier {}: the server answered, but {m}; not followed, nothing downloaded",
+                self.url
+            ),
             HttpError::Transport(m) => anyhow::anyhow!(
                 "classifier {}: cannot download ({m}); no network here? Fetch it on a machine \
                  with internet (virnucpro models fetch) and copy its HF_HOME",
@@ -179,7 +230,7 @@ impl Remote {
             Checksum::Unknown => "not verified: no checksum given (add #sha256=<hex> to the URL)",
         };
         write_atomic(
-            &dest.with_file_name(format!("{}.source", self.file)),
+            &source_path(&dest),
             format!("url\t{}\nsha256\t{sha256}\ncheck\t{verified}\n", self.url).as_bytes(),
         )?;
         tracing::info!(
@@ -190,35 +241,93 @@ impl Remote {
     }
 }
 
-/// The cached classifiers, for `models list`: (key, file, bytes, sha256 recorded, url).
-pub fn list(env: &HubEnv) -> Vec<(String, PathBuf, u64, String, String)> {
+/// What `<file>.source` says about a cached classifier.
+struct Source {
+    url: Option<String>,
+    sha256: Option<String>,
+}
+
+fn source_path(file: &std::path::Path) -> PathBuf {
+    let mut name = file.file_name().unwrap().to_os_string();
+    name.push(".source");
+    file.with_file_name(name)
+}
+
+/// `<file>.source`, read as an untrusted file (bounded, a regular file); missing is empty.
+fn read_source(file: &std::path::Path) -> Result<Source> {
+    let path = source_path(file);
+    let text = match super::cache::read_small(&path, 64 << 10) {
+        Ok(t) => t,
+        Err(_) if !path.exists() && path.symlink_metadata().is_err() => String::new(),
+        Err(e) => return Err(e),
+    };
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}\t")))
+            .map(str::to_string)
+    };
+    Ok(Source {
+        url: field("url"),
+        sha256: field("sha256").filter(|h| h.len() == 64),
+    })
+}
+
+fn sha256_of(path: &std::path::Path) -> Result<String> {
+    let mut h = sha2::Sha256::new();
+    std::io::copy(
+        &mut fs::File::open(path).with_context(|| format!("reading {}", path.display()))?,
+        &mut h,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// A cached classifier, for `models list`.
+pub struct Listed {
+    pub key: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// The sha256 recorded at download ("" if unknown).
+    pub sha256: String,
+    pub url: String,
+    /// What is wrong with the entry, if anything (one line).
+    pub problem: Option<String>,
+}
+
+/// The cached classifiers, for `models list`.
+pub fn list(env: &HubEnv) -> Vec<Listed> {
     let mut out = Vec::new();
     let root = env.own_cache().join("classifiers");
     for dir in fs::read_dir(&root).into_iter().flatten().flatten() {
+        if !dir.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
             let name = f.file_name().to_string_lossy().to_string();
             if name.starts_with('.') || name.ends_with(".source") || name.ends_with(".incomplete") {
                 continue;
             }
-            let source = fs::read_to_string(f.path().with_file_name(format!("{name}.source")))
-                .unwrap_or_default();
-            let field = |k: &str| {
-                source
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&format!("{k}\t")))
-                    .unwrap_or("")
-                    .to_string()
+            let (source, problem) = match read_source(&f.path()) {
+                Ok(s) => (s, None),
+                Err(e) => (
+                    Source {
+                        url: None,
+                        sha256: None,
+                    },
+                    Some(format!("{e:#}")),
+                ),
             };
-            out.push((
-                dir.file_name().to_string_lossy().to_string(),
-                f.path(),
-                f.metadata().map(|m| m.len()).unwrap_or(0),
-                field("sha256"),
-                field("url"),
-            ));
+            out.push(Listed {
+                key: super::shown(&dir.file_name().to_string_lossy()),
+                path: f.path(),
+                bytes: f.metadata().map(|m| m.len()).unwrap_or(0),
+                sha256: super::shown(&source.sha256.unwrap_or_default()),
+                url: super::shown(&source.url.unwrap_or_default()),
+                problem,
+            });
         }
     }
-    out.sort();
+    out.sort_by(|a, b| (&a.key, &a.path).cmp(&(&b.key, &b.path)));
     out
 }
 

@@ -21,11 +21,16 @@ use super::HubEnv;
 const MAX_REDIRECTS: usize = 5;
 /// The API answer is a small JSON document; more is not a Hub.
 const MAX_API_BYTES: u64 = 16 << 20;
+/// The slowest transfer accepted, in bytes per second over a stall window: a server dripping
+/// a byte a second (each read arriving before the read timeout) would otherwise never end.
+pub const MIN_BYTES_PER_SEC: u64 = 4096;
 
 pub struct Client {
     agent: ureq::Agent,
     pub endpoint: String,
     token: Option<String>,
+    /// The read timeout, and the window over which [`MIN_BYTES_PER_SEC`] is measured.
+    pub window: Duration,
 }
 
 /// A file of the repository listing.
@@ -82,6 +87,9 @@ pub enum HttpError {
         message: Option<String>,
     },
     Transport(String),
+    /// The server answered, but with something not to follow or retry (a redirect loop, a
+    /// redirect to another scheme): said as it is, never as "no network".
+    Refused(String),
 }
 
 impl HttpError {
@@ -151,29 +159,40 @@ impl Client {
         }
         url::Url::parse(&env.endpoint)
             .with_context(|| format!("HF_ENDPOINT {:?} is not a URL", env.endpoint))?;
+        let (agent, window) = Self::agent(&env.endpoint)?;
         Ok(Client {
-            agent: Self::agent(&env.endpoint)?,
+            agent,
             endpoint: env.endpoint.clone(),
             token: env.token.clone(),
+            window,
         })
     }
 
-    fn agent(url: &str) -> Result<ureq::Agent> {
+    fn agent(url: &str) -> Result<(ureq::Agent, Duration)> {
         let read_secs = std::env::var("VIRNUCPRO_HTTP_TIMEOUT_SECS")
             .ok()
-            .and_then(|v| v.parse().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| (1..=3600).contains(s))
             .unwrap_or(60);
+        let window = Duration::from_secs(read_secs);
         let mut b = ureq::AgentBuilder::new()
             .redirects(0)
             .timeout_connect(Duration::from_secs(30))
-            .timeout_read(Duration::from_secs(read_secs))
+            .timeout_read(window)
             .user_agent(&format!("virnucpro/{}", env!("CARGO_PKG_VERSION")));
         if let Some(p) = proxy_for(url) {
             let proxy = ureq::Proxy::new(&p)
                 .map_err(|e| anyhow!("proxy {p:?} (from HTTPS_PROXY/HTTP_PROXY): {e}"))?;
             b = b.proxy(proxy);
         }
-        Ok(b.build())
+        Ok((b.build(), window))
+    }
+
+    /// The whole-request deadline for `bytes` expected: a stall window plus the time those
+    /// bytes take at the slowest rate accepted. ureq applies it to the headers and the body,
+    /// so a server dripping its headers ends too.
+    pub fn deadline(&self, bytes: u64) -> Duration {
+        self.window + Duration::from_secs(bytes / MIN_BYTES_PER_SEC)
     }
 
     fn request(&self, method: &str, url: &str) -> ureq::Request {
@@ -210,9 +229,15 @@ impl Client {
             self.endpoint,
             percent_path(revision)
         );
+        let req = self
+            .request("GET", &url)
+            .timeout(self.deadline(MAX_API_BYTES));
         let resp = self
-            .call(self.request("GET", &url))
+            .call(req)
             .map_err(|e| self.explain(e, repo, revision, None))?;
+        if (300..400).contains(&resp.status()) {
+            return Err(self.moved(&resp, repo, revision));
+        }
         let mut text = String::new();
         resp.into_reader()
             .take(MAX_API_BYTES)
@@ -224,14 +249,46 @@ impl Client {
                 self.endpoint
             )
         })?;
+        let mut info = info;
         if !super::is_commit(&info.sha) {
             bail!(
                 "{} gave {repo}@{revision} the commit {:?}, which is not a commit id",
                 self.endpoint,
-                info.sha
+                super::shown(&info.sha)
             );
         }
+        // The cache's snapshot folders are lower-case, as the Hub's commit ids.
+        info.sha = info.sha.to_ascii_lowercase();
         Ok(info)
+    }
+
+    /// The API redirected: a renamed or moved repository (the Hub answers 307 to the new
+    /// name's API URL). Not followed: the cache folder is named after the id, so the user
+    /// should use the new id.
+    fn moved(&self, resp: &ureq::Response, repo: &str, revision: &str) -> anyhow::Error {
+        let code = resp.status();
+        let loc = header_str(resp, "Location").unwrap_or_default();
+        let new_repo = url::Url::parse(&self.endpoint)
+            .and_then(|base| base.join(&loc))
+            .ok()
+            .and_then(|u| {
+                let rest = u.path().strip_prefix("/api/models/")?.to_string();
+                let (new, _) = rest.split_once("/revision/").unwrap_or((&rest, ""));
+                super::RepoId::parse(new).map(|id| id.repo)
+            });
+        match new_repo {
+            Some(new) if new != repo => anyhow!(
+                "{repo} (revision {revision}): the repository was renamed or moved to {new} \
+                 (HTTP {code} from {}); use {new} instead",
+                self.endpoint
+            ),
+            _ => anyhow!(
+                "{repo} (revision {revision}): {} answered the repository API with a redirect \
+                 (HTTP {code}) to {:?}, which is not a model repository; is HF_ENDPOINT right?",
+                self.endpoint,
+                super::shown(&loc)
+            ),
+        }
     }
 
     pub fn resolve_url(&self, repo: &str, commit: &str, file: &str) -> String {
@@ -241,7 +298,7 @@ impl Client {
     /// The file's etag, size and commit, from a `HEAD` that does not follow the redirect (the
     /// Hub puts a large file's sha256 and size on the redirect itself).
     pub fn file_meta(&self, url: &str) -> std::result::Result<FileMeta, HttpError> {
-        let resp = self.call(self.request("HEAD", url))?;
+        let resp = self.call(self.request("HEAD", url).timeout(self.deadline(0) * 2))?;
         let etag = header_str(&resp, "X-Linked-Etag")
             .or_else(|| header_str(&resp, "ETag"))
             .map(|e| strip_etag(&e))
@@ -256,27 +313,30 @@ impl Client {
         Ok(FileMeta {
             etag,
             size,
-            commit: header_str(&resp, "X-Repo-Commit"),
+            commit: header_str(&resp, "X-Repo-Commit").map(|c| c.to_ascii_lowercase()),
         })
     }
 
-    /// `GET url` from byte `from` on, following redirects.
-    pub fn get(&self, url: &str, from: u64) -> std::result::Result<Body, HttpError> {
+    /// `GET url` from byte `from` on, following redirects (http(s) only, never from https to
+    /// http, no loops), the whole answer due within [`Client::deadline`] of `expect` bytes.
+    pub fn get(&self, url: &str, from: u64, expect: u64) -> std::result::Result<Body, HttpError> {
         let mut url = url.to_string();
+        let mut seen = vec![url.clone()];
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.request("GET", &url);
+            let mut req = self.request("GET", &url).timeout(self.deadline(expect));
             if from > 0 {
                 req = req.set("Range", &format!("bytes={from}-"));
             }
             let resp = self.call(req)?;
             if (300..400).contains(&resp.status()) {
-                let loc = header_str(&resp, "Location").ok_or_else(|| {
-                    HttpError::Transport(format!("redirect without a Location from {url}"))
-                })?;
-                url = url::Url::parse(&url)
-                    .and_then(|base| base.join(&loc))
-                    .map_err(|e| HttpError::Transport(format!("bad redirect {loc:?}: {e}")))?
-                    .to_string();
+                url = next_hop(&url, header_str(&resp, "Location"), resp.status())?;
+                if seen.contains(&url) {
+                    return Err(HttpError::Refused(format!(
+                        "the server redirects in a loop (back to {})",
+                        super::shown(&url)
+                    )));
+                }
+                seen.push(url.clone());
                 continue;
             }
             let len: Option<u64> = header_str(&resp, "Content-Length").and_then(|s| s.parse().ok());
@@ -304,8 +364,9 @@ impl Client {
                 len,
             });
         }
-        Err(HttpError::Transport(format!(
-            "more than {MAX_REDIRECTS} redirects for {url}"
+        Err(HttpError::Refused(format!(
+            "more than {MAX_REDIRECTS} redirects (last to {})",
+            super::shown(&url)
         )))
     }
 
@@ -328,12 +389,19 @@ impl Client {
                  HF_ENDPOINT",
                 self.endpoint
             ),
+            HttpError::Refused(msg) => anyhow!(
+                "{what}: {} answered, but {msg}; not followed, nothing downloaded; is \
+                 HF_ENDPOINT a Hugging Face Hub (or a proxy rewriting its answers)?",
+                self.endpoint
+            ),
             HttpError::Status {
                 code,
                 hub_error,
                 message,
             } => {
-                let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
+                let detail = message
+                    .map(|m| format!(": {}", super::shown(&m)))
+                    .unwrap_or_default();
                 let kind = match hub_error.as_deref() {
                     Some("GatedRepo") => "gated (its terms must be accepted on its Hub page)",
                     _ => "gated or private",
@@ -372,11 +440,39 @@ impl Client {
 
 /// A plain client for any URL (the classifiers): no token, proxies as for the Hub.
 pub fn plain(url: &str) -> Result<Client> {
+    let (agent, window) = Client::agent(url)?;
     Ok(Client {
-        agent: Client::agent(url)?,
+        agent,
         endpoint: url.to_string(),
         token: None,
+        window,
     })
+}
+
+/// Where a redirect from `from` leads, if it may be followed: an http(s) URL (a `file://` or
+/// `gopher://` Location is refused, as is a downgrade from https to http).
+fn next_hop(from: &str, location: Option<String>, code: u16) -> Result<String, HttpError> {
+    let loc = location.ok_or_else(|| {
+        HttpError::Refused(format!("redirected (HTTP {code}) without saying where"))
+    })?;
+    let base = url::Url::parse(from).map_err(|e| HttpError::Refused(e.to_string()))?;
+    let next = base.join(&loc).map_err(|e| {
+        HttpError::Refused(format!(
+            "redirected to {:?}, which is not a URL ({e})",
+            super::shown(&loc)
+        ))
+    })?;
+    match (base.scheme(), next.scheme()) {
+        ("https", "https") | ("http", "http") | ("http", "https") => Ok(next.to_string()),
+        ("https", "http") => Err(HttpError::Refused(format!(
+            "redirected from https to plain http ({})",
+            super::shown(next.as_str())
+        ))),
+        (_, other) => Err(HttpError::Refused(format!(
+            "redirected to a {other}: URL ({}), which is never followed",
+            super::shown(next.as_str())
+        ))),
+    }
 }
 
 fn same_host(a: &str, b: &str) -> bool {
@@ -398,6 +494,33 @@ mod tests {
         assert_eq!(strip_etag("\"0123\""), "0123");
         assert_eq!(percent_path("refs/pr/1"), "refs%2Fpr%2F1");
         assert_eq!(percent_path("main"), "main");
+    }
+
+    #[test]
+    fn redirects_stay_on_http_and_never_downgrade() {
+        let hop = |from: &str, to: &str| next_hop(from, Some(to.to_string()), 302);
+        assert_eq!(
+            hop("https://hub/a/b", "/lfs/x").unwrap(),
+            "https://hub/lfs/x"
+        );
+        assert_eq!(
+            hop("http://127.0.0.1:9/a", "https://cdn/x").unwrap(),
+            "https://cdn/x"
+        );
+        for (to, needle) in [
+            ("file:///etc/passwd", "file: URL"),
+            ("gopher://x/1", "gopher: URL"),
+            ("http://cdn/x", "https to plain http"),
+        ] {
+            match hop("https://hub/a", to) {
+                Err(HttpError::Refused(m)) => assert!(m.contains(needle), "{to}: {m}"),
+                other => panic!("{to}: {:?}", other.map(|_| ())),
+            }
+        }
+        assert!(matches!(
+            next_hop("https://hub/a", None, 307),
+            Err(HttpError::Refused(_))
+        ));
     }
 
     #[test]

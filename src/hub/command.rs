@@ -20,15 +20,20 @@ pub fn run(cmd: &ModelsCommand, quiet: bool) -> Result<()> {
 }
 
 fn id_of(given: &str, revision: Option<&str>, flag: &str) -> Result<RepoId> {
-    let Some(mut id) = RepoId::parse(given) else {
-        bail!("{flag} {given:?} is not a Hub id (org/name or org/name@revision)");
+    let Some(mut id) = RepoId::parse_explained(given).map_err(|e| anyhow::anyhow!("{flag} {e}"))?
+    else {
+        bail!(
+            "{flag} {} is not a Hub id (org/name or org/name@revision)",
+            super::shown(given)
+        );
     };
     if let Some(r) = revision {
         if given.contains('@') {
             bail!("{flag} {given} already names a revision; drop --revision {r}");
         }
-        id = RepoId::parse(&format!("{}@{r}", id.repo))
-            .ok_or_else(|| anyhow::anyhow!("--revision {r:?} is not a branch, tag or commit"))?;
+        id = RepoId::parse_explained(&format!("{}@{r}", id.repo))
+            .map_err(|e| anyhow::anyhow!("--revision: {e}"))?
+            .expect("an id with a revision");
     }
     Ok(id)
 }
@@ -79,7 +84,7 @@ fn fetch(a: &ModelsFetchArgs, quiet: bool) -> Result<()> {
         );
     }
     for r in remotes {
-        let was = r.path(&env).is_file();
+        let was = r.cached(&env)?.is_some();
         let path = r.fetch(&env, quiet)?;
         println!(
             "classifier\t{}\t{}\t{}",
@@ -99,8 +104,8 @@ pub fn list(json: bool) -> Result<String> {
     if json {
         let c: Vec<serde_json::Value> = classifiers
             .iter()
-            .map(|(key, path, bytes, sha256, url)| {
-                serde_json::json!({"name": key, "path": path, "bytes": bytes, "sha256": sha256, "url": url})
+            .map(|c| {
+                serde_json::json!({"name": c.key, "path": c.path, "bytes": c.bytes, "sha256": c.sha256, "url": c.url, "problem": c.problem})
             })
             .collect();
         let v = serde_json::json!({
@@ -134,8 +139,11 @@ pub fn list(json: bool) -> Result<String> {
             r.repo,
             human_bytes(r.bytes),
             if refs.is_empty() { "-".into() } else { refs },
-            r.path.display()
+            super::shown_path(&r.path)
         ));
+        for p in &r.problems {
+            out.push_str(&format!("    unreadable: {p}\n"));
+        }
     }
     out.push_str(&format!(
         "Classifiers: {}\n",
@@ -144,13 +152,17 @@ pub fn list(json: bool) -> Result<String> {
     if classifiers.is_empty() {
         out.push_str("  (none; `virnucpro models fetch --classifier 500` fetches one)\n");
     }
-    for (key, path, bytes, sha256, _) in &classifiers {
+    for c in &classifiers {
         out.push_str(&format!(
-            "  {key:<40} {:>10}  sha256 {}  {}\n",
-            human_bytes(*bytes),
-            if sha256.is_empty() { "?" } else { sha256 },
-            path.display()
+            "  {:<40} {:>10}  sha256 {}  {}\n",
+            c.key,
+            human_bytes(c.bytes),
+            if c.sha256.is_empty() { "?" } else { &c.sha256 },
+            super::shown_path(&c.path)
         ));
+        if let Some(p) = &c.problem {
+            out.push_str(&format!("    unreadable: {p}\n"));
+        }
     }
     Ok(out)
 }

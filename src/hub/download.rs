@@ -13,15 +13,23 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest as _;
 
 use super::cache::{self, human_bytes, FileLock, RepoCache};
-use super::client::{Client, HttpError, Sibling};
+use super::client::{Client, HttpError, Sibling, MIN_BYTES_PER_SEC};
 use super::resolve::ModelKind;
-use super::{HubEnv, RepoId};
+use super::{shown, HubEnv, RepoId};
 use crate::weights::HF_WEIGHT_FILES;
 
 /// Transport failures retried (with `Range`) before giving up on a file.
 const RETRIES: u32 = 5;
 /// Kept free beyond a download's own size, so a fetch never fills the disk to the last byte.
 const DISK_MARGIN: u64 = 64 << 20;
+/// Free space is checked again after every this many bytes written (another writer, or a size
+/// the server did not announce, may use it up while the download runs).
+const SPACE_CHECK_EVERY: u64 = 32 << 20;
+/// The most a Hub file may be when the server announces no size: the small files the loaders
+/// read (configs, tokenizers, shard indexes) are kilobytes to a few megabytes; weights are
+/// bounded by the largest ESM-2 (15B parameters in f32, 60 GB) with room to spare.
+pub const MAX_SIDE_FILE_BYTES: u64 = 64 << 20;
+pub const MAX_WEIGHTS_BYTES: u64 = 200_000_000_000;
 
 /// What a file's bytes must hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +188,7 @@ fn hash_prefix(file: &mut File, len: u64) -> Result<sha2::Sha256> {
     Ok(h)
 }
 
-fn git_sha1(path: &Path) -> Result<String> {
+pub fn git_sha1(path: &Path) -> Result<String> {
     use sha1::Digest as _;
     let len = fs::metadata(path)?.len();
     let mut h = sha1::Sha1::new();
@@ -201,20 +209,23 @@ pub fn download(
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let partial = t.partial();
     // Space first, before anything is created: a refused download leaves nothing behind.
+    // An unannounced size needs at least the margin; the rest is checked as data arrives.
     let on_disk = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-    if let Some(size) = t.size {
-        let need = size.saturating_sub(if on_disk > size { 0 } else { on_disk });
-        if let Some(free) = cache::free_space(dir) {
-            if free < need.saturating_add(DISK_MARGIN) {
-                bail!(
-                    "not enough disk space for {} in {}: it needs {} more, {} free; free space \
-                     there or point HF_HOME / HF_HUB_CACHE at a larger disk",
-                    t.label,
-                    dir.display(),
-                    human_bytes(need),
-                    human_bytes(free)
-                );
-            }
+    let need = t
+        .size
+        .map(|size| size.saturating_sub(if on_disk > size { 0 } else { on_disk }))
+        .unwrap_or(0);
+    if let Some(free) = free_now(dir, 0) {
+        if free < need.saturating_add(DISK_MARGIN) {
+            bail!(
+                "not enough disk space for {} in {}: it needs {} more (and {} kept free), {} \
+                 free; free space there or point HF_HOME / HF_HUB_CACHE at a larger disk",
+                t.label,
+                dir.display(),
+                human_bytes(need),
+                human_bytes(DISK_MARGIN),
+                human_bytes(free)
+            );
         }
     }
     let mut file = OpenOptions::new()
@@ -237,11 +248,14 @@ pub fn download(
     let mut meter = Meter::new(&t.label, t.size, have, quiet);
     let mut failures = 0u32;
     let mut buf = vec![0u8; 1 << 20];
+    let most = t.size.unwrap_or(t.limit);
+    let started_at = have;
+    let mut next_space_check = have.saturating_add(SPACE_CHECK_EVERY);
     loop {
         if t.size == Some(have) {
             break;
         }
-        let mut body = match client.get(&t.url, have) {
+        let mut body = match client.get(&t.url, have, most.saturating_sub(have)) {
             Ok(b) => b,
             Err(e) if e.is_transport() && failures < RETRIES => {
                 failures += 1;
@@ -270,7 +284,12 @@ pub fn download(
         }
         let expected_end = body.len.map(|l| have + l);
         let mut dropped = None;
+        let mut rate = RateFloor::new(client.window, have);
         loop {
+            if have >= next_space_check {
+                next_space_check = have.saturating_add(SPACE_CHECK_EVERY);
+                check_space_left(t, dir, have, have.saturating_sub(started_at))?;
+            }
             let n = match body.reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -284,7 +303,6 @@ pub fn download(
                 .map_err(|e| write_error(e, &partial))?;
             hasher.update(&buf[..n]);
             have += n as u64;
-            let most = t.size.unwrap_or(t.limit);
             if have > most {
                 drop(file);
                 let _ = fs::remove_file(&partial);
@@ -300,6 +318,17 @@ pub fn download(
                 );
             }
             meter.set(have);
+            if let Err(e) = rate.check(have) {
+                meter.finish();
+                file.flush().map_err(|e| write_error(e, &partial))?;
+                bail!(
+                    "{}: {e}; the server is stalled or far too slow; the {} received so far are \
+                     kept: run the same command again to resume (later, or from another mirror \
+                     via HF_ENDPOINT)",
+                    t.label,
+                    human_bytes(have)
+                );
+            }
         }
         let short = expected_end.is_some_and(|e| have < e) || t.size.is_some_and(|s| have < s);
         if dropped.is_none() && !short {
@@ -348,6 +377,78 @@ pub fn download(
     fs::rename(&partial, &t.dest)
         .with_context(|| format!("moving {} into place", partial.display()))?;
     Ok(sha256)
+}
+
+/// A floor under the transfer rate: over each window (the read timeout) at least
+/// [`MIN_BYTES_PER_SEC`] must arrive. The read timeout alone never fires for a server that
+/// sends one byte just before it would.
+struct RateFloor {
+    window: Duration,
+    since: Instant,
+    at: u64,
+}
+
+impl RateFloor {
+    fn new(window: Duration, have: u64) -> RateFloor {
+        RateFloor {
+            window,
+            since: Instant::now(),
+            at: have,
+        }
+    }
+
+    fn check(&mut self, have: u64) -> Result<()> {
+        let spent = self.since.elapsed();
+        if spent < self.window {
+            return Ok(());
+        }
+        let got = have - self.at;
+        if (got as f64) < MIN_BYTES_PER_SEC as f64 * spent.as_secs_f64() {
+            bail!(
+                "only {got} bytes arrived in the last {:.0} s (the least accepted is {}/s)",
+                spent.as_secs_f64(),
+                human_bytes(MIN_BYTES_PER_SEC)
+            );
+        }
+        *self = RateFloor::new(self.window, have);
+        Ok(())
+    }
+}
+
+/// Stop before the disk fills while bytes arrive (the check before the download covers only
+/// an announced size; another process may be writing too). The partial file is kept.
+fn check_space_left(t: &Target, dir: &Path, have: u64, written: u64) -> Result<()> {
+    let Some(free) = free_now(dir, written) else {
+        return Ok(());
+    };
+    let left = t.size.map(|s| s.saturating_sub(have)).unwrap_or(0);
+    if free < left.saturating_add(DISK_MARGIN) {
+        bail!(
+            "{}: the disk under {} is nearly full ({} free, {} kept free{}) after {} \
+             downloaded; free space there or point HF_HOME / HF_HUB_CACHE at a larger disk; \
+             the partial download is kept and resumes",
+            t.label,
+            dir.display(),
+            human_bytes(free),
+            human_bytes(DISK_MARGIN),
+            if left > 0 {
+                format!(", {} still to come", human_bytes(left))
+            } else {
+                String::new()
+            },
+            human_bytes(have)
+        );
+    }
+    Ok(())
+}
+
+/// Free bytes on the download's disk, `written` bytes into this download (the test hook
+/// `VIRNUCPRO_TEST_FREE_BYTES` stands for a disk that each byte written uses up).
+fn free_now(dir: &Path, written: u64) -> Option<u64> {
+    match crate::fault_injection::free_bytes() {
+        Some(n) => Some(n.saturating_sub(written)),
+        None => cache::free_space(dir),
+    }
 }
 
 fn retry_pause(label: &str, n: u32, why: &str) {
@@ -409,6 +510,10 @@ fn choose(id: &RepoId, files: &[Sibling], kind: ModelKind) -> Result<Vec<Sibling
     Ok(out)
 }
 
+/// The most files one fetch takes from a repository: the side files, an index and its shards
+/// (ESM-2 15B has a handful). A listing or an index naming more is not a model we read.
+pub const MAX_REPO_FILES: usize = 256;
+
 /// Fetch a model repository (only the files the loaders need) into the cache; returns its
 /// snapshot. Files already cached are not downloaded again.
 pub fn fetch_repo(env: &HubEnv, id: &RepoId, kind: ModelKind, quiet: bool) -> Result<Fetched> {
@@ -431,35 +536,50 @@ pub fn fetch_repo(env: &HubEnv, id: &RepoId, kind: ModelKind, quiet: bool) -> Re
             String::new()
         }
     );
+    // Each name once across the whole fetch, and an index's entries must be shards: an index
+    // naming itself or another index would otherwise be followed for ever.
+    let mut taken: std::collections::HashSet<String> =
+        files.iter().map(|f| f.rfilename.clone()).collect();
     let mut downloaded = 0;
     let mut i = 0;
     while i < files.len() {
         let f = files[i].clone();
         i += 1;
         downloaded += fetch_file(&client, &cache, id, &commit, &f, quiet)?;
-        if f.rfilename.ends_with(".index.json") {
-            // The shards the index names, in its order, once each.
-            let index = cache.snapshot(&commit).join(&f.rfilename);
-            let mut shards: Vec<String> = crate::weights::sharded::read_weight_map(&index)?
-                .into_iter()
-                .map(|(_, file)| file)
-                .collect();
-            shards.dedup();
-            let mut seen = std::collections::HashSet::new();
-            for s in shards.into_iter().filter(|s| seen.insert(s.clone())) {
-                let sib = info
-                    .siblings
-                    .iter()
-                    .find(|x| x.rfilename == s)
-                    .cloned()
-                    .with_context(|| {
-                        format!(
-                            "{id}: {} names the shard {s}, which is not in the repository",
-                            f.rfilename
-                        )
-                    })?;
-                files.push(sib);
+        if !f.rfilename.ends_with(".index.json") {
+            continue;
+        }
+        let index = cache.snapshot(&commit).join(&f.rfilename);
+        let index_name = shown(&f.rfilename);
+        for (_, shard) in crate::weights::sharded::read_weight_map(&index)? {
+            if shard.ends_with(".json") {
+                bail!(
+                    "{id}: {index_name} names {} as a shard, which is an index or a config, not \
+                     weights; the repository is broken (nothing more downloaded)",
+                    shown(&shard)
+                );
             }
+            if !taken.insert(shard.clone()) {
+                continue;
+            }
+            if files.len() >= MAX_REPO_FILES {
+                bail!(
+                    "{id}: {index_name} names more than {MAX_REPO_FILES} files; no model we read \
+                     has that many shards (nothing more downloaded)"
+                );
+            }
+            let sib = info
+                .siblings
+                .iter()
+                .find(|x| x.rfilename == shard)
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "{id}: {index_name} names the shard {}, which is not in the repository",
+                        shown(&shard)
+                    )
+                })?;
+            files.push(sib);
         }
     }
     cache.set_ref(&id.revision, &commit)?;
@@ -479,10 +599,10 @@ fn fetch_file(
     file: &Sibling,
     quiet: bool,
 ) -> Result<u64> {
-    let name = &file.rfilename;
-    cache::safe_relative(name)?;
+    cache::safe_relative(&file.rfilename)?;
+    let name = &shown(&file.rfilename);
     let explain = |e: HttpError| client.explain(e, &id.repo, &id.revision, Some(name));
-    let url = client.resolve_url(&id.repo, commit, name);
+    let url = client.resolve_url(&id.repo, commit, &file.rfilename);
     let mut tries = 0;
     let meta = loop {
         match client.file_meta(&url) {
@@ -496,7 +616,10 @@ fn fetch_file(
     };
     if let Some(c) = &meta.commit {
         if c != commit {
-            bail!("{id}: the repository moved from {commit} to {c} during the fetch; run it again");
+            bail!(
+                "{id}: the repository moved from {commit} to {} during the fetch; run it again",
+                shown(c)
+            );
         }
     }
     let listed = file
@@ -512,17 +635,19 @@ fn fetch_file(
     if let Some(l) = &listed {
         if !meta.etag.is_empty() && *l != meta.etag {
             bail!(
-                "{id}: {name}: the file list says {l} but the file says {}; the server is \
+                "{id}: {name}: the file list says {} but the file says {}; the server is \
                  inconsistent, nothing cached; run again later",
-                meta.etag
+                shown(l),
+                shown(&meta.etag)
             );
         }
     }
     let checksum = Checksum::from_etag(&etag);
     if checksum == Checksum::Unknown {
         bail!(
-            "{id}: {name}: the server gave no usable checksum (etag {etag:?}), so the file cannot \
-             be verified; is HF_ENDPOINT a Hugging Face Hub?"
+            "{id}: {name}: the server gave no usable checksum (etag {:?}), so the file cannot \
+             be verified; is HF_ENDPOINT a Hugging Face Hub?",
+            etag
         );
     }
     let size = meta
@@ -531,7 +656,7 @@ fn fetch_file(
         .or(file.lfs.as_ref().and_then(|l| l.size));
     let blob = cache.blob(&etag);
     if blob.is_file() {
-        cache.link(commit, name, &etag)?;
+        cache.link(commit, &file.rfilename, &etag)?;
         return Ok(0);
     }
     let label = format!("{id}: {name}");
@@ -540,7 +665,7 @@ fn fetch_file(
     })?;
     // The other process may have finished it while we waited.
     if blob.is_file() {
-        cache.link(commit, name, &etag)?;
+        cache.link(commit, &file.rfilename, &etag)?;
         return Ok(0);
     }
     let target = Target {
@@ -549,10 +674,18 @@ fn fetch_file(
         dest: blob,
         size,
         checksum,
-        limit: u64::MAX,
+        // Bounds a body whose size nobody announced.
+        limit: if HF_WEIGHT_FILES.contains(&file.rfilename.as_str())
+            || file.rfilename.ends_with(".safetensors")
+            || file.rfilename.ends_with(".bin")
+        {
+            MAX_WEIGHTS_BYTES
+        } else {
+            MAX_SIDE_FILE_BYTES
+        },
     };
     download(client, &target, quiet, &explain)?;
-    cache.link(commit, name, &etag)?;
+    cache.link(commit, &file.rfilename, &etag)?;
     let bytes = fs::metadata(&target.dest).map(|m| m.len()).unwrap_or(0);
     tracing::info!("download: {label}: {} verified", human_bytes(bytes));
     Ok(bytes)

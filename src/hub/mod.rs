@@ -130,45 +130,62 @@ pub struct RepoId {
 impl RepoId {
     /// `org/name[@revision]` with the Hub's characters, or `None` for anything else (a path).
     pub fn parse(s: &str) -> Option<RepoId> {
+        Self::parse_explained(s).ok().flatten()
+    }
+
+    /// As [`RepoId::parse`], but a value shaped like a Hub id (`org/name@…`, or `org/name`
+    /// with the Hub's characters) that breaks the Hub's rules is an error saying which rule,
+    /// rather than a path that then "does not exist". `Ok(None)`: not an id at all.
+    pub fn parse_explained(s: &str) -> Result<Option<RepoId>> {
         let (repo, revision) = match s.split_once('@') {
             Some((r, rev)) => (r, Some(rev)),
             None => (s, None),
         };
-        let (org, name) = repo.split_once('/')?;
-        let part = |p: &str| {
+        let Some((org, name)) = repo.split_once('/') else {
+            return Ok(None);
+        };
+        // `./x`, `../x`: relative paths, never ids.
+        let hub_chars = |p: &str| {
             !p.is_empty()
-                && p.len() <= 96
-                && !p.starts_with(['.', '-'])
-                && !p.contains("..")
+                && !p.starts_with('.')
                 && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
-        if !part(org) || !part(name) {
-            return None;
+        if !hub_chars(org) || !hub_chars(name) {
+            return Ok(None);
+        }
+        for part in [org, name] {
+            if let Some(why) = name_problem(part) {
+                bail!("{}: {:?} {why} (the Hub's rule for names)", shown(s), part);
+            }
         }
         let revision = match revision {
             Some(r) => {
-                // A branch, tag or commit; '/' is allowed in branch names (refs/pr/1).
-                let ok = !r.is_empty()
-                    && r.len() <= 256
-                    && !r.contains("..")
-                    && !r.starts_with('/')
-                    && r.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-                if !ok {
-                    return None;
+                if let Some(why) = revision_problem(r) {
+                    bail!(
+                        "{}: the revision {:?} {why}; give a branch, tag or commit id (e.g. \
+                         {repo}@main)",
+                        shown(s),
+                        shown(r)
+                    );
                 }
-                r.to_string()
+                // Commit ids are lower-case hex on the Hub and in the cache's folder names.
+                if is_commit(r) {
+                    r.to_ascii_lowercase()
+                } else {
+                    r.to_string()
+                }
             }
             None => DEFAULT_REVISION.to_string(),
         };
-        Some(RepoId {
+        Ok(Some(RepoId {
             repo: repo.to_string(),
             revision,
-        })
+        }))
     }
 
-    /// `models--org--name`, the repository's folder in the cache.
+    /// `models--org--name`, the repository's folder in the cache (one-to-one because the Hub
+    /// forbids `--` inside names, and so do we: `a--b/c` and `a/b--c` would share a folder).
     pub fn folder(&self) -> String {
         format!("models--{}", self.repo.replace('/', "--"))
     }
@@ -177,6 +194,68 @@ impl RepoId {
     pub fn is_commit(&self) -> bool {
         is_commit(&self.revision)
     }
+}
+
+/// Why `part` (an organisation or a repository name of the Hub's characters) is not a name the
+/// Hub allows (`huggingface_hub`'s `validate_repo_id`), or `None`.
+fn name_problem(part: &str) -> Option<&'static str> {
+    if part.len() > 96 {
+        Some("is longer than 96 characters")
+    } else if part.contains("--") || part.contains("..") {
+        Some("contains '--' or '..'")
+    } else if part.starts_with(['-', '.']) || part.ends_with(['-', '.']) {
+        Some("starts or ends with '-' or '.'")
+    } else {
+        None
+    }
+}
+
+/// Why `r` cannot be a branch, tag or commit (git's rules for ref names, restricted to the
+/// characters the cache's `refs/` files can hold), or `None`. `@.` or `@main/` would otherwise
+/// reach the server and the cache's file names.
+pub fn revision_problem(r: &str) -> Option<&'static str> {
+    if r.is_empty() {
+        Some("is empty")
+    } else if r.len() > 256 {
+        Some("is longer than 256 characters")
+    } else if !r
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
+        Some("has characters no branch, tag or commit has")
+    } else if r.split('/').any(str::is_empty) {
+        Some("has an empty part (a leading, trailing or doubled '/')")
+    } else if r
+        .split('/')
+        .any(|p| p.starts_with('.') || p.ends_with(".lock"))
+    {
+        Some("has a part that starts with '.' or ends with '.lock'")
+    } else if r.ends_with('.') || r.contains("..") {
+        Some("ends with '.' or contains '..'")
+    } else {
+        None
+    }
+}
+
+/// [`shown`] for a path.
+pub fn shown_path(p: &std::path::Path) -> String {
+    shown(&p.display().to_string())
+}
+
+/// A name that came from a server or from disk (file names, etags, error messages, cache
+/// folders), made safe to print in a one-line message: control characters (newlines, terminal
+/// escapes) and bidirectional-formatting characters are written as escapes.
+pub fn shown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub fn is_commit(rev: &str) -> bool {
@@ -228,5 +307,33 @@ mod tests {
                 .unwrap()
                 .is_commit()
         );
+    }
+
+    #[test]
+    fn ids_that_break_the_hubs_rules_say_which_rule() {
+        for (bad, why) in [
+            ("a--b/c", "'--'"),
+            ("a/b--c", "'--'"),
+            ("a/b-", "ends with"),
+            ("a/b@.", "starts with '.'"),
+            ("a/b@main/", "empty part"),
+            ("a/b@refs//pr", "empty part"),
+            ("a/b@v1.lock", ".lock"),
+            ("a/b@v1.", "ends with '.'"),
+            ("a/b@", "is empty"),
+            ("a/b@x\ny", "characters"),
+        ] {
+            let e = RepoId::parse_explained(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{bad}: {e}");
+            assert_eq!(RepoId::parse(bad), None, "{bad}");
+        }
+        // Paths are not ids, and not errors.
+        for path in ["/models/esm", "./esm/x", "esm", "a b/c", "dir/my model@2"] {
+            assert!(RepoId::parse_explained(path).unwrap().is_none(), "{path}");
+        }
+        let upper = RepoId::parse("a/b@0123456789ABCDEF0123456789ABCDEF01234567").unwrap();
+        assert_eq!(upper.revision, "0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(shown("x\n\u{1b}[2Jy\u{202e}"), "x\\n\\u{1b}[2Jy\\u{202e}");
     }
 }

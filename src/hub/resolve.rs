@@ -49,7 +49,13 @@ pub fn model(given: &Path, kind: ModelKind, download: bool, quiet: bool) -> Resu
     if given.exists() {
         return Ok(given.to_path_buf());
     }
-    let Some(id) = given.to_str().and_then(RepoId::parse) else {
+    let parsed = match given.to_str() {
+        Some(s) => {
+            RepoId::parse_explained(s).map_err(|e| anyhow::anyhow!("{} model {e}", kind.name()))?
+        }
+        None => None,
+    };
+    let Some(id) = parsed else {
         // Not an id: the loaders' own "does not exist" error names the path.
         return Ok(given.to_path_buf());
     };
@@ -92,8 +98,7 @@ pub fn classifier(given: &Path, download: bool, quiet: bool) -> Result<PathBuf> 
         return Ok(given.to_path_buf());
     };
     let env = HubEnv::from_env()?;
-    let cached = remote.path(&env);
-    if cached.is_file() {
+    if let Some(cached) = remote.cached(&env)? {
         return Ok(cached);
     }
     let fetch = format!("virnucpro models fetch --classifier {spec}");
