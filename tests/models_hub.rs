@@ -55,6 +55,27 @@ struct Faults {
     announce_size: Option<u64>,
     /// Repositories answered 401 (gated) unless this token is sent.
     gated: Option<(String, String)>,
+    /// This file's size is announced nowhere (listing, HEAD, body) and its body never ends
+    /// (its bytes repeated until the client hangs up).
+    no_size: Option<&'static str>,
+    /// Large files' bodies arrive one byte per this long.
+    drip: Option<Duration>,
+    /// The commit is given in upper case (listing and `X-Repo-Commit`).
+    upper_commit: bool,
+}
+
+/// A hostile server's own answer to a request (method, path): `true` when it answered.
+type Script = Box<dyn Fn(&str, &str, &mut TcpStream) -> bool + Send + Sync>;
+
+/// What a test's server holds beyond the fixture repositories.
+#[derive(Default)]
+struct Setup {
+    faults: Faults,
+    /// More repositories: (id, files).
+    repos: Vec<(String, Vec<(String, Vec<u8>)>)>,
+    /// More plain files: (URL path, bytes).
+    raw: Vec<(String, Vec<u8>)>,
+    script: Option<Script>,
 }
 
 struct Hub {
@@ -62,6 +83,7 @@ struct Hub {
     /// URL path -> bytes, served as plain files (the classifiers' server).
     raw: BTreeMap<String, Vec<u8>>,
     faults: Mutex<Faults>,
+    script: Option<Script>,
     /// "METHOD path range" of every request.
     log: Mutex<Vec<String>>,
     requests: AtomicUsize,
@@ -81,6 +103,13 @@ impl Drop for Server {
 
 impl Server {
     fn start(faults: Faults) -> Server {
+        Server::with(Setup {
+            faults,
+            ..Setup::default()
+        })
+    }
+
+    fn with(setup: Setup) -> Server {
         let mut repos = BTreeMap::new();
         for (id, dir) in [
             ("test/esm2-tiny", "esm2_tiny"),
@@ -105,10 +134,13 @@ impl Server {
             "/raw/mlp_tiny.pth".to_string(),
             fs::read(fixtures().join("mlp_tiny.pth")).unwrap(),
         );
+        repos.extend(setup.repos);
+        raw.extend(setup.raw);
         let hub = Arc::new(Hub {
             repos,
             raw,
-            faults: Mutex::new(faults),
+            faults: Mutex::new(setup.faults),
+            script: setup.script,
             log: Mutex::new(Vec::new()),
             requests: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -192,6 +224,20 @@ fn serve(hub: &Hub, mut stream: TcpStream) -> std::io::Result<()> {
         .push(format!("{method} {target} {range}").trim().to_string());
     let head_only = method == "HEAD";
     let path = target.split('?').next().unwrap().to_string();
+    if let Some(script) = &hub.script {
+        if script(&method, &path, &mut stream) {
+            return Ok(());
+        }
+    }
+    let (no_size, drip, upper) = {
+        let f = hub.faults.lock().unwrap();
+        (f.no_size, f.drip, f.upper_commit)
+    };
+    let commit = if upper {
+        COMMIT.to_ascii_uppercase()
+    } else {
+        COMMIT.to_string()
+    };
 
     // The revision API.
     if let Some(rest) = path.strip_prefix("/api/models/") {
@@ -208,10 +254,16 @@ fn serve(hub: &Hub, mut stream: TcpStream) -> std::io::Result<()> {
                         if is_large(name) {
                             v["lfs"] = serde_json::json!({"sha256": sha256(bytes), "size": bytes.len()});
                         }
+                        if no_size == Some(name.as_str()) {
+                            v.as_object_mut().unwrap().remove("size");
+                            if let Some(l) = v.get_mut("lfs") {
+                                l.as_object_mut().unwrap().remove("size");
+                            }
+                        }
                         v
                     })
                     .collect();
-                let body = serde_json::json!({"id": repo, "sha": COMMIT, "siblings": siblings})
+                let body = serde_json::json!({"id": repo, "sha": commit, "siblings": siblings})
                     .to_string();
                 respond(
                     &mut stream,
@@ -258,18 +310,26 @@ fn serve(hub: &Hub, mut stream: TcpStream) -> std::io::Result<()> {
         if let Some(deny) = gate(hub, repo, &headers) {
             return deny(&mut stream);
         }
-        let mut h = vec![("X-Repo-Commit".to_string(), COMMIT.to_string())];
+        let mut h = vec![("X-Repo-Commit".to_string(), commit)];
         if is_large(file) {
             let sha = sha256(&bytes);
             h.push(("X-Linked-Etag".into(), format!("\"{sha}\"")));
             let announced = hub.faults.lock().unwrap().announce_size;
-            h.push((
-                "X-Linked-Size".into(),
-                announced.unwrap_or(bytes.len() as u64).to_string(),
-            ));
+            if no_size != Some(file) {
+                h.push((
+                    "X-Linked-Size".into(),
+                    announced.unwrap_or(bytes.len() as u64).to_string(),
+                ));
+            }
             h.push(("Location".into(), format!("/lfs/{sha}")));
             h.push(("Content-Length".into(), "0".into()));
             respond(&mut stream, "302 Found", &h, b"");
+        } else if no_size == Some(file) {
+            h.push(("ETag".into(), format!("\"{}\"", git_sha1(&bytes))));
+            respond(&mut stream, "200 OK", &h, b"");
+            if !head_only {
+                endless(&mut stream, &bytes);
+            }
         } else {
             h.push(("ETag".into(), format!("\"{}\"", git_sha1(&bytes))));
             h.push(("Content-Length".into(), bytes.len().to_string()));
@@ -283,12 +343,16 @@ fn serve(hub: &Hub, mut stream: TcpStream) -> std::io::Result<()> {
         return Ok(());
     }
     // Storage: /lfs/<sha256> and /raw/<file>, with Range and the faults.
+    let mut name = String::new();
     let bytes = if let Some(sha) = path.strip_prefix("/lfs/") {
         hub.repos
             .values()
             .flatten()
             .find(|(_, b)| sha256(b) == sha)
-            .map(|x| x.1.clone())
+            .map(|x| {
+                name = x.0.clone();
+                x.1.clone()
+            })
     } else {
         hub.raw.get(&path).cloned()
     };
@@ -313,6 +377,11 @@ fn serve(hub: &Hub, mut stream: TcpStream) -> std::io::Result<()> {
         .strip_prefix("bytes=")
         .and_then(|r| r.trim_end_matches('-').parse().ok())
         .unwrap_or(0);
+    if no_size == Some(name.as_str()) {
+        respond(&mut stream, "200 OK", &[], b"");
+        endless(&mut stream, &bytes);
+        return Ok(());
+    }
     let body = &bytes[start.min(bytes.len())..];
     let mut h = vec![("Content-Length".to_string(), body.len().to_string())];
     let status = if start > 0 {
@@ -326,6 +395,12 @@ fn serve(hub: &Hub, mut stream: TcpStream) -> std::io::Result<()> {
     };
     respond(&mut stream, status, &h, b"");
     let end = drop_after.map(|d| d.min(body.len())).unwrap_or(body.len());
+    if let Some(d) = drip {
+        for b in &body[..end] {
+            stream.write_all(std::slice::from_ref(b))?;
+            std::thread::sleep(d);
+        }
+    }
     for chunk in body[..end].chunks(4096) {
         stream.write_all(chunk)?;
         if let Some(d) = slow {
@@ -335,6 +410,17 @@ fn serve(hub: &Hub, mut stream: TcpStream) -> std::io::Result<()> {
     // A dropped connection: the socket closes with the body short.
     let _ = stream.shutdown(std::net::Shutdown::Both);
     Ok(())
+}
+
+/// `bytes` over and over, until the client hangs up (or 4 GiB, to bound a broken test).
+fn endless(stream: &mut TcpStream, bytes: &[u8]) {
+    let mut sent = 0usize;
+    while sent < 4 << 30 {
+        if stream.write_all(bytes).is_err() {
+            return;
+        }
+        sent += bytes.len();
+    }
 }
 
 type Deny = Box<dyn FnOnce(&mut TcpStream) -> std::io::Result<()>>;
@@ -370,7 +456,31 @@ fn gate(hub: &Hub, repo: &str, headers: &BTreeMap<String, String>) -> Option<Den
 
 /// The binary with a clean Hub environment: HF_HOME in `home`, the endpoint `server`.
 fn cmd(home: &Path, server: Option<&Server>, args: &[&str]) -> std::process::Command {
-    let mut c = common::bin();
+    hub_env(common::bin(), home, server, args)
+}
+
+/// [`cmd`] under `timeout` and `prlimit --as`: a regression that loops or allocates without
+/// bound ends as a failed test, not a stuck or swapping machine.
+fn bounded(home: &Path, server: Option<&Server>, args: &[&str], secs: u64, mem_mib: u64) -> Output {
+    let mut c = std::process::Command::new("timeout");
+    c.args(["--kill-after=5", &secs.to_string(), "prlimit"])
+        .arg(format!("--as={}", mem_mib << 20))
+        .args(["--", env!("CARGO_BIN_EXE_virnucpro")]);
+    let o = out(hub_env(c, home, server, args));
+    assert!(
+        !matches!(o.status.code(), Some(124) | Some(137)),
+        "not done in {secs} s: {args:?}\n{}",
+        stderr(&o)
+    );
+    o
+}
+
+fn hub_env(
+    mut c: std::process::Command,
+    home: &Path,
+    server: Option<&Server>,
+    args: &[&str],
+) -> std::process::Command {
     c.args(args)
         .env("HF_HOME", home)
         .env("VIRNUCPRO_PROGRESS_SECS", "0.5")
@@ -937,4 +1047,554 @@ fn a_file_larger_than_the_free_space_is_refused_before_downloading() {
         .join("blobs")
         .join(format!("{}.incomplete", sha256(&weights)));
     assert!(!partial.exists(), "nothing created for the refused file");
+}
+
+// ---- The hostile Hub: servers and caches that misbehave on purpose (issue: hardening, round
+// two). Every run is bounded in time and memory; the server in requests. ----
+
+/// A repository of the tiny ESM-2's config with these extra files.
+fn esm_config_with(files: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    let mut all = vec![("config.json".to_string(), fixture("esm2_tiny/config.json"))];
+    all.extend(files);
+    all
+}
+
+fn index(map: &[(&str, &str)]) -> Vec<u8> {
+    let m: serde_json::Map<String, serde_json::Value> = map
+        .iter()
+        .map(|(t, f)| (t.to_string(), serde_json::Value::from(*f)))
+        .collect();
+    serde_json::json!({"metadata": {}, "weight_map": m})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn a_shard_index_naming_an_index_is_refused_in_a_few_requests() {
+    // Before: the index naming itself was fetched again and again (16,000 requests in 15 s).
+    let idx = "model.safetensors.index.json";
+    let server = Server::with(Setup {
+        repos: vec![
+            (
+                "evil/self-index".into(),
+                esm_config_with(vec![(idx.into(), index(&[("a.weight", idx)]))]),
+            ),
+            (
+                "evil/other-index".into(),
+                esm_config_with(vec![
+                    (
+                        idx.into(),
+                        index(&[("a.weight", "pytorch_model.bin.index.json")]),
+                    ),
+                    (
+                        "pytorch_model.bin.index.json".into(),
+                        index(&[("a.weight", idx)]),
+                    ),
+                ]),
+            ),
+        ],
+        ..Setup::default()
+    });
+    for repo in ["evil/self-index", "evil/other-index"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let before = server.log().len();
+        let o = bounded(
+            tmp.path(),
+            Some(&server),
+            &["models", "fetch", "--esm", repo],
+            60,
+            2048,
+        );
+        assert_error(&o, &[repo, "as a shard", "not weights"]);
+        let requests = server.log().len() - before;
+        assert!(requests <= 8, "{repo}: {requests} requests");
+        assert!(!repo_dir(tmp.path(), repo).join("refs/main").exists());
+    }
+}
+
+#[test]
+fn an_index_naming_thousands_of_shards_is_refused_before_downloading_them() {
+    let shards: Vec<String> = (1..=5000)
+        .map(|i| format!("model-{i:05}-of-05000.safetensors"))
+        .collect();
+    let map: Vec<(String, String)> = shards
+        .iter()
+        .map(|s| (format!("{s}.w"), s.clone()))
+        .collect();
+    let map_ref: Vec<(&str, &str)> = map.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let mut files = vec![("model.safetensors.index.json".to_string(), index(&map_ref))];
+    // Each shard listed in the repository (distinct bytes, so distinct sha256s).
+    files.extend(shards.iter().map(|s| (s.clone(), s.as_bytes().to_vec())));
+    let server = Server::with(Setup {
+        repos: vec![("evil/many-shards".into(), esm_config_with(files))],
+        ..Setup::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let o = bounded(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--esm", "evil/many-shards"],
+        120,
+        2048,
+    );
+    assert_error(&o, &["evil/many-shards", "more than 256 files"]);
+    assert!(
+        server.log().iter().all(|l| !l.starts_with("GET /lfs/")),
+        "no shard was downloaded"
+    );
+}
+
+#[test]
+fn a_body_without_a_size_is_bounded_by_what_such_a_file_can_be() {
+    // config.json announced nowhere and streamed for ever: refused at 64 MiB, nothing kept.
+    let server = Server::start(Faults {
+        no_size: Some("config.json"),
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let o = bounded(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--esm", "test/esm2-tiny"],
+        120,
+        2048,
+    );
+    assert_error(
+        &o,
+        &[
+            "config.json",
+            &format!("more than {} bytes", 64u64 << 20),
+            "the most such a file can be",
+            "nothing cached",
+        ],
+    );
+    let blobs = repo_dir(tmp.path(), "test/esm2-tiny").join("blobs");
+    let left: Vec<_> = fs::read_dir(&blobs)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn free_space_is_checked_while_a_body_of_unknown_size_arrives() {
+    // The weights' size is announced nowhere; the disk (the test hook) has the margin kept
+    // free plus 1 MiB: the download stops at the first check after that is used, keeping what
+    // it has for a resume.
+    let server = Server::start(Faults {
+        no_size: Some("model.safetensors"),
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cmd(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--esm", "test/esm2-tiny"],
+    );
+    c.env("VIRNUCPRO_TEST_FREE_BYTES", ((65u64) << 20).to_string());
+    let o = out(c);
+    assert_error(
+        &o,
+        &["model.safetensors", "nearly full", "HF_HOME", "resumes"],
+    );
+    no_partial_or_blob(tmp.path(), "test/esm2-tiny");
+}
+
+#[test]
+fn a_server_dripping_bytes_is_given_up_with_a_clear_error() {
+    // One byte every 100 ms arrives before any read timeout; the rate floor (4 kB/s over the
+    // 2 s window) ends it.
+    let server = Server::start(Faults {
+        drip: Some(Duration::from_millis(100)),
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut c = cmd(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--esm", "test/esm2-tiny"],
+    );
+    c.env("VIRNUCPRO_HTTP_TIMEOUT_SECS", "2");
+    let mut c2 = std::process::Command::new("timeout");
+    c2.args(["--kill-after=5", "60"])
+        .arg(c.get_program())
+        .args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => c2.env(k, v),
+            None => c2.env_remove(k),
+        };
+    }
+    let o = out(c2);
+    assert_error(
+        &o,
+        &[
+            "model.safetensors",
+            "bytes arrived in the last",
+            "stalled or far too slow",
+            "resume",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_pinned_classifier_url_is_checked_every_time_not_taken_from_an_unpinned_fetch() {
+    let genuine = fixture("mlp_tiny.pth");
+    let mut tampered = genuine.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 1;
+    let server = Server::with(Setup {
+        raw: vec![("/raw/tampered.pth".into(), tampered)],
+        ..Setup::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("{}/raw/tampered.pth", server.url());
+    let pinned = format!("{url}#sha256={}", sha256(&genuine));
+    // An unpinned fetch caches the tampered file (nothing says it is wrong)...
+    ok(&out(cmd(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--classifier", &url],
+    )));
+    // ...which the pinned URL never uses: it downloads, and the pin refuses the bytes.
+    let o = out(cmd(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--classifier", &pinned],
+    ));
+    assert_error(&o, &["tampered.pth", "sha256 mismatch", "nothing cached"]);
+    let o = out(cmd(
+        tmp.path(),
+        Some(&server),
+        &[
+            "predict",
+            "--dna",
+            "d.safetensors",
+            "--protein",
+            "p.safetensors",
+            "--classifier",
+            &pinned,
+            "--download",
+            "-o",
+            tmp.path().join("pred").to_str().unwrap(),
+        ],
+    ));
+    assert_error(&o, &["tampered.pth", "sha256 mismatch"]);
+    assert!(!tmp.path().join("pred").exists());
+
+    // A genuine pinned file, changed in the cache afterwards: refused at its next use.
+    let good = format!(
+        "{}/raw/mlp_tiny.pth#sha256={}",
+        server.url(),
+        sha256(&genuine)
+    );
+    let listed = ok(&out(cmd(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--classifier", &good],
+    )));
+    let cached = PathBuf::from(listed.trim().split('\t').nth(2).unwrap());
+    assert_eq!(fs::read(&cached).unwrap(), genuine);
+    let mut changed = genuine.clone();
+    changed[mid] ^= 1;
+    fs::write(&cached, &changed).unwrap();
+    let o = out(cmd(
+        tmp.path(),
+        None,
+        &["models", "fetch", "--classifier", &good],
+    ));
+    assert_error(
+        &o,
+        &["does not match its sha256", "delete", "fetch it again"],
+    );
+    // An unpinned cached file is held to the sha256 recorded when it was downloaded.
+    let unpinned = cached_classifier(tmp.path(), &url);
+    fs::write(&unpinned, &genuine).unwrap();
+    let o = out(cmd(
+        tmp.path(),
+        None,
+        &["models", "fetch", "--classifier", &url],
+    ));
+    assert_error(&o, &["sha256 recorded at download"]);
+}
+
+/// Where `models fetch --classifier url` put its file (from `models list --json`).
+fn cached_classifier(home: &Path, url: &str) -> PathBuf {
+    let listed = ok(&out(cmd(home, None, &["models", "list", "--json"])));
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let c = v["classifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["url"] == url)
+        .unwrap_or_else(|| panic!("{url} not in {listed}"));
+    PathBuf::from(c["path"].as_str().unwrap())
+}
+
+#[test]
+fn models_list_reads_hostile_refs_bounded_and_lists_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    let commit = COMMIT;
+    let repo = |name: &str| {
+        let d = hub.join(format!("models--org--{name}"));
+        fs::create_dir_all(d.join("refs")).unwrap();
+        d
+    };
+    fs::write(repo("good").join("refs/main"), commit).unwrap();
+    // A multi-byte character across the 12th byte (the listing's short commit).
+    fs::write(repo("accented").join("refs/main"), "é".repeat(30)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", repo("zero").join("refs/main")).unwrap();
+    let looped = repo("loop");
+    std::os::unix::fs::symlink("b", looped.join("refs/a")).unwrap();
+    std::os::unix::fs::symlink("a", looped.join("refs/b")).unwrap();
+    std::os::unix::fs::symlink(".", looped.join("refs/dir")).unwrap();
+    fs::write(looped.join("refs/main"), commit).unwrap();
+    // A fifo: a plain read would wait for a writer for ever.
+    let fifo = repo("fifo").join("refs/main");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    fs::create_dir_all(hub.join("models--org--new\nline/refs")).unwrap();
+    let o = bounded(tmp.path(), None, &["models", "list"], 30, 1024);
+    let listed = ok(&o);
+    for needle in [
+        "org/good",
+        "main=0123456789ab",
+        "org/accented",
+        "org/zero",
+        "org/loop",
+        "org/new\\nline",
+        "org/fifo",
+        "not a commit id",
+        "not a regular file",
+        "is a link",
+    ] {
+        assert!(listed.contains(needle), "{needle:?} in:\n{listed}");
+    }
+    assert!(!listed.contains("org/new\n"), "{listed}");
+    // The loop's own good ref is still listed.
+    let loop_line = listed.lines().find(|l| l.contains("org/loop")).unwrap();
+    assert!(loop_line.contains("main=0123456789ab"), "{loop_line}");
+    let json = bounded(tmp.path(), None, &["models", "list", "--json"], 30, 1024);
+    let v: serde_json::Value = serde_json::from_str(&ok(&json)).unwrap();
+    assert_eq!(v["models"].as_array().unwrap().len(), 6);
+    // A run resolving the id with the /dev/zero ref treats it as not cached, bounded.
+    let o = bounded(
+        tmp.path(),
+        None,
+        &[
+            "embed-protein",
+            "x.faa",
+            "-m",
+            "org/zero",
+            "-o",
+            "x.safetensors",
+        ],
+        30,
+        1024,
+    );
+    assert_error(&o, &["org/zero", "nor in the Hugging Face cache"]);
+}
+
+#[test]
+fn a_renamed_repository_says_its_new_name() {
+    let server = Server::with(Setup {
+        script: Some(Box::new(|_, path, s| {
+            if !path.starts_with("/api/models/old-org/esm") {
+                return false;
+            }
+            respond(
+                s,
+                "307 Temporary Redirect",
+                &[
+                    (
+                        "Location".into(),
+                        "/api/models/test/esm2-tiny/revision/main".into(),
+                    ),
+                    ("Content-Length".into(), "0".into()),
+                ],
+                b"",
+            );
+            true
+        })),
+        ..Setup::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let o = bounded(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--esm", "old-org/esm"],
+        30,
+        1024,
+    );
+    assert_error(
+        &o,
+        &[
+            "old-org/esm",
+            "renamed or moved to test/esm2-tiny",
+            "HTTP 307",
+            "use test/esm2-tiny",
+        ],
+    );
+}
+
+#[test]
+fn redirect_loops_and_other_schemes_are_said_and_not_retried() {
+    for (what, needle) in [
+        ("loop", "redirects in a loop"),
+        ("file", "file: URL"),
+        ("gopher", "gopher: URL"),
+    ] {
+        let server = Server::with(Setup {
+            script: Some(Box::new(move |_, path, s| {
+                let to = match (what, path) {
+                    (_, p) if !p.starts_with("/lfs/") => return false,
+                    ("loop", p) if p.ends_with("/again") => {
+                        p.trim_end_matches("/again").to_string()
+                    }
+                    ("loop", p) => format!("{p}/again"),
+                    ("file", _) => "file:///etc/passwd".to_string(),
+                    _ => "gopher://127.0.0.1:70/1".to_string(),
+                };
+                respond(
+                    s,
+                    "302 Found",
+                    &[
+                        ("Location".into(), to),
+                        ("Content-Length".into(), "0".into()),
+                    ],
+                    b"",
+                );
+                true
+            })),
+            ..Setup::default()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let o = bounded(
+            tmp.path(),
+            Some(&server),
+            &["models", "fetch", "--esm", "test/esm2-tiny"],
+            60,
+            1024,
+        );
+        assert_error(&o, &["model.safetensors", needle, "not followed"]);
+        assert!(!stderr(&o).contains("no network"), "{}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("retrying"),
+            "not retried: {}",
+            stderr(&o)
+        );
+        let lfs = server
+            .log()
+            .iter()
+            .filter(|l| l.starts_with("GET /lfs/"))
+            .count();
+        assert!(lfs <= 2, "{what}: {lfs} storage requests");
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+    }
+}
+
+#[test]
+fn ids_and_revisions_the_hub_forbids_are_refused_before_any_request() {
+    let server = Server::start(Faults::default());
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, needles) in [
+        (
+            vec!["models", "fetch", "--esm", "test/esm2-tiny@."],
+            vec!["revision \".\"", "starts with '.'", "branch, tag or commit"],
+        ),
+        (
+            vec!["models", "fetch", "--esm", "test/esm2-tiny@main/"],
+            vec!["revision \"main/\"", "empty part"],
+        ),
+        (
+            vec![
+                "models",
+                "fetch",
+                "--esm",
+                "test/esm2-tiny",
+                "--revision",
+                ".",
+            ],
+            vec!["--revision", "starts with '.'"],
+        ),
+        (
+            vec!["models", "fetch", "--esm", "a--b/c"],
+            vec!["\"a--b\"", "'--'"],
+        ),
+        (
+            vec!["models", "fetch", "--dnabert", "a/b--c"],
+            vec!["\"b--c\"", "'--'"],
+        ),
+        (
+            vec![
+                "embed-protein",
+                "x.faa",
+                "-m",
+                "a/b@main/",
+                "-o",
+                "x.safetensors",
+            ],
+            vec!["ESM-2 model", "empty part"],
+        ),
+    ] {
+        let o = bounded(tmp.path(), Some(&server), &args, 30, 1024);
+        assert_error(&o, &needles);
+    }
+    assert!(server.log().is_empty(), "{:?}", server.log());
+    assert!(!tmp.path().join("hub").exists());
+}
+
+#[test]
+fn an_upper_case_commit_from_the_server_is_cached_in_lower_case() {
+    let server = Server::start(Faults {
+        upper_commit: true,
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    ok(&fetch_esm(tmp.path(), &server));
+    let dir = repo_dir(tmp.path(), "test/esm2-tiny");
+    let snaps: Vec<String> = fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(snaps, vec![COMMIT.to_string()]);
+    assert_eq!(fs::read_to_string(dir.join("refs/main")).unwrap(), COMMIT);
+}
+
+#[test]
+fn names_from_the_server_are_printed_escaped_in_one_line() {
+    let shard = "x\nerror: all good\u{1b}[2J.safetensors";
+    let server = Server::with(Setup {
+        repos: vec![(
+            "evil/names".into(),
+            esm_config_with(vec![(
+                "model.safetensors.index.json".into(),
+                index(&[("a.weight", shard)]),
+            )]),
+        )],
+        ..Setup::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let o = bounded(
+        tmp.path(),
+        Some(&server),
+        &["models", "fetch", "--esm", "evil/names"],
+        30,
+        1024,
+    );
+    assert_error(
+        &o,
+        &["evil/names", "x\\nerror: all good\\u{1b}[2J.safetensors"],
+    );
+    assert!(!stderr(&o).contains('\u{1b}'), "{}", stderr(&o));
 }

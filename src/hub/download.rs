@@ -675,10 +675,7 @@ fn fetch_file(
         size,
         checksum,
         // Bounds a body whose size nobody announced.
-        limit: if HF_WEIGHT_FILES.contains(&file.rfilename.as_str())
-            || file.rfilename.ends_with(".safetensors")
-            || file.rfilename.ends_with(".bin")
-        {
+        limit: if file.rfilename.ends_with(".safetensors") || file.rfilename.ends_with(".bin") {
             MAX_WEIGHTS_BYTES
         } else {
             MAX_SIDE_FILE_BYTES
