@@ -94,7 +94,8 @@ impl HubEnv {
                 let path = var("HF_TOKEN_PATH")
                     .map(PathBuf::from)
                     .unwrap_or_else(|| home.join("token"));
-                std::fs::read_to_string(path)
+                // Bounded, a regular file: a token "file" linked to /dev/zero must not hang.
+                cache::read_small(&path, 64 << 10)
                     .ok()
                     .map(|t| t.trim().to_string())
                     .filter(|t| !t.is_empty())
