@@ -1,5 +1,6 @@
 //! `train` and `evaluate` on bad inputs: one test per case, each a one-line error (exit 1, no
-//! finished output) or a finished run with counted warnings, as `predict` treats them.
+//! finished output) or a finished run with counted warnings, as `predict` treats them; a bad
+//! flag value (or one at odds with the checkpoint) is a usage error, exit 64.
 
 mod common;
 
@@ -92,6 +93,29 @@ impl Data {
     }
 }
 
+/// `train`'s arguments: the inputs, `--epochs 3 --hidden 8` unless `extra` gives them, then
+/// `extra`.
+fn train_args<'a>(
+    dna: &[&'a Path],
+    protein: &[&'a Path],
+    labels: &'a Path,
+    out: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["train", "--dna"];
+    args.extend(dna.iter().map(|p| s(p)));
+    args.push("--protein");
+    args.extend(protein.iter().map(|p| s(p)));
+    args.extend(["--labels", s(labels), "--outdir", s(out)]);
+    for (flag, value) in [("--epochs", "3"), ("--hidden", "8")] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend(extra);
+    args
+}
+
 fn train(
     dna: &[&Path],
     protein: &[&Path],
@@ -99,22 +123,7 @@ fn train(
     out: &Path,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut args = vec!["train", "--dna"];
-    args.extend(dna.iter().map(|p| s(p)));
-    args.push("--protein");
-    args.extend(protein.iter().map(|p| s(p)));
-    args.extend([
-        "--labels",
-        s(labels),
-        "--outdir",
-        s(out),
-        "--epochs",
-        "3",
-        "--hidden",
-        "8",
-    ]);
-    args.extend(extra);
-    run_bounded(&args, None, 0, 120)
+    run_bounded(&train_args(dna, protein, labels, out, extra), None, 0, 120)
 }
 
 fn finished(out: &Path) -> [PathBuf; 3] {
@@ -287,8 +296,99 @@ fn out_of_range_hyperparameters_are_refused_before_any_work() {
         &out,
         &["--dropout", "1"],
     );
-    refused(&o, &["--dropout"], &out);
+    // A usage error (64), as clap's own refusals.
+    let f = finished(&out);
+    assert_refused(&o, 64, &["--dropout"], &[&f[0], &f[1], &f[2]]);
     assert!(!out.exists(), "nothing is created for a refused run");
+}
+
+/// A refused flag value: exit 64 (usage error), one `error:` line with every needle, none of
+/// a run's outputs (nor a checkpoint), and nothing from clap's flag lookup.
+fn refused_flag(o: &std::process::Output, needles: &[&str], out: &Path) {
+    let f = finished(out);
+    let ckpt = out.join("train.checkpoint.safetensors");
+    assert_refused(o, 64, needles, &[&f[0], &f[1], &f[2], &ckpt]);
+    assert!(!stderr(o).contains("unexpected argument"), "{}", stderr(o));
+    assert!(!stderr(o).contains("backtrace"), "{}", stderr(o));
+}
+
+#[test]
+fn negative_values_reach_each_flags_own_check() {
+    let d = Data::new(20);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let labels = d.default_labels();
+    let out = d.path("out");
+    for (flag, value, says) in [
+        (
+            "--epochs",
+            "-1",
+            "the number of epochs must be a whole number from 1",
+        ),
+        (
+            "--batch-size",
+            "-32",
+            "the batch size must be a whole number of at least 2",
+        ),
+        (
+            "--lr",
+            "-1",
+            "the learning rate must be a positive finite number",
+        ),
+        (
+            "--lr",
+            "-1e-3",
+            "the learning rate must be a positive finite number",
+        ),
+        (
+            "--lr",
+            "-inf",
+            "the learning rate must be a positive finite number",
+        ),
+        ("--momentum", "-0.5", "the momentum must be in [0, 1)"),
+        (
+            "--lr-step",
+            "-10",
+            "the StepLR period must be a whole number of at least 1",
+        ),
+        (
+            "--lr-gamma",
+            "-0.85",
+            "StepLR's factor must be a positive finite number",
+        ),
+        (
+            "--dropout",
+            "-0.1",
+            "the dropout probability must be in [0, 1)",
+        ),
+        (
+            "--patience",
+            "-5",
+            "the patience must be a whole number of at least 1",
+        ),
+        (
+            "--hidden",
+            "-8",
+            "the hidden width must be a whole number of at least 1",
+        ),
+        (
+            "--validation-fraction",
+            "-0.1",
+            "the validation fraction must be between 0 and 1",
+        ),
+        (
+            "--seed",
+            "-1",
+            "the seed must be a whole number, not negative",
+        ),
+    ] {
+        let o = train(&[&dna], &[&prot], &labels, &out, &[flag, value]);
+        refused_flag(&o, &[&format!("'{value}'"), flag, says], &out);
+        assert!(
+            !out.exists(),
+            "{flag} {value}: nothing is created for a refused run"
+        );
+    }
 }
 
 #[test]
