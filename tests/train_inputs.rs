@@ -312,6 +312,48 @@ fn refused_flag(o: &std::process::Output, needles: &[&str], out: &Path) {
     assert!(!stderr(o).contains("backtrace"), "{}", stderr(o));
 }
 
+/// Address space for the runs that must be refused before allocating: a regression that
+/// allocates fails inside it instead of taking the machine.
+const REFUSAL_MIB: u64 = 4096;
+
+#[test]
+fn widths_and_batches_too_large_for_memory_are_refused_before_allocating() {
+    let d = Data::new(200);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let labels = d.default_labels();
+    let out = d.path("out");
+    let run = |extra: &[&str]| {
+        let args = train_args(&[&dna], &[&prot], &labels, &out, extra);
+        run_bounded(&args, None, REFUSAL_MIB, 60)
+    };
+    // 10^11 hidden units on 8-d embeddings: terabytes of weights.
+    let o = run(&["--hidden", "100000000000"]);
+    refused_flag(
+        &o,
+        &["--hidden 100000000000", "8-d", "GiB", "give --hidden"],
+        &out,
+    );
+    // A million hidden units fit (tens of MB of weights), but not a step over all 180
+    // training rows, which a batch size far above the data takes.
+    let o = run(&["--hidden", "1000000", "--batch-size", "1000000000000"]);
+    refused_flag(
+        &o,
+        &[
+            "--batch-size 1000000000000",
+            "180 ORFs (every training row)",
+            "GiB",
+            "give --batch-size",
+        ],
+        &out,
+    );
+    // Epochs do not allocate, but each one's log line is kept in the checkpoint.
+    let o = run(&["--epochs", "1000000"]);
+    refused_flag(&o, &["'1000000'", "--epochs", "from 1 to 100000"], &out);
+    let o = run(&["--epochs", "99999999999999999999999"]);
+    refused_flag(&o, &["--epochs", "from 1 to 100000"], &out);
+}
+
 #[test]
 fn negative_values_reach_each_flags_own_check() {
     let d = Data::new(20);

@@ -162,7 +162,7 @@ pub struct TrainArgs {
     /// Most epochs (at most 100000); early stopping may end sooner.
     #[arg(long, default_value_t = 200, value_name = "N", allow_hyphen_values = true, value_parser = epochs)]
     pub epochs: u64,
-    /// ORFs per SGD step (at least 2).
+    /// ORFs per SGD step (at least 2; refused when a step would not fit in memory).
     #[arg(long, default_value_t = 32, value_name = "N", allow_hyphen_values = true, value_parser = batch_size)]
     pub batch_size: u64,
     /// SGD learning rate.
@@ -183,7 +183,8 @@ pub struct TrainArgs {
     /// Stop after N epochs without a lower validation loss.
     #[arg(long, default_value_t = 5, value_name = "N", allow_hyphen_values = true, value_parser = patience)]
     pub patience: u64,
-    /// Hidden layer width (ignored with --init, whose weights fix it).
+    /// Hidden layer width (ignored with --init, whose weights fix it; refused when the model
+    /// would not fit in memory).
     #[arg(long, default_value_t = 512, value_name = "N", allow_hyphen_values = true, value_parser = hidden)]
     pub hidden: u64,
     /// Share of the ORFs held out for validation (seeded random split).
