@@ -464,3 +464,71 @@ fn dataset_refuses_a_record_id_in_both_classes() {
         &[&out.join("dataset.json"), &out.join("labels.tsv")],
     );
 }
+
+/// A training run killed (SIGKILL) once epoch `epoch` is logged: its checkpoint is on disk.
+fn killed_after_epoch(args: &[&str], epoch: usize) {
+    use std::io::{BufRead, BufReader};
+    let mut child = common::bin()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(&format!("train: epoch {epoch}/")) {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(seen.contains(&format!("train: epoch {epoch}/")), "{seen}");
+}
+
+#[test]
+fn fewer_epochs_than_the_checkpoint_holds_are_refused_and_keep_it() {
+    let d = Data::new(40);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let labels = d.default_labels();
+    let out = d.path("out");
+    let ckpt = out.join("train.checkpoint.safetensors");
+    // Far more epochs than the kill lets run, without early stopping.
+    let long = ["--epochs", "100000", "--patience", "100000"];
+    killed_after_epoch(&train_args(&[&dna], &[&prot], &labels, &out, &long), 3);
+    let held = std::fs::read(&ckpt).expect("the killed run's checkpoint");
+
+    let short = ["--epochs", "2", "--patience", "100000"];
+    let o = train(&[&dna], &[&prot], &labels, &out, &short);
+    let f = finished(&out);
+    let needles = [
+        "--epochs 2",
+        "train.checkpoint.safetensors",
+        "already holds",
+        "--force",
+    ];
+    assert_refused(&o, 64, &needles, &[&f[0], &f[1], &f[2]]);
+    // Everything trained so far is still there, byte for byte.
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        held,
+        "the checkpoint changed"
+    );
+
+    // --force trains the 2 epochs from scratch.
+    let o = train(
+        &[&dna],
+        &[&prot],
+        &labels,
+        &out,
+        &[&short[..], &["--force"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(report["epochs_run"], 2);
+    assert_eq!(report["resumed_after_epoch"], serde_json::Value::Null);
+}

@@ -159,7 +159,8 @@ pub struct TrainArgs {
     /// Output directory (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub outdir: PathBuf,
-    /// Most epochs (at most 100000); early stopping may end sooner.
+    /// Most epochs (at most 100000); early stopping may end sooner. A re-run continues a
+    /// checkpoint only with at least the epochs it holds (or starts over with --force).
     #[arg(long, default_value_t = 200, value_name = "N", allow_hyphen_values = true, value_parser = epochs)]
     pub epochs: u64,
     /// ORFs per SGD step (at least 2; refused when a step would not fit in memory).
@@ -203,6 +204,10 @@ pub struct TrainArgs {
     /// Start from these weights (a classifier .safetensors or the original's .pth).
     #[arg(long, value_name = "FILE")]
     pub init: Option<PathBuf>,
+    /// Start from scratch even when --outdir holds a checkpoint of an interrupted run of these
+    /// inputs and flags (it is replaced after the first epoch).
+    #[arg(long)]
+    pub force: bool,
     /// cpu, auto, cuda[:N] or wgpu[:N] (GPU backends when built with them); training runs in f32.
     #[arg(short, long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceSpec,

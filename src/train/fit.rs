@@ -252,16 +252,34 @@ fn start<B: Backend>(
     device: &B::Device,
 ) -> Result<(State<B>, Option<usize>)> {
     let ckpt = opts.outdir.join(CHECKPOINT_FILE);
-    if let Some(state) = checkpoint::load::<B>(&ckpt, fingerprint, device)? {
+    if opts.force {
+        if ckpt.exists() {
+            tracing::info!(
+                "train: --force: starting over; {} is replaced after the first epoch",
+                ckpt.display()
+            );
+        }
+    } else if let Some(state) = checkpoint::load::<B>(&ckpt, fingerprint, device)? {
         let done = state.progress.epochs_done;
-        if done <= opts.epochs && state.model.input_dim() == dim {
+        // Fewer epochs than the checkpoint holds: starting over would replace the trained
+        // epochs after the first new one, so the user chooses, nothing is touched.
+        if done > opts.epochs {
+            return Err(UsageError(format!(
+                "--epochs {}: {} already holds {done} epochs of this run; give --epochs {done} \
+                 or more to continue it, or --force to train from scratch (which replaces it)",
+                opts.epochs,
+                ckpt.display()
+            ))
+            .into());
+        }
+        if state.model.input_dim() == dim {
             tracing::info!("train: resuming after epoch {done} from {}", ckpt.display());
             return Ok((state, Some(done)));
         }
         tracing::warn!(
-            "{} holds {done} epochs, more than --epochs {}; starting over",
+            "{} holds a model of {}-d input, not {dim}-d; starting over",
             ckpt.display(),
-            opts.epochs
+            state.model.input_dim()
         );
     }
     let model = match &opts.init {

@@ -57,6 +57,8 @@ pub struct TrainOptions {
     pub seed: u64,
     pub shuffle: bool,
     pub init: Option<PathBuf>,
+    /// Ignore a checkpoint of an interrupted run: start from scratch.
+    pub force: bool,
     pub device: DeviceSpec,
     pub quiet: bool,
 }
@@ -82,6 +84,7 @@ impl cli::TrainArgs {
             seed: self.seed,
             shuffle: !self.no_shuffle,
             init: self.init.clone(),
+            force: self.force,
             device: self.device.clone(),
             quiet,
         }
