@@ -7,6 +7,20 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::device::{DeviceSpec, Precision};
 
+/// A flag's value refused after parsing (out of its range, too large for this machine, at odds
+/// with what the output directory holds): `main` exits with 64 (usage error) as for clap's own
+/// refusals, since nothing was run and only a changed command can succeed.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "virnucpro",

@@ -407,47 +407,14 @@ fn read_error(label: &str, compression: Compression, record: usize, e: io::Error
     }
 }
 
-/// The most bases one record may have: half the memory this process may use (the physical
-/// memory, its cgroup's limit, or its address-space limit, whichever is least), since a whole
-/// record is held in memory and translating it costs about as much again. Unlimited when none
-/// of these can be read; allocation failures are still reported, not aborted on.
+/// The most bases one record may have: half the memory this process may use
+/// ([`crate::resources::memory_limit_bytes`]), since a whole record is held in memory and
+/// translating it costs about as much again. Unlimited when no limit can be read; allocation
+/// failures are still reported, not aborted on.
 fn record_limit() -> usize {
-    let limits = [meminfo_total(), cgroup_memory_max(), address_space_limit()];
-    limits
-        .into_iter()
-        .flatten()
-        .min()
-        .map_or(usize::MAX, |bytes| {
-            usize::try_from(bytes / 2).unwrap_or(usize::MAX)
-        })
-}
-
-fn meminfo_total() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// cgroup v2 `memory.max` of this process's cgroup ("max" = none).
-fn cgroup_memory_max() -> Option<u64> {
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let file = Path::new("/sys/fs/cgroup")
-        .join(path.trim_start_matches('/'))
-        .join("memory.max");
-    std::fs::read_to_string(file).ok()?.trim().parse().ok()
-}
-
-/// The soft address-space limit (`ulimit -v`, `prlimit --as`), from `/proc/self/limits`.
-fn address_space_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max address space"))?;
-    line["Max address space".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    crate::resources::memory_limit_bytes().map_or(usize::MAX, |bytes| {
+        usize::try_from(bytes / 2).unwrap_or(usize::MAX)
+    })
 }
 
 /// Look at the first bytes and refuse what is clearly not FASTA, with a message that says what
@@ -739,7 +706,7 @@ mod tests {
 
     #[test]
     fn the_record_limit_is_below_physical_memory() {
-        if let Some(total) = meminfo_total() {
+        if let Some(total) = crate::resources::memory_limit_bytes() {
             assert!((record_limit() as u64) <= total / 2);
         }
     }

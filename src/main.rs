@@ -55,9 +55,13 @@ fn main() -> ExitCode {
             // One line for the user: the whole context chain, outermost first.
             eprintln!("error: {e:#}");
             // Stopped by a signal after saving its work: the shell's convention, 128 + signal.
-            match e.downcast_ref::<virnucpro::interrupt::Interrupted>() {
-                Some(i) => ExitCode::from((128 + i.signal).clamp(1, 255) as u8),
-                None => ExitCode::from(EXIT_ERROR),
+            if let Some(i) = e.downcast_ref::<virnucpro::interrupt::Interrupted>() {
+                ExitCode::from((128 + i.signal).clamp(1, 255) as u8)
+            } else if e.downcast_ref::<virnucpro::cli::UsageError>().is_some() {
+                // A flag's value refused after parsing: a usage error like clap's.
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_ERROR)
             }
         }
     }

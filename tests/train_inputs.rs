@@ -1,5 +1,6 @@
 //! `train` and `evaluate` on bad inputs: one test per case, each a one-line error (exit 1, no
-//! finished output) or a finished run with counted warnings, as `predict` treats them.
+//! finished output) or a finished run with counted warnings, as `predict` treats them; a bad
+//! flag value (or one at odds with the checkpoint) is a usage error, exit 64.
 
 mod common;
 
@@ -92,6 +93,29 @@ impl Data {
     }
 }
 
+/// `train`'s arguments: the inputs, `--epochs 3 --hidden 8` unless `extra` gives them, then
+/// `extra`.
+fn train_args<'a>(
+    dna: &[&'a Path],
+    protein: &[&'a Path],
+    labels: &'a Path,
+    out: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["train", "--dna"];
+    args.extend(dna.iter().map(|p| s(p)));
+    args.push("--protein");
+    args.extend(protein.iter().map(|p| s(p)));
+    args.extend(["--labels", s(labels), "--outdir", s(out)]);
+    for (flag, value) in [("--epochs", "3"), ("--hidden", "8")] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend(extra);
+    args
+}
+
 fn train(
     dna: &[&Path],
     protein: &[&Path],
@@ -99,22 +123,7 @@ fn train(
     out: &Path,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut args = vec!["train", "--dna"];
-    args.extend(dna.iter().map(|p| s(p)));
-    args.push("--protein");
-    args.extend(protein.iter().map(|p| s(p)));
-    args.extend([
-        "--labels",
-        s(labels),
-        "--outdir",
-        s(out),
-        "--epochs",
-        "3",
-        "--hidden",
-        "8",
-    ]);
-    args.extend(extra);
-    run_bounded(&args, None, 0, 120)
+    run_bounded(&train_args(dna, protein, labels, out, extra), None, 0, 120)
 }
 
 fn finished(out: &Path) -> [PathBuf; 3] {
@@ -287,8 +296,141 @@ fn out_of_range_hyperparameters_are_refused_before_any_work() {
         &out,
         &["--dropout", "1"],
     );
-    refused(&o, &["--dropout"], &out);
+    // A usage error (64), as clap's own refusals.
+    let f = finished(&out);
+    assert_refused(&o, 64, &["--dropout"], &[&f[0], &f[1], &f[2]]);
     assert!(!out.exists(), "nothing is created for a refused run");
+}
+
+/// A refused flag value: exit 64 (usage error), one `error:` line with every needle, none of
+/// a run's outputs (nor a checkpoint), and nothing from clap's flag lookup.
+fn refused_flag(o: &std::process::Output, needles: &[&str], out: &Path) {
+    let f = finished(out);
+    let ckpt = out.join("train.checkpoint.safetensors");
+    assert_refused(o, 64, needles, &[&f[0], &f[1], &f[2], &ckpt]);
+    assert!(!stderr(o).contains("unexpected argument"), "{}", stderr(o));
+    assert!(!stderr(o).contains("backtrace"), "{}", stderr(o));
+}
+
+/// Address space for the runs that must be refused before allocating: a regression that
+/// allocates fails inside it instead of taking the machine.
+const REFUSAL_MIB: u64 = 4096;
+
+#[test]
+fn widths_and_batches_too_large_for_memory_are_refused_before_allocating() {
+    let d = Data::new(200);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let labels = d.default_labels();
+    let out = d.path("out");
+    let run = |extra: &[&str]| {
+        let args = train_args(&[&dna], &[&prot], &labels, &out, extra);
+        run_bounded(&args, None, REFUSAL_MIB, 60)
+    };
+    // 10^11 hidden units on 8-d embeddings: terabytes of weights.
+    let o = run(&["--hidden", "100000000000"]);
+    refused_flag(
+        &o,
+        &["--hidden 100000000000", "8-d", "GiB", "give --hidden"],
+        &out,
+    );
+    // A million hidden units fit (tens of MB of weights), but not a step over all 180
+    // training rows, which a batch size far above the data takes.
+    let o = run(&["--hidden", "1000000", "--batch-size", "1000000000000"]);
+    refused_flag(
+        &o,
+        &[
+            "--batch-size 1000000000000",
+            "180 ORFs (every training row)",
+            "GiB",
+            "give --batch-size",
+        ],
+        &out,
+    );
+    // Epochs do not allocate, but each one's log line is kept in the checkpoint.
+    let o = run(&["--epochs", "1000000"]);
+    refused_flag(&o, &["'1000000'", "--epochs", "from 1 to 100000"], &out);
+    let o = run(&["--epochs", "99999999999999999999999"]);
+    refused_flag(&o, &["--epochs", "from 1 to 100000"], &out);
+}
+
+#[test]
+fn negative_values_reach_each_flags_own_check() {
+    let d = Data::new(20);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let labels = d.default_labels();
+    let out = d.path("out");
+    for (flag, value, says) in [
+        (
+            "--epochs",
+            "-1",
+            "the number of epochs must be a whole number from 1",
+        ),
+        (
+            "--batch-size",
+            "-32",
+            "the batch size must be a whole number of at least 2",
+        ),
+        (
+            "--lr",
+            "-1",
+            "the learning rate must be a positive finite number",
+        ),
+        (
+            "--lr",
+            "-1e-3",
+            "the learning rate must be a positive finite number",
+        ),
+        (
+            "--lr",
+            "-inf",
+            "the learning rate must be a positive finite number",
+        ),
+        ("--momentum", "-0.5", "the momentum must be in [0, 1)"),
+        (
+            "--lr-step",
+            "-10",
+            "the StepLR period must be a whole number of at least 1",
+        ),
+        (
+            "--lr-gamma",
+            "-0.85",
+            "StepLR's factor must be a positive finite number",
+        ),
+        (
+            "--dropout",
+            "-0.1",
+            "the dropout probability must be in [0, 1)",
+        ),
+        (
+            "--patience",
+            "-5",
+            "the patience must be a whole number of at least 1",
+        ),
+        (
+            "--hidden",
+            "-8",
+            "the hidden width must be a whole number of at least 1",
+        ),
+        (
+            "--validation-fraction",
+            "-0.1",
+            "the validation fraction must be between 0 and 1",
+        ),
+        (
+            "--seed",
+            "-1",
+            "the seed must be a whole number, not negative",
+        ),
+    ] {
+        let o = train(&[&dna], &[&prot], &labels, &out, &[flag, value]);
+        refused_flag(&o, &[&format!("'{value}'"), flag, says], &out);
+        assert!(
+            !out.exists(),
+            "{flag} {value}: nothing is created for a refused run"
+        );
+    }
 }
 
 #[test]
@@ -321,4 +463,72 @@ fn dataset_refuses_a_record_id_in_both_classes() {
         &["others.fa", "'shared'", "appears twice"],
         &[&out.join("dataset.json"), &out.join("labels.tsv")],
     );
+}
+
+/// A training run killed (SIGKILL) once epoch `epoch` is logged: its checkpoint is on disk.
+fn killed_after_epoch(args: &[&str], epoch: usize) {
+    use std::io::{BufRead, BufReader};
+    let mut child = common::bin()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(&format!("train: epoch {epoch}/")) {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(seen.contains(&format!("train: epoch {epoch}/")), "{seen}");
+}
+
+#[test]
+fn fewer_epochs_than_the_checkpoint_holds_are_refused_and_keep_it() {
+    let d = Data::new(40);
+    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let labels = d.default_labels();
+    let out = d.path("out");
+    let ckpt = out.join("train.checkpoint.safetensors");
+    // Far more epochs than the kill lets run, without early stopping.
+    let long = ["--epochs", "100000", "--patience", "100000"];
+    killed_after_epoch(&train_args(&[&dna], &[&prot], &labels, &out, &long), 3);
+    let held = std::fs::read(&ckpt).expect("the killed run's checkpoint");
+
+    let short = ["--epochs", "2", "--patience", "100000"];
+    let o = train(&[&dna], &[&prot], &labels, &out, &short);
+    let f = finished(&out);
+    let needles = [
+        "--epochs 2",
+        "train.checkpoint.safetensors",
+        "already holds",
+        "--force",
+    ];
+    assert_refused(&o, 64, &needles, &[&f[0], &f[1], &f[2]]);
+    // Everything trained so far is still there, byte for byte.
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        held,
+        "the checkpoint changed"
+    );
+
+    // --force trains the 2 epochs from scratch.
+    let o = train(
+        &[&dna],
+        &[&prot],
+        &labels,
+        &out,
+        &[&short[..], &["--force"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(report["epochs_run"], 2);
+    assert_eq!(report["resumed_after_epoch"], serde_json::Value::Null);
 }

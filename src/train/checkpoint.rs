@@ -9,8 +9,9 @@
 //!
 //! The file carries a fingerprint of the inputs (paths, sizes, modification times) and every
 //! flag except `--epochs`; a re-run whose fingerprint differs starts over (with a warning),
-//! one with more `--epochs` continues where the last one ended. It is removed once the
-//! outputs are committed.
+//! one with as many `--epochs` or more continues where the last one ended, one with fewer is
+//! refused (starting over would replace the epochs already trained; `--force` does that on
+//! purpose). It is removed once the outputs are committed.
 
 use std::collections::BTreeMap;
 use std::path::Path;

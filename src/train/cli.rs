@@ -30,6 +30,121 @@ pub struct DatasetArgs {
     pub shard_size: Option<u64>,
 }
 
+// `train`'s numeric flags, parsed by the functions below rather than clap's own parsers so
+// that a bad value is refused saying what the flag means and what to give. A negative one
+// too: the flags take values with a leading hyphen, or clap would read `-1` or `-1e-3` as
+// short flags and say only "unexpected argument". `TrainOptions::check` runs the
+// same functions on options built in code.
+
+/// Most `--epochs`: the checkpoint, rewritten after every epoch, carries every epoch's log line
+/// (about 250 bytes), and a safetensors header over 100 MB cannot be read back, so a run of
+/// ~400,000 epochs could not resume; 100,000 stays well below. The original trains 200.
+pub const MAX_EPOCHS: u64 = 100_000;
+
+/// A whole number in `min..=max`, or what is wrong with `s` as `what` and a hint.
+fn whole(s: &str, what: &str, min: u64, max: u64, hint: &str) -> Result<u64, String> {
+    let range = if min == 0 && max == u64::MAX {
+        "a whole number, not negative".to_string()
+    } else if max == u64::MAX {
+        format!("a whole number of at least {min}")
+    } else {
+        format!("a whole number from {min} to {max}")
+    };
+    match s.trim().parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!("{what} must be {range} ({hint})")),
+    }
+}
+
+/// A real number accepted by `ok` (described by `range`), or what is wrong with `s`.
+fn real(s: &str, what: &str, ok: fn(f64) -> bool, range: &str, hint: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if ok(v) => Ok(v),
+        _ => Err(format!("{what} must be {range} ({hint})")),
+    }
+}
+
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
+}
+
+fn probability(v: f64) -> bool {
+    (0.0..1.0).contains(&v)
+}
+
+pub fn epochs(s: &str) -> Result<u64, String> {
+    let hint = "every epoch's log line is kept in the checkpoint; the original trains 200";
+    whole(s, "the number of epochs", 1, MAX_EPOCHS, hint)
+}
+
+pub fn batch_size(s: &str) -> Result<u64, String> {
+    let hint = "BatchNorm needs 2 ORFs per step; the original uses 32";
+    whole(s, "the batch size", 2, u64::MAX, hint)
+}
+
+pub fn lr(s: &str) -> Result<f64, String> {
+    let hint = "the original's is 2e-4";
+    real(
+        s,
+        "the learning rate",
+        positive,
+        "a positive finite number",
+        hint,
+    )
+}
+
+pub fn momentum(s: &str) -> Result<f64, String> {
+    let hint = "0 for none; the original's is 0.9";
+    real(s, "the momentum", probability, "in [0, 1)", hint)
+}
+
+pub fn lr_step(s: &str) -> Result<u64, String> {
+    let hint = "epochs between learning rate steps; the original's is 10";
+    whole(s, "the StepLR period", 1, u64::MAX, hint)
+}
+
+pub fn lr_gamma(s: &str) -> Result<f64, String> {
+    let hint = "the learning rate's factor every --lr-step epochs; the original's is 0.85";
+    real(
+        s,
+        "StepLR's factor",
+        positive,
+        "a positive finite number",
+        hint,
+    )
+}
+
+pub fn dropout(s: &str) -> Result<f64, String> {
+    let hint = "0 for none; the original's is 0.5";
+    real(s, "the dropout probability", probability, "in [0, 1)", hint)
+}
+
+pub fn patience(s: &str) -> Result<u64, String> {
+    let hint = "epochs without a lower validation loss before stopping; the original's is 5";
+    whole(s, "the patience", 1, u64::MAX, hint)
+}
+
+pub fn hidden(s: &str) -> Result<u64, String> {
+    let hint = "the original's is 512";
+    whole(s, "the hidden width", 1, u64::MAX, hint)
+}
+
+pub fn validation_fraction(s: &str) -> Result<f64, String> {
+    let hint = "the original holds out 0.1";
+    let between = |v: f64| v > 0.0 && v < 1.0;
+    real(
+        s,
+        "the validation fraction",
+        between,
+        "between 0 and 1 (exclusive)",
+        hint,
+    )
+}
+
+pub fn seed(s: &str) -> Result<u64, String> {
+    whole(s, "the seed", 0, u64::MAX, "the default is 42")
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// DNABERT-S embeddings files (from embed-dna; several shards allowed).
@@ -44,42 +159,44 @@ pub struct TrainArgs {
     /// Output directory (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub outdir: PathBuf,
-    /// Most epochs; early stopping may end sooner.
-    #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Most epochs (at most 100000); early stopping may end sooner. A re-run continues a
+    /// checkpoint only with at least the epochs it holds (or starts over with --force).
+    #[arg(long, default_value_t = 200, value_name = "N", allow_hyphen_values = true, value_parser = epochs)]
     pub epochs: u64,
-    /// ORFs per SGD step.
-    #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
+    /// ORFs per SGD step (at least 2; refused when a step would not fit in memory).
+    #[arg(long, default_value_t = 32, value_name = "N", allow_hyphen_values = true, value_parser = batch_size)]
     pub batch_size: u64,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 2e-4, value_name = "F")]
+    #[arg(long, default_value_t = 2e-4, value_name = "F", allow_hyphen_values = true, value_parser = lr)]
     pub lr: f64,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9, value_name = "F")]
+    #[arg(long, default_value_t = 0.9, value_name = "F", allow_hyphen_values = true, value_parser = momentum)]
     pub momentum: f64,
     /// Multiply the learning rate by --lr-gamma every N epochs (StepLR).
-    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10, value_name = "N", allow_hyphen_values = true, value_parser = lr_step)]
     pub lr_step: u64,
     /// StepLR's factor.
-    #[arg(long, default_value_t = 0.85, value_name = "F")]
+    #[arg(long, default_value_t = 0.85, value_name = "F", allow_hyphen_values = true, value_parser = lr_gamma)]
     pub lr_gamma: f64,
     /// Dropout probability after the hidden layer.
-    #[arg(long, default_value_t = 0.5, value_name = "P")]
+    #[arg(long, default_value_t = 0.5, value_name = "P", allow_hyphen_values = true, value_parser = dropout)]
     pub dropout: f64,
     /// Stop after N epochs without a lower validation loss.
-    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 5, value_name = "N", allow_hyphen_values = true, value_parser = patience)]
     pub patience: u64,
-    /// Hidden layer width (ignored with --init, whose weights fix it).
-    #[arg(long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Hidden layer width (ignored with --init, whose weights fix it; refused when the model
+    /// would not fit in memory).
+    #[arg(long, default_value_t = 512, value_name = "N", allow_hyphen_values = true, value_parser = hidden)]
     pub hidden: u64,
     /// Share of the ORFs held out for validation (seeded random split).
-    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    #[arg(long, default_value_t = 0.1, value_name = "F", allow_hyphen_values = true, value_parser = validation_fraction)]
     pub validation_fraction: f64,
     /// Validate on these ORF ids (one per line) instead of a random split.
     #[arg(long, value_name = "FILE")]
     pub validation_ids: Option<PathBuf>,
     /// Seed of the split, the initial weights, the shuffling and dropout (our generator, not
     /// torch's: see README).
-    #[arg(long, default_value_t = 42, value_name = "S")]
+    #[arg(long, default_value_t = 42, value_name = "S", allow_hyphen_values = true, value_parser = seed)]
     pub seed: u64,
     /// Train on the rows in the labels file's order every epoch.
     #[arg(long)]
@@ -87,6 +204,10 @@ pub struct TrainArgs {
     /// Start from these weights (a classifier .safetensors or the original's .pth).
     #[arg(long, value_name = "FILE")]
     pub init: Option<PathBuf>,
+    /// Start from scratch even when --outdir holds a checkpoint of an interrupted run of these
+    /// inputs and flags (it is replaced after the first epoch).
+    #[arg(long)]
+    pub force: bool,
     /// cpu, auto, cuda[:N] or wgpu[:N] (GPU backends when built with them); training runs in f32.
     #[arg(short, long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceSpec,

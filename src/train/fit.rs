@@ -22,6 +22,7 @@ use super::model::{HostTensor, Mlp, ParamSet};
 use super::rng::{self, Stream};
 use super::{figures, metrics, tensors, TrainOptions};
 use super::{CLASSIFIER_FILE, LAST_FILE, LOG_FILE, TRAIN_FIGURE, TRAIN_REPORT, VALIDATION_FILE};
+use crate::cli::UsageError;
 use crate::device::{self, BackendTask, Precision};
 use crate::interrupt::{Interrupted, StopOnSignal};
 use crate::models::tensor_to_f32;
@@ -88,6 +89,7 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
         opts.validation_ids.as_deref(),
     )?;
     samples.check_both_classes("validation set", &val)?;
+    check_memory(opts, samples.dim(), train.len(), val.len())?;
     // Training runs in f32 on one device (one CPU worker), resolved once like a run's.
     let placement = device::Placement::resolve(&device::PlacementRequest {
         device: opts.device.clone(),
@@ -109,6 +111,122 @@ pub fn run(opts: &TrainOptions) -> Result<TrainSummary> {
             device_name: name,
         },
     )
+}
+
+/// Copies of the parameters alive at once at the peak, the checkpoint's save: the weights,
+/// the momentum buffers, the best weights (on the host), and the checkpoint's host copies of
+/// these three and their serialised bytes; one more for the transient tensors of a step (the
+/// gradients, SGD's new weights before the old are dropped) and of the conversions.
+const PARAM_COPIES: u128 = 10;
+/// Hidden-wide and input-wide f32 rows alive per ORF of a training step (the forward's
+/// pre-activation, centred, normalised and activated values, ReLU's and dropout's masks, the
+/// backward's gradients; the batch's features on the host and on the device) and of a
+/// validation block (forward only).
+const TRAIN_ROW: (u128, u128) = (12, 3);
+const EVAL_ROW: (u128, u128) = (4, 2);
+
+/// Bytes training needs with `hidden` units on `dim`-wide features, `rows` ORFs per step and
+/// `eval_rows` per validation block: an estimate on the safe side, in u128 so that absurd
+/// widths cannot overflow it.
+pub fn training_bytes(dim: usize, hidden: usize, rows: usize, eval_rows: usize) -> u128 {
+    let (d, h) = (dim as u128, hidden as u128);
+    // w1, b1, BatchNorm's weight, bias and running statistics, w2, b2.
+    let params = h * d + 4 * h + 2 * h + 2 * h + 2;
+    let per_row = |(hw, dw): (u128, u128)| hw * h + dw * d;
+    let activations =
+        (rows as u128 * per_row(TRAIN_ROW)).max(eval_rows as u128 * per_row(EVAL_ROW));
+    4 * (PARAM_COPIES * params + activations)
+}
+
+fn gib(bytes: u128) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
+}
+
+/// Refuse a `--hidden` or `--batch-size` whose training would not fit in the memory this
+/// process may use ([`crate::resources::memory_limit_bytes`]), before anything is allocated:
+/// past it the allocation aborts the process, or the kernel kills it. A quarter of the limit
+/// is left to the rest (the code, threads, the mapped embeddings, the allocator's slack).
+/// With `--init` the width is the file's.
+fn check_memory(opts: &TrainOptions, dim: usize, train_rows: usize, val_rows: usize) -> Result<()> {
+    let Some(limit) = crate::resources::memory_limit_bytes() else {
+        return Ok(());
+    };
+    let usable = u128::from(limit) / 4 * 3;
+    let (hidden, what) = match &opts.init {
+        // Unreadable or malformed --init files are reported when they are loaded.
+        Some(path) => match init_hidden(path) {
+            Some(h) => (h, format!("--init {} (hidden width {h})", path.display())),
+            None => return Ok(()),
+        },
+        None => (opts.hidden, format!("--hidden {}", opts.hidden)),
+    };
+    // A step takes at most every training row, however large --batch-size is.
+    let rows = opts.batch_size.min(train_rows).max(2);
+    let eval_rows = val_rows.min(EVAL_ROWS);
+    let need = |hidden: usize, rows: usize| training_bytes(dim, hidden, rows, eval_rows);
+    let limit_text = format!(
+        "this process may use {:.1} GiB (the least of the physical memory, its cgroup's limit \
+         and ulimit -v), a quarter of it kept for the rest of the process",
+        gib(u128::from(limit))
+    );
+    if need(hidden, 2) > usable {
+        // The largest width that fits with the smallest batch (need grows with the width).
+        let (mut lo, mut hi) = (0usize, hidden);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if need(mid, 2) <= usable {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        return Err(UsageError(format!(
+            "{what}: training a model this wide on {dim}-d embeddings needs about {:.1} GiB \
+             (weights, gradients, momentum, best weights and checkpoint copies, a batch's \
+             activations) but {limit_text}; {}",
+            gib(need(hidden, 2)),
+            if lo == 0 {
+                "free memory or raise the limit".to_string()
+            } else if opts.init.is_some() {
+                format!("start from a model of at most {lo} hidden units")
+            } else {
+                format!("give --hidden {lo} or less (the original's is 512)")
+            }
+        ))
+        .into());
+    }
+    if need(hidden, rows) > usable {
+        let (mut lo, mut hi) = (2usize, rows);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if need(hidden, mid) <= usable {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        return Err(UsageError(format!(
+            "--batch-size {}: steps of {rows} ORFs{} with a hidden width of {hidden} need about \
+             {:.1} GiB but {limit_text}; give --batch-size {lo} or less",
+            opts.batch_size,
+            if rows < opts.batch_size {
+                " (every training row)"
+            } else {
+                ""
+            },
+            gib(need(hidden, rows)),
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The hidden width of an `--init` file, from its header; None when it cannot be read (the
+/// load says why later).
+fn init_hidden(path: &std::path::Path) -> Option<usize> {
+    let weights = crate::weights::open(path).ok()?;
+    let shape = weights.source().shape(super::model::PARAMS[0])?;
+    (shape.len() == 2).then(|| shape[0])
 }
 
 struct Task<'a> {
@@ -134,16 +252,34 @@ fn start<B: Backend>(
     device: &B::Device,
 ) -> Result<(State<B>, Option<usize>)> {
     let ckpt = opts.outdir.join(CHECKPOINT_FILE);
-    if let Some(state) = checkpoint::load::<B>(&ckpt, fingerprint, device)? {
+    if opts.force {
+        if ckpt.exists() {
+            tracing::info!(
+                "train: --force: starting over; {} is replaced after the first epoch",
+                ckpt.display()
+            );
+        }
+    } else if let Some(state) = checkpoint::load::<B>(&ckpt, fingerprint, device)? {
         let done = state.progress.epochs_done;
-        if done <= opts.epochs && state.model.input_dim() == dim {
+        // Fewer epochs than the checkpoint holds: starting over would replace the trained
+        // epochs after the first new one, so the user chooses, nothing is touched.
+        if done > opts.epochs {
+            return Err(UsageError(format!(
+                "--epochs {}: {} already holds {done} epochs of this run; give --epochs {done} \
+                 or more to continue it, or --force to train from scratch (which replaces it)",
+                opts.epochs,
+                ckpt.display()
+            ))
+            .into());
+        }
+        if state.model.input_dim() == dim {
             tracing::info!("train: resuming after epoch {done} from {}", ckpt.display());
             return Ok((state, Some(done)));
         }
         tracing::warn!(
-            "{} holds {done} epochs, more than --epochs {}; starting over",
+            "{} holds a model of {}-d input, not {dim}-d; starting over",
             ckpt.display(),
-            opts.epochs
+            state.model.input_dim()
         );
     }
     let model = match &opts.init {

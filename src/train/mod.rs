@@ -57,6 +57,8 @@ pub struct TrainOptions {
     pub seed: u64,
     pub shuffle: bool,
     pub init: Option<PathBuf>,
+    /// Ignore a checkpoint of an interrupted run: start from scratch.
+    pub force: bool,
     pub device: DeviceSpec,
     pub quiet: bool,
 }
@@ -82,6 +84,7 @@ impl cli::TrainArgs {
             seed: self.seed,
             shuffle: !self.no_shuffle,
             init: self.init.clone(),
+            force: self.force,
             device: self.device.clone(),
             quiet,
         }
@@ -104,26 +107,35 @@ impl TrainOptions {
         out
     }
 
-    /// Values outside their range are usage errors, said before any work.
+    /// Values outside their range are usage errors ([`crate::cli::UsageError`]), said before
+    /// any work: the command line's are refused by clap already, through the same functions
+    /// ([`cli`]'s parsers), which see here the options built in code.
     pub fn check(&self) -> anyhow::Result<()> {
-        let bad = |what: &str| Err(anyhow::anyhow!(what.to_string()));
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("--lr must be a positive number");
+        fn rule<T>(
+            flag: &str,
+            value: impl std::fmt::Display,
+            parse: fn(&str) -> Result<T, String>,
+        ) -> anyhow::Result<()> {
+            let value = value.to_string();
+            match parse(&value) {
+                Ok(_) => Ok(()),
+                Err(why) => Err(crate::cli::UsageError(format!("{flag} {value}: {why}")).into()),
+            }
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return bad("--momentum must be in [0, 1)");
-        }
-        if !(self.lr_gamma.is_finite() && self.lr_gamma > 0.0) {
-            return bad("--lr-gamma must be a positive number");
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad("--dropout must be in [0, 1)");
-        }
-        if self.validation_ids.is_none()
-            && !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0)
-        {
-            return bad("--validation-fraction must be between 0 and 1 (exclusive)");
-        }
+        rule("--epochs", self.epochs, cli::epochs)?;
+        rule("--batch-size", self.batch_size, cli::batch_size)?;
+        rule("--lr", self.lr, cli::lr)?;
+        rule("--momentum", self.momentum, cli::momentum)?;
+        rule("--lr-step", self.lr_step, cli::lr_step)?;
+        rule("--lr-gamma", self.lr_gamma, cli::lr_gamma)?;
+        rule("--dropout", self.dropout, cli::dropout)?;
+        rule("--patience", self.patience, cli::patience)?;
+        rule("--hidden", self.hidden, cli::hidden)?;
+        rule(
+            "--validation-fraction",
+            self.validation_fraction,
+            cli::validation_fraction,
+        )?;
         Ok(())
     }
 }
