@@ -346,6 +346,17 @@ pub struct ModelsFetchArgs {
     pub revision: Option<String>,
 }
 
+impl ModelsFetchArgs {
+    pub fn request(self) -> crate::hub::command::FetchRequest {
+        crate::hub::command::FetchRequest {
+            esm: self.esm,
+            dnabert: self.dnabert,
+            classifiers: self.classifier,
+            revision: self.revision,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ModelsListArgs {
     /// Print JSON instead of a table.

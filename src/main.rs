@@ -3,9 +3,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
-use virnucpro::cli::{Cli, Command};
+use virnucpro::cli::{Cli, Command, ModelsCommand};
 use virnucpro::device::LazyPlacement;
-use virnucpro::hub::{self, resolve::ModelKind};
+use virnucpro::hub::{self, ModelKind};
 use virnucpro::output::ensure_dir;
 use virnucpro::output_lock::OutputLock;
 use virnucpro::{config, embed, pipeline, predict, preflight, train, translate};
@@ -110,7 +110,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             embed::finish(&summary, a.report.as_deref())?;
             return Ok(finished_with(summary.failed));
         }
-        Command::Models(a) => hub::command::run(&a.command, cli.quiet)?,
+        Command::Models(a) => match a.command {
+            ModelsCommand::Fetch(f) => hub::command::fetch(&f.request(), cli.quiet)?,
+            ModelsCommand::List(l) => print!("{}", hub::command::list(l.json)?),
+        },
         Command::Devices(a) => {
             // The test kernels `devices` runs go through the same caches as a run's.
             let cache = std::env::var_os(virnucpro::device::kernel_cache::ENV)

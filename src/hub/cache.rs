@@ -12,7 +12,6 @@
 //! is made after its blob exists, so a reader sees a file complete or not at all.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
@@ -60,7 +59,10 @@ impl RepoCache {
         if revision == commit {
             return Ok(());
         }
-        write_atomic(&self.ref_path(revision), commit.as_bytes())
+        let path = self.ref_path(revision);
+        let dir = path.parent().expect("refs/<revision>");
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::output::write_atomic(&path, commit.as_bytes())
     }
 
     /// Link `snapshots/<commit>/<file>` to `blobs/<etag>` (relative, as `huggingface_hub` does),
@@ -137,19 +139,6 @@ fn read_ref(path: &Path) -> Result<String> {
         );
     }
     Ok(commit.to_ascii_lowercase())
-}
-
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("a file in a directory");
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// An exclusive `flock` on a lock file, released when dropped (or when the process dies, so a
@@ -315,22 +304,6 @@ fn collect_refs(
     }
 }
 
-/// "11.4 GB" (decimal, as the Hub shows sizes).
-pub fn human_bytes(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < units.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,11 +341,5 @@ mod tests {
             assert!(safe_relative(bad).is_err(), "{bad}");
         }
         assert!(safe_relative("onnx/model.onnx").is_ok());
-    }
-
-    #[test]
-    fn sizes_read_like_the_hub() {
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(11_356_000_000), "11.4 GB");
     }
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use sha2::Digest as _;
 
-use super::cache::{write_atomic, FileLock};
+use super::cache::FileLock;
 use super::client::{self, HttpError};
 use super::download::{download, git_sha1, Checksum, Target};
 use super::HubEnv;
@@ -229,7 +229,7 @@ impl Remote {
             Checksum::GitSha1(_) => "git blob id verified",
             Checksum::Unknown => "not verified: no checksum given (add #sha256=<hex> to the URL)",
         };
-        write_atomic(
+        crate::output::write_atomic(
             &source_path(&dest),
             format!("url\t{}\nsha256\t{sha256}\ncheck\t{verified}\n", self.url).as_bytes(),
         )?;

@@ -1,22 +1,23 @@
-//! `virnucpro models fetch` and `virnucpro models list`.
+//! `virnucpro models fetch` and `virnucpro models list` (the command line's arguments arrive as
+//! a [`FetchRequest`]).
 
 use anyhow::{bail, Result};
 
-use super::cache::{self, human_bytes};
+use super::cache;
 use super::classifier::{self, Remote};
 use super::download::fetch_repo;
-use super::resolve::ModelKind;
-use super::{HubEnv, RepoId, DEFAULT_DNABERT, DEFAULT_ESM};
-use crate::cli::{ModelsCommand, ModelsFetchArgs};
+use super::{HubEnv, ModelKind, RepoId, DEFAULT_DNABERT, DEFAULT_ESM};
+use crate::progress::human_bytes;
 
-pub fn run(cmd: &ModelsCommand, quiet: bool) -> Result<()> {
-    match cmd {
-        ModelsCommand::Fetch(a) => fetch(a, quiet),
-        ModelsCommand::List(a) => {
-            print!("{}", list(a.json)?);
-            Ok(())
-        }
-    }
+/// What `models fetch` is asked for: Hub ids (`org/name[@revision]`) and classifiers (`500`,
+/// `300`, URLs); none at all means the published models.
+#[derive(Debug, Clone, Default)]
+pub struct FetchRequest {
+    pub esm: Option<String>,
+    pub dnabert: Option<String>,
+    pub classifiers: Vec<String>,
+    /// The revision of the Hub repositories named without one.
+    pub revision: Option<String>,
 }
 
 fn id_of(given: &str, revision: Option<&str>, flag: &str) -> Result<RepoId> {
@@ -39,12 +40,12 @@ fn id_of(given: &str, revision: Option<&str>, flag: &str) -> Result<RepoId> {
 }
 
 /// With no model flag: ESM-2 3B, DNABERT-S and both classifiers. With some: only those.
-fn fetch(a: &ModelsFetchArgs, quiet: bool) -> Result<()> {
+pub fn fetch(a: &FetchRequest, quiet: bool) -> Result<()> {
     let env = HubEnv::from_env()?;
     if env.offline {
         bail!("HF_HUB_OFFLINE is set: `models fetch` needs the network (unset it, or see what is cached with `virnucpro models list`)");
     }
-    let none = a.esm.is_none() && a.dnabert.is_none() && a.classifier.is_empty();
+    let none = a.esm.is_none() && a.dnabert.is_none() && a.classifiers.is_empty();
     let mut repos = Vec::new();
     if let Some(e) = a.esm.as_deref().or(none.then_some(DEFAULT_ESM)) {
         repos.push((id_of(e, a.revision.as_deref(), "--esm")?, ModelKind::Esm));
@@ -61,7 +62,7 @@ fn fetch(a: &ModelsFetchArgs, quiet: bool) -> Result<()> {
             .map(|p| p.0.to_string())
             .collect()
     } else {
-        a.classifier.clone()
+        a.classifiers.clone()
     };
     let mut remotes = Vec::new();
     for c in &classifiers {

@@ -5,17 +5,17 @@
 //! loaders need, linked into a snapshot, the revision recorded last.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest as _;
 
-use super::cache::{self, human_bytes, FileLock, RepoCache};
+use super::cache::{self, FileLock, RepoCache};
 use super::client::{Client, HttpError, Sibling, MIN_BYTES_PER_SEC};
-use super::resolve::ModelKind;
-use super::{shown, HubEnv, RepoId};
+use super::{shown, HubEnv, ModelKind, RepoId};
+use crate::progress::{human_bytes, Progress};
 use crate::weights::HF_WEIGHT_FILES;
 
 /// Transport failures retried (with `Range`) before giving up on a file.
@@ -72,97 +72,6 @@ impl Target {
         let mut name = self.dest.file_name().unwrap().to_os_string();
         name.push(".incomplete");
         self.dest.with_file_name(name)
-    }
-}
-
-/// Progress of one file: an indicatif bar on a terminal, else a log line every
-/// `VIRNUCPRO_PROGRESS_SECS` seconds (default 10).
-struct Meter {
-    bar: Option<indicatif::ProgressBar>,
-    label: String,
-    total: Option<u64>,
-    done: u64,
-    started: Instant,
-    start_bytes: u64,
-    last_log: Instant,
-    every: Duration,
-}
-
-impl Meter {
-    fn new(label: &str, total: Option<u64>, done: u64, quiet: bool) -> Meter {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(total.unwrap_or(0));
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
-                )
-                .expect("valid template"),
-            );
-            b.set_message(label.to_string());
-            b.set_position(done);
-            b
-        });
-        let every = std::env::var("VIRNUCPRO_PROGRESS_SECS")
-            .ok()
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|s| *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .unwrap_or(Duration::from_secs(10));
-        let now = Instant::now();
-        Meter {
-            bar,
-            label: label.to_string(),
-            total,
-            done,
-            started: now,
-            start_bytes: done,
-            last_log: now,
-            every,
-        }
-    }
-
-    fn set(&mut self, done: u64) {
-        self.done = done;
-        if let Some(b) = &self.bar {
-            b.set_position(done);
-        } else if self.last_log.elapsed() >= self.every {
-            self.last_log = Instant::now();
-            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-            let rate = (done.saturating_sub(self.start_bytes)) as f64 / secs;
-            let of = match self.total {
-                Some(t) if t > 0 => format!(
-                    " of {} ({:.0}%), ETA {}",
-                    human_bytes(t),
-                    100.0 * done as f64 / t as f64,
-                    eta(t.saturating_sub(done), rate)
-                ),
-                _ => String::new(),
-            };
-            tracing::info!(
-                "download: {}: {}{of}, {}/s",
-                self.label,
-                human_bytes(done),
-                human_bytes(rate as u64)
-            );
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
-fn eta(left: u64, rate: f64) -> String {
-    if rate <= 0.0 {
-        return "?".into();
-    }
-    let s = (left as f64 / rate).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -245,7 +154,7 @@ pub fn download(
     }
     let mut hasher = hash_prefix(&mut file, have)?;
     file.seek(SeekFrom::Start(have))?;
-    let mut meter = Meter::new(&t.label, t.size, have, quiet);
+    let mut meter = Progress::bytes(format!("download: {}", t.label), t.size, have, quiet);
     let mut failures = 0u32;
     let mut buf = vec![0u8; 1 << 20];
     let most = t.size.unwrap_or(t.limit);

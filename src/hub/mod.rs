@@ -41,6 +41,30 @@ pub const DEFAULT_DNABERT: &str = "zhihan1996/DNABERT-S";
 /// What a Hub id without `@revision` means, as in `huggingface_hub`.
 pub const DEFAULT_REVISION: &str = "main";
 
+/// Which encoder a Hub repository holds: what its loaders need and which flag names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Dnabert,
+    Esm,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Dnabert => "DNABERT-S",
+            ModelKind::Esm => "ESM-2",
+        }
+    }
+
+    /// The `models fetch` flag that fetches this kind.
+    pub fn flag(self) -> &'static str {
+        match self {
+            ModelKind::Dnabert => "--dnabert",
+            ModelKind::Esm => "--esm",
+        }
+    }
+}
+
 /// Where models come from and go to, read from the environment `huggingface_hub` reads.
 #[derive(Debug, Clone)]
 pub struct HubEnv {

@@ -10,30 +10,7 @@ use anyhow::{bail, Result};
 
 use super::cache::RepoCache;
 use super::classifier::Remote;
-use super::{download, HubEnv, RepoId};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelKind {
-    Dnabert,
-    Esm,
-}
-
-impl ModelKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Dnabert => "DNABERT-S",
-            ModelKind::Esm => "ESM-2",
-        }
-    }
-
-    /// The `models fetch` flag that fetches this kind.
-    pub fn flag(self) -> &'static str {
-        match self {
-            ModelKind::Dnabert => "--dnabert",
-            ModelKind::Esm => "--esm",
-        }
-    }
-}
+use super::{download, HubEnv, ModelKind, RepoId};
 
 /// The snapshot of `id` in the cache, if it holds a config and weights the loaders find.
 pub fn cached_snapshot(env: &HubEnv, id: &RepoId) -> Option<PathBuf> {
