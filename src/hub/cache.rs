@@ -102,25 +102,6 @@ pub fn safe_relative(file: &str) -> Result<&Path> {
     Ok(p)
 }
 
-/// A small text file of the cache read as untrusted: a regular file (a link to `/dev/zero`, a
-/// fifo or a link loop is an error, not a hang), at most `max` bytes, UTF-8.
-pub fn read_small(path: &Path, max: u64) -> Result<String> {
-    use std::io::Read;
-    let meta =
-        fs::metadata(path).with_context(|| format!("reading {}", super::shown_path(path)))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", super::shown_path(path));
-    }
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
-        .with_context(|| format!("reading {}", super::shown_path(path)))?;
-    if bytes.len() as u64 > max {
-        bail!("{} is larger than {max} bytes", super::shown_path(path));
-    }
-    String::from_utf8(bytes).with_context(|| format!("{} is not text", super::shown_path(path)))
-}
-
 /// `refs/<revision>`: one commit id in a plain file, as `huggingface_hub` writes it (a link is
 /// refused: nothing in `refs/` is followed elsewhere).
 fn read_ref(path: &Path) -> Result<String> {
@@ -129,7 +110,7 @@ fn read_ref(path: &Path) -> Result<String> {
     if meta.file_type().is_symlink() {
         bail!("{} is a link, not a ref file", super::shown_path(path));
     }
-    let text = read_small(path, 256)?;
+    let text = super::read_small(path, 256)?;
     let commit = text.trim();
     if !super::is_commit(commit) {
         bail!(

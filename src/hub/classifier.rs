@@ -256,7 +256,7 @@ fn source_path(file: &std::path::Path) -> PathBuf {
 /// `<file>.source`, read as an untrusted file (bounded, a regular file); missing is empty.
 fn read_source(file: &std::path::Path) -> Result<Source> {
     let path = source_path(file);
-    let text = match super::cache::read_small(&path, 64 << 10) {
+    let text = match super::read_small(&path, 64 << 10) {
         Ok(t) => t,
         Err(_) if !path.exists() && path.symlink_metadata().is_err() => String::new(),
         Err(e) => return Err(e),

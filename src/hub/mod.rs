@@ -32,7 +32,7 @@ pub mod resolve;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// The ESM-2 model VirNucPro was trained with (`esm.pretrained.esm2_t36_3B_UR50D()`).
 pub const DEFAULT_ESM: &str = "facebook/esm2_t36_3B_UR50D";
@@ -119,7 +119,7 @@ impl HubEnv {
                     .map(PathBuf::from)
                     .unwrap_or_else(|| home.join("token"));
                 // Bounded, a regular file: a token "file" linked to /dev/zero must not hang.
-                cache::read_small(&path, 64 << 10)
+                read_small(&path, 64 << 10)
                     .ok()
                     .map(|t| t.trim().to_string())
                     .filter(|t| !t.is_empty())
@@ -260,6 +260,24 @@ pub fn revision_problem(r: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// A small text file (of the cache, the token) read as untrusted: a regular file (a link to `/dev/zero`, a
+/// fifo or a link loop is an error, not a hang), at most `max` bytes, UTF-8.
+pub fn read_small(path: &std::path::Path, max: u64) -> Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", shown_path(path)))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", shown_path(path));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", shown_path(path)))?;
+    if bytes.len() as u64 > max {
+        bail!("{} is larger than {max} bytes", shown_path(path));
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not text", shown_path(path)))
 }
 
 /// [`shown`] for a path.
