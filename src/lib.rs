@@ -13,6 +13,7 @@ pub mod fault_injection;
 pub mod fingerprint;
 pub mod hub;
 pub mod interrupt;
+pub mod lockfile;
 pub mod models;
 pub mod output;
 pub mod output_lock;

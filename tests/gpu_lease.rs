@@ -240,7 +240,7 @@ fn devices_shows_the_per_user_lock_dir_and_who_holds_each_gpu() {
     assert_eq!(gpus[0]["uuid"], "GPU-aaaa");
     let who = gpus[0]["leased_by"].as_str().unwrap();
     assert!(
-        who.starts_with(&format!("pid={} uid=", std::process::id())),
+        who.starts_with(&format!("pid {}, ", std::process::id())),
         "{who}"
     );
     assert_eq!(gpus[1]["leased_by"], serde_json::Value::Null);
@@ -332,7 +332,7 @@ fn a_waiting_run_names_the_holders_and_gives_up_after_the_timeout() {
     let _held = hold(&dir, &["GPU-aaaa", "GPU-bbbb"]);
     let input = faa(tmp.path());
     let out_file = tmp.path().join("o.safetensors");
-    let me = format!("pid={}", std::process::id());
+    let me = format!("pid {}, ", std::process::id());
     for (flag, env) in [(Some("2"), None), (None, Some("2"))] {
         let mut run = Run::lease(
             &input,
@@ -413,7 +413,7 @@ fn a_waiting_run_takes_the_gpu_once_it_is_released() {
     let mut child = run.command(60).spawn().unwrap();
     let (line, mut rest) = wait_for_line(&mut child, "waiting for a free GPU", 30);
     assert!(
-        line.contains(&format!("held by pid={}", std::process::id())),
+        line.contains(&format!("held by pid {}, ", std::process::id())),
         "{line}"
     );
     drop(held);
@@ -715,7 +715,7 @@ fn two_users_share_a_root_owned_sticky_dir() {
     );
     let who = doc["cuda_devices"][0]["leased_by"].as_str().unwrap();
     assert!(
-        who.starts_with(&format!("pid={} uid={ATTACKER}", child.id())),
+        who.starts_with(&format!("pid {}, user other, uid {ATTACKER}", child.id())),
         "{who}"
     );
     // Root takes the GPU the other user does not hold...
@@ -737,10 +737,10 @@ fn two_users_share_a_root_owned_sticky_dir() {
         &out,
         &[
             &format!(
-                "cuda:0 (GPU-aaaa) held by pid={} uid={ATTACKER}",
+                "cuda:0 (GPU-aaaa) held by pid {}, user other, uid {ATTACKER}",
                 child.id()
             ),
-            &format!("cuda:1 (GPU-bbbb) held by pid={}", std::process::id()),
+            &format!("cuda:1 (GPU-bbbb) held by pid {}, ", std::process::id()),
         ],
     );
     // Killed, the other process cannot clean up: the kernel frees its GPU, whose file root

@@ -253,7 +253,7 @@ fn a_second_writer_on_one_output_is_refused_naming_the_holder() {
         0,
         REFUSAL_SECS,
     );
-    let holder = format!("(pid {pid} on host ");
+    let holder = format!("(pid {pid}, ");
     assert_refused(
         &o,
         1,
@@ -291,7 +291,7 @@ fn a_second_run_on_one_outdir_is_refused_before_any_step() {
         1,
         &[
             "is being written by another virnucpro process",
-            &format!("(pid {} on host ", first.id()),
+            &format!("(pid {}, ", first.id()),
             "choose another --outdir",
         ],
         &[&out.join("run.json"), &out.join("prediction_results.txt")],

@@ -867,7 +867,7 @@ fn two_concurrent_fetches_both_succeed_with_one_download() {
     ok(&b);
     let waited = [&a, &b]
         .iter()
-        .filter(|o| stderr(o).contains("another process is downloading it; waiting"))
+        .filter(|o| stderr(o).contains("is downloading it; waiting"))
         .count();
     assert!(waited >= 1, "{}\n{}", stderr(&a), stderr(&b));
     let weights = fixture("esm2_tiny/model.safetensors");

@@ -19,14 +19,16 @@
 
 use std::ffi::{CString, OsString};
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::lockfile::{self, read_note};
 
 pub const LEASE_ENV: &str = "VIRNUCPRO_GPU_LEASE";
 pub const LOCK_DIR_ENV: &str = "VIRNUCPRO_GPU_LOCK_DIR";
@@ -305,56 +307,15 @@ fn open_lock(dir: &LockDir, name: &str) -> Result<LockFile> {
     )
 }
 
-/// Printable ASCII only, at most `max` characters: notes come from files other users can write.
-fn printable(s: &str, max: usize) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(max)
-        .collect::<String>()
-        .trim()
-        .to_string()
-}
-
-fn hostname() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    printable(&host, 64).replace(' ', "_")
-}
-
-/// `pid=… uid=… user=… host=… since=…`: who holds the GPU, for waiting processes and
-/// `virnucpro devices`.
-fn note() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .map(|u| printable(&u, 32).replace(' ', "_"))
-        .unwrap_or_default();
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut note = format!("pid={} uid={}", std::process::id(), euid());
-    if !user.is_empty() {
-        note.push_str(&format!(" user={user}"));
-    }
-    note.push_str(&format!(" host={} since={since}", hostname()));
-    note
-}
-
+/// The house's holder note ([`lockfile::note`]), padded to a fixed length and written in place:
+/// the file is never truncated (it may be another user's, hard-linked, ...).
 fn write_note(file: &File) {
-    let mut record = note().into_bytes();
+    let mut record = lockfile::note().into_bytes();
     record.truncate(NOTE_LEN - 1);
     record.resize(NOTE_LEN - 1, b' ');
     record.push(b'\n');
     // Only informative: a full disk must not stop the run.
     let _ = file.write_all_at(&record, 0);
-}
-
-/// The first line of a lock file, cleaned.
-fn read_note(file: &File) -> Option<String> {
-    let mut buf = Vec::with_capacity(NOTE_LEN);
-    let _ = file.take(NOTE_LEN as u64 * 2).read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let line = printable(text.lines().next().unwrap_or(""), 200);
-    (!line.is_empty()).then_some(line)
 }
 
 /// The pid holding an flock on this inode, as `/proc/locks` says (Linux, and only for holders in
@@ -377,27 +338,23 @@ fn parse_lock_line(line: &str, want: &str) -> Option<u32> {
     }
 }
 
-fn note_pid(note: &str) -> Option<u32> {
-    note.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("pid="))
-        .and_then(|p| p.parse().ok())
-}
-
-/// Who holds this (locked) file. The note is the holder's own word, but may be stale when the
-/// file belongs to another user (only its owner writes notes): `/proc/locks` settles it.
+/// Who holds this (locked) file, described as every lock's holder is ([`lockfile::describe`]).
+/// The note is the holder's own word, but may be stale when the file belongs to another user
+/// (only its owner writes notes): `/proc/locks` settles it.
 fn describe_holder(file: &File) -> String {
     let note = read_note(file);
+    let note_pid = |n: &str| lockfile::field(n, "pid").and_then(|p| p.parse::<u32>().ok());
     let pid = file
         .metadata()
         .ok()
         .and_then(|m| lock_pid(m.dev(), m.ino()));
     match (note, pid) {
-        (Some(note), Some(pid)) if note_pid(&note) == Some(pid) => note,
+        (Some(note), Some(pid)) if note_pid(&note) == Some(pid) => lockfile::describe(&note),
         (_, Some(pid)) => match std::fs::metadata(format!("/proc/{pid}")) {
-            Ok(m) => format!("pid={pid} uid={}", m.uid()),
-            Err(_) => format!("pid={pid}"),
+            Ok(m) => lockfile::describe(&format!("pid={pid} uid={}", m.uid())),
+            Err(_) => lockfile::describe(&format!("pid={pid}")),
         },
-        (Some(note), None) => note,
+        (Some(note), None) => lockfile::describe(&note),
         (None, None) => "another process".into(),
     }
 }
@@ -415,24 +372,29 @@ pub fn try_acquire(candidates: &[(usize, String)], want: usize, dir: &Path) -> R
             break;
         }
         let lock = open_lock(&dir, &lock_name(key))?;
-        match lock.file.try_lock() {
-            Ok(()) => {
+        match lockfile::try_lock(&lock.file)
+            .with_context(|| format!("cannot lock {}", lock.path.display()))?
+        {
+            lockfile::Attempt::Locked => {
                 if lock.writable {
                     write_note(&lock.file);
                 }
                 lease.indices.push(*index);
                 lease.files.push(lock.file);
             }
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", lock.path.display()))
-            }
+            lockfile::Attempt::Busy => {}
+            // A lease nothing enforces would let two tasks share a GPU: not a lease.
+            lockfile::Attempt::Unsupported(e) => bail!(
+                "cannot lock {}: its filesystem has no file locks ({e}); put the GPU lock \
+                 directory on a local filesystem ({LOCK_DIR_ENV})",
+                lock.path.display()
+            ),
         }
     }
     Ok(lease)
 }
 
-/// `cuda:0 (GPU-…) held by pid=… uid=… host=…; …` for every candidate.
+/// `cuda:0 (GPU-…) held by pid P, user U, uid N, host H, since T; …` for every candidate.
 fn holders(candidates: &[(usize, String)], dir: &Path) -> String {
     candidates
         .iter()
@@ -493,7 +455,7 @@ pub fn acquire(
 }
 
 /// Who holds the lease on `key` now: `None` when free (or never used), else the holder's note
-/// (`pid=… uid=… user=… host=… since=…`). Creates nothing.
+/// described ([`lockfile::describe`]). Creates nothing.
 pub fn holder(dir: &Path, key: &str) -> Option<String> {
     let dir = open_dir(dir, false).ok()??;
     let file = open_at(&dir, &lock_name(key), libc::O_RDONLY).ok()?;
@@ -540,16 +502,16 @@ mod tests {
         assert_eq!(b.indices, vec![2]);
         let note = holder(dir.path(), "GPU-test-0").unwrap();
         assert!(
-            note.contains(&format!("pid={}", std::process::id())),
+            note.starts_with(&format!("pid {}, ", std::process::id())),
             "{note}"
         );
-        assert!(note.contains(&format!("uid={}", euid())), "{note}");
+        assert!(note.contains(&format!(", uid {},", euid())), "{note}");
         let c = try_acquire(&gpus(3), 1, dir.path()).unwrap();
         assert!(c.indices.is_empty());
         let err = acquire(&gpus(3), 1, dir.path(), Some(Duration::ZERO)).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("leased by other processes"), "{msg}");
-        assert!(msg.contains("cuda:2 (GPU-test-2) held by pid="), "{msg}");
+        assert!(msg.contains("cuda:2 (GPU-test-2) held by pid "), "{msg}");
         assert!(!msg.contains('\n'), "one line: {msg}");
         drop(a);
         assert_eq!(holder(dir.path(), "GPU-test-0"), None);
@@ -751,7 +713,7 @@ mod tests {
         f.try_lock().unwrap();
         let who = holder(tmp.path(), "GPU-test-0").unwrap();
         if std::fs::read_to_string("/proc/locks").is_ok() {
-            assert_eq!(who, format!("pid={} uid={}", std::process::id(), euid()));
+            assert_eq!(who, format!("pid {}, uid {}", std::process::id(), euid()));
         } else {
             assert!(who.contains("mallory"), "{who}");
         }

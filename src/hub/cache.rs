@@ -5,14 +5,13 @@
 //!                                 blobs/<etag>.incomplete      a download in progress (resumable)
 //!                                 snapshots/<commit>/<file>    -> ../../blobs/<etag>
 //!                                 refs/<revision>              the commit, one line
-//! $HF_HUB_CACHE/.locks/models--org--name/<etag>.lock           flock while a blob is written
+//! $HF_HUB_CACHE/.locks/models--org--name/<etag>.lock           locked while a blob is written
 //! ```
 //!
 //! Only a blob that matched its checksum is ever renamed to `blobs/<etag>`, and a snapshot link
 //! is made after its blob exists, so a reader sees a file complete or not at all.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::io::AsRawFd;
+use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -120,40 +119,6 @@ fn read_ref(path: &Path) -> Result<String> {
         );
     }
     Ok(commit.to_ascii_lowercase())
-}
-
-/// An exclusive `flock` on a lock file, released when dropped (or when the process dies, so a
-/// killed download never leaves a stale lock behind).
-pub struct FileLock {
-    _file: File,
-}
-
-impl FileLock {
-    /// Wait for the lock; `waiting` is called once if another process holds it.
-    pub fn acquire(path: &Path, waiting: impl FnOnce()) -> Result<FileLock> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
-        let fd = file.as_raw_fd();
-        // SAFETY: flock on a descriptor we own, for the lifetime of `file`.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            waiting();
-            // SAFETY: as above; this call blocks until the other holder is done.
-            while unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e).with_context(|| format!("locking {}", path.display()));
-                }
-            }
-        }
-        Ok(FileLock { _file: file })
-    }
 }
 
 /// Bytes taken by the files under `dir` (links not followed: a blob counted once).

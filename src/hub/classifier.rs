@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use sha2::Digest as _;
 
-use super::cache::FileLock;
 use super::client::{self, HttpError};
 use super::download::{download, git_sha1, Checksum, Target};
 use super::HubEnv;
@@ -187,9 +186,9 @@ impl Remote {
             );
         }
         let dir = dest.parent().unwrap();
-        let _lock = FileLock::acquire(&dir.join(".lock"), || {
+        let _lock = crate::lockfile::wait_for(&dir.join(".lock"), |who| {
             tracing::info!(
-                "download: {}: another process is downloading it; waiting",
+                "download: {}: another process ({who}) is downloading it; waiting",
                 self.file
             )
         })?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest as _;
 
-use super::cache::{self, FileLock, RepoCache};
+use super::cache::{self, RepoCache};
 use super::client::{Client, HttpError, Sibling, MIN_BYTES_PER_SEC};
 use super::{shown, HubEnv, ModelKind, RepoId};
 use crate::progress::{human_bytes, Progress};
@@ -569,8 +569,8 @@ fn fetch_file(
         return Ok(0);
     }
     let label = format!("{id}: {name}");
-    let _lock = FileLock::acquire(&cache.locks.join(format!("{etag}.lock")), || {
-        tracing::info!("download: {label}: another process is downloading it; waiting")
+    let _lock = crate::lockfile::wait_for(&cache.locks.join(format!("{etag}.lock")), |who| {
+        tracing::info!("download: {label}: another process ({who}) is downloading it; waiting")
     })?;
     // The other process may have finished it while we waited.
     if blob.is_file() {
