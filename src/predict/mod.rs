@@ -231,18 +231,15 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     Ok(summary)
 }
 
-fn tracks(seqs: &[SequenceSummary]) -> Vec<plot::SequenceTrack> {
+/// The figure's input: each sequence's chunks with their best scores.
+pub(crate) fn tracks(seqs: &[SequenceSummary]) -> Vec<plot::SequenceTrack> {
     seqs.iter()
         .map(|s| plot::SequenceTrack {
             id: s.id.clone(),
             chunks: s
                 .chunks
                 .iter()
-                .map(|&(chunk, max_virus_score, is_virus)| plot::ChunkPoint {
-                    chunk,
-                    max_virus_score,
-                    is_virus,
-                })
+                .map(|&(chunk, best)| plot::ChunkPoint { chunk, best })
                 .collect(),
             is_virus: s.is_virus,
             max_virus_score: s.max_virus_score,
