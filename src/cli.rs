@@ -39,7 +39,8 @@ pub enum Command {
     /// Embed protein ORFs with ESM-2 (mean over residues) into a safetensors file.
     EmbedProtein(EmbedArgs),
     /// Classify ORFs from their DNA + protein embeddings; write the original's tables, a
-    /// per-sequence summary and a figure.
+    /// per-sequence summary, a figure and (with --sequences / --chunks) the viral sequences and
+    /// chunks as FASTA.
     Predict(PredictArgs),
     /// The whole pipeline on one machine: translate, embed-dna, embed-protein, predict
     /// (resumes from completed steps).
