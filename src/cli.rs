@@ -53,7 +53,8 @@ pub enum Command {
     /// Embed protein ORFs with ESM-2 (mean over residues) into a safetensors file.
     EmbedProtein(EmbedArgs),
     /// Classify ORFs from their DNA + protein embeddings; write the original's tables, a
-    /// per-sequence summary and a figure.
+    /// per-sequence summary, a figure and (with --sequences / --chunks) the viral sequences and
+    /// chunks as FASTA.
     Predict(PredictArgs),
     /// The whole pipeline on one machine: translate, embed-dna, embed-protein, predict
     /// (resumes from completed steps).
@@ -242,6 +243,16 @@ pub struct PredictArgs {
     /// Sequences drawn in prediction.svg/.png (highest virus score first).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub plot_top: usize,
+    /// The sample's input FASTA (plain or compressed): also write viral_sequences.fa, each
+    /// sequence called virus in sequence_summary.tsv, unchanged, in input order. Every
+    /// sequence in the predictions must be in it.
+    #[arg(long, value_name = "FILE")]
+    pub sequences: Option<PathBuf>,
+    /// translate's chunked.fa (translate --write-chunks; run writes it): also write
+    /// viral_chunks.fa, each chunk called viral (True in prediction_results_highestscore.csv).
+    /// Every chunk in the predictions must be in these files.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub chunks: Vec<PathBuf>,
 }
 
 impl PredictArgs {
@@ -253,6 +264,8 @@ impl PredictArgs {
             outdir: self.outdir,
             min_viral_fraction: self.min_viral_fraction,
             plot_top: self.plot_top,
+            sequences: self.sequences,
+            chunks: self.chunks,
         }
     }
 }

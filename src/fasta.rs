@@ -41,6 +41,10 @@ pub enum SeqKind {
     /// Amino acids (embed-protein's input): every ESM-2 letter kept, `U` (selenocysteine) and
     /// `O` (pyrrolysine) included, read by [`crate::seq::protein::read_protein`].
     Protein,
+    /// Any sequence, kept as written (line ends and trailing whitespace dropped, nothing
+    /// else): for copying records through unchanged (`predict --sequences`, where an RNA
+    /// input must come back with its `U`).
+    Verbatim,
 }
 
 /// A header line longer than this is not a header a person wrote: refused instead of read.
@@ -225,7 +229,7 @@ impl FastaReader {
         if self.kind == SeqKind::Protein {
             crate::seq::protein::read_protein(&mut seq)
                 .map_err(|why| anyhow!("{}: record #{} ('{id}') {why}", self.label, self.count))?;
-        } else if memchr::memchr2(b'U', b'u', &seq).is_some() {
+        } else if self.kind == SeqKind::Nucleotide && memchr::memchr2(b'U', b'u', &seq).is_some() {
             read_rna_as_dna(&mut seq);
             if !self.rna_seen {
                 self.rna_seen = true;
@@ -578,6 +582,12 @@ mod tests {
     fn rna_is_read_as_dna() {
         let got = read_all(b">r\nAUGuuU\n>d\nACGT\n").unwrap();
         assert_eq!(pairs(&got), [("r", "ATGttT"), ("d", "ACGT")]);
+    }
+
+    #[test]
+    fn verbatim_keeps_every_letter() {
+        let got = read_as(b">r x\nAUGuu \r\nN*1\n", SeqKind::Verbatim).unwrap();
+        assert_eq!(pairs(&got), [("r", "AUGuuN*1")]);
     }
 
     #[test]

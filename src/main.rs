@@ -127,6 +127,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 preflight::input_file(f, "embeddings file")?;
             }
             preflight::input_file(&a.classifier, "--classifier")?;
+            if let Some(f) = &a.sequences {
+                preflight::input_file(f, "--sequences")?;
+            }
+            for f in &a.chunks {
+                preflight::input_file(f, "--chunks")?;
+            }
             let _lock = claim_dir(&a.outdir)?;
             let opts = a.options();
             let summary = predict::run(&opts)?;

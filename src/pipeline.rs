@@ -250,6 +250,8 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             translate_dir.join(translate::SUMMARY_FILE),
             nt.clone(),
             aa.clone(),
+            // predict copies the viral chunks from it.
+            translate_dir.join(translate::CHUNKS_FILE),
         ],
         || {
             let summary = translate::run(&TranslateOptions {
@@ -314,7 +316,15 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let results = opts.outdir.join(predict::report::RESULTS_FILE);
     // predict.json is the step's completion marker, written after its tables and figures.
     let marker = opts.outdir.join(predict::REPORT_FILE);
-    steps.step("predict", predict_fp, &[results, marker], || {
+    // The viral FASTA files too: a directory from before they existed gets them on a re-run.
+    let outputs = [
+        results,
+        marker,
+        opts.outdir.join(predict::fasta_out::VIRAL_SEQUENCES_FILE),
+        opts.outdir.join(predict::fasta_out::VIRAL_CHUNKS_FILE),
+    ];
+    let chunked = translate_dir.join(translate::CHUNKS_FILE);
+    steps.step("predict", predict_fp, &outputs, || {
         let s = predict::run(&PredictOptions {
             dna: vec![dna_out.clone()],
             protein: vec![prot_out.clone()],
@@ -322,6 +332,10 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             outdir: opts.outdir.clone(),
             min_viral_fraction: opts.min_viral_fraction,
             plot_top: 20,
+            // Its own input (stdin's copy included) and translate's chunks: the viral ones are
+            // written beside the tables.
+            sequences: Some(input.clone()),
+            chunks: vec![chunked.clone()],
         })?;
         predict::log_summary(&s, &opts.outdir);
         StepOutcome::complete(&s)

@@ -3,10 +3,11 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{assert_error, fixtures, run, stderr};
+use common::{assert_error, fixtures, records, run, stderr};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -53,6 +54,163 @@ fn check_outputs(out: &Path, chunk: &str) {
     }
 }
 
+/// Per chunk id in a golden prediction_results.txt: (best others, best virus) over its ORFs.
+fn golden_maxima(golden: &Path) -> HashMap<String, (f32, f32)> {
+    let text = fs::read_to_string(golden.join("prediction_results.txt")).unwrap();
+    let mut best: HashMap<String, (f32, f32)> = HashMap::new();
+    for row in text.lines().skip(1) {
+        let f: Vec<&str> = row.split('\t').collect();
+        let (others, virus): (f32, f32) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        let e = best
+            .entry(f[0][..f[0].len() - 2].to_string())
+            .or_insert((0.0, 0.0));
+        *e = (e.0.max(others), e.1.max(virus));
+    }
+    best
+}
+
+/// The golden chunk calls (prediction_results_highestscore.csv), in the table's order.
+fn golden_calls(golden: &Path) -> Vec<(String, bool)> {
+    let text = fs::read_to_string(golden.join("prediction_results_highestscore.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let (id, call) = l.split_once('\t').unwrap();
+            (id.to_string(), call == "True")
+        })
+        .collect()
+}
+
+/// `key=value` fields of a viral FASTA header after its id.
+fn fields(header: &str) -> (String, HashMap<String, String>) {
+    let mut words = header.split(' ');
+    let id = words.next().unwrap().to_string();
+    let kv = words
+        .map(|w| {
+            let (k, v) = w.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    (id, kv)
+}
+
+/// viral_sequences.fa and viral_chunks.fa against the golden tables, record by record: which
+/// records (derived from the original's chunk calls with the default 0.5 rule, and agreeing with
+/// our sequence_summary.tsv), their order (the input's), their sequences (the input's and the
+/// original's chunked.fa, unchanged) and their headers (the summary's printed numbers; the
+/// chunks' best scores within 1e-4 of the original's). Returns (sequences, chunks) written.
+fn check_viral_fasta(out: &Path, chunk: &str) -> (usize, usize) {
+    let golden = fixtures().join(format!("e2e/chunk{chunk}"));
+    let calls = golden_calls(&golden);
+    let maxima = golden_maxima(&golden);
+    // Per sequence: (chunks viral, chunks scored), from the original's table.
+    let mut per_seq: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (id, call) in &calls {
+        let seq = &id[..id.rfind("_chunk_").unwrap()];
+        let e = per_seq.entry(seq).or_default();
+        *e = (e.0 + usize::from(*call), e.1 + 1);
+    }
+    let summary = fs::read_to_string(out.join("sequence_summary.tsv")).unwrap();
+    let rows: HashMap<&str, Vec<&str>> = summary
+        .lines()
+        .skip(1)
+        .map(|l| (l.split('\t').next().unwrap(), l.split('\t').collect()))
+        .collect();
+    let input = records(&fs::read_to_string(fixtures().join("e2e/input.fa")).unwrap());
+    let mut want = Vec::new();
+    for (header, seq) in &input {
+        let id = header.split(' ').next().unwrap();
+        let Some(&(v, n)) = per_seq.get(id) else {
+            assert!(
+                !rows.contains_key(id),
+                "{id}: no golden chunk, yet a summary row"
+            );
+            continue;
+        };
+        let row = &rows[id];
+        let viral = v * 2 >= n && v > 0;
+        assert_eq!(row[6], if viral { "virus" } else { "others" }, "{id} call");
+        assert_eq!(
+            (row[1], row[2]),
+            (n.to_string().as_str(), v.to_string().as_str())
+        );
+        if viral {
+            let header = format!(
+                "{id} call=virus viral_fraction={} chunks_viral={v}/{n} max_virus_score={}",
+                row[3], row[4]
+            );
+            want.push((header, seq.clone()));
+            let golden_max = maxima
+                .iter()
+                .filter(|(c, _)| c.rsplit_once("_chunk_").unwrap().0 == id)
+                .map(|(_, m)| m.1)
+                .fold(0.0f32, f32::max);
+            let ours: f32 = row[4].parse().unwrap();
+            assert!(
+                (ours - golden_max).abs() <= 1e-4,
+                "{id}: max {ours} vs {golden_max}"
+            );
+        }
+    }
+    let got = records(&fs::read_to_string(out.join("viral_sequences.fa")).unwrap());
+    assert_eq!(got, want, "viral_sequences.fa (chunk {chunk})");
+    assert!(!want.is_empty(), "the goldens call some sequence viral");
+
+    let chunked = records(&fs::read_to_string(golden.join("chunked.fa")).unwrap());
+    let viral: Vec<&str> = calls.iter().filter(|c| c.1).map(|c| c.0.as_str()).collect();
+    let want: Vec<&(String, String)> = chunked
+        .iter()
+        .filter(|(id, _)| viral.contains(&id.as_str()))
+        .collect();
+    assert_eq!(
+        want.len(),
+        viral.len(),
+        "every viral chunk is in chunked.fa"
+    );
+    let text = fs::read_to_string(out.join("viral_chunks.fa")).unwrap();
+    assert!(
+        text.lines().all(|l| l.len() <= 60 || l.starts_with('>')),
+        "60-column lines"
+    );
+    let got = records(&text);
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "viral_chunks.fa records (chunk {chunk})"
+    );
+    for ((header, seq), (id, golden_seq)) in got.iter().zip(want) {
+        let (got_id, kv) = fields(header);
+        assert_eq!(&got_id, id, "order");
+        assert_eq!(seq, golden_seq, "{id}: the chunk as the original cut it");
+        assert_eq!(kv["call"], "virus");
+        let (others, virus) = maxima[id];
+        let (v, o): (f32, f32) = (
+            kv["max_virus_score"].parse().unwrap(),
+            kv["max_others_score"].parse().unwrap(),
+        );
+        assert!(
+            (v - virus).abs() <= 1e-4 && (o - others).abs() <= 1e-4,
+            "{id}: {header}"
+        );
+        assert!(v >= o, "{id}: called viral, so best virus >= best others");
+        assert_eq!(kv.len(), 3, "{header}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("predict.json")).unwrap()).unwrap();
+    let n_seqs = records(&fs::read_to_string(out.join("viral_sequences.fa")).unwrap()).len();
+    assert_eq!(report["viral_sequences_fasta"]["records"], n_seqs);
+    assert_eq!(report["viral_chunks_fasta"]["records"], got.len());
+    assert_eq!(
+        report["viral_chunks_fasta"]["records"],
+        report["chunks_virus"]
+    );
+    assert_eq!(
+        report["viral_sequences_fasta"]["records"],
+        report["sequences_virus"]
+    );
+    (n_seqs, got.len())
+}
+
 fn models() -> (PathBuf, PathBuf, PathBuf) {
     (
         fixtures().join("dnabert_s_tiny"),
@@ -74,6 +232,7 @@ fn subcommands(chunk: &str) {
         s(&t),
         "--shard-size",
         "11",
+        "--write-chunks",
     ]);
     let mut dna = Vec::new();
     let mut prot = Vec::new();
@@ -125,8 +284,23 @@ fn subcommands(chunk: &str) {
     args.push("--protein");
     // Protein shards in reverse order: the join is by id, not by position.
     args.extend(prot.iter().rev().map(|p| s(p)));
+    // Without --sequences/--chunks: no viral FASTA, and predict.json's keys as before.
     ok(&args);
     check_outputs(&out, chunk);
+    let no_fasta = fs::read_to_string(out.join("predict.json")).unwrap();
+    assert!(!no_fasta.contains("viral_"), "{no_fasta}");
+    let input = fixtures().join("e2e/input.fa");
+    let chunked = t.join("chunked.fa");
+    let mut with = args.clone();
+    with.extend(["--sequences", s(&input), "--chunks", s(&chunked)]);
+    ok(&with);
+    check_outputs(&out, chunk);
+    check_viral_fasta(&out, chunk);
+    // A re-run without them removes the earlier viral files, which no longer belong to the set.
+    ok(&args);
+    for f in ["viral_sequences.fa", "viral_chunks.fa"] {
+        assert!(!out.join(f).exists(), "{f} left from the earlier run");
+    }
 }
 
 #[test]
@@ -176,6 +350,10 @@ fn run_on_a_sample_without_orfs_writes_empty_tables() {
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(report["failed"], 0);
+    // Nothing viral: the files are there, empty.
+    for f in ["viral_sequences.fa", "viral_chunks.fa"] {
+        assert_eq!(fs::read_to_string(out.join(f)).unwrap(), "", "{f}");
+    }
 }
 
 #[test]
@@ -185,6 +363,8 @@ fn run_reproduces_original_both_chunk_sizes() {
         let o = run_cmd(tmp.path(), chunk, &[]);
         assert!(o.status.success(), "{}", stderr(&o));
         check_outputs(tmp.path(), chunk);
+        // run passes its input and translate's chunked.fa to predict.
+        check_viral_fasta(tmp.path(), chunk);
         // Every step's outputs are kept.
         for f in [
             "translate/identified_nucleotide.fa",
@@ -257,7 +437,15 @@ fn killed_run_resumes_to_identical_outputs() {
 fn translate_e2e_input(dir: &Path) -> (PathBuf, PathBuf) {
     let t = dir.join("t");
     let input = fixtures().join("e2e/input.fa");
-    ok(&["translate", s(&input), "-c", "500", "-o", s(&t)]);
+    ok(&[
+        "translate",
+        s(&input),
+        "-c",
+        "500",
+        "-o",
+        s(&t),
+        "--write-chunks",
+    ]);
     (
         t.join("identified_nucleotide.fa"),
         t.join("identified_protein.faa"),
@@ -489,4 +677,96 @@ fn embed_refuses_the_wrong_kind_of_sequence_and_model() {
     );
     assert_error(&o, &["record #1", "looks like nucleotides, not a protein"]);
     assert!(!out.exists());
+}
+
+/// predict's --sequences and --chunks: a compressed input gives the same file; a FASTA that
+/// lacks a predicted sequence, ORFs given as chunks, or chunks of another chunk size are one-line
+/// errors naming the file, and write nothing.
+#[test]
+fn predict_checks_the_fasta_it_copies_viral_records_from() {
+    use std::io::Write;
+    let (dnabert, esm, mlp) = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let (nt, aa) = translate_e2e_input(tmp.path());
+    let chunked = tmp.path().join("t/chunked.fa");
+    let (d, p) = (tmp.path().join("d.st"), tmp.path().join("p.st"));
+    ok(&[
+        "embed-dna",
+        s(&nt),
+        "-m",
+        s(&dnabert),
+        "-o",
+        s(&d),
+        "-d",
+        "cpu",
+    ]);
+    ok(&[
+        "embed-protein",
+        s(&aa),
+        "-m",
+        s(&esm),
+        "-o",
+        s(&p),
+        "-d",
+        "cpu",
+    ]);
+    let input = fixtures().join("e2e/input.fa");
+    let predict = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["predict", "--dna", s(&d), "--protein", s(&p)];
+        args.extend(["--classifier", s(&mlp), "-o", s(out)]);
+        args.extend_from_slice(extra);
+        run(&args, None)
+    };
+    let plain = tmp.path().join("plain");
+    let o = predict(&plain, &["--sequences", s(&input), "--chunks", s(&chunked)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_viral_fasta(&plain, "500");
+
+    let gz = tmp.path().join("input.fa.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&fs::read(&input).unwrap()).unwrap();
+    fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let zipped = tmp.path().join("gz");
+    let o = predict(&zipped, &["--sequences", s(&gz)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(zipped.join("viral_sequences.fa")).unwrap(),
+        fs::read(plain.join("viral_sequences.fa")).unwrap()
+    );
+    assert!(!zipped.join("viral_chunks.fa").exists());
+
+    let refused = tmp.path().join("refused");
+    let mut no_contig = String::new();
+    for (header, seq) in records(&fs::read_to_string(&input).unwrap()) {
+        if !header.starts_with("contig_multi") {
+            no_contig.push_str(&format!(">{header}\n{seq}\n"));
+        }
+    }
+    let partial = tmp.path().join("partial.fa");
+    fs::write(&partial, no_contig).unwrap();
+    for (extra, needles) in [
+        (
+            vec!["--sequences", s(&partial)],
+            vec!["partial.fa lacks 1 of the 9 sequences", "'contig_multi'"],
+        ),
+        (
+            vec!["--chunks", s(&nt)],
+            vec!["identified_nucleotide.fa holds ORFs", "chunked.fa"],
+        ),
+        (
+            vec!["--chunks", s(&fixtures().join("e2e/chunk300/chunked.fa"))],
+            vec!["chunk300/chunked.fa", "another --chunk-size"],
+        ),
+        (
+            vec!["--sequences", s(&tmp.path().join("absent.fa"))],
+            vec!["--sequences", "absent.fa"],
+        ),
+    ] {
+        let o = predict(&refused, &extra);
+        assert_error(&o, &needles);
+        assert!(
+            !refused.join("predict.json").exists(),
+            "{extra:?} wrote predict.json"
+        );
+    }
 }

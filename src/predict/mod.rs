@@ -1,6 +1,8 @@
 //! `virnucpro predict`: join DNA and protein embeddings by ORF id, classify with the VirNucPro
-//! MLP, and write the original's tables plus a per-sequence summary and a figure.
+//! MLP, and write the original's tables plus a per-sequence summary, a figure and, given the
+//! FASTA files they came from, the viral sequences and chunks themselves.
 
+pub mod fasta_out;
 pub mod plot;
 pub mod report;
 
@@ -18,6 +20,7 @@ use crate::embeddings::{EmbeddingKind, MappedSet};
 use crate::models::classifier::Classifier;
 use crate::models::tensor_to_f32;
 use crate::output::OutputSet;
+use fasta_out::{ViralFasta, VIRAL_CHUNKS_FILE, VIRAL_SEQUENCES_FILE};
 use report::{OrfScore, SequenceSummary, HIGHEST_FILE, RESULTS_FILE, SUMMARY_FILE};
 
 pub const PLOT_STEM: &str = "prediction";
@@ -33,6 +36,10 @@ pub struct PredictOptions {
     pub min_viral_fraction: f64,
     /// Sequences drawn in the figure.
     pub plot_top: usize,
+    /// The sample's input FASTA: write the viral ones to viral_sequences.fa.
+    pub sequences: Option<PathBuf>,
+    /// translate's chunked.fa (one or more files): write the viral chunks to viral_chunks.fa.
+    pub chunks: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +55,13 @@ pub struct PredictSummary {
     pub feature_dim: usize,
     pub dna_model: String,
     pub protein_model: String,
+    /// viral_sequences.fa, when --sequences was given (absent otherwise, so the report's keys
+    /// are the same as before for those who do not ask).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viral_sequences_fasta: Option<ViralFasta>,
+    /// viral_chunks.fa, when --chunks was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viral_chunks_fasta: Option<ViralFasta>,
     pub wall_seconds: f64,
 }
 
@@ -113,10 +127,18 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     // Everything predict writes is staged and appears together with predict.json, or not at
     // all; created here so a bad input above leaves the output directory untouched.
     let figures = plot::figure_names(PLOT_STEM);
-    let owned: Vec<&str> = [RESULTS_FILE, HIGHEST_FILE, SUMMARY_FILE]
-        .into_iter()
-        .chain(figures.iter().map(String::as_str))
-        .collect();
+    // The viral FASTA files are owned even when not asked for: a re-run without --sequences or
+    // --chunks removes an earlier run's, which would no longer match the tables.
+    let owned: Vec<&str> = [
+        RESULTS_FILE,
+        HIGHEST_FILE,
+        SUMMARY_FILE,
+        VIRAL_SEQUENCES_FILE,
+        VIRAL_CHUNKS_FILE,
+    ]
+    .into_iter()
+    .chain(figures.iter().map(String::as_str))
+    .collect();
     let set = OutputSet::begin(&opts.outdir, REPORT_FILE, &owned)?;
 
     // Join on the ORF id, in the DNA files' order (the original's row order).
@@ -211,6 +233,19 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         &scores.iter().map(|s| s.virus).collect::<Vec<_>>(),
         opts.plot_top,
     )?;
+    let viral_sequences_fasta = match &opts.sequences {
+        Some(input) => Some(fasta_out::write_viral_sequences(&set, input, &sequences)?),
+        None => None,
+    };
+    let viral_chunks_fasta = match opts.chunks.is_empty() {
+        true => None,
+        false => Some(fasta_out::write_viral_chunks(
+            &set,
+            &opts.chunks,
+            &scores,
+            &maxima,
+        )?),
+    };
 
     let summary = PredictSummary {
         orfs_scored: scores.len(),
@@ -224,6 +259,8 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         feature_dim: dim,
         dna_model: dna[0].meta.model.clone(),
         protein_model: protein[0].meta.model.clone(),
+        viral_sequences_fasta,
+        viral_chunks_fasta,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     // predict.json completes the set: written last, it marks the tables and figures as one run's.
@@ -231,18 +268,15 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     Ok(summary)
 }
 
-fn tracks(seqs: &[SequenceSummary]) -> Vec<plot::SequenceTrack> {
+/// The figure's input: each sequence's chunks with their best scores.
+pub(crate) fn tracks(seqs: &[SequenceSummary]) -> Vec<plot::SequenceTrack> {
     seqs.iter()
         .map(|s| plot::SequenceTrack {
             id: s.id.clone(),
             chunks: s
                 .chunks
                 .iter()
-                .map(|&(chunk, max_virus_score, is_virus)| plot::ChunkPoint {
-                    chunk,
-                    max_virus_score,
-                    is_virus,
-                })
+                .map(|&(chunk, best)| plot::ChunkPoint { chunk, best })
                 .collect(),
             is_virus: s.is_virus,
             max_virus_score: s.max_virus_score,

@@ -140,12 +140,31 @@ pub fn write_highest(set: &OutputSet, maxima: &ChunkMaxima) -> Result<()> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SequenceSummary {
     pub id: String,
-    /// (chunk number, best virus score, chunk call) for each chunk with at least one ORF.
-    pub chunks: Vec<(usize, f32, bool)>,
+    /// (chunk number, best scores) for each chunk with at least one ORF, in chunk order.
+    pub chunks: Vec<(usize, ChunkBest)>,
     pub viral_chunks: usize,
     pub max_virus_score: f32,
     pub mean_virus_score: f32,
     pub is_virus: bool,
+}
+
+impl SequenceSummary {
+    /// `virus_fraction` as sequence_summary.tsv prints it (4 decimals); one function, so the
+    /// viral FASTA's headers print the very same digits.
+    pub fn virus_fraction_text(&self) -> String {
+        format!(
+            "{:.4}",
+            self.viral_chunks as f64 / self.chunks.len().max(1) as f64
+        )
+    }
+
+    pub fn call(&self) -> &'static str {
+        if self.is_virus {
+            "virus"
+        } else {
+            "others"
+        }
+    }
 }
 
 /// Split a chunk id `<record>_chunk_<j>` into the record id and `j`.
@@ -177,22 +196,23 @@ pub fn summarise(
         }
     }
     // Each chunk once, from the maxima (not per ORF), so long contigs stay linear.
-    let mut per_seq: std::collections::HashMap<&str, Vec<(usize, f32, bool)>> = Default::default();
+    let mut per_seq: std::collections::HashMap<&str, Vec<(usize, ChunkBest)>> = Default::default();
     for (chunk, best) in maxima {
         let (seq, j) = seq_of(chunk);
-        per_seq
-            .entry(seq)
-            .or_default()
-            .push((j, best.virus, best.is_virus()));
+        per_seq.entry(seq).or_default().push((j, *best));
     }
     order
         .into_iter()
         .map(|seq| {
             let mut chunks = per_seq.remove(seq).unwrap_or_default();
             chunks.sort_by_key(|c| c.0);
-            let viral = chunks.iter().filter(|c| c.2).count();
-            let max = chunks.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-            let mean = chunks.iter().map(|c| c.1 as f64).sum::<f64>() / chunks.len().max(1) as f64;
+            let viral = chunks.iter().filter(|c| c.1.is_virus()).count();
+            let max = chunks
+                .iter()
+                .map(|c| c.1.virus)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let mean =
+                chunks.iter().map(|c| c.1.virus as f64).sum::<f64>() / chunks.len().max(1) as f64;
             SequenceSummary {
                 id: seq.to_string(),
                 is_virus: viral as f64 >= min_fraction * chunks.len() as f64 && viral > 0,
@@ -212,14 +232,14 @@ pub fn write_summary(set: &OutputSet, seqs: &[SequenceSummary]) -> Result<()> {
     );
     for s in seqs {
         body.push_str(&format!(
-            "{}\t{}\t{}\t{:.4}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             s.id,
             s.chunks.len(),
             s.viral_chunks,
-            s.viral_chunks as f64 / s.chunks.len().max(1) as f64,
+            s.virus_fraction_text(),
             format_f32(s.max_virus_score),
             format_f32(s.mean_virus_score),
-            if s.is_virus { "virus" } else { "others" }
+            s.call()
         ));
     }
     set.write(SUMMARY_FILE, body.as_bytes())
