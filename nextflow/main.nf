@@ -118,12 +118,12 @@ workflow {
         .map { id, reports -> [id.toString(), reports] }
     def versions = channel.topic('versions').map { yml -> yml.text }.unique()
         .map { text -> (text =~ /virnucpro: *(\S+)/).findAll().collect { m -> m[1] } }
-        .flatten().unique().toSortedList()
+        .flatten().unique().toSortedList().map { all -> all.join(',') }
     def rows = TRANSLATE.out.report.map { meta, json -> [meta.id, readReport(json)] }
         .join(embedReports, failOnMismatch: true, failOnDuplicate: true)
         .join(PREDICT.out.report.map { meta, json -> [meta.id, readReport(json)] }, failOnMismatch: true, failOnDuplicate: true)
         .combine(versions)
-        .map { id, translate, embeds, predict, binary -> summaryRow(id, translate, embeds, predict, binary.join(',')) }
+        .map { id, translate, embeds, predict, binary -> summaryRow(id, translate, embeds, predict, binary) }
     rows.subscribe { row ->
         if (row.failed_records > 0) {
             log.warn "Sample ${row.sample}: ${row.failed_records} ORF(s) could not be embedded and were left out of its prediction (${params.outdir}/pipeline_info/failed_records.tsv)"

@@ -2150,3 +2150,269 @@ fn a_gpu_task_that_may_see_several_gpus_stops() {
         ],
     );
 }
+
+/// `name.key` reads of a report in a Groovy body: the keys, in order.
+fn report_keys(body: &str, name: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (at, _) in body.match_indices(&format!("{name}.")) {
+        if body[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            continue;
+        }
+        let key: String = body[at + name.len() + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        keys.push(key);
+    }
+    keys
+}
+
+/// The run's summary table reads the steps' reports in the binary's own terms: every key
+/// main.nf's summaryRow reads from translate.json, the embedding reports and predict.json is
+/// one the real steps write (run here through the module scripts, as are their stubs); the
+/// MultiQC file carries MultiQC's custom-content header; the failed records are gathered with
+/// their sample and shard; the README lists the files.
+#[test]
+fn the_summary_table_reads_what_the_steps_write() {
+    let main = read("nextflow/main.nf");
+    let row = block_after(&main, "def summaryRow(");
+    let root = tempfile::tempdir().unwrap();
+    let tasks = tiny_sample(root.path(), &bin_dir(root.path()));
+    let json = |task: &Task, emit: &str| -> Json {
+        let f = &task.outputs()[emit][0];
+        serde_json::from_str(&fs::read_to_string(task.dir.join(f)).unwrap()).unwrap()
+    };
+    let by = |name: &str| tasks.iter().find(|t| t.module.name == name).unwrap();
+    for (var, reports) in [
+        ("translate", vec![json(by("TRANSLATE"), "report")]),
+        (
+            "e",
+            vec![
+                json(by("EMBED_DNA"), "report"),
+                json(by("EMBED_PROTEIN"), "report"),
+            ],
+        ),
+        ("predict", vec![json(by("PREDICT"), "report")]),
+    ] {
+        let keys = report_keys(row, var);
+        assert!(!keys.is_empty(), "summaryRow reads {var}");
+        for report in &reports {
+            for k in &keys {
+                assert!(
+                    report.get(k).is_some(),
+                    "summaryRow: {var}.{k} is not in the step's report {report}"
+                );
+            }
+        }
+    }
+    // The embedding reports' `failed` is what the summary counts.
+    assert!(row.contains("failed_records  : embeds.collect { e -> e.failed as long }.sum(0L)"));
+    for column in [
+        "sample",
+        "sequences",
+        "viral_sequences",
+        "viral_chunks",
+        "orfs",
+        "failed_records",
+        "dna_model",
+        "protein_model",
+        "virnucpro",
+    ] {
+        assert!(
+            row.contains(&format!("        {column} ")),
+            "summary column {column}"
+        );
+    }
+    let table = block_after(&main, "def summaryTable(");
+    for header in [
+        "# id: 'virnucpro_summary'",
+        "# section_name: ",
+        "# description: ",
+        "# format: 'tsv'",
+        "# plot_type: 'table'",
+        "# pconfig:",
+    ] {
+        assert!(
+            table.contains(&format!("\"{header}")),
+            "MultiQC header {header}"
+        );
+    }
+    assert_contains(
+        &main,
+        "main.nf",
+        &[
+            "['virnucpro_summary.tsv', summaryTable(all, false)]",
+            "['virnucpro_summary_mqc.tsv', summaryTable(all, true)]",
+        ],
+    );
+    let failed = block_after(&main, "def failedRows(");
+    assert!(
+        failed.contains("\"sample\\tshard\\t${lines[0]}\""),
+        "{failed}"
+    );
+    let readme = read("README.md");
+    assert_contains(
+        &readme,
+        "README.md",
+        &[
+            "`results/pipeline_info/virnucpro_summary.tsv`",
+            "`results/pipeline_info/virnucpro_summary_mqc.tsv`",
+            "`results/pipeline_info/failed_records.tsv`",
+        ],
+    );
+}
+
+/// nf-core's modules/meta-schema.json (draft 2020-12), the rules it states, applied to every
+/// module's meta.yml: required keys and their types, keywords (3+, unique, not `example`),
+/// tools (a description and one of homepage/documentation/tool_dev_url/doi; URL, DOI,
+/// licence and bio.tools patterns), `input` a list of channels, `output` and `topics` maps of
+/// channels, every channel element a map of one name to properties with a `type` from the
+/// schema's enum and a `description`, unique enums, ontologies as URLs.
+#[test]
+fn every_meta_yml_is_valid_under_nf_cores_meta_schema() {
+    const TYPES: [&str; 9] = [
+        "map",
+        "file",
+        "directory",
+        "string",
+        "integer",
+        "float",
+        "boolean",
+        "list",
+        "eval",
+    ];
+    let url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+    let mut dirs: Vec<&str> = MODULES.iter().map(|m| m.1).collect();
+    dirs.push("fetch_models");
+    for dir in dirs {
+        let what = format!("nextflow/modules/{dir}/meta.yml");
+        let meta = meta_yml(dir);
+        for key in [
+            "name",
+            "description",
+            "keywords",
+            "authors",
+            "output",
+            "tools",
+        ] {
+            assert!(meta.get(key).is_some(), "{what}: required {key}");
+        }
+        assert!(
+            meta["name"].is_string() && meta["description"].is_string(),
+            "{what}"
+        );
+        let keywords: Vec<&str> = meta["keywords"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().expect("keyword string"))
+            .collect();
+        let unique: BTreeSet<&&str> = keywords.iter().collect();
+        assert!(
+            keywords.len() >= 3 && unique.len() == keywords.len() && !keywords.contains(&"example"),
+            "{what}: keywords"
+        );
+        for key in ["authors", "maintainers"] {
+            if let Some(list) = meta.get(key) {
+                assert!(
+                    list.as_array().unwrap().iter().all(Json::is_string),
+                    "{what}: {key}"
+                );
+            }
+        }
+        for tool in meta["tools"].as_array().expect("tools: a list") {
+            for (name, t) in tool.as_object().expect("tool: a map") {
+                let ctx = format!("{what}: tool {name}");
+                assert!(t["description"].is_string(), "{ctx}: description");
+                let links = ["homepage", "documentation", "tool_dev_url", "doi"];
+                assert!(links.iter().any(|k| t.get(*k).is_some()), "{ctx}: a link");
+                for k in ["homepage", "tool_dev_url", "documentation"] {
+                    if let Some(v) = t.get(k) {
+                        assert!(url(v.as_str().unwrap()), "{ctx}: {k}");
+                    }
+                }
+                if let Some(doi) = t.get("doi") {
+                    let d = doi.as_str().unwrap();
+                    assert!(
+                        d == "no DOI available" || d.starts_with("10."),
+                        "{ctx}: doi"
+                    );
+                }
+                if let Some(lic) = t.get("licence") {
+                    let l = lic.as_array().expect("licence: a list");
+                    let u: BTreeSet<&str> = l.iter().map(|x| x.as_str().unwrap()).collect();
+                    assert!(!l.is_empty() && u.len() == l.len(), "{ctx}: licence");
+                }
+                if let Some(id) = t.get("identifier") {
+                    let i = id.as_str().unwrap();
+                    assert!(
+                        i.is_empty() || i.starts_with("biotools:"),
+                        "{ctx}: identifier"
+                    );
+                }
+            }
+        }
+        let element = |e: &Json, ctx: &str| {
+            let map = e
+                .as_object()
+                .unwrap_or_else(|| panic!("{ctx}: an element is a map"));
+            for (name, p) in map {
+                let ty = p["type"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{ctx}: {name}: type"));
+                assert!(TYPES.contains(&ty), "{ctx}: {name}: type {ty}");
+                assert!(p["description"].is_string(), "{ctx}: {name}: description");
+                if let Some(en) = p.get("enum") {
+                    let en = en.as_array().unwrap();
+                    let u: BTreeSet<String> = en.iter().map(|v| v.to_string()).collect();
+                    assert_eq!(u.len(), en.len(), "{ctx}: {name}: enum unique");
+                }
+                if let Some(pat) = p.get("pattern") {
+                    assert!(pat.is_string(), "{ctx}: {name}: pattern");
+                }
+                for o in p
+                    .get("ontologies")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    for v in o.as_object().unwrap().values() {
+                        assert!(url(v.as_str().unwrap()), "{ctx}: {name}: ontology {v}");
+                    }
+                }
+            }
+        };
+        let channels = |list: &Json, ctx: &str| {
+            for ch in list
+                .as_array()
+                .unwrap_or_else(|| panic!("{ctx}: a list of channels"))
+            {
+                match ch.as_array() {
+                    Some(tuple) => tuple.iter().for_each(|e| element(e, ctx)),
+                    None => element(ch, ctx),
+                }
+            }
+        };
+        if let Some(input) = meta.get("input") {
+            channels(input, &format!("{what}: input"));
+        }
+        for key in ["output", "topics"] {
+            if let Some(map) = meta.get(key) {
+                let map = map
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{what}: {key} is a map of channels"));
+                for (name, list) in map {
+                    channels(list, &format!("{what}: {key} {name}"));
+                }
+            }
+        }
+        // A module that puts versions on the topic says so.
+        let main = read(&format!("nextflow/modules/{dir}/main.nf"));
+        assert_eq!(
+            main.contains("topic: versions"),
+            meta.get("topics")
+                .is_some_and(|t| t.get("versions").is_some()),
+            "{what}: topics"
+        );
+    }
+}
