@@ -1324,7 +1324,21 @@ fn nf_test_files_cover_every_module_and_the_pipeline() {
             "{rel}: stub and real tests"
         );
         let declared = m.inputs().len();
+        let emits: Vec<String> = m.outputs().into_iter().map(|o| o.emit).collect();
         for (i, test) in tests.iter().enumerate() {
+            // What the first real run must produce: every output snapshotted or asserted.
+            assert!(
+                test.contains("snapshot(") && test.contains(").match()"),
+                "{rel} test {i}: a snapshot"
+            );
+            if !test.contains("snapshot(process.out).match()") {
+                for emit in &emits {
+                    assert!(
+                        test.contains(&format!("process.out.{emit}")),
+                        "{rel} test {i}: output {emit} is neither snapshotted nor asserted"
+                    );
+                }
+            }
             let given = (0..=declared)
                 .filter(|k| test.contains(&format!("input[{k}]")))
                 .count();
@@ -1341,8 +1355,33 @@ fn nf_test_files_cover_every_module_and_the_pipeline() {
         "script \"../main.nf\"",
         "profile \"test\"",
         "options \"-stub\"",
+        // A glob as --input, numbers and switches on the command line, a refused sample id.
+        "input  = \"${projectDir}/../tests/fixtures/e2e/*.fa\"",
+        "options \"-stub --chunk_size 500 --shard_size 8 --save_embeddings false\"",
+        "input  = \"${projectDir}/tests/samplesheet_dotdot.csv\"",
+        "pipeline_info/virnucpro_summary.tsv",
+        "pipeline_info/virnucpro_summary_mqc.tsv",
+        "pipeline_info/failed_records.tsv",
     ];
-    assert_contains(&read(rel), rel, &want);
+    let text = read(rel);
+    assert_contains(&text, rel, &want);
+    assert!(repo()
+        .join("nextflow/tests/samplesheet_dotdot.csv")
+        .is_file());
+    // Each run that succeeds snapshots every published file.
+    for test in text.split("\n    test(\"").skip(1) {
+        if test.contains("{ assert workflow.success }") {
+            assert!(
+                test.contains("snapshot(") && test.contains("published"),
+                "{test}"
+            );
+        }
+    }
+    let readme = read("README.md");
+    assert!(
+        readme.contains("nf-test test --update-snapshot"),
+        "README: how to write the snapshots"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
