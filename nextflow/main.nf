@@ -462,7 +462,7 @@ def summaryRow(String id, Map translate, List embeds, Map predict, String binary
         viral_chunks    : predict.chunks_virus,
         orfs            : translate.orfs,
         shards          : translate.shards,
-        failed_records  : embeds.collect { e -> e.failed as long }.sum(0L),
+        failed_records  : embeds.collect { e -> e.failed as Long }.sum(0),
         dna_model       : predict.dna_model,
         protein_model   : predict.protein_model,
         virnucpro       : binary,

@@ -2245,7 +2245,7 @@ fn the_summary_table_reads_what_the_steps_write() {
         }
     }
     // The embedding reports' `failed` is what the summary counts.
-    assert!(row.contains("failed_records  : embeds.collect { e -> e.failed as long }.sum(0L)"));
+    assert!(row.contains("failed_records  : embeds.collect { e -> e.failed as Long }.sum(0)"));
     for column in [
         "sample",
         "sequences",
