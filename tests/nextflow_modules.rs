@@ -10,7 +10,13 @@
 //!   each module's meta.yml (nf-core's schema) names the inputs and outputs of its main.nf, in
 //!   order, with fitting types; publishDir lives in conf/modules.config (nf-core's convention),
 //!   not in the modules; and the rules a first real run would trip over (GPU opt-in, container
-//!   environment and mounts, no `move`, loud joins, model signature, schema validation).
+//!   environment and mounts, no `move`, loud joins, model signature, schema validation);
+//!   `--input` globs under nf-schema's format rules (modelled here), command-line strings
+//!   through main.nf's helpers and the configs' closures, sample ids, modules free of params,
+//!   every meta.yml under nf-core's meta-schema rules, the summary table's keys against the
+//!   steps' real reports, nf-test files that snapshot or assert every output.
+//! - The GPU guard of process_gpu's beforeScript, rendered and run under the environment each
+//!   executor gives a task (one GPU, several, none, `all`, a stand-in nvidia-smi).
 //! - A small Groovy interpreter (a subset: string literals, `$` interpolation, dotted names,
 //!   `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, `.endsWith(...)`, `def x = ...`) renders
 //!   each module's `script:` and `stub:` the way Nextflow writes .command.sh, with the test
