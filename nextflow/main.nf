@@ -15,7 +15,7 @@
  * nextflow_schema.json.
  */
 
-include { validateParameters } from 'plugin/nf-schema'
+include { validateParameters; paramsSummaryLog; samplesheetToList } from 'plugin/nf-schema'
 
 include { FETCH_MODELS  } from './modules/fetch_models/main'
 include { TRANSLATE     } from './modules/translate/main'
@@ -24,8 +24,10 @@ include { EMBED_PROTEIN } from './modules/embed_protein/main'
 include { PREDICT       } from './modules/predict/main'
 
 workflow {
-    // Types, ranges and enums of every parameter, from nextflow_schema.json.
+    // Types, ranges and enums of every parameter, from nextflow_schema.json (`--help` is
+    // nf-schema's, from the same schema: validation.help in nextflow.config).
     validateParameters()
+    log.info paramsSummaryLog(workflow)
     checkParams()
 
     if (!params.input) {
@@ -36,7 +38,7 @@ workflow {
             error "--${name} is required (see README.md, 'Real use: the published models')"
         }
     }
-    if (!(params.chunk_size in [300, 500])) {
+    if (!(intParam('chunk_size') in [300, 500])) {
         log.warn "--chunk_size ${params.chunk_size}: the published classifiers were trained on 300 or 500"
     }
 
@@ -49,7 +51,7 @@ workflow {
         classifier: (params.classifier ?: defaultClassifier()).toString(),
     ]
     def remote = params.hf_home ? [] : specs.findAll { kind, given -> isRemote(kind, given) }
-    FETCH_MODELS(channel.fromList(remote.collect { kind, given -> [kind, given, storePath(kind, given)] }))
+    FETCH_MODELS(channel.fromList(remote.collect { kind, given -> [kind, given, storeHome(kind, given), "${storeHome(kind, given)}/${storePath(kind, given)}".toString()] }))
 
     // [model to stage, path of the model inside it, signature of its files]: see modelInput().
     def dnabert    = modelChannel('dnabert', specs.dnabert, FETCH_MODELS.out.model)
@@ -60,7 +62,7 @@ workflow {
 
     def samples    = samplesFrom(params.input)
 
-    TRANSLATE(samples, params.chunk_size, params.shard_size, toml)
+    TRANSLATE(samples, intParam('chunk_size'), intParam('shard_size'), toml)
 
     TRANSLATE.out.report.subscribe { meta, report ->
         if (new groovy.json.JsonSlurper().parseText(report.text).orfs == 0) {
@@ -97,6 +99,46 @@ workflow {
 
     PREDICT(embeddings, classifier, toml)
 
+    // Records an embedding step could not embed (it exits 2, lists them in <output>.failed.tsv
+    // and goes on): the sample is predicted without them. Said per sample, gathered into
+    // pipeline_info/failed_records.tsv and counted in the summary table below.
+    EMBED_DNA.out.failed
+        .mix(EMBED_PROTEIN.out.failed)
+        .collectFile(name: 'failed_records.tsv', storeDir: "${params.outdir}/pipeline_info", keepHeader: true, skip: 1, sort: true) { meta, shard, tsv ->
+            failedRows(meta.id, shard, tsv.text)
+        }
+
+    // One row per sample from the reports the steps write (translate.json, every shard's
+    // embedding reports, predict.json): pipeline_info/virnucpro_summary.tsv, and the same as
+    // MultiQC custom content (virnucpro_summary_mqc.tsv) for an existing MultiQC report.
+    def embedReports = EMBED_DNA.out.report.map { meta, shard, json -> [meta, 'dna', json] }
+        .mix(EMBED_PROTEIN.out.report.map { meta, shard, json -> [meta, 'protein', json] })
+        .map { meta, side, json -> [groupKey(meta.id, 2 * meta.shards), readReport(json)] }
+        .groupTuple(remainder: true)
+        .map { id, reports -> [id.toString(), reports] }
+    def versions = channel.topic('versions').map { yml -> yml.text }.unique()
+        .map { text -> (text =~ /virnucpro: *(\S+)/).findAll().collect { m -> m[1] } }
+        .flatten().unique().toSortedList().map { all -> all.join(',') }
+    def rows = TRANSLATE.out.report.map { meta, json -> [meta.id, readReport(json)] }
+        .join(embedReports, failOnMismatch: true, failOnDuplicate: true)
+        .join(PREDICT.out.report.map { meta, json -> [meta.id, readReport(json)] }, failOnMismatch: true, failOnDuplicate: true)
+        .combine(versions)
+        .map { id, translate, embeds, predict, binary -> summaryRow(id, translate, embeds, predict, binary) }
+    rows.subscribe { row ->
+        if (row.failed_records > 0) {
+            log.warn "Sample ${row.sample}: ${row.failed_records} ORF(s) could not be embedded and were left out of its prediction (${params.outdir}/pipeline_info/failed_records.tsv)"
+        }
+    }
+    rows.toSortedList { a, b -> a.sample <=> b.sample }
+        .flatMap { all -> [['virnucpro_summary.tsv', summaryTable(all, false)], ['virnucpro_summary_mqc.tsv', summaryTable(all, true)]] }
+        .collectFile(storeDir: "${params.outdir}/pipeline_info") { name, text -> [name, text] }
+    rows.map { row -> row.failed_records }.sum()
+        .subscribe { failed ->
+            if (failed > 0) {
+                log.warn "${failed} ORF(s) in all could not be embedded: see ${params.outdir}/pipeline_info/failed_records.tsv"
+            }
+        }
+
     // Every sample ends in PREDICT: one whose TRANSLATE was skipped (errorStrategy 'ignore')
     // would otherwise be missing from the results without a word.
     samples.map { meta, fasta -> meta.id }.toList()
@@ -109,10 +151,44 @@ workflow {
             }
         }
 
-    TRANSLATE.out.versions
-        .mix(EMBED_DNA.out.versions, EMBED_PROTEIN.out.versions, PREDICT.out.versions)
-        .unique { versions -> versions.text }
+    // Every module's versions.yml goes to the `versions` topic (nf-core's way): one file.
+    channel.topic('versions')
+        .unique { yml -> yml.text }
         .collectFile(name: 'versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameters as numbers and switches. On the command line under the strict syntax (the default
+// from Nextflow 26.04) a parameter arrives as a string: `--chunk_size 500` is '500', for which
+// `in [300, 500]` is false, and `--save_embeddings false` is 'false', which Groovy takes as
+// true. nf-schema casts such values for its validation only, not in `params`, so every
+// comparison and test of a number or switch in this file reads it through these two.
+
+def intParam(String name) {
+    def v = params[name]
+    if (v == null || v instanceof Integer) {
+        return v
+    }
+    def s = v.toString().trim()
+    if (!(s ==~ /-?[0-9]{1,9}/)) {
+        error "--${name} ${v}: expected a whole number"
+    }
+    return s.toInteger()
+}
+
+def boolParam(String name) {
+    def v = params[name]
+    if (v == null) {
+        return false
+    }
+    if (v instanceof Boolean) {
+        return v
+    }
+    def s = v.toString().trim().toLowerCase()
+    if (!(s in ['true', 'false'])) {
+        error "--${name} ${v}: expected true or false"
+    }
+    return s == 'true'
 }
 
 // Settings that a run would otherwise trip over late, or silently.
@@ -125,8 +201,24 @@ def checkParams() {
             error "--${name} ${params[name]}: give an absolute path (it is created on the host and mounted at the same path into containers)"
         }
     }
-    if (params.device && params.device.toString().startsWith('cuda') && !params.use_gpu) {
+    if (params.device && params.device.toString().startsWith('cuda') && !boolParam('use_gpu')) {
         error "--device ${params.device} needs GPUs: add -profile gpu (or local_gpu on one node without a scheduler)"
+    }
+    // GPUs per executor (README.md, "GPUs per executor"): each embedding task must see the one
+    // GPU it was given and no other. Docker under SLURM cannot: SLURM gives the job a GPU
+    // through the job's cgroup and a job-relative CUDA_VISIBLE_DEVICES (0 for every job when
+    // ConstrainDevices is on), but `docker run --gpus all` is started by the Docker daemon,
+    // outside that cgroup: every task's container sees all of the node's GPUs and index 0 is
+    // the same GPU for all of them. Apptainer/Singularity run inside the job and see its GPU.
+    def profiles = workflow.profile.tokenize(',')
+    if (boolParam('use_gpu') && 'slurm' in profiles && workflow.containerEngine == 'docker') {
+        error "-profile gpu,slurm,docker: Docker containers are started outside the SLURM job's cgroup, so each task would see every GPU of the node and CUDA_VISIBLE_DEVICES (job-relative) would point several tasks at the same one. Use -profile gpu,slurm,apptainer (or singularity) with --container_sif, or virnucpro on the PATH without a container profile"
+    }
+    // The local executor assigns GPUs only from Nextflow 26.10, and only when
+    // CUDA_VISIBLE_DEVICES lists the GPUs at launch; before, or without it, `accelerator` is
+    // ignored and every task would use every GPU. The GPU lease (local_gpu) needs neither.
+    if (boolParam('use_gpu') && !boolParam('gpu_lease') && profiles.intersect(['slurm']).isEmpty() && System.getenv('CUDA_VISIBLE_DEVICES') != null && !nextflow.version.matches('>=26.10.0')) {
+        error "-profile gpu with CUDA_VISIBLE_DEVICES=${System.getenv('CUDA_VISIBLE_DEVICES')} and Nextflow ${nextflow.version}: the local executor assigns GPUs to tasks only from Nextflow 26.10, so every task would use every GPU. Use -profile local_gpu (each task leases one free GPU of the node), or Nextflow >= 26.10"
     }
     // A bare name (virnucpro:0.1.0) is a local Docker image; Apptainer/Singularity would pull
     // it as docker://virnucpro:0.1.0 from Docker Hub, where it does not exist.
@@ -137,10 +229,10 @@ def checkParams() {
 
 // The published classifier for --chunk_size when --classifier is not given.
 def defaultClassifier() {
-    if (!(params.chunk_size in [300, 500])) {
+    if (!(intParam('chunk_size') in [300, 500])) {
         error "--chunk_size ${params.chunk_size}: the published classifiers are for 300 and 500; give --classifier"
     }
-    return params.chunk_size.toString()
+    return intParam('chunk_size').toString()
 }
 
 // A Hub id (org/name[@revision]) or a classifier to download (500, 300, http(s) URL), rather
@@ -168,6 +260,23 @@ def storePath(String kind, String given) {
         return "virnucpro/classifiers/${key}".toString()
     }
     return "hub/models--${given.split('@')[0].replace('/', '--')}".toString()
+}
+
+// The folder of the model store (--model_store) that FETCH_MODELS uses as HF_HOME for one
+// model: one per revision, so that org/x@v2 never finds org/x@v1's download and skips its own
+// fetch (storeDir skips a task whose output exists). `main` when no revision is given; a
+// revision with characters unfit for a folder name gets a hash of it. Classifiers are keyed by
+// what they are (500, 300, the URL's hash) in storePath already.
+def storeHome(String kind, String given) {
+    if (kind == 'classifier') {
+        return 'classifiers'
+    }
+    def rev = given.contains('@') ? given.split('@', 2)[1] : 'main'
+    def safe = rev.replaceAll(/[^A-Za-z0-9._-]/, '_')
+    if (safe != rev || safe.startsWith('.')) {
+        safe = "${safe}-${rev.md5().take(8)}"
+    }
+    return "revisions/${safe}".toString()
 }
 
 // The classifier's file name in its folder: the published name, or the URL's last segment.
@@ -259,9 +368,9 @@ def listModelFiles(path, String rel, List lines, int depth) {
     }
 }
 
-// [[id: sample], fasta] per sample, from a samplesheet CSV (header `sample,fasta`; relative
-// FASTA paths are relative to the samplesheet) or from a FASTA path/glob (id = file name up to
-// the first dot).
+// [[id: sample], fasta] per sample, from a samplesheet CSV (columns and ids checked by
+// nf-schema against assets/schema_input.json; relative FASTA paths are relative to the
+// samplesheet) or from a FASTA path/glob (id = file name up to the first dot).
 def samplesFrom(String input) {
     if (!input.toLowerCase().endsWith('.csv')) {
         return channel.fromPath(input, checkIfExists: true)
@@ -270,41 +379,45 @@ def samplesFrom(String input) {
             .flatMap { samples -> checkSamples(samples, input) }
     }
     def sheet = file(input, checkIfExists: true)
-    return channel.fromPath(sheet)
-        .splitCsv(header: true, strip: true)
-        .map { row -> sampleRow(row, sheet) }
-        .toList()
-        .flatMap { samples -> checkSamples(samples, input) }
+    def rows = samplesheetToList(sheet, "${projectDir}/assets/schema_input.json")
+    return channel.fromList(checkSamples(rows.collect { meta, fasta -> [meta, sampleFasta(meta, fasta, sheet)] }, input))
 }
 
-def sampleRow(Map row, sheet) {
-    if (!row.sample || !row.fasta) {
-        error "Samplesheet ${sheet}: every row needs the columns 'sample' and 'fasta' (got ${row})"
-    }
+def sampleFasta(Map meta, String given, sheet) {
     // Absolute paths and URLs (s3://, https://, ...) as they are; others beside the samplesheet.
-    def absolute = row.fasta.startsWith('/') || row.fasta.contains('://')
-    def fasta = absolute ? file(row.fasta) : sheet.parent.resolve(row.fasta)
+    def absolute = given.startsWith('/') || given.contains('://')
+    def fasta = absolute ? file(given) : sheet.parent.resolve(given)
     if (!fasta.exists()) {
-        error "Samplesheet ${sheet}: sample '${row.sample}': FASTA ${fasta} does not exist"
+        error "Samplesheet ${sheet}: sample '${meta.id}': FASTA ${fasta} does not exist"
     }
-    return [[id: row.sample], fasta]
+    return fasta
 }
 
-// Sample ids name output directories and embedding files: unique and path-safe.
+// Sample ids name output directories (<outdir>/<id>/) and embedding files: unique, path-safe,
+// and none of the names that would publish outside --outdir ('.', '..') or over the run's
+// reports ('pipeline_info'). The same rule as assets/schema_input.json's, for globs too.
 def checkSamples(List samples, String input) {
     if (!samples) {
         error "No samples in ${input}"
     }
-    def ids = samples.collect { sample -> sample[0].id }
+    def ids = samples.collect { sample -> sample[0].id.toString() }
     def bad = ids.findAll { id -> !(id ==~ /[A-Za-z0-9_.-]+/) }
     if (bad) {
         error "${input}: sample ids may only contain letters, digits, '.', '_' and '-': ${bad.join(', ')}"
+    }
+    def reserved = ids.findAll { id -> id in reservedSampleIds() }
+    if (reserved) {
+        error "${input}: sample id(s) ${reserved.join(', ')} not allowed: a sample's results go to <outdir>/<sample>/, so '.' and '..' would publish into or above --outdir and 'pipeline_info' over the run's reports; rename the sample (or the FASTA file)"
     }
     def dup = ids.findAll { id -> ids.count(id) > 1 }.unique()
     if (dup) {
         error "${input}: duplicate sample ids ${dup.join(', ')}"
     }
     return samples
+}
+
+def reservedSampleIds() {
+    return ['.', '..', 'pipeline_info']
 }
 
 // TRANSLATE writes shards/<k>.identified_nucleotide.fa + <k>.identified_protein.faa: pair them
@@ -326,4 +439,57 @@ def pairShards(Map meta, nucleotide, protein) {
 
 def shardKey(f) {
     return f.name.tokenize('.')[0]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run's summary, in the binary's own terms: translate.json (records, chunks, orfs, shards),
+// the embedding reports (failed: records left out, listed in <output>.failed.tsv) and
+// predict.json (sequences, chunks, sequences_virus, chunks_virus, the models' names).
+
+def readReport(json) {
+    return new groovy.json.JsonSlurper().parseText(json.text)
+}
+
+// A sample's row of the summary table.
+def summaryRow(String id, Map translate, List embeds, Map predict, String binary) {
+    return [
+        sample          : id,
+        sequences       : translate.records,
+        sequences_scored: predict.sequences,
+        viral_sequences : predict.sequences_virus,
+        chunks          : translate.chunks,
+        chunks_scored   : predict.chunks,
+        viral_chunks    : predict.chunks_virus,
+        orfs            : translate.orfs,
+        shards          : translate.shards,
+        failed_records  : embeds.collect { e -> e.failed as Long }.sum(0),
+        dna_model       : predict.dna_model,
+        protein_model   : predict.protein_model,
+        virnucpro       : binary,
+    ]
+}
+
+// The rows as TSV; for MultiQC (custom content, `_mqc.tsv`) headed by its YAML comments, so
+// that the file drops into an existing MultiQC run as one table section.
+def summaryTable(List rows, boolean multiqc) {
+    def header = multiqc ? [
+        "# id: 'virnucpro_summary'",
+        "# section_name: 'VirNucPro'",
+        "# description: 'Per sample: input sequences, chunks and ORFs (virnucpro translate), records the embedding steps could not embed, and the sequences and chunks called viral (virnucpro predict).'",
+        "# format: 'tsv'",
+        "# plot_type: 'table'",
+        "# pconfig:",
+        "#     id: 'virnucpro_summary_table'",
+        "#     title: 'VirNucPro summary'",
+        "#     namespace: 'VirNucPro'",
+    ] : []
+    def columns = rows ? rows[0].keySet().toList() : []
+    def lines = header + [columns.join('\t')] + rows.collect { row -> columns.collect { c -> row[c].toString().replace('\t', ' ') }.join('\t') }
+    return lines.join('\n') + '\n'
+}
+
+// An embedding step's <output>.failed.tsv (id, step, reason) with the sample and shard first.
+def failedRows(String id, String shard, String tsv) {
+    def lines = tsv.readLines().findAll { line -> line }
+    return (["sample\tshard\t${lines[0]}"] + lines.drop(1).collect { line -> "${id}\t${shard}\t${line}" }).join('\n') + '\n'
 }

@@ -10,7 +10,13 @@
 //!   each module's meta.yml (nf-core's schema) names the inputs and outputs of its main.nf, in
 //!   order, with fitting types; publishDir lives in conf/modules.config (nf-core's convention),
 //!   not in the modules; and the rules a first real run would trip over (GPU opt-in, container
-//!   environment and mounts, no `move`, loud joins, model signature, schema validation).
+//!   environment and mounts, no `move`, loud joins, model signature, schema validation);
+//!   `--input` globs under nf-schema's format rules (modelled here), command-line strings
+//!   through main.nf's helpers and the configs' closures, sample ids, modules free of params,
+//!   every meta.yml under nf-core's meta-schema rules, the summary table's keys against the
+//!   steps' real reports, nf-test files that snapshot or assert every output.
+//! - The GPU guard of process_gpu's beforeScript, rendered and run under the environment each
+//!   executor gives a task (one GPU, several, none, `all`, a stand-in nvidia-smi).
 //! - A small Groovy interpreter (a subset: string literals, `$` interpolation, dotted names,
 //!   `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, `.endsWith(...)`, `def x = ...`) renders
 //!   each module's `script:` and `stub:` the way Nextflow writes .command.sh, with the test
@@ -973,7 +979,9 @@ fn outputs_are_published_by_conf_modules_config() {
         };
         assert_eq!(got.trim_start_matches('/'), want, "{line}");
     }
+    // FETCH_MODELS publishes into the model store (--refresh_models), not into --outdir.
     let config = read("conf/modules.config");
+    let config = config[..config.find("withName: 'FETCH_MODELS'").unwrap()].to_string();
     let modes = code_lines_with(&config, "mode:");
     assert_eq!(
         modes.len(),
@@ -1322,7 +1330,21 @@ fn nf_test_files_cover_every_module_and_the_pipeline() {
             "{rel}: stub and real tests"
         );
         let declared = m.inputs().len();
+        let emits: Vec<String> = m.outputs().into_iter().map(|o| o.emit).collect();
         for (i, test) in tests.iter().enumerate() {
+            // What the first real run must produce: every output snapshotted or asserted.
+            assert!(
+                test.contains("snapshot(") && test.contains(").match()"),
+                "{rel} test {i}: a snapshot"
+            );
+            if !test.contains("snapshot(process.out).match()") {
+                for emit in &emits {
+                    assert!(
+                        test.contains(&format!("process.out.{emit}")),
+                        "{rel} test {i}: output {emit} is neither snapshotted nor asserted"
+                    );
+                }
+            }
             let given = (0..=declared)
                 .filter(|k| test.contains(&format!("input[{k}]")))
                 .count();
@@ -1339,8 +1361,33 @@ fn nf_test_files_cover_every_module_and_the_pipeline() {
         "script \"../main.nf\"",
         "profile \"test\"",
         "options \"-stub\"",
+        // A glob as --input, numbers and switches on the command line, a refused sample id.
+        "input  = \"${projectDir}/../tests/fixtures/e2e/*.fa\"",
+        "options \"-stub --chunk_size 500 --shard_size 8 --save_embeddings false\"",
+        "input  = \"${projectDir}/tests/samplesheet_dotdot.csv\"",
+        "pipeline_info/virnucpro_summary.tsv",
+        "pipeline_info/virnucpro_summary_mqc.tsv",
+        "pipeline_info/failed_records.tsv",
     ];
-    assert_contains(&read(rel), rel, &want);
+    let text = read(rel);
+    assert_contains(&text, rel, &want);
+    assert!(repo()
+        .join("nextflow/tests/samplesheet_dotdot.csv")
+        .is_file());
+    // Each run that succeeds snapshots every published file.
+    for test in text.split("\n    test(\"").skip(1) {
+        if test.contains("{ assert workflow.success }") {
+            assert!(
+                test.contains("snapshot(") && test.contains("published"),
+                "{test}"
+            );
+        }
+    }
+    let readme = read("README.md");
+    assert!(
+        readme.contains("nf-test test --update-snapshot"),
+        "README: how to write the snapshots"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1379,14 +1426,14 @@ fn gpus_are_opt_in() {
     let gpu = gpu_label_block();
     for needle in ["--gpus", "--nv", "accelerator"] {
         let lines = code_lines_with(&gpu, needle);
-        let gated = |l: &&str| l.contains("params.use_gpu ?") || l.contains("params.use_gpu &&");
+        let gated = |l: &&str| l.contains("\"${params.use_gpu}\" == 'true'");
         assert!(
             !lines.is_empty() && lines.iter().all(gated),
             "process_gpu: {needle}: {lines:?}"
         );
     }
     // The lease picks among all of the node's GPUs itself: no per-task accelerator with it.
-    assert!(code_lines_with(&gpu, "accelerator")[0].contains("!params.gpu_lease"));
+    assert!(code_lines_with(&gpu, "accelerator")[0].contains("\"${params.gpu_lease}\" != 'true'"));
     // Nowhere else does a GPU option hide (the label is the only place that asks for GPUs).
     for rel in GROOVY_FILES {
         let text = read(rel).replace(&gpu, "");
@@ -1413,7 +1460,10 @@ fn gpus_are_opt_in() {
         );
         // SLURM asks for GPUs (--gres) only with the opt-in too.
         for l in code_lines_with(&block, "slurm_gpu_") {
-            assert!(l.contains("params.use_gpu ?"), "-profile {profile}: {l}");
+            assert!(
+                l.contains("\"${params.use_gpu}\" == 'true' ?"),
+                "-profile {profile}: {l}"
+            );
         }
         if profile != "slurm" && profile != "test" {
             let env = code_lines_with(&block, &format!("{profile}.envWhitelist")).join("\n");
@@ -1436,7 +1486,7 @@ fn host_directories_are_created_and_mounted_into_containers() {
     let options = block_after(&gpu, "containerOptions = {");
     for (when, dir) in [
         ("params.checkpoint_dir ?", "checkpoint_dir"),
-        ("params.gpu_lease ?", "gpu_lock_dir"),
+        ("\"${params.gpu_lease}\" == 'true' ?", "gpu_lock_dir"),
         ("params.kernel_cache ?", "kernel_cache"),
     ] {
         for m in [
@@ -1462,16 +1512,10 @@ fn host_directories_are_created_and_mounted_into_containers() {
     ctx.set("params.checkpoint_dir", V::Str(ck.display().to_string()));
     ctx.set("params.gpu_lock_dir", V::Str(locks.display().to_string()));
     ctx.set("params.kernel_cache", V::Str(kernels.display().to_string()));
-    let before = block_after(&gpu, "beforeScript = {");
-    let commands: Vec<String> = before
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(|s| gstring(s, &ctx).unwrap())
-        .collect();
-    assert_eq!(commands.len(), 3, "{commands:?}");
+    ctx.set("params.gpu_lease", V::Bool(true));
+    ctx.set("params.use_gpu", V::Bool(true));
     let o = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &commands.join(" && ")])
+        .args(["-euo", "pipefail", "-c", &before_script(&ctx)])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1500,6 +1544,32 @@ fn host_directories_are_created_and_mounted_into_containers() {
             "{name}"
         );
     }
+}
+
+/// process_gpu's beforeScript for the params in `ctx`, as Nextflow renders it: the list's
+/// elements (one per line, each `cond ? cmd : null`) evaluated, the nulls left out, joined
+/// with ` && `.
+fn before_script(ctx: &Ctx) -> String {
+    let gpu = gpu_label_block();
+    let block = block_after(&gpu, "beforeScript = {");
+    let tail = "].findAll { c -> c }.join(' && ')";
+    assert!(block.contains(tail), "beforeScript: a list joined by &&");
+    let mut commands = Vec::new();
+    for line in block.lines().map(|l| strip_comment(l).trim()) {
+        let elem = line.trim_start_matches('[');
+        let elem = elem
+            .strip_suffix(tail)
+            .or(elem.strip_suffix(','))
+            .unwrap_or(elem);
+        if elem.is_empty() {
+            continue;
+        }
+        match eval(elem, ctx).unwrap_or_else(|e| panic!("beforeScript: {elem}: {e}")) {
+            V::Null => {}
+            v => commands.push(v.render()),
+        }
+    }
+    commands.join(" && ")
 }
 
 /// The `if (cond) {` in `text` is followed by an `error` line; returns that line.
@@ -1576,8 +1646,8 @@ fn fetch_models_downloads_ids_once_into_a_store() {
     for needle in [
         "process FETCH_MODELS {",
         "task.ext.when == null || task.ext.when",
-        "container \"",
-        "tuple val(kind), val(id), val(stored)",
+        "tuple val(kind), val(id), val(home), val(stored)",
+        "export HF_HOME=\"\\$PWD/${home}\"",
         "path(\"${stored}\"), emit: model",
         "virnucpro models fetch ${args} --${kind} '${id}'",
         "stub:",
@@ -1611,12 +1681,783 @@ fn fetch_models_downloads_ids_once_into_a_store() {
         "modelChannel('dnabert', specs.dnabert, FETCH_MODELS.out.model)",
         "modelChannel('esm', specs.esm, FETCH_MODELS.out.model)",
         "modelChannel('classifier', specs.classifier, FETCH_MODELS.out.model)",
-        // The store path is the cache layout of `virnucpro models fetch` (src/hub).
+        // The store path is the cache layout of `virnucpro models fetch` (src/hub), under a
+        // folder per revision.
         "\"hub/models--${given.split('@')[0].replace('/', '--')}\"",
+        "[kind, given, storeHome(kind, given), \"${storeHome(kind, given)}/${storePath(kind, given)}\".toString()]",
         "\"virnucpro/classifiers/${key}\"",
     ] {
         assert!(main.contains(needle), "main.nf: {needle}");
     }
     // The embedding steps come after: they take the model channels built from the fetch.
     assert!(main.find("FETCH_MODELS(").unwrap() < main.find("EMBED_DNA(").unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round two (issue #27): globs, command-line types, GPUs per executor, sample ids, module
+// reuse, the run's summary, the meta.yml schema, nf-test coverage.
+
+fn schema() -> Json {
+    serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap()
+}
+
+/// nf-schema 2.x's `format` check of a string parameter (its FormatFilePathEvaluator and
+/// FormatFilePathPatternEvaluator), for local paths: Nextflow's `file()` turns a value with a
+/// glob character (`*?[]{}`) into the list of its matches, which `file-path` refuses outright
+/// ("is not a file, but a file path pattern"); `file-path-pattern` takes `files()` of it and
+/// refuses no match or a directory among them, a plain path included.
+fn nf_schema_format_accepts(format: &str, value: &str) -> Result<(), String> {
+    let is_glob = value.contains(['*', '?', '[', ']', '{', '}']);
+    let matches = || -> Vec<PathBuf> {
+        if !is_glob {
+            return vec![PathBuf::from(value)];
+        }
+        let (dir, pattern) = value.rsplit_once('/').unwrap_or((".", value));
+        assert!(
+            !dir.contains(['*', '?', '[', '{']),
+            "one level of glob here"
+        );
+        let mut hits: Vec<PathBuf> = fs::read_dir(dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        hits.retain(|p| glob_match(pattern, &file_name(p)));
+        hits
+    };
+    match format {
+        "file-path" if is_glob => Err(format!("'{value}' is not a file, but a file path pattern")),
+        "file-path" if Path::new(value).is_dir() => Err(format!("'{value}' is a directory")),
+        "file-path" => Ok(()),
+        "file-path-pattern" => {
+            let hits = matches();
+            if hits.is_empty() {
+                return Err(format!(
+                    "No files were found using the glob pattern '{value}'"
+                ));
+            }
+            match hits.iter().find(|p| p.is_dir()) {
+                Some(d) => Err(format!("'{}' is not a file, but a directory", d.display())),
+                None => Ok(()),
+            }
+        }
+        other => panic!("format {other} is not modelled here"),
+    }
+}
+
+/// `--input 'contigs/*.fa'` passes the schema's validation (its format accepts a glob that
+/// matches files, and a samplesheet path), as it would not under `file-path`; main.nf reads a
+/// non-CSV input as a glob and the README says so.
+#[test]
+fn input_accepts_a_glob_under_nf_schemas_format_rules() {
+    let input = &schema()["$defs"]["input_output_options"]["properties"]["input"];
+    let format = input["format"].as_str().unwrap_or("");
+    let root = tempfile::tempdir().unwrap();
+    let contigs = root.path().join("contigs");
+    fs::create_dir_all(&contigs).unwrap();
+    for f in ["a.fa", "b.fa"] {
+        fs::write(contigs.join(f), ">x\nACGT\n").unwrap();
+    }
+    let sheet = root.path().join("samplesheet.csv");
+    fs::write(&sheet, "sample,fasta\na,contigs/a.fa\n").unwrap();
+    let glob = format!("{}/*.fa", contigs.display());
+    // The model refuses what nf-schema refuses.
+    assert!(nf_schema_format_accepts("file-path", &glob).is_err());
+    assert!(
+        nf_schema_format_accepts("file-path-pattern", &format!("{}/*.fq", contigs.display()))
+            .is_err()
+    );
+    // The schema's format, or none, accepts both forms of --input.
+    for value in [glob.as_str(), sheet.to_str().unwrap()] {
+        if !format.is_empty() {
+            assert_eq!(
+                nf_schema_format_accepts(format, value),
+                Ok(()),
+                "--input {value} (format {format})"
+            );
+        }
+    }
+    let main = read("nextflow/main.nf");
+    assert!(
+        main.contains("channel.fromPath(input, checkIfExists: true)"),
+        "main.nf reads globs"
+    );
+    let readme = read("README.md");
+    assert_contains(
+        &readme,
+        "README.md",
+        &["`--input 'contigs/*.fa'`", "`file-path-pattern`"],
+    );
+    assert!(input["description"].as_str().unwrap().contains("glob"));
+}
+
+/// The schema's parameters of a type: (name, type).
+fn schema_params() -> Vec<(String, String)> {
+    let schema = schema();
+    let mut out = Vec::new();
+    for group in schema["$defs"].as_object().unwrap().values() {
+        for (name, p) in group["properties"].as_object().unwrap() {
+            let ty = p["type"].as_str().or(p["type"][0].as_str()).unwrap();
+            out.push((name.clone(), ty.to_string()));
+        }
+    }
+    out
+}
+
+/// Under the strict syntax a command-line value is a string: main.nf reads every integer,
+/// number or boolean parameter through intParam/boolParam (or only prints it), and the
+/// configs test switches as `"${params.x}" == 'true'` and cast numbers. Evaluated: the
+/// configs' closures give the same result for `false`/`true` and `'false'`/`'true'`.
+#[test]
+fn numbers_and_switches_from_the_command_line_are_read_as_such() {
+    let typed: Vec<(String, String)> = schema_params()
+        .into_iter()
+        .filter(|(_, t)| t != "string")
+        .collect();
+    let main = read("nextflow/main.nf");
+    for (name, ty) in &typed {
+        let helper = if ty == "boolean" {
+            "boolParam"
+        } else {
+            "intParam"
+        };
+        for (at, _) in main.match_indices(&format!("params.{name}")) {
+            let before = &main[..at];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let line = &main[line_start..main[at..].find('\n').map_or(main.len(), |i| at + i)];
+            // Printed in a message (`${params.x}`) is fine; anything else goes through the helper.
+            assert!(
+                before.ends_with("${"),
+                "main.nf reads params.{name} directly ({ty}): use {helper}('{name}'): {line}"
+            );
+        }
+    }
+    for (name, ty) in &typed {
+        if ty == "boolean" && main.contains(&format!("'{name}'")) {
+            assert!(main.contains(&format!("boolParam('{name}')")), "{name}");
+        }
+    }
+    assert_contains(
+        &main,
+        "main.nf",
+        &[
+            "def intParam(String name) {",
+            "def boolParam(String name) {",
+            "error \"--${name} ${v}: expected a whole number\"",
+            "error \"--${name} ${v}: expected true or false\"",
+        ],
+    );
+    // Configs: switches compared as strings, numbers cast.
+    for rel in [
+        "conf/base.config",
+        "conf/modules.config",
+        "nextflow/nextflow.config",
+    ] {
+        let text = read(rel);
+        for (name, ty) in &typed {
+            let lines = code_lines_with(&text, &format!("params.{name}"));
+            // Block comments (` * ...`) are prose.
+            for l in lines
+                .into_iter()
+                .filter(|l| !l.trim_start().starts_with('*'))
+            {
+                let assigned = l.trim().starts_with(&format!("params.{name} "));
+                let ok = match ty.as_str() {
+                    "boolean" => {
+                        assigned
+                            || l.contains(&format!("\"${{params.{name}}}\" == 'true'"))
+                            || l.contains(&format!("\"${{params.{name}}}\" != 'true'"))
+                    }
+                    _ => {
+                        l.contains(&format!("params.{name} as Integer"))
+                            || l.contains(&format!("${{params.{name}}}"))
+                            || l.contains(&format!("params.{name} != null"))
+                            || l.contains(&format!("params.{name} ?"))
+                    }
+                };
+                assert!(
+                    ok,
+                    "{rel}: params.{name} ({ty}) read as given: {}",
+                    l.trim()
+                );
+            }
+        }
+    }
+    // The closures, evaluated with either form.
+    let gpu = gpu_label_block();
+    let accel = closure_source(&gpu, "accelerator").unwrap();
+    for (on, lease, want) in [
+        ("true", "false", "1"),
+        ("false", "false", "null"),
+        ("true", "true", "null"),
+    ] {
+        for as_string in [false, true] {
+            let v = |s: &str| {
+                if as_string {
+                    V::str(s)
+                } else {
+                    V::Bool(s == "true")
+                }
+            };
+            let mut ctx = Ctx::default();
+            ctx.set("params.use_gpu", v(on))
+                .set("params.gpu_lease", v(lease));
+            let got = call_closure(&accel, None, &ctx).unwrap().render();
+            assert_eq!(
+                got, want,
+                "accelerator, use_gpu {on}, gpu_lease {lease}, strings {as_string}"
+            );
+        }
+    }
+    for (save, as_string) in [("false", true), ("false", false), ("true", true)] {
+        let mut params = test_params();
+        params.insert("outdir".into(), V::str("results"));
+        let v = if as_string {
+            V::str(save)
+        } else {
+            V::Bool(save == "true")
+        };
+        params.insert("save_embeddings".into(), v);
+        let mut ctx = params_ctx(&params);
+        ctx.set("meta.id", V::str("s1"));
+        let save_as = process_closure("EMBED_DNA", "saveAs").unwrap();
+        let got = call_closure(&save_as, Some(V::str("s1.00000.dna.safetensors")), &ctx).unwrap();
+        assert_eq!(
+            got != V::Null,
+            save == "true",
+            "--save_embeddings {save} (string: {as_string})"
+        );
+    }
+}
+
+/// The manifest, the plugin and the README agree on the supported Nextflow versions: nf-schema
+/// >= 2.7.2 (casts command-line values when validating under the strict syntax), which needs
+/// Nextflow >= 25.10.
+#[test]
+fn supported_nextflow_versions_are_pinned_and_stated() {
+    let config = read("nextflow/nextflow.config");
+    let plugin = config
+        .split("id 'nf-schema@")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .unwrap();
+    let v: Vec<u32> = plugin.split('.').map(|x| x.parse().unwrap()).collect();
+    assert!(
+        v[0] == 2 && (v[1], v[2]) >= (7, 2),
+        "nf-schema {plugin}: 2.x from 2.7.2"
+    );
+    assert!(config.contains("nextflowVersion = '!>=25.10.0'"));
+    let readme = read("README.md");
+    assert_contains(
+        &readme,
+        "README.md",
+        &[
+            "**Nextflow ≥ 25.10.**",
+            "strict syntax",
+            "nf-schema ≥ 2.7.2",
+        ],
+    );
+    assert!(
+        !readme.contains("Nextflow ≥ 24.04"),
+        "README.md: old version floor"
+    );
+}
+
+/// Sample ids: the samplesheet schema (nf-schema's samplesheetToList) and main.nf's check of
+/// glob-made ids hold the same rule, which refuses `.`, `..` and `pipeline_info` and says why.
+#[test]
+fn sample_ids_that_would_publish_outside_outdir_are_refused() {
+    let sheet: Json = serde_json::from_str(&read("nextflow/assets/schema_input.json")).unwrap();
+    assert_eq!(
+        sheet["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(sheet["type"], "array");
+    assert_eq!(sheet["uniqueEntries"], serde_json::json!(["sample"]));
+    let props = &sheet["items"]["properties"];
+    assert_eq!(
+        sheet["items"]["required"],
+        serde_json::json!(["sample", "fasta"])
+    );
+    assert_eq!(props["sample"]["meta"], serde_json::json!(["id"]));
+    let pattern = props["sample"]["pattern"].as_str().unwrap();
+    let reserved: Vec<&str> = props["sample"]["not"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(reserved, [".", "..", "pipeline_info"]);
+    // The schema's rule, applied as nf-schema would (pattern, then `not`).
+    let re = regex_lite(pattern);
+    let ok = |id: &str| re(id) && !reserved.contains(&id);
+    for id in ["gut1", "soil_2.b", "a-b"] {
+        assert!(ok(id), "{id}");
+    }
+    for id in [".", "..", "pipeline_info", "a/b", "a b", ""] {
+        assert!(!ok(id), "{id}");
+    }
+    let message = props["sample"]["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("'..'") && message.contains("<outdir>/<sample>/"),
+        "{message}"
+    );
+    // main.nf: the same characters and the same reserved names, for globs too.
+    let main = read("nextflow/main.nf");
+    assert!(pattern == "^[A-Za-z0-9_.-]+$" && main.contains("!(id ==~ /[A-Za-z0-9_.-]+/)"));
+    assert!(main.contains("return ['.', '..', 'pipeline_info']"));
+    let check = block_after(&main, "def checkSamples(List samples, String input) {");
+    assert!(
+        check.contains("reservedSampleIds()")
+            && check.contains("would publish into or above --outdir")
+    );
+    // The shipped samplesheet passes.
+    let test_sheet = read("nextflow/assets/samplesheet_test.csv");
+    assert_eq!(test_sheet.lines().next(), Some("sample,fasta"));
+    for row in test_sheet.lines().skip(1) {
+        assert!(ok(row.split(',').next().unwrap()), "{row}");
+    }
+}
+
+/// `^[chars]+$` with a character class of ranges and literals: the one shape used here.
+fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+    let class = pattern
+        .strip_prefix("^[")
+        .and_then(|p| p.strip_suffix("]+$"))
+        .unwrap_or_else(|| panic!("pattern {pattern}"))
+        .to_string();
+    let b = class.as_bytes().to_vec();
+    move |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|c| {
+                let mut i = 0;
+                while i < b.len() {
+                    if i + 2 < b.len() && b[i + 1] == b'-' {
+                        if (b[i]..=b[i + 2]).contains(&c) {
+                            return true;
+                        }
+                        i += 3;
+                    } else {
+                        if b[i] == c {
+                            return true;
+                        }
+                        i += 1;
+                    }
+                }
+                false
+            })
+    }
+}
+
+/// Modules read no pipeline parameter (nf-core: a module is reusable as it is): the image is
+/// chosen in conf/modules.config and replaced by --container_sif in the singularity and
+/// apptainer profiles.
+#[test]
+fn modules_read_no_params_and_the_image_is_configured() {
+    let mut dirs: Vec<&str> = MODULES.iter().map(|m| m.1).collect();
+    dirs.push("fetch_models");
+    for dir in dirs {
+        let text = read(&format!("nextflow/modules/{dir}/main.nf"));
+        assert!(
+            code_lines_with(&text, "params.").is_empty(),
+            "{dir}: reads params"
+        );
+        assert!(
+            code_lines_with(&text, "container ").is_empty(),
+            "{dir}: names an image"
+        );
+    }
+    let modules = read("conf/modules.config");
+    let top = block_after(&modules, "\nprocess {");
+    let generic = &top[..top.find("withName").unwrap()];
+    assert!(code_lines_with(generic, "container = params.container").len() == 1);
+    for profile in ["singularity", "apptainer"] {
+        let block = profile_block(profile);
+        assert!(
+            block.contains("process.container      = params.container_sif ?: params.container"),
+            "{profile}"
+        );
+    }
+    assert!(!profile_block("docker").contains("container_sif"));
+}
+
+/// GPU combinations that cannot give each task exactly one GPU of its own are refused: Docker
+/// under SLURM and `-profile gpu` on the local executor before Nextflow 26.10, at the start
+/// (main.nf); and, with -profile gpu, a task that may see several GPUs stops before using one
+/// (process_gpu's beforeScript, rendered and run here under the environments each executor
+/// gives a task).
+#[test]
+fn a_gpu_task_that_may_see_several_gpus_stops() {
+    let main = read("nextflow/main.nf");
+    let docker = refused(&main, "if (boolParam('use_gpu') && 'slurm' in profiles && workflow.containerEngine == 'docker') {");
+    assert!(
+        docker.contains("cgroup") && docker.contains("apptainer"),
+        "{docker}"
+    );
+    let local = refused(&main, "!nextflow.version.matches('>=26.10.0')) {");
+    assert!(local.contains("local_gpu"), "{local}");
+    let mut ctx = Ctx::default();
+    for k in ["gpu_lock_dir", "checkpoint_dir", "kernel_cache"] {
+        ctx.set(&format!("params.{k}"), V::Null);
+    }
+    ctx.set("params.gpu_lease", V::Bool(false));
+    ctx.set("params.use_gpu", V::Bool(false));
+    assert_eq!(before_script(&ctx), "", "no GPU, no guard");
+    ctx.set("params.gpu_lease", V::Bool(true))
+        .set("params.use_gpu", V::Bool(true));
+    assert!(
+        !before_script(&ctx).contains("virnucpro_gpus"),
+        "the lease picks one GPU itself"
+    );
+    ctx.set("params.gpu_lease", V::Bool(false));
+    let guard = before_script(&ctx);
+    let root = tempfile::tempdir().unwrap();
+    let smi = |n: usize| {
+        let dir = root.path().join(format!("smi{n}"));
+        fs::create_dir_all(&dir).unwrap();
+        let lines: String = (0..n)
+            .map(|i| format!("echo 'GPU {i}: NVIDIA H100 (UUID: GPU-{i})'\n"))
+            .collect();
+        let path = dir.join("nvidia-smi");
+        fs::write(&path, format!("#!/bin/sh\n{lines}")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    };
+    let none = root.path().join("none");
+    fs::create_dir_all(&none).unwrap();
+    let (one, two) = (smi(1), smi(2));
+    // (what, CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES, nvidia-smi's GPUs, runs)
+    let cases: [(&str, Option<&str>, Option<&str>, &Path, bool); 8] = [
+        (
+            "local >= 26.10 / SLURM: one GPU",
+            Some("2"),
+            None,
+            &two,
+            true,
+        ),
+        ("SLURM --gres=gpu:2", Some("0,1"), None, &two, false),
+        (
+            "AWS Batch / Kubernetes: one GPU",
+            None,
+            Some("GPU-0"),
+            &two,
+            true,
+        ),
+        ("two GPUs exposed", None, Some("GPU-0,GPU-1"), &two, false),
+        ("local, nothing assigned, two GPUs", None, None, &two, false),
+        (
+            "local, the image's NVIDIA_VISIBLE_DEVICES=all, two GPUs",
+            None,
+            Some("all"),
+            &two,
+            false,
+        ),
+        (
+            "a VM with its one GPU (Google Batch)",
+            None,
+            Some("all"),
+            &one,
+            true,
+        ),
+        ("no GPU at all", None, None, &none, true),
+    ];
+    for (what, cuda, nvidia, smi_dir, runs) in cases {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-euo", "pipefail", "-c", &guard])
+            .env_remove("CUDA_VISIBLE_DEVICES")
+            .env_remove("NVIDIA_VISIBLE_DEVICES")
+            .env("PATH", format!("{}:/usr/bin:/bin", smi_dir.display()));
+        if let Some(c) = cuda {
+            cmd.env("CUDA_VISIBLE_DEVICES", c);
+        }
+        if let Some(n) = nvidia {
+            cmd.env("NVIDIA_VISIBLE_DEVICES", n);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), runs, "{what}: {err}");
+        if !runs {
+            assert!(
+                err.contains("exactly one of its own") && err.contains("local_gpu"),
+                "{what}: {err}"
+            );
+        }
+    }
+    let readme = read("README.md");
+    assert_contains(
+        &readme,
+        "README.md",
+        &[
+            "### GPUs per executor",
+            "| AWS Batch |",
+            "| Google Batch |",
+            "| SLURM with `docker` |",
+            "`CUDA_VISIBLE_DEVICES` unset at launch",
+        ],
+    );
+}
+
+/// `name.key` reads of a report in a Groovy body: the keys, in order.
+fn report_keys(body: &str, name: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (at, _) in body.match_indices(&format!("{name}.")) {
+        if body[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            continue;
+        }
+        let key: String = body[at + name.len() + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        keys.push(key);
+    }
+    keys
+}
+
+/// The run's summary table reads the steps' reports in the binary's own terms: every key
+/// main.nf's summaryRow reads from translate.json, the embedding reports and predict.json is
+/// one the real steps write (run here through the module scripts, as are their stubs); the
+/// MultiQC file carries MultiQC's custom-content header; the failed records are gathered with
+/// their sample and shard; the README lists the files.
+#[test]
+fn the_summary_table_reads_what_the_steps_write() {
+    let main = read("nextflow/main.nf");
+    let row = block_after(&main, "def summaryRow(");
+    let root = tempfile::tempdir().unwrap();
+    let tasks = tiny_sample(root.path(), &bin_dir(root.path()));
+    let json = |task: &Task, emit: &str| -> Json {
+        let f = &task.outputs()[emit][0];
+        serde_json::from_str(&fs::read_to_string(task.dir.join(f)).unwrap()).unwrap()
+    };
+    let by = |name: &str| tasks.iter().find(|t| t.module.name == name).unwrap();
+    for (var, reports) in [
+        ("translate", vec![json(by("TRANSLATE"), "report")]),
+        (
+            "e",
+            vec![
+                json(by("EMBED_DNA"), "report"),
+                json(by("EMBED_PROTEIN"), "report"),
+            ],
+        ),
+        ("predict", vec![json(by("PREDICT"), "report")]),
+    ] {
+        let keys = report_keys(row, var);
+        assert!(!keys.is_empty(), "summaryRow reads {var}");
+        for report in &reports {
+            for k in &keys {
+                assert!(
+                    report.get(k).is_some(),
+                    "summaryRow: {var}.{k} is not in the step's report {report}"
+                );
+            }
+        }
+    }
+    // The embedding reports' `failed` is what the summary counts.
+    assert!(row.contains("failed_records  : embeds.collect { e -> e.failed as Long }.sum(0)"));
+    for column in [
+        "sample",
+        "sequences",
+        "viral_sequences",
+        "viral_chunks",
+        "orfs",
+        "failed_records",
+        "dna_model",
+        "protein_model",
+        "virnucpro",
+    ] {
+        assert!(
+            row.contains(&format!("        {column} ")),
+            "summary column {column}"
+        );
+    }
+    let table = block_after(&main, "def summaryTable(");
+    for header in [
+        "# id: 'virnucpro_summary'",
+        "# section_name: ",
+        "# description: ",
+        "# format: 'tsv'",
+        "# plot_type: 'table'",
+        "# pconfig:",
+    ] {
+        assert!(
+            table.contains(&format!("\"{header}")),
+            "MultiQC header {header}"
+        );
+    }
+    assert_contains(
+        &main,
+        "main.nf",
+        &[
+            "['virnucpro_summary.tsv', summaryTable(all, false)]",
+            "['virnucpro_summary_mqc.tsv', summaryTable(all, true)]",
+        ],
+    );
+    let failed = block_after(&main, "def failedRows(");
+    assert!(
+        failed.contains("\"sample\\tshard\\t${lines[0]}\""),
+        "{failed}"
+    );
+    let readme = read("README.md");
+    assert_contains(
+        &readme,
+        "README.md",
+        &[
+            "`results/pipeline_info/virnucpro_summary.tsv`",
+            "`results/pipeline_info/virnucpro_summary_mqc.tsv`",
+            "`results/pipeline_info/failed_records.tsv`",
+        ],
+    );
+}
+
+/// nf-core's modules/meta-schema.json (draft 2020-12), the rules it states, applied to every
+/// module's meta.yml: required keys and their types, keywords (3+, unique, not `example`),
+/// tools (a description and one of homepage/documentation/tool_dev_url/doi; URL, DOI,
+/// licence and bio.tools patterns), `input` a list of channels, `output` and `topics` maps of
+/// channels, every channel element a map of one name to properties with a `type` from the
+/// schema's enum and a `description`, unique enums, ontologies as URLs.
+#[test]
+fn every_meta_yml_is_valid_under_nf_cores_meta_schema() {
+    const TYPES: [&str; 9] = [
+        "map",
+        "file",
+        "directory",
+        "string",
+        "integer",
+        "float",
+        "boolean",
+        "list",
+        "eval",
+    ];
+    let url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+    let mut dirs: Vec<&str> = MODULES.iter().map(|m| m.1).collect();
+    dirs.push("fetch_models");
+    for dir in dirs {
+        let what = format!("nextflow/modules/{dir}/meta.yml");
+        let meta = meta_yml(dir);
+        for key in [
+            "name",
+            "description",
+            "keywords",
+            "authors",
+            "output",
+            "tools",
+        ] {
+            assert!(meta.get(key).is_some(), "{what}: required {key}");
+        }
+        assert!(
+            meta["name"].is_string() && meta["description"].is_string(),
+            "{what}"
+        );
+        let keywords: Vec<&str> = meta["keywords"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().expect("keyword string"))
+            .collect();
+        let unique: BTreeSet<&&str> = keywords.iter().collect();
+        assert!(
+            keywords.len() >= 3 && unique.len() == keywords.len() && !keywords.contains(&"example"),
+            "{what}: keywords"
+        );
+        for key in ["authors", "maintainers"] {
+            if let Some(list) = meta.get(key) {
+                assert!(
+                    list.as_array().unwrap().iter().all(Json::is_string),
+                    "{what}: {key}"
+                );
+            }
+        }
+        for tool in meta["tools"].as_array().expect("tools: a list") {
+            for (name, t) in tool.as_object().expect("tool: a map") {
+                let ctx = format!("{what}: tool {name}");
+                assert!(t["description"].is_string(), "{ctx}: description");
+                let links = ["homepage", "documentation", "tool_dev_url", "doi"];
+                assert!(links.iter().any(|k| t.get(*k).is_some()), "{ctx}: a link");
+                for k in ["homepage", "tool_dev_url", "documentation"] {
+                    if let Some(v) = t.get(k) {
+                        assert!(url(v.as_str().unwrap()), "{ctx}: {k}");
+                    }
+                }
+                if let Some(doi) = t.get("doi") {
+                    let d = doi.as_str().unwrap();
+                    assert!(
+                        d == "no DOI available" || d.starts_with("10."),
+                        "{ctx}: doi"
+                    );
+                }
+                if let Some(lic) = t.get("licence") {
+                    let l = lic.as_array().expect("licence: a list");
+                    let u: BTreeSet<&str> = l.iter().map(|x| x.as_str().unwrap()).collect();
+                    assert!(!l.is_empty() && u.len() == l.len(), "{ctx}: licence");
+                }
+                if let Some(id) = t.get("identifier") {
+                    let i = id.as_str().unwrap();
+                    assert!(
+                        i.is_empty() || i.starts_with("biotools:"),
+                        "{ctx}: identifier"
+                    );
+                }
+            }
+        }
+        let element = |e: &Json, ctx: &str| {
+            let map = e
+                .as_object()
+                .unwrap_or_else(|| panic!("{ctx}: an element is a map"));
+            for (name, p) in map {
+                let ty = p["type"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{ctx}: {name}: type"));
+                assert!(TYPES.contains(&ty), "{ctx}: {name}: type {ty}");
+                assert!(p["description"].is_string(), "{ctx}: {name}: description");
+                if let Some(en) = p.get("enum") {
+                    let en = en.as_array().unwrap();
+                    let u: BTreeSet<String> = en.iter().map(|v| v.to_string()).collect();
+                    assert_eq!(u.len(), en.len(), "{ctx}: {name}: enum unique");
+                }
+                if let Some(pat) = p.get("pattern") {
+                    assert!(pat.is_string(), "{ctx}: {name}: pattern");
+                }
+                for o in p
+                    .get("ontologies")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    for v in o.as_object().unwrap().values() {
+                        assert!(url(v.as_str().unwrap()), "{ctx}: {name}: ontology {v}");
+                    }
+                }
+            }
+        };
+        let channels = |list: &Json, ctx: &str| {
+            for ch in list
+                .as_array()
+                .unwrap_or_else(|| panic!("{ctx}: a list of channels"))
+            {
+                match ch.as_array() {
+                    Some(tuple) => tuple.iter().for_each(|e| element(e, ctx)),
+                    None => element(ch, ctx),
+                }
+            }
+        };
+        if let Some(input) = meta.get("input") {
+            channels(input, &format!("{what}: input"));
+        }
+        for key in ["output", "topics"] {
+            if let Some(map) = meta.get(key) {
+                let map = map
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{what}: {key} is a map of channels"));
+                for (name, list) in map {
+                    channels(list, &format!("{what}: {key} {name}"));
+                }
+            }
+        }
+        // A module that puts versions on the topic says so.
+        let main = read(&format!("nextflow/modules/{dir}/main.nf"));
+        assert_eq!(
+            main.contains("topic: versions"),
+            meta.get("topics")
+                .is_some_and(|t| t.get("versions").is_some()),
+            "{what}: topics"
+        );
+    }
 }

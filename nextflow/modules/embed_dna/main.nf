@@ -7,8 +7,6 @@ process EMBED_DNA {
     tag "${meta.id}:${shard}"
     label 'process_gpu'
 
-    container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
-
     input:
     tuple val(meta), val(shard), path(fasta)
     // DNABERT-S directory, staged as `model` (for a Hugging Face cache snapshot: the
@@ -18,10 +16,10 @@ process EMBED_DNA {
     path config   // optional virnucpro TOML (`[]` when params.virnucpro_config is unset)
 
     output:
-    tuple val(meta), val(shard), path("${meta.id}.${shard}.dna.safetensors"), emit: embeddings
-    tuple val(meta), val(shard), path("${meta.id}.${shard}.dna.json")       , emit: report
+    tuple val(meta), val(shard), path("*.dna.safetensors"), emit: embeddings
+    tuple val(meta), val(shard), path("*.dna.json")       , emit: report
     tuple val(meta), val(shard), path('*.failed.tsv')                        , emit: failed, optional: true
-    path 'versions.yml'                                                      , emit: versions
+    path 'versions.yml'                                                      , emit: versions, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -30,7 +28,7 @@ process EMBED_DNA {
     def args   = task.ext.args ?: ''
     def cfg    = config ? "--config ${config}" : ''
     def model_path = model_subdir ? "${model}/${model_subdir}" : "${model}"
-    def prefix = "${meta.id}.${shard}.dna"
+    def prefix = task.ext.prefix ?: "${meta.id}.${shard}.dna"
     """
     virnucpro ${cfg} embed-dna \\
         ${args} \\
@@ -51,7 +49,7 @@ process EMBED_DNA {
     // nf-core's way with binary outputs), then the report, the last file it writes and the
     // marker of a finished step, with the real report's keys. No failed list: nothing failed.
     stub:
-    def prefix = "${meta.id}.${shard}.dna"
+    def prefix = task.ext.prefix ?: "${meta.id}.${shard}.dna"
     """
     touch ${prefix}.safetensors
     cat <<-END_REPORT > ${prefix}.json

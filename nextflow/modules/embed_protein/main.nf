@@ -7,8 +7,6 @@ process EMBED_PROTEIN {
     tag "${meta.id}:${shard}"
     label 'process_gpu'
 
-    container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
-
     input:
     tuple val(meta), val(shard), path(fasta)
     // ESM-2: Hugging Face directory or fair-esm .pt file, staged as `model` (for a Hugging Face cache snapshot: the
@@ -18,10 +16,10 @@ process EMBED_PROTEIN {
     path config   // optional virnucpro TOML (`[]` when params.virnucpro_config is unset)
 
     output:
-    tuple val(meta), val(shard), path("${meta.id}.${shard}.protein.safetensors"), emit: embeddings
-    tuple val(meta), val(shard), path("${meta.id}.${shard}.protein.json")       , emit: report
+    tuple val(meta), val(shard), path("*.protein.safetensors"), emit: embeddings
+    tuple val(meta), val(shard), path("*.protein.json")       , emit: report
     tuple val(meta), val(shard), path('*.failed.tsv')                            , emit: failed, optional: true
-    path 'versions.yml'                                                          , emit: versions
+    path 'versions.yml'                                                          , emit: versions, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -30,7 +28,7 @@ process EMBED_PROTEIN {
     def args   = task.ext.args ?: ''
     def cfg    = config ? "--config ${config}" : ''
     def model_path = model_subdir ? "${model}/${model_subdir}" : "${model}"
-    def prefix = "${meta.id}.${shard}.protein"
+    def prefix = task.ext.prefix ?: "${meta.id}.${shard}.protein"
     """
     virnucpro ${cfg} embed-protein \\
         ${args} \\
@@ -51,7 +49,7 @@ process EMBED_PROTEIN {
     // nf-core's way with binary outputs), then the report, the last file it writes and the
     // marker of a finished step, with the real report's keys. No failed list: nothing failed.
     stub:
-    def prefix = "${meta.id}.${shard}.protein"
+    def prefix = task.ext.prefix ?: "${meta.id}.${shard}.protein"
     """
     touch ${prefix}.safetensors
     cat <<-END_REPORT > ${prefix}.json

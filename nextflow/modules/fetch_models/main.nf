@@ -10,13 +10,13 @@ process FETCH_MODELS {
     tag "${kind}:${id}"
     label 'process_low'
 
-    container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
-
     input:
-    // kind: dnabert, esm or classifier; id: the Hub id or classifier spec; stored: the folder
-    // the fetch leaves (hub/models--org--name, or virnucpro/classifiers/<key>), computed by
-    // main.nf (storePath) so that storeDir knows it before the task runs.
-    tuple val(kind), val(id), val(stored)
+    // kind: dnabert, esm or classifier; id: the Hub id or classifier spec; home: the cache
+    // the fetch writes to (HF_HOME), one per revision (revisions/<rev>) so that two revisions
+    // of a model never share a stored folder; stored: the folder the fetch leaves in it
+    // (<home>/hub/models--org--name, or <home>/virnucpro/classifiers/<key>), computed by
+    // main.nf (storeHome, storePath) so that storeDir knows it before the task runs.
+    tuple val(kind), val(id), val(home), val(stored)
 
     output:
     tuple val(kind), val(id), path("${stored}"), emit: model
@@ -27,8 +27,8 @@ process FETCH_MODELS {
     script:
     def args = task.ext.args ?: ''
     """
-    export HF_HOME="\$PWD"
-    export HF_HUB_CACHE="\$PWD/hub"
+    export HF_HOME="\$PWD/${home}"
+    export HF_HUB_CACHE="\$PWD/${home}/hub"
     virnucpro models fetch ${args} --${kind} '${id}'
     test -d '${stored}'
     """

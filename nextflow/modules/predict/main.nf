@@ -5,8 +5,6 @@ process PREDICT {
     tag "$meta.id"
     label 'process_medium'
 
-    container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
-
     input:
     tuple val(meta), path(dna), path(protein)   // lists: every shard's embeddings of the sample
     path classifier                             // 500_model.pth / 300_model.pth
@@ -18,7 +16,7 @@ process PREDICT {
     tuple val(meta), path('sequence_summary.tsv')               , emit: summary
     tuple val(meta), path('prediction.{svg,png}')               , emit: plots
     tuple val(meta), path('predict.json')                       , emit: report
-    path 'versions.yml'                                         , emit: versions
+    path 'versions.yml'                                         , emit: versions, topic: versions
 
     when:
     task.ext.when == null || task.ext.when

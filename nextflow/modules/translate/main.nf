@@ -5,8 +5,6 @@ process TRANSLATE {
     tag "$meta.id"
     label 'process_low'
 
-    container "${ workflow.containerEngine in ['singularity', 'apptainer'] && params.container_sif ? params.container_sif : params.container }"
-
     input:
     tuple val(meta), path(fasta)
     val chunk_size
@@ -18,7 +16,7 @@ process TRANSLATE {
     // embed modules turn into empty embeddings and PREDICT into empty tables.
     tuple val(meta), path('translate/shards/*.identified_nucleotide.fa'), path('translate/shards/*.identified_protein.faa'), emit: shards
     tuple val(meta), path('translate/translate.json'), emit: report
-    path 'versions.yml', emit: versions
+    path 'versions.yml', emit: versions, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
