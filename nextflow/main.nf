@@ -465,6 +465,7 @@ def summaryRow(String id, Map translate, List embeds, Map predict, String binary
         failed_records  : embeds.collect { e -> e.failed as Long }.sum(0),
         dna_model       : predict.dna_model,
         protein_model   : predict.protein_model,
+        classifier      : "${predict.classifier} (sha256 ${predict.classifier_sha256.take(12)})".toString(),
         virnucpro       : binary,
     ]
 }

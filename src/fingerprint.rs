@@ -77,6 +77,16 @@ pub fn model_contents(path: &Path) -> Value {
     Value::Array(model_files(path).iter().map(entry).collect())
 }
 
+/// The sha256 of a file's content, read in a stream (hex): what identifies a classifier in
+/// reports and in the classifier cache.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    std::io::copy(&mut file, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// Copy `input` (a stream) into `dir` as `stdin.fa`, or `stdin.fa.gz` when it is gzip, hashing
 /// it on the way through (bounded memory, whatever its size). Returns the file and the
 /// content's fingerprint: a re-run fed other content gets another fingerprint and redoes its

@@ -2261,6 +2261,7 @@ fn the_summary_table_reads_what_the_steps_write() {
         "failed_records",
         "dna_model",
         "protein_model",
+        "classifier",
         "virnucpro",
     ] {
         assert!(

@@ -144,10 +144,18 @@ impl Remote {
         }
         let recorded = read_source(&dest)?;
         let (kind, want, got) = match &self.checksum {
-            Checksum::Sha256(want) => ("sha256", want.clone(), sha256_of(&dest)?),
+            Checksum::Sha256(want) => (
+                "sha256",
+                want.clone(),
+                crate::fingerprint::sha256_file(&dest)?,
+            ),
             Checksum::GitSha1(want) => ("git blob id", want.clone(), git_sha1(&dest)?),
             Checksum::Unknown => match recorded.sha256 {
-                Some(want) => ("sha256 recorded at download", want, sha256_of(&dest)?),
+                Some(want) => (
+                    "sha256 recorded at download",
+                    want,
+                    crate::fingerprint::sha256_file(&dest)?,
+                ),
                 None => bail!(
                     "classifier {}: the cached {} has no record of what was downloaded ({} \
                      missing); delete {} and fetch it again",
@@ -269,16 +277,6 @@ fn read_source(file: &std::path::Path) -> Result<Source> {
         url: field("url"),
         sha256: field("sha256").filter(|h| h.len() == 64),
     })
-}
-
-fn sha256_of(path: &std::path::Path) -> Result<String> {
-    let mut h = sha2::Sha256::new();
-    std::io::copy(
-        &mut fs::File::open(path).with_context(|| format!("reading {}", path.display()))?,
-        &mut h,
-    )
-    .with_context(|| format!("reading {}", path.display()))?;
-    Ok(format!("{:x}", h.finalize()))
 }
 
 /// A cached classifier, for `models list`.

@@ -55,6 +55,10 @@ pub struct PredictSummary {
     pub feature_dim: usize,
     pub dna_model: String,
     pub protein_model: String,
+    /// The classifier's file name and the sha256 of its content: which classifier made the
+    /// calls (a pipeline's summary table names it per sample).
+    pub classifier: String,
+    pub classifier_sha256: String,
     /// viral_sequences.fa, when --sequences was given (absent otherwise, so the report's keys
     /// are the same as before for those who do not ask).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,6 +263,12 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         feature_dim: dim,
         dna_model: dna[0].meta.model.clone(),
         protein_model: protein[0].meta.model.clone(),
+        classifier: opts
+            .classifier
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        classifier_sha256: crate::fingerprint::sha256_file(&opts.classifier)?,
         viral_sequences_fasta,
         viral_chunks_fasta,
         wall_seconds: started.elapsed().as_secs_f64(),

@@ -61,6 +61,8 @@ process PREDICT {
       "feature_dim": 0,
       "dna_model": "stub",
       "protein_model": "stub",
+      "classifier": "${classifier}",
+      "classifier_sha256": "stub",
       "wall_seconds": 0.0
     }
     END_REPORT
