@@ -21,6 +21,91 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+// Numeric flags are parsed by the functions below rather than clap's own parsers, so that a
+// bad value is refused saying what the flag means and what to give; a negative one too (the
+// flags take values with a leading hyphen, or clap would read `-1` as a short flag and say only
+// "unexpected argument").
+
+/// A whole number in `min..=max`, or what is wrong with `s` as `what` and a hint.
+pub fn whole(s: &str, what: &str, min: u64, max: u64, hint: &str) -> Result<u64, String> {
+    let range = if min == 0 && max == u64::MAX {
+        "a whole number, not negative".to_string()
+    } else if max == u64::MAX {
+        format!("a whole number of at least {min}")
+    } else {
+        format!("a whole number from {min} to {max}")
+    };
+    match s.trim().parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!("{what} must be {range} ({hint})")),
+    }
+}
+
+/// A real number accepted by `ok` (described by `range`), or what is wrong with `s`.
+pub fn real(
+    s: &str,
+    what: &str,
+    ok: fn(f64) -> bool,
+    range: &str,
+    hint: &str,
+) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if ok(v) => Ok(v),
+        _ => Err(format!("{what} must be {range} ({hint})")),
+    }
+}
+
+pub fn chunk_size(s: &str) -> Result<u64, String> {
+    let hint = "the published classifiers are for 300 and 500";
+    whole(s, "the chunk length", 3, u64::from(u32::MAX), hint)
+}
+
+pub fn shard_size(s: &str) -> Result<u64, String> {
+    whole(
+        s,
+        "the ORFs per shard",
+        1,
+        u64::MAX,
+        "leave it out for one file",
+    )
+}
+
+pub fn threads(s: &str) -> Result<usize, String> {
+    let hint = "leave it out to use every core";
+    whole(s, "the number of threads", 1, 65_536, hint).map(|n| n as usize)
+}
+
+pub fn batch_tokens(s: &str) -> Result<u64, String> {
+    let hint = "padded tokens per batch; leave it out to size batches by the device";
+    whole(s, "the batch size in tokens", 1, u64::from(u32::MAX), hint)
+}
+
+pub fn checkpoint_secs(s: &str) -> Result<u64, String> {
+    let hint = "0 saves after every batch; the default is 60";
+    whole(s, "the checkpoint interval", 0, u64::MAX, hint)
+}
+
+pub fn gpu_lease(s: &str) -> Result<usize, String> {
+    let hint = "GPUs this process takes, one per process under Nextflow's local executor";
+    whole(s, "the number of GPUs to lease", 1, 4096, hint).map(|n| n as usize)
+}
+
+pub fn gpu_lease_timeout(s: &str) -> Result<u64, String> {
+    let hint = "seconds to wait for a free GPU; leave it out to wait for ever";
+    whole(s, "the lease timeout", 0, u64::MAX, hint)
+}
+
+pub fn min_viral_fraction(s: &str) -> Result<f64, String> {
+    let hint = "the fraction of a sequence's scored chunks that must be viral; the default is 0.5";
+    let fraction = |v: f64| (0.0..=1.0).contains(&v);
+    real(s, "the viral fraction", fraction, "from 0 to 1", hint)
+}
+
+pub fn plot_top(s: &str) -> Result<usize, String> {
+    let hint = "sequences drawn in prediction.svg/.png; the default is 20";
+    whole(s, "the number of sequences drawn", 0, 1_000_000, hint).map(|n| n as usize)
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "virnucpro",
@@ -87,16 +172,16 @@ pub struct TranslateArgs {
     /// Input FASTA (plain or compressed with gzip, bzip2, xz or zstd; `-` reads stdin).
     pub input: PathBuf,
     /// Chunk length in bp: 300 or 500 to match the published classifiers.
-    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(3..))]
+    #[arg(short = 'c', long, value_name = "N", allow_hyphen_values = true, value_parser = chunk_size)]
     pub chunk_size: u64,
     /// Output directory (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub outdir: PathBuf,
     /// Worker threads (default: all cores).
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", allow_hyphen_values = true, value_parser = threads)]
     pub threads: Option<usize>,
     /// Write ORFs as shards of at most N ORFs each (DIR/shards/<k>.identified_*.fa[a]) for fan-out.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = shard_size)]
     pub shard_size: Option<u64>,
     /// Also write the chunks themselves to DIR/chunked.fa.
     #[arg(long)]
@@ -136,14 +221,14 @@ pub struct ComputeArgs {
     pub precision: Precision,
     /// Padded tokens per batch (default on CPU: up to 2048, fewer to keep a batch's activations
     /// in the CPU cache or every worker busy; larger on GPUs). Results do not depend on it.
-    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short, long, value_name = "N", allow_hyphen_values = true, value_parser = batch_tokens)]
     pub batch_tokens: Option<u64>,
     /// CPU workers, each with its own batches (default: all cores).
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", allow_hyphen_values = true, value_parser = threads)]
     pub threads: Option<usize>,
     /// Save finished batches at least every N seconds (0 = after every batch); a killed run
     /// re-run with the same arguments resumes from them.
-    #[arg(long, default_value_t = 60, value_name = "N")]
+    #[arg(long, default_value_t = 60, value_name = "N", allow_hyphen_values = true, value_parser = checkpoint_secs)]
     pub checkpoint_secs: u64,
     /// Keep checkpoints in DIR instead of beside the output: a shared directory lets a retried
     /// pipeline task, which runs in a fresh directory, resume.
@@ -155,11 +240,13 @@ pub struct ComputeArgs {
         long,
         value_name = "N",
         env = "VIRNUCPRO_GPU_LEASE",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true,
+        value_parser = gpu_lease
     )]
     pub gpu_lease: Option<usize>,
     /// With --gpu-lease: give up after waiting SECS for a free GPU (default: wait for ever).
-    #[arg(long, value_name = "SECS", env = "VIRNUCPRO_GPU_LEASE_TIMEOUT")]
+    #[arg(long, value_name = "SECS", env = "VIRNUCPRO_GPU_LEASE_TIMEOUT", allow_hyphen_values = true, value_parser = gpu_lease_timeout)]
     pub gpu_lease_timeout: Option<u64>,
     /// Keep the GPU backends' compiled kernels and autotune results in DIR, shared across runs
     /// and tasks (default: $XDG_CACHE_HOME/virnucpro/cubecl, else ~/.cache/virnucpro/cubecl).
@@ -238,10 +325,10 @@ pub struct PredictArgs {
     #[arg(short, long, value_name = "DIR")]
     pub outdir: PathBuf,
     /// Call a sequence viral when at least this fraction of its scored chunks are viral.
-    #[arg(long, default_value_t = 0.5, value_name = "F")]
+    #[arg(long, default_value_t = 0.5, value_name = "F", allow_hyphen_values = true, value_parser = min_viral_fraction)]
     pub min_viral_fraction: f64,
     /// Sequences drawn in prediction.svg/.png (highest virus score first).
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    #[arg(long, default_value_t = 20, value_name = "N", allow_hyphen_values = true, value_parser = plot_top)]
     pub plot_top: usize,
     /// The sample's input FASTA (plain or compressed): also write viral_sequences.fa, each
     /// sequence called virus in sequence_summary.tsv, unchanged, in input order. Every
@@ -290,7 +377,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub download: bool,
     /// Chunk length in bp (300 or 500, matching the classifier).
-    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(3..))]
+    #[arg(short = 'c', long, value_name = "N", allow_hyphen_values = true, value_parser = chunk_size)]
     pub chunk_size: u64,
     /// Output directory: every step's outputs are kept here.
     #[arg(short, long, value_name = "DIR")]
@@ -301,7 +388,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
     /// Call a sequence viral when at least this fraction of its scored chunks are viral.
-    #[arg(long, default_value_t = 0.5, value_name = "F")]
+    #[arg(long, default_value_t = 0.5, value_name = "F", allow_hyphen_values = true, value_parser = min_viral_fraction)]
     pub min_viral_fraction: f64,
 }
 

@@ -440,6 +440,90 @@ fn usage_errors_exit_64_and_help_and_version_exit_0() {
     }
 }
 
+#[test]
+fn negative_and_out_of_range_numbers_are_refused_by_the_flags_own_check() {
+    // Before, clap read `-1` as a short flag ("unexpected argument '-1'"), and a NaN or 5 as
+    // --min-viral-fraction was accepted (every sequence called one way, silently).
+    let emb = ["--dna", "d.safetensors", "--protein", "p.safetensors"];
+    let predict = |flag: &'static str, v: &'static str| {
+        let mut a = vec!["predict"];
+        a.extend(emb);
+        a.extend(["--classifier", "c.pth", "-o", "out", flag, v]);
+        a
+    };
+    let embed = |flag: &'static str, v: &'static str| {
+        vec![
+            "embed-dna",
+            "x.fa",
+            "-m",
+            "m",
+            "-o",
+            "o.safetensors",
+            flag,
+            v,
+        ]
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["translate", "x.fa", "-o", "out", "-c", "-1"],
+            "the chunk length",
+        ),
+        (
+            vec![
+                "translate",
+                "x.fa",
+                "-o",
+                "out",
+                "-c",
+                "500",
+                "--threads",
+                "-2",
+            ],
+            "the number of threads",
+        ),
+        (
+            vec![
+                "translate",
+                "x.fa",
+                "-o",
+                "out",
+                "-c",
+                "500",
+                "--shard-size",
+                "0",
+            ],
+            "the ORFs per shard",
+        ),
+        (embed("--batch-tokens", "-1"), "the batch size in tokens"),
+        (embed("--checkpoint-secs", "-5"), "the checkpoint interval"),
+        (embed("--gpu-lease", "0"), "the number of GPUs to lease"),
+        (embed("--gpu-lease-timeout", "-1"), "the lease timeout"),
+        (
+            predict("--min-viral-fraction", "-0.5"),
+            "the viral fraction",
+        ),
+        (predict("--min-viral-fraction", "NaN"), "the viral fraction"),
+        (predict("--min-viral-fraction", "5"), "the viral fraction"),
+        (predict("--plot-top", "-1"), "the number of sequences drawn"),
+        (
+            vec![
+                "dataset", "--viral", "v.fa", "--others", "o.fa", "-c", "500", "-o", "d", "--seed",
+                "-1",
+            ],
+            "the seed",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = run_bounded(&args, None, 0, REFUSAL_SECS);
+        assert_refused(&o, 64, &[needle], &[]);
+        assert!(
+            !stderr(&o).contains("unexpected argument"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
 // ---- item 12: everything a command needs is checked before its first step ----
 
 /// `run` with one argument replaced, refused before any step: exit 1, one error line with

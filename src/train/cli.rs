@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::cli::{chunk_size, real, shard_size, whole};
 use crate::device::DeviceSpec;
 
 #[derive(Args, Debug)]
@@ -16,21 +17,21 @@ pub struct DatasetArgs {
     #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
     pub others: Vec<PathBuf>,
     /// Chunk length in bp (300 or 500 for the published models' lengths).
-    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(3..))]
+    #[arg(short = 'c', long, value_name = "N", allow_hyphen_values = true, value_parser = chunk_size)]
     pub chunk_size: u64,
     /// Output directory (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub outdir: PathBuf,
     /// Seed of the class balancing draw.
-    #[arg(long, default_value_t = 42, value_name = "S")]
+    #[arg(long, default_value_t = 42, value_name = "S", allow_hyphen_values = true, value_parser = seed)]
     pub seed: u64,
     /// Write ORFs as shards of at most N ORFs each (DIR/shards/<k>.identified_*.fa[a]), as
     /// `translate --shard-size` does.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = shard_size)]
     pub shard_size: Option<u64>,
 }
 
-// `train`'s numeric flags, parsed by the functions below rather than clap's own parsers so
+// `dataset`'s and `train`'s numeric flags, parsed by the functions below (and src/cli.rs's) rather than clap's own parsers so
 // that a bad value is refused saying what the flag means and what to give. A negative one
 // too: the flags take values with a leading hyphen, or clap would read `-1` or `-1e-3` as
 // short flags and say only "unexpected argument". `TrainOptions::check` runs the
@@ -40,29 +41,6 @@ pub struct DatasetArgs {
 /// (about 250 bytes), and a safetensors header over 100 MB cannot be read back, so a run of
 /// ~400,000 epochs could not resume; 100,000 stays well below. The original trains 200.
 pub const MAX_EPOCHS: u64 = 100_000;
-
-/// A whole number in `min..=max`, or what is wrong with `s` as `what` and a hint.
-fn whole(s: &str, what: &str, min: u64, max: u64, hint: &str) -> Result<u64, String> {
-    let range = if min == 0 && max == u64::MAX {
-        "a whole number, not negative".to_string()
-    } else if max == u64::MAX {
-        format!("a whole number of at least {min}")
-    } else {
-        format!("a whole number from {min} to {max}")
-    };
-    match s.trim().parse::<u64>() {
-        Ok(v) if (min..=max).contains(&v) => Ok(v),
-        _ => Err(format!("{what} must be {range} ({hint})")),
-    }
-}
-
-/// A real number accepted by `ok` (described by `range`), or what is wrong with `s`.
-fn real(s: &str, what: &str, ok: fn(f64) -> bool, range: &str, hint: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if ok(v) => Ok(v),
-        _ => Err(format!("{what} must be {range} ({hint})")),
-    }
-}
 
 fn positive(v: f64) -> bool {
     v.is_finite() && v > 0.0
