@@ -713,7 +713,10 @@ fn module_scripts_run_the_test_profile_and_reproduce_the_original() {
 }
 
 /// The shape of a step's outputs: per emit, the file names, and per file the JSON keys of a
-/// report, the first line of a text file, or nothing for a binary one.
+/// report, the first line of a table (its header) or of versions.yml, whether a FASTA file is
+/// one, or nothing for a binary one. A FASTA's first line is a record's header, data and not
+/// shape: the tiny sample's chunked.fa holds its one chunk, the stub's (which cannot know the
+/// sample's ids) nothing.
 fn output_shape(task: &Task) -> BTreeMap<String, Vec<(String, String)>> {
     let mut shape = BTreeMap::new();
     for (emit, files) in task.outputs() {
@@ -725,9 +728,9 @@ fn output_shape(task: &Task) -> BTreeMap<String, Vec<(String, String)>> {
                     serde_json::from_str::<Json>(&text)
                         .map(|j| j.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
                 ),
-                "txt" | "csv" | "tsv" | "fa" | "faa" | "yml" => {
-                    format!("{:?}", text.lines().next())
-                }
+                "txt" | "csv" | "tsv" | "yml" => format!("{:?}", text.lines().next()),
+                "fa" | "faa" if text.is_empty() || text.starts_with('>') => "FASTA".to_string(),
+                "fa" | "faa" => format!("not FASTA: {:?}", text.lines().next()),
                 _ => String::new(),
             };
             (f, what)
@@ -931,6 +934,7 @@ fn a_hub_cache_snapshot_model_is_read_through_its_repository_directory() {
 const PUBLISHED: &str = "
 TRANSLATE translate/translate.json -> translate/translate.json
 TRANSLATE translate/shards/00000.identified_nucleotide.fa -> -
+TRANSLATE translate/chunked.fa -> -
 TRANSLATE versions.yml -> -
 EMBED_DNA s1.00000.dna.json -> embeddings/s1.00000.dna.json
 EMBED_DNA s1.00000.dna.safetensors.failed.tsv -> embeddings/s1.00000.dna.safetensors.failed.tsv
