@@ -1127,7 +1127,8 @@ PREDICT versions.yml -> -
 
 /// publishDir is set per process in conf/modules.config (nf-core's convention: `path`, `mode`,
 /// `saveAs`), not in the modules; its closures, evaluated, publish what PUBLISHED lists
-/// (versions.yml never: main.nf gathers it into pipeline_info/).
+/// (versions.yml never: main.nf gathers it into pipeline_info/); the README's table of outputs
+/// names every file PREDICT publishes.
 #[test]
 fn outputs_are_published_by_conf_modules_config() {
     for m in modules() {
@@ -1138,6 +1139,10 @@ fn outputs_are_published_by_conf_modules_config() {
             m.name
         );
     }
+    let readme = read("README.md");
+    let nextflow = &readme[readme.find("## Running with Nextflow").unwrap()..];
+    let table = &nextflow[nextflow.find("| output | content |").unwrap()..];
+    let outputs_table = &table[..table.find("\n\n").unwrap()];
     for line in PUBLISHED.lines().filter(|l| !l.is_empty()) {
         let (given, want) = line.split_once(" -> ").unwrap();
         let words: Vec<&str> = given.split(' ').collect();
@@ -1161,6 +1166,14 @@ fn outputs_are_published_by_conf_modules_config() {
             ),
         };
         assert_eq!(got.trim_start_matches('/'), want, "{line}");
+        // PREDICT's files are the sample's results: each is in the README's table of them.
+        if words[0] == "PREDICT" && want != "-" {
+            assert!(
+                outputs_table.contains(&format!("{want}` |"))
+                    || outputs_table.contains(&format!("{want}`, ")),
+                "README.md, Running with Nextflow: {want} is not in the table of outputs"
+            );
+        }
     }
     // FETCH_MODELS publishes into the model store (--refresh_models), not into --outdir.
     let config = read("conf/modules.config");
