@@ -8,7 +8,8 @@
  *     -> TRANSLATE      per sample, ORFs cut into shards of --shard_size
  *     -> EMBED_DNA      per shard, one GPU each
  *     -> EMBED_PROTEIN  per shard, one GPU each
- *     -> PREDICT        per sample, as soon as all of its shards are embedded
+ *     -> PREDICT        per sample, as soon as all of its shards are embedded (with the
+ *                       sample's FASTA and chunks: viral_sequences.fa.gz, viral_chunks.fa.gz)
  *     -> results/<sample>/...
  *
  * Usage and profiles: README.md, "Running with Nextflow". Parameters: nextflow.config and
@@ -97,7 +98,17 @@ workflow {
             [meta.findAll { k, v -> k != 'shards' }, rows.collect { row -> row[1] }, rows.collect { row -> row[2] }]
         }
 
-    PREDICT(embeddings, classifier, toml)
+    // What PREDICT copies the viral sequences and chunks from, with the embeddings: the sample's
+    // input FASTA and TRANSLATE's chunked.fa, joined by sample id so that one task gets one
+    // sample's files whatever order the channels deliver them in; failOnMismatch and
+    // failOnDuplicate make a sample missing from one side fail the run instead of vanishing.
+    def predictInputs = embeddings
+        .map { meta, dna, protein -> [meta.id, meta, dna, protein] }
+        .join(samples.map { meta, fasta -> [meta.id, fasta] }, failOnMismatch: true, failOnDuplicate: true)
+        .join(TRANSLATE.out.chunks.map { meta, chunks -> [meta.id, chunks] }, failOnMismatch: true, failOnDuplicate: true)
+        .map { id, meta, dna, protein, fasta, chunks -> [meta, dna, protein, fasta, chunks] }
+
+    PREDICT(predictInputs, classifier, toml)
 
     // Records an embedding step could not embed (it exits 2, lists them in <output>.failed.tsv
     // and goes on): the sample is predicted without them. Said per sample, gathered into

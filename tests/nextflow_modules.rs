@@ -23,13 +23,14 @@
 //!   profile's params and conf/modules.config's ext.args, and runs them under process.shell with
 //!   the built binary. That is what proves, without Nextflow, what neither the static checks nor
 //!   (absent Nextflow) nf-test do: the scripts as rendered chain TRANSLATE -> EMBED_* per shard
-//!   -> PREDICT and reproduce the original's calls; each stub writes the files the real step
-//!   writes, in the same shape (names, report keys, table headers), and meta.yml's patterns
-//!   match them; exit code 2 of the embedding steps passes only beside its report; the rendered
-//!   scripts are shellcheck clean (the raw blocks are Groovy, not shell); conf/modules.config's
-//!   publishDir closures publish exactly the files the README lists; the GPU label's
-//!   beforeScript creates the host directories. A module needing more Groovy than the subset
-//!   fails these tests instead of being half-understood.
+//!   -> PREDICT and reproduce the original's calls, and PREDICT's gzipped viral FASTA files
+//!   decompress to what standalone `virnucpro predict --sequences --chunks` writes; each stub
+//!   writes the files the real step writes, in the same shape (names, report keys, table
+//!   headers), and meta.yml's patterns match them; exit code 2 of the embedding steps passes
+//!   only beside its report; the rendered scripts are shellcheck clean (the raw blocks are
+//!   Groovy, not shell); conf/modules.config's publishDir closures publish exactly the files
+//!   the README lists; the GPU label's beforeScript creates the host directories. A module
+//!   needing more Groovy than the subset fails these tests instead of being half-understood.
 
 mod common;
 mod groovy;
@@ -414,7 +415,10 @@ impl Task {
     fn stage_in(&self) {
         fs::create_dir_all(&self.dir).unwrap();
         for (name, target) in &self.stage {
-            std::os::unix::fs::symlink(target, self.dir.join(name)).unwrap();
+            // A name with a folder (`stageAs: 'input/*'`) is staged inside it, as Nextflow does.
+            let link = self.dir.join(name);
+            fs::create_dir_all(link.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, link).unwrap();
         }
     }
 
@@ -572,19 +576,33 @@ fn embed_task(
     )
 }
 
-fn predict_task(root: &Path, id: &str, dna: &[PathBuf], protein: &[PathBuf], mlp: &Path) -> Task {
+/// A PREDICT task on one sample: every shard's embeddings, the sample's input FASTA (staged
+/// under input/, as the module's `stageAs` says) and TRANSLATE's chunked.fa.
+struct PredictInputs<'a> {
+    dna: &'a [PathBuf],
+    protein: &'a [PathBuf],
+    fasta: &'a Path,
+    chunks: &'a Path,
+}
+
+fn predict_task(root: &Path, id: &str, given: &PredictInputs, mlp: &Path) -> Task {
     let names = |l: &[PathBuf]| V::Files(l.iter().map(|p| file_name(p)).collect());
+    let fasta = format!("input/{}", file_name(given.fasta));
     let inputs = vec![
         ("meta.id", V::str(id)),
-        ("dna", names(dna)),
-        ("protein", names(protein)),
+        ("dna", names(given.dna)),
+        ("protein", names(given.protein)),
+        ("fasta", V::file(&fasta)),
+        ("chunks", V::file(&file_name(given.chunks))),
         ("classifier", V::file(&file_name(mlp))),
         ("config", V::Files(vec![])),
     ];
-    let stage = dna
+    let stage = given
+        .dna
         .iter()
-        .chain(protein)
+        .chain(given.protein)
         .map(|p| staged(p))
+        .chain([(fasta, given.fasta.to_path_buf()), staged(given.chunks)])
         .chain([staged(mlp)])
         .collect();
     Task::new(root, "PREDICT", id, inputs, stage)
@@ -592,8 +610,9 @@ fn predict_task(root: &Path, id: &str, dna: &[PathBuf], protein: &[PathBuf], mlp
 
 /// The module scripts, in the workflow's order, on one sample: TRANSLATE, then EMBED_DNA and
 /// EMBED_PROTEIN per shard (paired by shard key), then PREDICT on every shard sorted by key (as
-/// main.nf passes them). Each task runs in its own work directory with links to the previous
-/// tasks' outputs, as Nextflow stages them, and is checked against its declared outputs.
+/// main.nf passes them) with the sample's FASTA and TRANSLATE's chunked.fa. Each task runs in
+/// its own work directory with links to the previous tasks' outputs, as Nextflow stages them,
+/// and is checked against its declared outputs.
 /// Returns every task, in order.
 fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
     let params = test_params();
@@ -638,13 +657,29 @@ fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
             tasks.push(task);
         }
     }
-    let p = predict_task(root, id, &dna, &protein, &param_path(&params, "classifier"));
+    let chunks = &t.outputs()["chunks"];
+    assert_eq!(
+        chunks.len(),
+        1,
+        "{id}: one chunked.fa whatever the shard count"
+    );
+    let given = PredictInputs {
+        dna: &dna,
+        protein: &protein,
+        fasta,
+        chunks: &t.dir.join(&chunks[0]),
+    };
+    let p = predict_task(root, id, &given, &param_path(&params, "classifier"));
     let names: Vec<String> = dna.iter().map(|p| file_name(p)).collect();
     let all_dna = format!("--dna {} ", names.join(" "));
-    assert!(
-        p.script(Block::Script).contains(&all_dna),
-        "every DNA shard on one --dna"
-    );
+    let script = p.script(Block::Script);
+    assert!(script.contains(&all_dna), "every DNA shard on one --dna");
+    for flag in [
+        format!("--sequences input/{} ", file_name(fasta)),
+        "--chunks chunked.fa ".to_string(),
+    ] {
+        assert!(script.contains(&flag), "{id}: {flag}in {script}");
+    }
     p.run(Block::Script, bin);
     p.outputs();
     tasks.push(p);
@@ -661,7 +696,120 @@ fn tiny_sample(root: &Path, bin: &Path) -> Vec<Task> {
 // ---------------------------------------------------------------------------------------------
 // The scripts, run.
 
-/// The test profile's samples through the module scripts reproduce the original's calls.
+/// A gzipped output, decompressed.
+fn gunzip(path: &Path) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text
+}
+
+/// `virnucpro predict --sequences ... --chunks ...` run standalone on a PREDICT task's inputs
+/// (the files staged in its work directory, its ext.args) into `<work>/standalone`: what the
+/// module's gzipped viral FASTA files must decompress to.
+fn standalone_predict(task: &Task) -> PathBuf {
+    let input = |name: &str| task.ctx.get(name).unwrap();
+    let mut args = vec!["predict".to_string()];
+    args.extend(
+        input("task.ext.args")
+            .render()
+            .split_whitespace()
+            .map(String::from),
+    );
+    for (flag, name) in [
+        ("--classifier", "classifier"),
+        ("--dna", "dna"),
+        ("--protein", "protein"),
+        ("--sequences", "fasta"),
+        ("--chunks", "chunks"),
+    ] {
+        args.push(flag.to_string());
+        match input(name) {
+            V::Files(files) => args.extend(files),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    args.extend(["--outdir".to_string(), "standalone".to_string()]);
+    let o = Command::new(env!("CARGO_BIN_EXE_virnucpro"))
+        .args(&args)
+        .current_dir(&task.dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "virnucpro {args:?}: {err}");
+    task.dir.join("standalone")
+}
+
+/// The ids of a FASTA's records (the header up to the first space).
+fn fasta_ids(text: &str) -> Vec<String> {
+    let headers = text.lines().filter_map(|l| l.strip_prefix('>'));
+    headers
+        .map(|h| h.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+/// The first column of a tab-separated table's rows whose column `col` is `value`, header
+/// left out.
+fn ids_where(table: &Path, col: usize, value: &str) -> Vec<String> {
+    let text = fs::read_to_string(table).unwrap();
+    let rows = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect::<Vec<_>>());
+    rows.filter(|r| r[col] == value)
+        .map(|r| r[0].to_string())
+        .collect()
+}
+
+/// PREDICT's viral_sequences.fa.gz and viral_chunks.fa.gz decompress to exactly what
+/// `virnucpro predict --sequences --chunks` writes standalone on the same inputs, and hold the
+/// sequences sequence_summary.tsv calls virus and the chunks the highest-score table calls
+/// True, in that order. Returns (viral sequences, viral chunks).
+fn check_viral_fasta(task: &Task) -> (usize, usize) {
+    let out = task.outputs();
+    let standalone = standalone_predict(task);
+    let mut counts = Vec::new();
+    for (emit, plain, table, col, value) in [
+        (
+            "viral_sequences",
+            "viral_sequences.fa",
+            "sequence_summary.tsv",
+            6,
+            "virus",
+        ),
+        (
+            "viral_chunks",
+            "viral_chunks.fa",
+            "prediction_results_highestscore.csv",
+            1,
+            "True",
+        ),
+    ] {
+        assert_eq!(out[emit], vec![format!("{plain}.gz")], "{emit}");
+        let text = gunzip(&task.dir.join(&out[emit][0]));
+        let want = fs::read_to_string(standalone.join(plain)).unwrap();
+        assert_eq!(text, want, "{emit}: the module's vs standalone predict's");
+        let ids = fasta_ids(&text);
+        assert_eq!(ids, ids_where(&task.dir.join(table), col, value), "{emit}");
+        assert!(
+            !task.dir.join(plain).exists(),
+            "{plain}: gzipped in place, not left beside its .gz"
+        );
+        counts.push(ids.len());
+    }
+    let summary = fs::read_to_string(task.dir.join("sequence_summary.tsv")).unwrap();
+    assert_eq!(
+        summary.lines().next().unwrap().split('\t').nth(6),
+        Some("prediction"),
+        "sequence_summary.tsv: the call's column"
+    );
+    (counts[0], counts[1])
+}
+
+/// The test profile's samples through the module scripts reproduce the original's calls, and
+/// PREDICT's gzipped viral FASTA files hold what standalone predict writes.
 #[test]
 fn module_scripts_run_the_test_profile_and_reproduce_the_original() {
     let root = tempfile::tempdir().unwrap();
@@ -691,7 +839,13 @@ fn module_scripts_run_the_test_profile_and_reproduce_the_original() {
             tasks.len() > 1 + 2 * 2,
             "{id}: shard_size gives several shards"
         );
-        let out = &tasks.last().unwrap().dir;
+        let predict = tasks.last().unwrap();
+        let (sequences, chunks) = check_viral_fasta(predict);
+        assert!(
+            sequences > 0 && chunks > 0,
+            "{id}: the test profile calls some sequence viral, so the copies are checked on records"
+        );
+        let out = &predict.dir;
         for table in [
             "prediction_results_highestscore.csv",
             "prediction_results.txt",
@@ -713,7 +867,10 @@ fn module_scripts_run_the_test_profile_and_reproduce_the_original() {
 }
 
 /// The shape of a step's outputs: per emit, the file names, and per file the JSON keys of a
-/// report, the first line of a text file, or nothing for a binary one.
+/// report, the first line of a table (its header) or of versions.yml, whether a FASTA file is
+/// one, or nothing for a binary one. A FASTA's first line is a record's header, data and not
+/// shape: the tiny sample's chunked.fa holds its one chunk, the stub's (which cannot know the
+/// sample's ids) nothing.
 fn output_shape(task: &Task) -> BTreeMap<String, Vec<(String, String)>> {
     let mut shape = BTreeMap::new();
     for (emit, files) in task.outputs() {
@@ -725,9 +882,9 @@ fn output_shape(task: &Task) -> BTreeMap<String, Vec<(String, String)>> {
                     serde_json::from_str::<Json>(&text)
                         .map(|j| j.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
                 ),
-                "txt" | "csv" | "tsv" | "fa" | "faa" | "yml" => {
-                    format!("{:?}", text.lines().next())
-                }
+                "txt" | "csv" | "tsv" | "yml" => format!("{:?}", text.lines().next()),
+                "fa" | "faa" if text.is_empty() || text.starts_with('>') => "FASTA".to_string(),
+                "fa" | "faa" => format!("not FASTA: {:?}", text.lines().next()),
                 _ => String::new(),
             };
             (f, what)
@@ -750,6 +907,8 @@ fn stubs_write_what_the_real_steps_write() {
     assert_eq!(tasks.len(), 4, "one empty shard pair");
     let highest = fs::read_to_string(tasks[3].dir.join("prediction_results_highestscore.csv"));
     assert_eq!(highest.unwrap(), "Modified_ID\tIs_Virus\n");
+    // Nothing viral: the copies are empty, as standalone predict writes them.
+    assert_eq!(check_viral_fasta(&tasks[3]), (0, 0));
     for real in &tasks {
         let name = &real.module.name;
         let stub = real.copy("stub");
@@ -759,6 +918,14 @@ fn stubs_write_what_the_real_steps_write() {
             output_shape(real),
             "{name}: the stub's outputs vs the real step's"
         );
+        // Gzip output is binary to output_shape: compared by bytes (the stub's gzip of nothing
+        // is the real task's `gzip -n` of an empty copy, byte for byte).
+        for (emit, files) in real.outputs() {
+            for f in files.iter().filter(|f| f.ends_with(".gz")) {
+                let bytes = |t: &Task| fs::read(t.dir.join(f)).unwrap();
+                assert_eq!(bytes(&stub), bytes(real), "{name} {emit}: {f}");
+            }
+        }
         let meta = meta_yml(real.module.dir);
         for (emit, files) in real.outputs() {
             let channel = meta_channel(&meta["output"][&emit][0]);
@@ -775,6 +942,19 @@ fn stubs_write_what_the_real_steps_write() {
             }
         }
     }
+}
+
+/// A sample whose only record is empty: translate skips it, so chunked.fa is empty too, and
+/// PREDICT still copies nothing into empty gzip files instead of failing on the empty FASTA.
+#[test]
+fn a_sample_without_chunks_gets_empty_viral_fasta_files() {
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("empty.fa");
+    fs::write(&input, ">empty\n").unwrap();
+    let tasks = run_sample(root.path(), &bin_dir(root.path()), "empty", &input);
+    let chunks = &tasks[0].outputs()["chunks"][0];
+    assert_eq!(fs::read_to_string(tasks[0].dir.join(chunks)).unwrap(), "");
+    assert_eq!(check_viral_fasta(tasks.last().unwrap()), (0, 0));
 }
 
 /// The scripts and stubs as rendered: shellcheck clean.
@@ -931,6 +1111,7 @@ fn a_hub_cache_snapshot_model_is_read_through_its_repository_directory() {
 const PUBLISHED: &str = "
 TRANSLATE translate/translate.json -> translate/translate.json
 TRANSLATE translate/shards/00000.identified_nucleotide.fa -> -
+TRANSLATE translate/chunked.fa -> -
 TRANSLATE versions.yml -> -
 EMBED_DNA s1.00000.dna.json -> embeddings/s1.00000.dna.json
 EMBED_DNA s1.00000.dna.safetensors.failed.tsv -> embeddings/s1.00000.dna.safetensors.failed.tsv
@@ -939,12 +1120,15 @@ EMBED_PROTEIN s1.00000.protein.safetensors +save_embeddings -> embeddings/s1.000
 EMBED_PROTEIN versions.yml +save_embeddings -> -
 PREDICT prediction_results_highestscore.csv -> prediction_results_highestscore.csv
 PREDICT predict.json -> predict.json
+PREDICT viral_sequences.fa.gz -> viral_sequences.fa.gz
+PREDICT viral_chunks.fa.gz -> viral_chunks.fa.gz
 PREDICT versions.yml -> -
 ";
 
 /// publishDir is set per process in conf/modules.config (nf-core's convention: `path`, `mode`,
 /// `saveAs`), not in the modules; its closures, evaluated, publish what PUBLISHED lists
-/// (versions.yml never: main.nf gathers it into pipeline_info/).
+/// (versions.yml never: main.nf gathers it into pipeline_info/); the README's table of outputs
+/// names every file PREDICT publishes.
 #[test]
 fn outputs_are_published_by_conf_modules_config() {
     for m in modules() {
@@ -955,6 +1139,10 @@ fn outputs_are_published_by_conf_modules_config() {
             m.name
         );
     }
+    let readme = read("README.md");
+    let nextflow = &readme[readme.find("## Running with Nextflow").unwrap()..];
+    let table = &nextflow[nextflow.find("| output | content |").unwrap()..];
+    let outputs_table = &table[..table.find("\n\n").unwrap()];
     for line in PUBLISHED.lines().filter(|l| !l.is_empty()) {
         let (given, want) = line.split_once(" -> ").unwrap();
         let words: Vec<&str> = given.split(' ').collect();
@@ -978,6 +1166,14 @@ fn outputs_are_published_by_conf_modules_config() {
             ),
         };
         assert_eq!(got.trim_start_matches('/'), want, "{line}");
+        // PREDICT's files are the sample's results: each is in the README's table of them.
+        if words[0] == "PREDICT" && want != "-" {
+            assert!(
+                outputs_table.contains(&format!("{want}` |"))
+                    || outputs_table.contains(&format!("{want}`, ")),
+                "README.md, Running with Nextflow: {want} is not in the table of outputs"
+            );
+        }
     }
     // FETCH_MODELS publishes into the model store (--refresh_models), not into --outdir.
     let config = read("conf/modules.config");
@@ -1368,6 +1564,9 @@ fn nf_test_files_cover_every_module_and_the_pipeline() {
         "pipeline_info/virnucpro_summary.tsv",
         "pipeline_info/virnucpro_summary_mqc.tsv",
         "pipeline_info/failed_records.tsv",
+        // PREDICT's viral copies, published per sample: checked against its tables.
+        "/e2e/viral_sequences.fa.gz\") == rows(",
+        "/e2e/viral_chunks.fa.gz\") == rows(",
     ];
     let text = read(rel);
     assert_contains(&text, rel, &want);

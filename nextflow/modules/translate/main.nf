@@ -1,6 +1,7 @@
 // Chunk one sample's sequences and keep the stop-free six-frame ORFs, written as shards of at
 // most `shard_size` ORFs (one nucleotide .fa + one protein .faa per shard) so that the embedding
-// steps fan out over GPUs, one task per shard.
+// steps fan out over GPUs, one task per shard. The chunks themselves (chunked.fa, one file
+// whatever the shard count) go to PREDICT, which copies the viral ones into viral_chunks.fa.
 process TRANSLATE {
     tag "$meta.id"
     label 'process_low'
@@ -15,6 +16,7 @@ process TRANSLATE {
     // Always at least one pair: a sample without any ORF gets one empty shard pair, which the
     // embed modules turn into empty embeddings and PREDICT into empty tables.
     tuple val(meta), path('translate/shards/*.identified_nucleotide.fa'), path('translate/shards/*.identified_protein.faa'), emit: shards
+    tuple val(meta), path('translate/chunked.fa'), emit: chunks
     tuple val(meta), path('translate/translate.json'), emit: report
     path 'versions.yml', emit: versions, topic: versions
 
@@ -29,6 +31,7 @@ process TRANSLATE {
         ${args} \\
         --chunk-size ${chunk_size} \\
         --shard-size ${shard_size} \\
+        --write-chunks \\
         --threads ${task.cpus} \\
         --outdir translate \\
         ${fasta}
@@ -39,11 +42,13 @@ process TRANSLATE {
     END_VERSIONS
     """
 
-    // What `virnucpro translate` writes for a sample without ORFs: one empty shard pair, then
-    // translate.json, the last file it writes, with the real report's keys.
+    // What `virnucpro translate` writes for a sample without ORFs: one empty shard pair, an
+    // empty chunked.fa, then translate.json, the last file it writes, with the real report's
+    // keys.
     stub:
     """
     mkdir -p translate/shards
+    touch translate/chunked.fa
     touch translate/shards/00000.identified_nucleotide.fa
     touch translate/shards/00000.identified_protein.faa
     cat <<-END_REPORT > translate/translate.json
@@ -56,7 +61,7 @@ process TRANSLATE {
       "orfs": 0,
       "records_skipped": 0,
       "skipped": [],
-      "outputs": ["translate/shards"],
+      "outputs": ["translate/chunked.fa", "translate/shards"],
       "shards": 1,
       "threads": ${task.cpus},
       "wall_seconds": 0.0,
