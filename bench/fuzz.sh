@@ -14,7 +14,7 @@ cases=${1:-5000}
 export PROPTEST_CASES=$cases
 echo "== $cases cases per property"
 start=$SECONDS
-cargo test --release --test hostile_fasta -- properties
-cargo test --release --test hostile_weights -- properties
+cargo test --release --test hostile -- fasta::fasta_properties fasta::config_properties
+cargo test --release --test hostile -- weights::properties
 cargo test --release --lib -- device::lease::tests::any
 echo "== all properties held for $cases cases each ($((SECONDS - start)) s)"

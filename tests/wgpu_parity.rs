@@ -24,7 +24,7 @@ mod on_wgpu {
     use virnucpro::models::layers::Norm;
     use virnucpro::tokenize::esm::EsmTokenizer;
 
-    use super::common::{self, fixtures, run, stderr, Case};
+    use crate::common::{self, fixtures, run, stderr, Case};
 
     const TOL: f32 = 1e-4;
 
@@ -176,7 +176,7 @@ mod on_wgpu {
         if std::env::var_os("VIRNUCPRO_WGPU_F16_CHILD").is_some() {
             return true;
         }
-        common::run_test_in_child(name, ("VIRNUCPRO_WGPU_F16_CHILD", "1"));
+        common::run_test_in_child(module_path!(), name, ("VIRNUCPRO_WGPU_F16_CHILD", "1"));
         false
     }
 

@@ -12,7 +12,7 @@
 //! Randomness (split, initial weights, shuffling, dropout, class balancing) comes from our
 //! seeded generator ([`rng`]), not torch's: runs are reproducible, not identical to torch's
 //! draws. With `--init`, `--no-shuffle`, `--dropout 0` and `--validation-ids` nothing is
-//! random and training matches PyTorch's to float rounding (tests/train_parity.rs).
+//! random and training matches PyTorch's to float rounding (tests/training/parity.rs).
 
 pub mod checkpoint;
 pub mod cli;

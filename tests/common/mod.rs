@@ -102,10 +102,20 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
-/// Re-runs the test `name` of the current test binary in a child process with `env` set, and
-/// fails unless it passes; returns its stderr. For checks that need process-wide state (a
-/// backend's default dtype can be set only once per process).
-pub fn run_test_in_child(name: &str, env: (&str, &str)) -> String {
+/// The full name libtest gives the test `name` of the module `module` (`module_path!()` of the
+/// caller): tests are grouped one binary per area, so a test's name carries its module.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// Re-runs the test `name` of the module `module` (`module_path!()`) of the current test binary
+/// in a child process with `env` set, and fails unless it passes; returns its stderr. For checks
+/// that need process-wide state (a backend's default dtype can be set only once per process).
+pub fn run_test_in_child(module: &str, name: &str, env: (&str, &str)) -> String {
+    let name = &test_name(module, name);
     let out = Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture"])
         .env(env.0, env.1)

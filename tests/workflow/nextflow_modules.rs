@@ -32,15 +32,14 @@
 //!   the README lists; the GPU label's beforeScript creates the host directories. A module
 //!   needing more Groovy than the subset fails these tests instead of being half-understood.
 
-mod common;
-mod groovy;
+use crate::groovy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixtures, shellcheck};
+use crate::common::{fixtures, shellcheck};
 use groovy::{block_after, block_at, call_closure, code_lines_with, eval, gstring, strip_comment};
 use groovy::{glob_match, strip_indent, Ctx, V};
 use serde_json::Value as Json;
@@ -1214,7 +1213,7 @@ fn flags(text: &str) -> BTreeSet<String> {
 
 /// Whether `virnucpro <args> --help` lists `flag` (not as the start of a longer flag).
 fn help_has(args: &[&str], flag: &str) -> bool {
-    let o = common::run(&[args, &["--help"]].concat(), None);
+    let o = crate::common::run(&[args, &["--help"]].concat(), None);
     let help = String::from_utf8_lossy(&o.stdout);
     help.match_indices(flag).any(|(at, _)| {
         !help[at + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')

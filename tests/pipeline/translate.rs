@@ -1,11 +1,9 @@
 //! `virnucpro translate` against the original's goldens, and its behaviour on bad input.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::{assert_error, fixtures, records, run, stderr};
+use crate::common::{assert_error, fixtures, records, run, stderr};
 
 fn translate(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![

@@ -3,15 +3,13 @@
 //! refuses embeddings that are not finite numbers or do not fit the classifier. Each case checks
 //! the exit code, exactly one `error:` line, and that nothing is left that looks finished.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_refused, fixtures, run, stderr};
+use crate::common::{assert_refused, fixtures, run, stderr};
 use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
 
 fn s(p: &Path) -> &str {
@@ -191,7 +189,7 @@ fn translate_rerun_replaces_the_whole_set_and_removes_what_it_no_longer_writes()
 /// Start `translate` reading FASTA from a pipe that is kept open: feed `input`, then wait until
 /// its staged nucleotide file has data, so the signal lands mid-run.
 fn translate_mid_run(out: &Path, input: &[u8]) -> (Child, std::process::ChildStdin) {
-    let mut child = common::bin()
+    let mut child = crate::common::bin()
         .args(["translate", "-", "-c", "300", "-o", s(out)])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -3,8 +3,6 @@
 //! files made from the same models; hand-built checkpoints cover strided views, other dtypes,
 //! compressed entries and the error messages.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -582,7 +580,7 @@ fn layout_dirs(model: &str) -> Vec<(&'static str, tempfile::TempDir)> {
 
 fn max_diff_vs_goldens(model: &str, embed: impl Fn(&[u32]) -> Tensor<B, 2>) -> f32 {
     let mut worst = 0f32;
-    for case in common::model_cases(model) {
+    for case in crate::common::model_cases(model) {
         let got = embed(&case.token_ids).into_data().to_vec::<f32>().unwrap();
         assert_eq!(got.len(), case.embedding.len());
         for (a, b) in got.iter().zip(&case.embedding) {

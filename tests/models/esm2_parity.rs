@@ -2,15 +2,13 @@
 //! exact, mean embeddings within 1e-4, from every checkpoint format; batching, order and
 //! padding must not change results; long sequences pool at most 1024 residues.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use virnucpro::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
 use virnucpro::tokenize::esm::EsmTokenizer;
 
-use common::Case;
+use crate::common::Case;
 
 type B = burn::backend::Flex;
 
@@ -21,7 +19,7 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn cases() -> Vec<Case> {
-    common::model_cases("esm2_tiny")
+    crate::common::model_cases("esm2_tiny")
 }
 
 fn device() -> Device<B> {
@@ -252,7 +250,11 @@ fn empty_batch_gives_no_rows() {
 fn half_precision_matches_f32() {
     const CHILD: &str = "ESM2_PARITY_F16_CHILD";
     if std::env::var_os(CHILD).is_none() {
-        common::run_test_in_child("half_precision_matches_f32", (CHILD, "1"));
+        crate::common::run_test_in_child(
+            module_path!(),
+            "half_precision_matches_f32",
+            (CHILD, "1"),
+        );
         return;
     }
     use burn::tensor::{FloatDType, IntDType};
@@ -272,7 +274,7 @@ fn half_precision_matches_f32() {
     );
     let mut worst = 1f64;
     for (case, row) in cases.iter().zip(rows(got)) {
-        let cos = common::cosine(&row, &case.embedding);
+        let cos = crate::common::cosine(&row, &case.embedding);
         assert!(cos >= 0.999, "{}: cosine {cos} at f16", case.id);
         worst = worst.min(cos);
     }

@@ -6,8 +6,6 @@
 //! or left untouched. The two-user cases need root (to create files as other uids and run the
 //! victim as another uid); without it they print a note and check nothing.
 
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_error, stderr};
+use crate::common::{assert_error, stderr};
 use virnucpro::device::lease;
 
 /// The other user of the two-user tests (`nobody` on most systems).
@@ -81,7 +79,7 @@ impl Run {
             "embed-protein",
             s(input),
             "-m",
-            s(&common::fixtures().join("esm2_tiny")),
+            s(&crate::common::fixtures().join("esm2_tiny")),
             "-o",
             s(out),
             "--device",
@@ -272,7 +270,7 @@ fn run_takes_one_lease_once_for_both_embedding_steps() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("locks");
     let out = tmp.path().join("out");
-    let f = common::fixtures();
+    let f = crate::common::fixtures();
     let args: Vec<String> = [
         "run",
         s(&f.join("e2e/input.fa")),
@@ -674,7 +672,7 @@ fn two_users_share_a_root_owned_sticky_dir() {
     let mut child = Command::new(&exe)
         .args([
             "--exact",
-            "lease_holder_child",
+            &crate::common::test_name(module_path!(), "lease_holder_child"),
             "--ignored",
             "--nocapture",
             "--test-threads=1",

@@ -3,7 +3,7 @@
 //! overflow: `(x − mean)²` passes f16's 65504 once |x − mean| > 256). The norms run in f32
 //! whatever the model's dtype, so this is a figure for the README, not a guard.
 //!
-//! `VIRNUCPRO_PROFILE_ESM=DIR cargo test --release --test esm2_activations -- --ignored
+//! `VIRNUCPRO_PROFILE_ESM=DIR cargo test --release --test models -- esm2_activations:: --ignored
 //! --nocapture`, DIR from e.g. `bench/gpu/make_models.py OUT --esm-layers 6` (the 3B model's
 //! width, heads and feed-forward with random weights; the real checkpoint is the real answer).
 

@@ -2,11 +2,9 @@
 //! finished output) or a finished run with counted warnings, as `predict` treats them; a bad
 //! flag value (or one at odds with the checkpoint) is a usage error, exit 64.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{assert_refused, run_bounded, stderr};
+use crate::common::{assert_refused, run_bounded, stderr};
 use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
 
 fn s(p: &Path) -> &str {
@@ -468,7 +466,7 @@ fn dataset_refuses_a_record_id_in_both_classes() {
 /// A training run killed (SIGKILL) once epoch `epoch` is logged: its checkpoint is on disk.
 fn killed_after_epoch(args: &[&str], epoch: usize) {
     use std::io::{BufRead, BufReader};
-    let mut child = common::bin()
+    let mut child = crate::common::bin()
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -6,15 +6,13 @@
 //! Faults are injected with the engine's test hooks (`VIRNUCPRO_TEST_*`, see
 //! `src/embed/engine.rs` and `src/embed/checkpoint.rs`).
 
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, fixtures, stderr};
+use crate::common::{bin, fixtures, stderr};
 use virnucpro::embeddings::EmbeddingSet;
 
 fn s(p: &Path) -> &str {
@@ -24,7 +22,7 @@ fn s(p: &Path) -> &str {
 /// translate the e2e input (chunk 500) into `dir`; returns (nucleotide .fa, protein .faa).
 fn orfs(dir: &Path) -> (PathBuf, PathBuf) {
     let out = dir.join("translate");
-    let o = common::run(
+    let o = crate::common::run(
         &[
             "translate",
             s(&fixtures().join("e2e/input.fa")),
@@ -234,7 +232,7 @@ fn a_worker_failing_everything_stops_the_run() {
         &["-t", "1", "-b", "1"],
         &[("VIRNUCPRO_TEST_FAIL_IDS", &ids.join(","))],
     );
-    common::assert_error(
+    crate::common::assert_error(
         &o,
         &[
             "cpu#0 failed 16 sequences in a row",
@@ -428,11 +426,11 @@ fn run_finishes_without_failed_records_and_exits_2() {
 
 #[test]
 fn devices_lists_what_auto_uses() {
-    let o = common::run(&["devices"], None);
+    let o = crate::common::run(&["devices"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("--device auto uses:"), "{text}");
-    let o = common::run(&["devices", "--json"], None);
+    let o = crate::common::run(&["devices", "--json"], None);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(doc["cpu_cores"].as_u64().unwrap() >= 1);
     if doc["cuda_devices"].as_array().unwrap().is_empty() {
@@ -461,7 +459,7 @@ fn lease_files_exclude_a_second_process() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "lease_holder_child",
+            &crate::common::test_name(module_path!(), "lease_holder_child"),
             "--ignored",
             "--nocapture",
             "--test-threads=1",
@@ -515,7 +513,7 @@ fn config_file_sets_defaults_and_flags_override() {
             "-q",
         ];
         args.extend(extra);
-        let o = common::run(&args, None);
+        let o = crate::common::run(&args, None);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(
             fs::read(out.join("identified_protein.faa")).unwrap(),
@@ -530,7 +528,7 @@ fn config_file_sets_defaults_and_flags_override() {
         );
     }
     fs::write(&cfg, "[translate]\nchunksize = 300\n").unwrap();
-    let o = common::run(
+    let o = crate::common::run(
         &[
             "--config",
             s(&cfg),
@@ -541,7 +539,7 @@ fn config_file_sets_defaults_and_flags_override() {
         ],
         None,
     );
-    common::assert_error(&o, &["v.toml", "chunksize"]);
+    crate::common::assert_error(&o, &["v.toml", "chunksize"]);
 }
 
 #[test]

@@ -2,14 +2,12 @@
 //! `train` → `evaluate` → `predict`; and a training run killed with SIGKILL after a
 //! checkpoint, re-run, giving the same outputs as an uninterrupted run.
 
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{fixtures, run, stderr};
+use crate::common::{fixtures, run, stderr};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -356,7 +354,7 @@ fn killed_training_resumes_to_the_same_weights_and_log() {
     ok(&train_args(&dna, &prot, &labels, &full));
 
     let out = tmp.path().join("killed");
-    let mut child = common::bin()
+    let mut child = crate::common::bin()
         .args(train_args(&dna, &prot, &labels, &out))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -444,7 +442,7 @@ fn changed_flags_restart_instead_of_resuming() {
     // A run with another learning rate, killed after its first checkpoint...
     let mut other = train_args(&dna, &prot, &labels, &out);
     other.extend(["--lr", "0.001"]);
-    let mut child = common::bin()
+    let mut child = crate::common::bin()
         .args(&other)
         .stderr(Stdio::piped())
         .spawn()

@@ -4,8 +4,6 @@
 //! results; ALiBi extrapolates past 512 tokens; missing or broken files give errors that name
 //! them.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
@@ -15,7 +13,7 @@ use safetensors::SafeTensors;
 use virnucpro::models::dnabert_s::{alibi_slopes, DnabertS};
 use virnucpro::tokenize::dnabert::DnaTokenizer;
 
-use common::Case;
+use crate::common::Case;
 
 type B = burn::backend::Flex;
 
@@ -27,7 +25,7 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn cases() -> Vec<Case> {
-    common::model_cases("dnabert_s_tiny")
+    crate::common::model_cases("dnabert_s_tiny")
 }
 
 fn device() -> Device<B> {
@@ -341,8 +339,11 @@ fn half_precision_matches_f32_goldens() {
     const CHILD: &str = "DNABERT_PARITY_HALF_CHILD";
     let Some(which) = std::env::var_os(CHILD) else {
         for which in ["f16", "bf16"] {
-            let log =
-                common::run_test_in_child("half_precision_matches_f32_goldens", (CHILD, which));
+            let log = crate::common::run_test_in_child(
+                module_path!(),
+                "half_precision_matches_f32_goldens",
+                (CHILD, which),
+            );
             assert!(
                 log.contains("min cosine"),
                 "{which} child ran no check:\n{log}"
@@ -364,7 +365,7 @@ fn half_precision_matches_f32_goldens() {
     assert_eq!(got.dtype(), DType::F32, "embeddings come back as f32");
     let mut worst = 1f64;
     for (case, row) in cases.iter().zip(rows(got)) {
-        let cos = common::cosine(&row, &case.embedding);
+        let cos = crate::common::cosine(&row, &case.embedding);
         assert!(cos >= 0.999, "{}: cosine {cos} at {dtype:?}", case.id);
         worst = worst.min(cos);
     }

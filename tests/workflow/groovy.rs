@@ -1,5 +1,5 @@
 //! A Groovy subset, enough to render the Nextflow modules' scripts and evaluate the configs'
-//! closures as Nextflow would (tests/nextflow_modules.rs): string literals, GString
+//! closures as Nextflow would (tests/workflow/nextflow_modules.rs): string literals, GString
 //! interpolation (`${expr}`, greedy `$a.b.c`, `\$`, `\\`, line continuations), dotted names,
 //! `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, `.endsWith(...)`, one-parameter closures, and
 //! Groovy's stripIndent. Anything else is an error, so a module that needs more fails its

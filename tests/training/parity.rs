@@ -4,12 +4,10 @@
 //! logged figure must match golden.json (losses 1e-5 relative, learning rate and metrics
 //! exactly); `predict` with the trained classifier must reproduce the validation predictions.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use common::{fixtures, run, stderr};
+use crate::common::{fixtures, run, stderr};
 use safetensors::SafeTensors;
 use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
 

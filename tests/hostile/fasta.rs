@@ -7,15 +7,13 @@
 //! protein) and TOML config and call the parsers directly: never a panic, only records or a
 //! clean one-line error.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{assert_refused, fixtures, model_cases, run_bounded, stderr, Case};
+use crate::common::{assert_refused, fixtures, model_cases, run_bounded, stderr, Case};
 use virnucpro::embeddings::EmbeddingSet;
 
 /// Address space given to the binary in hostile runs: room for the program and its threads,
@@ -419,7 +417,7 @@ fn bomb_of_blank_lines_after_a_record_is_read_in_bounded_memory_and_time() {
 
 // ---- protein FASTA through embed-protein, and the wrong kind of sequence ----
 
-/// tests/esm2_parity.rs's tolerance on the fair-esm goldens (mean embeddings, max abs diff).
+/// tests/models/esm2_parity.rs's tolerance on the fair-esm goldens (mean embeddings, max abs diff).
 const ESM_TOL: f32 = 1e-4;
 
 /// `CMD INPUT --model fixtures/MODEL --output OUT -d cpu`, under the time bound. No memory cap:
@@ -650,14 +648,14 @@ fn short_peptides_and_homopolymers_of_nucleotide_letters_are_still_proteins() {
 #[test]
 fn translate_proteins_are_read_unchanged_and_accepted() {
     // identified_protein.faa of both goldens: every record read byte for byte as written, and
-    // the whole file accepted by embed-protein (`run` on the e2e input: tests/pipeline_e2e.rs).
+    // the whole file accepted by embed-protein (`run` on the e2e input: tests/pipeline/e2e.rs).
     for chunk in ["chunk300", "chunk500"] {
         let path = fixtures()
             .join("e2e")
             .join(chunk)
             .join("identified_protein.faa");
         let text = fs::read_to_string(&path).unwrap();
-        let want = common::records(&text);
+        let want = crate::common::records(&text);
         let reader = virnucpro::fasta::FastaReader::open(&path).unwrap();
         let got = virnucpro::seq::protein::read_proteins(reader).unwrap();
         assert_eq!(got.len(), want.len(), "{chunk}");

@@ -4,8 +4,6 @@
 //! weights, `X-Linked-Etag` sha256s and git blob ids, and injected faults. Then `run` with Hub
 //! ids under `HF_HUB_OFFLINE=1` reproduces the e2e goldens.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -18,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha1::Digest as _;
 
-use common::{assert_error, fixtures, stderr};
+use crate::common::{assert_error, fixtures, stderr};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// The server stops by itself after this long or this many requests.
@@ -456,7 +454,7 @@ fn gate(hub: &Hub, repo: &str, headers: &BTreeMap<String, String>) -> Option<Den
 
 /// The binary with a clean Hub environment: HF_HOME in `home`, the endpoint `server`.
 fn cmd(home: &Path, server: Option<&Server>, args: &[&str]) -> std::process::Command {
-    hub_env(common::bin(), home, server, args)
+    hub_env(crate::common::bin(), home, server, args)
 }
 
 /// [`cmd`] under `timeout` and `prlimit --as`: a regression that loops or allocates without
@@ -667,7 +665,7 @@ fn fetch_writes_the_hf_cache_layout_and_offline_run_reproduces_the_goldens() {
     }
 }
 
-/// The e2e goldens (as tests/pipeline_e2e.rs checks them): ids, labels exact, scores 1e-4.
+/// The e2e goldens (as tests/pipeline/e2e.rs checks them): ids, labels exact, scores 1e-4.
 fn check_goldens(out: &Path, chunk: &str) {
     let golden = fixtures().join(format!("e2e/chunk{chunk}"));
     let want = fs::read_to_string(golden.join("prediction_results.txt")).unwrap();

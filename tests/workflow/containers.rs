@@ -3,8 +3,6 @@
 //! devel base with NVRTC and headers, non-root, models mounted), the tags agree everywhere, and
 //! every shell script in the repository is shellcheck clean.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -173,5 +171,5 @@ fn repository_shell_scripts_are_shellcheck_clean() {
     ] {
         assert!(scripts.contains(&repo().join(want)), "{want} found");
     }
-    common::shellcheck(&scripts);
+    crate::common::shellcheck(&scripts);
 }

@@ -7,15 +7,13 @@
 //! All on the CPU with the tiny reference models; faults come from the engine's test hooks
 //! (`VIRNUCPRO_TEST_*`, see `src/embed/engine.rs` and `src/embed/checkpoint.rs`).
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_refused, bin, fixtures, run_bounded, stderr};
+use crate::common::{assert_refused, bin, fixtures, run_bounded, stderr};
 use virnucpro::embeddings::EmbeddingSet;
 
 fn s(p: &Path) -> &str {

@@ -1,13 +1,11 @@
 //! The whole pipeline on the tiny reference models, against the original's outputs: through the
 //! separate subcommands (as Nextflow chains them) and through `run`, plus resume and bad input.
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{assert_error, fixtures, records, run, stderr};
+use crate::common::{assert_error, fixtures, records, run, stderr};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -398,7 +396,7 @@ fn killed_run_resumes_to_identical_outputs() {
 
     let tmp = tempfile::tempdir().unwrap();
     let (dnabert, esm, mlp) = models();
-    let killed = common::bin()
+    let killed = crate::common::bin()
         .args([
             "run",
             s(&fixtures().join("e2e/input.fa")),

@@ -4,12 +4,10 @@
 //! abort and no output file. The files are generated here (a raw zip writer that can lie about
 //! sizes, a few pickle opcodes), so the corpus is readable next to its tests.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{assert_refused, fixtures, run_bounded};
+use crate::common::{assert_refused, fixtures, run_bounded};
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
 
@@ -304,7 +302,7 @@ impl Scratch {
             "{command} {}: refused in {:.2?}: {}",
             model.display(),
             started.elapsed(),
-            common::stderr(&o)
+            crate::common::stderr(&o)
                 .lines()
                 .find(|l| l.starts_with("error:"))
                 .unwrap_or("")
@@ -680,7 +678,7 @@ fn safetensors_shape_whose_size_overflows() {
     };
     assert_refused(&o, 1, &["not a valid safetensors file"], &[]);
     // In words, not the crate's variant names.
-    let err = common::stderr(&o);
+    let err = crate::common::stderr(&o);
     assert!(
         err.contains("shape") && !err.contains("ValidationOverflow") && !err.contains("Invalid"),
         "{err}"
@@ -737,7 +735,7 @@ fn classifier_declaring_2_pow_60_bytes() {
         ("embed-dna", "n.fa", "dnabert_s_tiny", &dna),
         ("embed-protein", "p.faa", "esm2_tiny", &protein),
     ] {
-        let o = common::run(
+        let o = crate::common::run(
             &[
                 cmd,
                 s.path(input).to_str().unwrap(),
@@ -748,7 +746,7 @@ fn classifier_declaring_2_pow_60_bytes() {
             ],
             None,
         );
-        assert!(o.status.success(), "{cmd}: {}", common::stderr(&o));
+        assert!(o.status.success(), "{cmd}: {}", crate::common::stderr(&o));
     }
     let pickle = Pk::new().op(b"}").stop();
     let classifier = s.write(
@@ -978,7 +976,7 @@ fn a_valid_tiny_classifier_is_accepted_by_predict_evaluate_and_train() {
         ("evaluate", c.evaluate(&clf)),
         ("train --init", c.train_init(&clf)),
     ] {
-        assert!(o.status.success(), "{what}: {}", common::stderr(&o));
+        assert!(o.status.success(), "{what}: {}", crate::common::stderr(&o));
         assert!(output.is_file(), "{what}: no {}", output.display());
     }
 }
@@ -1097,7 +1095,7 @@ mod properties {
     use virnucpro::models::esm2::{Esm2, Esm2Config};
     use virnucpro::weights::{self, torch_file};
 
-    use super::common::fixtures;
+    use crate::common::fixtures;
     use super::MEM_MIB;
 
     type B = burn::backend::Flex;
@@ -1129,7 +1127,12 @@ mod properties {
                 "--",
             ])
             .arg(std::env::current_exe().unwrap())
-            .args([name, "--exact", "--ignored", "--nocapture"])
+            .args([
+                &crate::common::test_name(module_path!(), name),
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .output()
             .unwrap();
         let log = format!(
@@ -1332,21 +1335,21 @@ mod properties {
 
     #[test]
     fn safetensors_mutations_bounded() {
-        bounded("properties::safetensors_mutations");
+        bounded("safetensors_mutations");
     }
 
     #[test]
     fn torch_zip_mutations_bounded() {
-        bounded("properties::torch_zip_mutations");
+        bounded("torch_zip_mutations");
     }
 
     #[test]
     fn pickle_mutations_bounded() {
-        bounded("properties::pickle_mutations");
+        bounded("pickle_mutations");
     }
 
     #[test]
     fn config_mutations_bounded() {
-        bounded("properties::config_mutations");
+        bounded("config_mutations");
     }
 }
