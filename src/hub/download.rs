@@ -116,10 +116,66 @@ pub fn download(
 ) -> Result<String> {
     let dir = t.dest.parent().expect("a file in a directory");
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let partial = t.partial();
-    // Space first, before anything is created: a refused download leaves nothing behind.
-    // An unannounced size needs at least the margin; the rest is checked as data arrives.
-    let on_disk = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    check_space_before(t, dir)?;
+    let mut part = Partial::open(t)?;
+    let mut meter = Progress::bytes(format!("download: {}", t.label), t.size, part.have, quiet);
+    let mut watch = SpaceWatch::new(part.have);
+    let mut failures = 0u32;
+    while t.size != Some(part.have) {
+        let most = t.size.unwrap_or(t.limit);
+        let mut body = match client.get(&t.url, part.have, most.saturating_sub(part.have)) {
+            Ok(b) => b,
+            Err(e) if e.is_transport() && failures < RETRIES => {
+                failures += 1;
+                retry_pause(&t.label, failures, &format!("{e:?}"));
+                continue;
+            }
+            // A range past the end: what is on disk is not a prefix of this file.
+            Err(HttpError::Status { code: 416, .. }) if part.have > 0 => {
+                part.restart()?;
+                continue;
+            }
+            Err(e) => {
+                meter.finish();
+                return Err(explain(e));
+            }
+        };
+        if body.start != part.have {
+            // A full answer to a range request: start over.
+            part.restart()?;
+        }
+        let expected_end = body.len.map(|l| part.have + l);
+        let dropped = receive(client, t, &mut body, &mut part, &mut meter, &mut watch)?;
+        let short =
+            expected_end.is_some_and(|e| part.have < e) || t.size.is_some_and(|s| part.have < s);
+        if dropped.is_none() && !short {
+            break;
+        }
+        part.flush()?;
+        let why = dropped.unwrap_or_else(|| "connection closed early".into());
+        if failures >= RETRIES {
+            meter.finish();
+            bail!(
+                "{}: the connection kept dropping ({} tries, {} of {} received; {why}); run the \
+                 same command again to resume",
+                t.label,
+                RETRIES + 1,
+                human_bytes(part.have),
+                t.size.map(human_bytes).unwrap_or_else(|| "?".into()),
+            );
+        }
+        failures += 1;
+        retry_pause(&t.label, failures, &why);
+    }
+    meter.finish();
+    part.verify_and_place(t)
+}
+
+/// Before anything is created, so that a refused download leaves nothing behind: room for what
+/// is still to come plus the margin (only the margin when the size is not announced; the rest is
+/// checked as data arrives).
+fn check_space_before(t: &Target, dir: &Path) -> Result<()> {
+    let on_disk = fs::metadata(t.partial()).map(|m| m.len()).unwrap_or(0);
     let need = t
         .size
         .map(|size| size.saturating_sub(if on_disk > size { 0 } else { on_disk }))
@@ -137,155 +193,180 @@ pub fn download(
             );
         }
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&partial)
-        .with_context(|| format!("opening {}", partial.display()))?;
-    let mut have = file.metadata()?.len();
-    if t.size.is_some_and(|s| have > s) {
-        have = 0;
-        file.set_len(0)?;
-    }
-    if have > 0 {
-        tracing::info!("download: {}: resuming at {}", t.label, human_bytes(have));
-    }
-    let mut hasher = hash_prefix(&mut file, have)?;
-    file.seek(SeekFrom::Start(have))?;
-    let mut meter = Progress::bytes(format!("download: {}", t.label), t.size, have, quiet);
-    let mut failures = 0u32;
-    let mut buf = vec![0u8; 1 << 20];
-    let most = t.size.unwrap_or(t.limit);
-    let started_at = have;
-    let mut next_space_check = have.saturating_add(SPACE_CHECK_EVERY);
-    loop {
-        if t.size == Some(have) {
-            break;
-        }
-        let mut body = match client.get(&t.url, have, most.saturating_sub(have)) {
-            Ok(b) => b,
-            Err(e) if e.is_transport() && failures < RETRIES => {
-                failures += 1;
-                retry_pause(&t.label, failures, &format!("{e:?}"));
-                continue;
-            }
-            // A range past the end: what is on disk is not a prefix of this file.
-            Err(HttpError::Status { code: 416, .. }) if have > 0 => {
-                have = 0;
-                file.set_len(0)?;
-                file.seek(SeekFrom::Start(0))?;
-                hasher = sha2::Sha256::new();
-                continue;
-            }
-            Err(e) => {
-                meter.finish();
-                return Err(explain(e));
-            }
-        };
-        if body.start != have {
-            // A full answer to a range request: start over.
+    Ok(())
+}
+
+/// The `.incomplete` file of a download: its bytes so far and their running sha256.
+struct Partial {
+    file: File,
+    path: PathBuf,
+    have: u64,
+    hasher: sha2::Sha256,
+}
+
+impl Partial {
+    /// Open (or resume) `t`'s partial file; one longer than the announced size starts over.
+    fn open(t: &Target) -> Result<Partial> {
+        let path = t.partial();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut have = file.metadata()?.len();
+        if t.size.is_some_and(|s| have > s) {
             have = 0;
             file.set_len(0)?;
-            file.seek(SeekFrom::Start(0))?;
-            hasher = sha2::Sha256::new();
         }
-        let expected_end = body.len.map(|l| have + l);
-        let mut dropped = None;
-        let mut rate = RateFloor::new(client.window, have);
-        loop {
-            if have >= next_space_check {
-                next_space_check = have.saturating_add(SPACE_CHECK_EVERY);
-                check_space_left(t, dir, have, have.saturating_sub(started_at))?;
-            }
-            let n = match body.reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    dropped = Some(e.to_string());
-                    break;
-                }
-            };
-            file.write_all(&buf[..n])
-                .map_err(|e| write_error(e, &partial))?;
-            hasher.update(&buf[..n]);
-            have += n as u64;
-            if have > most {
-                drop(file);
-                let _ = fs::remove_file(&partial);
-                bail!(
-                    "{}: the server sent more than {} bytes ({}); discarded, nothing cached",
-                    t.label,
-                    most,
-                    if t.size.is_some() {
-                        "its announced size"
-                    } else {
-                        "the most such a file can be"
-                    }
-                );
-            }
-            meter.set(have);
-            if let Err(e) = rate.check(have) {
-                meter.finish();
-                file.flush().map_err(|e| write_error(e, &partial))?;
-                bail!(
-                    "{}: {e}; the server is stalled or far too slow; the {} received so far are \
-                     kept: run the same command again to resume (later, or from another mirror \
-                     via HF_ENDPOINT)",
-                    t.label,
-                    human_bytes(have)
-                );
-            }
+        if have > 0 {
+            tracing::info!("download: {}: resuming at {}", t.label, human_bytes(have));
         }
-        let short = expected_end.is_some_and(|e| have < e) || t.size.is_some_and(|s| have < s);
-        if dropped.is_none() && !short {
-            break;
-        }
-        file.flush().map_err(|e| write_error(e, &partial))?;
-        if failures >= RETRIES {
-            meter.finish();
+        let hasher = hash_prefix(&mut file, have)?;
+        file.seek(SeekFrom::Start(have))?;
+        Ok(Partial {
+            file,
+            path,
+            have,
+            hasher,
+        })
+    }
+
+    fn restart(&mut self) -> Result<()> {
+        self.have = 0;
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.hasher = sha2::Sha256::new();
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| write_error(e, &self.path))?;
+        self.hasher.update(bytes);
+        self.have += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(|e| write_error(e, &self.path))
+    }
+
+    /// Nothing of it is kept (it cannot be a prefix of the file).
+    fn discard(self) {
+        drop(self.file);
+        let _ = fs::remove_file(&self.path);
+    }
+
+    /// Check the whole file against `t`'s checksum and rename it to its cached name; a mismatch
+    /// discards it. Returns its sha256.
+    fn verify_and_place(self, t: &Target) -> Result<String> {
+        self.file
+            .sync_all()
+            .map_err(|e| write_error(e, &self.path))?;
+        let sha256 = format!("{:x}", self.hasher.clone().finalize());
+        let bad = match &t.checksum {
+            Checksum::Sha256(want) if *want != sha256 => {
+                Some(("sha256", want.clone(), sha256.clone()))
+            }
+            Checksum::GitSha1(want) => {
+                let got = git_sha1(&self.path)?;
+                (*want != got).then(|| ("git blob id", want.clone(), got))
+            }
+            _ => None,
+        };
+        if let Some((kind, want, got)) = bad {
+            self.discard();
             bail!(
-                "{}: the connection kept dropping ({} tries, {} of {} received; {}); run the \
-                 same command again to resume",
-                t.label,
-                RETRIES + 1,
-                human_bytes(have),
-                t.size.map(human_bytes).unwrap_or_else(|| "?".into()),
-                dropped.unwrap_or_else(|| "connection closed early".into())
+                "{}: {kind} mismatch (expected {want}, got {got}): the download was corrupted or \
+                 the server changed the file; discarded, nothing cached; run again",
+                t.label
             );
         }
-        failures += 1;
-        retry_pause(
-            &t.label,
-            failures,
-            dropped.as_deref().unwrap_or("connection closed early"),
-        );
+        let path = self.path.clone();
+        drop(self.file);
+        fs::rename(&path, &t.dest)
+            .with_context(|| format!("moving {} into place", path.display()))?;
+        Ok(sha256)
     }
-    meter.finish();
-    file.sync_all().map_err(|e| write_error(e, &partial))?;
-    drop(file);
-    let sha256 = format!("{:x}", hasher.finalize());
-    let bad = match &t.checksum {
-        Checksum::Sha256(want) if *want != sha256 => Some(("sha256", want.clone(), sha256.clone())),
-        Checksum::GitSha1(want) => {
-            let got = git_sha1(&partial)?;
-            (*want != got).then(|| ("git blob id", want.clone(), got))
+}
+
+/// When free space is next checked while data arrives, and from where this process counts.
+struct SpaceWatch {
+    started_at: u64,
+    next: u64,
+}
+
+impl SpaceWatch {
+    fn new(have: u64) -> SpaceWatch {
+        SpaceWatch {
+            started_at: have,
+            next: have.saturating_add(SPACE_CHECK_EVERY),
         }
-        _ => None,
-    };
-    if let Some((kind, want, got)) = bad {
-        let _ = fs::remove_file(&partial);
-        bail!(
-            "{}: {kind} mismatch (expected {want}, got {got}): the download was corrupted or \
-             the server changed the file; discarded, nothing cached; run again",
-            t.label
-        );
     }
-    fs::rename(&partial, &t.dest)
-        .with_context(|| format!("moving {} into place", partial.display()))?;
-    Ok(sha256)
+
+    fn check(&mut self, t: &Target, have: u64) -> Result<()> {
+        if have < self.next {
+            return Ok(());
+        }
+        self.next = have.saturating_add(SPACE_CHECK_EVERY);
+        let dir = t.dest.parent().expect("a file in a directory");
+        check_space_left(t, dir, have, have.saturating_sub(self.started_at))
+    }
+}
+
+/// Read one response body into the partial file until it ends; `Some(why)` when the connection
+/// dropped (retried by the caller). Bounded: more than the announced (or largest possible) size
+/// is refused and discarded, too slow a transfer stops with the part received kept, and the
+/// disk is watched as data arrives.
+fn receive(
+    client: &Client,
+    t: &Target,
+    body: &mut super::client::Body,
+    part: &mut Partial,
+    meter: &mut Progress,
+    watch: &mut SpaceWatch,
+) -> Result<Option<String>> {
+    let most = t.size.unwrap_or(t.limit);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut rate = RateFloor::new(client.window, part.have);
+    loop {
+        watch.check(t, part.have)?;
+        let n = match body.reader.read(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Ok(Some(e.to_string())),
+        };
+        part.append(&buf[..n])?;
+        if part.have > most {
+            let whose = if t.size.is_some() {
+                "its announced size"
+            } else {
+                "the most such a file can be"
+            };
+            // What is on disk cannot be this file: gone (the open handle closes with the error).
+            let _ = fs::remove_file(&part.path);
+            bail!(
+                "{}: the server sent more than {most} bytes ({whose}); discarded, nothing cached",
+                t.label
+            );
+        }
+        meter.set(part.have);
+        if let Err(e) = rate.check(part.have) {
+            meter.finish();
+            part.flush()?;
+            bail!(
+                "{}: {e}; the server is stalled or far too slow; the {} received so far are \
+                 kept: run the same command again to resume (later, or from another mirror \
+                 via HF_ENDPOINT)",
+                t.label,
+                human_bytes(part.have)
+            );
+        }
+    }
 }
 
 /// A floor under the transfer rate: over each window (the read timeout) at least

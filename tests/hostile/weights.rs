@@ -1095,8 +1095,8 @@ mod properties {
     use virnucpro::models::esm2::{Esm2, Esm2Config};
     use virnucpro::weights::{self, torch_file};
 
-    use crate::common::fixtures;
     use super::MEM_MIB;
+    use crate::common::fixtures;
 
     type B = burn::backend::Flex;
 
