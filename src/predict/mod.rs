@@ -113,117 +113,12 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     let dna = load_side(&opts.dna, EmbeddingKind::Dna, "--dna")?;
     let protein = load_side(&opts.protein, EmbeddingKind::Protein, "--protein")?;
     let device = FlexDevice;
-    let classifier = Classifier::<Flex>::load(&opts.classifier, &device)
-        .with_context(|| format!("loading classifier {}", opts.classifier.display()))?;
-    let (dna_dim, prot_dim) = (dna[0].dim, protein[0].dim);
-    classifier
-        .check_input_dim(dna_dim + prot_dim)
-        .with_context(|| {
-            format!(
-                "DNA embeddings in {} are {dna_dim}-d ({}) and protein embeddings in {} \
-                 {prot_dim}-d ({})",
-                opts.dna[0].display(),
-                dna[0].meta.model,
-                opts.protein[0].display(),
-                protein[0].meta.model
-            )
-        })?;
+    let classifier = load_classifier(opts, &dna, &protein, &device)?;
     // Everything predict writes is staged and appears together with predict.json, or not at
     // all; created here so a bad input above leaves the output directory untouched.
-    let figures = plot::figure_names(PLOT_STEM);
-    // The viral FASTA files are owned even when not asked for: a re-run without --sequences or
-    // --chunks removes an earlier run's, which would no longer match the tables.
-    let owned: Vec<&str> = [
-        RESULTS_FILE,
-        HIGHEST_FILE,
-        SUMMARY_FILE,
-        VIRAL_SEQUENCES_FILE,
-        VIRAL_CHUNKS_FILE,
-    ]
-    .into_iter()
-    .chain(figures.iter().map(String::as_str))
-    .collect();
-    let set = OutputSet::begin(&opts.outdir, REPORT_FILE, &owned)?;
-
-    // Join on the ORF id, in the DNA files' order (the original's row order).
-    let mut prot_index: HashMap<&str, (usize, usize)> = HashMap::new();
-    for (s, set) in protein.iter().enumerate() {
-        for (r, id) in set.ids.iter().enumerate() {
-            if prot_index.insert(id.as_str(), (s, r)).is_some() {
-                bail!("ORF id '{id}' appears twice in the --protein files; each ORF must be embedded once");
-            }
-        }
-    }
-    let mut seen_dna: HashSet<&str> = HashSet::new();
-    // (id, (DNA file, row), (protein file, row)): rows are read from the maps per block.
-    type Joined<'a> = (&'a str, (usize, usize), (usize, usize));
-    let mut joined: Vec<Joined> = Vec::new();
-    let mut dna_only = 0usize;
-    for (ds, set) in dna.iter().enumerate() {
-        for (r, id) in set.ids.iter().enumerate() {
-            if !seen_dna.insert(id.as_str()) {
-                bail!("ORF id '{id}' appears twice in the --dna files; each ORF must be embedded once");
-            }
-            match prot_index.get(id.as_str()) {
-                Some(&at) => joined.push((id, (ds, r), at)),
-                None => dna_only += 1,
-            }
-        }
-    }
-    let protein_only = prot_index.len() - joined.len();
-    if dna_only + protein_only > 0 {
-        tracing::warn!(
-            "{dna_only} ORF ids have only a DNA embedding and {protein_only} only a protein embedding; \
-             they are skipped, as the original does (were the shards paired correctly?)"
-        );
-    }
-    let no_orfs = dna.iter().chain(&protein).all(|set| set.ids.is_empty());
-    if no_orfs {
-        // A sample whose sequences gave no ORF (all too short, or empty) is a result, not an
-        // error: write the tables with their headers only, so that a run over many samples
-        // finishes and this one reads as "nothing to call".
-        tracing::warn!(
-            "the embeddings files hold no ORF (the sample had no sequence with an ORF): \
-             writing empty tables"
-        );
-    } else if joined.is_empty() {
-        bail!(
-            "no ORF id is present in both the --dna and --protein files: nothing to classify \
-             (empty inputs, or files from different samples?)"
-        );
-    }
-
-    let dim = dna_dim + prot_dim;
-    let mut scores: Vec<OrfScore> = Vec::with_capacity(joined.len());
-    for block in joined.chunks(CLASSIFY_ROWS) {
-        let mut features = Vec::with_capacity(block.len() * dim);
-        for &(_, (ds, dr), (ps, pr)) in block {
-            // Each row is checked for NaN/inf as it is read: one would turn into a confident
-            // but meaningless score (NaN compares false, so every such ORF reads `others`).
-            dna[ds].extend_row(dr, &mut features)?;
-            protein[ps].extend_row(pr, &mut features)?;
-        }
-        let x =
-            Tensor::<Flex, 2>::from_data(TensorData::new(features, [block.len(), dim]), &device);
-        let probs = tensor_to_f32(classifier.forward_probs(x))?;
-        if let Some(bad) = probs.iter().position(|p| !p.is_finite()) {
-            // Finite but huge embeddings can still overflow the classifier.
-            let (id, (ds, _), (ps, _)) = block[bad / 2];
-            bail!(
-                "ORF '{id}' gets a non-finite classifier score from its embeddings in {} and {} \
-                 (values too large to be real embeddings?); re-embed them",
-                opts.dna[ds].display(),
-                opts.protein[ps].display()
-            );
-        }
-        for (i, (id, _, _)) in block.iter().enumerate() {
-            scores.push(OrfScore {
-                id: id.to_string(),
-                others: probs[2 * i],
-                virus: probs[2 * i + 1],
-            });
-        }
-    }
+    let set = begin_outputs(&opts.outdir)?;
+    let join = join_by_id(&dna, &protein)?;
+    let scores = classify(opts, &join.rows, &dna, &protein, &classifier, &device)?;
 
     report::write_results(&set, &scores)?;
     let maxima = report::chunk_maxima(&scores);
@@ -258,9 +153,9 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
         chunks_virus: maxima.values().filter(|b| b.is_virus()).count(),
         sequences: sequences.len(),
         sequences_virus: sequences.iter().filter(|s| s.is_virus).count(),
-        dna_only_ids: dna_only,
-        protein_only_ids: protein_only,
-        feature_dim: dim,
+        dna_only_ids: join.dna_only,
+        protein_only_ids: join.protein_only,
+        feature_dim: dna[0].dim + protein[0].dim,
         dna_model: dna[0].meta.model.clone(),
         protein_model: protein[0].meta.model.clone(),
         classifier: opts
@@ -276,6 +171,155 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
     // predict.json completes the set: written last, it marks the tables and figures as one run's.
     set.commit(&serde_json::to_vec_pretty(&summary)?)?;
     Ok(summary)
+}
+
+/// The classifier, refused unless it takes DNA width + protein width features.
+fn load_classifier(
+    opts: &PredictOptions,
+    dna: &[MappedSet],
+    protein: &[MappedSet],
+    device: &FlexDevice,
+) -> Result<Classifier<Flex>> {
+    let classifier = Classifier::<Flex>::load(&opts.classifier, device)
+        .with_context(|| format!("loading classifier {}", opts.classifier.display()))?;
+    let (dna_dim, prot_dim) = (dna[0].dim, protein[0].dim);
+    classifier
+        .check_input_dim(dna_dim + prot_dim)
+        .with_context(|| {
+            format!(
+                "DNA embeddings in {} are {dna_dim}-d ({}) and protein embeddings in {} \
+                 {prot_dim}-d ({})",
+                opts.dna[0].display(),
+                dna[0].meta.model,
+                opts.protein[0].display(),
+                protein[0].meta.model
+            )
+        })?;
+    Ok(classifier)
+}
+
+/// predict's output set: every file it may write.
+fn begin_outputs(outdir: &std::path::Path) -> Result<OutputSet> {
+    let figures = plot::figure_names(PLOT_STEM);
+    // The viral FASTA files are owned even when not asked for: a re-run without --sequences or
+    // --chunks removes an earlier run's, which would no longer match the tables.
+    let owned: Vec<&str> = [
+        RESULTS_FILE,
+        HIGHEST_FILE,
+        SUMMARY_FILE,
+        VIRAL_SEQUENCES_FILE,
+        VIRAL_CHUNKS_FILE,
+    ]
+    .into_iter()
+    .chain(figures.iter().map(String::as_str))
+    .collect();
+    OutputSet::begin(outdir, REPORT_FILE, &owned)
+}
+
+/// An ORF joined across the two sides: (id, (DNA file, row), (protein file, row)); rows are
+/// read from the maps per block.
+type JoinedRow<'a> = (&'a str, (usize, usize), (usize, usize));
+
+/// The ORFs with both embeddings, in the DNA files' order (the original's row order), and how
+/// many had only one.
+struct Join<'a> {
+    rows: Vec<JoinedRow<'a>>,
+    dna_only: usize,
+    protein_only: usize,
+}
+
+fn join_by_id<'a>(dna: &'a [MappedSet], protein: &'a [MappedSet]) -> Result<Join<'a>> {
+    let mut prot_index: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (s, set) in protein.iter().enumerate() {
+        for (r, id) in set.ids.iter().enumerate() {
+            if prot_index.insert(id.as_str(), (s, r)).is_some() {
+                bail!("ORF id '{id}' appears twice in the --protein files; each ORF must be embedded once");
+            }
+        }
+    }
+    let mut seen_dna: HashSet<&str> = HashSet::new();
+    let mut rows: Vec<JoinedRow> = Vec::new();
+    let mut dna_only = 0usize;
+    for (ds, set) in dna.iter().enumerate() {
+        for (r, id) in set.ids.iter().enumerate() {
+            if !seen_dna.insert(id.as_str()) {
+                bail!("ORF id '{id}' appears twice in the --dna files; each ORF must be embedded once");
+            }
+            match prot_index.get(id.as_str()) {
+                Some(&at) => rows.push((id, (ds, r), at)),
+                None => dna_only += 1,
+            }
+        }
+    }
+    let protein_only = prot_index.len() - rows.len();
+    if dna_only + protein_only > 0 {
+        tracing::warn!(
+            "{dna_only} ORF ids have only a DNA embedding and {protein_only} only a protein embedding; \
+             they are skipped, as the original does (were the shards paired correctly?)"
+        );
+    }
+    let no_orfs = dna.iter().chain(protein).all(|set| set.ids.is_empty());
+    if no_orfs {
+        // A sample whose sequences gave no ORF (all too short, or empty) is a result, not an
+        // error: write the tables with their headers only, so that a run over many samples
+        // finishes and this one reads as "nothing to call".
+        tracing::warn!(
+            "the embeddings files hold no ORF (the sample had no sequence with an ORF): \
+             writing empty tables"
+        );
+    } else if rows.is_empty() {
+        bail!(
+            "no ORF id is present in both the --dna and --protein files: nothing to classify \
+             (empty inputs, or files from different samples?)"
+        );
+    }
+    Ok(Join {
+        rows,
+        dna_only,
+        protein_only,
+    })
+}
+
+/// Every joined ORF's two probabilities, [`CLASSIFY_ROWS`] rows per forward pass.
+fn classify(
+    opts: &PredictOptions,
+    joined: &[JoinedRow],
+    dna: &[MappedSet],
+    protein: &[MappedSet],
+    classifier: &Classifier<Flex>,
+    device: &FlexDevice,
+) -> Result<Vec<OrfScore>> {
+    let dim = dna[0].dim + protein[0].dim;
+    let mut scores: Vec<OrfScore> = Vec::with_capacity(joined.len());
+    for block in joined.chunks(CLASSIFY_ROWS) {
+        let mut features = Vec::with_capacity(block.len() * dim);
+        for &(_, (ds, dr), (ps, pr)) in block {
+            // Each row is checked for NaN/inf as it is read: one would turn into a confident
+            // but meaningless score (NaN compares false, so every such ORF reads `others`).
+            dna[ds].extend_row(dr, &mut features)?;
+            protein[ps].extend_row(pr, &mut features)?;
+        }
+        let x = Tensor::<Flex, 2>::from_data(TensorData::new(features, [block.len(), dim]), device);
+        let probs = tensor_to_f32(classifier.forward_probs(x))?;
+        if let Some(bad) = probs.iter().position(|p| !p.is_finite()) {
+            // Finite but huge embeddings can still overflow the classifier.
+            let (id, (ds, _), (ps, _)) = block[bad / 2];
+            bail!(
+                "ORF '{id}' gets a non-finite classifier score from its embeddings in {} and {} \
+                 (values too large to be real embeddings?); re-embed them",
+                opts.dna[ds].display(),
+                opts.protein[ps].display()
+            );
+        }
+        for (i, (id, _, _)) in block.iter().enumerate() {
+            scores.push(OrfScore {
+                id: id.to_string(),
+                others: probs[2 * i],
+                virus: probs[2 * i + 1],
+            });
+        }
+    }
+    Ok(scores)
 }
 
 /// The figure's input: each sequence's chunks with their best scores.
