@@ -218,57 +218,110 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     ensure_dir(&opts.outdir)?;
     // Held to the end: a second run on this directory is refused, not mixed in.
     let _lock = OutputLock::dir(&opts.outdir, "--outdir")?;
-    let translate_dir = opts.outdir.join("translate");
-    let emb_dir = opts.outdir.join("embeddings");
-    let steps_dir = opts.outdir.join("steps");
-    ensure_dir(&steps_dir)?;
-    ensure_dir(&emb_dir)?;
+    let files = Layout::of(&opts.outdir);
+    ensure_dir(&files.steps_dir)?;
+    ensure_dir(&files.emb_dir)?;
     let mut steps = Steps {
-        dir: steps_dir,
+        dir: files.steps_dir.clone(),
         force: opts.force,
         reports: Vec::new(),
     };
+    let (input, input_fp) = read_input(opts)?;
+    let translate_fp = translate_step(&mut steps, opts, &files, &input, input_fp)?;
+    let (dna_fp, prot_fp) = embed_steps(&mut steps, opts, &files, &translate_fp)?;
+    predict_step(&mut steps, opts, &files, &input, dna_fp, prot_fp)?;
+    finish(opts, &steps, started)
+}
 
-    let nt = translate_dir.join(NUCLEOTIDE_FILE);
-    let aa = translate_dir.join(PROTEIN_FILE);
-    // A stream (stdin, a pipe) is copied while hashed: its content is its only identity.
-    let (input, input_fp) = if opts.input == Path::new("-") {
-        crate::fingerprint::spool(std::io::stdin().lock(), &opts.outdir)?
+/// Where `run` keeps each step's files under `--outdir`.
+struct Layout {
+    translate_dir: PathBuf,
+    emb_dir: PathBuf,
+    steps_dir: PathBuf,
+    /// translate's ORFs, the embedding steps' inputs.
+    nt: PathBuf,
+    aa: PathBuf,
+    /// translate's chunks, from which predict copies the viral ones.
+    chunked: PathBuf,
+    dna_out: PathBuf,
+    prot_out: PathBuf,
+}
+
+impl Layout {
+    fn of(outdir: &Path) -> Layout {
+        let translate_dir = outdir.join("translate");
+        let emb_dir = outdir.join("embeddings");
+        Layout {
+            nt: translate_dir.join(NUCLEOTIDE_FILE),
+            aa: translate_dir.join(PROTEIN_FILE),
+            chunked: translate_dir.join(translate::CHUNKS_FILE),
+            dna_out: emb_dir.join("dna.safetensors"),
+            prot_out: emb_dir.join("protein.safetensors"),
+            steps_dir: outdir.join("steps"),
+            translate_dir,
+            emb_dir,
+        }
+    }
+}
+
+/// The input to read and its fingerprint. A stream (stdin, a pipe) is copied while hashed: its
+/// content is its only identity.
+fn read_input(opts: &RunOptions) -> Result<(PathBuf, Value)> {
+    if opts.input == Path::new("-") {
+        crate::fingerprint::spool(std::io::stdin().lock(), &opts.outdir)
     } else if crate::fingerprint::is_stream(&opts.input) {
         let stream = std::fs::File::open(&opts.input)
             .with_context(|| format!("cannot open input {}", opts.input.display()))?;
-        crate::fingerprint::spool(stream, &opts.outdir)?
+        crate::fingerprint::spool(stream, &opts.outdir)
     } else {
-        (opts.input.clone(), crate::fingerprint::file(&opts.input))
-    };
+        Ok((opts.input.clone(), crate::fingerprint::file(&opts.input)))
+    }
+}
+
+/// `translate` (skipped when done with this input and chunk size); returns its fingerprint.
+fn translate_step(
+    steps: &mut Steps,
+    opts: &RunOptions,
+    files: &Layout,
+    input: &Path,
+    input_fp: Value,
+) -> Result<Value> {
     let translate_fp = json!({ "input": input_fp, "chunk_size": opts.chunk_size });
     steps.step(
         "translate",
         translate_fp.clone(),
         // translate.json is the step's completion marker, written after its outputs.
         &[
-            translate_dir.join(translate::SUMMARY_FILE),
-            nt.clone(),
-            aa.clone(),
-            // predict copies the viral chunks from it.
-            translate_dir.join(translate::CHUNKS_FILE),
+            files.translate_dir.join(translate::SUMMARY_FILE),
+            files.nt.clone(),
+            files.aa.clone(),
+            files.chunked.clone(),
         ],
         || {
             let summary = translate::run(&TranslateOptions {
-                input: input.clone(),
+                input: input.to_path_buf(),
                 chunk_size: opts.chunk_size,
-                outdir: translate_dir.clone(),
+                outdir: files.translate_dir.clone(),
                 threads: opts.compute.threads,
                 shard_size: None,
                 write_chunks: true,
                 allow_duplicate_ids: false,
                 quiet: opts.quiet,
             })?;
-            translate::log_summary(&summary, &translate_dir);
+            translate::log_summary(&summary, &files.translate_dir);
             StepOutcome::complete(&summary)
         },
     )?;
+    Ok(translate_fp)
+}
 
+/// Both embedding steps; returns their fingerprints (DNA, protein).
+fn embed_steps(
+    steps: &mut Steps,
+    opts: &RunOptions,
+    files: &Layout,
+    translate_fp: &Value,
+) -> Result<(Value, Value)> {
     // Devices, precision and GPU leases: resolved at the first embedding step that runs, then
     // the same for the second (one test kernel, one lease, one dtype per device).
     let placement = LazyPlacement::new(opts.compute.placement_request());
@@ -279,69 +332,77 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         compute: opts.compute.clone(),
         quiet: opts.quiet,
     };
-    let dna_out = emb_dir.join("dna.safetensors");
     let dna_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.dnabert), "precision": opts.compute.precision });
     steps.step(
         "embed-dna",
         dna_fp.clone(),
-        std::slice::from_ref(&dna_out),
+        std::slice::from_ref(&files.dna_out),
         || {
-            let s = embed::embed_dna(&embed_opts(&nt, &opts.dnabert, dna_out.clone()), &placement)?;
+            let o = embed_opts(&files.nt, &opts.dnabert, files.dna_out.clone());
+            let s = embed::embed_dna(&o, &placement)?;
             embed::log_summary(&s);
             StepOutcome::embedded(&s)
         },
     )?;
-
-    let prot_out = emb_dir.join("protein.safetensors");
     let prot_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.esm), "precision": opts.compute.precision });
     steps.step(
         "embed-protein",
         prot_fp.clone(),
-        std::slice::from_ref(&prot_out),
+        std::slice::from_ref(&files.prot_out),
         || {
-            let s =
-                embed::embed_protein(&embed_opts(&aa, &opts.esm, prot_out.clone()), &placement)?;
+            let o = embed_opts(&files.aa, &opts.esm, files.prot_out.clone());
+            let s = embed::embed_protein(&o, &placement)?;
             embed::log_summary(&s);
             StepOutcome::embedded(&s)
         },
     )?;
+    Ok((dna_fp, prot_fp))
+}
 
+/// `predict` on both embeddings files, writing the viral FASTA files from the run's own input
+/// and translate's chunks.
+fn predict_step(
+    steps: &mut Steps,
+    opts: &RunOptions,
+    files: &Layout,
+    input: &Path,
+    dna_fp: Value,
+    prot_fp: Value,
+) -> Result<()> {
     // The embeddings files themselves, too: a retry of failed sequences rewrites them.
     let predict_fp = json!({
         "dna": dna_fp, "protein": prot_fp,
-        "embeddings": [crate::fingerprint::file(&dna_out), crate::fingerprint::file(&prot_out)],
+        "embeddings": [crate::fingerprint::file(&files.dna_out), crate::fingerprint::file(&files.prot_out)],
         "classifier": crate::fingerprint::file(&opts.classifier),
         "min_viral_fraction": opts.min_viral_fraction,
     });
-    let results = opts.outdir.join(predict::report::RESULTS_FILE);
-    // predict.json is the step's completion marker, written after its tables and figures.
-    let marker = opts.outdir.join(predict::REPORT_FILE);
-    // The viral FASTA files too: a directory from before they existed gets them on a re-run.
+    // predict.json is the step's completion marker, written after its tables and figures; the
+    // viral FASTA files too: a directory from before they existed gets them on a re-run.
     let outputs = [
-        results,
-        marker,
+        opts.outdir.join(predict::report::RESULTS_FILE),
+        opts.outdir.join(predict::REPORT_FILE),
         opts.outdir.join(predict::fasta_out::VIRAL_SEQUENCES_FILE),
         opts.outdir.join(predict::fasta_out::VIRAL_CHUNKS_FILE),
     ];
-    let chunked = translate_dir.join(translate::CHUNKS_FILE);
     steps.step("predict", predict_fp, &outputs, || {
         let s = predict::run(&PredictOptions {
-            dna: vec![dna_out.clone()],
-            protein: vec![prot_out.clone()],
+            dna: vec![files.dna_out.clone()],
+            protein: vec![files.prot_out.clone()],
             classifier: opts.classifier.clone(),
             outdir: opts.outdir.clone(),
             min_viral_fraction: opts.min_viral_fraction,
             plot_top: 20,
-            // Its own input (stdin's copy included) and translate's chunks: the viral ones are
-            // written beside the tables.
-            sequences: Some(input.clone()),
-            chunks: vec![chunked.clone()],
+            sequences: Some(input.to_path_buf()),
+            chunks: vec![files.chunked.clone()],
         })?;
         predict::log_summary(&s, &opts.outdir);
         StepOutcome::complete(&s)
-    })?;
+    })
+}
 
-    // Failures recorded by the embedding steps, this run's or a resumed earlier one's.
+/// `run.json`, and the failures recorded by the embedding steps (this run's or a resumed
+/// earlier one's).
+fn finish(opts: &RunOptions, steps: &Steps, started: Instant) -> Result<RunOutcome> {
     let failed: usize = steps.reports.iter().map(|r| r.failures.failed).sum();
     let failed_files: Vec<&str> = steps
         .reports
