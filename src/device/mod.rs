@@ -246,15 +246,14 @@ fn resolve(
                     Ok(_) => "no CUDA device visible".to_string(),
                     Err(why) => why,
                 };
-                // Then a real GPU through wgpu, never a software adapter: the CPU backend is
-                // faster than a rasteriser emulating a GPU on the same cores.
-                if let Ok(all) = wgpu::adapters() {
-                    let hardware: Vec<AdapterInfo> =
-                        all.into_iter().filter(|a| a.kind.is_hardware()).collect();
-                    if !hardware.is_empty() {
-                        tracing::info!("{why}; running on wgpu");
-                        return Ok(Devices::Wgpu { adapters: hardware });
-                    }
+                let hardware: Vec<AdapterInfo> = wgpu::adapters()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| a.kind.is_hardware())
+                    .collect();
+                if auto_pick(false, !hardware.is_empty()) == AutoPick::Wgpu {
+                    tracing::info!("{why}; running on wgpu");
+                    return Ok(Devices::Wgpu { adapters: hardware });
                 }
                 tracing::info!("{why}; running on the CPU");
                 return Ok(cpu());
@@ -393,67 +392,133 @@ fn resolve_wgpu(ids: Option<&[usize]>, lease: Option<usize>) -> Result<Devices> 
     Ok(Devices::Wgpu { adapters: chosen })
 }
 
+/// What `--device auto` takes, from what was found: usable CUDA devices first, then GPUs
+/// through wgpu (hardware adapters only: the CPU backend is faster than a rasteriser emulating a
+/// GPU on the same cores), else the CPU. `resolve` and `virnucpro devices` both decide here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AutoPick {
+    Cuda,
+    Wgpu,
+    Cpu,
+}
+
+fn auto_pick(cuda_usable: bool, hardware_wgpu: bool) -> AutoPick {
+    if cuda_usable {
+        AutoPick::Cuda
+    } else if hardware_wgpu {
+        AutoPick::Wgpu
+    } else {
+        AutoPick::Cpu
+    }
+}
+
 /// `virnucpro devices`: what `--device auto` would use, and the lease state of each GPU.
 pub fn describe(json: bool) -> Result<String> {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let lock_dir = lease::lock_dir();
-    let lock_dir_problem = lease::dir_problem(&lock_dir);
-    let fake = fake_gpus().is_some();
-    let (mut gpus, why_none) = match listed_gpus() {
-        Ok(d) => (d, None),
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    let leased: Vec<Option<String>> = gpus
-        .iter()
-        .map(|g| lease::holder(&lock_dir, &g.uuid))
-        .collect();
-    // Free memory needs a context on the GPU: not on one another process leased, nor on one
-    // in an exclusive compute mode (a context there, however brief, could lock its user out).
-    // The same checks as `--device auto`: the toolkit (files only), then one kernel on each GPU
-    // that may be looked at (same rule as for free memory).
-    let toolkit = (!gpus.is_empty() && !fake).then(cuda_toolkit::check_here);
-    let mut kernel_test: Vec<Option<Result<(), String>>> = vec![None; gpus.len()];
-    for ((g, l), test) in gpus.iter_mut().zip(&leased).zip(&mut kernel_test) {
-        if !fake && l.is_none() && cuda::shared_compute_mode(g.index) {
-            g.free_bytes = cuda::free_memory(g.index);
-            if matches!(toolkit, Some(Ok(_))) {
-                // f32 with an explicit dtype: this process computes nothing after it.
-                *test = Some(cuda::smoke_test(g.index, None));
+    let inv = Inventory::probe();
+    if json {
+        Ok(format!("{}\n", serde_json::to_string_pretty(&inv.json())?))
+    } else {
+        Ok(inv.text())
+    }
+}
+
+/// Everything `virnucpro devices` reports, probed once.
+struct Inventory {
+    cpus: usize,
+    lock_dir: std::path::PathBuf,
+    lock_dir_problem: Option<String>,
+    fake: bool,
+    gpus: Vec<cuda::CudaDeviceInfo>,
+    /// Why no CUDA device could be listed.
+    why_none: Option<String>,
+    /// Each GPU's lease holder, if leased.
+    leased: Vec<Option<String>>,
+    toolkit: Option<Result<cuda_toolkit::ToolkitInfo, String>>,
+    /// Each GPU's test kernel, when it could be run.
+    kernel_test: Vec<Option<Result<(), String>>>,
+    adapters: Vec<AdapterInfo>,
+    wgpu_none: Option<String>,
+}
+
+impl Inventory {
+    fn probe() -> Inventory {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let lock_dir = lease::lock_dir();
+        let lock_dir_problem = lease::dir_problem(&lock_dir);
+        let fake = fake_gpus().is_some();
+        let (mut gpus, why_none) = match listed_gpus() {
+            Ok(d) => (d, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        let leased: Vec<Option<String>> = gpus
+            .iter()
+            .map(|g| lease::holder(&lock_dir, &g.uuid))
+            .collect();
+        // Free memory needs a context on the GPU: not on one another process leased, nor on one
+        // in an exclusive compute mode (a context there, however brief, could lock its user
+        // out). The same checks as `--device auto`: the toolkit (files only), then one kernel
+        // on each GPU that may be looked at (same rule as for free memory).
+        let toolkit = (!gpus.is_empty() && !fake).then(cuda_toolkit::check_here);
+        let mut kernel_test: Vec<Option<Result<(), String>>> = vec![None; gpus.len()];
+        for ((g, l), test) in gpus.iter_mut().zip(&leased).zip(&mut kernel_test) {
+            if !fake && l.is_none() && cuda::shared_compute_mode(g.index) {
+                g.free_bytes = cuda::free_memory(g.index);
+                if matches!(toolkit, Some(Ok(_))) {
+                    // f32 with an explicit dtype: this process computes nothing after it.
+                    *test = Some(cuda::smoke_test(g.index, None));
+                }
             }
         }
+        let (adapters, wgpu_none) = match wgpu::adapters() {
+            Ok(a) => (a, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        Inventory {
+            cpus,
+            lock_dir,
+            lock_dir_problem,
+            fake,
+            gpus,
+            why_none,
+            leased,
+            toolkit,
+            kernel_test,
+            adapters,
+            wgpu_none,
+        }
     }
-    let test_text = |t: &Option<Result<(), String>>| match t {
-        None => "not run".to_string(),
-        Some(Ok(())) => "ok".to_string(),
-        Some(Err(why)) => format!("failed: {why}"),
-    };
-    let kernels_ok = kernel_test.iter().all(|t| !matches!(t, Some(Err(_))));
-    let (adapters, wgpu_none) = match wgpu::adapters() {
-        Ok(a) => (a, None),
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    let hardware: Vec<&AdapterInfo> = adapters.iter().filter(|a| a.kind.is_hardware()).collect();
-    let auto = if gpus.is_empty() && !hardware.is_empty() {
-        hardware
+
+    /// What `--device auto` would use, in `--device` terms.
+    fn auto(&self) -> String {
+        let kernels_ok = self.kernel_test.iter().all(|t| !matches!(t, Some(Err(_))));
+        let cuda_usable =
+            !self.gpus.is_empty() && !matches!(self.toolkit, Some(Err(_))) && kernels_ok;
+        let hardware: Vec<&AdapterInfo> = self
+            .adapters
             .iter()
-            .map(|a| a.label())
-            .collect::<Vec<_>>()
-            .join(",")
-    } else if gpus.is_empty() || matches!(toolkit, Some(Err(_))) || !kernels_ok {
-        format!("cpu ({cpus} workers)")
-    } else {
-        gpus.iter()
-            .map(|g| format!("cuda:{}", g.index))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    if json {
-        let list: Vec<serde_json::Value> = gpus
+            .filter(|a| a.kind.is_hardware())
+            .collect();
+        let join = |labels: Vec<String>| labels.join(",");
+        match auto_pick(cuda_usable, !hardware.is_empty()) {
+            AutoPick::Cuda => join(
+                self.gpus
+                    .iter()
+                    .map(|g| format!("cuda:{}", g.index))
+                    .collect(),
+            ),
+            AutoPick::Wgpu => join(hardware.iter().map(|a| a.label()).collect()),
+            AutoPick::Cpu => format!("cpu ({} workers)", self.cpus),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = self
+            .gpus
             .iter()
-            .zip(&leased)
-            .zip(&kernel_test)
+            .zip(&self.leased)
+            .zip(&self.kernel_test)
             .map(|((g, l), t)| {
                 let mut v = serde_json::to_value(g).unwrap_or_default();
                 v["leased_by"] = serde_json::json!(l);
@@ -461,91 +526,111 @@ pub fn describe(json: bool) -> Result<String> {
                 v
             })
             .collect();
-        let doc = serde_json::json!({
-            "auto": auto,
+        serde_json::json!({
+            "auto": self.auto(),
             "cuda_devices": list,
-            "cuda_unavailable": why_none,
-            "cuda_toolkit": toolkit.as_ref().map(|t| match t {
+            "cuda_unavailable": self.why_none,
+            "cuda_toolkit": self.toolkit.as_ref().map(|t| match t {
                 Ok(info) => serde_json::json!(info),
                 Err(why) => serde_json::json!({ "error": why }),
             }),
-            "cpu_cores": cpus,
-            "lock_dir": lock_dir.display().to_string(),
-            "lock_dir_problem": lock_dir_problem,
-            "fake_gpus": fake,
+            "cpu_cores": self.cpus,
+            "lock_dir": self.lock_dir.display().to_string(),
+            "lock_dir_problem": self.lock_dir_problem,
+            "fake_gpus": self.fake,
             "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
-            "wgpu_adapters": adapters,
-            "wgpu_unavailable": wgpu_none,
-        });
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?));
+            "wgpu_adapters": self.adapters,
+            "wgpu_unavailable": self.wgpu_none,
+        })
     }
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let mut out = String::new();
-    if let Some(why) = &why_none {
-        out.push_str(&format!("CUDA: none ({why})\n"));
-    } else if gpus.is_empty() {
-        out.push_str("CUDA: no device visible (check CUDA_VISIBLE_DEVICES)\n");
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        self.cuda_text(&mut out);
+        self.wgpu_text(&mut out);
+        out.push_str(&format!("CPU: {} cores\n", self.cpus));
+        out.push_str(&format!("--device auto uses: {}\n", self.auto()));
+        out
     }
-    for ((g, l), t) in gpus.iter().zip(&leased).zip(&kernel_test) {
-        let free = g
-            .free_bytes
-            .map(|f| format!("{:.1} GiB free", gib(f)))
-            .unwrap_or_else(|| "free memory unknown".into());
-        let lease = match l {
-            Some(holder) => format!("leased ({holder})"),
-            None => "not leased".into(),
-        };
-        out.push_str(&format!(
-            "cuda:{}  {}  {:.1} GiB, {free}  {}  {lease}  test kernel: {}\n",
-            g.index,
-            g.name,
-            gib(g.total_bytes),
-            g.uuid,
-            test_text(t)
-        ));
-    }
-    match &toolkit {
-        Some(Ok(info)) => out.push_str(&format!(
-            "CUDA toolkit: headers in {}/include, NVRTC {}\n",
-            info.toolkit.display(),
-            info.nvrtc
-        )),
-        Some(Err(why)) => out.push_str(&format!("CUDA toolkit: {why}\n")),
-        None => {}
-    }
-    if !gpus.is_empty() {
-        match &lock_dir_problem {
-            None => out.push_str(&format!("GPU lease lock files: {}\n", lock_dir.display())),
-            Some(why) => out.push_str(&format!("GPU lease: refused: {why}\n")),
+
+    fn cuda_text(&self, out: &mut String) {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        if let Some(why) = &self.why_none {
+            out.push_str(&format!("CUDA: none ({why})\n"));
+        } else if self.gpus.is_empty() {
+            out.push_str("CUDA: no device visible (check CUDA_VISIBLE_DEVICES)\n");
         }
-    }
-    match &wgpu_none {
-        Some(why) => out.push_str(&format!("wgpu: none ({why})\n")),
-        None => {
-            for a in &adapters {
-                let f16 = if a.shader_f16 {
-                    "f16 and f32"
-                } else {
-                    "f32 only (no f16 shaders)"
-                };
-                out.push_str(&format!(
-                    "{}  {}  {}  {f16}  driver {}{}\n",
-                    a.label(),
-                    a.name,
-                    a.kind,
-                    a.driver,
-                    if a.kind.is_hardware() {
-                        ""
-                    } else {
-                        "  (software: never chosen by --device auto)"
-                    }
-                ));
+        for ((g, l), t) in self.gpus.iter().zip(&self.leased).zip(&self.kernel_test) {
+            let free = g
+                .free_bytes
+                .map(|f| format!("{:.1} GiB free", gib(f)))
+                .unwrap_or_else(|| "free memory unknown".into());
+            let lease = match l {
+                Some(holder) => format!("leased ({holder})"),
+                None => "not leased".into(),
+            };
+            out.push_str(&format!(
+                "cuda:{}  {}  {:.1} GiB, {free}  {}  {lease}  test kernel: {}\n",
+                g.index,
+                g.name,
+                gib(g.total_bytes),
+                g.uuid,
+                test_text(t)
+            ));
+        }
+        match &self.toolkit {
+            Some(Ok(info)) => out.push_str(&format!(
+                "CUDA toolkit: headers in {}/include, NVRTC {}\n",
+                info.toolkit.display(),
+                info.nvrtc
+            )),
+            Some(Err(why)) => out.push_str(&format!("CUDA toolkit: {why}\n")),
+            None => {}
+        }
+        if !self.gpus.is_empty() {
+            match &self.lock_dir_problem {
+                None => out.push_str(&format!(
+                    "GPU lease lock files: {}\n",
+                    self.lock_dir.display()
+                )),
+                Some(why) => out.push_str(&format!("GPU lease: refused: {why}\n")),
             }
         }
     }
-    out.push_str(&format!("CPU: {cpus} cores\n"));
-    out.push_str(&format!("--device auto uses: {auto}\n"));
-    Ok(out)
+
+    fn wgpu_text(&self, out: &mut String) {
+        if let Some(why) = &self.wgpu_none {
+            out.push_str(&format!("wgpu: none ({why})\n"));
+            return;
+        }
+        for a in &self.adapters {
+            let f16 = if a.shader_f16 {
+                "f16 and f32"
+            } else {
+                "f32 only (no f16 shaders)"
+            };
+            out.push_str(&format!(
+                "{}  {}  {}  {f16}  driver {}{}\n",
+                a.label(),
+                a.name,
+                a.kind,
+                a.driver,
+                if a.kind.is_hardware() {
+                    ""
+                } else {
+                    "  (software: never chosen by --device auto)"
+                }
+            ));
+        }
+    }
+}
+
+fn test_text(t: &Option<Result<(), String>>) -> String {
+    match t {
+        None => "not run".to_string(),
+        Some(Ok(())) => "ok".to_string(),
+        Some(Err(why)) => format!("failed: {why}"),
+    }
 }
 
 /// The precision actually used on these devices, or why the one asked for cannot be.
@@ -706,6 +791,13 @@ mod tests {
         );
         assert!("tpu".parse::<DeviceSpec>().is_err());
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn auto_takes_cuda_then_hardware_wgpu_then_the_cpu() {
+        assert_eq!(auto_pick(true, true), AutoPick::Cuda);
+        assert_eq!(auto_pick(false, true), AutoPick::Wgpu);
+        assert_eq!(auto_pick(false, false), AutoPick::Cpu);
     }
 
     #[test]
