@@ -416,15 +416,16 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
     let ckpt_path = opts.outdir.join(CHECKPOINT_FILE);
     let (mut state, resumed) = start::<B>(opts, samples.dim(), &fingerprint, device)?;
     let signals = StopOnSignal::install()?;
-    let bs = opts.batch_size;
-    let skipped = if train.len() % bs == 1 { 1 } else { 0 };
-    if skipped == 1 {
+    let skipped = if train.len() % opts.batch_size == 1 {
         tracing::warn!(
             "{} training rows leave a last batch of 1 row, which BatchNorm cannot normalise: \
              it is left out of each epoch (PyTorch would stop with an error)",
             train.len()
         );
-    }
+        1
+    } else {
+        0
+    };
     let val_truth: Vec<u8> = val.iter().map(|&i| samples.labels[i]).collect();
     let mut epochs_run = 0usize;
     let mut epoch_times = 0.0f64;
@@ -432,53 +433,14 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
         let epoch = state.progress.epochs_done;
         let t0 = Instant::now();
         let lr = lr_at(opts, epoch);
-        let mut order = train.to_vec();
-        if opts.shuffle {
-            rng::shuffle(&mut rng::rng(opts.seed, Stream::Shuffle(epoch)), &mut order);
-        }
-        let mut dropout_rng = rng::rng(opts.seed, Stream::Dropout(epoch));
-        let hidden = state.model.hidden_dim();
-        let (mut total, mut batches) = (0.0f64, 0usize);
-        for batch in order.chunks(bs) {
-            if batch.len() < 2 {
-                continue;
-            }
-            if let Some(signal) = signals.requested() {
-                return Err(stopped(signal, opts, epoch));
-            }
-            let x = features::<B>(samples, batch, device)?;
-            let y = onehot::<B>(samples, batch, device);
-            let keep = (opts.dropout > 0.0).then(|| {
-                let scale = (1.0 / (1.0 - opts.dropout)) as f32;
-                let mask: Vec<f32> = (0..batch.len() * hidden)
-                    .map(|_| {
-                        if rng::unit_f64(&mut dropout_rng) >= opts.dropout {
-                            scale
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                Tensor::<B, 2>::from_data(TensorData::new(mask, [batch.len(), hidden]), device)
-            });
-            let step = state.model.train_batch(x, y, keep)?;
-            if !step.loss.is_finite() {
-                bail!(
-                    "the training loss became {} in epoch {}: training diverged (lower --lr, or check the embeddings)",
-                    step.loss,
-                    epoch + 1
-                );
-            }
-            total += step.loss;
-            batches += 1;
-            sgd(
-                &mut state.model,
-                &mut state.momentum,
-                step.grads,
-                lr,
-                opts.momentum,
-            );
-        }
+        let ctx = EpochCtx {
+            opts,
+            samples,
+            signals: &signals,
+            epoch,
+            lr,
+        };
+        let train_loss = train_epoch(&ctx, &mut state, train, device)?;
         let model = &state.model;
         let (val_loss, probs, calls) =
             evaluate_rows::<B>(|x| model.eval_logits(x), samples, val, device)?;
@@ -486,7 +448,7 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
         let m = metrics::metrics(&val_truth, &calls, &virus);
         let log = EpochLog {
             epoch: epoch + 1,
-            train_loss: total / batches as f64,
+            train_loss,
             val_loss,
             lr,
             accuracy: m.accuracy,
@@ -495,24 +457,7 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
             f1: m.f1,
             auroc: m.auroc,
         };
-        // Early stopping as the original: a lower validation loss resets the counter (and
-        // these weights become the best, copied, not referenced); `patience` epochs without
-        // one stop training.
-        let p = &mut state.progress;
-        if p.best.is_none_or(|(best, _)| val_loss < best) {
-            p.best = Some((val_loss, epoch + 1));
-            p.bad_epochs = 0;
-            state.best = state.model.to_host("")?;
-            state.best_val_probs = probs;
-        } else {
-            p.bad_epochs += 1;
-            if p.bad_epochs >= opts.patience {
-                p.stopped_early = true;
-            }
-        }
-        let stopped_early = p.stopped_early;
-        p.log.push(log.clone());
-        p.epochs_done = epoch + 1;
+        record_epoch(opts, &mut state, &log, probs)?;
         // Saved before the epoch is reported: an epoch said done is an epoch a re-run skips.
         checkpoint::save(&ckpt_path, &fingerprint, &state)?;
         epochs_run += 1;
@@ -528,18 +473,16 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
             log.auroc,
             lr,
             t0.elapsed().as_secs_f64(),
-            if stopped_early { "; early stop" } else { "" }
+            if state.progress.stopped_early { "; early stop" } else { "" }
         );
     }
     if let Some(signal) = signals.requested() {
         return Err(stopped(signal, opts, state.progress.epochs_done));
     }
-
     let (_, best_epoch) = state
         .progress
         .best
         .context("internal error: no epoch was run")?;
-    let best = state.progress.log[best_epoch - 1].clone();
     let summary = TrainSummary {
         samples: samples.len(),
         train_rows: train.len(),
@@ -553,7 +496,7 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
         resumed_after_epoch: resumed,
         stopped_early: state.progress.stopped_early,
         best_epoch,
-        best,
+        best: state.progress.log[best_epoch - 1].clone(),
         rows_skipped_per_epoch: skipped,
         device: device_name,
         seed: opts.seed,
@@ -577,6 +520,110 @@ fn train_on<B: Backend>(task: Task<'_>, device: &B::Device) -> Result<TrainSumma
     // The outputs are complete: the checkpoint has served its purpose.
     let _ = std::fs::remove_file(&ckpt_path);
     Ok(summary)
+}
+
+/// What one epoch's steps share.
+struct EpochCtx<'a> {
+    opts: &'a TrainOptions,
+    samples: &'a Samples,
+    signals: &'a StopOnSignal,
+    epoch: usize,
+    lr: f64,
+}
+
+/// One epoch of SGD over the training rows (shuffled unless asked not to; a last batch of one
+/// row left out); returns the mean training loss. Stops at a signal, between batches.
+fn train_epoch<B: Backend>(
+    ctx: &EpochCtx<'_>,
+    state: &mut State<B>,
+    train: &[usize],
+    device: &B::Device,
+) -> Result<f64> {
+    let (opts, epoch) = (ctx.opts, ctx.epoch);
+    let mut order = train.to_vec();
+    if opts.shuffle {
+        rng::shuffle(&mut rng::rng(opts.seed, Stream::Shuffle(epoch)), &mut order);
+    }
+    let mut dropout_rng = rng::rng(opts.seed, Stream::Dropout(epoch));
+    let hidden = state.model.hidden_dim();
+    let (mut total, mut batches) = (0.0f64, 0usize);
+    for batch in order.chunks(opts.batch_size) {
+        if batch.len() < 2 {
+            continue;
+        }
+        if let Some(signal) = ctx.signals.requested() {
+            return Err(stopped(signal, opts, epoch));
+        }
+        let x = features::<B>(ctx.samples, batch, device)?;
+        let y = onehot::<B>(ctx.samples, batch, device);
+        let keep = (opts.dropout > 0.0).then(|| {
+            dropout_mask::<B>(
+                &mut dropout_rng,
+                opts.dropout,
+                [batch.len(), hidden],
+                device,
+            )
+        });
+        let step = state.model.train_batch(x, y, keep)?;
+        if !step.loss.is_finite() {
+            bail!(
+                "the training loss became {} in epoch {}: training diverged (lower --lr, or check the embeddings)",
+                step.loss,
+                epoch + 1
+            );
+        }
+        total += step.loss;
+        batches += 1;
+        sgd(
+            &mut state.model,
+            &mut state.momentum,
+            step.grads,
+            ctx.lr,
+            opts.momentum,
+        );
+    }
+    Ok(total / batches as f64)
+}
+
+/// Inverted dropout's mask: each unit kept with probability 1 − p and scaled by 1 / (1 − p).
+fn dropout_mask<B: Backend>(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    p: f64,
+    shape: [usize; 2],
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let mask: Vec<f32> = (0..shape[0] * shape[1])
+        .map(|_| if rng::unit_f64(rng) >= p { scale } else { 0.0 })
+        .collect();
+    Tensor::<B, 2>::from_data(TensorData::new(mask, shape), device)
+}
+
+/// Early stopping as the original: a lower validation loss resets the counter (and these
+/// weights become the best, copied, not referenced); `patience` epochs without one stop
+/// training. The epoch is logged and counted done.
+fn record_epoch<B: Backend>(
+    opts: &TrainOptions,
+    state: &mut State<B>,
+    log: &EpochLog,
+    val_probs: Vec<f32>,
+) -> Result<()> {
+    let p = &mut state.progress;
+    if p.best.is_none_or(|(best, _)| log.val_loss < best) {
+        p.best = Some((log.val_loss, log.epoch));
+        p.bad_epochs = 0;
+        state.best = state.model.to_host("")?;
+        state.best_val_probs = val_probs;
+    } else {
+        p.bad_epochs += 1;
+        if p.bad_epochs >= opts.patience {
+            p.stopped_early = true;
+        }
+    }
+    let p = &mut state.progress;
+    p.log.push(log.clone());
+    p.epochs_done = log.epoch;
+    Ok(())
 }
 
 fn stopped(signal: i32, opts: &TrainOptions, epochs_done: usize) -> anyhow::Error {
