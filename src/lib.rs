@@ -11,6 +11,7 @@ pub mod embeddings;
 pub mod fasta;
 pub mod fault_injection;
 pub mod fingerprint;
+pub mod flag_values;
 pub mod hub;
 pub mod interrupt;
 pub mod lockfile;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::{chunk_size, real, shard_size, whole};
 use crate::device::DeviceSpec;
+use crate::flag_values::{chunk_size, real, shard_size, whole};
 
 #[derive(Args, Debug)]
 pub struct DatasetArgs {
@@ -31,7 +31,8 @@ pub struct DatasetArgs {
     pub shard_size: Option<u64>,
 }
 
-// `dataset`'s and `train`'s numeric flags, parsed by the functions below (and src/cli.rs's) rather than clap's own parsers so
+// `dataset`'s and `train`'s numeric flags, parsed by the functions below (and
+// src/flag_values.rs's) rather than clap's own parsers so
 // that a bad value is refused saying what the flag means and what to give. A negative one
 // too: the flags take values with a leading hyphen, or clap would read `-1` or `-1e-3` as
 // short flags and say only "unexpected argument". `TrainOptions::check` runs the
