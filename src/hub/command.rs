@@ -85,14 +85,12 @@ pub fn fetch(a: &FetchRequest, quiet: bool) -> Result<()> {
         );
     }
     for r in remotes {
-        let was = r.cached(&env)?.is_some();
-        let path = r.fetch(&env, quiet)?;
-        println!(
-            "classifier\t{}\t{}\t{}",
-            r.key,
-            path.display(),
-            if was { "already cached" } else { "downloaded" }
-        );
+        // A cached file is hashed once against its pin here, not again by fetch.
+        let (path, how) = match r.cached(&env)? {
+            Some(path) => (path, "already cached"),
+            None => (r.fetch(&env, quiet)?, "downloaded"),
+        };
+        println!("classifier\t{}\t{}\t{how}", r.key, path.display());
     }
     Ok(())
 }
