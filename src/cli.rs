@@ -5,21 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::device::{DeviceSpec, Precision};
+use anyhow::Result;
 
-/// A flag's value refused after parsing (out of its range, too large for this machine, at odds
-/// with what the output directory holds): `main` exits with 64 (usage error) as for clap's own
-/// refusals, since nothing was run and only a changed command can succeed.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+use crate::device::{DeviceSpec, LazyPlacement, Precision};
+use crate::embed::{EmbedCommand, EmbedKind};
+use crate::hub::{self, ModelKind};
 
 use crate::flag_values::{
     batch_tokens, checkpoint_secs, chunk_size, gpu_lease, gpu_lease_timeout, min_viral_fraction,
@@ -214,14 +204,26 @@ pub struct EmbedArgs {
 }
 
 impl EmbedArgs {
-    pub fn options(&self, quiet: bool) -> crate::embed::EmbedOptions {
-        crate::embed::EmbedOptions {
-            input: self.input.clone(),
-            model: self.model.clone(),
-            output: self.output.clone(),
-            compute: self.compute.settings(),
-            quiet,
-        }
+    /// `kind`: which of the two subcommands these arguments are for. A Hub id as `--model` is
+    /// resolved to its cached snapshot here (fetched first with `--download`).
+    pub fn command(self, kind: EmbedKind, quiet: bool) -> Result<EmbedCommand> {
+        let model_kind = match kind {
+            EmbedKind::Dna => ModelKind::Dnabert,
+            EmbedKind::Protein => ModelKind::Esm,
+        };
+        let compute = self.compute.settings();
+        Ok(EmbedCommand {
+            kind,
+            placement: LazyPlacement::new(compute.placement_request()),
+            opts: crate::embed::EmbedOptions {
+                model: hub::resolve::model(&self.model, model_kind, self.download, quiet)?,
+                input: self.input,
+                output: self.output,
+                compute,
+                quiet,
+            },
+            report: self.report,
+        })
     }
 }
 
@@ -263,17 +265,18 @@ pub struct PredictArgs {
 }
 
 impl PredictArgs {
-    pub fn options(self) -> crate::predict::PredictOptions {
-        crate::predict::PredictOptions {
+    /// A published classifier or URL as `--classifier` is resolved to its cached file here.
+    pub fn options(self, quiet: bool) -> Result<crate::predict::PredictOptions> {
+        Ok(crate::predict::PredictOptions {
+            classifier: hub::resolve::classifier(&self.classifier, self.download, quiet)?,
             dna: self.dna,
             protein: self.protein,
-            classifier: self.classifier,
             outdir: self.outdir,
             min_viral_fraction: self.min_viral_fraction,
             plot_top: self.plot_top,
             sequences: self.sequences,
             chunks: self.chunks,
-        }
+        })
     }
 }
 
@@ -313,20 +316,25 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// `classifier`: the resolved file (a Hub id, 500/300 or URL already turned into a path).
-    pub fn options(self, classifier: PathBuf, quiet: bool) -> crate::pipeline::RunOptions {
-        crate::pipeline::RunOptions {
+    /// Hub ids and published classifiers are resolved to cached paths here (fetched with
+    /// `--download`); no `--classifier` means the published one for `--chunk-size`.
+    pub fn options(self, quiet: bool) -> Result<crate::pipeline::RunOptions> {
+        let classifier = match self.classifier {
+            Some(c) => c,
+            None => hub::resolve::default_classifier(self.chunk_size)?,
+        };
+        Ok(crate::pipeline::RunOptions {
             compute: self.compute.settings(),
+            dnabert: hub::resolve::model(&self.dnabert, ModelKind::Dnabert, self.download, quiet)?,
+            esm: hub::resolve::model(&self.esm, ModelKind::Esm, self.download, quiet)?,
+            classifier: hub::resolve::classifier(&classifier, self.download, quiet)?,
             input: self.input,
-            dnabert: self.dnabert,
-            esm: self.esm,
-            classifier,
             chunk_size: self.chunk_size as usize,
             outdir: self.outdir,
             force: self.force,
             min_viral_fraction: self.min_viral_fraction,
             quiet,
-        }
+        })
     }
 }
 
@@ -367,8 +375,9 @@ pub struct ModelsFetchArgs {
 }
 
 impl ModelsFetchArgs {
-    pub fn request(self) -> crate::hub::command::FetchRequest {
+    pub fn request(self, quiet: bool) -> crate::hub::command::FetchRequest {
         crate::hub::command::FetchRequest {
+            quiet,
             esm: self.esm,
             dnabert: self.dnabert,
             classifiers: self.classifier,

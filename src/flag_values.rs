@@ -1,8 +1,22 @@
 //! The values of numeric flags, parsed by the functions here rather than clap's own parsers, so
 //! that a bad value is refused saying what the flag means and what to give; a negative one too
 //! (the flags take values with a leading hyphen, or clap would read `-1` as a short flag and say
-//! only "unexpected argument"). Used by src/cli.rs and src/train/cli.rs; imports nothing of the
-//! crate, so both can.
+//! only "unexpected argument"), and [`UsageError`], a value refused after parsing. Used by
+//! src/cli.rs, src/train/ and `main`; imports nothing of the crate, so all can.
+
+/// A flag's value refused after parsing (out of its range, too large for this machine, at odds
+/// with what the output directory holds): `main` exits with 64 (usage error) as for clap's own
+/// refusals, since nothing was run and only a changed command can succeed.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// A whole number in `min..=max`, or what is wrong with `s` as `what` and a hint.
 pub fn whole(s: &str, what: &str, min: u64, max: u64, hint: &str) -> Result<u64, String> {

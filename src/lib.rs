@@ -25,6 +25,7 @@ pub mod preflight;
 pub mod progress;
 pub mod resources;
 pub mod seq;
+pub mod subcommand;
 pub mod tokenize;
 pub mod train;
 pub mod translate;

@@ -60,6 +60,12 @@ impl OutputLock {
         Self::acquire(&dir.join(DIR_LOCK_FILE), dir, flag)
     }
 
+    /// A command's output directory (`--outdir`), created when missing, then locked.
+    pub fn outdir(dir: &Path) -> Result<Self> {
+        crate::output::ensure_dir(dir)?;
+        Self::dir(dir, "--outdir")
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -27,6 +27,7 @@ use crate::output::{ensure_dir, write_atomic};
 use crate::output_lock::OutputLock;
 use crate::predict::{self, PredictOptions};
 use crate::preflight;
+use crate::subcommand::{Finished, Subcommand};
 use crate::translate::{self, TranslateOptions, NUCLEOTIDE_FILE, PROTEIN_FILE};
 
 #[derive(Debug, Clone)]
@@ -192,32 +193,35 @@ struct RunReport<'a> {
     wall_seconds: f64,
 }
 
-/// What a finished run reports to `main`: sequences that failed in the embedding steps (the run
-/// completed without them; exit code 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunOutcome {
-    pub failed: usize,
-}
-
-/// Everything the steps will need, checked before the first: a missing classifier or a file
-/// where the output directory should be is an error in a second, not after the embeddings.
-fn preflight(opts: &RunOptions) -> Result<()> {
-    preflight::input_file(&opts.input, "input")?;
-    preflight::output_dir(&opts.outdir, "--outdir")?;
-    if let Some(dir) = &opts.compute.checkpoint_dir {
-        preflight::output_dir(dir, "--checkpoint-dir")?;
+impl Subcommand for RunOptions {
+    /// Everything the steps will need, checked once before the first: a missing classifier or
+    /// a file where the output directory should be is an error in a second, not after the
+    /// embeddings. The steps inside run bare (no checks of their own, no locks of their own).
+    fn check(&self) -> Result<()> {
+        preflight::input_file(&self.input, "input")?;
+        preflight::output_dir(&self.outdir, "--outdir")?;
+        if let Some(dir) = &self.compute.checkpoint_dir {
+            preflight::output_dir(dir, "--checkpoint-dir")?;
+        }
+        let dna_dim = preflight::dnabert(&self.dnabert).context("--dnabert")?;
+        let protein_dim = preflight::esm(&self.esm).context("--esm")?;
+        preflight::classifier(&self.classifier, dna_dim, protein_dim)
     }
-    let dna_dim = preflight::dnabert(&opts.dnabert).context("--dnabert")?;
-    let protein_dim = preflight::esm(&opts.esm).context("--esm")?;
-    preflight::classifier(&opts.classifier, dna_dim, protein_dim)
+
+    /// The whole output directory, held to the end: a second run on it is refused, not mixed in.
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        OutputLock::outdir(&self.outdir).map(Some)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        run(self)
+    }
 }
 
-pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
+/// The steps, in order, each skipped when its outputs are complete for these inputs (checked
+/// and claimed first by [`crate::subcommand::run`]).
+fn run(opts: &RunOptions) -> Result<Finished> {
     let started = Instant::now();
-    preflight(opts)?;
-    ensure_dir(&opts.outdir)?;
-    // Held to the end: a second run on this directory is refused, not mixed in.
-    let _lock = OutputLock::dir(&opts.outdir, "--outdir")?;
     let files = Layout::of(&opts.outdir);
     ensure_dir(&files.steps_dir)?;
     ensure_dir(&files.emb_dir)?;
@@ -402,7 +406,7 @@ fn predict_step(
 
 /// `run.json`, and the failures recorded by the embedding steps (this run's or a resumed
 /// earlier one's).
-fn finish(opts: &RunOptions, steps: &Steps, started: Instant) -> Result<RunOutcome> {
+fn finish(opts: &RunOptions, steps: &Steps, started: Instant) -> Result<Finished> {
     let failed: usize = steps.reports.iter().map(|r| r.failures.failed).sum();
     let failed_files: Vec<&str> = steps
         .reports
@@ -429,7 +433,7 @@ fn finish(opts: &RunOptions, steps: &Steps, started: Instant) -> Result<RunOutco
             failed_files.join(", ")
         );
     }
-    Ok(RunOutcome { failed })
+    Ok(Finished { failed })
 }
 
 #[cfg(test)]

@@ -21,11 +21,14 @@ use serde::Serialize;
 use crate::fasta::{FastaReader, FastaRecord};
 use crate::interrupt::{Interrupted, StopOnSignal};
 use crate::output::{OutputSet, StagedFile};
+use crate::output_lock::OutputLock;
+use crate::preflight;
 use crate::progress::Progress;
 use crate::seq::batch::{chunk_work, windows, IdSet, Work};
 use crate::seq::chunk::chunk_id;
 use crate::seq::orf::{six_frame_orfs, Orf, OrfScratch, FRAMES};
 use crate::seq::validate::{first_invalid_nucleotide, show_byte};
+use crate::subcommand::{Finished, Subcommand};
 
 /// Bytes of records per batch, counting [`RECORD_OVERHEAD`] per record so that millions of
 /// short records make small batches too: large enough to keep every thread busy, small enough
@@ -476,6 +479,22 @@ impl Shards {
 /// `shards/<k>.identified_nucleotide.fa`, zero-padded so a glob lists shards in order.
 pub fn shard_name(k: usize, file: &str) -> String {
     format!("{k:05}.{file}")
+}
+
+impl Subcommand for TranslateOptions {
+    fn check(&self) -> Result<()> {
+        preflight::input_file(&self.input, "input")?;
+        preflight::output_dir(&self.outdir, "--outdir")
+    }
+
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        OutputLock::outdir(&self.outdir).map(Some)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        log_summary(&run(self)?, &self.outdir);
+        Ok(Finished::COMPLETE)
+    }
 }
 
 /// Print the summary for people (stderr, through the log).

@@ -23,6 +23,8 @@ pub mod wgpu;
 pub use self::placement::{LazyPlacement, Placement, PlacementRequest};
 
 use self::wgpu::{AdapterInfo, AdapterKind};
+use crate::output_lock::OutputLock;
+use crate::subcommand::{Finished, Subcommand};
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,6 +411,31 @@ fn auto_pick(cuda_usable: bool, hardware_wgpu: bool) -> AutoPick {
         AutoPick::Wgpu
     } else {
         AutoPick::Cpu
+    }
+}
+
+/// `virnucpro devices` as a subcommand.
+pub struct DevicesRequest {
+    pub json: bool,
+}
+
+impl Subcommand for DevicesRequest {
+    /// Nothing ahead: every device's problem is part of the report, not an error.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// None: it only reads (the GPU leases are looked at, not taken).
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        Ok(None)
+    }
+
+    /// The test kernels it runs go through the same caches as a run's.
+    fn execute(&self) -> Result<Finished> {
+        let cache = std::env::var_os(kernel_cache::ENV).map(std::path::PathBuf::from);
+        kernel_cache::setup(cache.as_deref(), false)?;
+        print!("{}", describe(self.json)?);
+        Ok(Finished::COMPLETE)
     }
 }
 

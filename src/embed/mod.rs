@@ -2,7 +2,8 @@
 //! Both share everything but the tokenizer and the model: reading, batching, devices, workers,
 //! checkpoints, output.
 //!
-//! - [`embed_dna`], [`embed_protein`]: the steps' entry points (checks, lock, then the shared path);
+//! - [`EmbedCommand`]: the subcommands (checks, lock, then [`embed_dna`] / [`embed_protein`],
+//!   the bare steps `run` also calls);
 //! - [`encoders`]: the two models as the engine sees them, and each step's tokenised input;
 //! - [`step`]: tokens to files (devices, the engine, failed.tsv, the checkpoint's fate);
 //! - [`assembler`]: the plan of a step and where each finished batch goes;
@@ -25,6 +26,7 @@ use crate::device::placement::DtypeReadBack;
 use crate::device::{DeviceSpec, LazyPlacement, PlacementRequest, Precision};
 use crate::output_lock::OutputLock;
 use crate::preflight;
+use crate::subcommand::{Finished, Subcommand};
 
 /// Where and how an embedding step runs: the same for embed-dna, embed-protein and `run`'s
 /// two embedding steps (built once from the command line's `ComputeArgs`).
@@ -130,13 +132,10 @@ pub fn failed_path(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// `virnucpro embed-dna`, on the devices of `placement` (resolved on first use, then shared by
-/// every step of the process).
+/// The embedding of `embed-dna` and `run`'s DNA step, on the devices of `placement` (resolved
+/// on first use, then shared by every step of the process). Checks and the output lock are the
+/// caller's ([`EmbedCommand`], or `run`'s own).
 pub fn embed_dna(opts: &EmbedOptions, placement: &LazyPlacement) -> Result<EmbedSummary> {
-    // The model (config, tokenizer, weights) is checked before reading any sequence: a wrong
-    // --model fails at once with the missing file's name.
-    preflight::dnabert(&opts.model)?;
-    let _lock = claim_output(opts)?;
     let input = encoders::dna_input(opts)?;
     step::embed_tokens(
         opts,
@@ -146,10 +145,8 @@ pub fn embed_dna(opts: &EmbedOptions, placement: &LazyPlacement) -> Result<Embed
     )
 }
 
-/// `virnucpro embed-protein`, on the devices of `placement`.
+/// The embedding of `embed-protein` and `run`'s protein step, on the devices of `placement`.
 pub fn embed_protein(opts: &EmbedOptions, placement: &LazyPlacement) -> Result<EmbedSummary> {
-    preflight::esm(&opts.model)?;
-    let _lock = claim_output(opts)?;
     let input = encoders::protein_input(opts)?;
     step::embed_tokens(
         opts,
@@ -159,16 +156,58 @@ pub fn embed_protein(opts: &EmbedOptions, placement: &LazyPlacement) -> Result<E
     )
 }
 
-/// What an embedding step checks and claims before any work: its input readable, its output
-/// (and checkpoint) location writable, then the output locked for the whole step. The model is
-/// checked by the caller (it knows which kind). The lock is released when dropped.
-fn claim_output(opts: &EmbedOptions) -> Result<OutputLock> {
-    preflight::input_file(&opts.input, "input")?;
-    preflight::output_file(&opts.output, "--output")?;
-    if let Some(dir) = &opts.compute.checkpoint_dir {
-        preflight::output_dir(dir, "--checkpoint-dir")?;
+/// Which of the two embedding subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedKind {
+    Dna,
+    Protein,
+}
+
+/// `virnucpro embed-dna` / `embed-protein` as a subcommand.
+pub struct EmbedCommand {
+    pub kind: EmbedKind,
+    pub opts: EmbedOptions,
+    /// `--report`: the summary as JSON, also here.
+    pub report: Option<PathBuf>,
+    pub placement: LazyPlacement,
+}
+
+impl Subcommand for EmbedCommand {
+    /// The model first (config, tokenizer, weights: a wrong --model fails at once with the
+    /// missing file's name, before any sequence is read), then the input, the output, the
+    /// checkpoint directory and `--report`, writable before the embedding starts, not after.
+    fn check(&self) -> Result<()> {
+        let opts = &self.opts;
+        match self.kind {
+            EmbedKind::Dna => preflight::dnabert(&opts.model)?,
+            EmbedKind::Protein => preflight::esm(&opts.model)?,
+        };
+        preflight::input_file(&opts.input, "input")?;
+        preflight::output_file(&opts.output, "--output")?;
+        if let Some(dir) = &opts.compute.checkpoint_dir {
+            preflight::output_dir(dir, "--checkpoint-dir")?;
+        }
+        if let Some(report) = &self.report {
+            preflight::output_file(report, "--report")?;
+        }
+        Ok(())
     }
-    OutputLock::file(&opts.output, "--output")
+
+    /// The output file, locked for the whole step (its checkpoint parts included).
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        OutputLock::file(&self.opts.output, "--output").map(Some)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        let summary = match self.kind {
+            EmbedKind::Dna => embed_dna(&self.opts, &self.placement)?,
+            EmbedKind::Protein => embed_protein(&self.opts, &self.placement)?,
+        };
+        finish(&summary, self.report.as_deref())?;
+        Ok(Finished {
+            failed: summary.failed,
+        })
+    }
 }
 
 /// Log the summary and, when asked, write it as JSON.

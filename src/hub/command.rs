@@ -1,5 +1,5 @@
 //! `virnucpro models fetch` and `virnucpro models list` (the command line's arguments arrive as
-//! a [`FetchRequest`]).
+//! a [`FetchRequest`] and a [`ListRequest`]).
 
 use anyhow::{bail, Result};
 
@@ -7,7 +7,9 @@ use super::cache;
 use super::classifier::{self, Remote};
 use super::download::fetch_repo;
 use super::{HubEnv, ModelKind, RepoId, DEFAULT_DNABERT, DEFAULT_ESM};
+use crate::output_lock::OutputLock;
 use crate::progress::human_bytes;
+use crate::subcommand::{Finished, Subcommand};
 
 /// What `models fetch` is asked for: Hub ids (`org/name[@revision]`) and classifiers (`500`,
 /// `300`, URLs); none at all means the published models.
@@ -18,6 +20,8 @@ pub struct FetchRequest {
     pub classifiers: Vec<String>,
     /// The revision of the Hub repositories named without one.
     pub revision: Option<String>,
+    /// No progress lines.
+    pub quiet: bool,
 }
 
 fn id_of(given: &str, revision: Option<&str>, flag: &str) -> Result<RepoId> {
@@ -39,38 +43,80 @@ fn id_of(given: &str, revision: Option<&str>, flag: &str) -> Result<RepoId> {
     Ok(id)
 }
 
-/// With no model flag: ESM-2 3B, DNABERT-S and both classifiers. With some: only those.
-pub fn fetch(a: &FetchRequest, quiet: bool) -> Result<()> {
-    let env = HubEnv::from_env()?;
-    if env.offline {
-        bail!("HF_HUB_OFFLINE is set: `models fetch` needs the network (unset it, or see what is cached with `virnucpro models list`)");
-    }
-    let none = a.esm.is_none() && a.dnabert.is_none() && a.classifiers.is_empty();
-    let mut repos = Vec::new();
-    if let Some(e) = a.esm.as_deref().or(none.then_some(DEFAULT_ESM)) {
-        repos.push((id_of(e, a.revision.as_deref(), "--esm")?, ModelKind::Esm));
-    }
-    if let Some(d) = a.dnabert.as_deref().or(none.then_some(DEFAULT_DNABERT)) {
-        repos.push((
-            id_of(d, a.revision.as_deref(), "--dnabert")?,
-            ModelKind::Dnabert,
-        ));
-    }
-    let classifiers: Vec<String> = if none {
-        classifier::PUBLISHED
-            .iter()
-            .map(|p| p.0.to_string())
-            .collect()
-    } else {
-        a.classifiers.clone()
-    };
-    let mut remotes = Vec::new();
-    for c in &classifiers {
-        match Remote::parse(c)? {
-            Some(r) => remotes.push(r),
-            None => bail!("--classifier {c}: give 500, 300 or an http(s):// URL"),
+/// What a fetch will download, every name checked: the Hub repositories and the classifiers.
+struct Plan {
+    env: HubEnv,
+    repos: Vec<(RepoId, ModelKind)>,
+    remotes: Vec<Remote>,
+}
+
+impl FetchRequest {
+    /// With no model flag: ESM-2 3B, DNABERT-S and both classifiers. With some: only those.
+    fn plan(&self) -> Result<Plan> {
+        let env = HubEnv::from_env()?;
+        if env.offline {
+            bail!("HF_HUB_OFFLINE is set: `models fetch` needs the network (unset it, or see what is cached with `virnucpro models list`)");
         }
+        let none = self.esm.is_none() && self.dnabert.is_none() && self.classifiers.is_empty();
+        let mut repos = Vec::new();
+        if let Some(e) = self.esm.as_deref().or(none.then_some(DEFAULT_ESM)) {
+            repos.push((id_of(e, self.revision.as_deref(), "--esm")?, ModelKind::Esm));
+        }
+        if let Some(d) = self.dnabert.as_deref().or(none.then_some(DEFAULT_DNABERT)) {
+            repos.push((
+                id_of(d, self.revision.as_deref(), "--dnabert")?,
+                ModelKind::Dnabert,
+            ));
+        }
+        let classifiers: Vec<String> = if none {
+            classifier::PUBLISHED
+                .iter()
+                .map(|p| p.0.to_string())
+                .collect()
+        } else {
+            self.classifiers.clone()
+        };
+        let mut remotes = Vec::new();
+        for c in &classifiers {
+            match Remote::parse(c)? {
+                Some(r) => remotes.push(r),
+                None => bail!("--classifier {c}: give 500, 300 or an http(s):// URL"),
+            }
+        }
+        Ok(Plan {
+            env,
+            repos,
+            remotes,
+        })
     }
+}
+
+impl Subcommand for FetchRequest {
+    /// Every name (Hub ids, revisions, classifiers) and the Hub settings, before any request.
+    fn check(&self) -> Result<()> {
+        self.plan().map(drop)
+    }
+
+    /// None: each file of the cache is locked as it is written ([`super::cache`]), so two
+    /// fetches of one model share the work instead of refusing each other.
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        Ok(None)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        fetch(self)?;
+        Ok(Finished::COMPLETE)
+    }
+}
+
+/// Download what `a` asks for into the cache, a line per model on stdout.
+pub fn fetch(a: &FetchRequest) -> Result<()> {
+    let Plan {
+        env,
+        repos,
+        remotes,
+    } = a.plan()?;
+    let quiet = a.quiet;
     for (id, kind) in repos {
         let f = fetch_repo(&env, &id, kind, quiet)?;
         println!(
@@ -93,6 +139,29 @@ pub fn fetch(a: &FetchRequest, quiet: bool) -> Result<()> {
         println!("classifier\t{}\t{}\t{how}", r.key, path.display());
     }
     Ok(())
+}
+
+/// `virnucpro models list`: a table, or JSON.
+pub struct ListRequest {
+    pub json: bool,
+}
+
+impl Subcommand for ListRequest {
+    /// Nothing ahead: the listing reads the cache bounded and reports each problem as a line
+    /// of its own rather than failing.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// None: it only reads.
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        Ok(None)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        print!("{}", list(self.json)?);
+        Ok(Finished::COMPLETE)
+    }
 }
 
 /// What is cached: Hub models (every `models--*` folder, ours or Python's) and classifiers.

@@ -20,6 +20,9 @@ use crate::embeddings::{EmbeddingKind, MappedSet};
 use crate::models::classifier::Classifier;
 use crate::models::tensor_to_f32;
 use crate::output::OutputSet;
+use crate::output_lock::OutputLock;
+use crate::preflight;
+use crate::subcommand::{Finished, Subcommand};
 use fasta_out::{ViralFasta, VIRAL_CHUNKS_FILE, VIRAL_SEQUENCES_FILE};
 use report::{OrfScore, SequenceSummary, HIGHEST_FILE, RESULTS_FILE, SUMMARY_FILE};
 
@@ -336,6 +339,31 @@ pub(crate) fn tracks(seqs: &[SequenceSummary]) -> Vec<plot::SequenceTrack> {
             max_virus_score: s.max_virus_score,
         })
         .collect()
+}
+
+impl Subcommand for PredictOptions {
+    fn check(&self) -> Result<()> {
+        for f in self.dna.iter().chain(&self.protein) {
+            preflight::input_file(f, "embeddings file")?;
+        }
+        preflight::input_file(&self.classifier, "--classifier")?;
+        if let Some(f) = &self.sequences {
+            preflight::input_file(f, "--sequences")?;
+        }
+        for f in &self.chunks {
+            preflight::input_file(f, "--chunks")?;
+        }
+        preflight::output_dir(&self.outdir, "--outdir")
+    }
+
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        OutputLock::outdir(&self.outdir).map(Some)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        log_summary(&run(self)?, &self.outdir);
+        Ok(Finished::COMPLETE)
+    }
 }
 
 pub fn log_summary(s: &PredictSummary, outdir: &std::path::Path) {

@@ -210,3 +210,28 @@ pub struct EvaluateArgs {
     #[arg(short, long, value_name = "DIR")]
     pub outdir: PathBuf,
 }
+
+impl DatasetArgs {
+    pub fn options(self) -> super::dataset::DatasetOptions {
+        super::dataset::DatasetOptions {
+            viral: self.viral,
+            others: self.others,
+            chunk_size: self.chunk_size as usize,
+            outdir: self.outdir,
+            seed: self.seed,
+            shard_size: self.shard_size.map(|n| n as usize),
+        }
+    }
+}
+
+impl EvaluateArgs {
+    pub fn options(self) -> super::evaluate::EvaluateOptions {
+        super::evaluate::EvaluateOptions {
+            dna: self.dna,
+            protein: self.protein,
+            labels: self.labels,
+            classifier: self.classifier,
+            outdir: self.outdir,
+        }
+    }
+}

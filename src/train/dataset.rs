@@ -20,10 +20,13 @@ use super::data::{LABEL_OTHERS, LABEL_VIRUS};
 use super::rng::{self, Stream};
 use crate::fasta::FastaReader;
 use crate::output::{OutputSet, StagedFile};
+use crate::output_lock::OutputLock;
+use crate::preflight;
 use crate::seq::batch::IdSet;
 use crate::seq::chunk::{chunk_id, chunk_ranges};
 use crate::seq::orf::{six_frame_orfs, Orf, OrfScratch, FRAMES};
 use crate::seq::validate::{first_invalid_nucleotide, show_byte};
+use crate::subcommand::{Finished, Subcommand};
 use crate::translate::{shard_name, NUCLEOTIDE_FILE, PROTEIN_FILE, SHARD_DIR};
 
 pub const LABELS_FILE: &str = "labels.tsv";
@@ -289,6 +292,24 @@ pub fn run(opts: &DatasetOptions) -> Result<DatasetSummary> {
     };
     set.commit(&serde_json::to_vec_pretty(&summary)?)?;
     Ok(summary)
+}
+
+impl Subcommand for DatasetOptions {
+    fn check(&self) -> Result<()> {
+        for f in self.viral.iter().chain(&self.others) {
+            preflight::input_file(f, "input")?;
+        }
+        preflight::output_dir(&self.outdir, "--outdir")
+    }
+
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        OutputLock::outdir(&self.outdir).map(Some)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        log_summary(&run(self)?, &self.outdir);
+        Ok(Finished::COMPLETE)
+    }
 }
 
 pub fn log_summary(s: &DatasetSummary, outdir: &Path) {

@@ -15,6 +15,9 @@ use super::fit::evaluate_rows;
 use super::{figures, metrics};
 use crate::models::classifier::Classifier;
 use crate::output::OutputSet;
+use crate::output_lock::OutputLock;
+use crate::preflight;
+use crate::subcommand::{Finished, Subcommand};
 
 pub const REPORT_FILE: &str = "evaluation.json";
 pub const CONFUSION_FILE: &str = "confusion.tsv";
@@ -102,6 +105,25 @@ pub fn run(opts: &EvaluateOptions) -> Result<EvaluateSummary> {
     };
     set.commit(&serde_json::to_vec_pretty(&summary)?)?;
     Ok(summary)
+}
+
+impl Subcommand for EvaluateOptions {
+    fn check(&self) -> Result<()> {
+        for f in self.dna.iter().chain(&self.protein).chain([&self.labels]) {
+            preflight::input_file(f, "input")?;
+        }
+        preflight::input_file(&self.classifier, "--classifier")?;
+        preflight::output_dir(&self.outdir, "--outdir")
+    }
+
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        OutputLock::outdir(&self.outdir).map(Some)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        log_summary(&run(self)?, &self.outdir);
+        Ok(Finished::COMPLETE)
+    }
 }
 
 pub fn log_summary(s: &EvaluateSummary, outdir: &std::path::Path) {

@@ -22,11 +22,14 @@ use super::model::{HostTensor, Mlp, ParamSet};
 use super::rng::{self, Stream};
 use super::{figures, metrics, tensors, TrainOptions};
 use super::{CLASSIFIER_FILE, LAST_FILE, LOG_FILE, TRAIN_FIGURE, TRAIN_REPORT, VALIDATION_FILE};
-use crate::cli::UsageError;
 use crate::device::{self, BackendTask, Precision};
+use crate::flag_values::UsageError;
 use crate::interrupt::{Interrupted, StopOnSignal};
 use crate::models::tensor_to_f32;
 use crate::output::OutputSet;
+use crate::output_lock::OutputLock;
+use crate::preflight;
+use crate::subcommand::{Finished, Subcommand};
 
 /// Validation rows per forward pass.
 const EVAL_ROWS: usize = 4096;
@@ -720,6 +723,26 @@ fn write_outputs<B: Backend>(
         summary.best_epoch,
     )?;
     set.commit(&serde_json::to_vec_pretty(summary)?)
+}
+
+impl Subcommand for TrainOptions {
+    /// The flags' values first (usage errors, exit 64), then the files.
+    fn check(&self) -> Result<()> {
+        TrainOptions::check(self)?;
+        for (f, what) in self.inputs() {
+            preflight::input_file(f, what)?;
+        }
+        preflight::output_dir(&self.outdir, "--outdir")
+    }
+
+    fn claim(&self) -> Result<Option<OutputLock>> {
+        OutputLock::outdir(&self.outdir).map(Some)
+    }
+
+    fn execute(&self) -> Result<Finished> {
+        log_summary(&run(self)?, &self.outdir);
+        Ok(Finished::COMPLETE)
+    }
 }
 
 pub fn log_summary(s: &TrainSummary, outdir: &std::path::Path) {

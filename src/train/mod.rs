@@ -107,7 +107,7 @@ impl TrainOptions {
         out
     }
 
-    /// Values outside their range are usage errors ([`crate::cli::UsageError`]), said before
+    /// Values outside their range are usage errors ([`crate::flag_values::UsageError`]), said before
     /// any work: the command line's are refused by clap already, through the same functions
     /// ([`cli`]'s parsers), which see here the options built in code.
     pub fn check(&self) -> anyhow::Result<()> {
@@ -119,7 +119,9 @@ impl TrainOptions {
             let value = value.to_string();
             match parse(&value) {
                 Ok(_) => Ok(()),
-                Err(why) => Err(crate::cli::UsageError(format!("{flag} {value}: {why}")).into()),
+                Err(why) => {
+                    Err(crate::flag_values::UsageError(format!("{flag} {value}: {why}")).into())
+                }
             }
         }
         rule("--epochs", self.epochs, cli::epochs)?;
