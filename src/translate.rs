@@ -107,7 +107,7 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
     if opts.shard_size == Some(0) {
         bail!("--shard-size must be at least 1");
     }
-    let mut reader = FastaReader::open(&opts.input)?;
+    let reader = FastaReader::open(&opts.input)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .build()
@@ -136,11 +136,57 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
     };
     let mut progress = Progress::new("translate", "bp", None, opts.quiet);
 
-    // Parsing and validation run on their own thread, one batch ahead of translation: the
-    // channel holds none, so the reader waits with the next batch until this one is done.
+    let (rx, reader_thread) = spawn_reader(reader, opts.allow_duplicate_ids);
+    loop {
+        if let Some(signal) = signals.requested() {
+            return Err(stopped(signal, opts));
+        }
+        // Waits in short slices, so a signal is noticed even while the input is slow (a pipe).
+        let message = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let (batch, skipped) = message?;
+        let batch_bases = translate_one(&batch, skipped, &pool, opts, &mut summary, &mut sink)?;
+        progress.inc(batch_bases);
+    }
+    reader_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the FASTA reader thread panicked"))?;
+    progress.finish();
+
+    if summary.records == 0 {
+        bail!("{}: no FASTA records found", summary.input);
+    }
+    let (set, outputs, shards) = sink.finish()?;
+    if let Some(signal) = signals.requested() {
+        return Err(stopped(signal, opts));
+    }
+    summary.outputs = outputs;
+    summary.shards = shards;
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    summary.mbp_per_second = summary.bases as f64 / 1e6 / summary.wall_seconds.max(1e-9);
+    let json = serde_json::to_vec_pretty(&summary)?;
+    // The outputs and translate.json appear together, the summary last (see OutputSet).
+    set.commit(&json)?;
+    Ok(summary)
+}
+
+/// Parsing and validation on their own thread, one batch ahead of translation: the channel
+/// holds none, so the reader waits with the next batch until this one is done. Each message is
+/// a batch of records of about [`BATCH_BYTES`] and the empty ones skipped in it, or the error
+/// that ends the input.
+#[allow(clippy::type_complexity)]
+fn spawn_reader(
+    mut reader: FastaReader,
+    allow_dups: bool,
+) -> (
+    mpsc::Receiver<Result<(Batch, Vec<Skipped>)>>,
+    std::thread::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::sync_channel::<Result<(Batch, Vec<Skipped>)>>(0);
-    let allow_dups = opts.allow_duplicate_ids;
-    let reader_thread = std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let mut seen = IdSet::default();
         let mut batch = Vec::new();
         let mut skipped = Vec::new();
@@ -179,61 +225,42 @@ pub fn run(opts: &TranslateOptions) -> Result<TranslateSummary> {
         }
         let _ = tx.send(Ok((batch, skipped)));
     });
+    (rx, thread)
+}
 
-    loop {
-        if let Some(signal) = signals.requested() {
-            return Err(stopped(signal, opts));
+/// One batch from the reader: its skipped records counted (and listed, up to
+/// [`MAX_LISTED_SKIPS`]), its characters checked, its chunks translated in parallel a window
+/// at a time and written in input order. Returns the batch's bases, for the progress line.
+fn translate_one(
+    batch: &Batch,
+    skipped: Vec<Skipped>,
+    pool: &rayon::ThreadPool,
+    opts: &TranslateOptions,
+    summary: &mut TranslateSummary,
+    sink: &mut Sink,
+) -> Result<u64> {
+    for s in skipped {
+        tracing::warn!("{}: record '{}' skipped: {}", summary.input, s.id, s.reason);
+        summary.records += 1;
+        summary.records_skipped += 1;
+        if summary.skipped.len() < MAX_LISTED_SKIPS {
+            summary.skipped.push(s);
         }
-        // Waits in short slices, so a signal is noticed even while the input is slow (a pipe).
-        let message = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let (batch, skipped) = message?;
-        for s in skipped {
-            tracing::warn!("{}: record '{}' skipped: {}", summary.input, s.id, s.reason);
-            summary.records += 1;
-            summary.records_skipped += 1;
-            if summary.skipped.len() < MAX_LISTED_SKIPS {
-                summary.skipped.push(s);
-            }
+    }
+    pool.install(|| check_characters(batch, &summary.input))?;
+    let batch_bases: u64 = batch.iter().map(|r| r.seq.len() as u64).sum();
+    summary.records += batch.len() as u64;
+    summary.bases += batch_bases;
+    let work = chunk_work(batch, opts.chunk_size);
+    for window in windows(&work) {
+        let outs = pool.install(|| translate_batch(batch, window, opts.write_chunks));
+        summary.chunks += outs.len() as u64;
+        for out in &outs {
+            summary.orfs += out.orf_ends.len() as u64;
+            sink.write(out)?;
         }
-        pool.install(|| check_characters(&batch, &summary.input))?;
-        let batch_bases: u64 = batch.iter().map(|r| r.seq.len() as u64).sum();
-        summary.records += batch.len() as u64;
-        summary.bases += batch_bases;
-        let work = chunk_work(&batch, opts.chunk_size);
-        for window in windows(&work) {
-            let outs = pool.install(|| translate_batch(&batch, window, opts.write_chunks));
-            summary.chunks += outs.len() as u64;
-            for out in &outs {
-                summary.orfs += out.orf_ends.len() as u64;
-                sink.write(out)?;
-            }
-        }
-        progress.inc(batch_bases);
     }
-    reader_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the FASTA reader thread panicked"))?;
-    progress.finish();
-
-    if summary.records == 0 {
-        bail!("{}: no FASTA records found", summary.input);
-    }
-    let (set, outputs, shards) = sink.finish()?;
-    if let Some(signal) = signals.requested() {
-        return Err(stopped(signal, opts));
-    }
-    summary.outputs = outputs;
-    summary.shards = shards;
-    summary.wall_seconds = started.elapsed().as_secs_f64();
-    summary.mbp_per_second = summary.bases as f64 / 1e6 / summary.wall_seconds.max(1e-9);
-    let json = serde_json::to_vec_pretty(&summary)?;
-    // The outputs and translate.json appear together, the summary last (see OutputSet).
-    set.commit(&json)?;
-    Ok(summary)
+    Ok(batch_bases)
 }
 
 /// The error for a run stopped by a signal; its staged outputs are removed as it unwinds.
