@@ -8,11 +8,12 @@ use anyhow::{bail, Result};
 
 use super::batching::{cpu_budget, cuda_budget, largest_tensor_budget, token_budget_batches};
 use super::checkpoint::Checkpoint;
-use super::engine::{Coordinator, ModelShape};
+use super::engine::Coordinator;
 use super::EmbedOptions;
 use crate::device::{Devices, Precision};
 use crate::embeddings::EmbeddingMeta;
 use crate::fingerprint::Fnv64;
+use crate::models::shape::ModelShape;
 use crate::progress::Progress;
 
 /// What one step embeds and where: fixed before the engine starts.

@@ -25,20 +25,11 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::device::placement::DtypeReadBack;
 use crate::device::{BackendTask, Precision};
+use crate::models::shape::ModelShape;
 use crate::models::tensor_to_f32;
 
 /// Single-sequence failures in a row, on one worker, that stop the run.
 pub const MAX_CONSECUTIVE_FAILURES: usize = 16;
-
-/// The sizes that decide a model's memory use per token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelShape {
-    pub hidden: usize,
-    /// Width of the feed-forward activations (both halves of a gated MLP).
-    pub intermediate: usize,
-    pub heads: usize,
-    pub layers: usize,
-}
 
 /// A model that turns a batch of token-id sequences into one pooled vector each.
 pub trait PooledEncoder<B: Backend>: Send + Sync {
