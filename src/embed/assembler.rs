@@ -1,18 +1,22 @@
 //! The [`Coordinator`] of one embedding step: once the first model is loaded it makes the
 //! [`Plan`] (the token budget, the batches, what an earlier run's checkpoint already holds),
-//! then places each finished batch in the output, checkpoints it and reports progress.
+//! then places each finished batch in the output, checkpoints it and reports progress. The
+//! engine's end turns it into a value: [`Assembled`] when it ran to the end (the rows, the
+//! failures, the counts), [`Kept`] when it stopped early (what the next run resumes from).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
 use super::batching::{cpu_budget, cuda_budget, largest_tensor_budget, token_budget_batches};
 use super::checkpoint::Checkpoint;
-use super::engine::{Coordinator, ModelShape};
-use super::EmbedOptions;
+use super::engine::Coordinator;
+use super::{DeviceReport, EmbedOptions};
 use crate::device::{Devices, Precision};
 use crate::embeddings::EmbeddingMeta;
 use crate::fingerprint::Fnv64;
+use crate::models::shape::ModelShape;
 use crate::progress::Progress;
 
 /// What one step embeds and where: fixed before the engine starts.
@@ -28,37 +32,37 @@ pub(crate) struct Assembler<'a> {
     /// Padded tokens per batch on a GPU whose free memory is not known.
     gpu_default_budget: usize,
     /// Made by [`Coordinator::plan`], once the first model is loaded.
-    pub plan: Option<Plan>,
+    plan: Option<Plan>,
     /// Sequences that failed alone, with the reason.
-    pub failed: Vec<(usize, String)>,
+    failed: Vec<(usize, String)>,
     /// Per worker: sequences, tokens, time inside batches.
-    pub per_device: Vec<(usize, usize, Duration)>,
-    pub progress: Progress,
+    per_device: Vec<(usize, usize, Duration)>,
+    progress: Progress,
 }
 
 /// The step's plan and the rows it has so far.
-pub(crate) struct Plan {
-    pub dim: usize,
+struct Plan {
+    dim: usize,
     /// `[sequences, dim]` row-major; row `i` is valid when `done[i]`.
-    pub out: Vec<f32>,
-    pub done: Vec<bool>,
+    out: Vec<f32>,
+    done: Vec<bool>,
     /// The token budget the batches were cut with (an earlier run's, when resuming).
-    pub budget: usize,
-    pub batches: usize,
+    budget: usize,
+    batches: usize,
     /// Rows taken from an earlier run's checkpoint.
-    pub resumed: usize,
-    pub checkpoint: Checkpoint,
+    resumed: usize,
+    checkpoint: Checkpoint,
     /// Finished batches not yet in the checkpoint.
     pending: Vec<(Vec<usize>, Vec<f32>)>,
     last_save: Instant,
-    pub compute_started: Instant,
+    compute_started: Instant,
     /// When the latest batch result arrived (the end of computing, once all have).
-    pub last_result: Option<Instant>,
+    last_result: Option<Instant>,
 }
 
 impl Plan {
     /// Write the pending rows to the checkpoint.
-    pub fn save_pending(&mut self) -> Result<()> {
+    fn save_pending(&mut self) -> Result<()> {
         self.checkpoint.save(&self.pending, self.dim)?;
         self.pending.clear();
         self.last_save = Instant::now();
@@ -69,8 +73,117 @@ impl Plan {
         !self.pending.is_empty() && self.last_save.elapsed() >= every
     }
 
-    pub fn rows_done(&self) -> usize {
+    fn rows_done(&self) -> usize {
         self.done.iter().filter(|&&d| d).count()
+    }
+
+    /// Seconds from the batches planned to the last result: dropping a large model after it
+    /// (11 GB for the 3B on the CPU) is not computing.
+    fn compute_seconds(&self) -> f64 {
+        self.last_result
+            .unwrap_or_else(Instant::now)
+            .duration_since(self.compute_started)
+            .as_secs_f64()
+    }
+}
+
+/// A step whose engine ran to the end: every row it has, the sequences that failed alone, and
+/// what the summary reports. Its checkpoint goes with it, for the step to remove once the
+/// output is written or to keep for a retry of the failures.
+pub(crate) struct Assembled {
+    plan: Plan,
+    /// Sorted by sequence index (input order).
+    failed: Vec<(usize, String)>,
+    per_device: Vec<DeviceReport>,
+    compute_seconds: f64,
+}
+
+impl Assembled {
+    pub fn dim(&self) -> usize {
+        self.plan.dim
+    }
+
+    /// The token budget the batches were cut with (an earlier run's, when resuming).
+    pub fn batch_tokens(&self) -> usize {
+        self.plan.budget
+    }
+
+    /// Batches planned for this run (resumed rows excluded).
+    pub fn batches(&self) -> usize {
+        self.plan.batches
+    }
+
+    /// Rows taken from an earlier run's checkpoint.
+    pub fn resumed(&self) -> usize {
+        self.plan.resumed
+    }
+
+    /// Sequences that failed alone (index, reason), in input order.
+    pub fn failed(&self) -> &[(usize, String)] {
+        &self.failed
+    }
+
+    /// Each worker's share of the step.
+    pub fn device_reports(&self) -> &[DeviceReport] {
+        &self.per_device
+    }
+
+    /// Embedding alone: from the batches planned to the last batch's result.
+    pub fn compute_seconds(&self) -> f64 {
+        self.compute_seconds
+    }
+
+    /// Every finished row into the checkpoint, for a next run that retries only the failures.
+    pub fn save_for_retry(&mut self) -> Result<()> {
+        self.plan.save_pending()
+    }
+
+    /// The ids and rows of every sequence that did not fail, in input order. The rows are
+    /// moved out (not copied: the whole output can be gigabytes), so this is asked once.
+    pub fn take_kept_rows(&mut self, ids: &[String]) -> (Vec<String>, Vec<f32>) {
+        let plan = &mut self.plan;
+        if self.failed.is_empty() {
+            return (ids.to_vec(), std::mem::take(&mut plan.out));
+        }
+        let (n, dim) = (ids.len(), plan.dim);
+        let mut is_failed = vec![false; n];
+        for (i, _) in &self.failed {
+            is_failed[*i] = true;
+        }
+        let mut kept = Vec::with_capacity(n - self.failed.len());
+        let mut values = Vec::with_capacity((n - self.failed.len()) * dim);
+        for i in (0..n).filter(|&i| !is_failed[i]) {
+            kept.push(ids[i].clone());
+            values.extend_from_slice(&plan.out[i * dim..(i + 1) * dim]);
+        }
+        (kept, values)
+    }
+
+    pub fn checkpoint_dir(&self) -> &Path {
+        self.plan.checkpoint.dir()
+    }
+
+    /// The output is complete: the checkpoint is no longer needed.
+    pub fn remove_checkpoint(self) {
+        self.plan.checkpoint.remove();
+    }
+}
+
+/// What a step stopped early leaves for the next run of the same command.
+pub(crate) struct Kept {
+    /// Rows finished (this run's and resumed ones), all saved in the checkpoint.
+    rows: usize,
+    dir: PathBuf,
+}
+
+impl Kept {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -102,7 +215,7 @@ impl<'a> Assembler<'a> {
         }
     }
 
-    pub fn device_name(&self, worker: usize) -> String {
+    fn device_name(&self, worker: usize) -> String {
         self.devices
             .worker_names()
             .get(worker)
@@ -110,12 +223,53 @@ impl<'a> Assembler<'a> {
             .unwrap_or_else(|| format!("worker {worker}"))
     }
 
-    /// Save what is finished (when the step stops early, or before keeping a checkpoint).
-    pub fn save_pending(&mut self) -> Result<()> {
-        match &mut self.plan {
+    /// The engine ran to the end: the progress bar is closed and the step's rows, failures
+    /// and counts handed on.
+    pub fn finish(mut self) -> Result<Assembled> {
+        self.progress.finish();
+        let Some(plan) = self.plan.take() else {
+            bail!("the embedding engine finished without planning the step");
+        };
+        let compute_seconds = plan.compute_seconds();
+        let per_device = self.device_reports(compute_seconds);
+        let mut failed = std::mem::take(&mut self.failed);
+        failed.sort();
+        Ok(Assembled {
+            plan,
+            failed,
+            per_device,
+            compute_seconds,
+        })
+    }
+
+    /// The engine stopped early: what is finished is saved, since the same command resumes
+    /// from it. `None` when the step was not planned yet (no checkpoint exists).
+    pub fn stop(mut self) -> Result<Option<Kept>> {
+        let saved = match &mut self.plan {
             Some(plan) => plan.save_pending(),
             None => Ok(()),
-        }
+        };
+        self.progress.finish();
+        saved?;
+        Ok(self.plan.map(|plan| Kept {
+            rows: plan.rows_done(),
+            dir: plan.checkpoint.dir().to_path_buf(),
+        }))
+    }
+
+    /// Each worker's share of the step, over `compute_seconds` of computing.
+    fn device_reports(&self, compute_seconds: f64) -> Vec<DeviceReport> {
+        self.per_device
+            .iter()
+            .enumerate()
+            .map(|(w, &(sequences, tokens, busy))| DeviceReport {
+                device: self.device_name(w),
+                sequences,
+                tokens,
+                busy_seconds: busy.as_secs_f64(),
+                busy_share: busy.as_secs_f64() / compute_seconds.max(1e-9),
+            })
+            .collect()
     }
 
     /// Checkpoint the pending rows when the last save is `every` old.

@@ -3,6 +3,8 @@
 //! the budget, not a sequence count, bounds device memory (the approach of text-embeddings-
 //! inference and of the original ESM script, which used 2048 tokens).
 
+use crate::models::shape::ModelShape;
+
 /// Indices of `lengths` grouped into batches, longest first (so an out-of-memory shows up on the
 /// first batch, not after an hour). A sequence longer than the budget gets a batch of its own.
 pub fn token_budget_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
@@ -49,7 +51,7 @@ pub const CPU_BATCH_TOKENS: usize = 2048;
 pub fn cpu_budget(
     lengths: &[usize],
     workers: usize,
-    shape: super::engine::ModelShape,
+    shape: ModelShape,
     cache: Option<crate::device::cpu_cache::CacheInfo>,
 ) -> usize {
     let longest = lengths.iter().copied().max().unwrap_or(1).max(1);
@@ -76,7 +78,7 @@ pub const MAX_BATCH_TOKENS: usize = 128 * 1024;
 /// retried, so this only needs to be about right.
 pub fn budget_from_memory(
     free_bytes: u64,
-    shape: super::engine::ModelShape,
+    shape: ModelShape,
     dtype_bytes: usize,
     longest: usize,
 ) -> usize {
@@ -94,11 +96,7 @@ pub fn budget_from_memory(
 /// the attention scores (`heads × longest`, kept in f32 for the softmax) and the feed-forward
 /// activations (`intermediate`, at most f32). At least one longest sequence: alone, it runs or
 /// fails on its own.
-pub fn largest_tensor_budget(
-    limit_bytes: u64,
-    shape: super::engine::ModelShape,
-    longest: usize,
-) -> usize {
+pub fn largest_tensor_budget(limit_bytes: u64, shape: ModelShape, longest: usize) -> usize {
     let per_token = 4
         * (shape.heads * longest.max(1))
             .max(shape.intermediate)
@@ -116,7 +114,7 @@ pub fn cuda_budget(
     free_bytes: Option<u64>,
     total_bytes: Option<u64>,
     default: usize,
-    shape: super::engine::ModelShape,
+    shape: ModelShape,
     dtype_bytes: usize,
     longest: usize,
 ) -> usize {
@@ -135,11 +133,10 @@ pub fn cuda_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::engine::ModelShape;
 
     #[test]
     fn memory_budget_scales_and_is_bounded() {
-        let esm3b = super::super::engine::ModelShape {
+        let esm3b = ModelShape {
             hidden: 2560,
             intermediate: 10240,
             heads: 40,
@@ -155,7 +152,7 @@ mod tests {
 
     #[test]
     fn sequence_longer_than_the_cap_gets_a_budget_not_a_panic() {
-        let esm3b = super::super::engine::ModelShape {
+        let esm3b = ModelShape {
             hidden: 2560,
             intermediate: 10240,
             heads: 40,
@@ -169,7 +166,7 @@ mod tests {
 
     #[test]
     fn largest_tensor_stays_under_the_limit() {
-        let esm3b = super::super::engine::ModelShape {
+        let esm3b = ModelShape {
             hidden: 2560,
             intermediate: 10240,
             heads: 40,
@@ -191,11 +188,7 @@ mod tests {
 
     /// The largest single tensor of a batch of `budget` padded tokens at `longest`: the f32
     /// attention scores `[n, heads, longest, longest]` or the feed-forward activations.
-    fn largest_tensor_bytes(
-        budget: usize,
-        shape: super::super::engine::ModelShape,
-        longest: usize,
-    ) -> u64 {
+    fn largest_tensor_bytes(budget: usize, shape: ModelShape, longest: usize) -> u64 {
         let n = (budget / longest).max(1) as u64;
         let scores = n * shape.heads as u64 * (longest as u64).pow(2) * 4;
         let ffn = n * longest as u64 * shape.intermediate as u64 * 4;
@@ -204,7 +197,7 @@ mod tests {
 
     #[test]
     fn no_cuda_batch_has_a_tensor_above_a_quarter_of_the_memory() {
-        let esm3b = super::super::engine::ModelShape {
+        let esm3b = ModelShape {
             hidden: 2560,
             intermediate: 10240,
             heads: 40,

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::engine::{EncoderLoader, ModelShape, PooledEncoder};
+use super::engine::{EncoderLoader, PooledEncoder};
 use super::EmbedOptions;
 use crate::device::placement::DtypeReadBack;
 use crate::embeddings::{EmbeddingKind, EmbeddingMeta};
 use crate::fasta::{input_label, read_unique, FastaReader, FastaRecord, SeqKind};
 use crate::models::dnabert_s::DnabertS;
 use crate::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
+use crate::models::shape::ModelShape;
 use crate::seq::protein::read_proteins;
 use crate::tokenize::dnabert::{looks_like_protein, DnaTokenizer};
 use crate::tokenize::esm::EsmTokenizer;
@@ -39,13 +40,7 @@ impl<B: Backend> PooledEncoder<B> for Esm2<B> {
         self.hidden_size()
     }
     fn shape(&self) -> ModelShape {
-        let c = self.config();
-        ModelShape {
-            hidden: c.hidden,
-            intermediate: c.ffn,
-            heads: c.heads,
-            layers: c.num_layers,
-        }
+        self.config().into()
     }
     fn dtypes(&self) -> DtypeReadBack {
         let (w, a) = self.computed_dtypes();
@@ -72,14 +67,7 @@ impl<B: Backend> PooledEncoder<B> for DnabertS<B> {
         self.hidden_size()
     }
     fn shape(&self) -> ModelShape {
-        let c = self.config();
-        ModelShape {
-            hidden: c.hidden_size,
-            // The gated MLP's up-projection is twice the intermediate size.
-            intermediate: 2 * c.intermediate_size,
-            heads: c.num_attention_heads,
-            layers: c.num_hidden_layers,
-        }
+        self.config().into()
     }
     fn dtypes(&self) -> DtypeReadBack {
         let (w, a) = self.computed_dtypes();

@@ -14,10 +14,12 @@
 //! than one worker using all cores (measured; see docs/architecture.md, "The engine").
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Condvar, Mutex, Once};
+use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -25,20 +27,11 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::device::placement::DtypeReadBack;
 use crate::device::{BackendTask, Precision};
+use crate::models::shape::ModelShape;
 use crate::models::tensor_to_f32;
 
 /// Single-sequence failures in a row, on one worker, that stop the run.
 pub const MAX_CONSECUTIVE_FAILURES: usize = 16;
-
-/// The sizes that decide a model's memory use per token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelShape {
-    pub hidden: usize,
-    /// Width of the feed-forward activations (both halves of a gated MLP).
-    pub intermediate: usize,
-    pub heads: usize,
-    pub layers: usize,
-}
 
 /// A model that turns a batch of token-id sequences into one pooled vector each.
 pub trait PooledEncoder<B: Backend>: Send + Sync {
@@ -338,140 +331,234 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         quiet_worker_panics();
         let workers = devices.len().min(batches.len()).max(1);
         let queue = WorkQueue::new(batches);
+        let crew = Crew {
+            loader,
+            first: &first,
+            tokens,
+            ids,
+            stop,
+            queue: &queue,
+            faults: &faults,
+            precision,
+            dim,
+            cpu,
+        };
         let (tx, rx) = mpsc::channel::<Event>();
-        let first = &first;
-        let (queue, faults) = (&queue, &faults);
-
         let fatal = std::thread::scope(|scope| -> Option<anyhow::Error> {
             for (w, device) in devices.into_iter().take(workers).enumerate() {
-                let tx = tx.clone();
-                let name = name_of(w);
-                let work = move || {
-                    let model = if cpu || w == 0 {
-                        first.clone()
-                    } else {
-                        let loaded = loader.load::<B>(&device).and_then(|m| {
-                            m.dtypes().check(precision, &name)?;
-                            Ok(m)
-                        });
-                        match loaded {
-                            Ok(m) => m,
-                            Err(e) => {
-                                let _ = tx.send(Event::Fatal(
-                                    e.context(format!("loading the model on {name}")),
-                                ));
-                                queue.close();
-                                return;
-                            }
-                        }
-                    };
-                    let mut in_a_row = 0usize;
-                    while let Some(batch) = queue.pop(stop) {
-                        let started = Instant::now();
-                        let result = run_batch(&model, &batch, tokens, ids, faults, dim);
-                        let busy = started.elapsed();
-                        match result {
-                            Ok(rows) => {
-                                in_a_row = 0;
-                                queue.finish(Vec::new());
-                                let _ = tx.send(Event::Done {
-                                    worker: w,
-                                    batch,
-                                    rows,
-                                    busy,
-                                });
-                            }
-                            Err(reason) if batch.len() > 1 => {
-                                tracing::warn!(
-                                    "a batch of {} sequences failed on {name} ({reason}); retrying it as two halves",
-                                    batch.len()
-                                );
-                                // Give the failed batch's buffers back to the device before
-                                // the halves run (CubeCL's pools keep them otherwise).
-                                if !cpu {
-                                    B::memory_cleanup(&device);
-                                }
-                                let (a, b) = batch.split_at(batch.len() / 2);
-                                queue.finish(vec![a.to_vec(), b.to_vec()]);
-                            }
-                            Err(reason) => {
-                                in_a_row += 1;
-                                queue.finish(Vec::new());
-                                if in_a_row >= MAX_CONSECUTIVE_FAILURES {
-                                    let _ = tx.send(Event::Fatal(anyhow!(
-                                        "{name} failed {in_a_row} sequences in a row, last {}: {reason}; \
-                                         the device or model is broken, stopping",
-                                        ids[batch[0]]
-                                    )));
-                                    queue.close();
-                                    return;
-                                }
-                                let _ = tx.send(Event::Failed {
-                                    worker: w,
-                                    index: batch[0],
-                                    reason,
-                                });
-                            }
-                        }
-                    }
-                };
-                let spawned = std::thread::Builder::new()
-                    .name(format!("{WORKER_PREFIX}{w}"))
-                    .spawn_scoped(scope, move || {
-                        if cpu {
-                            match rayon::ThreadPoolBuilder::new()
-                                .num_threads(1)
-                                .thread_name(move |_| format!("{WORKER_PREFIX}{w}"))
-                                .build()
-                            {
-                                Ok(pool) => pool.install(work),
-                                Err(e) => {
-                                    warn_no_pool(&e.to_string());
-                                    work()
-                                }
-                            }
-                        } else {
-                            work()
-                        }
-                    });
+                let (crew, tx, name) = (&crew, tx.clone(), name_of(w));
+                let spawned = spawn_worker(scope, w, cpu, move || crew.work(w, device, name, tx));
                 if let Err(e) = spawned {
                     queue.close();
                     return Some(anyhow!("cannot start worker thread {w}: {e}"));
                 }
             }
             drop(tx);
-            let mut fatal: Option<anyhow::Error> = None;
-            let keep = |r: Result<()>, fatal: &mut Option<anyhow::Error>| {
-                if let Err(e) = r {
-                    queue.close();
-                    fatal.get_or_insert(e);
-                }
-            };
-            loop {
-                match rx.recv_timeout(Duration::from_millis(500)) {
-                    Ok(Event::Done {
-                        worker,
-                        batch,
-                        rows,
-                        busy,
-                    }) => keep(coordinator.done(worker, &batch, &rows, busy), &mut fatal),
-                    Ok(Event::Failed {
-                        worker,
-                        index,
-                        reason,
-                    }) => coordinator.failed(worker, index, &reason),
-                    Ok(Event::Fatal(e)) => keep(Err(e), &mut fatal),
-                    Err(RecvTimeoutError::Timeout) => keep(coordinator.tick(), &mut fatal),
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            fatal
+            collect(rx, coordinator, &queue)
         });
         match fatal {
             Some(e) => Err(e),
             None => Ok(read_back),
         }
     }
+}
+
+/// What every worker of a job shares.
+struct Crew<'a, B: Backend, L: EncoderLoader> {
+    loader: &'a L,
+    /// The model loaded before the plan: the first device's, and every CPU worker's.
+    first: &'a L::Model<B>,
+    tokens: &'a [Vec<u32>],
+    ids: &'a [String],
+    stop: &'a AtomicUsize,
+    queue: &'a WorkQueue,
+    faults: &'a Faults,
+    precision: Precision,
+    dim: usize,
+    cpu: bool,
+}
+
+impl<B: Backend, L: EncoderLoader> Crew<'_, B, L> {
+    /// Worker `w` on `device`: batches from the queue until it is drained, closed or stopped,
+    /// each result sent to `tx`. A model that does not load here stops the whole run: the
+    /// other devices would carry on with a share they were not sized for, and the device is
+    /// likely broken.
+    fn work(&self, w: usize, device: B::Device, name: String, tx: Sender<Event>) {
+        let model = match self.model(w, &device, &name) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tx.send(Event::Fatal(
+                    e.context(format!("loading the model on {name}")),
+                ));
+                self.queue.close();
+                return;
+            }
+        };
+        let mut worker = Worker {
+            crew: self,
+            w,
+            device,
+            name,
+            tx,
+            in_a_row: 0,
+        };
+        while let Some(batch) = self.queue.pop(self.stop) {
+            let started = Instant::now();
+            let result = run_batch(&model, &batch, self.tokens, self.ids, self.faults, self.dim);
+            if worker.settle(batch, result, started.elapsed()).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Worker `w`'s model: the first one on the CPU (tensors are reference-counted) and on the
+    /// first device; elsewhere its own, which must compute in what the devices were set to.
+    fn model(&self, w: usize, device: &B::Device, name: &str) -> Result<L::Model<B>> {
+        if self.cpu || w == 0 {
+            return Ok(self.first.clone());
+        }
+        let model = self.loader.load::<B>(device)?;
+        model.dtypes().check(self.precision, name)?;
+        Ok(model)
+    }
+}
+
+/// One worker's side of the queue: where its results go, and its single-sequence failures in
+/// a row.
+struct Worker<'a, B: Backend, L: EncoderLoader> {
+    crew: &'a Crew<'a, B, L>,
+    w: usize,
+    device: B::Device,
+    name: String,
+    tx: Sender<Event>,
+    in_a_row: usize,
+}
+
+impl<B: Backend, L: EncoderLoader> Worker<'_, B, L> {
+    /// What a batch's result means: its rows are handed on; a failed batch of several goes back
+    /// to the queue as two halves; a sequence that fails alone is reported, and left out,
+    /// unless it makes [`MAX_CONSECUTIVE_FAILURES`] in a row, which stops the run (`Break`:
+    /// this worker takes no more batches).
+    fn settle(
+        &mut self,
+        batch: Vec<usize>,
+        result: Result<Vec<f32>, String>,
+        busy: Duration,
+    ) -> ControlFlow<()> {
+        let (queue, name) = (self.crew.queue, &self.name);
+        match result {
+            Ok(rows) => {
+                self.in_a_row = 0;
+                queue.finish(Vec::new());
+                let _ = self.tx.send(Event::Done {
+                    worker: self.w,
+                    batch,
+                    rows,
+                    busy,
+                });
+            }
+            Err(reason) if batch.len() > 1 => {
+                tracing::warn!(
+                    "a batch of {} sequences failed on {name} ({reason}); retrying it as two halves",
+                    batch.len()
+                );
+                // Give the failed batch's buffers back to the device before the halves run
+                // (CubeCL's pools keep them otherwise).
+                if !self.crew.cpu {
+                    B::memory_cleanup(&self.device);
+                }
+                let (a, b) = batch.split_at(batch.len() / 2);
+                queue.finish(vec![a.to_vec(), b.to_vec()]);
+            }
+            Err(reason) => {
+                self.in_a_row += 1;
+                queue.finish(Vec::new());
+                if self.in_a_row >= MAX_CONSECUTIVE_FAILURES {
+                    let _ = self.tx.send(Event::Fatal(anyhow!(
+                        "{name} failed {} sequences in a row, last {}: {reason}; \
+                         the device or model is broken, stopping",
+                        self.in_a_row,
+                        self.crew.ids[batch[0]]
+                    )));
+                    queue.close();
+                    return ControlFlow::Break(());
+                }
+                let _ = self.tx.send(Event::Failed {
+                    worker: self.w,
+                    index: batch[0],
+                    reason,
+                });
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Start worker `w`'s thread, named so that its panics stay quiet ([`quiet_worker_panics`]).
+/// A CPU worker runs its kernels on a single-threaded pool of its own (see the module's note).
+fn spawn_worker<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    w: usize,
+    cpu: bool,
+    work: impl FnOnce() + Send + 'scope,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("{WORKER_PREFIX}{w}"))
+        .spawn_scoped(scope, move || {
+            if cpu {
+                match rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("{WORKER_PREFIX}{w}"))
+                    .build()
+                {
+                    Ok(pool) => pool.install(work),
+                    Err(e) => {
+                        warn_no_pool(&e.to_string());
+                        work()
+                    }
+                }
+            } else {
+                work()
+            }
+        })
+        .map(drop)
+}
+
+/// The calling thread's side: every worker's events to the coordinator, until all workers have
+/// ended. The first error (a worker's fatal one, or the coordinator's, such as a checkpoint
+/// that cannot be written) closes the queue and is the run's; results that arrive after it
+/// still reach the coordinator, so their rows are saved for the next run.
+fn collect<C: Coordinator>(
+    rx: Receiver<Event>,
+    coordinator: &mut C,
+    queue: &WorkQueue,
+) -> Option<anyhow::Error> {
+    let mut fatal: Option<anyhow::Error> = None;
+    let keep = |r: Result<()>, fatal: &mut Option<anyhow::Error>| {
+        if let Err(e) = r {
+            queue.close();
+            fatal.get_or_insert(e);
+        }
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(Event::Done {
+                worker,
+                batch,
+                rows,
+                busy,
+            }) => keep(coordinator.done(worker, &batch, &rows, busy), &mut fatal),
+            Ok(Event::Failed {
+                worker,
+                index,
+                reason,
+            }) => coordinator.failed(worker, index, &reason),
+            Ok(Event::Fatal(e)) => keep(Err(e), &mut fatal),
+            Err(RecvTimeoutError::Timeout) => keep(coordinator.tick(), &mut fatal),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    fatal
 }
 
 /// A CPU worker whose single-thread pool cannot start still runs (on rayon's global pool).

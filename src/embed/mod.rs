@@ -10,11 +10,13 @@
 //! - [`engine`]: workers per device on one queue, split-and-retry of failed batches;
 //! - [`batching`]: token-budget batches; [`checkpoint`]: resumable part files.
 
+// Only the steps' entry points, their options and their summary are the crate's surface: the
+// parts below are how one step runs, used by nothing outside embed/.
 mod assembler;
-pub mod batching;
-pub mod checkpoint;
-pub mod encoders;
-pub mod engine;
+mod batching;
+mod checkpoint;
+mod encoders;
+mod engine;
 mod step;
 
 use std::path::{Path, PathBuf};
@@ -126,7 +128,7 @@ pub struct EmbedSummary {
 }
 
 /// `<output>.failed.tsv`: sequences that failed alone (id, step, reason).
-pub fn failed_path(output: &Path) -> PathBuf {
+pub(crate) fn failed_path(output: &Path) -> PathBuf {
     let mut name = output.as_os_str().to_owned();
     name.push(".failed.tsv");
     PathBuf::from(name)
@@ -219,7 +221,7 @@ pub fn finish(s: &EmbedSummary, report: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-pub fn log_summary(s: &EmbedSummary) {
+pub(crate) fn log_summary(s: &EmbedSummary) {
     tracing::info!(
         "{} -> {}: {} sequences x {} dims, {:.1} s ({:.1} sequences/s, {:.0} tokens/s) on {} ({})",
         s.input,

@@ -1,15 +1,16 @@
 //! One embedding step from tokens to files: devices chosen, the engine run under an
-//! [`Assembler`], then the outputs written (the embeddings file, `<output>.failed.tsv` when
-//! sequences failed alone) and the checkpoint removed or kept for the retry.
+//! [`Assembler`], then the outputs written from what it [`Assembled`] (the embeddings file,
+//! `<output>.failed.tsv` when sequences failed alone) and the checkpoint removed or kept for the
+//! retry.
 
 use std::time::Instant;
 
 use anyhow::Result;
 
-use super::assembler::{Assembler, Plan};
+use super::assembler::{Assembled, Assembler, Kept};
 use super::encoders::Tokenized;
 use super::engine::{EmbedJob, EncoderLoader, Faults};
-use super::{failed_path, DeviceReport, EmbedOptions, EmbedSummary};
+use super::{failed_path, EmbedOptions, EmbedSummary};
 use crate::device::placement::DtypeReadBack;
 use crate::device::{self, Devices, LazyPlacement, Precision};
 use crate::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
@@ -41,18 +42,21 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         L::GPU_BATCH_TOKENS,
         progress,
     );
-    let (ran, compute_wall) = run_engine(&mut asm, loader, &tokens, &ids, devices, precision)?;
-    let read_back = match ran {
+    let read_back = match run_engine(&mut asm, loader, &tokens, &ids, devices, precision)? {
         Ok(read_back) => read_back,
-        Err(stop) => return Err(stopped(&mut asm, ids.len(), stop)),
+        Err(stop) => return Err(stopped(asm.stop(), ids.len(), stop)),
     };
-    asm.progress.finish();
-    let Some(plan) = asm.plan.take() else {
-        anyhow::bail!("the embedding engine finished without planning the step");
-    };
-    let (resumed, dim, budget, batches) = (plan.resumed, plan.dim, plan.budget, plan.batches);
-    let mut failed = std::mem::take(&mut asm.failed);
-    failed.sort();
+    let assembled = asm.finish()?;
+    // What the summary reports of the assembled step, read before its rows go to the output.
+    let (resumed, dim, budget, batches) = (
+        assembled.resumed(),
+        assembled.dim(),
+        assembled.batch_tokens(),
+        assembled.batches(),
+    );
+    let failed = assembled.failed().len();
+    let per_device = assembled.device_reports().to_vec();
+    let compute_wall = assembled.compute_seconds();
     let out = Outputs {
         opts,
         ids: &ids,
@@ -60,17 +64,16 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         precision,
         step,
     };
-    let kept = out.write(plan, &failed)?;
+    let kept = out.write(assembled)?;
     let wall = started.elapsed().as_secs_f64();
     let n_tokens: usize = tokens.iter().map(Vec::len).sum();
-    let per_device = device_reports(&asm, compute_wall);
     let computed_tokens: usize = per_device.iter().map(|d| d.tokens).sum();
     Ok(EmbedSummary {
         input: input_label(&opts.input),
         output: opts.output.display().to_string(),
         sequences: kept,
-        failed: failed.len(),
-        failed_file: (!failed.is_empty()).then(|| failed_path(&opts.output).display().to_string()),
+        failed,
+        failed_file: (failed > 0).then(|| failed_path(&opts.output).display().to_string()),
         resumed,
         tokens: n_tokens,
         dim,
@@ -91,7 +94,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
 }
 
 /// Run the engine with signal handlers installed: the dtypes read back from the model, or why
-/// it stopped early; and the seconds it computed for (model loading excluded).
+/// it stopped early.
 fn run_engine<L: EncoderLoader>(
     asm: &mut Assembler,
     loader: &L,
@@ -99,7 +102,7 @@ fn run_engine<L: EncoderLoader>(
     ids: &[String],
     devices: &Devices,
     precision: Precision,
-) -> Result<(Result<DtypeReadBack, Stop>, f64)> {
+) -> Result<Result<DtypeReadBack, Stop>> {
     let signals = StopOnSignal::install()?;
     let stop = signals.flag();
     let job = EmbedJob {
@@ -118,37 +121,13 @@ fn run_engine<L: EncoderLoader>(
         faults: Faults::injected(),
     };
     let result = device::dispatch(devices, precision, job);
-    // Up to the last result, not to the threads' end: dropping a large model (11 GB for the
-    // 3B on the CPU) is not computing.
-    let compute_wall = asm.plan.as_ref().map_or(0.0, |p| {
-        p.last_result
-            .unwrap_or_else(Instant::now)
-            .duration_since(p.compute_started)
-            .as_secs_f64()
-    });
     let interrupted = signals.requested();
     drop(signals);
-    let ran = match (interrupted, result) {
+    Ok(match (interrupted, result) {
         (Some(signal), _) => Err(Stop::Signal(signal)),
         (None, Err(e)) => Err(Stop::Failed(e)),
         (None, Ok(read_back)) => Ok(read_back),
-    };
-    Ok((ran, compute_wall))
-}
-
-/// Each worker's share of the step, for the summary.
-fn device_reports(asm: &Assembler, compute_wall: f64) -> Vec<DeviceReport> {
-    asm.per_device
-        .iter()
-        .enumerate()
-        .map(|(w, &(sequences, tokens, busy))| DeviceReport {
-            device: asm.device_name(w),
-            sequences,
-            tokens,
-            busy_seconds: busy.as_secs_f64(),
-            busy_share: busy.as_secs_f64() / compute_wall.max(1e-9),
-        })
-        .collect()
+    })
 }
 
 /// The step's name in messages and failed.tsv.
@@ -167,19 +146,15 @@ enum Stop {
     Failed(anyhow::Error),
 }
 
-/// The engine stopped early: keep what was finished, since the same command resumes from it,
-/// and say so in the error.
-fn stopped(asm: &mut Assembler, n: usize, stop: Stop) -> anyhow::Error {
-    let saved = asm.save_pending();
-    let done = asm.plan.as_ref().map_or(0, Plan::rows_done);
-    let dir = asm
-        .plan
-        .as_ref()
-        .map(|p| p.checkpoint.dir().display().to_string());
-    asm.progress.finish();
-    if let Err(e) = saved {
-        return e;
-    }
+/// The engine stopped early: say in the error what was kept (`kept`, saved by
+/// [`Assembler::stop`]) for the same command to resume from, or why saving it failed.
+fn stopped(kept: Result<Option<Kept>>, n: usize, stop: Stop) -> anyhow::Error {
+    let kept = match kept {
+        Ok(kept) => kept,
+        Err(e) => return e,
+    };
+    let done = kept.as_ref().map_or(0, Kept::rows);
+    let dir = kept.map(|k| k.dir().display().to_string());
     let err = match stop {
         Stop::Signal(signal) => {
             // Only a stop asked for from outside is cured by running again.
@@ -214,24 +189,25 @@ struct Outputs<'a> {
 }
 
 impl Outputs<'_> {
-    /// The embeddings file without the `failed` sequences, their list, and the checkpoint's
+    /// The embeddings file without the failed sequences, their list, and the checkpoint's
     /// fate; returns the number of sequences written.
-    fn write(&self, mut plan: Plan, failed: &[(usize, String)]) -> Result<usize> {
-        let (ids, dim, n) = (self.ids, plan.dim, self.ids.len());
-        if n > 0 && failed.len() == n {
+    fn write(&self, mut assembled: Assembled) -> Result<usize> {
+        let (ids, dim, n) = (self.ids, assembled.dim(), self.ids.len());
+        let failed = assembled.failed().len();
+        if n > 0 && failed == n {
             // Nothing to hand on: that is a failed step, not a step with some failures.
+            let (first, reason) = &assembled.failed()[0];
             anyhow::bail!(
-                "every one of the {n} sequences failed, e.g. {}: {}",
-                ids[failed[0].0],
-                failed[0].1
+                "every one of the {n} sequences failed, e.g. {}: {reason}",
+                ids[*first]
             );
         }
-        if !failed.is_empty() {
+        if failed > 0 {
             // Every finished row into the checkpoint, which is kept: the next run of the same
             // command retries only the failed sequences.
-            plan.save_pending()?;
+            assembled.save_for_retry()?;
         }
-        let (kept_ids, values) = kept_rows(ids, &mut plan, failed);
+        let (kept_ids, values) = assembled.take_kept_rows(ids);
         let kept = kept_ids.len();
         let set = EmbeddingSet {
             ids: kept_ids,
@@ -243,14 +219,14 @@ impl Outputs<'_> {
             },
         };
         set.write(&self.opts.output)?;
-        self.write_failed(failed)?;
-        if failed.is_empty() {
-            plan.checkpoint.remove();
+        self.write_failed(assembled.failed())?;
+        if failed == 0 {
+            assembled.remove_checkpoint();
         } else {
             tracing::info!(
                 "keeping the checkpoint {}: running the same command again retries only the {} failed sequences",
-                plan.checkpoint.dir().display(),
-                failed.len()
+                assembled.checkpoint_dir().display(),
+                failed
             );
         }
         Ok(kept)
@@ -275,27 +251,4 @@ impl Outputs<'_> {
         }
         write_atomic(&failed_file, tsv.as_bytes())
     }
-}
-
-/// The ids and rows of every sequence that did not fail, in input order.
-fn kept_rows(
-    ids: &[String],
-    plan: &mut Plan,
-    failed: &[(usize, String)],
-) -> (Vec<String>, Vec<f32>) {
-    if failed.is_empty() {
-        return (ids.to_vec(), std::mem::take(&mut plan.out));
-    }
-    let (n, dim) = (ids.len(), plan.dim);
-    let mut is_failed = vec![false; n];
-    for (i, _) in failed {
-        is_failed[*i] = true;
-    }
-    let mut kept = Vec::with_capacity(n - failed.len());
-    let mut values = Vec::with_capacity((n - failed.len()) * dim);
-    for i in (0..n).filter(|&i| !is_failed[i]) {
-        kept.push(ids[i].clone());
-        values.extend_from_slice(&plan.out[i * dim..(i + 1) * dim]);
-    }
-    (kept, values)
 }

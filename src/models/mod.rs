@@ -5,6 +5,7 @@ pub mod cpu_kernels;
 pub mod dnabert_s;
 pub mod esm2;
 pub mod layers;
+pub mod shape;
 
 use anyhow::{anyhow, Result};
 use burn::tensor::{backend::Backend, Tensor};
