@@ -4,9 +4,10 @@
 //! empty files) and reported as one line that names the file.
 //!
 //! The reader knows what it reads ([`SeqKind`]): nucleotides, where RNA is read as DNA (`U` as
-//! `T`, said once per file), or proteins, where every ESM-2 letter is kept (`U` is
-//! selenocysteine, not uracil) and the sequence is read as [`crate::seq::protein`] says (upper
-//! case, whitespace ignored, a final `*` dropped, anything else refused naming the record).
+//! `T`, said once per file), or sequences to keep as written. Proteins are read as the latter
+//! (`U` is selenocysteine there, not uracil) and then by the protein reader of `seq`, which
+//! knows the protein alphabet; this module is the floor below it and knows no alphabet but
+//! RNA's `U`.
 //!
 //! The parser works on bytes rather than text lines, for three reasons: a header's description
 //! may be in any encoding (only the id must be UTF-8, as it is copied into every output); the
@@ -23,8 +24,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 
 /// One FASTA record: the id (header up to the first whitespace) and the sequence lines joined;
-/// for nucleotides with `U`/`u` already read as `T`/`t`, for proteins already upper-cased and
-/// checked ([`SeqKind`]).
+/// for nucleotides with `U`/`u` already read as `T`/`t` ([`SeqKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastaRecord {
     pub id: String,
@@ -38,12 +38,10 @@ pub enum SeqKind {
     /// every other letter kept for the caller to check.
     #[default]
     Nucleotide,
-    /// Amino acids (embed-protein's input): every ESM-2 letter kept, `U` (selenocysteine) and
-    /// `O` (pyrrolysine) included, read by [`crate::seq::protein::read_protein`].
-    Protein,
     /// Any sequence, kept as written (line ends and trailing whitespace dropped, nothing
     /// else): for copying records through unchanged (`predict --sequences`, where an RNA
-    /// input must come back with its `U`).
+    /// input must come back with its `U`), and for proteins, whose `U` (selenocysteine) must
+    /// not become `T` before the protein reader checks their letters.
     Verbatim,
 }
 
@@ -226,10 +224,7 @@ impl FastaReader {
         if seq.capacity() - seq.len() > 1 << 20 {
             seq.shrink_to_fit();
         }
-        if self.kind == SeqKind::Protein {
-            crate::seq::protein::read_protein(&mut seq)
-                .map_err(|why| anyhow!("{}: record #{} ('{id}') {why}", self.label, self.count))?;
-        } else if self.kind == SeqKind::Nucleotide && memchr::memchr2(b'U', b'u', &seq).is_some() {
+        if self.kind == SeqKind::Nucleotide && memchr::memchr2(b'U', b'u', &seq).is_some() {
             read_rna_as_dna(&mut seq);
             if !self.rna_seen {
                 self.rna_seen = true;
@@ -480,15 +475,20 @@ pub fn read_unique(input: &Path, kind: SeqKind) -> Result<Option<Vec<FastaRecord
     let Some(reader) = FastaReader::open_allow_empty(input)? else {
         return Ok(None);
     };
-    collect_unique(reader.with_kind(kind)).map(Some)
+    let label = reader.label().to_string();
+    collect_unique(&label, reader.with_kind(kind)).map(Some)
 }
 
-/// Every record of `reader`, refusing duplicate ids since later steps join by id.
-pub fn collect_unique(reader: FastaReader) -> Result<Vec<FastaRecord>> {
-    let label = reader.label().to_string();
+/// Every record of `records` (read from the input named `label`), refusing duplicate ids since
+/// later steps join by id. Takes any iterator so that a caller may read each record further
+/// (proteins) before its id is checked, in the order the reader met them.
+pub fn collect_unique(
+    label: &str,
+    records: impl IntoIterator<Item = Result<FastaRecord>>,
+) -> Result<Vec<FastaRecord>> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for rec in reader {
+    for rec in records {
         let rec = rec?;
         if !seen.insert(rec.id.clone()) {
             bail!(
@@ -588,24 +588,6 @@ mod tests {
     fn verbatim_keeps_every_letter() {
         let got = read_as(b">r x\nAUGuu \r\nN*1\n", SeqKind::Verbatim).unwrap();
         assert_eq!(pairs(&got), [("r", "AUGuuN*1")]);
-    }
-
-    #[test]
-    fn proteins_keep_u_and_o_and_are_read_as_proteins() {
-        // Selenocysteine and pyrrolysine are residues, not RNA: no U becomes T, and no warning.
-        let got = read_as(b">p\nMKU OV\nuo*\n>q\nACGU\n", SeqKind::Protein).unwrap();
-        assert_eq!(pairs(&got), [("p", "MKUOVUO"), ("q", "ACGU")]);
-    }
-
-    #[test]
-    fn an_unreadable_protein_is_refused_naming_file_and_record() {
-        let err = read_as(b">a\nMKV\n>b x\nMK1V\n", SeqKind::Protein).unwrap_err();
-        assert!(
-            err.starts_with("t.fa: record #2 ('b') has '1' at position 3"),
-            "{err}"
-        );
-        let err = read_as(b">a\nMKV\n>e\n>c\nM\n", SeqKind::Protein).unwrap_err();
-        assert!(err.contains("record #2 ('e') has no residues"), "{err}");
     }
 
     #[test]
