@@ -16,6 +16,21 @@
 //! [`MAX_HEADER_BYTES`], and a record larger than this process may hold is refused with a
 //! message naming it, not an allocation abort: a few KB of compressed input can expand to one
 //! line of many GB.
+//!
+//! Why our own reader rather than the `needletail` crate (weighed at 0.7.4): its guarantees are
+//! not these, and wrapping it would leave it only the line splitting. It has no bound on a record:
+//! its buffer grows until an allocation fails and the process aborts (a 3 GB one-line record under
+//! a 2 GiB address-space limit aborted at a 2 GiB allocation; this reader refuses it at 1 GiB
+//! bases, naming the record), and a bound cannot be put in front of it without finding record
+//! starts first, which is this parser again. It reads only the first stream of a concatenated
+//! bzip2 or xz file (what `pbzip2` writes, or `cat` of two files), without a word; its errors give
+//! a line number but neither the file nor the record; it refuses leading blank lines and takes
+//! empty, non-UTF-8 and control-character ids as they come. A record of many lines is held twice,
+//! as read and joined: 560 MiB peak for one 272 Mbp record in 60-column lines, 262 MiB here. Nor
+//! is it faster where it would count: on 272 Mbp in 14,000 records (Intel Xeon Processor, 2 shared
+//! cores, best of 6 runs) it took 0.105 s against 0.137 s with one line per record, 0.416 s
+//! against 0.325 s with 60-column lines, and the same 4.1 s gzipped, where decompression is the
+//! cost; and reading was 3% of `translate`'s time on a 13.6 Mbp part of that input.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
