@@ -312,6 +312,14 @@ impl FastaReader {
                 seq.truncate(kept);
                 return Ok(());
             }
+            if at_line_start && avail[0] == b'\n' {
+                // A run of blank lines adds nothing to the record: skipped in one step, not line
+                // by line (`translate` of 2 GiB of them, 72 KB as zstd, took 25 s of CPU one by
+                // one and takes 1.2 s so).
+                let blank = avail.iter().take_while(|&&b| b == b'\n').count();
+                self.input.consume(blank);
+                continue;
+            }
             let (take, eol) = match memchr::memchr(b'\n', avail) {
                 Some(i) => (i + 1, true),
                 None => (avail.len(), false),
@@ -579,6 +587,17 @@ mod tests {
     fn records_lines_and_blank_lines() {
         let got = read_all(b"\n\n>a desc here\nACGT\nAC\n\n>b\nGG\n>c\n").unwrap();
         assert_eq!(pairs(&got), [("a", "ACGTAC"), ("b", "GG"), ("c", "")]);
+    }
+
+    #[test]
+    fn runs_of_blank_lines_longer_than_the_buffer_are_skipped() {
+        let mut bytes = b">a\nAC\n".to_vec();
+        bytes.extend(vec![b'\n'; 3 << 20]);
+        bytes.extend(b"GT \r\n\r\n\n\n");
+        bytes.extend(vec![b'\n'; (1 << 20) + 7]);
+        bytes.extend(b">b\n\n\nT\n\n");
+        let got = read_all(&bytes).unwrap();
+        assert_eq!(pairs(&got), [("a", "ACGT"), ("b", "T")]);
     }
 
     #[test]
