@@ -26,7 +26,7 @@
 //! A record that looks like nucleotides ([`looks_like_nucleotide`]) is refused by name: a DNA
 //! file given by mistake would otherwise be embedded as a protein of Ala, Cys, Gly and Thr.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 use crate::fasta::{collect_unique, FastaReader, FastaRecord, SeqKind};
 use crate::seq::validate::show_byte;
@@ -122,11 +122,24 @@ pub fn looks_like_nucleotide(seq: &[u8]) -> bool {
     letters >= NUCLEOTIDE_MIN_LETTERS && acgtun * 10 >= letters * 9 && seen.iter().all(|&s| s)
 }
 
-/// embed-protein's reader path: every record of `reader` read as a protein, ids unique, and
-/// none that looks like nucleotides. The first record refused is named in a one-line error.
+/// embed-protein's reader path: every record of `reader` read as a protein ([`read_protein`]),
+/// ids unique, and none that looks like nucleotides. The first record refused is named in a
+/// one-line error. The reader keeps the letters as written (its nucleotide reading would turn
+/// selenocysteine's `U` into `T`); each record is read as a protein as it comes, so the first
+/// bad record is the one reported whatever is wrong with it.
 pub fn read_proteins(reader: FastaReader) -> Result<Vec<FastaRecord>> {
     let label = reader.label().to_string();
-    let records = collect_unique(reader.with_kind(SeqKind::Protein))?;
+    // The reader stops at its first error, so the n-th record it yields is record #n.
+    let proteins = reader
+        .with_kind(SeqKind::Verbatim)
+        .enumerate()
+        .map(|(i, rec)| {
+            let mut rec = rec?;
+            read_protein(&mut rec.seq)
+                .map_err(|why| anyhow!("{label}: record #{} ('{}') {why}", i + 1, rec.id))?;
+            Ok(rec)
+        });
+    let records = collect_unique(&label, proteins)?;
     if let Some((i, rec)) = records
         .iter()
         .enumerate()
@@ -146,6 +159,45 @@ pub fn read_proteins(reader: FastaReader) -> Result<Vec<FastaRecord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The records of `bytes` as [`read_proteins`] reads them, or its one-line error.
+    fn read_file(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+        let reader = FastaReader::from_reader(
+            Box::new(std::io::Cursor::new(bytes.to_vec())),
+            "t.fa".into(),
+        )
+        .map_err(|e| format!("{e:#}"))?
+        .expect("records");
+        let records = read_proteins(reader).map_err(|e| format!("{e:#}"))?;
+        Ok(records
+            .into_iter()
+            .map(|r| (r.id, String::from_utf8(r.seq).unwrap()))
+            .collect())
+    }
+
+    #[test]
+    fn proteins_keep_u_and_o_and_are_read_as_proteins() {
+        // Selenocysteine and pyrrolysine are residues, not RNA: no U becomes T, and no warning.
+        let got = read_file(b">p\nMKU OV\nuo*\n>q\nACGU\n").unwrap();
+        let want = [("p", "MKUOVUO"), ("q", "ACGU")].map(|(i, s)| (i.into(), s.into()));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_unreadable_protein_is_refused_naming_file_and_record() {
+        let err = read_file(b">a\nMKV\n>b x\nMK1V\n").unwrap_err();
+        assert!(
+            err.starts_with("t.fa: record #2 ('b') has '1' at position 3"),
+            "{err}"
+        );
+        let err = read_file(b">a\nMKV\n>e\n>c\nM\n").unwrap_err();
+        assert!(err.contains("record #2 ('e') has no residues"), "{err}");
+        // A bad protein before a bad header is the one reported.
+        let err = read_file(b">a\nMK1\n>\nM\n").unwrap_err();
+        assert!(err.contains("record #1 ('a') has '1'"), "{err}");
+        let err = read_file(b">a\nM\n>a\nMK\n").unwrap_err();
+        assert!(err.contains("duplicate record id 'a'"), "{err}");
+    }
 
     fn read(s: &str) -> Result<String, String> {
         let mut v = s.as_bytes().to_vec();

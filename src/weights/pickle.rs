@@ -390,8 +390,34 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// One opcode, handed to the group that knows it; each group answers whether the opcode
+    /// was one of its own. What no group knows is refused by name and offset.
     fn step(&mut self, code: u8) -> Result<()> {
         let at = self.pos - 1;
+        let handled = self.stack_op(code, at)?
+            || self.number(code, at)?
+            || self.text_or_bytes(code, at)?
+            || self.container(code, at)?
+            || self.memo_op(code, at)?
+            || self.call_op(code, at)?;
+        if handled {
+            return Ok(());
+        }
+        match code {
+            op::STRING | op::UNICODE | op::EXT1 | op::EXT2 | op::EXT4 | op::NEXT_BUFFER => {
+                bail!(
+                    "unsupported pickle opcode {} (0x{code:02x}) at offset {at}",
+                    op::name(code)
+                )
+            }
+            _ => bail!(
+                "unknown pickle opcode 0x{code:02x} at offset {at} (not a pickle, or a corrupt one)"
+            ),
+        }
+    }
+
+    /// Protocol and framing, marks and the plain stack moves.
+    fn stack_op(&mut self, code: u8, at: usize) -> Result<bool> {
         match code {
             op::PROTO => {
                 let v = self.take_u8()?;
@@ -422,8 +448,14 @@ impl<'a> Parser<'a> {
                     .with_context(|| format!("DUP on an empty stack at offset {at}"))?;
                 self.stack.push(top);
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 
-            // scalars
+    /// `None`, booleans, integers and floats.
+    fn number(&mut self, code: u8, at: usize) -> Result<bool> {
+        match code {
             op::NONE => self.push(Value::None),
             op::NEWTRUE => self.push(Value::Bool(true)),
             op::NEWFALSE => self.push(Value::Bool(false)),
@@ -478,8 +510,14 @@ impl<'a> Parser<'a> {
                         .with_context(|| format!("bad FLOAT {line:?}"))?,
                 ));
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 
-            // strings and bytes
+    /// Text and byte strings (`READONLY_BUFFER` only flags the bytes already pushed).
+    fn text_or_bytes(&mut self, code: u8, at: usize) -> Result<bool> {
+        match code {
             op::BINUNICODE => {
                 let n = self.take_ulen4()?;
                 self.push_utf8(n)?;
@@ -526,8 +564,15 @@ impl<'a> Parser<'a> {
             op::READONLY_BUFFER => {
                 self.top(at)?;
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 
-            // containers
+    /// Building tuples, lists, dicts and sets, and filling them (or an object's list and
+    /// dict items) after they were memoised.
+    fn container(&mut self, code: u8, at: usize) -> Result<bool> {
+        match code {
             op::EMPTY_TUPLE => self.push(Value::Tuple(Vec::new())),
             op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
                 let n = (code - op::TUPLE1 + 1) as usize;
@@ -586,8 +631,14 @@ impl<'a> Parser<'a> {
                     _ => bail!("ADDITEMS on a {} at offset {at}", self.kind_at(target)),
                 }
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 
-            // memo
+    /// The memo: `PUT`s name the top of the stack, `GET`s push it again.
+    fn memo_op(&mut self, code: u8, at: usize) -> Result<bool> {
+        match code {
             op::BINPUT => {
                 let k = self.take_u8()? as u64;
                 self.put(k, at)?;
@@ -622,8 +673,15 @@ impl<'a> Parser<'a> {
                     .with_context(|| format!("bad GET index {line:?}"))?;
                 self.get(k, at)?;
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 
-            // classes, calls, objects
+    /// Classes, calls and objects, recorded rather than run, and persistent ids (torch's
+    /// storages).
+    fn call_op(&mut self, code: u8, at: usize) -> Result<bool> {
+        match code {
             op::GLOBAL => {
                 let module = self.take_line_str()?;
                 let name = self.take_line_str()?;
@@ -711,18 +769,9 @@ impl<'a> Parser<'a> {
                 let pid = self.alloc(Value::Str(line));
                 self.push(Value::PersistentId(pid));
             }
-
-            op::STRING | op::UNICODE | op::EXT1 | op::EXT2 | op::EXT4 | op::NEXT_BUFFER => {
-                bail!(
-                    "unsupported pickle opcode {} (0x{code:02x}) at offset {at}",
-                    op::name(code)
-                )
-            }
-            _ => bail!(
-                "unknown pickle opcode 0x{code:02x} at offset {at} (not a pickle, or a corrupt one)"
-            ),
+            _ => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     }
 
     /// `callable(*args)`. `copyreg.__newobj__(cls, *args)` and `copyreg.__newobj_ex__(cls,
