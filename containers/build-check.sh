@@ -12,19 +12,25 @@
 # (`cargo test --release` built it with the tests' fault-injection feature, which a plain build
 # leaves out); the cuda one costs a full build the first time (~10 min on 2 cores).
 #
-# Usage: containers/build-check.sh [--print] [cuda|cpu ...]
+# Usage: containers/build-check.sh [--print] [--check] [cuda|cpu ...]
 #   --print   only print the cargo command of each variant (what would run), build nothing
+#   --check   the same line with `cargo check` for `cargo build`: every crate of the variant
+#             type-checked, no code generated, so no binary to run or to hold to the runtime's
+#             glibc (CI does this for cuda: the full cuda build is the GPU kit's, made before
+#             every GPU session by bench/gpu/kit.sh build; here it cost ~10 min of CI's time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dockerfile=containers/Dockerfile
 print_only=0
+check_only=0
 variants=()
 for arg in "$@"; do
   case "$arg" in
     --print) print_only=1 ;;
+    --check) check_only=1 ;;
     cuda | cpu) variants+=("$arg") ;;
-    *) echo "usage: $0 [--print] [cuda|cpu ...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--print] [--check] [cuda|cpu ...]" >&2; exit 2 ;;
   esac
 done
 [ "${#variants[@]}" -gt 0 ] || variants=(cuda cpu)
@@ -34,6 +40,12 @@ fail() { echo "build-check: $*" >&2; exit 1; }
 mapfile -t runs < <(grep -E '^RUN .*cargo build' "$dockerfile" || true)
 [ "${#runs[@]}" -eq 1 ] || fail "expected exactly one 'RUN ... cargo build' line in $dockerfile, found ${#runs[@]}"
 build_cmd=${runs[0]#RUN }
+if [ "$check_only" -eq 1 ]; then
+  case "$build_cmd" in
+    *"cargo build "*) build_cmd=${build_cmd/cargo build /cargo check } ;;
+    *) fail "--check: no 'cargo build ' in the RUN line: $build_cmd" ;;
+  esac
+fi
 
 # ARG defaults: the global ones (before the first FROM) and the build stage's.
 mapfile -t global_args < <(awk '/^FROM /{exit} /^ARG [A-Za-z_][A-Za-z0-9_]*=/{sub(/^ARG /, ""); print}' "$dockerfile")
@@ -99,6 +111,10 @@ for variant in "${variants[@]}"; do
 
   echo "== build-check $variant: $build_cmd (${env_args[*]})"
   env "${env_args[@]}" sh -c "$build_cmd"
+  if [ "$check_only" -eq 1 ]; then
+    echo "$variant: type-checked (no binary built)"
+    continue
+  fi
   version=$(target/release/virnucpro --version)
   echo "$variant: $version"
   case "$version" in

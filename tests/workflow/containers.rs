@@ -43,6 +43,17 @@ fn build_check_runs_the_dockerfile_cargo_command_for_both_variants() {
         String::from_utf8_lossy(&o.stdout),
         "cuda: cargo build --release --locked --features cuda\ncpu: cargo build --release --locked\n"
     );
+    // CI's cuda variant: the same line type-checked.
+    let o = Command::new("bash")
+        .arg(repo().join("containers/build-check.sh"))
+        .args(["--print", "--check", "cuda"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "cuda: cargo check --release --locked --features cuda\n"
+    );
     // One cargo build line, or the mirror refuses (so the two cannot drift apart silently).
     let dockerfile = read("containers/Dockerfile");
     let runs: Vec<&str> = dockerfile
