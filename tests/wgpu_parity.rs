@@ -24,7 +24,7 @@ mod on_wgpu {
     use virnucpro::models::layers::Norm;
     use virnucpro::tokenize::esm::EsmTokenizer;
 
-    use crate::common::{self, fixtures, run, stderr, Case};
+    use crate::common::{self, fixtures, run, s, stderr, Case};
 
     const TOL: f32 = 1e-4;
 
@@ -896,10 +896,6 @@ mod on_wgpu {
                 assert!(diff <= 1e-4, "{name}: {diff}");
             }
         }
-    }
-
-    fn s(p: &Path) -> &str {
-        p.to_str().unwrap()
     }
 
     /// `run --device wgpu` on the end-to-end sample: the goldens' labels exact, scores within

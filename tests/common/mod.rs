@@ -8,6 +8,11 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// A path as the `&str` an argument list takes (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_virnucpro"))
 }

@@ -9,12 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_refused, fixtures, run, stderr};
+use crate::common::{assert_refused, fixtures, run, s, stderr};
 use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Every file under `dir` (relative path, contents), hidden ones included, sorted.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {

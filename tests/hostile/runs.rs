@@ -13,12 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_refused, bin, fixtures, run_bounded, stderr};
+use crate::common::{assert_refused, bin, fixtures, run_bounded, s, stderr};
 use virnucpro::embeddings::EmbeddingSet;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn dnabert() -> PathBuf {
     fixtures().join("dnabert_s_tiny")

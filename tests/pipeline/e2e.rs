@@ -5,11 +5,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_error, fixtures, records, run, stderr};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::common::{assert_error, fixtures, records, run, s, stderr};
 
 fn ok(args: &[&str]) {
     let o = run(args, None);

@@ -14,17 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_error, stderr};
+use crate::common::{assert_error, s, stderr};
 use virnucpro::device::lease;
 
 /// The other user of the two-user tests (`nobody` on most systems).
 const ATTACKER: u32 = 65534;
 /// A second, unprivileged victim.
 const VICTIM: u32 = 4242;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();

@@ -7,11 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::common::{fixtures, run, stderr};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::common::{fixtures, run, s, stderr};
 
 fn ok(args: &[&str]) -> String {
     let o = run(args, None);

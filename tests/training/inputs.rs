@@ -4,12 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_refused, run_bounded, stderr};
+use crate::common::{assert_refused, run_bounded, s, stderr};
 use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A tiny separable data set: `n` ORFs, DNA `dd`-d and protein `pd`-d embeddings, labels
 /// alternating virus / others with the first column carrying the class.
