@@ -22,19 +22,13 @@ fn ok(args: &[&str]) -> String {
 /// `n` records of 300 bases (one chunk at `-c 300`) of random sense codons (a fixed LCG), so
 /// frame F1 of every chunk is an ORF; ids `prefix<k>`.
 fn fasta(path: &Path, prefix: &str, n: usize, seed: u64) {
-    let mut x = seed;
+    let mut rng = crate::common::parity::Lcg(seed);
     let mut text = String::new();
     for k in 0..n {
         text.push_str(&format!(">{prefix}{k}\n"));
         let mut codons = 0;
         while codons < 100 {
-            let mut codon = String::new();
-            for _ in 0..3 {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                codon.push(b"ACGT"[(x >> 62) as usize] as char);
-            }
+            let codon = rng.dna(3);
             if !["TAA", "TAG", "TGA"].contains(&codon.as_str()) {
                 text.push_str(&codon);
                 codons += 1;
