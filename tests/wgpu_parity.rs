@@ -873,26 +873,7 @@ mod on_wgpu {
             "run.json names no wgpu device: {text}"
         );
 
-        let golden = fixtures().join("e2e/chunk500");
-        let want = fs::read_to_string(golden.join("prediction_results.txt")).unwrap();
-        let got = fs::read_to_string(out.join("prediction_results.txt")).unwrap();
-        let (want, got): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-        assert_eq!(want.len(), got.len(), "row count");
-        let mut worst = 0f32;
-        for (w, g) in want.iter().zip(&got).skip(1) {
-            let (w, g): (Vec<&str>, Vec<&str>) = (w.split('\t').collect(), g.split('\t').collect());
-            assert_eq!(w[..2], g[..2], "id/label");
-            for c in 2..4 {
-                let (a, b): (f32, f32) = (w[c].parse().unwrap(), g[c].parse().unwrap());
-                assert!((a - b).abs() <= 1e-4, "{}: score {c} {a} vs {b}", w[0]);
-                worst = worst.max((a - b).abs());
-            }
-        }
-        assert_eq!(
-            fs::read_to_string(golden.join("prediction_results_highestscore.csv")).unwrap(),
-            fs::read_to_string(out.join("prediction_results_highestscore.csv")).unwrap(),
-            "prediction_results_highestscore.csv"
-        );
+        let worst = common::check_e2e_goldens(&out, "500");
         eprintln!("run --device wgpu: labels exact, scores max abs diff {worst:e}");
     }
 

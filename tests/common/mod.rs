@@ -60,6 +60,36 @@ pub fn assert_error(o: &Output, needles: &[&str]) {
     assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
 }
 
+/// Compare a run's prediction tables in `out` with the end-to-end goldens of chunk size `chunk`
+/// (tests/fixtures/e2e/chunk<chunk>): ids, labels and the highest-score table exact, scores
+/// within 1e-4. Returns the largest score difference.
+pub fn check_e2e_goldens(out: &Path, chunk: &str) -> f32 {
+    let golden = fixtures().join(format!("e2e/chunk{chunk}"));
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let want = read(golden.join("prediction_results.txt"));
+    let got = read(out.join("prediction_results.txt"));
+    let (want, got): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+    assert_eq!(want.len(), got.len(), "row count");
+    assert_eq!(want[0], got[0], "header");
+    let mut worst = 0f32;
+    for (w, g) in want.iter().zip(&got).skip(1) {
+        let (w, g): (Vec<&str>, Vec<&str>) = (w.split('\t').collect(), g.split('\t').collect());
+        assert_eq!(w[..2], g[..2], "id/label");
+        for c in 2..4 {
+            let (a, b): (f32, f32) = (w[c].parse().unwrap(), g[c].parse().unwrap());
+            assert!((a - b).abs() <= 1e-4, "{}: score {c} {a} vs {b}", w[0]);
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert_eq!(
+        read(golden.join("prediction_results_highestscore.csv")),
+        read(out.join("prediction_results_highestscore.csv")),
+        "prediction_results_highestscore.csv (chunk {chunk})"
+    );
+    worst
+}
+
 /// FASTA records as (id line, sequence) pairs, for record-by-record comparison messages.
 pub fn records(text: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();

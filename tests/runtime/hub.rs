@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha1::Digest as _;
 
-use crate::common::{assert_error, fixtures, stderr};
+use crate::common::{assert_error, check_e2e_goldens, fixtures, stderr};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// The server stops by itself after this long or this many requests.
@@ -661,29 +661,8 @@ fn fetch_writes_the_hf_cache_layout_and_offline_run_reproduces_the_goldens() {
         );
         c.env("HF_HUB_OFFLINE", "1");
         ok(&out(c));
-        check_goldens(&outdir, chunk);
+        check_e2e_goldens(&outdir, chunk);
     }
-}
-
-/// The e2e goldens (as tests/pipeline/e2e.rs checks them): ids, labels exact, scores 1e-4.
-fn check_goldens(out: &Path, chunk: &str) {
-    let golden = fixtures().join(format!("e2e/chunk{chunk}"));
-    let want = fs::read_to_string(golden.join("prediction_results.txt")).unwrap();
-    let got = fs::read_to_string(out.join("prediction_results.txt")).unwrap();
-    let (want, got): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-    assert_eq!(want.len(), got.len(), "row count");
-    for (w, g) in want.iter().zip(&got).skip(1) {
-        let (w, g): (Vec<&str>, Vec<&str>) = (w.split('\t').collect(), g.split('\t').collect());
-        assert_eq!(w[..2], g[..2], "id/label");
-        for c in 2..4 {
-            let (a, b): (f32, f32) = (w[c].parse().unwrap(), g[c].parse().unwrap());
-            assert!((a - b).abs() <= 1e-4, "{}: score {c} {a} vs {b}", w[0]);
-        }
-    }
-    assert_eq!(
-        fs::read_to_string(golden.join("prediction_results_highestscore.csv")).unwrap(),
-        fs::read_to_string(out.join("prediction_results_highestscore.csv")).unwrap()
-    );
 }
 
 #[test]
@@ -992,7 +971,7 @@ fn run_with_download_fetches_what_is_missing() {
         ],
     ));
     ok(&o);
-    check_goldens(&outdir, "500");
+    check_e2e_goldens(&outdir, "500");
     // No checksum given with the URL: the sha256 is recorded, and said to be unverified.
     let listed = ok(&out(cmd(tmp.path(), None, &["models", "list"])));
     assert!(listed.contains(&sha256(&mlp)), "{listed}");
