@@ -526,11 +526,33 @@ fn fixture(rel: &str) -> Vec<u8> {
     fs::read(fixtures().join(rel)).unwrap()
 }
 
-fn fetch_esm(home: &Path, server: &Server) -> Output {
-    out(cmd(
+/// `models fetch --esm <repo>` from `server` (or the environment's endpoint), into `home`.
+fn fetch_esm_cmd(home: &Path, server: Option<&Server>, repo: &str) -> std::process::Command {
+    cmd(home, server, &["models", "fetch", "--esm", repo])
+}
+
+/// [`fetch_esm_cmd`] of `repo`, [`bounded`].
+fn fetch_esm_bounded(home: &Path, server: &Server, repo: &str, secs: u64, mem_mib: u64) -> Output {
+    bounded(
         home,
         Some(server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
+        &["models", "fetch", "--esm", repo],
+        secs,
+        mem_mib,
+    )
+}
+
+/// The tiny ESM-2 (`test/esm2-tiny`) fetched from `server` into `home`.
+fn fetch_esm(home: &Path, server: &Server) -> Output {
+    out(fetch_esm_cmd(home, Some(server), "test/esm2-tiny"))
+}
+
+/// `models fetch --classifier <what>` from `server` (or the environment's endpoint).
+fn fetch_classifier(home: &Path, server: Option<&Server>, what: &str) -> Output {
+    out(cmd(
+        home,
+        server,
+        &["models", "fetch", "--classifier", what],
     ))
 }
 
@@ -608,11 +630,7 @@ fn fetch_writes_the_hf_cache_layout_and_offline_run_reproduces_the_goldens() {
 
     // A second fetch downloads nothing.
     let gets = server.log().len();
-    let again = ok(&out(cmd(
-        &home,
-        Some(&server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-    )));
+    let again = ok(&fetch_esm(&home, &server));
     assert!(again.contains("already cached"), "{again}");
     assert!(
         server.log()[gets..]
@@ -828,15 +846,11 @@ fn two_concurrent_fetches_both_succeed_with_one_download() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let spawn = || {
-        cmd(
-            tmp.path(),
-            Some(&server),
-            &["models", "fetch", "--esm", "test/esm2-tiny"],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+        fetch_esm_cmd(tmp.path(), Some(&server), "test/esm2-tiny")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -987,11 +1001,7 @@ fn an_unreachable_endpoint_is_one_line_about_the_network() {
         .unwrap()
         .port();
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = cmd(
-        tmp.path(),
-        None,
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-    );
+    let mut c = fetch_esm_cmd(tmp.path(), None, "test/esm2-tiny");
     c.env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"));
     assert_error(&out(c), &["test/esm2-tiny", "cannot reach", "no network"]);
 }
@@ -1075,13 +1085,7 @@ fn a_shard_index_naming_an_index_is_refused_in_a_few_requests() {
     for repo in ["evil/self-index", "evil/other-index"] {
         let tmp = tempfile::tempdir().unwrap();
         let before = server.log().len();
-        let o = bounded(
-            tmp.path(),
-            Some(&server),
-            &["models", "fetch", "--esm", repo],
-            60,
-            2048,
-        );
+        let o = fetch_esm_bounded(tmp.path(), &server, repo, 60, 2048);
         assert_error(&o, &[repo, "as a shard", "not weights"]);
         let requests = server.log().len() - before;
         assert!(requests <= 8, "{repo}: {requests} requests");
@@ -1107,13 +1111,7 @@ fn an_index_naming_thousands_of_shards_is_refused_before_downloading_them() {
         ..Setup::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let o = bounded(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "evil/many-shards"],
-        120,
-        2048,
-    );
+    let o = fetch_esm_bounded(tmp.path(), &server, "evil/many-shards", 120, 2048);
     assert_error(&o, &["evil/many-shards", "more than 256 files"]);
     assert!(
         server.log().iter().all(|l| !l.starts_with("GET /lfs/")),
@@ -1129,13 +1127,7 @@ fn a_body_without_a_size_is_bounded_by_what_such_a_file_can_be() {
         ..Faults::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let o = bounded(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-        120,
-        2048,
-    );
+    let o = fetch_esm_bounded(tmp.path(), &server, "test/esm2-tiny", 120, 2048);
     assert_error(
         &o,
         &[
@@ -1162,11 +1154,7 @@ fn free_space_is_checked_while_a_body_of_unknown_size_arrives() {
         ..Faults::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-    );
+    let mut c = fetch_esm_cmd(tmp.path(), Some(&server), "test/esm2-tiny");
     c.env("VIRNUCPRO_TEST_FREE_BYTES", ((65u64) << 20).to_string());
     let o = out(c);
     assert_error(
@@ -1186,11 +1174,7 @@ fn a_server_dripping_bytes_is_given_up_with_a_clear_error() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut c = cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-    );
+    let mut c = fetch_esm_cmd(tmp.path(), Some(&server), "test/esm2-tiny");
     c.env("VIRNUCPRO_HTTP_TIMEOUT_SECS", "2");
     let mut c2 = std::process::Command::new("timeout");
     c2.args(["--kill-after=5", "60"])
@@ -1233,17 +1217,9 @@ fn a_pinned_classifier_url_is_checked_every_time_not_taken_from_an_unpinned_fetc
     let url = format!("{}/raw/tampered.pth", server.url());
     let pinned = format!("{url}#sha256={}", sha256(&genuine));
     // An unpinned fetch caches the tampered file (nothing says it is wrong)...
-    ok(&out(cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--classifier", &url],
-    )));
+    ok(&fetch_classifier(tmp.path(), Some(&server), &url));
     // ...which the pinned URL never uses: it downloads, and the pin refuses the bytes.
-    let o = out(cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--classifier", &pinned],
-    ));
+    let o = fetch_classifier(tmp.path(), Some(&server), &pinned);
     assert_error(&o, &["tampered.pth", "sha256 mismatch", "nothing cached"]);
     let o = out(cmd(
         tmp.path(),
@@ -1270,21 +1246,13 @@ fn a_pinned_classifier_url_is_checked_every_time_not_taken_from_an_unpinned_fetc
         server.url(),
         sha256(&genuine)
     );
-    let listed = ok(&out(cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--classifier", &good],
-    )));
+    let listed = ok(&fetch_classifier(tmp.path(), Some(&server), &good));
     let cached = PathBuf::from(listed.trim().split('\t').nth(2).unwrap());
     assert_eq!(fs::read(&cached).unwrap(), genuine);
     let mut changed = genuine.clone();
     changed[mid] ^= 1;
     fs::write(&cached, &changed).unwrap();
-    let o = out(cmd(
-        tmp.path(),
-        None,
-        &["models", "fetch", "--classifier", &good],
-    ));
+    let o = fetch_classifier(tmp.path(), None, &good);
     assert_error(
         &o,
         &["does not match its sha256", "delete", "fetch it again"],
@@ -1292,11 +1260,7 @@ fn a_pinned_classifier_url_is_checked_every_time_not_taken_from_an_unpinned_fetc
     // An unpinned cached file is held to the sha256 recorded when it was downloaded.
     let unpinned = cached_classifier(tmp.path(), &url);
     fs::write(&unpinned, &genuine).unwrap();
-    let o = out(cmd(
-        tmp.path(),
-        None,
-        &["models", "fetch", "--classifier", &url],
-    ));
+    let o = fetch_classifier(tmp.path(), None, &url);
     assert_error(&o, &["sha256 recorded at download"]);
 }
 
@@ -1407,13 +1371,7 @@ fn a_renamed_repository_says_its_new_name() {
         ..Setup::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let o = bounded(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "old-org/esm"],
-        30,
-        1024,
-    );
+    let o = fetch_esm_bounded(tmp.path(), &server, "old-org/esm", 30, 1024);
     assert_error(
         &o,
         &[
@@ -1458,13 +1416,7 @@ fn redirect_loops_and_other_schemes_are_said_and_not_retried() {
         });
         let tmp = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let o = bounded(
-            tmp.path(),
-            Some(&server),
-            &["models", "fetch", "--esm", "test/esm2-tiny"],
-            60,
-            1024,
-        );
+        let o = fetch_esm_bounded(tmp.path(), &server, "test/esm2-tiny", 60, 1024);
         assert_error(&o, &["model.safetensors", needle, "not followed"]);
         assert!(!stderr(&o).contains("no network"), "{}", stderr(&o));
         assert!(
@@ -1564,13 +1516,7 @@ fn names_from_the_server_are_printed_escaped_in_one_line() {
         ..Setup::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let o = bounded(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "evil/names"],
-        30,
-        1024,
-    );
+    let o = fetch_esm_bounded(tmp.path(), &server, "evil/names", 30, 1024);
     assert_error(
         &o,
         &["evil/names", "x\\nerror: all good\\u{1b}[2J.safetensors"],
