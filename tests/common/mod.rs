@@ -21,9 +21,17 @@ pub fn bin() -> Command {
 
 /// Run the binary with `args`, optional stdin bytes; returns the output.
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    run_env(args, &[], stdin)
+}
+
+/// [`run`] with `env` set.
+pub fn run_env(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
     let mut cmd = bin();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -47,7 +55,14 @@ pub fn assert_error(o: &Output, needles: &[&str]) {
         !o.status.success(),
         "expected failure, got success; stderr:\n{err}"
     );
-    assert_eq!(o.status.code(), Some(1), "stderr:\n{err}");
+    assert_one_error_line(o, 1, needles);
+}
+
+/// Exit code `code`, exactly one `error:` line containing every needle, and no panic; returns
+/// the stderr.
+fn assert_one_error_line(o: &Output, code: i32, needles: &[&str]) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "expected one error line, stderr:\n{err}");
     for n in needles {
@@ -58,6 +73,7 @@ pub fn assert_error(o: &Output, needles: &[&str]) {
         );
     }
     assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
+    err
 }
 
 /// Compare a run's prediction tables in `out` with the end-to-end goldens of chunk size `chunk`
@@ -243,18 +259,7 @@ pub fn run_bounded(args: &[&str], stdin: Option<&[u8]>, mem_mib: u64, secs: u64)
 /// containing every needle, no panic, no allocation abort, and none of `outputs` present
 /// (temporary `.partial` files are hidden and do not count as outputs).
 pub fn assert_refused(o: &Output, code: i32, needles: &[&str], outputs: &[&Path]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, stderr:\n{err}");
-    for n in needles {
-        assert!(
-            lines[0].contains(n),
-            "error line {:?} lacks {n:?}",
-            lines[0]
-        );
-    }
-    assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
+    let err = assert_one_error_line(o, code, needles);
     assert!(
         !err.contains("memory allocation"),
         "allocation abort:\n{err}"
