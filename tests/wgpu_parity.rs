@@ -128,21 +128,29 @@ mod on_wgpu {
         false
     }
 
-    #[test]
-    fn both_models_f16() {
-        if !in_f16_child("on_wgpu::both_models_f16") {
-            return;
+    /// The adapter for the half-precision test `name`, in its f16 child process
+    /// ([`in_f16_child`]) and when the adapter has f16 shaders; otherwise `None` (skip, the
+    /// reason printed where there is one).
+    fn f16_adapter_or_skip(name: &str) -> Option<(AdapterInfo, WgpuDevice)> {
+        if !in_f16_child(name) {
+            return None;
         }
-        let Some((adapter, device)) = adapter_or_skip() else {
-            return;
-        };
+        let (adapter, device) = adapter_or_skip()?;
         if !adapter.shader_f16 {
             eprintln!(
                 "{} has no f16 shaders: the f16 checks cannot run on it (f32 only)",
                 adapter.name
             );
-            return;
+            return None;
         }
+        Some((adapter, device))
+    }
+
+    #[test]
+    fn both_models_f16() {
+        let Some((_, device)) = f16_adapter_or_skip("both_models_f16") else {
+            return;
+        };
         type H = Wgpu<half::f16, i32>;
         check_f16(
             &esm::<H>(&device),
@@ -197,16 +205,10 @@ mod on_wgpu {
     /// instead of collapsing to beta.
     #[test]
     fn layer_norm_survives_large_values_in_f16() {
-        if !in_f16_child("on_wgpu::layer_norm_survives_large_values_in_f16") {
-            return;
-        }
-        let Some((adapter, device)) = adapter_or_skip() else {
+        let Some((_, device)) = f16_adapter_or_skip("layer_norm_survives_large_values_in_f16")
+        else {
             return;
         };
-        if !adapter.shader_f16 {
-            eprintln!("{} has no f16 shaders: skipped", adapter.name);
-            return;
-        }
         let dim = 64;
         let values: Vec<f32> = (0..2 * dim)
             .map(|i| ((i * 37 % 64) as f32 - 32.0) * 128.0 + (i % 5) as f32)
@@ -936,7 +938,7 @@ mod on_wgpu {
     /// silently compute in f32.
     #[test]
     fn f16_in_production_order_in_one_process() {
-        if !in_f16_child("on_wgpu::f16_in_production_order_in_one_process") {
+        if !in_f16_child("f16_in_production_order_in_one_process") {
             return;
         }
         let Some((adapter, device)) = adapter_or_skip() else {
@@ -1015,16 +1017,10 @@ mod on_wgpu {
     /// of computing in f32 under an "f16" report.
     #[test]
     fn a_device_already_in_f32_refuses_an_f16_run() {
-        if !in_f16_child("on_wgpu::a_device_already_in_f32_refuses_an_f16_run") {
-            return;
-        }
-        let Some((adapter, device)) = adapter_or_skip() else {
+        let Some((_, device)) = f16_adapter_or_skip("a_device_already_in_f32_refuses_an_f16_run")
+        else {
             return;
         };
-        if !adapter.shader_f16 {
-            eprintln!("{} has no f16 shaders: skipped", adapter.name);
-            return;
-        }
         let probe = Tensor::<Wgpu<f32, i32>, 1>::from_data(
             TensorData::new(vec![1f32, 2.0, 3.0], [3]),
             &device,

@@ -165,8 +165,9 @@ pub fn test_name(module: &str, name: &str) -> String {
 }
 
 /// Re-runs the test `name` of the module `module` (`module_path!()`) of the current test binary
-/// in a child process with `env` set, and fails unless it passes; returns its stderr. For checks
-/// that need process-wide state (a backend's default dtype can be set only once per process).
+/// in a child process with `env` set, and fails unless it ran there and passed; returns its
+/// stderr. For checks that need process-wide state (a backend's default dtype can be set only
+/// once per process).
 pub fn run_test_in_child(module: &str, name: &str, env: (&str, &str)) -> String {
     let name = &test_name(module, name);
     let out = Command::new(std::env::current_exe().unwrap())
@@ -175,13 +176,18 @@ pub fn run_test_in_child(module: &str, name: &str, env: (&str, &str)) -> String 
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     eprint!("{log}");
     assert!(
         out.status.success(),
-        "{name} with {}={} failed:\n{}{log}",
+        "{name} with {}={} failed:\n{stdout}{log}",
         env.0,
         env.1,
-        String::from_utf8_lossy(&out.stdout)
+    );
+    // A name that matches no test runs nothing and succeeds: that must not pass for a check.
+    assert!(
+        stdout.contains("1 passed"),
+        "{name} did not run in the child:\n{stdout}{log}"
     );
     log
 }
