@@ -128,6 +128,25 @@ pub fn check_rows_agree(
     worst
 }
 
+/// Two models (the same weights on two code paths) on all cases in one padded batch: each
+/// row of `a` within `tol` of the same row of `b`; returns the largest difference.
+pub fn check_paths_agree<B: Backend>(
+    a: &impl Embed<B>,
+    b: &impl Embed<B>,
+    cases: &[Case],
+    what: &str,
+    tol: f32,
+) -> f32 {
+    let batch = batch_of(cases);
+    check_rows_agree(
+        &rows(a.embed(&batch)),
+        &rows(b.embed(&batch)),
+        cases,
+        what,
+        tol,
+    )
+}
+
 /// Batching, order and padding do not change results: every case alone, then all in one
 /// padded batch (each row within `batch_tol` of its single row and `tol` of its golden), then
 /// the batch reordered by `order` (duplicates allowed), each row following its sequence.

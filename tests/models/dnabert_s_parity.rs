@@ -110,10 +110,7 @@ fn fused_cpu_attention_equals_the_generic_path() {
     let fused = load(&fixture_dir());
     let generic = load(&fixture_dir()).without_cpu_kernels();
     check_goldens(&generic, "generic ops");
-    let cases = cases();
-    let batch = batch_of(&cases);
-    let (a, b) = (rows(fused.embed(&batch)), rows(generic.embed(&batch)));
-    parity::check_rows_agree(&a, &b, &cases, "fused vs generic", BATCH_TOL);
+    parity::check_paths_agree(&fused, &generic, &cases(), "fused vs generic", BATCH_TOL);
 }
 
 #[test]
