@@ -292,13 +292,7 @@ fn run_takes_one_lease_once_for_both_embedding_steps() {
     .iter()
     .map(|a| a.to_string())
     .collect();
-    let run = Run {
-        exe: env!("CARGO_BIN_EXE_virnucpro").into(),
-        uid: None,
-        env: vec![("VIRNUCPRO_FAKE_GPUS".into(), "GPU-aaaa".into())],
-        args,
-    }
-    .lock_dir(&dir);
+    let run = Run::on("GPU-aaaa", args).lock_dir(&dir);
     let o = run.output(120);
     assert_leased(&o, "leased cuda:0 (GPU-aaaa)");
     let report = fs::read_to_string(out.join("run.json")).unwrap();
