@@ -547,6 +547,14 @@ fn fetch_esm(home: &Path, server: &Server) -> Output {
     out(fetch_esm_cmd(home, Some(server), "test/esm2-tiny"))
 }
 
+/// The tiny ESM-2 fetched into a new home from a new server with `faults`.
+fn fetch_esm_with(faults: Faults) -> (Server, tempfile::TempDir, Output) {
+    let server = Server::start(faults);
+    let tmp = tempfile::tempdir().unwrap();
+    let o = fetch_esm(tmp.path(), &server);
+    (server, tmp, o)
+}
+
 /// `models fetch --classifier <what>` from `server` (or the environment's endpoint).
 fn fetch_classifier(home: &Path, server: Option<&Server>, what: &str) -> Output {
     out(cmd(
@@ -685,12 +693,10 @@ fn fetch_writes_the_hf_cache_layout_and_offline_run_reproduces_the_goldens() {
 
 #[test]
 fn a_dropped_connection_resumes_with_range_to_the_same_bytes() {
-    let server = Server::start(Faults {
+    let (server, tmp, o) = fetch_esm_with(Faults {
         drop_after: Some(100_000),
         ..Faults::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    let o = fetch_esm(tmp.path(), &server);
     ok(&o);
     let weights = fixture("esm2_tiny/model.safetensors");
     let gets = server.body_gets(&sha256(&weights));
@@ -723,12 +729,10 @@ fn a_killed_download_resumes_from_its_partial_file() {
 
 #[test]
 fn a_wrong_sha256_is_an_error_and_nothing_is_cached() {
-    let server = Server::start(Faults {
+    let (_server, tmp, o) = fetch_esm_with(Faults {
         corrupt: true,
         ..Faults::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    let o = fetch_esm(tmp.path(), &server);
     assert_error(
         &o,
         &[
@@ -815,13 +819,11 @@ fn a_gated_repository_says_to_log_in_and_a_refused_token_says_so() {
 
 #[test]
 fn a_slow_server_shows_progress_lines_without_a_terminal() {
-    let server = Server::start(Faults {
+    // 344 kB in 4 KiB chunks, 25 ms apart: about 2 s, a line every 0.5 s.
+    let (_server, _tmp, o) = fetch_esm_with(Faults {
         slow: Some(Duration::from_millis(25)),
         ..Faults::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    // 344 kB in 4 KiB chunks, 25 ms apart: about 2 s, a line every 0.5 s.
-    let o = fetch_esm(tmp.path(), &server);
     ok(&o);
     let err = stderr(&o);
     let lines: Vec<&str> = err
@@ -1008,13 +1010,11 @@ fn an_unreachable_endpoint_is_one_line_about_the_network() {
 
 #[test]
 fn a_file_larger_than_the_free_space_is_refused_before_downloading() {
-    let server = Server::start(Faults {
+    let (server, tmp, o) = fetch_esm_with(Faults {
         // 1 EB: more than any test machine's disk.
         announce_size: Some(1 << 60),
         ..Faults::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    let o = fetch_esm(tmp.path(), &server);
     assert_error(
         &o,
         &[
