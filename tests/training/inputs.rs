@@ -128,6 +128,12 @@ fn train(
     run_bounded(&train_args(dna, protein, labels, out, extra), None, 0, 120)
 }
 
+/// A finished run whose log says `warning`.
+fn assert_finished_with(o: &std::process::Output, warning: &str) {
+    assert!(o.status.success(), "{}", stderr(o));
+    assert!(stderr(o).contains(warning), "{}", stderr(o));
+}
+
 /// The `train.json` a finished run wrote in `out`.
 fn train_report(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap()
@@ -153,12 +159,7 @@ fn labelled_ids_without_embeddings_are_counted_and_skipped() {
     let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
     let out = d.path("out");
     let o = train(&[&dna], &[&prot], &d.default_labels(), &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("4 of 40 labelled ORFs lack a DNA or protein embedding"),
-        "{}",
-        stderr(&o)
-    );
+    assert_finished_with(&o, "4 of 40 labelled ORFs lack a DNA or protein embedding");
     let report = train_report(&out);
     assert_eq!(report["join"]["labelled_without_embeddings"], 4);
     assert_eq!(report["samples"], 36);
@@ -174,12 +175,7 @@ fn embedded_ids_without_labels_are_counted_and_skipped() {
         .collect();
     let out = d.path("out");
     let o = train(&[&dna], &[&prot], &d.labels(&rows), &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("10 embedded ORFs have no label"),
-        "{}",
-        stderr(&o)
-    );
+    assert_finished_with(&o, "10 embedded ORFs have no label");
     let report = train_report(&out);
     assert_eq!(report["join"]["embedded_without_label"], 10);
 }
