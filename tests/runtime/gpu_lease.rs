@@ -75,23 +75,18 @@ struct Run {
 impl Run {
     /// `embed-protein` on fake GPUs `gpus`, leasing one, with the lock directory from `env`.
     fn lease(input: &Path, out: &Path, gpus: &str, extra: &[&str]) -> Run {
-        let mut args: Vec<String> = [
-            "embed-protein",
-            s(input),
-            "-m",
-            s(&crate::common::fixtures().join("esm2_tiny")),
-            "-o",
-            s(out),
-            "--device",
-            "cuda",
-            "--gpu-lease",
-            "1",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        Run::on(gpus, args)
+        let esm = crate::common::fixtures().join("esm2_tiny");
+        let args = ["embed-protein", s(input), "-m", s(&esm), "-o", s(out)];
+        Run::leasing(gpus, &[&args[..], extra].concat())
+    }
+
+    /// The binary with `args` then `--device cuda --gpu-lease 1`, on fake GPUs `gpus`.
+    fn leasing(gpus: &str, args: &[&str]) -> Run {
+        let lease = ["--device", "cuda", "--gpu-lease", "1"];
+        Run::on(
+            gpus,
+            args.iter().chain(&lease).map(|a| a.to_string()).collect(),
+        )
     }
 
     /// [`Run::lease`] of a small FASTA written in `dir` to `dir/o.safetensors`.
@@ -271,28 +266,27 @@ fn run_takes_one_lease_once_for_both_embedding_steps() {
     let dir = tmp.path().join("locks");
     let out = tmp.path().join("out");
     let f = crate::common::fixtures();
-    let args: Vec<String> = [
+    let (input, dnabert, esm, mlp) = (
+        f.join("e2e/input.fa"),
+        f.join("dnabert_s_tiny"),
+        f.join("esm2_tiny"),
+        f.join("mlp_tiny.pth"),
+    );
+    let args = [
         "run",
-        s(&f.join("e2e/input.fa")),
+        s(&input),
         "-c",
         "500",
         "-o",
         s(&out),
         "--dnabert",
-        s(&f.join("dnabert_s_tiny")),
+        s(&dnabert),
         "--esm",
-        s(&f.join("esm2_tiny")),
+        s(&esm),
         "--classifier",
-        s(&f.join("mlp_tiny.pth")),
-        "--device",
-        "cuda",
-        "--gpu-lease",
-        "1",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let run = Run::on("GPU-aaaa", args).lock_dir(&dir);
+        s(&mlp),
+    ];
+    let run = Run::leasing("GPU-aaaa", &args).lock_dir(&dir);
     let o = run.output(120);
     assert_leased(&o, "leased cuda:0 (GPU-aaaa)");
     let report = fs::read_to_string(out.join("run.json")).unwrap();
