@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha1::Digest as _;
 
-use crate::common::{assert_error, check_e2e_goldens, fixtures, stderr};
+use crate::common::{assert_error, check_e2e_goldens, fixtures, s, stderr};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// The server stops by itself after this long or this many requests.
@@ -892,21 +892,20 @@ fn an_uncached_id_says_which_command_fetches_it() {
         fixtures().join("esm2_tiny"),
         fixtures().join("mlp_tiny.pth"),
     );
-    let args = [
-        "run",
-        input.to_str().unwrap(),
+    // `run` on the e2e input at chunk 500 into `outdir`, then `extra`.
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", s(&input), "-c", "500", "-o", s(&outdir)];
+        args.extend_from_slice(extra);
+        cmd(tmp.path(), None, &args)
+    };
+    let o = out(run(&[
         "--dnabert",
         "test/dnabert-s-tiny",
         "--esm",
-        esm.to_str().unwrap(),
+        s(&esm),
         "--classifier",
-        mlp.to_str().unwrap(),
-        "-c",
-        "500",
-        "-o",
-        outdir.to_str().unwrap(),
-    ];
-    let o = out(cmd(tmp.path(), None, &args));
+        s(&mlp),
+    ]));
     assert_error(
         &o,
         &[
@@ -916,35 +915,10 @@ fn an_uncached_id_says_which_command_fetches_it() {
     );
     assert!(!outdir.exists(), "nothing started");
     // The defaults are the published models: after no fetch, they are not cached.
-    let o = out(cmd(
-        tmp.path(),
-        None,
-        &[
-            "run",
-            input.to_str().unwrap(),
-            "-c",
-            "500",
-            "-o",
-            outdir.to_str().unwrap(),
-        ],
-    ));
+    let o = out(run(&[]));
     assert_error(&o, &["zhihan1996/DNABERT-S", "virnucpro models fetch"]);
-    let mut c = cmd(
-        tmp.path(),
-        None,
-        &[
-            "run",
-            input.to_str().unwrap(),
-            "-c",
-            "500",
-            "-o",
-            outdir.to_str().unwrap(),
-            "--dnabert",
-            fixtures().join("dnabert_s_tiny").to_str().unwrap(),
-            "--esm",
-            fixtures().join("esm2_tiny").to_str().unwrap(),
-        ],
-    );
+    let dnabert = fixtures().join("dnabert_s_tiny");
+    let mut c = run(&["--dnabert", s(&dnabert), "--esm", s(&esm)]);
     c.env("HF_HUB_OFFLINE", "1");
     assert_error(
         &out(c),
