@@ -24,7 +24,8 @@ mod on_wgpu {
     use virnucpro::models::layers::Norm;
     use virnucpro::tokenize::esm::EsmTokenizer;
 
-    use crate::common::{self, fixtures, run, stderr, Case};
+    use crate::common::parity::{self, max_abs_diff, random_protein, rows, Embed, Lcg};
+    use crate::common::{self, fixtures, run, s, stderr, Case};
 
     const TOL: f32 = 1e-4;
 
@@ -58,35 +59,6 @@ mod on_wgpu {
         None
     }
 
-    fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
-        let [_, dim] = t.dims();
-        let values = t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-        values.chunks(dim).map(<[f32]>::to_vec).collect()
-    }
-
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
-
-    /// The two models behind one interface, loaded on any backend.
-    trait Model<B: Backend> {
-        fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2>;
-    }
-    impl<B: Backend> Model<B> for Esm2<B> {
-        fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
-            Esm2::embed(self, batch)
-        }
-    }
-    impl<B: Backend> Model<B> for DnabertS<B> {
-        fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
-            DnabertS::embed(self, batch)
-        }
-    }
-
     fn esm<B: Backend>(device: &B::Device) -> Esm2<B> {
         Esm2::<B>::load(&fixtures().join("esm2_tiny"), device)
             .unwrap()
@@ -99,34 +71,19 @@ mod on_wgpu {
             .0
     }
 
-    /// Every case alone and all in one padded batch against the goldens within `tol`, and the
+    /// Every case alone and all in one padded batch against the goldens within `TOL`, and the
     /// batched rows against the single ones; returns the largest difference to the goldens.
-    fn check_f32<B: Backend>(model: &impl Model<B>, cases: &[Case], what: &str) -> f32 {
-        let mut worst = 0f32;
-        let mut single = Vec::new();
-        for case in cases {
-            let got = rows(model.embed(std::slice::from_ref(&case.token_ids))).remove(0);
-            let diff = max_abs_diff(&got, &case.embedding);
-            assert!(diff <= TOL, "{what} {}: max abs diff {diff}", case.id);
-            worst = worst.max(diff);
-            single.push(got);
-        }
-        let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
-        let mut batched_vs_single = 0f32;
-        for ((case, got), one) in cases.iter().zip(rows(model.embed(&batch))).zip(&single) {
-            let diff = max_abs_diff(&got, &case.embedding);
-            assert!(
-                diff <= TOL,
-                "{what} batched {}: max abs diff {diff}",
-                case.id
-            );
-            worst = worst.max(diff);
-            batched_vs_single = batched_vs_single.max(max_abs_diff(&got, one));
-        }
-        assert!(
-            batched_vs_single <= 1e-5,
-            "{what}: batched vs one at a time {batched_vs_single}"
+    fn check_f32<B: Backend>(model: &impl Embed<B>, cases: &[Case], what: &str) -> f32 {
+        let (single, alone) = parity::check_goldens(model, cases, what, TOL);
+        let (batched, together) = parity::check_batched_goldens(model, cases, what, TOL);
+        let batched_vs_single = parity::check_rows_agree(
+            &batched,
+            &single,
+            cases,
+            &format!("{what}: batched vs one at a time"),
+            1e-5,
         );
+        let worst = alone.max(together);
         eprintln!(
             "{what}: max abs diff vs goldens {worst:e} (tolerance {TOL:e}); batched vs one at a \
              time {batched_vs_single:e}"
@@ -134,17 +91,8 @@ mod on_wgpu {
         worst
     }
 
-    fn check_f16<B: Backend>(model: &impl Model<B>, cases: &[Case], what: &str) {
-        let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
-        let got = model.embed(&batch);
-        assert_eq!(got.dtype(), DType::F32, "embeddings come back as f32");
-        let mut worst = 1f64;
-        for (case, row) in cases.iter().zip(rows(got)) {
-            let cos = common::cosine(&row, &case.embedding);
-            assert!(cos >= 0.999, "{what} {}: cosine {cos}", case.id);
-            worst = worst.min(cos);
-        }
-        eprintln!("{what}: min cosine vs the f32 goldens {worst:.6}");
+    fn check_f16<B: Backend>(model: &impl Embed<B>, cases: &[Case], what: &str) {
+        parity::check_cosines(model.embed(&parity::batch_of(cases)), cases, what, 0.999);
     }
 
     #[test]
@@ -180,21 +128,29 @@ mod on_wgpu {
         false
     }
 
-    #[test]
-    fn both_models_f16() {
-        if !in_f16_child("on_wgpu::both_models_f16") {
-            return;
+    /// The adapter for the half-precision test `name`, in its f16 child process
+    /// ([`in_f16_child`]) and when the adapter has f16 shaders; otherwise `None` (skip, the
+    /// reason printed where there is one).
+    fn f16_adapter_or_skip(name: &str) -> Option<(AdapterInfo, WgpuDevice)> {
+        if !in_f16_child(name) {
+            return None;
         }
-        let Some((adapter, device)) = adapter_or_skip() else {
-            return;
-        };
+        let (adapter, device) = adapter_or_skip()?;
         if !adapter.shader_f16 {
             eprintln!(
                 "{} has no f16 shaders: the f16 checks cannot run on it (f32 only)",
                 adapter.name
             );
-            return;
+            return None;
         }
+        Some((adapter, device))
+    }
+
+    #[test]
+    fn both_models_f16() {
+        let Some((_, device)) = f16_adapter_or_skip("both_models_f16") else {
+            return;
+        };
         type H = Wgpu<half::f16, i32>;
         check_f16(
             &esm::<H>(&device),
@@ -206,19 +162,6 @@ mod on_wgpu {
             &common::model_cases("dnabert_s_tiny"),
             "DNABERT-S wgpu f16",
         );
-    }
-
-    /// A protein of `len` residues from a fixed seed.
-    fn protein(len: usize, mut state: u64) -> String {
-        const AA: &[u8] = b"ACDEFGHIKLMNPQRSTVWY";
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                AA[(state >> 33) as usize % AA.len()] as char
-            })
-            .collect()
     }
 
     /// Mixed-length batches, one at L=128 and the next at L=127 (the shapes that trip the
@@ -238,13 +181,13 @@ mod on_wgpu {
             let batch: Vec<Vec<u32>> = lengths
                 .iter()
                 .enumerate()
-                .map(|(i, &n)| tok.encode(&protein(n, (round * 100 + i) as u64 + 1)))
+                .map(|(i, &n)| tok.encode(&random_protein(n, (round * 100 + i) as u64 + 1)))
                 .collect();
             let longest = batch.iter().map(Vec::len).max().unwrap();
             assert_eq!(longest, [128, 127][round]);
             let together = rows(model.embed(&batch));
             for (seq, row) in batch.iter().zip(&together) {
-                let alone = rows(model.embed(std::slice::from_ref(seq))).remove(0);
+                let alone = parity::embed_one(&model, seq);
                 let diff = max_abs_diff(row, &alone);
                 assert!(
                     diff <= 1e-5,
@@ -262,16 +205,10 @@ mod on_wgpu {
     /// instead of collapsing to beta.
     #[test]
     fn layer_norm_survives_large_values_in_f16() {
-        if !in_f16_child("on_wgpu::layer_norm_survives_large_values_in_f16") {
-            return;
-        }
-        let Some((adapter, device)) = adapter_or_skip() else {
+        let Some((_, device)) = f16_adapter_or_skip("layer_norm_survives_large_values_in_f16")
+        else {
             return;
         };
-        if !adapter.shader_f16 {
-            eprintln!("{} has no f16 shaders: skipped", adapter.name);
-            return;
-        }
         let dim = 64;
         let values: Vec<f32> = (0..2 * dim)
             .map(|i| ((i * 37 % 64) as f32 - 32.0) * 128.0 + (i % 5) as f32)
@@ -394,15 +331,9 @@ mod on_wgpu {
     }
 
     /// Host values from a fixed seed, in [-2, 2).
-    fn values(n: usize, mut state: u64) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect()
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = Lcg(seed);
+        (0..n).map(|_| r.next_f32() * 2.0).collect()
     }
 
     /// One op of the models' forward, on any backend, from host inputs to host outputs.
@@ -723,7 +654,7 @@ mod on_wgpu {
         let mixed: Vec<Vec<u32>> = [126usize, 100, 57, 3]
             .iter()
             .enumerate()
-            .map(|(i, &n)| tok.encode(&protein(n, i as u64 + 1)))
+            .map(|(i, &n)| tok.encode(&random_protein(n, i as u64 + 1)))
             .collect();
         let mut failed = Vec::new();
         for (what, batch) in [
@@ -898,10 +829,6 @@ mod on_wgpu {
         }
     }
 
-    fn s(p: &Path) -> &str {
-        p.to_str().unwrap()
-    }
-
     /// `run --device wgpu` on the end-to-end sample: the goldens' labels exact, scores within
     /// 1e-4, prediction_results_highestscore.csv byte for byte.
     #[test]
@@ -948,26 +875,7 @@ mod on_wgpu {
             "run.json names no wgpu device: {text}"
         );
 
-        let golden = fixtures().join("e2e/chunk500");
-        let want = fs::read_to_string(golden.join("prediction_results.txt")).unwrap();
-        let got = fs::read_to_string(out.join("prediction_results.txt")).unwrap();
-        let (want, got): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-        assert_eq!(want.len(), got.len(), "row count");
-        let mut worst = 0f32;
-        for (w, g) in want.iter().zip(&got).skip(1) {
-            let (w, g): (Vec<&str>, Vec<&str>) = (w.split('\t').collect(), g.split('\t').collect());
-            assert_eq!(w[..2], g[..2], "id/label");
-            for c in 2..4 {
-                let (a, b): (f32, f32) = (w[c].parse().unwrap(), g[c].parse().unwrap());
-                assert!((a - b).abs() <= 1e-4, "{}: score {c} {a} vs {b}", w[0]);
-                worst = worst.max((a - b).abs());
-            }
-        }
-        assert_eq!(
-            fs::read_to_string(golden.join("prediction_results_highestscore.csv")).unwrap(),
-            fs::read_to_string(out.join("prediction_results_highestscore.csv")).unwrap(),
-            "prediction_results_highestscore.csv"
-        );
+        let worst = common::check_e2e_goldens(&out, "500");
         eprintln!("run --device wgpu: labels exact, scores max abs diff {worst:e}");
     }
 
@@ -1030,7 +938,7 @@ mod on_wgpu {
     /// silently compute in f32.
     #[test]
     fn f16_in_production_order_in_one_process() {
-        if !in_f16_child("on_wgpu::f16_in_production_order_in_one_process") {
+        if !in_f16_child("f16_in_production_order_in_one_process") {
             return;
         }
         let Some((adapter, device)) = adapter_or_skip() else {
@@ -1109,16 +1017,10 @@ mod on_wgpu {
     /// of computing in f32 under an "f16" report.
     #[test]
     fn a_device_already_in_f32_refuses_an_f16_run() {
-        if !in_f16_child("on_wgpu::a_device_already_in_f32_refuses_an_f16_run") {
-            return;
-        }
-        let Some((adapter, device)) = adapter_or_skip() else {
+        let Some((_, device)) = f16_adapter_or_skip("a_device_already_in_f32_refuses_an_f16_run")
+        else {
             return;
         };
-        if !adapter.shader_f16 {
-            eprintln!("{} has no f16 shaders: skipped", adapter.name);
-            return;
-        }
         let probe = Tensor::<Wgpu<f32, i32>, 1>::from_data(
             TensorData::new(vec![1f32, 2.0, 3.0], [3]),
             &device,
@@ -1137,24 +1039,14 @@ mod on_wgpu {
 
     // ---- The real models' per-layer shapes (the kernels the tiny fixtures never reach) ----
 
-    /// A small deterministic generator (no dependency): uniform in [-1, 1).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-        /// `rows × cols` scaled like a trained layer (uniform with variance 1/cols).
-        fn matrix(&mut self, rows: usize, cols: usize) -> Vec<f32> {
-            let scale = (3.0 / cols as f32).sqrt();
-            (0..rows * cols).map(|_| self.next() * scale).collect()
-        }
-        fn small(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| self.next() * 0.05).collect()
-        }
+    /// `rows × cols` scaled like a trained layer (uniform with variance 1/cols).
+    fn matrix(r: &mut Lcg, rows: usize, cols: usize) -> Vec<f32> {
+        let scale = (3.0 / cols as f32).sqrt();
+        (0..rows * cols).map(|_| r.next_f32() * scale).collect()
+    }
+
+    fn small(r: &mut Lcg, n: usize) -> Vec<f32> {
+        (0..n).map(|_| r.next_f32() * 0.05).collect()
     }
 
     /// Write `tensors` (name, shape, values) as `dir/model.safetensors`.
@@ -1191,12 +1083,12 @@ mod on_wgpu {
         let mut t = vec![(
             "esm.embeddings.word_embeddings.weight".to_string(),
             vec![33, dim],
-            r.matrix(33, dim).iter().map(|x| x * 16.0).collect(),
+            matrix(&mut r, 33, dim).iter().map(|x| x * 16.0).collect(),
         )];
         let mut lin =
             |t: &mut Vec<(String, Vec<usize>, Vec<f32>)>, n: String, o: usize, i: usize| {
-                t.push((format!("{n}.weight"), vec![o, i], r.matrix(o, i)));
-                t.push((format!("{n}.bias"), vec![o], r.small(o)));
+                t.push((format!("{n}.weight"), vec![o, i], matrix(&mut r, o, i)));
+                t.push((format!("{n}.bias"), vec![o], small(&mut r, o)));
             };
         for l in 0..layers {
             let p = format!("esm.encoder.layer.{l}.");
@@ -1235,12 +1127,12 @@ mod on_wgpu {
             (
                 "embeddings.word_embeddings.weight".to_string(),
                 vec![v, h],
-                r.matrix(v, h),
+                matrix(&mut r, v, h),
             ),
             (
                 "embeddings.token_type_embeddings.weight".to_string(),
                 vec![2, h],
-                r.matrix(2, h),
+                matrix(&mut r, 2, h),
             ),
             (
                 "embeddings.LayerNorm.weight".to_string(),
@@ -1258,30 +1150,34 @@ mod on_wgpu {
             t.push((
                 format!("{p}attention.self.Wqkv.weight"),
                 vec![3 * h, h],
-                r.matrix(3 * h, h),
+                matrix(&mut r, 3 * h, h),
             ));
             t.push((
                 format!("{p}attention.self.Wqkv.bias"),
                 vec![3 * h],
-                r.small(3 * h),
+                small(&mut r, 3 * h),
             ));
             t.push((
                 format!("{p}attention.output.dense.weight"),
                 vec![h, h],
-                r.matrix(h, h),
+                matrix(&mut r, h, h),
             ));
             t.push((
                 format!("{p}attention.output.dense.bias"),
                 vec![h],
-                r.small(h),
+                small(&mut r, h),
             ));
             t.push((
                 format!("{p}mlp.gated_layers.weight"),
                 vec![2 * i, h],
-                r.matrix(2 * i, h),
+                matrix(&mut r, 2 * i, h),
             ));
-            t.push((format!("{p}mlp.wo.weight"), vec![h, i], r.matrix(h, i)));
-            t.push((format!("{p}mlp.wo.bias"), vec![h], r.small(h)));
+            t.push((
+                format!("{p}mlp.wo.weight"),
+                vec![h, i],
+                matrix(&mut r, h, i),
+            ));
+            t.push((format!("{p}mlp.wo.bias"), vec![h], small(&mut r, h)));
             for n in ["attention.output.LayerNorm", "mlp.layernorm"] {
                 t.push((format!("{p}{n}.weight"), vec![h], vec![1.0; h]));
                 t.push((format!("{p}{n}.bias"), vec![h], vec![0.0; h]));
@@ -1313,7 +1209,7 @@ mod on_wgpu {
     }
 
     /// Every batch on wgpu (f32) against the CPU backend; returns the largest difference.
-    fn against_cpu<W: Model<Wgpu<f32, i32>>, C: Model<burn::backend::Flex>>(
+    fn against_cpu<W: Embed<Wgpu<f32, i32>>, C: Embed<burn::backend::Flex>>(
         gpu: &W,
         cpu: &C,
         batches: &[Vec<Vec<u32>>],
@@ -1368,7 +1264,7 @@ mod on_wgpu {
             .unwrap()
             .0;
         let tok = EsmTokenizer::new();
-        let batches = edge_batches(|n, seed| tok.encode(&protein(n - 2, seed)));
+        let batches = edge_batches(|n, seed| tok.encode(&random_protein(n - 2, seed)));
         against_cpu(&gpu, &cpu, &batches, "ESM-2 3B layer shape (2 layers)");
     }
 
@@ -1433,7 +1329,7 @@ mod on_wgpu {
         {
             let (batch, len) = (lengths.len(), lengths[0]);
             let mut r = Lcg(b as u64 + 7);
-            let values: Vec<f32> = (0..batch * len * 3 * dim).map(|_| r.next()).collect();
+            let values: Vec<f32> = (0..batch * len * 3 * dim).map(|_| r.next_f32()).collect();
             let mut key_bias = vec![0f32; batch * len];
             for (i, &n) in lengths.iter().enumerate() {
                 key_bias[i * len + n..(i + 1) * len].fill(f32::NEG_INFINITY);
@@ -1481,7 +1377,7 @@ mod on_wgpu {
         let batches = edge_batches(|n, seed| {
             let mut r = Lcg(seed);
             let mut ids = vec![1u32];
-            ids.extend((0..n - 2).map(|_| 5 + ((r.next() + 1.0) * 2000.0) as u32 % 4091));
+            ids.extend((0..n - 2).map(|_| 5 + ((r.next_f32() + 1.0) * 2000.0) as u32 % 4091));
             ids.push(2);
             ids
         });

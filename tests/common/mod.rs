@@ -4,8 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod parity;
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A path as the `&str` an argument list takes (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
 
 pub fn bin() -> Command {
@@ -14,9 +21,17 @@ pub fn bin() -> Command {
 
 /// Run the binary with `args`, optional stdin bytes; returns the output.
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    run_env(args, &[], stdin)
+}
+
+/// [`run`] with `env` set.
+pub fn run_env(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
     let mut cmd = bin();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -40,7 +55,14 @@ pub fn assert_error(o: &Output, needles: &[&str]) {
         !o.status.success(),
         "expected failure, got success; stderr:\n{err}"
     );
-    assert_eq!(o.status.code(), Some(1), "stderr:\n{err}");
+    assert_one_error_line(o, 1, needles);
+}
+
+/// Exit code `code`, exactly one `error:` line containing every needle, and no panic; returns
+/// the stderr.
+fn assert_one_error_line(o: &Output, code: i32, needles: &[&str]) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "expected one error line, stderr:\n{err}");
     for n in needles {
@@ -51,6 +73,37 @@ pub fn assert_error(o: &Output, needles: &[&str]) {
         );
     }
     assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
+    err
+}
+
+/// Compare a run's prediction tables in `out` with the end-to-end goldens of chunk size `chunk`
+/// (tests/fixtures/e2e/chunk<chunk>): ids, labels and the highest-score table exact, scores
+/// within 1e-4. Returns the largest score difference.
+pub fn check_e2e_goldens(out: &Path, chunk: &str) -> f32 {
+    let golden = fixtures().join(format!("e2e/chunk{chunk}"));
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let want = read(golden.join("prediction_results.txt"));
+    let got = read(out.join("prediction_results.txt"));
+    let (want, got): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+    assert_eq!(want.len(), got.len(), "row count");
+    assert_eq!(want[0], got[0], "header");
+    let mut worst = 0f32;
+    for (w, g) in want.iter().zip(&got).skip(1) {
+        let (w, g): (Vec<&str>, Vec<&str>) = (w.split('\t').collect(), g.split('\t').collect());
+        assert_eq!(w[..2], g[..2], "id/label");
+        for c in 2..4 {
+            let (a, b): (f32, f32) = (w[c].parse().unwrap(), g[c].parse().unwrap());
+            assert!((a - b).abs() <= 1e-4, "{}: score {c} {a} vs {b}", w[0]);
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert_eq!(
+        read(golden.join("prediction_results_highestscore.csv")),
+        read(out.join("prediction_results_highestscore.csv")),
+        "prediction_results_highestscore.csv (chunk {chunk})"
+    );
+    worst
 }
 
 /// FASTA records as (id line, sequence) pairs, for record-by-record comparison messages.
@@ -112,8 +165,9 @@ pub fn test_name(module: &str, name: &str) -> String {
 }
 
 /// Re-runs the test `name` of the module `module` (`module_path!()`) of the current test binary
-/// in a child process with `env` set, and fails unless it passes; returns its stderr. For checks
-/// that need process-wide state (a backend's default dtype can be set only once per process).
+/// in a child process with `env` set, and fails unless it ran there and passed; returns its
+/// stderr. For checks that need process-wide state (a backend's default dtype can be set only
+/// once per process).
 pub fn run_test_in_child(module: &str, name: &str, env: (&str, &str)) -> String {
     let name = &test_name(module, name);
     let out = Command::new(std::env::current_exe().unwrap())
@@ -122,13 +176,18 @@ pub fn run_test_in_child(module: &str, name: &str, env: (&str, &str)) -> String 
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     eprint!("{log}");
     assert!(
         out.status.success(),
-        "{name} with {}={} failed:\n{}{log}",
+        "{name} with {}={} failed:\n{stdout}{log}",
         env.0,
         env.1,
-        String::from_utf8_lossy(&out.stdout)
+    );
+    // A name that matches no test runs nothing and succeeds: that must not pass for a check.
+    assert!(
+        stdout.contains("1 passed"),
+        "{name} did not run in the child:\n{stdout}{log}"
     );
     log
 }
@@ -206,18 +265,7 @@ pub fn run_bounded(args: &[&str], stdin: Option<&[u8]>, mem_mib: u64, secs: u64)
 /// containing every needle, no panic, no allocation abort, and none of `outputs` present
 /// (temporary `.partial` files are hidden and do not count as outputs).
 pub fn assert_refused(o: &Output, code: i32, needles: &[&str], outputs: &[&Path]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, stderr:\n{err}");
-    for n in needles {
-        assert!(
-            lines[0].contains(n),
-            "error line {:?} lacks {n:?}",
-            lines[0]
-        );
-    }
-    assert!(!err.contains("panicked"), "panic in stderr:\n{err}");
+    let err = assert_one_error_line(o, code, needles);
     assert!(
         !err.contains("memory allocation"),
         "allocation abort:\n{err}"

@@ -9,12 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_refused, fixtures, run, stderr};
+use crate::common::{assert_refused, fixtures, run, s, stderr};
 use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Every file under `dir` (relative path, contents), hidden ones included, sorted.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -53,14 +49,12 @@ fn listing(snap: &[(String, Vec<u8>)]) -> Vec<&str> {
 /// Random G/C sequence records: no stop codon in any frame of either strand, so every chunk
 /// keeps all six ORFs and the outputs are about six times the input.
 fn gc_fasta(records: usize, len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
+    let mut rng = crate::common::parity::Lcg(seed.wrapping_mul(6364136223846793005) | 1);
     let mut out = Vec::with_capacity(records * (len + len / 60 + 20));
     for r in 0..records {
         out.extend_from_slice(format!(">gc{r}\n").as_bytes());
         for i in 0..len {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let x = rng.next_u64();
             out.push(if (x >> 33) & 1 == 0 { b'G' } else { b'C' });
             if i % 60 == 59 {
                 out.push(b'\n');

@@ -8,17 +8,12 @@
 //! (`VIRNUCPRO_TEST_*`, see `src/embed/engine.rs` and `src/embed/checkpoint.rs`).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_refused, bin, fixtures, run_bounded, stderr};
+use crate::common::{assert_refused, bin, fixtures, run_bounded, run_env, s, stderr};
 use virnucpro::embeddings::EmbeddingSet;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn dnabert() -> PathBuf {
     fixtures().join("dnabert_s_tiny")
@@ -34,27 +29,6 @@ fn input() -> PathBuf {
 
 /// Generous: a refusal takes well under a second; the bound only catches a hang.
 const REFUSAL_SECS: u64 = 60;
-
-/// The binary with `args`, `env` set and `stdin` fed (or none).
-fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = bin();
-    cmd.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn virnucpro");
-    if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
 
 /// `run` arguments on the tiny models, chunk 500, into `out`, plus `extra`.
 fn run_args(input: &str, out: &Path, extra: &[&str]) -> Vec<String> {
@@ -146,12 +120,12 @@ fn run_from_stdin_with_other_content_redoes_every_step() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o");
     let whole = fs::read(input()).unwrap();
-    let o = run_with(&strs(&run_args("-", &out, &[])), &[], Some(&whole));
+    let o = run_env(&strs(&run_args("-", &out, &[])), &[], Some(&whole));
     assert!(o.status.success(), "{}", stderr(&o));
     let first_table = fs::read_to_string(out.join("prediction_results.txt")).unwrap();
 
     // Same content again: every step resumes.
-    let o = run_with(&strs(&run_args("-", &out, &[])), &[], Some(&whole));
+    let o = run_env(&strs(&run_args("-", &out, &[])), &[], Some(&whole));
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     assert_eq!(
@@ -166,14 +140,14 @@ fn run_from_stdin_with_other_content_redoes_every_step() {
     let third = text.match_indices("\n>").nth(1).unwrap().0 + 1;
     let two = text[..third].to_string();
     assert_eq!(two.matches('>').count(), 2);
-    let o = run_with(&strs(&run_args("-", &out, &[])), &[], Some(two.as_bytes()));
+    let o = run_env(&strs(&run_args("-", &out, &[])), &[], Some(two.as_bytes()));
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     assert!(!log.contains("outputs complete"), "{log}");
     let fresh_in = tmp.path().join("two.fa");
     fs::write(&fresh_in, &two).unwrap();
     let fresh = tmp.path().join("fresh");
-    let o = run_with(&strs(&run_args(s(&fresh_in), &fresh, &[])), &[], None);
+    let o = run_env(&strs(&run_args(s(&fresh_in), &fresh, &[])), &[], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = fs::read_to_string(out.join("prediction_results.txt")).unwrap();
     assert_eq!(
@@ -205,7 +179,7 @@ fn run_from_a_pipe_is_keyed_by_content_too() {
             .args(["-c", "cat \"$1\" > \"$2\"", "sh", s(content), s(&fifo)])
             .spawn()
             .unwrap();
-        let o = run_with(&strs(&run_args(s(&fifo), &out, &[])), &[], None);
+        let o = run_env(&strs(&run_args(s(&fifo), &out, &[])), &[], None);
         let _ = writer.kill();
         let _ = writer.wait();
         assert!(o.status.success(), "{}", stderr(&o));
@@ -307,7 +281,7 @@ fn runs_sharing_a_checkpoint_dir_keep_their_own_checkpoints() {
         let d = tmp.path().join(dir);
         fs::create_dir_all(&d).unwrap();
         let out = d.join("protein.safetensors");
-        let o = run_with(
+        let o = run_env(
             &[
                 "embed-protein",
                 s(input),
@@ -725,14 +699,14 @@ fn a_rerun_of_run_retries_the_sequences_that_failed() {
     let out = tmp.path().join("o");
     let args = run_args(s(&input()), &out, &[]);
     let bad = "rev_orf_500_chunk_1R1";
-    let o = run_with(&strs(&args), &[("VIRNUCPRO_TEST_FAIL_IDS", bad)], None);
+    let o = run_env(&strs(&args), &[("VIRNUCPRO_TEST_FAIL_IDS", bad)], None);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!fs::read_to_string(out.join("prediction_results.txt"))
         .unwrap()
         .contains(bad));
 
     // The fault was transient: the same command, without it, embeds just that ORF.
-    let o = run_with(&strs(&args), &[], None);
+    let o = run_env(&strs(&args), &[], None);
     let log = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(log.contains("translate: outputs complete"), "{log}");
@@ -757,7 +731,7 @@ fn a_rerun_of_run_retries_the_sequences_that_failed() {
     // The same calls as a run that never failed. (The ORFs that shared a batch with the
     // failing one were embedded in smaller batches: equal to float rounding, not bit for bit.)
     let clean = tmp.path().join("clean");
-    let o = run_with(&strs(&run_args(s(&input()), &clean, &[])), &[], None);
+    let o = run_env(&strs(&run_args(s(&input()), &clean, &[])), &[], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = |dir: &Path| -> Vec<Vec<String>> {
         fs::read_to_string(dir.join("prediction_results.txt"))
@@ -797,7 +771,7 @@ fn a_rerun_of_an_embedding_retries_only_the_failed_sequences() {
         "-b",
         "64",
     ];
-    let o = run_with(
+    let o = run_env(
         &args,
         &[("VIRNUCPRO_TEST_FAIL_IDS", "rev_orf_500_chunk_1R1")],
         None,
@@ -806,7 +780,7 @@ fn a_rerun_of_an_embedding_retries_only_the_failed_sequences() {
     let failed_tsv = tmp.path().join("p.safetensors.failed.tsv");
     assert!(failed_tsv.exists());
 
-    let o = run_with(&args, &[], None);
+    let o = run_env(&args, &[], None);
     let log = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(
@@ -817,7 +791,7 @@ fn a_rerun_of_an_embedding_retries_only_the_failed_sequences() {
     let direct = tmp.path().join("direct.safetensors");
     let mut clean = args;
     clean[5] = s(&direct);
-    assert!(run_with(&clean, &[], None).status.success());
+    assert!(run_env(&clean, &[], None).status.success());
     let (got, want) = (
         EmbeddingSet::read(&out).unwrap(),
         EmbeddingSet::read(&direct).unwrap(),

@@ -6,8 +6,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
-use crate::common::{assert_refused, fixtures, run_bounded};
+use crate::common::{assert_refused, fixtures, run_bounded, s};
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
 
@@ -262,6 +263,21 @@ impl Scratch {
         dir
     }
 
+    /// An ESM-2 model directory whose weights are the checkpoint `bin` (`pytorch_model.bin`).
+    fn esm_bin(&self, bin: &[u8]) -> PathBuf {
+        self.model_dir("esm", "esm2_tiny", &[("pytorch_model.bin", bin)])
+    }
+
+    /// An ESM-2 model directory whose checkpoint holds only `pickle` as its `data.pkl`.
+    fn esm_pickle(&self, pickle: &[u8]) -> PathBuf {
+        self.esm_bin(&zip_bytes(&[Entry::stored("archive/data.pkl", pickle)]))
+    }
+
+    /// A DNABERT-S model directory with `bytes` as its weights file `file`.
+    fn dna_model(&self, file: &str, bytes: &[u8]) -> PathBuf {
+        self.model_dir("dna", "dnabert_s_tiny", &[(file, bytes)])
+    }
+
     /// `embed-protein` with `model`, under the caps; asserts a clean refusal naming `needles`.
     fn refuse_protein(&self, model: &Path, needles: &[&str]) {
         self.refuse("embed-protein", "p.faa", model, needles);
@@ -288,11 +304,11 @@ impl Scratch {
         let o = run_bounded(
             &[
                 command,
-                self.path(input).to_str().unwrap(),
+                s(&self.path(input)),
                 "--model",
-                model.to_str().unwrap(),
+                s(model),
                 "--output",
-                out.to_str().unwrap(),
+                s(&out),
             ],
             None,
             mem_mib,
@@ -398,17 +414,10 @@ fn storage_zip_bomb_inflates_only_what_the_tensor_needs() {
         .stop();
     let s = Scratch::new();
     let raw = deflate_repeated(0, 3 << 29);
-    let dir = s.model_dir(
-        "esm",
-        "esm2_tiny",
-        &[(
-            "pytorch_model.bin",
-            &zip_bytes(&[
-                Entry::stored("archive/data.pkl", &pickle),
-                Entry::raw_deflated("archive/data/0", raw, 3 << 29),
-            ]),
-        )],
-    );
+    let dir = s.esm_bin(&zip_bytes(&[
+        Entry::stored("archive/data.pkl", &pickle),
+        Entry::raw_deflated("archive/data/0", raw, 3 << 29),
+    ]));
     s.refuse_within(
         1024,
         "embed-protein",
@@ -437,14 +446,7 @@ fn exponential_pickle_graph_is_walked_once() {
     let pickle = pk.stop();
     assert!(pickle.len() < 1200);
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "esm",
-        "esm2_tiny",
-        &[(
-            "pytorch_model.bin",
-            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
-        )],
-    );
+    let dir = s.esm_pickle(&pickle);
     s.refuse_protein(&dir, &["no tensors found"]);
 }
 
@@ -462,14 +464,7 @@ fn objects_sharing_one_huge_dict_scan_it_once() {
     }
     let pickle = pk.op(b"u").stop();
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "esm",
-        "esm2_tiny",
-        &[(
-            "pytorch_model.bin",
-            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
-        )],
-    );
+    let dir = s.esm_pickle(&pickle);
     s.refuse_protein(&dir, &["no tensors found"]);
 }
 
@@ -497,14 +492,7 @@ fn modules_sharing_one_huge_buffer_set_exhaust_the_walk_budget() {
     }
     let pickle = pk.op(b"u").stop();
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "esm",
-        "esm2_tiny",
-        &[(
-            "pytorch_model.bin",
-            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
-        )],
-    );
+    let dir = s.esm_pickle(&pickle);
     s.refuse_protein(&dir, &["too large or too interlinked"]);
 }
 
@@ -533,28 +521,14 @@ fn deeply_nested_dicts_are_refused() {
     pickle.extend(std::iter::repeat_n(b's', n));
     pickle.push(b'.');
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "esm",
-        "esm2_tiny",
-        &[(
-            "pytorch_model.bin",
-            &zip_bytes(&[Entry::stored("archive/data.pkl", &pickle)]),
-        )],
-    );
+    let dir = s.esm_pickle(&pickle);
     s.refuse_protein(&dir, &["nested more than 256 deep"]);
 }
 
 #[test]
 fn tensor_shape_whose_size_overflows() {
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "esm",
-        "esm2_tiny",
-        &[(
-            "pytorch_model.bin",
-            &one_tensor_checkpoint(&[1 << 62, 16], &[16, 1]),
-        )],
-    );
+    let dir = s.esm_bin(&one_tensor_checkpoint(&[1 << 62, 16], &[16, 1]));
     s.refuse_protein(&dir, &["tensor w", "too large"]);
 }
 
@@ -562,14 +536,7 @@ fn tensor_shape_whose_size_overflows() {
 fn expanded_view_larger_than_its_storage() {
     // Stride 0: 2^40 elements from a 4-element storage would materialise 4 TiB.
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "esm",
-        "esm2_tiny",
-        &[(
-            "pytorch_model.bin",
-            &one_tensor_checkpoint(&[1 << 20, 1 << 20], &[0, 0]),
-        )],
-    );
+    let dir = s.esm_bin(&one_tensor_checkpoint(&[1 << 20, 1 << 20], &[0, 0]));
     s.refuse_protein(&dir, &["tensor w", "expanded view"]);
 }
 
@@ -622,13 +589,9 @@ fn safetensors_bytes(header: &str, data: &[u8], declared: Option<u64>) -> Vec<u8
 #[test]
 fn safetensors_header_length_bomb() {
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "dna",
-        "dnabert_s_tiny",
-        &[(
-            "model.safetensors",
-            &safetensors_bytes("{}", &[], Some(1 << 60)),
-        )],
+    let dir = s.dna_model(
+        "model.safetensors",
+        &safetensors_bytes("{}", &[], Some(1 << 60)),
     );
     s.refuse_dna(&dir, &["header claims 1152921504606846976 bytes"]);
 }
@@ -637,13 +600,9 @@ fn safetensors_header_length_bomb() {
 fn safetensors_offsets_beyond_the_file() {
     let header = r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,1073741824]}}"#;
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "dna",
-        "dnabert_s_tiny",
-        &[(
-            "model.safetensors",
-            &safetensors_bytes(header, &[0; 16], None),
-        )],
+    let dir = s.dna_model(
+        "model.safetensors",
+        &safetensors_bytes(header, &[0; 16], None),
     );
     s.refuse_dna(&dir, &["not a valid safetensors file", "byte range"]);
 }
@@ -652,13 +611,9 @@ fn safetensors_offsets_beyond_the_file() {
 fn safetensors_shape_whose_size_overflows() {
     let header = r#"{"w":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,16]}}"#;
     let s = Scratch::new();
-    let dir = s.model_dir(
-        "dna",
-        "dnabert_s_tiny",
-        &[(
-            "model.safetensors",
-            &safetensors_bytes(header, &[0; 16], None),
-        )],
+    let dir = s.dna_model(
+        "model.safetensors",
+        &safetensors_bytes(header, &[0; 16], None),
     );
     let o = {
         let out = s.path("out.safetensors");
@@ -691,11 +646,7 @@ fn safetensors_shape_whose_size_overflows() {
 fn index_naming_a_shard_outside_its_directory() {
     let s = Scratch::new();
     let index = r#"{"weight_map": {"w": "../../etc/passwd"}}"#;
-    let dir = s.model_dir(
-        "dna",
-        "dnabert_s_tiny",
-        &[("pytorch_model.bin.index.json", index.as_bytes())],
-    );
+    let dir = s.dna_model("pytorch_model.bin.index.json", index.as_bytes());
     s.refuse_dna(&dir, &["not a file name in the index's directory"]);
 }
 
@@ -703,11 +654,7 @@ fn index_naming_a_shard_outside_its_directory() {
 fn index_naming_itself_as_a_shard() {
     let s = Scratch::new();
     let index = r#"{"weight_map": {"w": "pytorch_model.bin.index.json"}}"#;
-    let dir = s.model_dir(
-        "dna",
-        "dnabert_s_tiny",
-        &[("pytorch_model.bin.index.json", index.as_bytes())],
-    );
+    let dir = s.dna_model("pytorch_model.bin.index.json", index.as_bytes());
     s.refuse_dna(&dir, &["is itself an index file"]);
 }
 
@@ -715,11 +662,7 @@ fn index_naming_itself_as_a_shard() {
 fn index_listing_a_missing_shard() {
     let s = Scratch::new();
     let index = r#"{"weight_map": {"w": "pytorch_model-00002-of-00002.bin"}}"#;
-    let dir = s.model_dir(
-        "dna",
-        "dnabert_s_tiny",
-        &[("pytorch_model.bin.index.json", index.as_bytes())],
-    );
+    let dir = s.dna_model("pytorch_model.bin.index.json", index.as_bytes());
     s.refuse_dna(&dir, &["shard pytorch_model-00002-of-00002.bin is missing"]);
 }
 
@@ -886,74 +829,42 @@ impl ClassifierInputs {
         p
     }
 
-    fn predict(&self, classifier: &Path) -> (std::process::Output, PathBuf) {
-        let out = self.path("predicted");
-        let o = run_bounded(
-            &[
-                "predict",
-                "--dna",
-                &self.arg("dna.safetensors"),
-                "--protein",
-                &self.arg("protein.safetensors"),
-                "--classifier",
-                classifier.to_str().unwrap(),
-                "--outdir",
-                out.to_str().unwrap(),
-            ],
-            None,
-            MEM_MIB,
-            SECS,
-        );
+    /// `virnucpro <command> --dna … --protein … <args> --outdir <scratch>/<outdir>` under the
+    /// caps; returns the run and the output directory.
+    fn run(&self, command: &str, args: &[&str], outdir: &str) -> (Output, PathBuf) {
+        let out = self.path(outdir);
+        let (dna, protein) = (self.arg("dna.safetensors"), self.arg("protein.safetensors"));
+        let mut all = vec![command, "--dna", &dna, "--protein", &protein];
+        all.extend_from_slice(args);
+        all.extend(["--outdir", s(&out)]);
+        (run_bounded(&all, None, MEM_MIB, SECS), out)
+    }
+
+    fn predict(&self, classifier: &Path) -> (Output, PathBuf) {
+        let (o, out) = self.run("predict", &["--classifier", s(classifier)], "predicted");
         (o, out.join("prediction_results.txt"))
     }
 
-    fn evaluate(&self, classifier: &Path) -> (std::process::Output, PathBuf) {
-        let out = self.path("evaluated");
-        let o = run_bounded(
-            &[
-                "evaluate",
-                "--dna",
-                &self.arg("dna.safetensors"),
-                "--protein",
-                &self.arg("protein.safetensors"),
-                "--labels",
-                &self.arg("labels.tsv"),
-                "--classifier",
-                classifier.to_str().unwrap(),
-                "--outdir",
-                out.to_str().unwrap(),
-            ],
-            None,
-            MEM_MIB,
-            SECS,
-        );
+    fn evaluate(&self, classifier: &Path) -> (Output, PathBuf) {
+        let labels = self.arg("labels.tsv");
+        let args = ["--labels", &labels, "--classifier", s(classifier)];
+        let (o, out) = self.run("evaluate", &args, "evaluated");
         (o, out.join("evaluation.json"))
     }
 
-    fn train_init(&self, init: &Path) -> (std::process::Output, PathBuf) {
-        let out = self.path("trained");
-        let o = run_bounded(
-            &[
-                "train",
-                "--dna",
-                &self.arg("dna.safetensors"),
-                "--protein",
-                &self.arg("protein.safetensors"),
-                "--labels",
-                &self.arg("labels.tsv"),
-                "--outdir",
-                out.to_str().unwrap(),
-                "--epochs",
-                "2",
-                "--hidden",
-                "4",
-                "--init",
-                init.to_str().unwrap(),
-            ],
-            None,
-            MEM_MIB,
-            SECS,
-        );
+    fn train_init(&self, init: &Path) -> (Output, PathBuf) {
+        let labels = self.arg("labels.tsv");
+        let args = [
+            "--labels",
+            &labels,
+            "--epochs",
+            "2",
+            "--hidden",
+            "4",
+            "--init",
+            s(init),
+        ];
+        let (o, out) = self.run("train", &args, "trained");
         (o, out.join("classifier.safetensors"))
     }
 }

@@ -2,7 +2,7 @@
 //! whole pickled `MLPClassifier` files, the same weights as safetensors, and error messages.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::TensorView;
@@ -10,14 +10,14 @@ use safetensors::Dtype;
 use virnucpro::models::classifier::Classifier;
 use virnucpro::weights;
 
+use crate::common::parity::{max_abs_diff_rows, rows};
+
 type B = burn::backend::Flex;
 
 const TOLERANCE: f32 = 1e-5;
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
+    crate::common::fixtures().join(rel)
 }
 
 fn device() -> Device<B> {
@@ -45,23 +45,6 @@ fn cases(name: &str) -> Cases {
     }
 }
 
-fn rows(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
-    let [_, cols] = t.dims();
-    let values = t.into_data().to_vec::<f32>().unwrap();
-    values.chunks(cols).map(<[f32]>::to_vec).collect()
-}
-
-fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .flat_map(|(x, y)| {
-            assert_eq!(x.len(), y.len());
-            x.iter().zip(y).map(|(p, q)| (p - q).abs())
-        })
-        .fold(0.0, f32::max)
-}
-
 /// Run `model` on the cases' inputs and compare logits and probabilities with the goldens.
 fn check(model: &Classifier<B>, cases: &Cases, label: &str) {
     assert_eq!(model.input_dim(), cases.input_dim, "{label}");
@@ -73,8 +56,8 @@ fn check(model: &Classifier<B>, cases: &Cases, label: &str) {
     );
     let logits = rows(model.forward_logits(x.clone()));
     let probs = rows(model.forward_probs(x));
-    let dl = max_abs_diff(&logits, &cases.logits);
-    let dp = max_abs_diff(&probs, &cases.probabilities);
+    let dl = max_abs_diff_rows(&logits, &cases.logits);
+    let dp = max_abs_diff_rows(&probs, &cases.probabilities);
     assert!(dl <= TOLERANCE, "{label}: logits differ by {dl}");
     assert!(dp <= TOLERANCE, "{label}: probabilities differ by {dp}");
 }

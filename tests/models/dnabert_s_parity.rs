@@ -7,12 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 use virnucpro::models::dnabert_s::{alibi_slopes, DnabertS};
 use virnucpro::tokenize::dnabert::DnaTokenizer;
 
+use crate::common::parity::{self, batch_of, embed_one, max_abs_diff, random_dna, rows};
 use crate::common::Case;
 
 type B = burn::backend::Flex;
@@ -21,7 +22,7 @@ const TOL: f32 = 1e-4;
 const BATCH_TOL: f32 = 1e-5;
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dnabert_s_tiny")
+    crate::common::fixtures().join("dnabert_s_tiny")
 }
 
 fn cases() -> Vec<Case> {
@@ -57,47 +58,9 @@ fn tokenizer() -> DnaTokenizer {
     DnaTokenizer::from_dir(&fixture_dir()).unwrap()
 }
 
-fn rows<Bk: Backend>(t: Tensor<Bk, 2>) -> Vec<Vec<f32>> {
-    let [_, dim] = t.dims();
-    let values = t.into_data().to_vec::<f32>().unwrap();
-    values.chunks(dim).map(<[f32]>::to_vec).collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Every case, one sequence per forward, against its golden embedding.
 fn check_goldens<Bk: Backend>(model: &DnabertS<Bk>, what: &str) {
-    check_goldens_within(model, what, TOL);
-}
-
-fn check_goldens_within<Bk: Backend>(model: &DnabertS<Bk>, what: &str, tol: f32) -> f32 {
-    let mut worst = 0f32;
-    for case in cases() {
-        let got = rows(model.embed(std::slice::from_ref(&case.token_ids))).remove(0);
-        let diff = max_abs_diff(&got, &case.embedding);
-        assert!(diff <= tol, "{what} {}: max abs diff {diff}", case.id);
-        worst = worst.max(diff);
-    }
-    eprintln!("{what}: max abs diff vs goldens {worst:e}");
-    worst
-}
-
-/// A deterministic pseudo-random DNA string (no external RNG needed).
-fn random_dna(len: usize, mut state: u64) -> String {
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            b"ACGT"[(state >> 62) as usize] as char
-        })
-        .collect()
+    parity::check_goldens(model, &cases(), what, TOL);
 }
 
 #[test]
@@ -147,45 +110,15 @@ fn fused_cpu_attention_equals_the_generic_path() {
     let fused = load(&fixture_dir());
     let generic = load(&fixture_dir()).without_cpu_kernels();
     check_goldens(&generic, "generic ops");
-    let batch: Vec<Vec<u32>> = cases().iter().map(|c| c.token_ids.clone()).collect();
-    let (a, b) = (rows(fused.embed(&batch)), rows(generic.embed(&batch)));
-    for (case, (x, y)) in cases().iter().zip(a.iter().zip(&b)) {
-        let diff = max_abs_diff(x, y);
-        assert!(diff <= BATCH_TOL, "{}: fused vs generic {diff}", case.id);
-    }
+    parity::check_paths_agree(&fused, &generic, &cases(), "fused vs generic", BATCH_TOL);
 }
 
 #[test]
 fn batched_and_shuffled_match_single() {
     let model = load(&fixture_dir());
-    let cases = cases();
-    let single: Vec<Vec<f32>> = cases
-        .iter()
-        .map(|c| rows(model.embed(std::slice::from_ref(&c.token_ids))).remove(0))
-        .collect();
-
-    let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
-    let batched = rows(model.embed(&batch));
-    let mut worst = 0f32;
-    for ((case, one), got) in cases.iter().zip(&single).zip(&batched) {
-        let diff = max_abs_diff(one, got);
-        assert!(diff <= BATCH_TOL, "batched {}: {diff}", case.id);
-        assert!(
-            max_abs_diff(got, &case.embedding) <= TOL,
-            "batched {} vs golden",
-            case.id
-        );
-        worst = worst.max(diff);
-    }
-    eprintln!("batched vs single: max abs diff {worst:e}");
-
     // A fixed permutation (and a duplicate): each row still belongs to its sequence.
     let order = [3usize, 0, 5, 2, 4, 1, 3];
-    let shuffled: Vec<Vec<u32>> = order.iter().map(|&i| batch[i].clone()).collect();
-    for (&i, got) in order.iter().zip(rows(model.embed(&shuffled))) {
-        let diff = max_abs_diff(&single[i], &got);
-        assert!(diff <= BATCH_TOL, "shuffled {}: {diff}", cases[i].id);
-    }
+    parity::check_batching_and_order(&model, &cases(), &order, TOL, BATCH_TOL);
     assert_eq!(model.embed(&[]).dims(), [0, 48]);
 }
 
@@ -207,7 +140,7 @@ fn longer_than_512_tokens_embeds() {
 
     let alone: Vec<Vec<f32>> = [&long, &longer]
         .iter()
-        .map(|ids| rows(model.embed(&[ids.to_vec()])).remove(0))
+        .map(|ids| embed_one(&model, ids))
         .collect();
     assert!(alone.iter().flatten().all(|v| v.is_finite()));
     let batched = rows(model.embed(&[short.clone(), long.clone(), longer.clone(), short]));
@@ -359,17 +292,9 @@ fn half_precision_matches_f32_goldens() {
     burn::tensor::set_default_dtypes::<B>(&device(), float, IntDType::I32).unwrap();
     let model = load(&fixture_dir());
     let cases = cases();
-    let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+    let batch = batch_of(&cases);
     assert_eq!(model.last_hidden(&batch[..1]).dtype(), dtype);
-    let got = model.embed(&batch);
-    assert_eq!(got.dtype(), DType::F32, "embeddings come back as f32");
-    let mut worst = 1f64;
-    for (case, row) in cases.iter().zip(rows(got)) {
-        let cos = crate::common::cosine(&row, &case.embedding);
-        assert!(cos >= 0.999, "{}: cosine {cos} at {dtype:?}", case.id);
-        worst = worst.min(cos);
-    }
-    eprintln!("{dtype:?}: min cosine vs the f32 goldens {worst:.6}");
+    parity::check_cosines(model.embed(&batch), &cases, &format!("{dtype:?}"), 0.999);
 }
 
 /// The same checks on the CUDA backend, in f32 and half precision (`--features cuda`; skipped
@@ -392,20 +317,12 @@ mod cuda {
     /// Goldens one by one and in one padded batch, plus a > 512-token sequence against Flex.
     fn check<Bk: Backend>(device: &Bk::Device, what: &str, tol: f32) {
         let model = load_on::<Bk>(&fixture_dir(), device);
-        check_goldens_within(&model, what, tol);
-
         let cases = cases();
-        let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
-        let mut worst = 0f32;
-        for (case, got) in cases.iter().zip(rows(model.embed(&batch))) {
-            let diff = max_abs_diff(&got, &case.embedding);
-            assert!(diff <= tol, "{what} batched {}: {diff}", case.id);
-            worst = worst.max(diff);
-        }
-        eprintln!("{what}: batched max abs diff vs goldens {worst:e}");
+        parity::check_goldens(&model, &cases, what, tol);
+        parity::check_batched_goldens(&model, &cases, what, tol);
 
         let long = tokenizer().encode(&random_dna(2000, 7)).unwrap();
-        let expected = rows(load(&fixture_dir()).embed(std::slice::from_ref(&long))).remove(0);
+        let expected = embed_one(&load(&fixture_dir()), &long);
         let got = rows(model.embed(&[cases[0].token_ids.clone(), long]));
         let diff = max_abs_diff(&got[1], &expected);
         assert!(diff <= tol, "{what} long vs Flex: {diff}");

@@ -42,20 +42,10 @@ fn esm2_largest_deviation_per_layer() {
     let (model, config) = Esm2::<Flex>::load(std::path::Path::new(&dir), &FlexDevice).unwrap();
     // Real proteins' lengths (sop7's ORFs are ~60-400 residues), residues from a fixed seed.
     let tok = EsmTokenizer::new();
-    let mut state = 7u64;
+    let mut rng = crate::common::parity::Lcg(7);
     let batch: Vec<Vec<u32>> = [310usize, 120]
         .iter()
-        .map(|&n| {
-            let seq: String = (0..n)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    b"ACDEFGHIKLMNPQRSTVWY"[(state >> 33) as usize % 20] as char
-                })
-                .collect();
-            tok.encode(&seq)
-        })
+        .map(|&n| tok.encode(&rng.protein(n)))
         .collect();
     let lengths: Vec<usize> = batch.iter().map(Vec::len).collect();
     let states = model.layer_states(&batch);

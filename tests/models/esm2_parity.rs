@@ -4,18 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use virnucpro::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
 use virnucpro::tokenize::esm::EsmTokenizer;
 
+use crate::common::parity::{self, batch_of, embed_one, max_abs_diff};
 use crate::common::Case;
 
 type B = burn::backend::Flex;
 
 const TOL: f32 = 1e-4;
+const BATCH_TOL: f32 = 1e-5;
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm2_tiny")
+    crate::common::fixtures().join("esm2_tiny")
 }
 
 fn cases() -> Vec<Case> {
@@ -37,30 +39,9 @@ fn load(path: &Path) -> Esm2<B> {
     model
 }
 
-fn rows(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
-    let [_, dim] = t.dims();
-    let values = t.into_data().to_vec::<f32>().unwrap();
-    values.chunks(dim).map(<[f32]>::to_vec).collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Every case, one sequence per forward, against its golden embedding.
 fn check_goldens(model: &Esm2<B>, what: &str) {
-    let mut worst = 0f32;
-    for case in cases() {
-        let got = rows(model.embed(std::slice::from_ref(&case.token_ids))).remove(0);
-        let diff = max_abs_diff(&got, &case.embedding);
-        assert!(diff <= TOL, "{what} {}: max abs diff {diff}", case.id);
-        worst = worst.max(diff);
-    }
-    eprintln!("{what}: max abs diff vs goldens {worst:e}");
+    parity::check_goldens(model, &cases(), what, TOL);
 }
 
 #[test]
@@ -110,60 +91,26 @@ fn fused_cpu_kernels_equal_the_generic_path() {
     let fused = load(&fixture_dir());
     let generic = load(&fixture_dir()).without_cpu_kernels();
     check_goldens(&generic, "generic ops");
-    let batch: Vec<Vec<u32>> = cases().iter().map(|c| c.token_ids.clone()).collect();
-    let (a, b) = (rows(fused.embed(&batch)), rows(generic.embed(&batch)));
-    for (case, (x, y)) in cases().iter().zip(a.iter().zip(&b)) {
-        let diff = max_abs_diff(x, y);
-        assert!(diff <= 1e-5, "{}: fused vs generic {diff}", case.id);
-    }
+    parity::check_paths_agree(&fused, &generic, &cases(), "fused vs generic", BATCH_TOL);
 }
 
 #[test]
 fn batching_and_order_do_not_change_results() {
     let model = load(&fixture_dir());
-    let cases = cases();
-    let single: Vec<Vec<f32>> = cases
-        .iter()
-        .map(|c| rows(model.embed(std::slice::from_ref(&c.token_ids))).remove(0))
-        .collect();
-
-    let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
-    let batched = rows(model.embed(&batch));
-    let mut worst = 0f32;
-    for ((case, one), many) in cases.iter().zip(&single).zip(&batched) {
-        let diff = max_abs_diff(one, many);
-        assert!(diff <= 1e-5, "{}: batched vs single {diff}", case.id);
-        assert!(max_abs_diff(many, &case.embedding) <= TOL, "{}", case.id);
-        worst = worst.max(diff);
-    }
-    eprintln!("batched vs single: max abs diff {worst:e}");
-
     // A fixed shuffle, with a duplicate: each row follows its sequence.
     let order = [3usize, 0, 5, 2, 2, 4, 1];
-    let shuffled: Vec<Vec<u32>> = order.iter().map(|&i| batch[i].clone()).collect();
-    for (row, &i) in rows(model.embed(&shuffled)).iter().zip(&order) {
-        let diff = max_abs_diff(row, &single[i]);
-        assert!(diff <= 1e-5, "{} (shuffled): {diff}", cases[i].id);
-    }
+    parity::check_batching_and_order(&model, &cases(), &order, TOL, BATCH_TOL);
 }
 
 #[test]
 fn long_sequence_pools_first_1024_residues() {
     let model = load(&fixture_dir());
     // A random protein longer than the pooling cap (fixed-seed LCG over the 20 amino acids).
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let residues: String = (0..1100)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            b"ACDEFGHIKLMNPQRSTVWY"[(state >> 33) as usize % 20] as char
-        })
-        .collect();
+    let residues = parity::random_protein(1100, 0x2545_f491_4f6c_dd1d);
     let ids = EsmTokenizer::new().encode(&residues);
     assert_eq!(ids.len(), 1102);
 
-    let got = rows(model.embed(std::slice::from_ref(&ids))).remove(0);
+    let got = embed_one(&model, &ids);
     assert!(got.iter().all(|v| v.is_finite()));
 
     let hidden = model.last_hidden(&[ids]);
@@ -177,7 +124,7 @@ fn long_sequence_pools_first_1024_residues() {
             .unwrap()
     };
     let capped = mean(MAX_POOLED_RESIDUES);
-    assert!(max_abs_diff(&got, &capped) <= 1e-5);
+    assert!(max_abs_diff(&got, &capped) <= BATCH_TOL);
     assert!(
         max_abs_diff(&got, &mean(1100)) > 1e-4,
         "residues past 1024 must not be pooled"
@@ -261,22 +208,10 @@ fn half_precision_matches_f32() {
     burn::tensor::set_default_dtypes::<B>(&device(), FloatDType::F16, IntDType::I32).unwrap();
     let model = load(&fixture_dir());
     let cases = cases();
-    let batch: Vec<Vec<u32>> = cases.iter().map(|c| c.token_ids.clone()).collect();
+    let batch = batch_of(&cases);
     assert_eq!(
         model.last_hidden(&batch[..1]).dtype(),
         burn::tensor::DType::F16
     );
-    let got = model.embed(&batch);
-    assert_eq!(
-        got.dtype(),
-        burn::tensor::DType::F32,
-        "embeddings come back as f32"
-    );
-    let mut worst = 1f64;
-    for (case, row) in cases.iter().zip(rows(got)) {
-        let cos = crate::common::cosine(&row, &case.embedding);
-        assert!(cos >= 0.999, "{}: cosine {cos} at f16", case.id);
-        worst = worst.min(cos);
-    }
-    eprintln!("f16: min cosine vs f32 goldens {worst}");
+    parity::check_cosines(model.embed(&batch), &cases, "f16", 0.999);
 }

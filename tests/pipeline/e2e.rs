@@ -5,11 +5,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_error, fixtures, records, run, stderr};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::common::{assert_error, check_e2e_goldens, fixtures, records, run, s, stderr};
 
 fn ok(args: &[&str]) {
     let o = run(args, None);
@@ -20,27 +16,10 @@ fn ok(args: &[&str]) {
     );
 }
 
-/// Compare a run's tables with the goldens: ids, labels and the chunk table exact, scores 1e-4.
+/// Compare a run's tables with the goldens ([`check_e2e_goldens`]: ids, labels and the chunk
+/// table exact, scores 1e-4), and its summary and figures.
 fn check_outputs(out: &Path, chunk: &str) {
-    let golden = fixtures().join(format!("e2e/chunk{chunk}"));
-    let want = fs::read_to_string(golden.join("prediction_results.txt")).unwrap();
-    let got = fs::read_to_string(out.join("prediction_results.txt")).unwrap();
-    let (want, got): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-    assert_eq!(want.len(), got.len(), "row count");
-    assert_eq!(want[0], got[0], "header");
-    for (w, g) in want.iter().zip(&got).skip(1) {
-        let (w, g): (Vec<&str>, Vec<&str>) = (w.split('\t').collect(), g.split('\t').collect());
-        assert_eq!(w[..2], g[..2], "id/label");
-        for c in 2..4 {
-            let (a, b): (f32, f32) = (w[c].parse().unwrap(), g[c].parse().unwrap());
-            assert!((a - b).abs() <= 1e-4, "{}: score {c} {a} vs {b}", w[0]);
-        }
-    }
-    assert_eq!(
-        fs::read_to_string(golden.join("prediction_results_highestscore.csv")).unwrap(),
-        fs::read_to_string(out.join("prediction_results_highestscore.csv")).unwrap(),
-        "prediction_results_highestscore.csv (chunk {chunk})"
-    );
+    check_e2e_goldens(out, chunk);
     let summary = fs::read_to_string(out.join("sequence_summary.tsv")).unwrap();
     assert_eq!(
         summary.lines().count(),

@@ -12,12 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, fixtures, stderr};
+use crate::common::{bin, fixtures, s, stderr};
 use virnucpro::embeddings::EmbeddingSet;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// translate the e2e input (chunk 500) into `dir`; returns (nucleotide .fa, protein .faa).
 fn orfs(dir: &Path) -> (PathBuf, PathBuf) {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_error, stderr};
+use crate::common::{assert_error, s, stderr};
 use virnucpro::device::lease;
 
 /// The other user of the two-user tests (`nobody` on most systems).
@@ -22,12 +22,12 @@ const ATTACKER: u32 = 65534;
 /// A second, unprivileged victim.
 const VICTIM: u32 = 4242;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
 }
 
 fn is_root() -> bool {
@@ -75,36 +75,36 @@ struct Run {
 impl Run {
     /// `embed-protein` on fake GPUs `gpus`, leasing one, with the lock directory from `env`.
     fn lease(input: &Path, out: &Path, gpus: &str, extra: &[&str]) -> Run {
-        let mut args: Vec<String> = [
-            "embed-protein",
-            s(input),
-            "-m",
-            s(&crate::common::fixtures().join("esm2_tiny")),
-            "-o",
-            s(out),
-            "--device",
-            "cuda",
-            "--gpu-lease",
-            "1",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        args.extend(extra.iter().map(|a| a.to_string()));
+        let esm = crate::common::fixtures().join("esm2_tiny");
+        let args = ["embed-protein", s(input), "-m", s(&esm), "-o", s(out)];
+        Run::leasing(gpus, &[&args[..], extra].concat())
+    }
+
+    /// The binary with `args` then `--device cuda --gpu-lease 1`, on fake GPUs `gpus`.
+    fn leasing(gpus: &str, args: &[&str]) -> Run {
+        let lease = ["--device", "cuda", "--gpu-lease", "1"];
+        Run::on(
+            gpus,
+            args.iter().chain(&lease).map(|a| a.to_string()).collect(),
+        )
+    }
+
+    /// [`Run::lease`] of a small FASTA written in `dir` to `dir/o.safetensors`.
+    fn lease_in(dir: &Path, gpus: &str) -> Run {
+        Run::lease(&faa(dir), &dir.join("o.safetensors"), gpus, &[])
+    }
+
+    fn devices(gpus: &str) -> Run {
+        Run::on(gpus, vec!["devices".into(), "--json".into()])
+    }
+
+    /// The binary with `args` on fake GPUs `gpus`, as this user.
+    fn on(gpus: &str, args: Vec<String>) -> Run {
         Run {
             exe: env!("CARGO_BIN_EXE_virnucpro").into(),
             uid: None,
             env: vec![("VIRNUCPRO_FAKE_GPUS".into(), gpus.into())],
             args,
-        }
-    }
-
-    fn devices(gpus: &str) -> Run {
-        Run {
-            exe: env!("CARGO_BIN_EXE_virnucpro").into(),
-            uid: None,
-            env: vec![("VIRNUCPRO_FAKE_GPUS".into(), gpus.into())],
-            args: vec!["devices".into(), "--json".into()],
         }
     }
 
@@ -250,14 +250,9 @@ fn a_run_leases_the_gpu_nobody_holds() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("locks");
     let _held = hold(&dir, &["GPU-aaaa"]);
-    let out = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-aaaa,GPU-bbbb",
-        &[],
-    )
-    .lock_dir(&dir)
-    .output(60);
+    let out = Run::lease_in(tmp.path(), "GPU-aaaa,GPU-bbbb")
+        .lock_dir(&dir)
+        .output(60);
     assert_leased(&out, "leased cuda:1 (GPU-bbbb)");
 }
 
@@ -271,34 +266,27 @@ fn run_takes_one_lease_once_for_both_embedding_steps() {
     let dir = tmp.path().join("locks");
     let out = tmp.path().join("out");
     let f = crate::common::fixtures();
-    let args: Vec<String> = [
+    let (input, dnabert, esm, mlp) = (
+        f.join("e2e/input.fa"),
+        f.join("dnabert_s_tiny"),
+        f.join("esm2_tiny"),
+        f.join("mlp_tiny.pth"),
+    );
+    let args = [
         "run",
-        s(&f.join("e2e/input.fa")),
+        s(&input),
         "-c",
         "500",
         "-o",
         s(&out),
         "--dnabert",
-        s(&f.join("dnabert_s_tiny")),
+        s(&dnabert),
         "--esm",
-        s(&f.join("esm2_tiny")),
+        s(&esm),
         "--classifier",
-        s(&f.join("mlp_tiny.pth")),
-        "--device",
-        "cuda",
-        "--gpu-lease",
-        "1",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let run = Run {
-        exe: env!("CARGO_BIN_EXE_virnucpro").into(),
-        uid: None,
-        env: vec![("VIRNUCPRO_FAKE_GPUS".into(), "GPU-aaaa".into())],
-        args,
-    }
-    .lock_dir(&dir);
+        s(&mlp),
+    ];
+    let run = Run::leasing("GPU-aaaa", &args).lock_dir(&dir);
     let o = run.output(120);
     assert_leased(&o, "leased cuda:0 (GPU-aaaa)");
     let report = fs::read_to_string(out.join("run.json")).unwrap();
@@ -401,13 +389,7 @@ fn a_waiting_run_takes_the_gpu_once_it_is_released() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("locks");
     let held = hold(&dir, &["GPU-aaaa"]);
-    let run = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-aaaa",
-        &[],
-    )
-    .lock_dir(&dir);
+    let run = Run::lease_in(tmp.path(), "GPU-aaaa").lock_dir(&dir);
     let mut child = run.command(60).spawn().unwrap();
     let (line, mut rest) = wait_for_line(&mut child, "waiting for a free GPU", 30);
     assert!(
@@ -429,14 +411,9 @@ fn a_symlinked_lock_directory_is_refused() {
     fs::create_dir(&real).unwrap();
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let out = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-aaaa",
-        &[],
-    )
-    .lock_dir(&link)
-    .output(30);
+    let out = Run::lease_in(tmp.path(), "GPU-aaaa")
+        .lock_dir(&link)
+        .output(30);
     assert_error(&out, &["is a symbolic link", s(&link)]);
     assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
 }
@@ -447,14 +424,9 @@ fn a_world_writable_lock_directory_without_sticky_bit_is_refused() {
     let dir = tmp.path().join("open");
     fs::create_dir(&dir).unwrap();
     chmod(&dir, 0o777);
-    let out = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-aaaa",
-        &[],
-    )
-    .lock_dir(&dir)
-    .output(30);
+    let out = Run::lease_in(tmp.path(), "GPU-aaaa")
+        .lock_dir(&dir)
+        .output(30);
     assert_error(&out, &["not sticky (mode 0777)", "chmod +t"]);
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
     let doc = json(&Run::devices("GPU-aaaa").lock_dir(&dir).output(30));
@@ -473,14 +445,9 @@ fn a_planted_symlink_lock_file_is_not_followed() {
     let dir = tmp.path().join("locks");
     fs::create_dir(&dir).unwrap();
     std::os::unix::fs::symlink(&bashrc, lease::lock_path(&dir, "GPU-aaaa")).unwrap();
-    let out = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-aaaa",
-        &[],
-    )
-    .lock_dir(&dir)
-    .output(30);
+    let out = Run::lease_in(tmp.path(), "GPU-aaaa")
+        .lock_dir(&dir)
+        .output(30);
     assert_error(&out, &["GPU-aaaa.lock is a symbolic link", "remove it"]);
     unchanged(
         &bashrc,
@@ -499,14 +466,9 @@ fn a_planted_fifo_lock_file_is_refused_without_blocking() {
     // SAFETY: a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
     let t = Instant::now();
-    let out = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-aaaa",
-        &[],
-    )
-    .lock_dir(&dir)
-    .output(20);
+    let out = Run::lease_in(tmp.path(), "GPU-aaaa")
+        .lock_dir(&dir)
+        .output(20);
     assert_error(&out, &["GPU-aaaa.lock is not a regular file"]);
     assert!(t.elapsed() < Duration::from_secs(15));
 }
@@ -520,16 +482,11 @@ fn another_users_lock_directory_is_refused() {
     let dir = tmp.path().join("theirs");
     fs::create_dir(&dir).unwrap();
     chmod(&dir, 0o1777);
-    std::os::unix::fs::chown(&dir, Some(ATTACKER), Some(ATTACKER)).unwrap();
+    chown(&dir, ATTACKER);
     // Root is refused too: that user could swap the lock files under it.
-    let out = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-aaaa",
-        &[],
-    )
-    .lock_dir(&dir)
-    .output(30);
+    let out = Run::lease_in(tmp.path(), "GPU-aaaa")
+        .lock_dir(&dir)
+        .output(30);
     assert_error(
         &out,
         &[&format!("belongs to uid {ATTACKER}"), "not to you (uid 0)"],
@@ -550,11 +507,11 @@ fn a_squatted_per_user_default_directory_is_refused() {
     }
     fs::create_dir(&squat).unwrap();
     chmod(&squat, 0o777);
-    std::os::unix::fs::chown(&squat, Some(ATTACKER), Some(ATTACKER)).unwrap();
+    chown(&squat, ATTACKER);
     let tmp = open_tempdir();
     let out_dir = tmp.path().join("out");
     fs::create_dir(&out_dir).unwrap();
-    std::os::unix::fs::chown(&out_dir, Some(VICTIM), Some(VICTIM)).unwrap();
+    chown(&out_dir, VICTIM);
     let out = Run::lease(
         &faa(tmp.path()),
         &out_dir.join("o.safetensors"),
@@ -582,11 +539,11 @@ fn another_users_symlink_in_a_shared_dir_never_damages_the_victim() {
     // The victim's ~/.bashrc, and the attacker's link to it at a GPU's lock file name.
     let home = tmp.path().join("home");
     fs::create_dir(&home).unwrap();
-    std::os::unix::fs::chown(&home, Some(VICTIM), Some(VICTIM)).unwrap();
+    chown(&home, VICTIM);
     let bashrc = home.join(".bashrc");
     fs::write(&bashrc, "export PATH\n").unwrap();
     chmod(&bashrc, 0o600);
-    std::os::unix::fs::chown(&bashrc, Some(VICTIM), Some(VICTIM)).unwrap();
+    chown(&bashrc, VICTIM);
     let link = lease::lock_path(&shared, "GPU-aaaa");
     std::os::unix::fs::symlink(&bashrc, &link).unwrap();
     std::os::unix::fs::lchown(&link, Some(ATTACKER), Some(ATTACKER)).unwrap();
@@ -615,27 +572,17 @@ fn another_users_lock_file_is_locked_but_never_changed() {
     let theirs = lease::lock_path(&shared, "GPU-aaaa");
     fs::write(&theirs, "pid=1 user=mallory\n").unwrap();
     chmod(&theirs, 0o666);
-    std::os::unix::fs::chown(&theirs, Some(ATTACKER), Some(ATTACKER)).unwrap();
-    let out = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-aaaa",
-        &[],
-    )
-    .lock_dir(&shared)
-    .output(30);
+    chown(&theirs, ATTACKER);
+    let out = Run::lease_in(tmp.path(), "GPU-aaaa")
+        .lock_dir(&shared)
+        .output(30);
     assert_leased(&out, "leased cuda:0 (GPU-aaaa)");
     unchanged(&theirs, "pid=1 user=mallory\n", 0o666, ATTACKER);
     // A file we made ourselves in the same directory does get our note.
     let ours = lease::lock_path(&shared, "GPU-bbbb");
-    let out = Run::lease(
-        &faa(tmp.path()),
-        &tmp.path().join("o.safetensors"),
-        "GPU-bbbb",
-        &[],
-    )
-    .lock_dir(&shared)
-    .output(30);
+    let out = Run::lease_in(tmp.path(), "GPU-bbbb")
+        .lock_dir(&shared)
+        .output(30);
     assert_leased(&out, "leased cuda:0 (GPU-bbbb)");
     let m = fs::metadata(&ours).unwrap();
     assert_eq!(m.uid(), 0);

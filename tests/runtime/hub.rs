@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha1::Digest as _;
 
-use crate::common::{assert_error, fixtures, stderr};
+use crate::common::{assert_error, check_e2e_goldens, fixtures, s, stderr};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// The server stops by itself after this long or this many requests.
@@ -526,11 +526,41 @@ fn fixture(rel: &str) -> Vec<u8> {
     fs::read(fixtures().join(rel)).unwrap()
 }
 
-fn fetch_esm(home: &Path, server: &Server) -> Output {
-    out(cmd(
+/// `models fetch --esm <repo>` from `server` (or the environment's endpoint), into `home`.
+fn fetch_esm_cmd(home: &Path, server: Option<&Server>, repo: &str) -> std::process::Command {
+    cmd(home, server, &["models", "fetch", "--esm", repo])
+}
+
+/// [`fetch_esm_cmd`] of `repo`, [`bounded`].
+fn fetch_esm_bounded(home: &Path, server: &Server, repo: &str, secs: u64, mem_mib: u64) -> Output {
+    bounded(
         home,
         Some(server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
+        &["models", "fetch", "--esm", repo],
+        secs,
+        mem_mib,
+    )
+}
+
+/// The tiny ESM-2 (`test/esm2-tiny`) fetched from `server` into `home`.
+fn fetch_esm(home: &Path, server: &Server) -> Output {
+    out(fetch_esm_cmd(home, Some(server), "test/esm2-tiny"))
+}
+
+/// The tiny ESM-2 fetched into a new home from a new server with `faults`.
+fn fetch_esm_with(faults: Faults) -> (Server, tempfile::TempDir, Output) {
+    let server = Server::start(faults);
+    let tmp = tempfile::tempdir().unwrap();
+    let o = fetch_esm(tmp.path(), &server);
+    (server, tmp, o)
+}
+
+/// `models fetch --classifier <what>` from `server` (or the environment's endpoint).
+fn fetch_classifier(home: &Path, server: Option<&Server>, what: &str) -> Output {
+    out(cmd(
+        home,
+        server,
+        &["models", "fetch", "--classifier", what],
     ))
 }
 
@@ -608,11 +638,7 @@ fn fetch_writes_the_hf_cache_layout_and_offline_run_reproduces_the_goldens() {
 
     // A second fetch downloads nothing.
     let gets = server.log().len();
-    let again = ok(&out(cmd(
-        &home,
-        Some(&server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-    )));
+    let again = ok(&fetch_esm(&home, &server));
     assert!(again.contains("already cached"), "{again}");
     assert!(
         server.log()[gets..]
@@ -661,39 +687,16 @@ fn fetch_writes_the_hf_cache_layout_and_offline_run_reproduces_the_goldens() {
         );
         c.env("HF_HUB_OFFLINE", "1");
         ok(&out(c));
-        check_goldens(&outdir, chunk);
+        check_e2e_goldens(&outdir, chunk);
     }
-}
-
-/// The e2e goldens (as tests/pipeline/e2e.rs checks them): ids, labels exact, scores 1e-4.
-fn check_goldens(out: &Path, chunk: &str) {
-    let golden = fixtures().join(format!("e2e/chunk{chunk}"));
-    let want = fs::read_to_string(golden.join("prediction_results.txt")).unwrap();
-    let got = fs::read_to_string(out.join("prediction_results.txt")).unwrap();
-    let (want, got): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-    assert_eq!(want.len(), got.len(), "row count");
-    for (w, g) in want.iter().zip(&got).skip(1) {
-        let (w, g): (Vec<&str>, Vec<&str>) = (w.split('\t').collect(), g.split('\t').collect());
-        assert_eq!(w[..2], g[..2], "id/label");
-        for c in 2..4 {
-            let (a, b): (f32, f32) = (w[c].parse().unwrap(), g[c].parse().unwrap());
-            assert!((a - b).abs() <= 1e-4, "{}: score {c} {a} vs {b}", w[0]);
-        }
-    }
-    assert_eq!(
-        fs::read_to_string(golden.join("prediction_results_highestscore.csv")).unwrap(),
-        fs::read_to_string(out.join("prediction_results_highestscore.csv")).unwrap()
-    );
 }
 
 #[test]
 fn a_dropped_connection_resumes_with_range_to_the_same_bytes() {
-    let server = Server::start(Faults {
+    let (server, tmp, o) = fetch_esm_with(Faults {
         drop_after: Some(100_000),
         ..Faults::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    let o = fetch_esm(tmp.path(), &server);
     ok(&o);
     let weights = fixture("esm2_tiny/model.safetensors");
     let gets = server.body_gets(&sha256(&weights));
@@ -726,12 +729,10 @@ fn a_killed_download_resumes_from_its_partial_file() {
 
 #[test]
 fn a_wrong_sha256_is_an_error_and_nothing_is_cached() {
-    let server = Server::start(Faults {
+    let (_server, tmp, o) = fetch_esm_with(Faults {
         corrupt: true,
         ..Faults::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    let o = fetch_esm(tmp.path(), &server);
     assert_error(
         &o,
         &[
@@ -818,13 +819,11 @@ fn a_gated_repository_says_to_log_in_and_a_refused_token_says_so() {
 
 #[test]
 fn a_slow_server_shows_progress_lines_without_a_terminal() {
-    let server = Server::start(Faults {
+    // 344 kB in 4 KiB chunks, 25 ms apart: about 2 s, a line every 0.5 s.
+    let (_server, _tmp, o) = fetch_esm_with(Faults {
         slow: Some(Duration::from_millis(25)),
         ..Faults::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    // 344 kB in 4 KiB chunks, 25 ms apart: about 2 s, a line every 0.5 s.
-    let o = fetch_esm(tmp.path(), &server);
     ok(&o);
     let err = stderr(&o);
     let lines: Vec<&str> = err
@@ -849,15 +848,11 @@ fn two_concurrent_fetches_both_succeed_with_one_download() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let spawn = || {
-        cmd(
-            tmp.path(),
-            Some(&server),
-            &["models", "fetch", "--esm", "test/esm2-tiny"],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+        fetch_esm_cmd(tmp.path(), Some(&server), "test/esm2-tiny")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -897,21 +892,20 @@ fn an_uncached_id_says_which_command_fetches_it() {
         fixtures().join("esm2_tiny"),
         fixtures().join("mlp_tiny.pth"),
     );
-    let args = [
-        "run",
-        input.to_str().unwrap(),
+    // `run` on the e2e input at chunk 500 into `outdir`, then `extra`.
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", s(&input), "-c", "500", "-o", s(&outdir)];
+        args.extend_from_slice(extra);
+        cmd(tmp.path(), None, &args)
+    };
+    let o = out(run(&[
         "--dnabert",
         "test/dnabert-s-tiny",
         "--esm",
-        esm.to_str().unwrap(),
+        s(&esm),
         "--classifier",
-        mlp.to_str().unwrap(),
-        "-c",
-        "500",
-        "-o",
-        outdir.to_str().unwrap(),
-    ];
-    let o = out(cmd(tmp.path(), None, &args));
+        s(&mlp),
+    ]));
     assert_error(
         &o,
         &[
@@ -921,35 +915,10 @@ fn an_uncached_id_says_which_command_fetches_it() {
     );
     assert!(!outdir.exists(), "nothing started");
     // The defaults are the published models: after no fetch, they are not cached.
-    let o = out(cmd(
-        tmp.path(),
-        None,
-        &[
-            "run",
-            input.to_str().unwrap(),
-            "-c",
-            "500",
-            "-o",
-            outdir.to_str().unwrap(),
-        ],
-    ));
+    let o = out(run(&[]));
     assert_error(&o, &["zhihan1996/DNABERT-S", "virnucpro models fetch"]);
-    let mut c = cmd(
-        tmp.path(),
-        None,
-        &[
-            "run",
-            input.to_str().unwrap(),
-            "-c",
-            "500",
-            "-o",
-            outdir.to_str().unwrap(),
-            "--dnabert",
-            fixtures().join("dnabert_s_tiny").to_str().unwrap(),
-            "--esm",
-            fixtures().join("esm2_tiny").to_str().unwrap(),
-        ],
-    );
+    let dnabert = fixtures().join("dnabert_s_tiny");
+    let mut c = run(&["--dnabert", s(&dnabert), "--esm", s(&esm)]);
     c.env("HF_HUB_OFFLINE", "1");
     assert_error(
         &out(c),
@@ -992,7 +961,7 @@ fn run_with_download_fetches_what_is_missing() {
         ],
     ));
     ok(&o);
-    check_goldens(&outdir, "500");
+    check_e2e_goldens(&outdir, "500");
     // No checksum given with the URL: the sha256 is recorded, and said to be unverified.
     let listed = ok(&out(cmd(tmp.path(), None, &["models", "list"])));
     assert!(listed.contains(&sha256(&mlp)), "{listed}");
@@ -1008,24 +977,18 @@ fn an_unreachable_endpoint_is_one_line_about_the_network() {
         .unwrap()
         .port();
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = cmd(
-        tmp.path(),
-        None,
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-    );
+    let mut c = fetch_esm_cmd(tmp.path(), None, "test/esm2-tiny");
     c.env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"));
     assert_error(&out(c), &["test/esm2-tiny", "cannot reach", "no network"]);
 }
 
 #[test]
 fn a_file_larger_than_the_free_space_is_refused_before_downloading() {
-    let server = Server::start(Faults {
+    let (server, tmp, o) = fetch_esm_with(Faults {
         // 1 EB: more than any test machine's disk.
         announce_size: Some(1 << 60),
         ..Faults::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    let o = fetch_esm(tmp.path(), &server);
     assert_error(
         &o,
         &[
@@ -1096,13 +1059,7 @@ fn a_shard_index_naming_an_index_is_refused_in_a_few_requests() {
     for repo in ["evil/self-index", "evil/other-index"] {
         let tmp = tempfile::tempdir().unwrap();
         let before = server.log().len();
-        let o = bounded(
-            tmp.path(),
-            Some(&server),
-            &["models", "fetch", "--esm", repo],
-            60,
-            2048,
-        );
+        let o = fetch_esm_bounded(tmp.path(), &server, repo, 60, 2048);
         assert_error(&o, &[repo, "as a shard", "not weights"]);
         let requests = server.log().len() - before;
         assert!(requests <= 8, "{repo}: {requests} requests");
@@ -1128,13 +1085,7 @@ fn an_index_naming_thousands_of_shards_is_refused_before_downloading_them() {
         ..Setup::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let o = bounded(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "evil/many-shards"],
-        120,
-        2048,
-    );
+    let o = fetch_esm_bounded(tmp.path(), &server, "evil/many-shards", 120, 2048);
     assert_error(&o, &["evil/many-shards", "more than 256 files"]);
     assert!(
         server.log().iter().all(|l| !l.starts_with("GET /lfs/")),
@@ -1150,13 +1101,7 @@ fn a_body_without_a_size_is_bounded_by_what_such_a_file_can_be() {
         ..Faults::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let o = bounded(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-        120,
-        2048,
-    );
+    let o = fetch_esm_bounded(tmp.path(), &server, "test/esm2-tiny", 120, 2048);
     assert_error(
         &o,
         &[
@@ -1183,11 +1128,7 @@ fn free_space_is_checked_while_a_body_of_unknown_size_arrives() {
         ..Faults::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-    );
+    let mut c = fetch_esm_cmd(tmp.path(), Some(&server), "test/esm2-tiny");
     c.env("VIRNUCPRO_TEST_FREE_BYTES", ((65u64) << 20).to_string());
     let o = out(c);
     assert_error(
@@ -1207,11 +1148,7 @@ fn a_server_dripping_bytes_is_given_up_with_a_clear_error() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut c = cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "test/esm2-tiny"],
-    );
+    let mut c = fetch_esm_cmd(tmp.path(), Some(&server), "test/esm2-tiny");
     c.env("VIRNUCPRO_HTTP_TIMEOUT_SECS", "2");
     let mut c2 = std::process::Command::new("timeout");
     c2.args(["--kill-after=5", "60"])
@@ -1254,17 +1191,9 @@ fn a_pinned_classifier_url_is_checked_every_time_not_taken_from_an_unpinned_fetc
     let url = format!("{}/raw/tampered.pth", server.url());
     let pinned = format!("{url}#sha256={}", sha256(&genuine));
     // An unpinned fetch caches the tampered file (nothing says it is wrong)...
-    ok(&out(cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--classifier", &url],
-    )));
+    ok(&fetch_classifier(tmp.path(), Some(&server), &url));
     // ...which the pinned URL never uses: it downloads, and the pin refuses the bytes.
-    let o = out(cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--classifier", &pinned],
-    ));
+    let o = fetch_classifier(tmp.path(), Some(&server), &pinned);
     assert_error(&o, &["tampered.pth", "sha256 mismatch", "nothing cached"]);
     let o = out(cmd(
         tmp.path(),
@@ -1291,21 +1220,13 @@ fn a_pinned_classifier_url_is_checked_every_time_not_taken_from_an_unpinned_fetc
         server.url(),
         sha256(&genuine)
     );
-    let listed = ok(&out(cmd(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--classifier", &good],
-    )));
+    let listed = ok(&fetch_classifier(tmp.path(), Some(&server), &good));
     let cached = PathBuf::from(listed.trim().split('\t').nth(2).unwrap());
     assert_eq!(fs::read(&cached).unwrap(), genuine);
     let mut changed = genuine.clone();
     changed[mid] ^= 1;
     fs::write(&cached, &changed).unwrap();
-    let o = out(cmd(
-        tmp.path(),
-        None,
-        &["models", "fetch", "--classifier", &good],
-    ));
+    let o = fetch_classifier(tmp.path(), None, &good);
     assert_error(
         &o,
         &["does not match its sha256", "delete", "fetch it again"],
@@ -1313,11 +1234,7 @@ fn a_pinned_classifier_url_is_checked_every_time_not_taken_from_an_unpinned_fetc
     // An unpinned cached file is held to the sha256 recorded when it was downloaded.
     let unpinned = cached_classifier(tmp.path(), &url);
     fs::write(&unpinned, &genuine).unwrap();
-    let o = out(cmd(
-        tmp.path(),
-        None,
-        &["models", "fetch", "--classifier", &url],
-    ));
+    let o = fetch_classifier(tmp.path(), None, &url);
     assert_error(&o, &["sha256 recorded at download"]);
 }
 
@@ -1428,13 +1345,7 @@ fn a_renamed_repository_says_its_new_name() {
         ..Setup::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let o = bounded(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "old-org/esm"],
-        30,
-        1024,
-    );
+    let o = fetch_esm_bounded(tmp.path(), &server, "old-org/esm", 30, 1024);
     assert_error(
         &o,
         &[
@@ -1479,13 +1390,7 @@ fn redirect_loops_and_other_schemes_are_said_and_not_retried() {
         });
         let tmp = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let o = bounded(
-            tmp.path(),
-            Some(&server),
-            &["models", "fetch", "--esm", "test/esm2-tiny"],
-            60,
-            1024,
-        );
+        let o = fetch_esm_bounded(tmp.path(), &server, "test/esm2-tiny", 60, 1024);
         assert_error(&o, &["model.safetensors", needle, "not followed"]);
         assert!(!stderr(&o).contains("no network"), "{}", stderr(&o));
         assert!(
@@ -1585,13 +1490,7 @@ fn names_from_the_server_are_printed_escaped_in_one_line() {
         ..Setup::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let o = bounded(
-        tmp.path(),
-        Some(&server),
-        &["models", "fetch", "--esm", "evil/names"],
-        30,
-        1024,
-    );
+    let o = fetch_esm_bounded(tmp.path(), &server, "evil/names", 30, 1024);
     assert_error(
         &o,
         &["evil/names", "x\\nerror: all good\\u{1b}[2J.safetensors"],

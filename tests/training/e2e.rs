@@ -7,11 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::common::{fixtures, run, stderr};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::common::{fixtures, run, s, stderr};
 
 fn ok(args: &[&str]) -> String {
     let o = run(args, None);
@@ -26,19 +22,13 @@ fn ok(args: &[&str]) -> String {
 /// `n` records of 300 bases (one chunk at `-c 300`) of random sense codons (a fixed LCG), so
 /// frame F1 of every chunk is an ORF; ids `prefix<k>`.
 fn fasta(path: &Path, prefix: &str, n: usize, seed: u64) {
-    let mut x = seed;
+    let mut rng = crate::common::parity::Lcg(seed);
     let mut text = String::new();
     for k in 0..n {
         text.push_str(&format!(">{prefix}{k}\n"));
         let mut codons = 0;
         while codons < 100 {
-            let mut codon = String::new();
-            for _ in 0..3 {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                codon.push(b"ACGT"[(x >> 62) as usize] as char);
-            }
+            let codon = rng.dna(3);
             if !["TAA", "TAG", "TGA"].contains(&codon.as_str()) {
                 text.push_str(&codon);
                 codons += 1;

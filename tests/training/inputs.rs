@@ -4,12 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_refused, run_bounded, stderr};
+use crate::common::{assert_refused, fixtures, run_bounded, s, stderr};
 use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A tiny separable data set: `n` ORFs, DNA `dd`-d and protein `pd`-d embeddings, labels
 /// alternating virus / others with the first column carrying the class.
@@ -24,6 +20,14 @@ impl Data {
             dir: tempfile::tempdir().unwrap(),
             ids: (0..n).map(|i| format!("r{i}_chunk_1F1")).collect(),
         }
+    }
+    /// [`Data::new`] with the embeddings of every ORF written: DNA 3-d as `d.safetensors`,
+    /// protein 5-d as `p.safetensors`.
+    fn embedded(n: usize) -> (Self, PathBuf, PathBuf) {
+        let d = Data::new(n);
+        let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
+        let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+        (d, dna, prot)
     }
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -124,6 +128,17 @@ fn train(
     run_bounded(&train_args(dna, protein, labels, out, extra), None, 0, 120)
 }
 
+/// A finished run whose log says `warning`.
+fn assert_finished_with(o: &std::process::Output, warning: &str) {
+    assert!(o.status.success(), "{}", stderr(o));
+    assert!(stderr(o).contains(warning), "{}", stderr(o));
+}
+
+/// The `train.json` a finished run wrote in `out`.
+fn train_report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap()
+}
+
 fn finished(out: &Path) -> [PathBuf; 3] {
     [
         out.join("train.json"),
@@ -144,23 +159,15 @@ fn labelled_ids_without_embeddings_are_counted_and_skipped() {
     let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
     let out = d.path("out");
     let o = train(&[&dna], &[&prot], &d.default_labels(), &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("4 of 40 labelled ORFs lack a DNA or protein embedding"),
-        "{}",
-        stderr(&o)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_finished_with(&o, "4 of 40 labelled ORFs lack a DNA or protein embedding");
+    let report = train_report(&out);
     assert_eq!(report["join"]["labelled_without_embeddings"], 4);
     assert_eq!(report["samples"], 36);
 }
 
 #[test]
 fn embedded_ids_without_labels_are_counted_and_skipped() {
-    let d = Data::new(40);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let (d, dna, prot) = Data::embedded(40);
     let rows: Vec<(&str, &str)> = d.ids[..30]
         .iter()
         .enumerate()
@@ -168,22 +175,14 @@ fn embedded_ids_without_labels_are_counted_and_skipped() {
         .collect();
     let out = d.path("out");
     let o = train(&[&dna], &[&prot], &d.labels(&rows), &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("10 embedded ORFs have no label"),
-        "{}",
-        stderr(&o)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_finished_with(&o, "10 embedded ORFs have no label");
+    let report = train_report(&out);
     assert_eq!(report["join"]["embedded_without_label"], 10);
 }
 
 #[test]
 fn one_class_only_is_refused() {
-    let d = Data::new(20);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let (d, dna, prot) = Data::embedded(20);
     let rows: Vec<(&str, &str)> = d.ids.iter().map(|id| (id.as_str(), "virus")).collect();
     let out = d.path("out");
     let o = train(&[&dna], &[&prot], &d.labels(&rows), &out, &[]);
@@ -192,9 +191,7 @@ fn one_class_only_is_refused() {
 
 #[test]
 fn unknown_label_is_refused_naming_the_line() {
-    let d = Data::new(20);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let (d, dna, prot) = Data::embedded(20);
     let mut rows: Vec<(&str, &str)> = d.ids.iter().map(|id| (id.as_str(), "others")).collect();
     rows[3].1 = "phage";
     let out = d.path("out");
@@ -215,10 +212,8 @@ fn shards_of_different_widths_are_refused() {
 
 #[test]
 fn init_weights_of_another_width_are_refused() {
-    let d = Data::new(20);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
-    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_tiny.pth");
+    let (d, dna, prot) = Data::embedded(20);
+    let init = fixtures().join("mlp_tiny.pth");
     let out = d.path("out");
     let o = train(
         &[&dna],
@@ -232,10 +227,8 @@ fn init_weights_of_another_width_are_refused() {
 
 #[test]
 fn evaluate_refuses_a_classifier_of_another_width() {
-    let d = Data::new(20);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
-    let clf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_tiny.pth");
+    let (d, dna, prot) = Data::embedded(20);
+    let clf = fixtures().join("mlp_tiny.pth");
     let out = d.path("out");
     let o = run_bounded(
         &[
@@ -265,9 +258,7 @@ fn evaluate_refuses_a_classifier_of_another_width() {
 
 #[test]
 fn validation_ids_not_labelled_are_refused() {
-    let d = Data::new(20);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let (d, dna, prot) = Data::embedded(20);
     let val = d.path("val.txt");
     std::fs::write(&val, "r1_chunk_1F1\nnope_chunk_1F1\n").unwrap();
     let out = d.path("out");
@@ -283,9 +274,7 @@ fn validation_ids_not_labelled_are_refused() {
 
 #[test]
 fn out_of_range_hyperparameters_are_refused_before_any_work() {
-    let d = Data::new(20);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let (d, dna, prot) = Data::embedded(20);
     let out = d.path("out");
     let o = train(
         &[&dna],
@@ -316,9 +305,7 @@ const REFUSAL_MIB: u64 = 4096;
 
 #[test]
 fn widths_and_batches_too_large_for_memory_are_refused_before_allocating() {
-    let d = Data::new(200);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let (d, dna, prot) = Data::embedded(200);
     let labels = d.default_labels();
     let out = d.path("out");
     let run = |extra: &[&str]| {
@@ -354,9 +341,7 @@ fn widths_and_batches_too_large_for_memory_are_refused_before_allocating() {
 
 #[test]
 fn negative_values_reach_each_flags_own_check() {
-    let d = Data::new(20);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let (d, dna, prot) = Data::embedded(20);
     let labels = d.default_labels();
     let out = d.path("out");
     for (flag, value, says) in [
@@ -488,9 +473,7 @@ fn killed_after_epoch(args: &[&str], epoch: usize) {
 
 #[test]
 fn fewer_epochs_than_the_checkpoint_holds_are_refused_and_keep_it() {
-    let d = Data::new(40);
-    let dna = d.embeddings("d.safetensors", "dna", 3, &d.ids);
-    let prot = d.embeddings("p.safetensors", "protein", 5, &d.ids);
+    let (d, dna, prot) = Data::embedded(40);
     let labels = d.default_labels();
     let out = d.path("out");
     let ckpt = out.join("train.checkpoint.safetensors");
@@ -525,8 +508,7 @@ fn fewer_epochs_than_the_checkpoint_holds_are_refused_and_keep_it() {
         &[&short[..], &["--force"]].concat(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    let report = train_report(&out);
     assert_eq!(report["epochs_run"], 2);
     assert_eq!(report["resumed_after_epoch"], serde_json::Value::Null);
 }

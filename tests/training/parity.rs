@@ -7,15 +7,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::common::{fixtures, run, stderr};
+use crate::common::{fixtures, run, s, stderr};
 use safetensors::SafeTensors;
 use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
 
 const DNA_DIM: usize = 768;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Every F32 tensor of a safetensors file.
 fn tensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
