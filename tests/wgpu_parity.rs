@@ -22,6 +22,7 @@ mod on_wgpu {
     use virnucpro::models::dnabert_s::DnabertS;
     use virnucpro::models::esm2::Esm2;
     use virnucpro::models::layers::Norm;
+    use virnucpro::models::ops::ModelOps;
     use virnucpro::tokenize::esm::EsmTokenizer;
 
     use crate::common::{self, fixtures, run, stderr, Case};
@@ -76,24 +77,24 @@ mod on_wgpu {
     trait Model<B: Backend> {
         fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2>;
     }
-    impl<B: Backend> Model<B> for Esm2<B> {
+    impl<B: ModelOps> Model<B> for Esm2<B> {
         fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
             Esm2::embed(self, batch)
         }
     }
-    impl<B: Backend> Model<B> for DnabertS<B> {
+    impl<B: ModelOps> Model<B> for DnabertS<B> {
         fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
             DnabertS::embed(self, batch)
         }
     }
 
-    fn esm<B: Backend>(device: &B::Device) -> Esm2<B> {
+    fn esm<B: ModelOps>(device: &B::Device) -> Esm2<B> {
         Esm2::<B>::load(&fixtures().join("esm2_tiny"), device)
             .unwrap()
             .0
     }
 
-    fn dnabert<B: Backend>(device: &B::Device) -> DnabertS<B> {
+    fn dnabert<B: ModelOps>(device: &B::Device) -> DnabertS<B> {
         DnabertS::<B>::load(&fixtures().join("dnabert_s_tiny"), device)
             .unwrap()
             .0

@@ -9,8 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::models::ops::ModelOps;
 use anyhow::{bail, Result};
-use burn::tensor::backend::Backend;
 
 pub mod cpu_cache;
 pub mod cuda;
@@ -697,12 +697,12 @@ pub trait BackendTask {
     type Output;
     /// `devices`: one entry per worker. `cpu`: whether these are CPU workers (so each should
     /// keep its kernels on one thread).
-    fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<Self::Output>;
+    fn run<B: ModelOps>(self, devices: Vec<B::Device>, cpu: bool) -> Result<Self::Output>;
 }
 
 /// `devs` with `precision` as their default dtype (or an error if one already has another),
 /// then `task` on them.
-fn claimed<B: Backend, T: BackendTask>(
+fn claimed<B: ModelOps, T: BackendTask>(
     devs: Vec<B::Device>,
     precision: Precision,
     cpu: bool,

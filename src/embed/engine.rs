@@ -25,6 +25,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::device::placement::DtypeReadBack;
 use crate::device::{BackendTask, Precision};
+use crate::models::ops::ModelOps;
 use crate::models::tensor_to_f32;
 
 /// Single-sequence failures in a row, on one worker, that stop the run.
@@ -54,10 +55,10 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
 
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
 pub trait EncoderLoader: Sync {
-    type Model<B: Backend>: PooledEncoder<B> + Clone;
+    type Model<B: ModelOps>: PooledEncoder<B> + Clone;
     /// Padded tokens per batch on a GPU whose free memory is not known.
     const GPU_BATCH_TOKENS: usize;
-    fn load<B: Backend>(&self, device: &B::Device) -> Result<Self::Model<B>>;
+    fn load<B: ModelOps>(&self, device: &B::Device) -> Result<Self::Model<B>>;
 }
 
 /// Receives the workers' results, on the thread that started the job.
@@ -301,7 +302,7 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
     /// The dtypes read back from the first device's model.
     type Output = DtypeReadBack;
 
-    fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<DtypeReadBack> {
+    fn run<B: ModelOps>(self, devices: Vec<B::Device>, cpu: bool) -> Result<DtypeReadBack> {
         let EmbedJob {
             loader,
             tokens,

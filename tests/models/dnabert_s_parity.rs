@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 use virnucpro::models::dnabert_s::{alibi_slopes, DnabertS};
+use virnucpro::models::ops::ModelOps;
 use virnucpro::tokenize::dnabert::DnaTokenizer;
 
 use crate::common::Case;
@@ -36,7 +37,7 @@ fn load(path: &Path) -> DnabertS<B> {
     load_on::<B>(path, &device())
 }
 
-fn load_on<Bk: Backend>(path: &Path, device: &Bk::Device) -> DnabertS<Bk> {
+fn load_on<Bk: ModelOps>(path: &Path, device: &Bk::Device) -> DnabertS<Bk> {
     let (model, config) = DnabertS::<Bk>::load(path, device)
         .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
     assert_eq!(
@@ -72,11 +73,11 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Every case, one sequence per forward, against its golden embedding.
-fn check_goldens<Bk: Backend>(model: &DnabertS<Bk>, what: &str) {
+fn check_goldens<Bk: ModelOps>(model: &DnabertS<Bk>, what: &str) {
     check_goldens_within(model, what, TOL);
 }
 
-fn check_goldens_within<Bk: Backend>(model: &DnabertS<Bk>, what: &str, tol: f32) -> f32 {
+fn check_goldens_within<Bk: ModelOps>(model: &DnabertS<Bk>, what: &str, tol: f32) -> f32 {
     let mut worst = 0f32;
     for case in cases() {
         let got = rows(model.embed(std::slice::from_ref(&case.token_ids))).remove(0);
@@ -390,7 +391,7 @@ mod cuda {
     }
 
     /// Goldens one by one and in one padded batch, plus a > 512-token sequence against Flex.
-    fn check<Bk: Backend>(device: &Bk::Device, what: &str, tol: f32) {
+    fn check<Bk: ModelOps>(device: &Bk::Device, what: &str, tol: f32) {
         let model = load_on::<Bk>(&fixture_dir(), device);
         check_goldens_within(&model, what, tol);
 
