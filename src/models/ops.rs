@@ -46,10 +46,20 @@ pub trait ModelOps: Backend {
     }
 }
 
-// The GPU backends: Burn's ops, which their fusion and autotune already compile into few
-// kernels (the cases their own attention op gets wrong are in `layers::attention`).
+// The GPU backends in the precisions `device::dispatch` runs them in: Burn's ops, which their
+// fusion and autotune already compile into few kernels (the cases their own attention op gets
+// wrong are in `layers::attention`).
 #[cfg(feature = "cuda")]
-impl<F, I> ModelOps for burn::backend::Cuda<F, I> where Self: Backend {}
+mod cuda {
+    use burn::backend::Cuda;
+    impl super::ModelOps for Cuda<f32, i32> {}
+    impl super::ModelOps for Cuda<half::f16, i32> {}
+    impl super::ModelOps for Cuda<half::bf16, i32> {}
+}
 
 #[cfg(any(feature = "wgpu", feature = "wgpu-metal"))]
-impl<F, I, BT> ModelOps for burn::backend::wgpu::Wgpu<F, I, BT> where Self: Backend {}
+mod wgpu {
+    use burn::backend::wgpu::Wgpu;
+    impl super::ModelOps for Wgpu<f32, i32> {}
+    impl super::ModelOps for Wgpu<half::f16, i32> {}
+}
