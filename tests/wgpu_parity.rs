@@ -22,6 +22,7 @@ mod on_wgpu {
     use virnucpro::models::dnabert_s::DnabertS;
     use virnucpro::models::esm2::Esm2;
     use virnucpro::models::layers::Norm;
+    use virnucpro::models::ops::ModelOps;
     use virnucpro::tokenize::esm::EsmTokenizer;
 
     use crate::common::parity::{self, max_abs_diff, random_protein, rows, Embed, Lcg};
@@ -59,13 +60,13 @@ mod on_wgpu {
         None
     }
 
-    fn esm<B: Backend>(device: &B::Device) -> Esm2<B> {
+    fn esm<B: ModelOps>(device: &B::Device) -> Esm2<B> {
         Esm2::<B>::load(&fixtures().join("esm2_tiny"), device)
             .unwrap()
             .0
     }
 
-    fn dnabert<B: Backend>(device: &B::Device) -> DnabertS<B> {
+    fn dnabert<B: ModelOps>(device: &B::Device) -> DnabertS<B> {
         DnabertS::<B>::load(&fixtures().join("dnabert_s_tiny"), device)
             .unwrap()
             .0

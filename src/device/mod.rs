@@ -9,17 +9,19 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::models::ops::ModelOps;
 use anyhow::{bail, Result};
-use burn::tensor::backend::Backend;
 
 pub mod cpu_cache;
 pub mod cuda;
 pub mod cuda_toolkit;
+pub mod gpu_probe;
 pub mod kernel_cache;
 pub mod lease;
 pub mod placement;
 pub mod wgpu;
 
+pub use self::gpu_probe::{gpu_probe, GpuProbe};
 pub use self::placement::{LazyPlacement, Placement, PlacementRequest};
 
 use self::wgpu::{AdapterInfo, AdapterKind};
@@ -165,49 +167,6 @@ pub fn cuda_device_count() -> Result<usize, String> {
     cuda::device_count()
 }
 
-/// For tests without a GPU, in test builds only (the `fault-injection` feature, see
-/// `src/fault_injection.rs`; a shipped binary never reads it):
-/// `VIRNUCPRO_FAKE_GPUS=GPU-aaaa,GPU-bbbb` makes device selection, the GPU lease and
-/// `virnucpro devices` see these GPUs (by UUID) instead of asking the driver. A fake GPU
-/// computes on the CPU backend in f32 (no test kernel, no free memory), so a test can follow a
-/// whole run through the lease and both embedding steps.
-pub const FAKE_GPUS_ENV: &str = "VIRNUCPRO_FAKE_GPUS";
-
-/// Whether this process runs on fake GPUs (test builds with `VIRNUCPRO_FAKE_GPUS` set).
-pub fn fake_gpus_active() -> bool {
-    fake_gpus().is_some()
-}
-
-fn fake_gpus() -> Option<Vec<cuda::CudaDeviceInfo>> {
-    if !cfg!(feature = "fault-injection") {
-        return None;
-    }
-    let list = std::env::var(FAKE_GPUS_ENV).ok()?;
-    let gpus: Vec<cuda::CudaDeviceInfo> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .enumerate()
-        .map(|(index, uuid)| cuda::CudaDeviceInfo {
-            index,
-            name: format!("fake GPU ({FAKE_GPUS_ENV})"),
-            uuid: uuid.to_string(),
-            total_bytes: 0,
-            free_bytes: None,
-        })
-        .collect();
-    (!gpus.is_empty()).then_some(gpus)
-}
-
-/// The visible GPUs with name, UUID and total memory (no context is created), or the fake ones.
-fn listed_gpus() -> Result<Vec<cuda::CudaDeviceInfo>, String> {
-    fake_gpus().map_or_else(cuda::devices, Ok)
-}
-
-fn visible_count() -> Result<usize, String> {
-    fake_gpus().map_or_else(cuda_device_count, |f| Ok(f.len()))
-}
-
 /// Turn the user's choice into devices (through [`Placement::resolve`], once per process).
 /// `precision`: what was asked, so that CUDA's test kernel runs in the dtype the models will
 /// (it sets each device's default dtype; see [`placement`]). `cpu_threads` = CPU workers
@@ -233,12 +192,13 @@ fn resolve(
     let ids = match spec {
         DeviceSpec::Cpu => return Ok(cpu()),
         DeviceSpec::Wgpu(ids) => return resolve_wgpu(ids.as_deref(), lease),
-        DeviceSpec::Auto => match visible_count().and_then(|n| {
+        DeviceSpec::Auto => match gpu_probe().count().and_then(|n| {
             // Headers and NVRTC first (files only, no GPU touched): without them every kernel
             // compilation fails, so the CPU is the better choice.
-            if n > 0 && fake_gpus().is_none() {
-                cuda_toolkit::check_here()
-                    .map_err(|why| format!("{n} CUDA device(s) visible but {why}"))?;
+            if n > 0 {
+                if let Some(Err(why)) = gpu_probe().toolkit() {
+                    return Err(format!("{n} CUDA device(s) visible but {why}"));
+                }
             }
             Ok(n)
         }) {
@@ -262,17 +222,15 @@ fn resolve(
             }
         },
         DeviceSpec::Cuda(ids) => {
-            let n = match visible_count() {
+            let n = match gpu_probe().count() {
                 Ok(n) => n,
                 Err(why) => bail!("--device cuda requested but {why}; use --device cpu or auto"),
             };
             if n == 0 {
                 bail!("--device cuda requested but no CUDA device is visible (check CUDA_VISIBLE_DEVICES)");
             }
-            if fake_gpus().is_none() {
-                if let Err(why) = cuda_toolkit::check_here() {
-                    bail!("--device cuda: {why}");
-                }
+            if let Some(Err(why)) = gpu_probe().toolkit() {
+                bail!("--device cuda: {why}");
             }
             let ids = ids.clone().unwrap_or_else(|| (0..n).collect());
             if let Some(bad) = ids.iter().find(|&&i| i >= n) {
@@ -288,7 +246,7 @@ fn resolve(
         return smoke_tested(ids, precision, auto, cpu);
     };
     // UUIDs only: reading them needs no context, so GPUs other processes hold are not touched.
-    let known = listed_gpus().unwrap_or_default();
+    let known = gpu_probe().list().unwrap_or_default();
     let candidates: Vec<(usize, String)> = ids
         .iter()
         .map(|&i| {
@@ -324,7 +282,8 @@ fn resolve(
 /// be a panic inside the first batch), in the precision the run computes in: the test kernel
 /// sets each device's default dtype to it first ([`placement::claim_dtype`]), so it cannot fix
 /// another one. On failure `auto` falls back to the CPU with one line; an explicit
-/// `--device cuda` stops with the reason. Fake GPUs (tests) run no kernel.
+/// `--device cuda` stops with the reason. GPUs that compute on the CPU backend (tests) have no
+/// kernel to test.
 fn smoke_tested(
     ids: Vec<usize>,
     precision: Precision,
@@ -332,15 +291,12 @@ fn smoke_tested(
     cpu: impl Fn() -> Devices,
 ) -> Result<Devices> {
     let devices = Devices::Cuda { ids };
-    if fake_gpus().is_some() {
-        return Ok(devices);
-    }
     let precision = effective_precision(&devices, precision)?;
     let Devices::Cuda { ids } = devices else {
         unreachable!()
     };
     for &i in &ids {
-        if let Err(why) = cuda::smoke_test(i, Some(precision)) {
+        if let Err(why) = gpu_probe().smoke_test(i, Some(precision)) {
             if auto {
                 tracing::info!("cuda:{i}: {why}; running on the CPU");
                 return Ok(cpu());
@@ -454,7 +410,8 @@ struct Inventory {
     cpus: usize,
     lock_dir: std::path::PathBuf,
     lock_dir_problem: Option<String>,
-    fake: bool,
+    /// Whether the GPUs compute on the CPU backend (the test builds' fake GPUs).
+    on_cpu: bool,
     gpus: Vec<cuda::CudaDeviceInfo>,
     /// Why no CUDA device could be listed.
     why_none: Option<String>,
@@ -474,8 +431,8 @@ impl Inventory {
             .unwrap_or(1);
         let lock_dir = lease::lock_dir();
         let lock_dir_problem = lease::dir_problem(&lock_dir);
-        let fake = fake_gpus().is_some();
-        let (mut gpus, why_none) = match listed_gpus() {
+        let probe = gpu_probe();
+        let (mut gpus, why_none) = match probe.list() {
             Ok(d) => (d, None),
             Err(why) => (Vec::new(), Some(why)),
         };
@@ -487,14 +444,18 @@ impl Inventory {
         // in an exclusive compute mode (a context there, however brief, could lock its user
         // out). The same checks as `--device auto`: the toolkit (files only), then one kernel
         // on each GPU that may be looked at (same rule as for free memory).
-        let toolkit = (!gpus.is_empty() && !fake).then(cuda_toolkit::check_here);
+        let toolkit = if gpus.is_empty() {
+            None
+        } else {
+            probe.toolkit()
+        };
         let mut kernel_test: Vec<Option<Result<(), String>>> = vec![None; gpus.len()];
         for ((g, l), test) in gpus.iter_mut().zip(&leased).zip(&mut kernel_test) {
-            if !fake && l.is_none() && cuda::shared_compute_mode(g.index) {
-                g.free_bytes = cuda::free_memory(g.index);
+            if l.is_none() && probe.shared_compute_mode(g.index) {
+                g.free_bytes = probe.free_memory(g.index);
                 if matches!(toolkit, Some(Ok(_))) {
                     // f32 with an explicit dtype: this process computes nothing after it.
-                    *test = Some(cuda::smoke_test(g.index, None));
+                    *test = Some(probe.smoke_test(g.index, None));
                 }
             }
         }
@@ -506,7 +467,7 @@ impl Inventory {
             cpus,
             lock_dir,
             lock_dir_problem,
-            fake,
+            on_cpu: !probe.computes_on_cuda(),
             gpus,
             why_none,
             leased,
@@ -564,7 +525,7 @@ impl Inventory {
             "cpu_cores": self.cpus,
             "lock_dir": self.lock_dir.display().to_string(),
             "lock_dir_problem": self.lock_dir_problem,
-            "fake_gpus": self.fake,
+            "fake_gpus": self.on_cpu,
             "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
             "wgpu_adapters": self.adapters,
             "wgpu_unavailable": self.wgpu_none,
@@ -668,14 +629,14 @@ pub fn effective_precision(devices: &Devices, asked: Precision) -> Result<Precis
             tracing::warn!("--precision {other} is not available on the CPU backend; using f32");
             Precision::F32
         }
-        // A fake GPU (tests) is the CPU backend: f32 only.
-        (Devices::Cuda { .. }, Precision::Auto | Precision::F32) if fake_gpus().is_some() => {
+        // GPUs that compute on the CPU backend (tests' fake GPUs): f32 only, as the CPU.
+        (Devices::Cuda { .. }, Precision::Auto | Precision::F32)
+            if !gpu_probe().computes_on_cuda() =>
+        {
             Precision::F32
         }
-        (Devices::Cuda { .. }, p) if fake_gpus().is_some() => {
-            bail!(
-                "--precision {p}: fake GPUs ({FAKE_GPUS_ENV}, a test setting) compute in f32 only"
-            )
+        (Devices::Cuda { .. }, p) if !gpu_probe().computes_on_cuda() => {
+            bail!("--precision {p}: these GPUs compute on the CPU backend (fake GPUs, a test setting), in f32 only")
         }
         (Devices::Cuda { .. }, Precision::Auto) => Precision::F16,
         (Devices::Cuda { .. }, p) => p,
@@ -724,12 +685,12 @@ pub trait BackendTask {
     type Output;
     /// `devices`: one entry per worker. `cpu`: whether these are CPU workers (so each should
     /// keep its kernels on one thread).
-    fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<Self::Output>;
+    fn run<B: ModelOps>(self, devices: Vec<B::Device>, cpu: bool) -> Result<Self::Output>;
 }
 
 /// `devs` with `precision` as their default dtype (or an error if one already has another),
 /// then `task` on them.
-fn claimed<B: Backend, T: BackendTask>(
+fn claimed<B: ModelOps, T: BackendTask>(
     devs: Vec<B::Device>,
     precision: Precision,
     cpu: bool,
@@ -753,8 +714,9 @@ pub fn dispatch<T: BackendTask>(
         Devices::Cpu { workers } => {
             claimed::<Flex, T>(vec![FlexDevice; *workers], precision, true, task)
         }
-        // Tests: a fake GPU is a GPU worker (its own model, no CPU thread pinning) on the CPU.
-        Devices::Cuda { ids } if fake_gpus().is_some() => {
+        // GPUs that compute on the CPU backend (tests' fake GPUs): GPU workers (each its own
+        // model, no CPU thread pinning) on the CPU backend.
+        Devices::Cuda { ids } if !gpu_probe().computes_on_cuda() => {
             claimed::<Flex, T>(vec![FlexDevice; ids.len()], precision, false, task)
         }
         #[cfg(feature = "cuda")]

@@ -71,7 +71,7 @@ impl Placement {
     /// the shape. Said in the report and `--help` rather than hidden.
     pub fn matmul_note(&self) -> Option<&'static str> {
         match (&self.devices, self.precision) {
-            (Devices::Cuda { .. }, Precision::F32) if !super::fake_gpus_active() => {
+            (Devices::Cuda { .. }, Precision::F32) if super::gpu_probe().computes_on_cuda() => {
                 Some("f32 with TF32 matmuls")
             }
             _ => None,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::Tensor;
 
 use super::engine::{EncoderLoader, PooledEncoder};
 use super::EmbedOptions;
@@ -13,6 +13,7 @@ use crate::embeddings::{EmbeddingKind, EmbeddingMeta};
 use crate::fasta::{input_label, read_unique, FastaReader, FastaRecord, SeqKind};
 use crate::models::dnabert_s::DnabertS;
 use crate::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
+use crate::models::ops::ModelOps;
 use crate::models::shape::ModelShape;
 use crate::seq::protein::read_proteins;
 use crate::tokenize::dnabert::{looks_like_protein, DnaTokenizer};
@@ -32,7 +33,7 @@ pub(crate) struct Tokenized {
     pub meta: EmbeddingMeta,
 }
 
-impl<B: Backend> PooledEncoder<B> for Esm2<B> {
+impl<B: ModelOps> PooledEncoder<B> for Esm2<B> {
     fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
         Esm2::embed(self, batch)
     }
@@ -52,14 +53,14 @@ impl<B: Backend> PooledEncoder<B> for Esm2<B> {
 pub(crate) struct EsmLoader(pub PathBuf);
 
 impl EncoderLoader for EsmLoader {
-    type Model<B: Backend> = Esm2<B>;
+    type Model<B: ModelOps> = Esm2<B>;
     const GPU_BATCH_TOKENS: usize = 32 * 1024;
-    fn load<B: Backend>(&self, device: &B::Device) -> Result<Esm2<B>> {
+    fn load<B: ModelOps>(&self, device: &B::Device) -> Result<Esm2<B>> {
         Ok(Esm2::<B>::load(&self.0, device)?.0)
     }
 }
 
-impl<B: Backend> PooledEncoder<B> for DnabertS<B> {
+impl<B: ModelOps> PooledEncoder<B> for DnabertS<B> {
     fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
         DnabertS::embed(self, batch)
     }
@@ -79,9 +80,9 @@ impl<B: Backend> PooledEncoder<B> for DnabertS<B> {
 pub(crate) struct DnabertLoader(pub PathBuf);
 
 impl EncoderLoader for DnabertLoader {
-    type Model<B: Backend> = DnabertS<B>;
+    type Model<B: ModelOps> = DnabertS<B>;
     const GPU_BATCH_TOKENS: usize = 64 * 1024;
-    fn load<B: Backend>(&self, device: &B::Device) -> Result<DnabertS<B>> {
+    fn load<B: ModelOps>(&self, device: &B::Device) -> Result<DnabertS<B>> {
         Ok(DnabertS::<B>::load(&self.0, device)?.0)
     }
 }

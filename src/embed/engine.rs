@@ -27,6 +27,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::device::placement::DtypeReadBack;
 use crate::device::{BackendTask, Precision};
+use crate::models::ops::ModelOps;
 use crate::models::shape::ModelShape;
 use crate::models::tensor_to_f32;
 
@@ -47,10 +48,10 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
 
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
 pub trait EncoderLoader: Sync {
-    type Model<B: Backend>: PooledEncoder<B> + Clone;
+    type Model<B: ModelOps>: PooledEncoder<B> + Clone;
     /// Padded tokens per batch on a GPU whose free memory is not known.
     const GPU_BATCH_TOKENS: usize;
-    fn load<B: Backend>(&self, device: &B::Device) -> Result<Self::Model<B>>;
+    fn load<B: ModelOps>(&self, device: &B::Device) -> Result<Self::Model<B>>;
 }
 
 /// Receives the workers' results, on the thread that started the job.
@@ -294,7 +295,7 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
     /// The dtypes read back from the first device's model.
     type Output = DtypeReadBack;
 
-    fn run<B: Backend>(self, devices: Vec<B::Device>, cpu: bool) -> Result<DtypeReadBack> {
+    fn run<B: ModelOps>(self, devices: Vec<B::Device>, cpu: bool) -> Result<DtypeReadBack> {
         let EmbedJob {
             loader,
             tokens,
@@ -364,7 +365,7 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
 }
 
 /// What every worker of a job shares.
-struct Crew<'a, B: Backend, L: EncoderLoader> {
+struct Crew<'a, B: ModelOps, L: EncoderLoader> {
     loader: &'a L,
     /// The model loaded before the plan: the first device's, and every CPU worker's.
     first: &'a L::Model<B>,
@@ -378,7 +379,7 @@ struct Crew<'a, B: Backend, L: EncoderLoader> {
     cpu: bool,
 }
 
-impl<B: Backend, L: EncoderLoader> Crew<'_, B, L> {
+impl<B: ModelOps, L: EncoderLoader> Crew<'_, B, L> {
     /// Worker `w` on `device`: batches from the queue until it is drained, closed or stopped,
     /// each result sent to `tx`. A model that does not load here stops the whole run: the
     /// other devices would carry on with a share they were not sized for, and the device is
@@ -425,7 +426,7 @@ impl<B: Backend, L: EncoderLoader> Crew<'_, B, L> {
 
 /// One worker's side of the queue: where its results go, and its single-sequence failures in
 /// a row.
-struct Worker<'a, B: Backend, L: EncoderLoader> {
+struct Worker<'a, B: ModelOps, L: EncoderLoader> {
     crew: &'a Crew<'a, B, L>,
     w: usize,
     device: B::Device,
@@ -434,7 +435,7 @@ struct Worker<'a, B: Backend, L: EncoderLoader> {
     in_a_row: usize,
 }
 
-impl<B: Backend, L: EncoderLoader> Worker<'_, B, L> {
+impl<B: ModelOps, L: EncoderLoader> Worker<'_, B, L> {
     /// What a batch's result means: its rows are handed on; a failed batch of several goes back
     /// to the queue as two halves; a sequence that fails alone is reported, and left out,
     /// unless it makes [`MAX_CONSECUTIVE_FAILURES`] in a row, which stops the run (`Break`:

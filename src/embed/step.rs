@@ -113,7 +113,7 @@ fn run_engine<L: EncoderLoader>(
         coordinator: &mut *asm,
         stop: &stop,
         first_gpu: match devices {
-            Devices::Cuda { .. } if device::fake_gpus_active() => None,
+            Devices::Cuda { .. } if !device::gpu_probe().computes_on_cuda() => None,
             Devices::Cuda { ids } => ids.first().copied(),
             Devices::Cpu { .. } | Devices::Wgpu { .. } => None,
         },

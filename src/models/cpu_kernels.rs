@@ -7,17 +7,20 @@
 //! vectorises; a projection's bias and the residual it feeds are added by its GEMM
 //! ([`linear`]). The norms stay on Burn's (already vectorised) kernel.
 //!
-//! The models call these only when the backend *is* Flex and the tensor is f32 ([`to_flex`]
-//! checks at run time with a downcast, so nothing here is reached on CUDA or wgpu, whose
-//! kernels are the generic path in `layers.rs`). Results equal the generic path to f32
-//! rounding (tests below), and a sequence's rows depend only on that sequence, so a batch
-//! gives what each sequence alone gives.
-
-use std::any::Any;
+//! The models reach these through the backend: this file implements [`ModelOps`] for Flex,
+//! whose tensors *are* host buffers, so the kernels read them with no conversion; every other
+//! backend keeps the trait's default, the generic composition (`models/ops.rs`). Results equal
+//! the generic path to f32 rounding (tests below), and a sequence's rows depend only on that
+//! sequence, so a batch gives what each sequence alone gives.
 
 use burn::backend::flex::FlexTensor;
-use burn::tensor::backend::Backend;
+use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+
+use super::dnabert_s::{self, AlibiBatch};
+use super::esm2::{self, RotaryBatch};
+use super::layers;
+use super::ops::ModelOps;
 
 /// Runs `$f($args)` compiled for the widest vector unit this CPU has (AVX-512F, AVX2, or the
 /// x86-64 / other-target baseline): `$f` is `#[inline(always)]` plain Rust whose loops the
@@ -49,65 +52,173 @@ macro_rules! widest_simd {
     }};
 }
 
-/// `t` as the Flex backend's own tensor, contiguous, when `B` is Flex and `t` is f32;
-/// otherwise `t` unchanged.
-pub fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
-    if !is_flex::<B>() || t.dtype() != DType::F32 {
+/// The CPU backend runs the encoders' hot operations on the fused kernels of this file. Each
+/// takes the fused path only for f32 tensors (the kernels are f32 code) and otherwise runs the
+/// generic composition every other backend runs, so an f16 model on the CPU still works.
+impl ModelOps for Flex {
+    fn dense(
+        x: Tensor<Self, 3>,
+        weight: Tensor<Self, 2>,
+        bias: Option<Tensor<Self, 1>>,
+        residual: Option<Tensor<Self, 3>>,
+        gelu: bool,
+    ) -> Tensor<Self, 3> {
+        // GELU after a residual is not a composition any model here uses.
+        let fusable = !(gelu && residual.is_some());
+        let fused = fusable
+            .then(|| {
+                let [inp, out] = weight.dims();
+                Some(FusedDense {
+                    inp,
+                    out,
+                    weight: view_f32(weight.clone())?,
+                    bias: match &bias {
+                        Some(b) => Some(view_f32(b.clone())?),
+                        None => None,
+                    },
+                    residual: match &residual {
+                        Some(r) => Some(contiguous_f32(r.clone()).ok()?),
+                        None => None,
+                    },
+                })
+            })
+            .flatten();
+        let x = match fused {
+            Some(fused) => match fused.forward(x, gelu) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
+        };
+        layers::dense_composed(x, weight, bias, residual, gelu)
+    }
+
+    fn exact_gelu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        match contiguous_f32(x) {
+            Ok(flex) => {
+                let shape: [usize; D] = flex.layout().shape().to_vec().try_into().expect("rank D");
+                let mut values = values(&flex).to_vec();
+                gelu_in_place(&mut values);
+                tensor(values, shape)
+            }
+            Err(x) => burn::tensor::activation::gelu(x),
+        }
+    }
+
+    fn rotary_attention(qkv: Tensor<Self, 3>, batch: &RotaryBatch<Self>) -> Tensor<Self, 3> {
+        let [n, len, three_dim] = qkv.dims();
+        match contiguous_f32(qkv) {
+            Ok(flex) => {
+                let context = FusedAttention {
+                    heads: batch.heads,
+                    head_dim: three_dim / 3 / batch.heads,
+                    positions: Positions::Rotary {
+                        cos: &batch.cos,
+                        sin_signed: &batch.sin_signed,
+                    },
+                    lengths: &batch.lengths,
+                    key_bias: &batch.key_bias,
+                }
+                .forward(values(&flex), n, len);
+                tensor(context, [n, len, three_dim / 3])
+            }
+            Err(qkv) => esm2::rotary_attention_composed(qkv, batch),
+        }
+    }
+
+    fn alibi_attention(qkv: Tensor<Self, 3>, batch: &AlibiBatch<Self>) -> Tensor<Self, 3> {
+        let [n, len, three_dim] = qkv.dims();
+        match contiguous_f32(qkv) {
+            Ok(flex) => {
+                let context = FusedAttention {
+                    heads: batch.heads,
+                    head_dim: three_dim / 3 / batch.heads,
+                    positions: Positions::Alibi {
+                        neg_slopes: &batch.neg_slopes,
+                    },
+                    lengths: &batch.lengths,
+                    key_bias: &batch.key_bias,
+                }
+                .forward(values(&flex), n, len);
+                tensor(context, [n, len, three_dim / 3])
+            }
+            Err(qkv) => dnabert_s::alibi_attention_composed(qkv, batch),
+        }
+    }
+}
+
+/// A projection's operands as host values, ready for [`linear`]: the weight and bias as
+/// uploaded (contiguous f32), the residual made contiguous.
+struct FusedDense {
+    /// The weight's `[inp, out]`.
+    inp: usize,
+    out: usize,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    residual: Option<FlexTensor>,
+}
+
+impl FusedDense {
+    /// `x·w + bias + residual`, GELU'd when `gelu`; `Err(x)` when `x` is not f32 or its width
+    /// is not the weight's input width (the generic path then fails on the mismatch as Burn
+    /// does).
+    fn forward(&self, x: Tensor<Flex, 3>, gelu: bool) -> Result<Tensor<Flex, 3>, Tensor<Flex, 3>> {
+        let [batch, len, inp] = x.dims();
+        if self.inp != inp {
+            return Err(x);
+        }
+        let x = contiguous_f32(x)?;
+        let mut y = linear(
+            values(&x),
+            values(&self.weight),
+            inp,
+            self.bias.as_ref().map(values),
+            self.residual.as_ref().map(values),
+        );
+        if gelu {
+            gelu_in_place(&mut y);
+        }
+        Ok(tensor(y, [batch, len, self.out]))
+    }
+}
+
+/// `t`'s f32 values as one contiguous Flex tensor (a strided view is copied); `Err(t)` for
+/// another dtype, which the fused kernels do not compute in.
+fn contiguous_f32<const D: usize>(t: Tensor<Flex, D>) -> Result<FlexTensor, Tensor<Flex, D>> {
+    if t.dtype() != DType::F32 {
         return Err(t);
     }
     match t.into_primitive() {
-        TensorPrimitive::Float(p) => {
-            let boxed: Box<dyn Any> = Box::new(p);
-            match boxed.downcast::<FlexTensor>() {
-                Ok(flex) => Ok(
-                    if flex.is_contiguous() && flex.layout().start_offset() == 0 {
-                        *flex
-                    } else {
-                        flex.to_contiguous()
-                    },
-                ),
-                // Unreachable (is_flex checked the type), but never a panic.
-                Err(other) => Err(Tensor::from_primitive(TensorPrimitive::Float(
-                    *other
-                        .downcast::<B::FloatTensorPrimitive>()
-                        .expect("a float primitive of B"),
-                ))),
-            }
-        }
+        TensorPrimitive::Float(flex) => Ok(
+            if flex.is_contiguous() && flex.layout().start_offset() == 0 {
+                flex
+            } else {
+                flex.to_contiguous()
+            },
+        ),
         q => Err(Tensor::from_primitive(q)),
     }
 }
 
-/// Whether `B` is the Flex CPU backend.
-pub fn is_flex<B: Backend>() -> bool {
-    std::any::TypeId::of::<B::FloatTensorPrimitive>() == std::any::TypeId::of::<FlexTensor>()
-}
-
-/// An f32 result back as a tensor of `B` (which must be Flex: only called after [`to_flex`]).
-pub fn from_flex<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
-    let flex = FlexTensor::from_data(TensorData::new(values, shape));
-    let boxed: Box<dyn Any> = Box::new(flex);
-    let primitive = *boxed
-        .downcast::<B::FloatTensorPrimitive>()
-        .expect("from_flex is only called on the Flex backend");
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
-}
-
-/// `t` as the Flex backend's own tensor without a copy: `None` for another backend, another
-/// dtype, or a strided view (weights are uploaded contiguous; a view would cost a copy on every
-/// call, so its caller takes Burn's ops instead).
-pub fn flex_view<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
-    if !is_flex::<B>() || t.dtype() != DType::F32 {
+/// `t` as a Flex tensor without a copy: `None` for another dtype or a strided view (weights are
+/// uploaded contiguous; a view would cost a copy on every call, so its caller takes the generic
+/// path instead).
+fn view_f32<const D: usize>(t: Tensor<Flex, D>) -> Option<FlexTensor> {
+    if t.dtype() != DType::F32 {
         return None;
     }
     match t.into_primitive() {
-        TensorPrimitive::Float(p) => {
-            let boxed: Box<dyn Any> = Box::new(p);
-            let flex = boxed.downcast::<FlexTensor>().ok()?;
-            (flex.is_contiguous() && flex.layout().start_offset() == 0).then_some(*flex)
+        TensorPrimitive::Float(flex) => {
+            (flex.is_contiguous() && flex.layout().start_offset() == 0).then_some(flex)
         }
-        _ => None,
+        TensorPrimitive::QFloat(_) => None,
     }
+}
+
+/// A kernel's f32 output as a tensor.
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<Flex, D> {
+    let flex = FlexTensor::from_data(TensorData::new(values, shape));
+    Tensor::from_primitive(TensorPrimitive::Float(flex))
 }
 
 /// `x·w + bias + residual` for `x` `[rows, inp]` and `w` `[inp, out]` (row-major, as `Dense`
@@ -195,10 +306,11 @@ fn start_rows(dst: &mut [f32], out: usize, bias: Option<&[f32]>, residual: Optio
     }
 }
 
-/// The f32 values of a tensor [`to_flex`] returned (contiguous by construction).
-pub fn values(t: &FlexTensor) -> &[f32] {
+/// The f32 values of a tensor [`contiguous_f32`] or [`view_f32`] returned (contiguous by
+/// construction).
+fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
-        .expect("to_flex returns contiguous f32 tensors")
+        .expect("contiguous_f32 and view_f32 return contiguous f32 tensors")
 }
 
 /// Exact (erf) GELU, `x·½·(1 + erf(x/√2))`, as PyTorch's `gelu` without approximation.
@@ -664,15 +776,15 @@ mod tests {
     }
 
     #[test]
-    fn flex_view_refuses_strided_views_and_other_dtypes() {
+    fn views_refuse_strided_tensors_and_other_dtypes() {
         let t = Tensor::<Flex, 2>::from_data(
             TensorData::new(vec![1f32, 2., 3., 4.], [2, 2]),
             &Default::default(),
         );
-        assert_eq!(values(&flex_view(t.clone()).unwrap()), &[1., 2., 3., 4.]);
-        assert!(flex_view(t.clone().transpose()).is_none());
-        assert!(flex_view(t.clone().slice_dim(1, 1..2)).is_none());
-        assert!(flex_view(t.cast(burn::tensor::FloatDType::F16)).is_none());
+        assert_eq!(values(&view_f32(t.clone()).unwrap()), &[1., 2., 3., 4.]);
+        assert!(view_f32(t.clone().transpose()).is_none());
+        assert!(view_f32(t.clone().slice_dim(1, 1..2)).is_none());
+        assert!(view_f32(t.cast(burn::tensor::FloatDType::F16)).is_none());
     }
 
     #[test]
@@ -697,15 +809,15 @@ mod tests {
     }
 
     #[test]
-    fn flex_round_trip_and_other_backends_untouched() {
+    fn contiguous_round_trip_and_other_dtypes_untouched() {
         let t = Tensor::<Flex, 2>::from_data(
             TensorData::new(vec![1f32, 2., 3., 4.], [2, 2]),
             &Default::default(),
         );
         // A transposed view comes out contiguous, in logical order.
-        let flex = to_flex(t.transpose()).ok().expect("Flex f32");
+        let flex = contiguous_f32(t.transpose()).ok().expect("f32");
         assert_eq!(values(&flex), &[1., 3., 2., 4.]);
-        let back: Tensor<Flex, 2> = from_flex(values(&flex).to_vec(), [2, 2]);
+        let back: Tensor<Flex, 2> = tensor(values(&flex).to_vec(), [2, 2]);
         assert_eq!(
             back.into_data().to_vec::<f32>().unwrap(),
             vec![1., 3., 2., 4.]
@@ -713,6 +825,9 @@ mod tests {
         let half =
             Tensor::<Flex, 1>::from_data(TensorData::new(vec![1f32], [1]), &Default::default())
                 .cast(burn::tensor::FloatDType::F16);
-        assert!(to_flex(half).is_err(), "only f32 takes the fused path");
+        assert!(
+            contiguous_f32(half).is_err(),
+            "only f32 takes the fused path"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! gated-GELU MLP. The original runs unpadded; here a batch is padded and padded keys are
 //! masked out of attention and padded rows out of the mean, which gives the same numbers.
 
+use std::cell::OnceCell;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -16,8 +17,8 @@ use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::cpu_kernels::{self, FusedAttention, Positions};
-use super::layers::{attention, gelu, Dense, Norm};
+use super::layers::{attention, Dense, Norm};
+use super::ops::ModelOps;
 use crate::weights::{self, loader::TensorLoader, Weights};
 
 const CONFIG_FILE: &str = "config.json";
@@ -128,71 +129,88 @@ pub struct DnabertLayer<B: Backend> {
     mlp_norm: Norm<B>,
 }
 
-/// How a forward's layers attend: Burn's ops with a bias tensor (the GPU backends), or the
-/// fused CPU kernel with what it needs on the host.
-enum AttentionBias<'a, B: Backend> {
+/// One forward's attention inputs, shared by all layers: what the CPU kernel reads on the host,
+/// and the bias tensor the composition adds, built on the device on first use only (a backend
+/// with its own kernel never needs it).
+pub struct AlibiBatch<B: Backend> {
+    pub(crate) heads: usize,
+    /// ALiBi slopes negated, f32.
+    pub(crate) neg_slopes: Vec<f32>,
+    /// Per sequence, its token count.
+    pub(crate) lengths: Vec<usize>,
+    /// `[batch, len]` additive key bias: 0 for real tokens, `-inf` for padding (the attention
+    /// weight of a padded key is then exactly 0, as if the sequence ran alone).
+    pub(crate) key_bias: Vec<f32>,
+    device: B::Device,
     /// ALiBi plus `-inf` on padded keys, `[1 or batch, heads, len, len]`.
-    Tensor(Tensor<B, 4>),
-    Host {
-        neg_slopes: &'a [f32],
-        lengths: &'a [usize],
-        key_bias: &'a [f32],
-    },
+    bias: OnceCell<Tensor<B, 4>>,
 }
 
-impl<B: Backend> DnabertLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>, heads: usize, bias: &AttentionBias<B>) -> Tensor<B, 3> {
-        let [batch, len, dim] = x.dims();
-        let cpu = matches!(bias, AttentionBias::Host { .. });
-        let qkv = self.wqkv.forward_fused(x.clone(), None, false, cpu);
-        let attn = match bias {
-            AttentionBias::Host {
-                neg_slopes,
-                lengths,
-                key_bias,
-            } => match cpu_kernels::to_flex(qkv) {
-                Ok(flex) => {
-                    let context = FusedAttention {
-                        heads,
-                        head_dim: dim / heads,
-                        positions: Positions::Alibi { neg_slopes },
-                        lengths,
-                        key_bias,
-                    }
-                    .forward(cpu_kernels::values(&flex), batch, len);
-                    cpu_kernels::from_flex(context, [batch, len, dim])
-                }
-                Err(_) => unreachable!("AttentionBias::Host is built for Flex f32 models only"),
-            },
-            AttentionBias::Tensor(bias) => Self::attention(qkv, heads, bias.clone()),
-        };
-        let x = self
-            .attn_norm
-            .forward(self.attn_out.forward_fused(attn, Some(&x), false, cpu));
-
-        // Burn's ops on every backend here (the fused CPU path covers the other four GEMMs).
-        let h = gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
-        self.mlp_norm
-            .forward(self.wo.forward_fused(h, Some(&x), false, cpu))
+impl<B: Backend> AlibiBatch<B> {
+    /// One `[1, heads, len, len]` ALiBi table per forward, for this batch's length (the
+    /// original extrapolates past 512 by rebuilding its table the same way). Without padding
+    /// it broadcasts over the batch; with padding the key bias is folded in once here rather
+    /// than masked again in every layer.
+    fn bias(&self) -> &Tensor<B, 4> {
+        self.bias.get_or_init(|| {
+            let n = self.lengths.len();
+            let len = self.key_bias.len() / n.max(1);
+            let bias = alibi_bias::<B>(&self.neg_slopes, len, &self.device);
+            if self.lengths.iter().any(|&l| l < len) {
+                let keys = Tensor::<B, 4>::from_data(
+                    TensorData::new(self.key_bias.clone(), [n, 1, 1, len]),
+                    (&self.device, DType::F32),
+                );
+                bias + keys
+            } else {
+                bias
+            }
+        })
     }
+}
 
-    /// ALiBi attention on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]`.
-    fn attention(qkv: Tensor<B, 3>, heads: usize, bias: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [batch, len, three_dim] = qkv.dims();
-        let dim = three_dim / 3;
-        let head_dim = dim / heads;
+/// [`ModelOps::alibi_attention`] on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]` (the GPU
+/// backends, and the CPU for dtypes its kernel does not cover).
+pub fn alibi_attention_composed<B: Backend>(
+    qkv: Tensor<B, 3>,
+    batch: &AlibiBatch<B>,
+) -> Tensor<B, 3> {
+    let heads = batch.heads;
+    let [n, len, three_dim] = qkv.dims();
+    let dim = three_dim / 3;
+    let head_dim = dim / heads;
 
-        // `(t h d)` order, as the original's rearrange: q heads, k heads, v heads.
-        let qkv = qkv
-            .reshape([batch, len, 3 * heads, head_dim])
-            .swap_dims(1, 2);
-        let q = qkv.clone().slice_dim(1, 0..heads);
-        let k = qkv.clone().slice_dim(1, heads..2 * heads);
-        let v = qkv.slice_dim(1, 2 * heads..3 * heads);
-        // softmax(q·kᵀ / sqrt(head_dim) + bias)·v, scaled after the matmul as the original.
-        let scale = (head_dim as f64).powf(-0.5);
-        let ctx = attention(q, k, v, Some(bias), Some(scale));
-        ctx.swap_dims(1, 2).reshape([batch, len, dim])
+    // `(t h d)` order, as the original's rearrange: q heads, k heads, v heads.
+    let qkv = qkv.reshape([n, len, 3 * heads, head_dim]).swap_dims(1, 2);
+    let q = qkv.clone().slice_dim(1, 0..heads);
+    let k = qkv.clone().slice_dim(1, heads..2 * heads);
+    let v = qkv.slice_dim(1, 2 * heads..3 * heads);
+    // softmax(q·kᵀ / sqrt(head_dim) + bias)·v, scaled after the matmul as the original.
+    let scale = (head_dim as f64).powf(-0.5);
+    let ctx = attention(q, k, v, Some(batch.bias().clone()), Some(scale));
+    ctx.swap_dims(1, 2).reshape([n, len, dim])
+}
+
+impl<B: ModelOps> DnabertLayer<B> {
+    /// `backend_ops`: the backend's own [`ModelOps`], else the generic composition.
+    fn forward(&self, x: Tensor<B, 3>, batch: &AlibiBatch<B>, backend_ops: bool) -> Tensor<B, 3> {
+        let qkv = self.wqkv.forward_fused(x.clone(), None, false, backend_ops);
+        let attn = if backend_ops {
+            B::alibi_attention(qkv, batch)
+        } else {
+            alibi_attention_composed(qkv, batch)
+        };
+        let x =
+            self.attn_norm.forward(
+                self.attn_out
+                    .forward_fused(attn, Some(&x), false, backend_ops),
+            );
+
+        // The backend's GELU, but Burn's GEMMs on every backend here (the fused CPU path
+        // covers the other four projections).
+        let h = B::exact_gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
+        self.mlp_norm
+            .forward(self.wo.forward_fused(h, Some(&x), false, backend_ops))
     }
 }
 
@@ -209,10 +227,10 @@ pub struct DnabertS<B: Backend> {
     neg_slopes: Vec<f32>,
     #[module(skip)]
     config: DnabertConfig,
-    /// Whether the CPU backend runs the fused attention (`cpu_kernels`); always on, except to
-    /// compare it with the generic path.
+    /// Whether the backend's own ops run ([`ModelOps`]: the fused CPU kernels); always on,
+    /// except to compare them with the generic composition.
     #[module(skip)]
-    cpu_kernels: bool,
+    backend_ops: bool,
 }
 
 /// The layers of a DNABERT-S checkpoint, read through the shared [`TensorLoader`].
@@ -252,7 +270,7 @@ impl<B: Backend> LayerReader<'_, B> {
     }
 }
 
-impl<B: Backend> DnabertS<B> {
+impl<B: ModelOps> DnabertS<B> {
     /// Load from an HF model directory (`config.json` + any layout transformers reads:
     /// `model.safetensors`, `pytorch_model.bin`, or either's `.index.json` with its shards) or
     /// from a weights file beside its `config.json`.
@@ -302,14 +320,14 @@ impl<B: Backend> DnabertS<B> {
             layers,
             neg_slopes,
             config,
-            cpu_kernels: true,
+            backend_ops: true,
         })
     }
 
     /// The same model on Burn's generic ops only, also on the CPU backend: the path the GPU
     /// backends take, for tests and benchmarks that compare it with the fused CPU attention.
     pub fn without_cpu_kernels(mut self) -> Self {
-        self.cpu_kernels = false;
+        self.backend_ops = false;
         self
     }
 
@@ -350,36 +368,19 @@ impl<B: Backend> DnabertS<B> {
             }
             key_bias[b * len + seq.len()..(b + 1) * len].fill(f32::NEG_INFINITY);
         }
-        let padded = batch.iter().any(|s| s.len() < len);
-
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device);
         let mut x = self.emb_norm.forward(embedding(self.embeddings.val(), ids));
 
-        // One [1, heads, len, len] ALiBi table per forward, for this batch's length (the
-        // original extrapolates past 512 by rebuilding its table the same way). Without
-        // padding it broadcasts over the batch; with padding the key bias is folded in once
-        // here rather than masked again in every layer.
-        let lengths: Vec<usize> = batch.iter().map(Vec::len).collect();
-        let fused = self.cpu_kernels && cpu_kernels::is_flex::<B>() && x.dtype() == DType::F32;
-        let bias = if fused {
-            AttentionBias::Host {
-                neg_slopes: &self.neg_slopes,
-                lengths: &lengths,
-                key_bias: &key_bias,
-            }
-        } else {
-            let mut bias = alibi_bias::<B>(&self.neg_slopes, len, &device);
-            if padded {
-                let keys = Tensor::<B, 4>::from_data(
-                    TensorData::new(key_bias.clone(), [n, 1, 1, len]),
-                    (&device, DType::F32),
-                );
-                bias = bias + keys;
-            }
-            AttentionBias::Tensor(bias)
+        let alibi = AlibiBatch {
+            heads: cfg.num_attention_heads,
+            neg_slopes: self.neg_slopes.clone(),
+            lengths: batch.iter().map(Vec::len).collect(),
+            key_bias,
+            device,
+            bias: OnceCell::new(),
         };
         for layer in &self.layers {
-            x = layer.forward(x, cfg.num_attention_heads, &bias);
+            x = layer.forward(x, &alibi, self.backend_ops);
         }
         x
     }

@@ -5,10 +5,11 @@
 //! rescaling of the embeddings, pre-LN layers with rotary attention over non-padded keys,
 //! exact-erf GELU, and `emb_layer_norm_after`. See docs/method.md, "ESM-2 embedding".
 
+use std::cell::OnceCell;
 use std::path::Path;
 
-use super::cpu_kernels::{self, FusedAttention, Positions};
 use super::layers::{attention, Dense, Norm};
+use super::ops::ModelOps;
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
@@ -167,87 +168,109 @@ pub struct Esm2Layer<B: Backend> {
     fc2: Dense<B>,
 }
 
-/// Per-forward tensors shared by all layers.
-struct Shared<B: Backend> {
-    /// `[batch, 1, 1, len]` in f32: 0 for real keys, `-inf` for padding (a padded key's
-    /// attention weight is then exactly 0); `None` without padding.
+/// One forward's attention inputs, shared by all layers: what the CPU kernel reads on the host,
+/// and the same as device tensors for the composition, uploaded on first use only (a backend
+/// with its own kernel never needs them).
+pub struct RotaryBatch<B: Backend> {
+    pub(crate) heads: usize,
+    /// Per sequence, its token count.
+    pub(crate) lengths: Vec<usize>,
+    /// `[batch, len]`: 0 for real keys, `-inf` for padding (a padded key's attention weight is
+    /// then exactly 0).
+    pub(crate) key_bias: Vec<f32>,
+    /// Rotary tables `[len, head_dim]`: `cos`, and `sin` with the first half negated so that
+    /// `rotate_half(x)·sin == swap_halves(x)·sin_signed`.
+    pub(crate) cos: Vec<f32>,
+    pub(crate) sin_signed: Vec<f32>,
+    device: B::Device,
+    tensors: OnceCell<RotaryTensors<B>>,
+}
+
+/// [`RotaryBatch`]'s tables on the device.
+struct RotaryTensors<B: Backend> {
+    /// `[batch, 1, 1, len]` in f32; `None` without padding.
     key_bias: Option<Tensor<B, 4>>,
-    /// Rotary tables `[1, len, 1, head_dim]`: `cos`, and `sin` with the first half negated so
-    /// that `rotate_half(x)·sin == swap_halves(x)·sin_signed`.
+    /// `[1, len, 1, head_dim]` each.
     cos: Tensor<B, 4>,
     sin_signed: Tensor<B, 4>,
-    /// The same on the host, for the fused CPU attention; `None` off the CPU backend.
-    host: Option<HostTables>,
 }
 
-/// [`Shared`]'s tables as host values for `cpu_kernels::FusedAttention`.
-struct HostTables {
-    lengths: Vec<usize>,
-    key_bias: Vec<f32>,
-    cos: Vec<f32>,
-    sin_signed: Vec<f32>,
+impl<B: Backend> RotaryBatch<B> {
+    fn tensors(&self) -> &RotaryTensors<B> {
+        self.tensors.get_or_init(|| {
+            let n = self.lengths.len();
+            let len = self.key_bias.len() / n.max(1);
+            let head_dim = self.cos.len() / len.max(1);
+            let table = |v: &[f32]| {
+                Tensor::<B, 4>::from_data(
+                    TensorData::new(v.to_vec(), [1, len, 1, head_dim]),
+                    &self.device,
+                )
+            };
+            let any_padding = self.key_bias.iter().any(|&b| b != 0.0);
+            RotaryTensors {
+                // Broadcast over heads and queries by the addition itself.
+                key_bias: any_padding.then(|| {
+                    Tensor::<B, 4>::from_data(
+                        TensorData::new(self.key_bias.clone(), [n, 1, 1, len]),
+                        (&self.device, DType::F32),
+                    )
+                }),
+                cos: table(&self.cos),
+                sin_signed: table(&self.sin_signed),
+            }
+        })
+    }
 }
 
-impl<B: Backend> Esm2Layer<B> {
-    fn forward(&self, x: Tensor<B, 3>, heads: usize, shared: &Shared<B>) -> Tensor<B, 3> {
-        let [batch, len, dim] = x.dims();
-        let head_dim = dim / heads;
+/// [`ModelOps::rotary_attention`] on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]` (the GPU
+/// backends, and the CPU for dtypes its kernel does not cover).
+pub fn rotary_attention_composed<B: Backend>(
+    qkv: Tensor<B, 3>,
+    batch: &RotaryBatch<B>,
+) -> Tensor<B, 3> {
+    let heads = batch.heads;
+    let tables = batch.tensors();
+    let [n, len, three_dim] = qkv.dims();
+    let dim = three_dim / 3;
+    let head_dim = dim / heads;
+    // [b, l, 3H, hd] is a free view of the fused projection: q heads, k heads, v heads.
+    let qkv = qkv.reshape([n, len, 3 * heads, head_dim]);
+    // Rotary on q and k together. fair-esm scales q by head_dim^-0.5 before the rotation;
+    // the rotation is linear, so scaling q after it is the same.
+    let qk = qkv.clone().slice_dim(2, 0..2 * heads);
+    let swapped = qk
+        .clone()
+        .reshape([n, len, 2 * heads, 2, head_dim / 2])
+        .flip([3])
+        .reshape([n, len, 2 * heads, head_dim]);
+    let qk = qk * tables.cos.clone() + swapped * tables.sin_signed.clone();
 
-        let cpu = shared.host.is_some();
-        let qkv = self
-            .qkv
-            .forward_fused(self.attn_norm.forward(x.clone()), None, false, cpu);
-        let attn = match &shared.host {
-            Some(host) => match cpu_kernels::to_flex(qkv) {
-                Ok(flex) => {
-                    let context = FusedAttention {
-                        heads,
-                        head_dim,
-                        positions: Positions::Rotary {
-                            cos: &host.cos,
-                            sin_signed: &host.sin_signed,
-                        },
-                        lengths: &host.lengths,
-                        key_bias: &host.key_bias,
-                    }
-                    .forward(cpu_kernels::values(&flex), batch, len);
-                    cpu_kernels::from_flex(context, [batch, len, dim])
-                }
-                Err(qkv) => Self::attention(qkv, heads, shared),
-            },
-            None => Self::attention(qkv, heads, shared),
+    let scale = (head_dim as f64).powf(-0.5);
+    let q = qk.clone().slice_dim(2, 0..heads).swap_dims(1, 2) * scale;
+    let k = qk.slice_dim(2, heads..2 * heads).swap_dims(1, 2);
+    let v = qkv.slice_dim(2, 2 * heads..3 * heads).swap_dims(1, 2);
+    let context = attention(q, k, v, tables.key_bias.clone(), None);
+    context.swap_dims(1, 2).reshape([n, len, dim])
+}
+
+impl<B: ModelOps> Esm2Layer<B> {
+    /// `backend_ops`: the backend's own [`ModelOps`], else the generic composition.
+    fn forward(&self, x: Tensor<B, 3>, batch: &RotaryBatch<B>, backend_ops: bool) -> Tensor<B, 3> {
+        let qkv =
+            self.qkv
+                .forward_fused(self.attn_norm.forward(x.clone()), None, false, backend_ops);
+        let attn = if backend_ops {
+            B::rotary_attention(qkv, batch)
+        } else {
+            rotary_attention_composed(qkv, batch)
         };
-        let x = self.out.forward_fused(attn, Some(&x), false, cpu);
+        let x = self.out.forward_fused(attn, Some(&x), false, backend_ops);
 
         let h = self
             .fc1
-            .forward_fused(self.ffn_norm.forward(x.clone()), None, true, cpu);
-        self.fc2.forward_fused(h, Some(&x), false, cpu)
-    }
-
-    /// Rotary attention on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]` (the GPU backends).
-    fn attention(qkv: Tensor<B, 3>, heads: usize, shared: &Shared<B>) -> Tensor<B, 3> {
-        let [batch, len, three_dim] = qkv.dims();
-        let dim = three_dim / 3;
-        let head_dim = dim / heads;
-        // [b, l, 3H, hd] is a free view of the fused projection: q heads, k heads, v heads.
-        let qkv = qkv.reshape([batch, len, 3 * heads, head_dim]);
-        // Rotary on q and k together. fair-esm scales q by head_dim^-0.5 before the rotation;
-        // the rotation is linear, so scaling q after it is the same.
-        let qk = qkv.clone().slice_dim(2, 0..2 * heads);
-        let swapped = qk
-            .clone()
-            .reshape([batch, len, 2 * heads, 2, head_dim / 2])
-            .flip([3])
-            .reshape([batch, len, 2 * heads, head_dim]);
-        let qk = qk * shared.cos.clone() + swapped * shared.sin_signed.clone();
-
-        let scale = (head_dim as f64).powf(-0.5);
-        let q = qk.clone().slice_dim(2, 0..heads).swap_dims(1, 2) * scale;
-        let k = qk.slice_dim(2, heads..2 * heads).swap_dims(1, 2);
-        let v = qkv.slice_dim(2, 2 * heads..3 * heads).swap_dims(1, 2);
-        let context = attention(q, k, v, shared.key_bias.clone(), None);
-        context.swap_dims(1, 2).reshape([batch, len, dim])
+            .forward_fused(self.ffn_norm.forward(x.clone()), None, true, backend_ops);
+        self.fc2.forward_fused(h, Some(&x), false, backend_ops)
     }
 }
 
@@ -259,10 +282,10 @@ pub struct Esm2<B: Backend> {
     emb_layer_norm_after: Norm<B>,
     #[module(skip)]
     config: Esm2Config,
-    /// Whether the CPU backend runs the fused kernels (`cpu_kernels`); always on, except to
-    /// compare them with the generic path.
+    /// Whether the backend's own ops run ([`ModelOps`]: the fused CPU kernels); always on,
+    /// except to compare them with the generic composition.
     #[module(skip)]
-    cpu_kernels: bool,
+    backend_ops: bool,
 }
 
 /// Where a checkpoint's tensors live and what they are called.
@@ -390,7 +413,7 @@ fn fair_esm_config(path: &Path) -> Result<Option<Esm2Config>> {
         .transpose()
 }
 
-impl<B: Backend> Esm2<B> {
+impl<B: ModelOps> Esm2<B> {
     /// Load from an HF model directory (`config.json` + any layout transformers reads:
     /// `model.safetensors`, `pytorch_model.bin`, or either's `.index.json` with its shards), a
     /// weights file inside such a directory, or a fair-esm hub checkpoint
@@ -456,14 +479,14 @@ impl<B: Backend> Esm2<B> {
             layers,
             emb_layer_norm_after,
             config,
-            cpu_kernels: true,
+            backend_ops: true,
         })
     }
 
     /// The same model on Burn's generic ops only, also on the CPU backend: the path the GPU
     /// backends take, for tests and benchmarks that compare it with the fused CPU kernels.
     pub fn without_cpu_kernels(mut self) -> Self {
-        self.cpu_kernels = false;
+        self.backend_ops = false;
         self
     }
 
@@ -478,9 +501,9 @@ impl<B: Backend> Esm2<B> {
     /// The final normalised layer `[batch, max_len, hidden]` for token-id sequences (with
     /// `<cls>`/`<eos>`), padded to the longest with `<pad>`. Padded rows are meaningless.
     pub fn last_hidden(&self, batch: &[Vec<u32>]) -> Tensor<B, 3> {
-        let (mut x, shared) = self.embedded(batch);
+        let (mut x, rotary) = self.embedded(batch);
         for layer in &self.layers {
-            x = layer.forward(x, self.config.heads, &shared);
+            x = layer.forward(x, &rotary, self.backend_ops);
         }
         self.emb_layer_norm_after.forward(x)
     }
@@ -492,9 +515,9 @@ impl<B: Backend> Esm2<B> {
     pub fn computed_dtypes(&self) -> (DType, DType) {
         let weights = self.embed_tokens.val().dtype();
         let ids = (self.config.pad_token_id + 1) % self.config.vocab_size.max(1) as u32;
-        let (x, shared) = self.embedded(&[vec![ids; 3]]);
+        let (x, rotary) = self.embedded(&[vec![ids; 3]]);
         let activation = match self.layers.first() {
-            Some(layer) => layer.forward(x, self.config.heads, &shared).dtype(),
+            Some(layer) => layer.forward(x, &rotary, self.backend_ops).dtype(),
             None => x.dtype(),
         };
         (weights, activation)
@@ -504,18 +527,18 @@ impl<B: Backend> Esm2<B> {
     /// layer's output, `num_layers + 1` tensors `[batch, max_len, hidden]`: for diagnostics
     /// (a layer-by-layer comparison of two backends, the activation ranges the norms see).
     pub fn layer_states(&self, batch: &[Vec<u32>]) -> Vec<Tensor<B, 3>> {
-        let (mut x, shared) = self.embedded(batch);
+        let (mut x, rotary) = self.embedded(batch);
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         for layer in &self.layers {
             states.push(x.clone());
-            x = layer.forward(x, self.config.heads, &shared);
+            x = layer.forward(x, &rotary, self.backend_ops);
         }
         states.push(x);
         states
     }
 
-    /// The scaled token embeddings and the tensors every layer shares.
-    fn embedded(&self, batch: &[Vec<u32>]) -> (Tensor<B, 3>, Shared<B>) {
+    /// The scaled token embeddings and the attention inputs every layer shares.
+    fn embedded(&self, batch: &[Vec<u32>]) -> (Tensor<B, 3>, RotaryBatch<B>) {
         let device = self.embed_tokens.device();
         let cfg = &self.config;
         let (n, len) = (batch.len(), batch.iter().map(Vec::len).max().unwrap_or(0));
@@ -549,36 +572,21 @@ impl<B: Backend> Esm2<B> {
                 row_scale[at] = if zeroed { 0.0 } else { scale };
             }
         }
-        let any_padding = key_bias.iter().any(|&b| b != 0.0);
-
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device);
         let row_scale = Tensor::<B, 3>::from_data(TensorData::new(row_scale, [n, len, 1]), &device);
         let x = embedding(self.embed_tokens.val(), ids) * row_scale;
 
-        let (cos_host, sin_host) = rotary_tables(len, cfg.head_dim());
-        let host = (self.cpu_kernels && cpu_kernels::is_flex::<B>()).then(|| HostTables {
+        let (cos, sin_signed) = rotary_tables(len, cfg.head_dim());
+        let rotary = RotaryBatch {
+            heads: cfg.heads,
             lengths: batch.iter().map(Vec::len).collect(),
-            key_bias: key_bias.clone(),
-            cos: cos_host.clone(),
-            sin_signed: sin_host.clone(),
-        });
-        let table = |v: Vec<f32>| {
-            Tensor::<B, 4>::from_data(TensorData::new(v, [1, len, 1, cfg.head_dim()]), &device)
-        };
-        let (cos, sin_signed) = (table(cos_host), table(sin_host));
-        let shared = Shared {
-            host,
-            // Broadcast over heads and queries by the addition itself.
-            key_bias: any_padding.then(|| {
-                Tensor::<B, 4>::from_data(
-                    TensorData::new(key_bias, [n, 1, 1, len]),
-                    (&device, DType::F32),
-                )
-            }),
+            key_bias,
             cos,
             sin_signed,
+            device,
+            tensors: OnceCell::new(),
         };
-        (x, shared)
+        (x, rotary)
     }
 
     /// VirNucPro's protein embedding: per sequence, the mean of the final normalised layer

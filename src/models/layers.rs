@@ -6,7 +6,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 
-use super::cpu_kernels;
+use super::ops::ModelOps;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
 use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
@@ -48,91 +48,63 @@ impl<B: Backend> Dense<B> {
 
     /// `[batch, len, in]` -> `[batch, len, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, len, dim] = x.dims();
-        // One [b·l, in] × [in, out] GEMM instead of b broadcast ones: the weight is read once.
-        let y = linear(
-            x.reshape([batch * len, dim]),
-            self.weight.val(),
-            self.bias.as_ref().map(Param::val),
-        );
-        let out = y.dims()[1];
-        y.reshape([batch, len, out])
+        linear_3d(x, self.weight.val(), self.bias.as_ref().map(Param::val))
     }
+}
 
-    /// `forward(x)`, then GELU when `gelu`, then `+ residual` when given. With `cpu_kernels` on
-    /// the CPU backend (f32, contiguous weight) one GEMM does it all into a buffer that starts
-    /// as `residual + bias` and GELU runs in place (`cpu_kernels::linear`); elsewhere Burn's
-    /// ops, in that order.
+impl<B: ModelOps> Dense<B> {
+    /// `forward(x)`, then GELU when `gelu`, then `+ residual` when given: through the
+    /// backend's own [`ModelOps::dense`] when `backend_ops` (on the CPU one GEMM into a buffer
+    /// that starts as `residual + bias`, GELU in place), else as [`dense_composed`] (how the
+    /// parity tests hold the CPU kernels to the composition on the same backend).
     pub fn forward_fused(
         &self,
         x: Tensor<B, 3>,
         residual: Option<&Tensor<B, 3>>,
         gelu: bool,
-        cpu_kernels: bool,
+        backend_ops: bool,
     ) -> Tensor<B, 3> {
-        let x = if cpu_kernels {
-            match self.forward_cpu(x, residual, gelu) {
-                Ok(y) => return y,
-                Err(x) => x,
-            }
+        let weight = self.weight.val();
+        let bias = self.bias.as_ref().map(Param::val);
+        let residual = residual.cloned();
+        if backend_ops {
+            B::dense(x, weight, bias, residual, gelu)
         } else {
-            x
-        };
-        let mut y = self.forward(x);
-        if gelu {
-            y = self::gelu(y);
-        }
-        match residual {
-            Some(r) => y + r.clone(),
-            None => y,
+            dense_composed(x, weight, bias, residual, gelu)
         }
     }
+}
 
-    /// [`Self::forward_fused`] on the host, `Err(x)` when the backend, a dtype or the weight's
-    /// layout does not allow it.
-    fn forward_cpu(
-        &self,
-        x: Tensor<B, 3>,
-        residual: Option<&Tensor<B, 3>>,
-        gelu: bool,
-    ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
-        // GELU after a residual is not a composition any model here uses.
-        if gelu && residual.is_some() {
-            return Err(x);
-        }
-        let Some(w) = cpu_kernels::flex_view(self.weight.val()) else {
-            return Err(x);
-        };
-        let bias = match &self.bias {
-            Some(b) => match cpu_kernels::flex_view(b.val()) {
-                Some(b) => Some(b),
-                None => return Err(x),
-            },
-            None => None,
-        };
-        let residual = match residual.map(|r| cpu_kernels::to_flex(r.clone())) {
-            Some(Ok(r)) => Some(r),
-            Some(Err(_)) => return Err(x),
-            None => None,
-        };
-        let [batch, len, inp] = x.dims();
-        let [w_in, out] = self.weight.dims();
-        if w_in != inp {
-            return Err(x);
-        }
-        let x = cpu_kernels::to_flex(x)?;
-        let mut y = cpu_kernels::linear(
-            cpu_kernels::values(&x),
-            cpu_kernels::values(&w),
-            inp,
-            bias.as_ref().map(cpu_kernels::values),
-            residual.as_ref().map(cpu_kernels::values),
-        );
-        if gelu {
-            cpu_kernels::gelu_in_place(&mut y);
-        }
-        Ok(cpu_kernels::from_flex(y, [batch, len, out]))
+/// [`ModelOps::dense`] as Burn's ops, in this order: one `[b·l, in] × [in, out]` GEMM with the
+/// bias, then the backend's GELU when `gelu`, then the residual.
+pub fn dense_composed<B: ModelOps>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    residual: Option<Tensor<B, 3>>,
+    gelu: bool,
+) -> Tensor<B, 3> {
+    let mut y = linear_3d(x, weight, bias);
+    if gelu {
+        y = B::exact_gelu(y);
     }
+    match residual {
+        Some(r) => y + r,
+        None => y,
+    }
+}
+
+/// `[batch, len, in]` -> `[batch, len, out]` as one `[b·l, in] × [in, out]` GEMM instead of b
+/// broadcast ones: the weight is read once.
+fn linear_3d<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 3> {
+    let [batch, len, dim] = x.dims();
+    let y = linear(x.reshape([batch * len, dim]), weight, bias);
+    let out = y.dims()[1];
+    y.reshape([batch, len, out])
 }
 
 /// LayerNorm over the last dimension with a checkpoint's gamma/beta.
@@ -208,18 +180,4 @@ pub fn attention<B: Backend>(
         scores = scores + bias;
     }
     softmax(scores, 3).cast(FloatDType::from(dtype)).matmul(v)
-}
-
-/// Exact (erf) GELU: on the CPU backend the fused kernel (`cpu_kernels::gelu_in_place`, a
-/// vectorised erf), elsewhere Burn's.
-pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    match cpu_kernels::to_flex(x) {
-        Ok(flex) => {
-            let shape: [usize; D] = flex.layout().shape().to_vec().try_into().expect("rank D");
-            let mut values = cpu_kernels::values(&flex).to_vec();
-            cpu_kernels::gelu_in_place(&mut values);
-            cpu_kernels::from_flex(values, shape)
-        }
-        Err(x) => burn::tensor::activation::gelu(x),
-    }
 }

@@ -1,10 +1,13 @@
-//! The three networks of VirNucPro, one file each, generic over the Burn backend.
+//! The three networks of VirNucPro, one file each. The classifier is generic over any Burn
+//! backend; the encoders over [`ops::ModelOps`], the backends with their hot operations
+//! (the CPU's fused kernels, the GPUs' generic composition).
 
 pub mod classifier;
 pub mod cpu_kernels;
 pub mod dnabert_s;
 pub mod esm2;
 pub mod layers;
+pub mod ops;
 pub mod shape;
 
 use anyhow::{anyhow, Result};

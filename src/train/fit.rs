@@ -25,6 +25,7 @@ use super::{CLASSIFIER_FILE, LAST_FILE, LOG_FILE, TRAIN_FIGURE, TRAIN_REPORT, VA
 use crate::device::{self, BackendTask, Precision};
 use crate::flag_values::UsageError;
 use crate::interrupt::{Interrupted, StopOnSignal};
+use crate::models::ops::ModelOps;
 use crate::models::tensor_to_f32;
 use crate::output::OutputSet;
 use crate::output_lock::OutputLock;
@@ -242,7 +243,7 @@ struct Task<'a> {
 
 impl BackendTask for Task<'_> {
     type Output = TrainSummary;
-    fn run<B: Backend>(self, devices: Vec<B::Device>, _cpu: bool) -> Result<TrainSummary> {
+    fn run<B: ModelOps>(self, devices: Vec<B::Device>, _cpu: bool) -> Result<TrainSummary> {
         train_on::<B>(self, &devices[0])
     }
 }

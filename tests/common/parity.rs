@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use virnucpro::models::dnabert_s::DnabertS;
 use virnucpro::models::esm2::Esm2;
+use virnucpro::models::ops::ModelOps;
 
 use super::Case;
 
@@ -16,13 +17,13 @@ pub trait Embed<B: Backend> {
     fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2>;
 }
 
-impl<B: Backend> Embed<B> for Esm2<B> {
+impl<B: ModelOps> Embed<B> for Esm2<B> {
     fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
         Esm2::embed(self, batch)
     }
 }
 
-impl<B: Backend> Embed<B> for DnabertS<B> {
+impl<B: ModelOps> Embed<B> for DnabertS<B> {
     fn embed(&self, batch: &[Vec<u32>]) -> Tensor<B, 2> {
         DnabertS::embed(self, batch)
     }

@@ -6,11 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Device;
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 use virnucpro::models::dnabert_s::{alibi_slopes, DnabertS};
+use virnucpro::models::ops::ModelOps;
 use virnucpro::tokenize::dnabert::DnaTokenizer;
 
 use crate::common::parity::{self, batch_of, embed_one, max_abs_diff, random_dna, rows};
@@ -37,7 +37,7 @@ fn load(path: &Path) -> DnabertS<B> {
     load_on::<B>(path, &device())
 }
 
-fn load_on<Bk: Backend>(path: &Path, device: &Bk::Device) -> DnabertS<Bk> {
+fn load_on<Bk: ModelOps>(path: &Path, device: &Bk::Device) -> DnabertS<Bk> {
     let (model, config) = DnabertS::<Bk>::load(path, device)
         .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
     assert_eq!(
@@ -59,7 +59,7 @@ fn tokenizer() -> DnaTokenizer {
 }
 
 /// Every case, one sequence per forward, against its golden embedding.
-fn check_goldens<Bk: Backend>(model: &DnabertS<Bk>, what: &str) {
+fn check_goldens<Bk: ModelOps>(model: &DnabertS<Bk>, what: &str) {
     parity::check_goldens(model, &cases(), what, TOL);
 }
 
@@ -315,7 +315,7 @@ mod cuda {
     }
 
     /// Goldens one by one and in one padded batch, plus a > 512-token sequence against Flex.
-    fn check<Bk: Backend>(device: &Bk::Device, what: &str, tol: f32) {
+    fn check<Bk: ModelOps>(device: &Bk::Device, what: &str, tol: f32) {
         let model = load_on::<Bk>(&fixture_dir(), device);
         let cases = cases();
         parity::check_goldens(&model, &cases, what, tol);

@@ -1,0 +1,65 @@
+//! The operations the encoders run through their backend rather than as fixed Burn
+//! compositions: Burn's backend-extension pattern, a trait over `Backend` whose default methods
+//! are the generic composition of Burn's ops, which a backend overrides where it has its own
+//! kernels. The CPU backend (Flex) overrides them all with the fused host kernels of
+//! `cpu_kernels.rs`; CUDA and wgpu keep the defaults, whose ops CubeCL fuses and autotunes.
+//! The models are generic over [`ModelOps`], so no model code asks which backend it runs on.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::dnabert_s::{self, AlibiBatch};
+use super::esm2::{self, RotaryBatch};
+use super::layers;
+
+/// A backend the encoders run on. Every method has the generic composition as its default;
+/// an override must compute the same function (to f32 rounding: the parity tests hold the CPU
+/// kernels to the composition) and may fall back to the default for inputs it does not cover.
+pub trait ModelOps: Backend {
+    /// A `Linear` over `[batch, len, in]` with an `[in, out]` weight: `x·w + bias`, then GELU
+    /// when `gelu`, then `+ residual` when given (`[batch, len, out]`).
+    fn dense(
+        x: Tensor<Self, 3>,
+        weight: Tensor<Self, 2>,
+        bias: Option<Tensor<Self, 1>>,
+        residual: Option<Tensor<Self, 3>>,
+        gelu: bool,
+    ) -> Tensor<Self, 3> {
+        layers::dense_composed(x, weight, bias, residual, gelu)
+    }
+
+    /// Exact (erf) GELU.
+    fn exact_gelu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        burn::tensor::activation::gelu(x)
+    }
+
+    /// ESM-2's rotary self-attention: the fused projection `[batch, len, 3·dim]` to the
+    /// context `[batch, len, dim]`.
+    fn rotary_attention(qkv: Tensor<Self, 3>, batch: &RotaryBatch<Self>) -> Tensor<Self, 3> {
+        esm2::rotary_attention_composed(qkv, batch)
+    }
+
+    /// DNABERT-S's ALiBi self-attention: the fused projection `[batch, len, 3·dim]` to the
+    /// context `[batch, len, dim]`.
+    fn alibi_attention(qkv: Tensor<Self, 3>, batch: &AlibiBatch<Self>) -> Tensor<Self, 3> {
+        dnabert_s::alibi_attention_composed(qkv, batch)
+    }
+}
+
+// The GPU backends in the precisions `device::dispatch` runs them in: Burn's ops, which their
+// fusion and autotune already compile into few kernels (the cases their own attention op gets
+// wrong are in `layers::attention`).
+#[cfg(feature = "cuda")]
+mod cuda {
+    use burn::backend::Cuda;
+    impl super::ModelOps for Cuda<f32, i32> {}
+    impl super::ModelOps for Cuda<half::f16, i32> {}
+    impl super::ModelOps for Cuda<half::bf16, i32> {}
+}
+
+#[cfg(any(feature = "wgpu", feature = "wgpu-metal"))]
+mod wgpu {
+    use burn::backend::wgpu::Wgpu;
+    impl super::ModelOps for Wgpu<f32, i32> {}
+    impl super::ModelOps for Wgpu<half::f16, i32> {}
+}
