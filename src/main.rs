@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             // One line for the user: the whole context chain, outermost first.
             eprintln!("error: {e:#}");
             // Stopped by a signal after saving its work: the shell's convention, 128 + signal.
-            if let Some(i) = e.downcast_ref::<virnucpro::interrupt::Interrupted>() {
+            if let Some(i) = e.downcast_ref::<virnucpro::runtime::interrupt::Interrupted>() {
                 ExitCode::from((128 + i.signal).clamp(1, 255) as u8)
             } else if e
                 .downcast_ref::<virnucpro::flag_values::UsageError>()

@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 
 use crate::device::LazyPlacement;
 use crate::embed::{self, ComputeSettings, EmbedOptions, EmbedSummary};
-use crate::output::{ensure_dir, write_atomic};
-use crate::output_lock::OutputLock;
+use crate::io::output::{ensure_dir, write_atomic};
+use crate::io::output_lock::OutputLock;
 use crate::predict::{self, PredictOptions};
 use crate::preflight;
 use crate::subcommand::{Finished, Subcommand};
@@ -175,7 +175,7 @@ impl Steps {
         });
         // Injected fault (test builds only): die like `kill -9` right after a step completes,
         // to prove resume.
-        crate::fault_injection::abort_after_step(step);
+        crate::runtime::fault_injection::abort_after_step(step);
         Ok(())
     }
 }
@@ -272,13 +272,16 @@ impl Layout {
 /// content is its only identity.
 fn read_input(opts: &RunOptions) -> Result<(PathBuf, Value)> {
     if opts.input == Path::new("-") {
-        crate::fingerprint::spool(std::io::stdin().lock(), &opts.outdir)
-    } else if crate::fingerprint::is_stream(&opts.input) {
+        crate::io::fingerprint::spool(std::io::stdin().lock(), &opts.outdir)
+    } else if crate::io::fingerprint::is_stream(&opts.input) {
         let stream = std::fs::File::open(&opts.input)
             .with_context(|| format!("cannot open input {}", opts.input.display()))?;
-        crate::fingerprint::spool(stream, &opts.outdir)
+        crate::io::fingerprint::spool(stream, &opts.outdir)
     } else {
-        Ok((opts.input.clone(), crate::fingerprint::file(&opts.input)))
+        Ok((
+            opts.input.clone(),
+            crate::io::fingerprint::file(&opts.input),
+        ))
     }
 }
 
@@ -336,7 +339,7 @@ fn embed_steps(
         compute: opts.compute.clone(),
         quiet: opts.quiet,
     };
-    let dna_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.dnabert), "precision": opts.compute.precision });
+    let dna_fp = json!({ "after": translate_fp, "model": crate::io::fingerprint::model(&opts.dnabert), "precision": opts.compute.precision });
     steps.step(
         "embed-dna",
         dna_fp.clone(),
@@ -348,7 +351,7 @@ fn embed_steps(
             StepOutcome::embedded(&s)
         },
     )?;
-    let prot_fp = json!({ "after": translate_fp, "model": crate::fingerprint::model(&opts.esm), "precision": opts.compute.precision });
+    let prot_fp = json!({ "after": translate_fp, "model": crate::io::fingerprint::model(&opts.esm), "precision": opts.compute.precision });
     steps.step(
         "embed-protein",
         prot_fp.clone(),
@@ -376,8 +379,8 @@ fn predict_step(
     // The embeddings files themselves, too: a retry of failed sequences rewrites them.
     let predict_fp = json!({
         "dna": dna_fp, "protein": prot_fp,
-        "embeddings": [crate::fingerprint::file(&files.dna_out), crate::fingerprint::file(&files.prot_out)],
-        "classifier": crate::fingerprint::file(&opts.classifier),
+        "embeddings": [crate::io::fingerprint::file(&files.dna_out), crate::io::fingerprint::file(&files.prot_out)],
+        "classifier": crate::io::fingerprint::file(&opts.classifier),
         "min_viral_fraction": opts.min_viral_fraction,
     });
     // predict.json is the step's completion marker, written after its tables and figures; the
@@ -418,7 +421,7 @@ fn finish(opts: &RunOptions, steps: &Steps, started: Instant) -> Result<Finished
         failed,
         failed_files: failed_files.clone(),
         input: opts.input.display().to_string(),
-        peak_rss_mb: crate::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
+        peak_rss_mb: crate::runtime::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
         steps: &steps.reports,
         version: env!("CARGO_PKG_VERSION"),
         wall_seconds: started.elapsed().as_secs_f64(),

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use burn::backend::flex::FlexDevice;
 use burn::backend::Flex;
 
-use crate::fasta::input_label;
+use crate::io::fasta::input_label;
 use crate::models::classifier::Classifier;
 use crate::models::dnabert_s::DnabertConfig;
 use crate::models::esm2::Esm2Config;
@@ -27,7 +27,7 @@ pub fn input_file(path: &Path, what: &str) -> Result<()> {
     if path.is_dir() {
         bail!("{what} {} is a directory, not a file", path.display());
     }
-    if crate::fingerprint::is_stream(path) {
+    if crate::io::fingerprint::is_stream(path) {
         return Ok(());
     }
     std::fs::File::open(path)

@@ -15,7 +15,7 @@
 
 use anyhow::Result;
 
-use crate::output_lock::OutputLock;
+use crate::io::output_lock::OutputLock;
 
 /// One subcommand, ready to run (see the module's header for the stages).
 pub trait Subcommand {

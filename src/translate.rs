@@ -18,12 +18,12 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::fasta::{FastaReader, FastaRecord};
-use crate::interrupt::{Interrupted, StopOnSignal};
-use crate::output::{OutputSet, StagedFile};
-use crate::output_lock::OutputLock;
+use crate::io::fasta::{FastaReader, FastaRecord};
+use crate::io::output::{OutputSet, StagedFile};
+use crate::io::output_lock::OutputLock;
 use crate::preflight;
-use crate::progress::Progress;
+use crate::runtime::interrupt::{Interrupted, StopOnSignal};
+use crate::runtime::progress::Progress;
 use crate::seq::batch::{chunk_work, windows, IdSet, Work};
 use crate::seq::chunk::chunk_id;
 use crate::seq::orf::{six_frame_orfs, Orf, OrfScratch, FRAMES};

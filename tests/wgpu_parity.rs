@@ -885,7 +885,7 @@ mod on_wgpu {
     use virnucpro::device::placement::claim_dtype;
     use virnucpro::device::{DeviceSpec, LazyPlacement, Placement, Precision};
     use virnucpro::embed::{self, ComputeSettings, EmbedOptions, EmbedSummary};
-    use virnucpro::embeddings::EmbeddingSet;
+    use virnucpro::io::embeddings::EmbeddingSet;
 
     fn compute(device: DeviceSpec, precision: Precision) -> ComputeSettings {
         ComputeSettings {

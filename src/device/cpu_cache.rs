@@ -3,9 +3,9 @@
 //! A CPU worker is fastest when a layer's largest activation (ESM-2 3B's feed-forward one:
 //! 40 KB per token in f32) stays in the cache between the GEMM that writes it, the GELU and the
 //! GEMM that reads it; the original's 2048-token batches make it 82 MB, and the 3B model then
-//! runs ~15% slower than with batches of two proteins (`embed::batching::cpu_budget`). Everything here is
-//! best effort: sysfs may be missing (macOS, some containers) or odd, and then callers keep
-//! their default batch size.
+//! runs ~15% slower than with batches of two proteins (`cpu_budget` in `embed/batching.rs`).
+//! Everything here is best effort: sysfs may be missing (macOS, some containers) or odd, and
+//! then callers keep their default batch size.
 
 use std::io::Read;
 use std::path::Path;

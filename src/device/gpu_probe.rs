@@ -98,7 +98,7 @@ impl GpuProbe for CudaDriver {
 #[cfg(feature = "fault-injection")]
 pub use fake::{FakeGpus, FAKE_GPUS_ENV};
 
-/// Test builds only (the `fault-injection` feature, see `src/fault_injection.rs`: a shipped
+/// Test builds only (the `fault-injection` feature, see `src/runtime/fault_injection.rs`: a shipped
 /// binary has no such probe and never reads the variable).
 #[cfg(feature = "fault-injection")]
 mod fake {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::lockfile::{self, read_note};
+use crate::runtime::lockfile::{self, read_note};
 
 pub const LEASE_ENV: &str = "VIRNUCPRO_GPU_LEASE";
 pub const LOCK_DIR_ENV: &str = "VIRNUCPRO_GPU_LOCK_DIR";

@@ -25,7 +25,7 @@ pub use self::gpu_probe::{gpu_probe, GpuProbe};
 pub use self::placement::{LazyPlacement, Placement, PlacementRequest};
 
 use self::wgpu::{AdapterInfo, AdapterKind};
-use crate::output_lock::OutputLock;
+use crate::io::output_lock::OutputLock;
 use crate::subcommand::{Finished, Subcommand};
 
 /// What the user asked for.

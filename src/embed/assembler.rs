@@ -14,10 +14,10 @@ use super::checkpoint::Checkpoint;
 use super::engine::Coordinator;
 use super::{DeviceReport, EmbedOptions};
 use crate::device::{Devices, Precision};
-use crate::embeddings::EmbeddingMeta;
-use crate::fingerprint::Fnv64;
+use crate::io::embeddings::EmbeddingMeta;
+use crate::io::fingerprint::Fnv64;
 use crate::models::shape::ModelShape;
-use crate::progress::Progress;
+use crate::runtime::progress::Progress;
 
 /// What one step embeds and where: fixed before the engine starts.
 pub(crate) struct Assembler<'a> {
@@ -498,7 +498,7 @@ fn work_fingerprint(
     };
     let settings = serde_json::json!({
         "kind": meta.kind.as_str(),
-        "model": crate::fingerprint::model_contents(&opts.model),
+        "model": crate::io::fingerprint::model_contents(&opts.model),
         "precision": precision,
         "backend": kind,
         "version": env!("CARGO_PKG_VERSION"),

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
-use crate::output::{ensure_dir, write_atomic};
-use crate::output_lock::OutputLock;
+use crate::io::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
+use crate::io::output::{ensure_dir, write_atomic};
+use crate::io::output_lock::OutputLock;
 
 const PLAN_FILE: &str = "plan.json";
 const FORMAT: &str = "virnucpro-embed-checkpoint/1";
@@ -44,7 +44,7 @@ pub struct Checkpoint {
     dir: PathBuf,
     next_part: usize,
     written: usize,
-    /// Injected fault (test builds only, [`crate::fault_injection`]): die like `kill -9`
+    /// Injected fault (test builds only, [`crate::runtime::fault_injection`]): die like `kill -9`
     /// after this many parts.
     abort_after: Option<usize>,
     /// Held while the parts are in use; dropped after the directory is removed.
@@ -147,7 +147,7 @@ impl Checkpoint {
             write_atomic(&dir.join(PLAN_FILE), &serde_json::to_vec_pretty(&plan)?)?;
             0
         };
-        let abort_after = crate::fault_injection::abort_after_checkpoints();
+        let abort_after = crate::runtime::fault_injection::abort_after_checkpoints();
         Ok((
             Checkpoint {
                 dir,

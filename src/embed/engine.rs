@@ -72,7 +72,7 @@ pub trait Coordinator {
     fn tick(&mut self) -> Result<()>;
 }
 
-/// Injected faults ([`crate::fault_injection`]: test builds only), read once per job: the
+/// Injected faults ([`crate::runtime::fault_injection`]: test builds only), read once per job: the
 /// tests fail chosen records and slow batches down to prove the fault handling without a GPU.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
@@ -89,9 +89,9 @@ impl Faults {
     /// The faults this build and environment inject (none in a `cargo build` binary).
     pub fn injected() -> Self {
         Self {
-            fail_ids: crate::fault_injection::fail_ids(),
-            delay: crate::fault_injection::batch_delay(),
-            device_tokens: crate::fault_injection::device_tokens(),
+            fail_ids: crate::runtime::fault_injection::fail_ids(),
+            delay: crate::runtime::fault_injection::batch_delay(),
+            device_tokens: crate::runtime::fault_injection::device_tokens(),
         }
     }
 

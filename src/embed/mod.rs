@@ -1,4 +1,4 @@
-//! `embed-dna` and `embed-protein`: FASTA in, one embeddings file out ([`crate::embeddings`]).
+//! `embed-dna` and `embed-protein`: FASTA in, one embeddings file out ([`crate::io::embeddings`]).
 //! Both share everything but the tokenizer and the model: reading, batching, devices, workers,
 //! checkpoints, output.
 //!
@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::device::placement::DtypeReadBack;
 use crate::device::{DeviceSpec, LazyPlacement, PlacementRequest, Precision};
-use crate::output_lock::OutputLock;
+use crate::io::output_lock::OutputLock;
 use crate::preflight;
 use crate::subcommand::{Finished, Subcommand};
 
@@ -216,7 +216,7 @@ impl Subcommand for EmbedCommand {
 pub fn finish(s: &EmbedSummary, report: Option<&Path>) -> Result<()> {
     log_summary(s);
     if let Some(path) = report {
-        crate::output::write_atomic(path, &serde_json::to_vec_pretty(s)?)?;
+        crate::io::output::write_atomic(path, &serde_json::to_vec_pretty(s)?)?;
     }
     Ok(())
 }

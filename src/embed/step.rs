@@ -13,11 +13,11 @@ use super::engine::{EmbedJob, EncoderLoader, Faults};
 use super::{failed_path, EmbedOptions, EmbedSummary};
 use crate::device::placement::DtypeReadBack;
 use crate::device::{self, Devices, LazyPlacement, Precision};
-use crate::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
-use crate::fasta::input_label;
-use crate::interrupt::{Interrupted, StopOnSignal};
-use crate::output::write_atomic;
-use crate::progress::Progress;
+use crate::io::embeddings::{EmbeddingKind, EmbeddingMeta, EmbeddingSet};
+use crate::io::fasta::input_label;
+use crate::io::output::write_atomic;
+use crate::runtime::interrupt::{Interrupted, StopOnSignal};
+use crate::runtime::progress::Progress;
 
 /// The shared path: tokens in, embeddings file out.
 pub(crate) fn embed_tokens<L: EncoderLoader>(
@@ -89,7 +89,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         tokens_per_second: n_tokens as f64 / wall.max(1e-9),
         compute_seconds: compute_wall,
         compute_tokens_per_second: computed_tokens as f64 / compute_wall.max(1e-9),
-        peak_rss_mb: crate::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
+        peak_rss_mb: crate::runtime::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
     })
 }
 

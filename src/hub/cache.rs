@@ -61,7 +61,7 @@ impl RepoCache {
         let path = self.ref_path(revision);
         let dir = path.parent().expect("refs/<revision>");
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        crate::output::write_atomic(&path, commit.as_bytes())
+        crate::io::output::write_atomic(&path, commit.as_bytes())
     }
 
     /// Link `snapshots/<commit>/<file>` to `blobs/<etag>` (relative, as `huggingface_hub` does),

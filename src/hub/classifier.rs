@@ -147,14 +147,14 @@ impl Remote {
             Checksum::Sha256(want) => (
                 "sha256",
                 want.clone(),
-                crate::fingerprint::sha256_file(&dest)?,
+                crate::io::fingerprint::sha256_file(&dest)?,
             ),
             Checksum::GitSha1(want) => ("git blob id", want.clone(), git_sha1(&dest)?),
             Checksum::Unknown => match recorded.sha256 {
                 Some(want) => (
                     "sha256 recorded at download",
                     want,
-                    crate::fingerprint::sha256_file(&dest)?,
+                    crate::io::fingerprint::sha256_file(&dest)?,
                 ),
                 None => bail!(
                     "classifier {}: the cached {} has no record of what was downloaded ({} \
@@ -194,7 +194,7 @@ impl Remote {
             );
         }
         let dir = dest.parent().unwrap();
-        let _lock = crate::lockfile::wait_for(&dir.join(".lock"), |who| {
+        let _lock = crate::runtime::lockfile::wait_for(&dir.join(".lock"), |who| {
             tracing::info!(
                 "download: {}: another process ({who}) is downloading it; waiting",
                 self.file
@@ -236,7 +236,7 @@ impl Remote {
             Checksum::GitSha1(_) => "git blob id verified",
             Checksum::Unknown => "not verified: no checksum given (add #sha256=<hex> to the URL)",
         };
-        crate::output::write_atomic(
+        crate::io::output::write_atomic(
             &source_path(&dest),
             format!("url\t{}\nsha256\t{sha256}\ncheck\t{verified}\n", self.url).as_bytes(),
         )?;

@@ -7,8 +7,8 @@ use super::cache;
 use super::classifier::{self, Remote};
 use super::download::fetch_repo;
 use super::{HubEnv, ModelKind, RepoId, DEFAULT_DNABERT, DEFAULT_ESM};
-use crate::output_lock::OutputLock;
-use crate::progress::human_bytes;
+use crate::io::output_lock::OutputLock;
+use crate::runtime::progress::human_bytes;
 use crate::subcommand::{Finished, Subcommand};
 
 /// What `models fetch` is asked for: Hub ids (`org/name[@revision]`) and classifiers (`500`,

@@ -15,7 +15,7 @@ use sha2::Digest as _;
 use super::cache::{self, RepoCache};
 use super::client::{Client, HttpError, Sibling, MIN_BYTES_PER_SEC};
 use super::{shown, HubEnv, ModelKind, RepoId};
-use crate::progress::{human_bytes, Progress};
+use crate::runtime::progress::{human_bytes, Progress};
 use crate::weights::HF_WEIGHT_FILES;
 
 /// Transport failures retried (with `Range`) before giving up on a file.
@@ -435,7 +435,7 @@ fn check_space_left(t: &Target, dir: &Path, have: u64, written: u64) -> Result<(
 /// Free bytes on the download's disk, `written` bytes into this download (the test hook
 /// `VIRNUCPRO_TEST_FREE_BYTES` stands for a disk that each byte written uses up).
 fn free_now(dir: &Path, written: u64) -> Option<u64> {
-    match crate::fault_injection::free_bytes() {
+    match crate::runtime::fault_injection::free_bytes() {
         Some(n) => Some(n.saturating_sub(written)),
         None => cache::free_space(dir),
     }
@@ -650,9 +650,10 @@ fn fetch_file(
         return Ok(0);
     }
     let label = format!("{id}: {name}");
-    let _lock = crate::lockfile::wait_for(&cache.locks.join(format!("{etag}.lock")), |who| {
-        tracing::info!("download: {label}: another process ({who}) is downloading it; waiting")
-    })?;
+    let _lock =
+        crate::runtime::lockfile::wait_for(&cache.locks.join(format!("{etag}.lock")), |who| {
+            tracing::info!("download: {label}: another process ({who}) is downloading it; waiting")
+        })?;
     // The other process may have finished it while we waited.
     if blob.is_file() {
         cache.link(commit, &file.rfilename, &etag)?;

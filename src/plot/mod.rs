@@ -28,7 +28,7 @@ use plotters::style::{register_font, FontStyle};
 
 pub use line::{line_chart, LineChart, Mark, Series};
 
-use crate::output::{write_atomic, OutputSet};
+use crate::io::output::{write_atomic, OutputSet};
 
 /// Font family name: registered with DejaVu Sans for the bitmap, a generic CSS family in the SVG.
 pub const FONT: &str = "sans-serif";

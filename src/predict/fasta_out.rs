@@ -2,7 +2,7 @@
 //! FASTA files the user names (`--sequences`: the sample's input; `--chunks`: translate's
 //! `chunked.fa`), so that nobody has to join tables to get them. `run` passes both.
 //!
-//! The files are streamed through the house reader ([`crate::fasta`]: compression, FASTQ,
+//! The files are streamed through the house reader ([`crate::io::fasta`]: compression, FASTQ,
 //! binary and id checks included), so memory holds one record plus the ids of the predictions,
 //! whatever the size of the input. A copy is only right if the FASTA is the one the sample came
 //! from, so every id the predictions hold must be found in it exactly once; a chunk must also
@@ -19,8 +19,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::report::{format_f32, ChunkMaxima, OrfScore, SequenceSummary};
-use crate::fasta::{input_label, FastaReader, SeqKind};
-use crate::output::OutputSet;
+use crate::io::fasta::{input_label, FastaReader, SeqKind};
+use crate::io::output::OutputSet;
 use crate::seq::orf::{six_frame_orfs, OrfScratch, FRAMES};
 
 pub const VIRAL_SEQUENCES_FILE: &str = "viral_sequences.fa";

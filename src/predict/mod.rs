@@ -16,11 +16,11 @@ use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
-use crate::embeddings::{EmbeddingKind, MappedSet};
+use crate::io::embeddings::{EmbeddingKind, MappedSet};
+use crate::io::output::OutputSet;
+use crate::io::output_lock::OutputLock;
 use crate::models::classifier::Classifier;
 use crate::models::tensor_to_f32;
-use crate::output::OutputSet;
-use crate::output_lock::OutputLock;
 use crate::preflight;
 use crate::subcommand::{Finished, Subcommand};
 use fasta_out::{ViralFasta, VIRAL_CHUNKS_FILE, VIRAL_SEQUENCES_FILE};
@@ -166,7 +166,7 @@ pub fn run(opts: &PredictOptions) -> Result<PredictSummary> {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default(),
-        classifier_sha256: crate::fingerprint::sha256_file(&opts.classifier)?,
+        classifier_sha256: crate::io::fingerprint::sha256_file(&opts.classifier)?,
         viral_sequences_fasta,
         viral_chunks_fasta,
         wall_seconds: started.elapsed().as_secs_f64(),

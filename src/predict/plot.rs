@@ -17,7 +17,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::HPos;
 
 use super::report::ChunkBest;
-use crate::output::OutputSet;
+use crate::io::output::OutputSet;
 pub use crate::plot::figure_names;
 use crate::plot::{self, font, mesh, series_colour, Area, Canvas, Drawing, INK, MUTED, RULE};
 

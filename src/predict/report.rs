@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use crate::output::OutputSet;
+use crate::io::output::OutputSet;
 
 pub const RESULTS_FILE: &str = "prediction_results.txt";
 pub const HIGHEST_FILE: &str = "prediction_results_highestscore.csv";

@@ -7,7 +7,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 
-use crate::fasta::FastaRecord;
+use crate::io::fasta::FastaRecord;
 use crate::seq::chunk::chunk_ranges;
 
 /// Bases of chunks translated and formatted at once; their output (about three times the

@@ -28,7 +28,7 @@
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::fasta::{collect_unique, FastaReader, FastaRecord, SeqKind};
+use crate::io::fasta::{collect_unique, FastaReader, FastaRecord, SeqKind};
 use crate::seq::validate::show_byte;
 
 /// A record shorter than this is never called nucleotides: short peptides made of `A`, `C`,

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::model::{HostTensor, Mlp, ParamSet};
 use super::tensors;
 use super::TrainOptions;
-use crate::output::write_atomic;
+use crate::io::output::write_atomic;
 
 pub const CHECKPOINT_FILE: &str = "train.checkpoint.safetensors";
 const FORMAT: &str = "virnucpro-train-checkpoint/1";
@@ -70,7 +70,7 @@ pub struct State<B: Backend> {
 pub fn fingerprint(opts: &TrainOptions) -> String {
     let value = serde_json::json!({
         "format": FORMAT,
-        "inputs": opts.inputs().iter().map(|(p, what)| serde_json::json!([what, crate::fingerprint::file(p)])).collect::<Vec<_>>(),
+        "inputs": opts.inputs().iter().map(|(p, what)| serde_json::json!([what, crate::io::fingerprint::file(p)])).collect::<Vec<_>>(),
         "batch_size": opts.batch_size,
         "lr": opts.lr,
         "momentum": opts.momentum,

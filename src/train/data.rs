@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::rng::{self, Stream};
-use crate::embeddings::{EmbeddingKind, MappedSet};
+use crate::io::embeddings::{EmbeddingKind, MappedSet};
 use crate::predict::load_side;
 
 pub const LABEL_VIRUS: &str = "virus";

@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use super::data::{LABEL_OTHERS, LABEL_VIRUS};
 use super::rng::{self, Stream};
-use crate::fasta::FastaReader;
-use crate::output::{OutputSet, StagedFile};
-use crate::output_lock::OutputLock;
+use crate::io::fasta::FastaReader;
+use crate::io::output::{OutputSet, StagedFile};
+use crate::io::output_lock::OutputLock;
 use crate::preflight;
 use crate::seq::batch::IdSet;
 use crate::seq::chunk::{chunk_id, chunk_ranges};
@@ -171,7 +171,7 @@ pub fn run(opts: &DatasetOptions) -> Result<DatasetSummary> {
         bail!("--chunk-size must be at least 3 (one codon)");
     }
     for p in opts.viral.iter().chain(&opts.others) {
-        if crate::fingerprint::is_stream(p) {
+        if crate::io::fingerprint::is_stream(p) {
             bail!(
                 "{}: dataset reads its inputs twice (to count, then to write), so they must be \
                  regular files, not stdin or a pipe",

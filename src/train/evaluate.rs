@@ -13,9 +13,9 @@ use serde::Serialize;
 use super::data::{label_name, JoinCounts, Samples};
 use super::fit::evaluate_rows;
 use super::{figures, metrics};
+use crate::io::output::OutputSet;
+use crate::io::output_lock::OutputLock;
 use crate::models::classifier::Classifier;
-use crate::output::OutputSet;
-use crate::output_lock::OutputLock;
 use crate::preflight;
 use crate::subcommand::{Finished, Subcommand};
 

@@ -7,7 +7,7 @@ use plotters::chart::SeriesLabelPosition;
 
 use super::checkpoint::EpochLog;
 use super::metrics::Curve;
-use crate::output::OutputSet;
+use crate::io::output::OutputSet;
 use crate::plot::{self, line_chart, LineChart, Mark, SideBySide};
 
 const HEIGHT: u32 = 520;

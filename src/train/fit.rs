@@ -24,12 +24,12 @@ use super::{figures, metrics, tensors, TrainOptions};
 use super::{CLASSIFIER_FILE, LAST_FILE, LOG_FILE, TRAIN_FIGURE, TRAIN_REPORT, VALIDATION_FILE};
 use crate::device::{self, BackendTask, Precision};
 use crate::flag_values::UsageError;
-use crate::interrupt::{Interrupted, StopOnSignal};
+use crate::io::output::OutputSet;
+use crate::io::output_lock::OutputLock;
 use crate::models::ops::ModelOps;
 use crate::models::tensor_to_f32;
-use crate::output::OutputSet;
-use crate::output_lock::OutputLock;
 use crate::preflight;
+use crate::runtime::interrupt::{Interrupted, StopOnSignal};
 use crate::subcommand::{Finished, Subcommand};
 
 /// Validation rows per forward pass.
@@ -147,12 +147,12 @@ fn gib(bytes: u128) -> f64 {
 }
 
 /// Refuse a `--hidden` or `--batch-size` whose training would not fit in the memory this
-/// process may use ([`crate::resources::memory_limit_bytes`]), before anything is allocated:
+/// process may use ([`crate::runtime::resources::memory_limit_bytes`]), before anything is allocated:
 /// past it the allocation aborts the process, or the kernel kills it. A quarter of the limit
 /// is left to the rest (the code, threads, the mapped embeddings, the allocator's slack).
 /// With `--init` the width is the file's.
 fn check_memory(opts: &TrainOptions, dim: usize, train_rows: usize, val_rows: usize) -> Result<()> {
-    let Some(limit) = crate::resources::memory_limit_bytes() else {
+    let Some(limit) = crate::runtime::resources::memory_limit_bytes() else {
         return Ok(());
     };
     let usable = u128::from(limit) / 4 * 3;

@@ -14,7 +14,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::common::{assert_refused, fixtures, model_cases, run_bounded, stderr, Case};
-use virnucpro::embeddings::EmbeddingSet;
+use virnucpro::io::embeddings::EmbeddingSet;
 
 /// Address space given to the binary in hostile runs: room for the program and its threads,
 /// far less than any bomb here expands to.
@@ -656,7 +656,7 @@ fn translate_proteins_are_read_unchanged_and_accepted() {
             .join("identified_protein.faa");
         let text = fs::read_to_string(&path).unwrap();
         let want = crate::common::records(&text);
-        let reader = virnucpro::fasta::FastaReader::open(&path).unwrap();
+        let reader = virnucpro::io::fasta::FastaReader::open(&path).unwrap();
         let got = virnucpro::seq::protein::read_proteins(reader).unwrap();
         assert_eq!(got.len(), want.len(), "{chunk}");
         for (g, (header, seq)) in got.iter().zip(&want) {
@@ -689,7 +689,7 @@ mod fasta_properties {
 
     use super::*;
     use proptest::prelude::*;
-    use virnucpro::fasta::FastaReader;
+    use virnucpro::io::fasta::FastaReader;
 
     #[derive(Debug, Clone)]
     enum Mutation {

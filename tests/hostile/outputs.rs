@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{assert_refused, fixtures, run, s, stderr};
-use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
+use virnucpro::io::embeddings::{EmbeddingMeta, EmbeddingSet};
 
 /// Every file under `dir` (relative path, contents), hidden ones included, sorted.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{assert_refused, bin, fixtures, run_bounded, run_env, s, stderr};
-use virnucpro::embeddings::EmbeddingSet;
+use virnucpro::io::embeddings::EmbeddingSet;
 
 fn dnabert() -> PathBuf {
     fixtures().join("dnabert_s_tiny")

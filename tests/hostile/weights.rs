@@ -741,7 +741,7 @@ impl ClassifierInputs {
     const ORFS: usize = 20;
 
     fn new() -> Self {
-        use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
+        use virnucpro::io::embeddings::{EmbeddingMeta, EmbeddingSet};
         let dir = tempfile::tempdir().unwrap();
         let ids: Vec<String> = (0..Self::ORFS).map(|i| format!("r{i}_chunk_1F1")).collect();
         for (kind, dim) in [("dna", 3usize), ("protein", 5)] {

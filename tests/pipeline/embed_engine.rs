@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{bin, fixtures, s, stderr};
-use virnucpro::embeddings::EmbeddingSet;
+use virnucpro::io::embeddings::EmbeddingSet;
 
 /// translate the e2e input (chunk 500) into `dir`; returns (nucleotide .fa, protein .faa).
 fn orfs(dir: &Path) -> (PathBuf, PathBuf) {

@@ -245,7 +245,7 @@ fn dataset_embed_train_evaluate_predict() {
 
 /// The golden data's first 288 rows as small embeddings files (DNA 768-d, protein the rest).
 fn inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
+    use virnucpro::io::embeddings::{EmbeddingMeta, EmbeddingSet};
     let bytes = fs::read(fixtures().join("train/data.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let x = st.tensor("x").unwrap();

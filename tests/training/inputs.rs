@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::{assert_refused, fixtures, run_bounded, s, stderr};
-use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
+use virnucpro::io::embeddings::{EmbeddingMeta, EmbeddingSet};
 
 /// A tiny separable data set: `n` ORFs, DNA `dd`-d and protein `pd`-d embeddings, labels
 /// alternating virus / others with the first column carrying the class.

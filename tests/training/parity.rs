@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::{fixtures, run, s, stderr};
 use safetensors::SafeTensors;
-use virnucpro::embeddings::{EmbeddingMeta, EmbeddingSet};
+use virnucpro::io::embeddings::{EmbeddingMeta, EmbeddingSet};
 
 const DNA_DIM: usize = 768;
 

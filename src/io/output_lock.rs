@@ -8,7 +8,7 @@
 //!
 //! The kernel drops a `flock` when its process ends, however it ends, so a killed run never
 //! leaves its output locked: the lock file it leaves behind is simply taken over. The file
-//! holds only who holds it (the house's holder note, [`crate::lockfile`]) for the refusal
+//! holds only who holds it (the house's holder note, [`crate::runtime::lockfile`]) for the refusal
 //! message.
 
 use std::fs::File;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::lockfile::{self, open_no_follow, same_file, Attempt};
+use crate::runtime::lockfile::{self, open_no_follow, same_file, Attempt};
 
 /// The lock file of a directory output, inside it.
 pub const DIR_LOCK_FILE: &str = ".virnucpro.lock";
@@ -62,7 +62,7 @@ impl OutputLock {
 
     /// A command's output directory (`--outdir`), created when missing, then locked.
     pub fn outdir(dir: &Path) -> Result<Self> {
-        crate::output::ensure_dir(dir)?;
+        crate::io::output::ensure_dir(dir)?;
         Self::dir(dir, "--outdir")
     }
 

@@ -430,11 +430,11 @@ fn read_error(label: &str, compression: Compression, record: usize, e: io::Error
 }
 
 /// The most bases one record may have: half the memory this process may use
-/// ([`crate::resources::memory_limit_bytes`]), since a whole record is held in memory and
+/// ([`crate::runtime::resources::memory_limit_bytes`]), since a whole record is held in memory and
 /// translating it costs about as much again. Unlimited when no limit can be read; allocation
 /// failures are still reported, not aborted on.
 fn record_limit() -> usize {
-    crate::resources::memory_limit_bytes().map_or(usize::MAX, |bytes| {
+    crate::runtime::resources::memory_limit_bytes().map_or(usize::MAX, |bytes| {
         usize::try_from(bytes / 2).unwrap_or(usize::MAX)
     })
 }
@@ -732,7 +732,7 @@ mod tests {
 
     #[test]
     fn the_record_limit_is_below_physical_memory() {
-        if let Some(total) = crate::resources::memory_limit_bytes() {
+        if let Some(total) = crate::runtime::resources::memory_limit_bytes() {
             assert!((record_limit() as u64) <= total / 2);
         }
     }

@@ -110,7 +110,7 @@ mod tests {
     fn only_the_test_dev_dependency_turns_the_hooks_on() {
         // A `cargo build` binary is built from [dependencies] and the default features: neither
         // may name the feature, or the shipped binary would read the fault variables.
-        let manifest: toml::Table = toml::from_str(include_str!("../Cargo.toml")).unwrap();
+        let manifest: toml::Table = toml::from_str(include_str!("../../Cargo.toml")).unwrap();
         let features = manifest["features"].as_table().unwrap();
         for (name, enables) in features {
             let enables = enables.as_array().unwrap();

@@ -1,5 +1,5 @@
 //! Lock files, one way for every lock of the house: an output's single writer
-//! ([`crate::output_lock`]), a GPU lease ([`crate::device::lease`]) and a Hub download
+//! ([`crate::io::output_lock`]), a GPU lease ([`crate::device::lease`]) and a Hub download
 //! ([`crate::hub::cache`]). Each is an exclusive `flock` (std's file locks) on a file that
 //! lives as long as its holder wants it; the kernel drops the lock when the holder's process
 //! ends, however it ends, so a killed process never leaves a lock behind.

@@ -94,7 +94,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn spool(mut input: impl Read, dir: &Path) -> Result<(PathBuf, Value)> {
     let plain = dir.join("stdin.fa");
     let gzip = dir.join("stdin.fa.gz");
-    let mut tmp = crate::output::temp_beside(&plain, ".partial")?;
+    let mut tmp = crate::io::output::temp_beside(&plain, ".partial")?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut head: Vec<u8> = Vec::with_capacity(2);

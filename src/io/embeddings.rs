@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::output::write_atomic;
+use crate::io::output::write_atomic;
 
 pub const TENSOR_NAME: &str = "embeddings";
 pub const FORMAT: &str = "virnucpro-embeddings/1";
