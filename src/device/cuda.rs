@@ -150,7 +150,7 @@ pub fn free_memory(index: usize) -> Option<u64> {
 /// runtime (no headers, PTX newer than the driver, no NVRTC) caught and turned into a reason.
 ///
 /// `precision`: the one the process will compute in on this device. Its default dtype is set
-/// to it first ([`super::placement::claim_dtype`]) and the kernel runs in it, so the test
+/// to it first ([`super::dtype::claim_dtype`]) and the kernel runs in it, so the test
 /// proves that dtype's kernels compile and cannot fix another default (Burn keeps one per
 /// device, shared by `Cuda<f16>` and `Cuda<f32>`, set by the first tensor created there).
 /// `None` (`virnucpro devices`, which computes nothing after): f32 with an explicit dtype,
@@ -167,9 +167,9 @@ pub fn smoke_test(index: usize, precision: Option<super::Precision>) -> Result<(
             device: &B::Device,
             precision: Option<Precision>,
         ) -> Result<Vec<f32>, String> {
-            let dtype = super::placement::float_dtype(precision.unwrap_or(Precision::F32));
+            let dtype = super::dtype::float_dtype(precision.unwrap_or(Precision::F32));
             if let Some(p) = precision {
-                super::placement::claim_dtype::<B>(device, p).map_err(|e| format!("{e:#}"))?;
+                super::dtype::claim_dtype::<B>(device, p).map_err(|e| format!("{e:#}"))?;
             }
             let x = Tensor::<B, 1>::from_data(
                 TensorData::new(vec![1f32, 2.0, 3.0], [3]),

@@ -15,6 +15,7 @@ use anyhow::{bail, Result};
 pub mod cpu_cache;
 pub mod cuda;
 pub mod cuda_toolkit;
+pub mod dtype;
 pub mod gpu_probe;
 pub mod kernel_cache;
 pub mod lease;

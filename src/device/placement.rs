@@ -15,9 +15,9 @@ use std::cell::OnceCell;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType};
+use burn::tensor::DType;
 
+pub use super::dtype::{claim_dtype, dtype_name, float_dtype};
 use super::{effective_precision, resolve, DeviceSpec, Devices, Precision};
 
 /// What the command line asked for: the inputs of [`Placement::resolve`].
@@ -113,49 +113,6 @@ impl LazyPlacement {
         }
         let p = Placement::resolve(&self.request)?;
         Ok(self.resolved.get_or_init(|| p))
-    }
-}
-
-/// The float dtype a precision computes in.
-pub fn float_dtype(precision: Precision) -> FloatDType {
-    match precision {
-        Precision::F32 | Precision::Auto => FloatDType::F32,
-        Precision::F16 => FloatDType::F16,
-        Precision::Bf16 => FloatDType::BF16,
-    }
-}
-
-/// The name a dtype is reported by (`f32`, `f16`, `bf16`), matching `--precision`.
-pub fn dtype_name(dtype: DType) -> String {
-    match dtype {
-        DType::F32 => "f32".into(),
-        DType::F16 => "f16".into(),
-        DType::BF16 => "bf16".into(),
-        other => format!("{other:?}").to_ascii_lowercase(),
-    }
-}
-
-/// Make `precision` the default float dtype of `device` for this process, before any tensor is
-/// created there. Setting it again to the same dtype is fine; a device already computing in
-/// another dtype (something created a tensor there first, or an earlier step asked for another
-/// precision) is refused: every later upload would silently compute in that other dtype.
-pub fn claim_dtype<B: Backend>(device: &B::Device, precision: Precision) -> Result<()> {
-    let want = float_dtype(precision);
-    match burn::tensor::backend::set_default_float_dtype::<B>(device, want) {
-        Ok(()) => Ok(()),
-        Err(burn::tensor::backend::DeviceError::AlreadyInitialized { .. }) => {
-            let have = burn::tensor::backend::get_device_settings::<B>(device).float_dtype;
-            if have == want {
-                return Ok(());
-            }
-            bail!(
-                "{device:?} already computes in {} in this process, not the {precision} asked for \
-                 (a tensor was created there before the precision was set); run the steps with \
-                 different precisions as separate processes",
-                dtype_name(have.into())
-            )
-        }
-        Err(e) => bail!("{device:?} cannot compute in {precision}: {e}"),
     }
 }
 

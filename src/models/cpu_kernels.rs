@@ -17,9 +17,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
-use super::dnabert_s::{self, AlibiBatch};
-use super::esm2::{self, RotaryBatch};
-use super::layers;
+use super::composed::{self, AlibiBatch, RotaryBatch};
 use super::ops::ModelOps;
 
 /// Runs `$f($args)` compiled for the widest vector unit this CPU has (AVX-512F, AVX2, or the
@@ -90,7 +88,13 @@ impl ModelOps for Flex {
             },
             None => x,
         };
-        layers::dense_composed(x, weight, bias, residual, gelu)
+        composed::dense_composed(
+            x,
+            weight,
+            bias,
+            residual,
+            gelu.then_some(Self::exact_gelu::<3>),
+        )
     }
 
     fn exact_gelu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
@@ -122,7 +126,7 @@ impl ModelOps for Flex {
                 .forward(values(&flex), n, len);
                 tensor(context, [n, len, three_dim / 3])
             }
-            Err(qkv) => esm2::rotary_attention_composed(qkv, batch),
+            Err(qkv) => composed::rotary_attention_composed(qkv, batch),
         }
     }
 
@@ -142,7 +146,7 @@ impl ModelOps for Flex {
                 .forward(values(&flex), n, len);
                 tensor(context, [n, len, three_dim / 3])
             }
-            Err(qkv) => dnabert_s::alibi_attention_composed(qkv, batch),
+            Err(qkv) => composed::alibi_attention_composed(qkv, batch),
         }
     }
 }

@@ -17,7 +17,8 @@ use burn::tensor::module::embedding;
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::layers::{attention, Dense, Norm};
+use super::composed::{alibi_attention_composed, AlibiBatch};
+use super::layers::{Dense, Norm};
 use super::ops::ModelOps;
 use crate::weights::{self, loader::TensorLoader, Weights};
 
@@ -127,68 +128,6 @@ pub struct DnabertLayer<B: Backend> {
     up: Dense<B>,
     wo: Dense<B>,
     mlp_norm: Norm<B>,
-}
-
-/// One forward's attention inputs, shared by all layers: what the CPU kernel reads on the host,
-/// and the bias tensor the composition adds, built on the device on first use only (a backend
-/// with its own kernel never needs it).
-pub struct AlibiBatch<B: Backend> {
-    pub(crate) heads: usize,
-    /// ALiBi slopes negated, f32.
-    pub(crate) neg_slopes: Vec<f32>,
-    /// Per sequence, its token count.
-    pub(crate) lengths: Vec<usize>,
-    /// `[batch, len]` additive key bias: 0 for real tokens, `-inf` for padding (the attention
-    /// weight of a padded key is then exactly 0, as if the sequence ran alone).
-    pub(crate) key_bias: Vec<f32>,
-    device: B::Device,
-    /// ALiBi plus `-inf` on padded keys, `[1 or batch, heads, len, len]`.
-    bias: OnceCell<Tensor<B, 4>>,
-}
-
-impl<B: Backend> AlibiBatch<B> {
-    /// One `[1, heads, len, len]` ALiBi table per forward, for this batch's length (the
-    /// original extrapolates past 512 by rebuilding its table the same way). Without padding
-    /// it broadcasts over the batch; with padding the key bias is folded in once here rather
-    /// than masked again in every layer.
-    fn bias(&self) -> &Tensor<B, 4> {
-        self.bias.get_or_init(|| {
-            let n = self.lengths.len();
-            let len = self.key_bias.len() / n.max(1);
-            let bias = alibi_bias::<B>(&self.neg_slopes, len, &self.device);
-            if self.lengths.iter().any(|&l| l < len) {
-                let keys = Tensor::<B, 4>::from_data(
-                    TensorData::new(self.key_bias.clone(), [n, 1, 1, len]),
-                    (&self.device, DType::F32),
-                );
-                bias + keys
-            } else {
-                bias
-            }
-        })
-    }
-}
-
-/// [`ModelOps::alibi_attention`] on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]` (the GPU
-/// backends, and the CPU for dtypes its kernel does not cover).
-pub fn alibi_attention_composed<B: Backend>(
-    qkv: Tensor<B, 3>,
-    batch: &AlibiBatch<B>,
-) -> Tensor<B, 3> {
-    let heads = batch.heads;
-    let [n, len, three_dim] = qkv.dims();
-    let dim = three_dim / 3;
-    let head_dim = dim / heads;
-
-    // `(t h d)` order, as the original's rearrange: q heads, k heads, v heads.
-    let qkv = qkv.reshape([n, len, 3 * heads, head_dim]).swap_dims(1, 2);
-    let q = qkv.clone().slice_dim(1, 0..heads);
-    let k = qkv.clone().slice_dim(1, heads..2 * heads);
-    let v = qkv.slice_dim(1, 2 * heads..3 * heads);
-    // softmax(q·kᵀ / sqrt(head_dim) + bias)·v, scaled after the matmul as the original.
-    let scale = (head_dim as f64).powf(-0.5);
-    let ctx = attention(q, k, v, Some(batch.bias().clone()), Some(scale));
-    ctx.swap_dims(1, 2).reshape([n, len, dim])
 }
 
 impl<B: ModelOps> DnabertLayer<B> {
@@ -444,21 +383,4 @@ pub fn alibi_slopes(heads: usize) -> Vec<f64> {
             .take(heads - closest),
     );
     slopes
-}
-
-/// `[1, heads, len, len]` with `-slope_h·|q - k|` in f32 whatever the model's dtype, built on the
-/// device (a long sequence's table never crosses the bus). The product is the same f32 one as
-/// the original's.
-fn alibi_bias<B: Backend>(neg_slopes: &[f32], len: usize, device: &B::Device) -> Tensor<B, 4> {
-    let heads = neg_slopes.len();
-    let pos = Tensor::<B, 1, Int>::arange(0..len as i64, device);
-    let dist = (pos.clone().reshape([len, 1]) - pos.reshape([1, len]))
-        .abs()
-        .cast(FloatDType::F32)
-        .reshape([1, 1, len, len]);
-    let slopes = Tensor::<B, 4>::from_data(
-        TensorData::new(neg_slopes.to_vec(), [1, heads, 1, 1]),
-        (device, DType::F32),
-    );
-    dist * slopes
 }

@@ -8,7 +8,8 @@
 use std::cell::OnceCell;
 use std::path::Path;
 
-use super::layers::{attention, Dense, Norm};
+use super::composed::{rotary_attention_composed, RotaryBatch};
+use super::layers::{Dense, Norm};
 use super::ops::ModelOps;
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
@@ -166,92 +167,6 @@ pub struct Esm2Layer<B: Backend> {
     ffn_norm: Norm<B>,
     fc1: Dense<B>,
     fc2: Dense<B>,
-}
-
-/// One forward's attention inputs, shared by all layers: what the CPU kernel reads on the host,
-/// and the same as device tensors for the composition, uploaded on first use only (a backend
-/// with its own kernel never needs them).
-pub struct RotaryBatch<B: Backend> {
-    pub(crate) heads: usize,
-    /// Per sequence, its token count.
-    pub(crate) lengths: Vec<usize>,
-    /// `[batch, len]`: 0 for real keys, `-inf` for padding (a padded key's attention weight is
-    /// then exactly 0).
-    pub(crate) key_bias: Vec<f32>,
-    /// Rotary tables `[len, head_dim]`: `cos`, and `sin` with the first half negated so that
-    /// `rotate_half(x)·sin == swap_halves(x)·sin_signed`.
-    pub(crate) cos: Vec<f32>,
-    pub(crate) sin_signed: Vec<f32>,
-    device: B::Device,
-    tensors: OnceCell<RotaryTensors<B>>,
-}
-
-/// [`RotaryBatch`]'s tables on the device.
-struct RotaryTensors<B: Backend> {
-    /// `[batch, 1, 1, len]` in f32; `None` without padding.
-    key_bias: Option<Tensor<B, 4>>,
-    /// `[1, len, 1, head_dim]` each.
-    cos: Tensor<B, 4>,
-    sin_signed: Tensor<B, 4>,
-}
-
-impl<B: Backend> RotaryBatch<B> {
-    fn tensors(&self) -> &RotaryTensors<B> {
-        self.tensors.get_or_init(|| {
-            let n = self.lengths.len();
-            let len = self.key_bias.len() / n.max(1);
-            let head_dim = self.cos.len() / len.max(1);
-            let table = |v: &[f32]| {
-                Tensor::<B, 4>::from_data(
-                    TensorData::new(v.to_vec(), [1, len, 1, head_dim]),
-                    &self.device,
-                )
-            };
-            let any_padding = self.key_bias.iter().any(|&b| b != 0.0);
-            RotaryTensors {
-                // Broadcast over heads and queries by the addition itself.
-                key_bias: any_padding.then(|| {
-                    Tensor::<B, 4>::from_data(
-                        TensorData::new(self.key_bias.clone(), [n, 1, 1, len]),
-                        (&self.device, DType::F32),
-                    )
-                }),
-                cos: table(&self.cos),
-                sin_signed: table(&self.sin_signed),
-            }
-        })
-    }
-}
-
-/// [`ModelOps::rotary_attention`] on Burn's ops, `[b, l, 3·dim]` → `[b, l, dim]` (the GPU
-/// backends, and the CPU for dtypes its kernel does not cover).
-pub fn rotary_attention_composed<B: Backend>(
-    qkv: Tensor<B, 3>,
-    batch: &RotaryBatch<B>,
-) -> Tensor<B, 3> {
-    let heads = batch.heads;
-    let tables = batch.tensors();
-    let [n, len, three_dim] = qkv.dims();
-    let dim = three_dim / 3;
-    let head_dim = dim / heads;
-    // [b, l, 3H, hd] is a free view of the fused projection: q heads, k heads, v heads.
-    let qkv = qkv.reshape([n, len, 3 * heads, head_dim]);
-    // Rotary on q and k together. fair-esm scales q by head_dim^-0.5 before the rotation;
-    // the rotation is linear, so scaling q after it is the same.
-    let qk = qkv.clone().slice_dim(2, 0..2 * heads);
-    let swapped = qk
-        .clone()
-        .reshape([n, len, 2 * heads, 2, head_dim / 2])
-        .flip([3])
-        .reshape([n, len, 2 * heads, head_dim]);
-    let qk = qk * tables.cos.clone() + swapped * tables.sin_signed.clone();
-
-    let scale = (head_dim as f64).powf(-0.5);
-    let q = qk.clone().slice_dim(2, 0..heads).swap_dims(1, 2) * scale;
-    let k = qk.slice_dim(2, heads..2 * heads).swap_dims(1, 2);
-    let v = qkv.slice_dim(2, 2 * heads..3 * heads).swap_dims(1, 2);
-    let context = attention(q, k, v, tables.key_bias.clone(), None);
-    context.swap_dims(1, 2).reshape([n, len, dim])
 }
 
 impl<B: ModelOps> Esm2Layer<B> {

@@ -1,15 +1,15 @@
 //! The building blocks both encoders share, loaded from PyTorch checkpoints: a `Linear` applied
-//! as one GEMM over every token of a batch, a LayerNorm on the backend's kernel, and attention
-//! written out as matmuls. Norms and the softmax run in f32 whatever the model's dtype, as
-//! fair-esm and PyTorch's autocast do.
+//! through the backend's [`ModelOps::dense`] (as one GEMM over every token of a batch) and a
+//! LayerNorm on the backend's kernel; attention written out as matmuls is in `composed.rs`.
+//! Norms and the softmax run in f32 whatever the model's dtype, as fair-esm and PyTorch's
+//! autocast do.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 
+use super::composed::{dense_composed, linear_3d};
 use super::ops::ModelOps;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::linear;
-use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
+use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
 
 use crate::weights::loader::TensorLoader;
 
@@ -70,41 +70,15 @@ impl<B: ModelOps> Dense<B> {
         if backend_ops {
             B::dense(x, weight, bias, residual, gelu)
         } else {
-            dense_composed(x, weight, bias, residual, gelu)
+            dense_composed(
+                x,
+                weight,
+                bias,
+                residual,
+                gelu.then_some(B::exact_gelu::<3>),
+            )
         }
     }
-}
-
-/// [`ModelOps::dense`] as Burn's ops, in this order: one `[b·l, in] × [in, out]` GEMM with the
-/// bias, then the backend's GELU when `gelu`, then the residual.
-pub fn dense_composed<B: ModelOps>(
-    x: Tensor<B, 3>,
-    weight: Tensor<B, 2>,
-    bias: Option<Tensor<B, 1>>,
-    residual: Option<Tensor<B, 3>>,
-    gelu: bool,
-) -> Tensor<B, 3> {
-    let mut y = linear_3d(x, weight, bias);
-    if gelu {
-        y = B::exact_gelu(y);
-    }
-    match residual {
-        Some(r) => y + r,
-        None => y,
-    }
-}
-
-/// `[batch, len, in]` -> `[batch, len, out]` as one `[b·l, in] × [in, out]` GEMM instead of b
-/// broadcast ones: the weight is read once.
-fn linear_3d<B: Backend>(
-    x: Tensor<B, 3>,
-    weight: Tensor<B, 2>,
-    bias: Option<Tensor<B, 1>>,
-) -> Tensor<B, 3> {
-    let [batch, len, dim] = x.dims();
-    let y = linear(x.reshape([batch * len, dim]), weight, bias);
-    let out = y.dims()[1];
-    y.reshape([batch, len, out])
 }
 
 /// LayerNorm over the last dimension with a checkpoint's gamma/beta.
@@ -150,34 +124,4 @@ impl<B: Backend> Norm<B> {
         )));
         y.cast(FloatDType::from(dtype))
     }
-}
-
-/// Multi-head attention `softmax(q·kᵀ·scale + bias)·v` on `[batch, heads, len, head_dim]`,
-/// written as two matmuls and a softmax rather than Burn's attention op: on the CubeCL backends
-/// that op autotunes between kernels of which some compute a batch's offset from its first
-/// stride (wrong for a broadcast mask and for q/k/v as strided views) and some need the length
-/// to be a multiple of their tile. Scores, bias and softmax are f32 (an f16 score overflows, and
-/// ALiBi's large distances lose their digits in f16); the probabilities go back to `v`'s dtype
-/// for the second matmul.
-///
-/// `scale`: multiplies the scores (`None` when q is already scaled); `bias`: additive, f32,
-/// broadcast to `[batch, heads, len, len]` (e.g. `[batch, 1, 1, len]` with `-inf` on padded
-/// keys, or ALiBi's `[1, heads, len, len]`).
-pub fn attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    bias: Option<Tensor<B, 4>>,
-    scale: Option<f64>,
-) -> Tensor<B, 4> {
-    let dtype = v.dtype();
-    let mut scores = q.matmul(k.swap_dims(2, 3)).cast(FloatDType::F32);
-    if let Some(scale) = scale {
-        scores = scores * scale;
-    }
-    if let Some(bias) = bias {
-        debug_assert_eq!(bias.dtype(), DType::F32, "attention bias must be f32");
-        scores = scores + bias;
-    }
-    softmax(scores, 3).cast(FloatDType::from(dtype)).matmul(v)
 }

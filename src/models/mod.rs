@@ -3,6 +3,7 @@
 //! (the CPU's fused kernels, the GPUs' generic composition).
 
 pub mod classifier;
+pub mod composed;
 pub mod cpu_kernels;
 pub mod dnabert_s;
 pub mod esm2;

@@ -8,9 +8,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::dnabert_s::{self, AlibiBatch};
-use super::esm2::{self, RotaryBatch};
-use super::layers;
+use super::composed::{self, AlibiBatch, RotaryBatch};
 
 /// A backend the encoders run on. Every method has the generic composition as its default;
 /// an override must compute the same function (to f32 rounding: the parity tests hold the CPU
@@ -25,7 +23,13 @@ pub trait ModelOps: Backend {
         residual: Option<Tensor<Self, 3>>,
         gelu: bool,
     ) -> Tensor<Self, 3> {
-        layers::dense_composed(x, weight, bias, residual, gelu)
+        composed::dense_composed(
+            x,
+            weight,
+            bias,
+            residual,
+            gelu.then_some(Self::exact_gelu::<3>),
+        )
     }
 
     /// Exact (erf) GELU.
@@ -36,13 +40,13 @@ pub trait ModelOps: Backend {
     /// ESM-2's rotary self-attention: the fused projection `[batch, len, 3·dim]` to the
     /// context `[batch, len, dim]`.
     fn rotary_attention(qkv: Tensor<Self, 3>, batch: &RotaryBatch<Self>) -> Tensor<Self, 3> {
-        esm2::rotary_attention_composed(qkv, batch)
+        composed::rotary_attention_composed(qkv, batch)
     }
 
     /// DNABERT-S's ALiBi self-attention: the fused projection `[batch, len, 3·dim]` to the
     /// context `[batch, len, dim]`.
     fn alibi_attention(qkv: Tensor<Self, 3>, batch: &AlibiBatch<Self>) -> Tensor<Self, 3> {
-        dnabert_s::alibi_attention_composed(qkv, batch)
+        composed::alibi_attention_composed(qkv, batch)
     }
 }
 
