@@ -265,7 +265,7 @@ mod on_wgpu {
     fn profile_dnabert_attention_share() {
         use burn::tensor::Distribution;
         use std::time::Instant;
-        use virnucpro::models::layers::attention;
+        use virnucpro::models::composed::attention;
         type B = Wgpu<f32, i32>;
         let Some((_, device)) = adapter_or_skip() else {
             return;
@@ -512,7 +512,7 @@ mod on_wgpu {
             let v = qkv.slice_dim(2, 2 * h..3 * h).swap_dims(1, 2);
             let bias =
                 Tensor::<B, 4>::from_data(TensorData::new(bias, [n, 1, 1, L]), (d, DType::F32));
-            host(virnucpro::models::layers::attention(
+            host(virnucpro::models::composed::attention(
                 q,
                 k,
                 v,
@@ -571,7 +571,7 @@ mod on_wgpu {
             let q = qkv.clone().slice_dim(2, 0..h).swap_dims(1, 2) * 0.35;
             let k = qkv.clone().slice_dim(2, h..2 * h).swap_dims(1, 2);
             let v = qkv.slice_dim(2, 2 * h..3 * h).swap_dims(1, 2);
-            host(virnucpro::models::layers::attention(q, k, v, None, None))
+            host(virnucpro::models::composed::attention(q, k, v, None, None))
         }
         fn attention_no_bias_4x128<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
             attention_no_bias::<B, 4, 128>(x, d)
@@ -765,7 +765,7 @@ mod on_wgpu {
         let q = qk.clone().slice_dim(2, 0..h).swap_dims(1, 2) * 0.35;
         let k = qk.slice_dim(2, h..2 * h).swap_dims(1, 2);
         let v = qkv.slice_dim(2, 2 * h..3 * h).swap_dims(1, 2);
-        let ctx = virnucpro::models::layers::attention(q, k, v, Some(bias), None);
+        let ctx = virnucpro::models::composed::attention(q, k, v, Some(bias), None);
         note("attention", ctx.clone());
         let attn = ctx.swap_dims(1, 2).reshape([n, l, dim]);
         let x = x + dense(5, dim, dim).forward(attn);
@@ -1276,7 +1276,7 @@ mod on_wgpu {
     /// shorter companions: the transposed-view bug class at the real head shape.
     #[test]
     fn esm2_attention_at_the_3b_shape_matches_the_cpu() {
-        use virnucpro::models::layers::attention;
+        use virnucpro::models::composed::attention;
         let Some((_, device)) = adapter_or_skip() else {
             return;
         };
