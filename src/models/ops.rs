@@ -52,7 +52,7 @@ pub trait ModelOps: Backend {
 
 // The GPU backends in the precisions `device::dispatch` runs them in: Burn's ops, which their
 // fusion and autotune already compile into few kernels (the cases their own attention op gets
-// wrong are in `layers::attention`).
+// wrong are in `composed::attention`).
 #[cfg(feature = "cuda")]
 mod cuda {
     use burn::backend::Cuda;
