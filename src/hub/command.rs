@@ -92,9 +92,11 @@ impl FetchRequest {
 }
 
 impl Subcommand for FetchRequest {
-    /// Every name (Hub ids, revisions, classifiers) and the Hub settings, before any request.
+    /// Nothing ahead: every name (Hub ids, revisions, classifiers) and the Hub settings are
+    /// checked by [`fetch`]'s plan, its first step, before any request or file (checking them
+    /// here too would read the token file twice).
     fn check(&self) -> Result<()> {
-        self.plan().map(drop)
+        Ok(())
     }
 
     /// None: each file of the cache is locked as it is written ([`super::cache`]), so two

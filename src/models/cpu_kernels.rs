@@ -110,44 +110,20 @@ impl ModelOps for Flex {
     }
 
     fn rotary_attention(qkv: Tensor<Self, 3>, batch: &RotaryBatch<Self>) -> Tensor<Self, 3> {
-        let [n, len, three_dim] = qkv.dims();
-        match contiguous_f32(qkv) {
-            Ok(flex) => {
-                let context = FusedAttention {
-                    heads: batch.heads,
-                    head_dim: three_dim / 3 / batch.heads,
-                    positions: Positions::Rotary {
-                        cos: &batch.cos,
-                        sin_signed: &batch.sin_signed,
-                    },
-                    lengths: &batch.lengths,
-                    key_bias: &batch.key_bias,
-                }
-                .forward(values(&flex), n, len);
-                tensor(context, [n, len, three_dim / 3])
-            }
-            Err(qkv) => composed::rotary_attention_composed(qkv, batch),
-        }
+        let positions = Positions::Rotary {
+            cos: &batch.cos,
+            sin_signed: &batch.sin_signed,
+        };
+        fused_attention(qkv, batch.heads, positions, &batch.lengths, &batch.key_bias)
+            .unwrap_or_else(|qkv| composed::rotary_attention_composed(qkv, batch))
     }
 
     fn alibi_attention(qkv: Tensor<Self, 3>, batch: &AlibiBatch<Self>) -> Tensor<Self, 3> {
-        let [n, len, three_dim] = qkv.dims();
-        match contiguous_f32(qkv) {
-            Ok(flex) => {
-                let context = FusedAttention {
-                    heads: batch.heads,
-                    head_dim: three_dim / 3 / batch.heads,
-                    positions: Positions::Alibi {
-                        neg_slopes: &batch.neg_slopes,
-                    },
-                    lengths: &batch.lengths,
-                    key_bias: &batch.key_bias,
-                }
-                .forward(values(&flex), n, len);
-                tensor(context, [n, len, three_dim / 3])
-            }
-            Err(qkv) => composed::alibi_attention_composed(qkv, batch),
-        }
+        let positions = Positions::Alibi {
+            neg_slopes: &batch.neg_slopes,
+        };
+        fused_attention(qkv, batch.heads, positions, &batch.lengths, &batch.key_bias)
+            .unwrap_or_else(|qkv| composed::alibi_attention_composed(qkv, batch))
     }
 }
 
@@ -184,6 +160,30 @@ impl FusedDense {
         }
         Ok(tensor(y, [batch, len, self.out]))
     }
+}
+
+/// Either encoder's attention through [`FusedAttention`], from the fused projection `qkv`
+/// `[batch, len, 3·dim]` to the context `[batch, len, dim]`; `qkv` back when it is not f32 (the
+/// caller then takes the composition).
+fn fused_attention(
+    qkv: Tensor<Flex, 3>,
+    heads: usize,
+    positions: Positions<'_>,
+    lengths: &[usize],
+    key_bias: &[f32],
+) -> Result<Tensor<Flex, 3>, Tensor<Flex, 3>> {
+    let [n, len, three_dim] = qkv.dims();
+    let flex = contiguous_f32(qkv)?;
+    let dim = three_dim / 3;
+    let context = FusedAttention {
+        heads,
+        head_dim: dim / heads,
+        positions,
+        lengths,
+        key_bias,
+    }
+    .forward(values(&flex), n, len);
+    Ok(tensor(context, [n, len, dim]))
 }
 
 /// `t`'s f32 values as one contiguous Flex tensor (a strided view is copied); `Err(t)` for
