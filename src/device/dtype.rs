@@ -9,6 +9,19 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType};
 
 use super::Precision;
+use crate::models::ops::Matmul;
+
+/// How `precision` runs on CPU workers (`cpu`) or on GPUs: the precision of the model's tensors
+/// (the dtype [`claim_dtype`] sets) and what its projections multiply in. On the CPU, bf16 is
+/// f32 tensors whose projections multiply in bf16 on AMX tiles (`effective_precision` grants it
+/// only where AMX-BF16 runs), the residual stream, norms and attention staying f32; elsewhere
+/// the tensors are in the precision and the products follow them.
+pub fn compute_plan(precision: Precision, cpu: bool) -> (Precision, Matmul) {
+    match (cpu, precision) {
+        (true, Precision::Bf16) => (Precision::F32, Matmul::Bf16),
+        _ => (precision, Matmul::F32),
+    }
+}
 
 /// The float dtype a precision computes in.
 pub fn float_dtype(precision: Precision) -> FloatDType {

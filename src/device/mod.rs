@@ -626,6 +626,10 @@ fn test_text(t: &Option<Result<(), String>>) -> String {
 pub fn effective_precision(devices: &Devices, asked: Precision) -> Result<Precision> {
     Ok(match (devices, asked) {
         (Devices::Cpu { .. }, Precision::Auto | Precision::F32) => Precision::F32,
+        // bf16 products on AMX tiles, everything else f32 (`dtype::compute_plan`).
+        (Devices::Cpu { .. }, Precision::Bf16) if crate::models::amx_bf16::available() => {
+            Precision::Bf16
+        }
         (Devices::Cpu { .. }, other) => {
             tracing::warn!("--precision {other} is not available on the CPU backend; using f32");
             Precision::F32
@@ -713,7 +717,8 @@ pub fn dispatch<T: BackendTask>(
     use burn::backend::{flex::FlexDevice, Flex};
     match devices {
         Devices::Cpu { workers } => {
-            claimed::<Flex, T>(vec![FlexDevice; *workers], precision, true, task)
+            let (tensors, _) = dtype::compute_plan(precision, true);
+            claimed::<Flex, T>(vec![FlexDevice; *workers], tensors, true, task)
         }
         // GPUs that compute on the CPU backend (tests' fake GPUs): GPU workers (each its own
         // model, no CPU thread pinning) on the CPU backend.
@@ -791,16 +796,23 @@ mod tests {
     }
 
     #[test]
-    fn cpu_precision_is_f32() {
+    fn cpu_precision_is_f32_but_for_bf16_products_on_amx() {
         let cpu = Devices::Cpu { workers: 1 };
         assert_eq!(
             effective_precision(&cpu, Precision::Auto).unwrap(),
             Precision::F32
         );
         assert_eq!(
-            effective_precision(&cpu, Precision::Bf16).unwrap(),
+            effective_precision(&cpu, Precision::F16).unwrap(),
             Precision::F32
         );
+        // bf16 on the CPU is bf16 products on AMX tiles, where the CPU has them.
+        let bf16 = if crate::models::amx_bf16::available() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
+        assert_eq!(effective_precision(&cpu, Precision::Bf16).unwrap(), bf16);
     }
 
     fn adapter(kind: AdapterKind, shader_f16: bool) -> AdapterInfo {

@@ -74,6 +74,10 @@ impl Placement {
             (Devices::Cuda { .. }, Precision::F32) if super::gpu_probe().computes_on_cuda() => {
                 Some("f32 with TF32 matmuls")
             }
+            // `dtype::compute_plan`: f32 tensors, the projections' products in bf16.
+            (Devices::Cpu { .. }, Precision::Bf16) => {
+                Some("f32 with bf16 matmuls (AMX) in the projections")
+            }
             _ => None,
         }
     }

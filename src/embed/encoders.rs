@@ -13,7 +13,7 @@ use crate::io::embeddings::{EmbeddingKind, EmbeddingMeta};
 use crate::io::fasta::{input_label, read_unique, FastaReader, FastaRecord, SeqKind};
 use crate::models::dnabert_s::DnabertS;
 use crate::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
-use crate::models::ops::ModelOps;
+use crate::models::ops::{Matmul, ModelOps};
 use crate::models::shape::ModelShape;
 use crate::seq::protein::read_proteins;
 use crate::tokenize::dnabert::{looks_like_protein, DnaTokenizer};
@@ -47,6 +47,9 @@ impl<B: ModelOps> PooledEncoder<B> for Esm2<B> {
         let (w, a) = self.computed_dtypes();
         DtypeReadBack::new(w, a)
     }
+    fn with_matmul(self, matmul: Matmul) -> Self {
+        Self::with_matmul(self, matmul)
+    }
 }
 
 /// ESM-2 from a Hugging Face directory or a fair-esm checkpoint.
@@ -73,6 +76,9 @@ impl<B: ModelOps> PooledEncoder<B> for DnabertS<B> {
     fn dtypes(&self) -> DtypeReadBack {
         let (w, a) = self.computed_dtypes();
         DtypeReadBack::new(w, a)
+    }
+    fn with_matmul(self, matmul: Matmul) -> Self {
+        Self::with_matmul(self, matmul)
     }
 }
 

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use burn::tensor::{backend::Backend, Tensor};
 
+use crate::device::dtype::compute_plan;
 use crate::device::placement::DtypeReadBack;
 use crate::device::{BackendTask, Precision};
-use crate::models::ops::ModelOps;
+use crate::models::ops::{Matmul, ModelOps};
 use crate::models::shape::ModelShape;
 use crate::models::tensor_to_f32;
 
@@ -44,6 +45,10 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
     /// What the loaded model computes in, read back rather than assumed: the dtype of an
     /// uploaded weight and of one activation.
     fn dtypes(&self) -> DtypeReadBack;
+    /// The same model with its projections' products in `matmul`.
+    fn with_matmul(self, matmul: Matmul) -> Self
+    where
+        Self: Sized;
 }
 
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
@@ -316,9 +321,10 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         // The first model is loaded before any worker starts: bad weights fail fast, its
         // dimension sizes the output, and on a GPU the memory it leaves sizes the batches.
         // CPU workers share it (tensors are reference-counted); every other GPU loads its own.
-        let first = loader.load::<B>(&devices[0])?;
+        let (tensors, matmul) = compute_plan(precision, cpu);
+        let first = loader.load::<B>(&devices[0])?.with_matmul(matmul);
         let read_back = first.dtypes();
-        read_back.check(precision, &name_of(0))?;
+        read_back.check(tensors, &name_of(0))?;
         let dim = first.dim();
         // The weights' uploads must be finished before the free memory is read.
         if !cpu {

@@ -32,6 +32,36 @@ pub fn dense_composed<B: Backend>(
     }
 }
 
+/// What a projection's matrix product computes in, for a model whose tensors are f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Matmul {
+    /// f32 operands (the reference's arithmetic).
+    #[default]
+    F32,
+    /// Both operands rounded to bf16, products accumulated in f32: `--precision bf16` on the
+    /// CPU, where the backend multiplies on AMX tiles (the CPU backend's AMX kernels) and everything else stays
+    /// f32. The default composition rounds the operands the same way and multiplies in f32,
+    /// which is what the tile unit computes up to the order of the f32 additions.
+    Bf16,
+}
+
+/// A product's operands as [`Matmul`] computes them: for `Bf16`, f32 operands rounded to bf16
+/// (to nearest even) and back, so that an f32 product of them is the bf16 product with f32
+/// accumulation; anything else unchanged.
+pub fn matmul_operands<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    matmul: Matmul,
+) -> (Tensor<B, 3>, Tensor<B, 2>) {
+    if matmul != Matmul::Bf16 || x.dtype() != DType::F32 {
+        return (x, weight);
+    }
+    (
+        x.cast(FloatDType::BF16).cast(FloatDType::F32),
+        weight.cast(FloatDType::BF16).cast(FloatDType::F32),
+    )
+}
+
 /// `[batch, len, in]` -> `[batch, len, out]` as one `[b·l, in] × [in, out]` GEMM instead of b
 /// broadcast ones: the weight is read once.
 pub fn linear_3d<B: Backend>(

@@ -17,8 +17,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
+use super::amx_bf16;
 use super::composed::{self, AlibiBatch, RotaryBatch};
-use super::ops::ModelOps;
+use super::ops::{Matmul, ModelOps};
 
 /// Runs `$f($args)` compiled for the widest vector unit this CPU has (AVX-512F, AVX2, or the
 /// x86-64 / other-target baseline): `$f` is `#[inline(always)]` plain Rust whose loops the
@@ -60,15 +61,20 @@ impl ModelOps for Flex {
         bias: Option<Tensor<Self, 1>>,
         residual: Option<Tensor<Self, 3>>,
         gelu: bool,
+        matmul: Matmul,
     ) -> Tensor<Self, 3> {
-        // GELU after a residual is not a composition any model here uses.
-        let fusable = !(gelu && residual.is_some());
+        // GELU after a residual is not a composition any model here uses; bf16 products need
+        // the AMX kernels (a CPU without them never gets `Matmul::Bf16` from the device
+        // runtime; the composition below covers tests that ask for it anyway).
+        let fusable =
+            !(gelu && residual.is_some()) && (matmul == Matmul::F32 || amx_bf16::available());
         let fused = fusable
             .then(|| {
                 let [inp, out] = weight.dims();
                 Some(FusedDense {
                     inp,
                     out,
+                    matmul,
                     weight: view_f32(weight.clone())?,
                     bias: match &bias {
                         Some(b) => Some(view_f32(b.clone())?),
@@ -88,6 +94,7 @@ impl ModelOps for Flex {
             },
             None => x,
         };
+        let (x, weight) = composed::matmul_operands(x, weight, matmul);
         composed::dense_composed(
             x,
             weight,
@@ -133,6 +140,7 @@ struct FusedDense {
     /// The weight's `[inp, out]`.
     inp: usize,
     out: usize,
+    matmul: Matmul,
     weight: FlexTensor,
     bias: Option<FlexTensor>,
     residual: Option<FlexTensor>,
@@ -148,13 +156,17 @@ impl FusedDense {
             return Err(x);
         }
         let x = contiguous_f32(x)?;
-        let mut y = linear(
-            values(&x),
-            values(&self.weight),
-            inp,
+        let (bias, residual) = (
             self.bias.as_ref().map(values),
             self.residual.as_ref().map(values),
         );
+        let mut y = match self.matmul {
+            Matmul::F32 => linear(values(&x), values(&self.weight), inp, bias, residual),
+            Matmul::Bf16 => {
+                let w = amx_bf16::packed(&self.weight, inp, self.out, values(&self.weight));
+                linear_bf16(values(&x), &w, bias, residual)
+            }
+        };
         if gelu {
             gelu_in_place(&mut y);
         }
@@ -278,6 +290,30 @@ pub fn linear(
             parallelism(),
         );
     }
+    dst
+}
+
+/// [`linear`] with the product in bf16 on AMX ([`amx_bf16::gemm_add`]): the same buffer that
+/// starts as `residual + bias`, the packed weight's product added into it.
+pub fn linear_bf16(
+    x: &[f32],
+    w: &amx_bf16::PackedWeight,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (inp, out) = w.shape();
+    assert!(x.len().is_multiple_of(inp), "linear shapes");
+    let rows = x.len() / inp;
+    let mut dst = vec![0f32; rows * out];
+    if bias.is_some() || residual.is_some() {
+        assert!(bias.is_none_or(|b| b.len() == out), "bias shape");
+        assert!(
+            residual.is_none_or(|r| r.len() == rows * out),
+            "residual shape"
+        );
+        widest_simd!(start_rows(&mut dst, out, bias, residual));
+    }
+    amx_bf16::gemm_add(&mut dst, x, rows, w);
     dst
 }
 

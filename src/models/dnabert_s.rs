@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::composed::{alibi_attention_composed, AlibiBatch};
 use super::layers::{Dense, Norm};
-use super::ops::ModelOps;
+use super::ops::{Kernels, Matmul, ModelOps};
 use crate::weights::{self, loader::TensorLoader, Weights};
 
 const CONFIG_FILE: &str = "config.json";
@@ -131,25 +131,24 @@ pub struct DnabertLayer<B: Backend> {
 }
 
 impl<B: ModelOps> DnabertLayer<B> {
-    /// `backend_ops`: the backend's own [`ModelOps`], else the generic composition.
-    fn forward(&self, x: Tensor<B, 3>, batch: &AlibiBatch<B>, backend_ops: bool) -> Tensor<B, 3> {
-        let qkv = self.wqkv.forward_fused(x.clone(), None, false, backend_ops);
-        let attn = if backend_ops {
+    /// `kernels`: the backend's own [`ModelOps`] or the generic composition, and the products'
+    /// precision.
+    fn forward(&self, x: Tensor<B, 3>, batch: &AlibiBatch<B>, kernels: Kernels) -> Tensor<B, 3> {
+        let qkv = self.wqkv.forward_fused(x.clone(), None, false, kernels);
+        let attn = if kernels.backend_ops {
             B::alibi_attention(qkv, batch)
         } else {
             alibi_attention_composed(qkv, batch)
         };
-        let x =
-            self.attn_norm.forward(
-                self.attn_out
-                    .forward_fused(attn, Some(&x), false, backend_ops),
-            );
+        let x = self
+            .attn_norm
+            .forward(self.attn_out.forward_fused(attn, Some(&x), false, kernels));
 
         // The backend's GELU, but Burn's GEMMs on every backend here (the fused CPU path
         // covers the other four projections).
         let h = B::exact_gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
         self.mlp_norm
-            .forward(self.wo.forward_fused(h, Some(&x), false, backend_ops))
+            .forward(self.wo.forward_fused(h, Some(&x), false, kernels))
     }
 }
 
@@ -166,10 +165,10 @@ pub struct DnabertS<B: Backend> {
     neg_slopes: Vec<f32>,
     #[module(skip)]
     config: DnabertConfig,
-    /// Whether the backend's own ops run ([`ModelOps`]: the fused CPU kernels); always on,
-    /// except to compare them with the generic composition.
+    /// Whether the backend's own ops run ([`ModelOps`]: the fused CPU kernels; always, except
+    /// to compare them with the generic composition) and what the projections multiply in.
     #[module(skip)]
-    backend_ops: bool,
+    kernels: Kernels,
 }
 
 /// The layers of a DNABERT-S checkpoint, read through the shared [`TensorLoader`].
@@ -259,14 +258,21 @@ impl<B: ModelOps> DnabertS<B> {
             layers,
             neg_slopes,
             config,
-            backend_ops: true,
+            kernels: Kernels::default(),
         })
     }
 
     /// The same model on Burn's generic ops only, also on the CPU backend: the path the GPU
     /// backends take, for tests and benchmarks that compare it with the fused CPU attention.
     pub fn without_cpu_kernels(mut self) -> Self {
-        self.backend_ops = false;
+        self.kernels.backend_ops = false;
+        self
+    }
+
+    /// The same model with its projections' products in `matmul` (bf16 products of f32
+    /// tensors: `--precision bf16` on the CPU).
+    pub fn with_matmul(mut self, matmul: Matmul) -> Self {
+        self.kernels.matmul = matmul;
         self
     }
 
@@ -319,7 +325,7 @@ impl<B: ModelOps> DnabertS<B> {
             bias: OnceCell::new(),
         };
         for layer in &self.layers {
-            x = layer.forward(x, &alibi, self.backend_ops);
+            x = layer.forward(x, &alibi, self.kernels);
         }
         x
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::composed::{rotary_attention_composed, RotaryBatch};
 use super::layers::{Dense, Norm};
-use super::ops::ModelOps;
+use super::ops::{Kernels, Matmul, ModelOps};
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
@@ -170,22 +170,23 @@ pub struct Esm2Layer<B: Backend> {
 }
 
 impl<B: ModelOps> Esm2Layer<B> {
-    /// `backend_ops`: the backend's own [`ModelOps`], else the generic composition.
-    fn forward(&self, x: Tensor<B, 3>, batch: &RotaryBatch<B>, backend_ops: bool) -> Tensor<B, 3> {
-        let qkv =
-            self.qkv
-                .forward_fused(self.attn_norm.forward(x.clone()), None, false, backend_ops);
-        let attn = if backend_ops {
+    /// `kernels`: the backend's own [`ModelOps`] or the generic composition, and the products'
+    /// precision.
+    fn forward(&self, x: Tensor<B, 3>, batch: &RotaryBatch<B>, kernels: Kernels) -> Tensor<B, 3> {
+        let qkv = self
+            .qkv
+            .forward_fused(self.attn_norm.forward(x.clone()), None, false, kernels);
+        let attn = if kernels.backend_ops {
             B::rotary_attention(qkv, batch)
         } else {
             rotary_attention_composed(qkv, batch)
         };
-        let x = self.out.forward_fused(attn, Some(&x), false, backend_ops);
+        let x = self.out.forward_fused(attn, Some(&x), false, kernels);
 
         let h = self
             .fc1
-            .forward_fused(self.ffn_norm.forward(x.clone()), None, true, backend_ops);
-        self.fc2.forward_fused(h, Some(&x), false, backend_ops)
+            .forward_fused(self.ffn_norm.forward(x.clone()), None, true, kernels);
+        self.fc2.forward_fused(h, Some(&x), false, kernels)
     }
 }
 
@@ -197,10 +198,10 @@ pub struct Esm2<B: Backend> {
     emb_layer_norm_after: Norm<B>,
     #[module(skip)]
     config: Esm2Config,
-    /// Whether the backend's own ops run ([`ModelOps`]: the fused CPU kernels); always on,
-    /// except to compare them with the generic composition.
+    /// Whether the backend's own ops run ([`ModelOps`]: the fused CPU kernels; always, except
+    /// to compare them with the generic composition) and what the projections multiply in.
     #[module(skip)]
-    backend_ops: bool,
+    kernels: Kernels,
 }
 
 /// Where a checkpoint's tensors live and what they are called.
@@ -394,14 +395,21 @@ impl<B: ModelOps> Esm2<B> {
             layers,
             emb_layer_norm_after,
             config,
-            backend_ops: true,
+            kernels: Kernels::default(),
         })
     }
 
     /// The same model on Burn's generic ops only, also on the CPU backend: the path the GPU
     /// backends take, for tests and benchmarks that compare it with the fused CPU kernels.
     pub fn without_cpu_kernels(mut self) -> Self {
-        self.backend_ops = false;
+        self.kernels.backend_ops = false;
+        self
+    }
+
+    /// The same model with its projections' products in `matmul` (bf16 products of f32
+    /// tensors: `--precision bf16` on the CPU).
+    pub fn with_matmul(mut self, matmul: Matmul) -> Self {
+        self.kernels.matmul = matmul;
         self
     }
 
@@ -418,7 +426,7 @@ impl<B: ModelOps> Esm2<B> {
     pub fn last_hidden(&self, batch: &[Vec<u32>]) -> Tensor<B, 3> {
         let (mut x, rotary) = self.embedded(batch);
         for layer in &self.layers {
-            x = layer.forward(x, &rotary, self.backend_ops);
+            x = layer.forward(x, &rotary, self.kernels);
         }
         self.emb_layer_norm_after.forward(x)
     }
@@ -432,7 +440,7 @@ impl<B: ModelOps> Esm2<B> {
         let ids = (self.config.pad_token_id + 1) % self.config.vocab_size.max(1) as u32;
         let (x, rotary) = self.embedded(&[vec![ids; 3]]);
         let activation = match self.layers.first() {
-            Some(layer) => layer.forward(x, &rotary, self.backend_ops).dtype(),
+            Some(layer) => layer.forward(x, &rotary, self.kernels).dtype(),
             None => x.dtype(),
         };
         (weights, activation)
@@ -446,7 +454,7 @@ impl<B: ModelOps> Esm2<B> {
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         for layer in &self.layers {
             states.push(x.clone());
-            x = layer.forward(x, &rotary, self.backend_ops);
+            x = layer.forward(x, &rotary, self.kernels);
         }
         states.push(x);
         states

@@ -6,8 +6,8 @@
 
 use burn::module::{Module, Param};
 
-use super::composed::{dense_composed, linear_3d};
-use super::ops::ModelOps;
+use super::composed::{dense_composed, linear_3d, matmul_operands};
+use super::ops::{Kernels, ModelOps};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
 
@@ -53,23 +53,25 @@ impl<B: Backend> Dense<B> {
 }
 
 impl<B: ModelOps> Dense<B> {
-    /// `forward(x)`, then GELU when `gelu`, then `+ residual` when given: through the
-    /// backend's own [`ModelOps::dense`] when `backend_ops` (on the CPU one GEMM into a buffer
-    /// that starts as `residual + bias`, GELU in place), else as [`dense_composed`] (how the
-    /// parity tests hold the CPU kernels to the composition on the same backend).
+    /// `forward(x)`, then GELU when `gelu`, then `+ residual` when given, the product in
+    /// `kernels.matmul`: through the backend's own [`ModelOps::dense`] when
+    /// `kernels.backend_ops` (on the CPU one GEMM into a buffer that starts as `residual +
+    /// bias`, GELU in place), else as [`dense_composed`] (how the parity tests hold the CPU
+    /// kernels to the composition on the same backend).
     pub fn forward_fused(
         &self,
         x: Tensor<B, 3>,
         residual: Option<&Tensor<B, 3>>,
         gelu: bool,
-        backend_ops: bool,
+        kernels: Kernels,
     ) -> Tensor<B, 3> {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(Param::val);
         let residual = residual.cloned();
-        if backend_ops {
-            B::dense(x, weight, bias, residual, gelu)
+        if kernels.backend_ops {
+            B::dense(x, weight, bias, residual, gelu, kernels.matmul)
         } else {
+            let (x, weight) = matmul_operands(x, weight, kernels.matmul);
             dense_composed(
                 x,
                 weight,

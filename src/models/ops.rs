@@ -8,21 +8,42 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+pub use super::composed::Matmul;
 use super::composed::{self, AlibiBatch, RotaryBatch};
+
+/// Which kernels a model runs: the backend's own ([`ModelOps`]) or the generic composition
+/// (to compare the two on one backend), and what its projections multiply in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernels {
+    pub backend_ops: bool,
+    pub matmul: Matmul,
+}
+
+impl Default for Kernels {
+    fn default() -> Self {
+        Self {
+            backend_ops: true,
+            matmul: Matmul::F32,
+        }
+    }
+}
 
 /// A backend the encoders run on. Every method has the generic composition as its default;
 /// an override must compute the same function (to f32 rounding: the parity tests hold the CPU
 /// kernels to the composition) and may fall back to the default for inputs it does not cover.
 pub trait ModelOps: Backend {
     /// A `Linear` over `[batch, len, in]` with an `[in, out]` weight: `x·w + bias`, then GELU
-    /// when `gelu`, then `+ residual` when given (`[batch, len, out]`).
+    /// when `gelu`, then `+ residual` when given (`[batch, len, out]`); the product in
+    /// `matmul`.
     fn dense(
         x: Tensor<Self, 3>,
         weight: Tensor<Self, 2>,
         bias: Option<Tensor<Self, 1>>,
         residual: Option<Tensor<Self, 3>>,
         gelu: bool,
+        matmul: Matmul,
     ) -> Tensor<Self, 3> {
+        let (x, weight) = composed::matmul_operands(x, weight, matmul);
         composed::dense_composed(
             x,
             weight,

@@ -1,0 +1,436 @@
+//! bf16 matrix products on Intel AMX, for `--precision bf16` on the CPU: the projections' GEMMs
+//! with both operands rounded to bf16 (round to nearest even) and the products accumulated in
+//! f32 by the tile unit (`TDPBF16PS`: a 16×32 by 32×16 block per instruction, 16× the f32 FMA
+//! work of an AVX-512 instruction). Everything else (norms, attention, GELU, the residual
+//! stream) stays f32, as PyTorch's CPU autocast and esm.cpp's reduced paths do, so the error is
+//! that of rounding each product's inputs to 8 significant bits.
+//!
+//! A weight is packed once (its first product) into AMX's layout for the right-hand operand —
+//! 16-column tiles of k-pairs, `[k/2][16][2]` — and the packing is kept beside the weight's
+//! buffer for as long as that buffer lives ([`packed`]). The left operand (the activations) is
+//! rounded into a padded row-major bf16 copy per product, which costs 1/`out` of the product.
+//!
+//! The tile instructions are written with `asm!` (Rust's AMX intrinsics are not stable); Linux
+//! hands a process the tile state only after it asks (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which
+//! [`available`] does once. Dispatch is at run time: on a CPU without AMX-BF16 the CPU backend
+//! stays f32 (`device::effective_precision`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use burn::backend::flex::FlexTensor;
+use half::bf16;
+use rayon::prelude::*;
+
+/// bf16 values per tile row (64 bytes) = the k-depth of one tile product.
+const TILE_K: usize = 32;
+/// Rows per tile; also the f32 columns of an accumulator tile.
+const TILE_ROWS: usize = 16;
+/// The C block one kernel call computes: 2×2 accumulator tiles.
+const BLOCK: usize = 32;
+/// k-tiles per pass over the output (1024 deep): the A rows and B columns of a pass stay in L2.
+const K_TILES_PER_PASS: usize = 8;
+/// Row blocks per pass (256 rows): with the pass depth, 512 KiB of A per pass.
+const ROW_BLOCKS_PER_PASS: usize = 8;
+
+/// Whether this CPU and OS run AMX-BF16, asked once: CPUID's AMX-TILE and AMX-BF16 bits, then
+/// Linux's permission for the tile data state, without which the first tile instruction
+/// faults.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(detect)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    // CPUID exists on every x86-64 CPU; leaf 7 is only read when leaf 0 lists it.
+    if __cpuid_count(0, 0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    let (amx_bf16, amx_tile) = ((edx >> 22) & 1 == 1, (edx >> 24) & 1 == 1);
+    if !(amx_bf16 && amx_tile) {
+        return false;
+    }
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with two integer arguments; it only changes this process's permitted
+    // XSAVE features (refused by kernels before 5.16 or hypervisors hiding the state).
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// A weight `[k, n]` (row-major f32, as `Dense` keeps it) rounded to bf16 in AMX's layout for
+/// the right-hand operand: for each 16-column tile, for each 32-deep k-tile, 16 rows of k-pairs
+/// × 16 columns × 2 (1 KiB, contiguous); `n` padded to whole 32-column blocks and `k` to whole
+/// k-tiles with zeros.
+pub struct PackedWeight {
+    k: usize,
+    n: usize,
+    k_tiles: usize,
+    data: Vec<u16>,
+}
+
+impl PackedWeight {
+    pub fn new(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), k * n, "packed weight shape");
+        let k_tiles = k.div_ceil(TILE_K);
+        let col_tiles = n.div_ceil(BLOCK) * 2;
+        let tile = TILE_ROWS * TILE_K;
+        let mut data = vec![0u16; col_tiles * k_tiles * tile];
+        // One column tile per task: each writes its own k_tiles KiB.
+        data.par_chunks_mut(k_tiles * tile)
+            .enumerate()
+            .for_each(|(ct, out)| {
+                let n0 = ct * TILE_ROWS;
+                let cols = n.saturating_sub(n0).min(TILE_ROWS);
+                if cols == 0 {
+                    return; // a padding tile: zeros
+                }
+                for kk in 0..k {
+                    let (kt, pair, e) = (kk / TILE_K, (kk % TILE_K) / 2, kk % 2);
+                    let row = &w[kk * n + n0..kk * n + n0 + cols];
+                    let at = kt * tile + pair * TILE_K + e;
+                    for (c, &v) in row.iter().enumerate() {
+                        out[at + 2 * c] = bf16::from_f32(v).to_bits();
+                    }
+                }
+            });
+        Self {
+            k,
+            n,
+            k_tiles,
+            data,
+        }
+    }
+
+    /// `[k, n]`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The first of column tile `ct`'s k-tiles.
+    fn column_tile(&self, ct: usize) -> *const u16 {
+        self.data[ct * self.k_tiles * TILE_ROWS * TILE_K..].as_ptr()
+    }
+}
+
+/// The packing of `weight` (`[k, n]` f32), made on first use and kept while the weight's
+/// buffer lives: keyed by the buffer's shared allocation, held through a `Weak` so that the
+/// address cannot be reused by another tensor while its entry exists; entries whose weight was
+/// dropped are pruned when a new one is made. CPU workers share one model, hence one packing.
+pub fn packed(weight: &FlexTensor, k: usize, n: usize, values: &[f32]) -> Arc<PackedWeight> {
+    type Entry = (Weak<burn::tensor::Bytes>, Arc<PackedWeight>);
+    static CACHE: OnceLock<Mutex<HashMap<usize, Entry>>> = OnceLock::new();
+    let data = weight.data_arc();
+    let key = Arc::as_ptr(&data) as usize;
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((_, p)) = cache.lock().expect("packed weights").get(&key) {
+        if p.k == k && p.n == n {
+            return Arc::clone(p);
+        }
+    }
+    // Packed outside the lock: a 3B model's weights pack in parallel on first use, and two
+    // workers racing for one weight each pack it once (the second insert wins, same values).
+    let p = Arc::new(PackedWeight::new(values, k, n));
+    let mut map = cache.lock().expect("packed weights");
+    map.retain(|_, (w, _)| w.strong_count() > 0);
+    map.insert(key, (Arc::downgrade(&data), Arc::clone(&p)));
+    p
+}
+
+/// `dst [rows, n] += bf16(x) [rows, k] · w`, in f32 accumulation; `dst` holds what the product
+/// adds to (bias, residual). Splits the output's 32-column blocks over the calling rayon
+/// pool's threads. Needs [`available`].
+pub fn gemm_add(dst: &mut [f32], x: &[f32], rows: usize, w: &PackedWeight) {
+    assert!(available(), "AMX-BF16 kernels on a CPU without them");
+    let (k, n) = (w.k, w.n);
+    assert!(
+        x.len() == rows * k && dst.len() == rows * n,
+        "bf16 GEMM shapes"
+    );
+    if rows == 0 || n == 0 {
+        return;
+    }
+    let a = rounded_rows(x, rows, k, w.k_tiles);
+    let out = Output {
+        ptr: dst.as_mut_ptr(),
+        rows,
+        n,
+    };
+    let col_blocks = n.div_ceil(BLOCK);
+    let threads = rayon::current_num_threads().min(col_blocks).max(1);
+    let per = col_blocks.div_ceil(threads);
+    let run = |t: usize| {
+        let cols = t * per..((t + 1) * per).min(col_blocks);
+        // SAFETY: AMX is available (asserted); each task writes only its own column blocks of
+        // `dst`, whose bounds `Output` carries; `a` and `w` are padded to whole blocks.
+        unsafe { with_tiles(|| passes(&out, &a, w, cols)) }
+    };
+    if threads == 1 {
+        run(0);
+    } else {
+        (0..threads).into_par_iter().for_each(run);
+    }
+}
+
+/// `x`'s rows rounded to bf16 in AMX tiles: for each 16-row block, for each k-tile, the
+/// tile's 16 rows × 32 contiguous (1 KiB), zero-padded to whole 32-row blocks and k-tiles. Row
+/// strides that are multiples of 2 KiB (k = 1024, 2560, 5120) would put a tile's rows in the same
+/// few L1 sets; contiguous tiles never do.
+fn rounded_rows(x: &[f32], rows: usize, k: usize, k_tiles: usize) -> Vec<u16> {
+    let tile = TILE_ROWS * TILE_K;
+    let mut a = vec![0u16; rows.div_ceil(BLOCK) * 2 * k_tiles * tile];
+    for (r, src) in x.chunks_exact(k).enumerate() {
+        let base = (r / TILE_ROWS) * k_tiles * tile + (r % TILE_ROWS) * TILE_K;
+        for (kt, part) in src.chunks(TILE_K).enumerate() {
+            let dst = &mut a[base + kt * tile..][..part.len()];
+            for (d, &s) in dst.iter_mut().zip(part) {
+                *d = bf16::from_f32(s).to_bits();
+            }
+        }
+    }
+    a
+}
+
+/// The f32 output: `rows × n`, row-major. Shared by the tasks of one product, each writing its
+/// own columns.
+struct Output {
+    ptr: *mut f32,
+    rows: usize,
+    n: usize,
+}
+
+// SAFETY: tasks write disjoint column ranges (see `gemm_add`).
+unsafe impl Sync for Output {}
+
+/// Column blocks `cols` of the product, pass by pass: 1024 deep × 256 rows of A at a time (in
+/// L2), over every column block of the range; the accumulators are loaded from and stored to
+/// `dst` around each pass.
+///
+/// # Safety
+/// The tile configuration of [`with_tiles`] is loaded; `a` has whole row blocks of `lda`.
+unsafe fn passes(out: &Output, a: &[u16], w: &PackedWeight, cols: std::ops::Range<usize>) {
+    let row_blocks = out.rows.div_ceil(BLOCK);
+    for k0 in (0..w.k_tiles).step_by(K_TILES_PER_PASS) {
+        let ks = k0..(k0 + K_TILES_PER_PASS).min(w.k_tiles);
+        for r0 in (0..row_blocks).step_by(ROW_BLOCKS_PER_PASS) {
+            for cb in cols.clone() {
+                let (b0, b1) = (w.column_tile(2 * cb), w.column_tile(2 * cb + 1));
+                for rb in r0..(r0 + ROW_BLOCKS_PER_PASS).min(row_blocks) {
+                    // Row block rb's two 16-row tile rows.
+                    let ap = a[rb * 2 * w.k_tiles * TILE_ROWS * TILE_K..].as_ptr();
+                    let (m0, n0) = (rb * BLOCK, cb * BLOCK);
+                    if m0 + BLOCK <= out.rows && n0 + BLOCK <= out.n {
+                        block(
+                            out.ptr.add(m0 * out.n + n0),
+                            out.n,
+                            ap,
+                            w.k_tiles,
+                            b0,
+                            b1,
+                            ks.clone(),
+                        );
+                    } else {
+                        edge_block(out, m0, n0, ap, w.k_tiles, b0, b1, ks.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A block that runs past the output's last row or column: computed in a zero-padded copy.
+///
+/// # Safety
+/// As [`block`], with `(m0, n0)` inside the output.
+#[allow(clippy::too_many_arguments)]
+unsafe fn edge_block(
+    out: &Output,
+    m0: usize,
+    n0: usize,
+    a: *const u16,
+    k_tiles: usize,
+    b0: *const u16,
+    b1: *const u16,
+    ks: std::ops::Range<usize>,
+) {
+    let mut c = [0f32; BLOCK * BLOCK];
+    let (rows, cols) = ((out.rows - m0).min(BLOCK), (out.n - n0).min(BLOCK));
+    for r in 0..rows {
+        let src = out.ptr.add((m0 + r) * out.n + n0);
+        std::ptr::copy_nonoverlapping(src, c[r * BLOCK..].as_mut_ptr(), cols);
+    }
+    block(c.as_mut_ptr(), BLOCK, a, k_tiles, b0, b1, ks);
+    for r in 0..rows {
+        let dst = out.ptr.add((m0 + r) * out.n + n0);
+        std::ptr::copy_nonoverlapping(c[r * BLOCK..].as_ptr(), dst, cols);
+    }
+}
+
+/// `C[32×32] += A[32 × ks] · B[ks × 32]`: C at `c` (row stride `ldc` floats), A's two tile
+/// rows at `a` (each `k_tiles` packed tiles), B as two packed column tiles; tiles 0–3
+/// accumulate, 4–5 hold A, 6–7 B.
+///
+/// # Safety
+/// Tiles configured ([`with_tiles`]); all pointers valid for the block.
+#[inline(always)]
+unsafe fn block(
+    c: *mut f32,
+    ldc: usize,
+    a: *const u16,
+    k_tiles: usize,
+    b0: *const u16,
+    b1: *const u16,
+    ks: std::ops::Range<usize>,
+) {
+    let (cs, stride) = (ldc * 4, TILE_K * 2);
+    let tile = TILE_ROWS * TILE_K;
+    let rows = TILE_ROWS * ldc;
+    std::arch::asm!(
+        "tileloadd tmm0, [{c0} + {cs}*1]",
+        "tileloadd tmm1, [{c1} + {cs}*1]",
+        "tileloadd tmm2, [{c2} + {cs}*1]",
+        "tileloadd tmm3, [{c3} + {cs}*1]",
+        c0 = in(reg) c,
+        c1 = in(reg) c.add(TILE_ROWS),
+        c2 = in(reg) c.add(rows),
+        c3 = in(reg) c.add(rows + TILE_ROWS),
+        cs = in(reg) cs,
+        options(nostack),
+    );
+    for kt in ks {
+        std::arch::asm!(
+            "tileloadd tmm4, [{a0} + {s}*1]",
+            "tileloadd tmm6, [{b0} + {s}*1]",
+            "tileloadd tmm5, [{a1} + {s}*1]",
+            "tileloadd tmm7, [{b1} + {s}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            a0 = in(reg) a.add(kt * tile),
+            a1 = in(reg) a.add((k_tiles + kt) * tile),
+            b0 = in(reg) b0.add(kt * tile),
+            b1 = in(reg) b1.add(kt * tile),
+            s = in(reg) stride,
+            options(nostack),
+        );
+    }
+    std::arch::asm!(
+        "tilestored [{c0} + {cs}*1], tmm0",
+        "tilestored [{c1} + {cs}*1], tmm1",
+        "tilestored [{c2} + {cs}*1], tmm2",
+        "tilestored [{c3} + {cs}*1], tmm3",
+        c0 = in(reg) c,
+        c1 = in(reg) c.add(TILE_ROWS),
+        c2 = in(reg) c.add(rows),
+        c3 = in(reg) c.add(rows + TILE_ROWS),
+        cs = in(reg) cs,
+        options(nostack),
+    );
+}
+
+/// Runs `f` with all eight tiles configured as 16 rows × 64 bytes, then releases them (a
+/// thread holding tile state makes every context switch save 8 KiB more).
+///
+/// # Safety
+/// AMX-BF16 is [`available`].
+unsafe fn with_tiles<R>(f: impl FnOnce() -> R) -> R {
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+    let mut cfg = Config([0; 64]);
+    cfg.0[0] = 1; // palette 1
+    for t in 0..8 {
+        cfg.0[16 + 2 * t] = (TILE_K * 2) as u8; // bytes per row (u16 little-endian)
+        cfg.0[48 + t] = TILE_ROWS as u8;
+    }
+    std::arch::asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack));
+    let r = f();
+    std::arch::asm!("tilerelease", options(nostack, nomem));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(i: usize) -> f32 {
+        let x = (i as u32).wrapping_mul(2654435761) >> 8;
+        (x as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn round(v: f32) -> f64 {
+        bf16::from_f32(v).to_f64()
+    }
+
+    /// Every edge: rows not a whole block, columns not a whole block nor tile, k not a whole
+    /// tile, several passes deep; threads 1 and 2.
+    #[test]
+    fn products_equal_f64_products_of_the_rounded_operands() {
+        if !available() {
+            eprintln!("this CPU has no AMX-BF16: the bf16 CPU path is not used here");
+            return;
+        }
+        for &(rows, k, n) in &[(1, 32, 16), (45, 80, 72), (300, 1056, 48), (33, 64, 1000)] {
+            let x: Vec<f32> = (0..rows * k).map(noise).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| noise(i + 77_777)).collect();
+            let start: Vec<f32> = (0..rows * n).map(|i| noise(i + 5)).collect();
+            let packed = PackedWeight::new(&w, k, n);
+            for threads in [1, 2] {
+                let mut dst = start.clone();
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| gemm_add(&mut dst, &x, rows, &packed));
+                for r in 0..rows {
+                    for c in 0..n {
+                        let want = start[r * n + c] as f64
+                            + (0..k)
+                                .map(|i| round(x[r * k + i]) * round(w[i * n + c]))
+                                .sum::<f64>();
+                        let got = dst[r * n + c] as f64;
+                        // f32 accumulation of k products of magnitude ≤ 1.
+                        let tol = 1e-6 * (k as f64).sqrt() * 4.0 + 1e-6;
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{rows}x{k}x{n} ({threads} threads) at ({r}, {c}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_puts_k_pairs_side_by_side_and_pads_with_zeros() {
+        let (k, n) = (3, 17);
+        let w: Vec<f32> = (0..k * n).map(|i| i as f32).collect();
+        let p = PackedWeight::new(&w, k, n);
+        assert_eq!(p.k_tiles, 1);
+        // Column tile 0: row (pair) 0 holds k = 0, 1 for each column; pair 1 holds k = 2, 0.
+        let t0 = &p.data[..TILE_ROWS * TILE_K];
+        let at = |pair: usize, col: usize, e: usize| bf16::from_bits(t0[pair * 32 + col * 2 + e]);
+        assert_eq!(at(0, 5, 0).to_f32(), w[5]);
+        assert_eq!(at(0, 5, 1).to_f32(), w[n + 5]);
+        assert_eq!(at(1, 5, 0).to_f32(), w[2 * n + 5]);
+        assert_eq!(at(1, 5, 1).to_f32(), 0.0);
+        // Column 16 is in the second column tile; columns 17.. are padding.
+        let t1 = &p.data[TILE_ROWS * TILE_K..2 * TILE_ROWS * TILE_K];
+        assert_eq!(bf16::from_bits(t1[0]).to_f32(), w[16]);
+        assert!(t1[2..32].iter().all(|&v| v == 0));
+        assert_eq!(p.data.len(), 2 * TILE_ROWS * TILE_K);
+    }
+}
