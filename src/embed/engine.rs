@@ -48,7 +48,9 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
 
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
 pub trait EncoderLoader: Sync {
-    type Model<B: ModelOps>: PooledEncoder<B> + Clone;
+    /// `'static` so that a loaded model can be kept for the next input of the same process
+    /// (`encoders::Reusing`): the models own their tensors.
+    type Model<B: ModelOps>: PooledEncoder<B> + Clone + 'static;
     /// Padded tokens per batch on a GPU whose free memory is not known.
     const GPU_BATCH_TOKENS: usize;
     fn load<B: ModelOps>(&self, device: &B::Device) -> Result<Self::Model<B>>;
