@@ -547,32 +547,46 @@ fn translate_task(root: &Path, id: &str, fasta: &Path, config: Option<&Path>) ->
     Task::new(root, "TRANSLATE", id, inputs, stage)
 }
 
-/// An EMBED_DNA or EMBED_PROTEIN (`name`) task on shard `shard` of sample `id`; the model is
-/// staged as is, read at `model/subdir`.
+/// One shard as an embedding task takes it: (sample id, shard key, its FASTA).
+type Shard = (String, String, PathBuf);
+
+/// An EMBED_DNA or EMBED_PROTEIN (`name`) task on a group of shards, as main.nf's embedGroups
+/// hands them over: `meta.members` the shards' sample ids and keys, the FASTA files staged each
+/// in its own folder (`stageAs: '?/*'`), in the same order. The model is staged as is, read at
+/// `model/subdir`.
 fn embed_task(
     root: &Path,
     name: &str,
-    (id, shard): (&str, &str),
-    fasta: &Path,
+    (group, members): (&str, &[Shard]),
     model: &Path,
     subdir: &str,
 ) -> Task {
+    let member = |(id, shard, _): &Shard| {
+        let keys = [("id", id), ("shard", shard)];
+        V::Map(keys.map(|(k, v)| (k.to_string(), V::str(v))).into())
+    };
+    let staged_fasta: Vec<(String, PathBuf)> = members
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, f))| (format!("{}/{}", i + 1, file_name(f)), f.clone()))
+        .collect();
     let inputs = vec![
-        ("meta.id", V::str(id)),
-        ("shard", V::str(shard)),
-        ("fasta", V::file(&file_name(fasta))),
+        ("meta.id", V::str(group)),
+        (
+            "meta.members",
+            V::List(members.iter().map(member).collect()),
+        ),
+        (
+            "fasta",
+            V::Files(staged_fasta.iter().map(|(n, _)| n.clone()).collect()),
+        ),
         ("model", V::file(&file_name(model))),
         ("model_subdir", V::str(subdir)),
         ("model_sig", V::str("0123456789abcdef0123456789abcdef")),
         ("config", V::Files(vec![])),
     ];
-    Task::new(
-        root,
-        name,
-        &format!("{id}_{shard}"),
-        inputs,
-        vec![staged(fasta), staged(model)],
-    )
+    let stage = staged_fasta.into_iter().chain([staged(model)]).collect();
+    Task::new(root, name, group, inputs, stage)
 }
 
 /// A PREDICT task on one sample: every shard's embeddings, the sample's input FASTA (staged
@@ -643,7 +657,8 @@ fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
             ("EMBED_PROTEIN", &prot[k], "esm", &mut protein),
         ] {
             let model = param_path(&params, model);
-            let task = embed_task(root, name, (id, k), input, &model, "");
+            let shard = [(id.to_string(), k.clone(), input.clone())];
+            let task = embed_task(root, name, (&format!("{id}_{k}"), &shard), &model, "");
             task.run(Block::Script, bin);
             let out = task.outputs();
             assert!(
@@ -977,18 +992,20 @@ fn rendered_module_scripts_are_shellcheck_clean() {
     shellcheck(&scripts);
 }
 
-/// A stand-in `virnucpro` that writes the embedding outputs and exits with $FAKE_RC; with
-/// FAKE_NO_REPORT set it writes no --report (what a usage error or a crash leaves).
+/// A stand-in `virnucpro` that writes the embedding outputs of its --manifest and exits with
+/// $FAKE_RC; with FAKE_NO_REPORT set it writes no report (what a usage error or a crash
+/// leaves).
 const FAKE_VIRNUCPRO: &str = r#"#!/bin/sh
 if [ "$1" = "--version" ]; then echo "virnucpro 0.1.0"; exit 0; fi
 prev=""
 for a in "$@"; do
-  case "$prev" in
-    --output)
-      : > "$a"
-      if [ "${FAKE_RC:-0}" = 2 ]; then printf 'id\tstep\treason\nx_chunk_1F1\tembed\tfake\n' > "$a.failed.tsv"; fi ;;
-    --report) [ -n "${FAKE_NO_REPORT:-}" ] || echo '{}' > "$a" ;;
-  esac
+  if [ "$prev" = --manifest ]; then
+    while IFS="$(printf '\t')" read -r input output report; do
+      : > "$output"
+      if [ "${FAKE_RC:-0}" = 2 ]; then printf 'id\tstep\treason\nx_chunk_1F1\tembed\tfake\n' > "$output.failed.tsv"; fi
+      [ -n "${FAKE_NO_REPORT:-}" ] || echo "{\"input\": \"$input\"}" > "$report"
+    done < "$a"
+  fi
   prev=$a
 done
 exit "${FAKE_RC:-0}"
@@ -1084,11 +1101,11 @@ fn a_hub_cache_snapshot_model_is_read_through_its_repository_directory() {
     let shard = root.path().join("00000.identified_nucleotide.fa");
     fs::write(&shard, format!(">orf1\n{}\n", "ACGTTGCAAG".repeat(30))).unwrap();
     let subdir = "snapshots/0123abcd";
+    let shards = [("hub".to_string(), "00000".to_string(), shard)];
     let task = embed_task(
         root.path(),
         "EMBED_DNA",
-        ("hub", "00000"),
-        &shard,
+        ("hub_00000", &shards),
         &repo_dir,
         subdir,
     );
@@ -1112,10 +1129,10 @@ TRANSLATE translate/translate.json -> translate/translate.json
 TRANSLATE translate/shards/00000.identified_nucleotide.fa -> -
 TRANSLATE translate/chunked.fa -> -
 TRANSLATE versions.yml -> -
-EMBED_DNA s1.00000.dna.json -> embeddings/s1.00000.dna.json
-EMBED_DNA s1.00000.dna.safetensors.failed.tsv -> embeddings/s1.00000.dna.safetensors.failed.tsv
-EMBED_DNA s1.00000.dna.safetensors -> -
-EMBED_PROTEIN s1.00000.protein.safetensors +save_embeddings -> embeddings/s1.00000.protein.safetensors
+EMBED_DNA s1/embeddings/s1.00000.dna.json -> embeddings/s1.00000.dna.json
+EMBED_DNA s1/embeddings/s1.00000.dna.safetensors.failed.tsv -> embeddings/s1.00000.dna.safetensors.failed.tsv
+EMBED_DNA s1/embeddings/s1.00000.dna.safetensors -> -
+EMBED_PROTEIN s1/embeddings/s1.00000.protein.safetensors +save_embeddings -> embeddings/s1.00000.protein.safetensors
 EMBED_PROTEIN versions.yml +save_embeddings -> -
 PREDICT prediction_results_highestscore.csv -> prediction_results_highestscore.csv
 PREDICT predict.json -> predict.json
@@ -1158,13 +1175,15 @@ fn outputs_are_published_by_conf_modules_config() {
         let dir = call_closure(&closure("path"), None, &ctx).unwrap().render();
         let got = match call_closure(&closure("saveAs"), Some(V::str(words[1])), &ctx).unwrap() {
             V::Null => "-".to_string(),
-            name => format!(
-                "{}/{}",
-                dir.strip_prefix("results/s1").unwrap(),
-                name.render()
-            ),
+            // Under the sample's folder, whether the path or the file's name says which.
+            name => format!("{dir}/{}", name.render())
+                .strip_prefix("results/s1/")
+                .unwrap_or_else(|| {
+                    panic!("{line}: {dir}/{} is not under results/s1/", name.render())
+                })
+                .to_string(),
         };
-        assert_eq!(got.trim_start_matches('/'), want, "{line}");
+        assert_eq!(got, want, "{line}");
         // PREDICT's files are the sample's results: each is in the README's table of them.
         if words[0] == "PREDICT" && want != "-" {
             assert!(
@@ -1479,7 +1498,7 @@ fn params_are_documented_in_the_schema() {
                 (ty == "integer" || ty == "number") && prop["default"].as_f64() == n.parse().ok()
             }
             V::Str(s) => ty == "string" && prop["default"] == s.as_str(),
-            V::Files(_) => false,
+            V::Files(_) | V::List(_) | V::Map(_) => false,
         };
         assert!(ok, "{name}: {v:?} in nextflow.config, {prop} in the schema");
     }
