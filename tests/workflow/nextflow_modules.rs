@@ -2679,3 +2679,215 @@ fn every_meta_yml_is_valid_under_nf_cores_meta_schema() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Many small samples: embedding tasks shared, models loaded once per task.
+
+/// main.nf's embedGroups, restated (Nextflow cannot run here; the rules file pins its text):
+/// shards in (sample id, shard key) order, added to the current group while its size (the
+/// protein shard's bytes) stays within `target`; a shard as large or larger, or every shard
+/// when `target` is 0, starts a group of its own. Returns the groups as indices into `shards`.
+fn embed_groups(shards: &[(Shard, PathBuf)], target: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..shards.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&shards[a].0 .0, &shards[a].0 .1).cmp(&(&shards[b].0 .0, &shards[b].0 .1))
+    });
+    let (mut groups, mut size): (Vec<Vec<usize>>, u64) = (Vec::new(), 0);
+    for i in order {
+        let weight = fs::metadata(&shards[i].1).unwrap().len();
+        if groups.is_empty() || target == 0 || size + weight > target {
+            groups.push(Vec::new());
+            size = 0;
+        }
+        groups.last_mut().unwrap().push(i);
+        size += weight;
+    }
+    groups
+}
+
+/// An embedding task's file for one member, found as main.nf's memberFiles finds it: by the
+/// name `<sample>.<shard><suffix>` among the task's outputs of that kind.
+fn member_file(task: &Task, emit: &str, (id, shard): (&str, &str), suffix: &str) -> PathBuf {
+    let outputs = &task.outputs()[emit];
+    let want = format!("{id}.{shard}{suffix}");
+    let hits: Vec<&String> = outputs
+        .iter()
+        .filter(|f| file_name(Path::new(f)) == want)
+        .collect();
+    assert_eq!(hits.len(), 1, "{}: {want} in {outputs:?}", task.module.name);
+    task.dir.join(hits[0])
+}
+
+fn report(path: &Path) -> Json {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// 50 small samples (a virome's worth of tiny assemblies): packed as main.nf packs them, their
+/// shards go to a handful of EMBED_DNA/EMBED_PROTEIN tasks instead of one task per shard. Each
+/// task's one `--manifest` process loads its model once: the reports' `model_loads` add up to
+/// the number of tasks, not of samples, and say the loading seconds apart from the embedding
+/// seconds. Every shard's embeddings come out byte for byte as a task of their own writes them,
+/// holding that shard's ids only, and PREDICT, given the files split back by name, writes every
+/// sample's tables exactly as with one task per shard.
+#[test]
+fn many_small_samples_share_embedding_tasks_and_their_model_loads() {
+    let root = tempfile::tempdir().unwrap();
+    let (root, bin, params) = (root.path(), bin_dir(root.path()), test_params());
+    let source = fs::read_to_string(fixtures().join("e2e/input.fa")).unwrap();
+    let records: Vec<&str> = source.split('>').filter(|r| !r.is_empty()).collect();
+    fs::create_dir_all(root.join("inputs")).unwrap();
+    // Samples of 1 to 6 of the fixture's sequences: several shards for some (the test
+    // profile's shard_size).
+    let mut shards: Vec<(Shard, PathBuf)> = Vec::new();
+    let mut translated = BTreeMap::new();
+    for j in 0..50 {
+        let id = format!("s{j:02}");
+        let fasta = root.join(format!("inputs/{id}.fa"));
+        let picked = (0..1 + j % 6).map(|r| records[(j + 3 * r) % records.len()]);
+        fs::write(&fasta, picked.map(|r| format!(">{r}")).collect::<String>()).unwrap();
+        let t = translate_task(root, &id, &fasta, None);
+        t.run(Block::Script, &bin);
+        for f in t.outputs()["shards"].iter().filter(|f| f.ends_with(".fa")) {
+            let nuc = t.dir.join(f);
+            let key = file_name(&nuc)[..5].to_string();
+            let prot = t
+                .dir
+                .join(f.replace("identified_nucleotide.fa", "identified_protein.faa"));
+            shards.push(((id.clone(), key, nuc), prot));
+        }
+        translated.insert(id, (fasta, t.dir.join(&t.outputs()["chunks"][0])));
+    }
+    assert!(
+        shards.len() > 50,
+        "some samples have several shards: {}",
+        shards.len()
+    );
+    let total: u64 = shards
+        .iter()
+        .map(|(_, p)| fs::metadata(p).unwrap().len())
+        .sum();
+    let groups = embed_groups(&shards, total / 5 + 1);
+    assert!(
+        (3..=8).contains(&groups.len()),
+        "{} shards of 50 samples in {} embedding tasks",
+        shards.len(),
+        groups.len()
+    );
+    assert_eq!(
+        embed_groups(&shards, 0).len(),
+        shards.len(),
+        "target 0: one task per shard"
+    );
+
+    // Both ways: one task per shard (`alone`), and the groups. Per arm, per shard: the files.
+    let mut files: BTreeMap<(&str, String, String), (PathBuf, PathBuf)> = BTreeMap::new();
+    let mut loads = BTreeMap::new();
+    let alone: Vec<Vec<usize>> = (0..shards.len()).map(|i| vec![i]).collect();
+    for (arm, arm_groups) in [("alone", &alone), ("grouped", &groups)] {
+        let arm_root = root.join(arm);
+        fs::create_dir_all(&arm_root).unwrap();
+        for (g, members) in arm_groups.iter().enumerate() {
+            let group: Vec<Shard> = members.iter().map(|&i| shards[i].0.clone()).collect();
+            for (name, kind, model) in [
+                ("EMBED_DNA", "dna", "dnabert"),
+                ("EMBED_PROTEIN", "protein", "esm"),
+            ] {
+                let mut group = group.clone();
+                if kind == "protein" {
+                    for (s, &i) in group.iter_mut().zip(members) {
+                        s.2 = shards[i].1.clone();
+                    }
+                }
+                let tag = format!("embed_{}_of_{}", g + 1, arm_groups.len());
+                let task = embed_task(
+                    &arm_root,
+                    name,
+                    (&tag, &group),
+                    &param_path(&params, model),
+                    "",
+                );
+                task.run(Block::Script, &bin);
+                assert!(task.outputs()["failed"].is_empty(), "{arm} {name} {tag}");
+                let mut task_loads = 0;
+                for (id, key, _) in &group {
+                    let st = member_file(
+                        &task,
+                        "embeddings",
+                        (id, key),
+                        &format!(".{kind}.safetensors"),
+                    );
+                    let json = member_file(&task, "report", (id, key), &format!(".{kind}.json"));
+                    let r = report(&json);
+                    task_loads += r["model_loads"].as_u64().unwrap();
+                    let entry = loads
+                        .entry((arm, kind))
+                        .or_insert((0u64, 0.0f64, 0.0f64, 0usize));
+                    entry.1 += r["model_load_seconds"].as_f64().unwrap();
+                    entry.2 += r["compute_seconds"].as_f64().unwrap();
+                    files.insert((arm, kind.to_string(), format!("{id}.{key}")), (st, json));
+                }
+                // The CPU's workers share one model: one load per task, whatever its size.
+                assert_eq!(task_loads, 1, "{arm} {name} {tag}: loads");
+                loads.get_mut(&(arm, kind)).unwrap().0 += task_loads;
+                loads.get_mut(&(arm, kind)).unwrap().3 += 1;
+            }
+        }
+    }
+    for ((arm, kind), (n, load_s, compute_s, tasks)) in &loads {
+        eprintln!("{arm} {kind}: {tasks} tasks, {n} model loads in {load_s:.3} s, embedding {compute_s:.3} s");
+        assert_eq!(*n as usize, *tasks, "{arm} {kind}: one load per task");
+    }
+    assert_eq!(loads[&("grouped", "protein")].0 as usize, groups.len());
+    assert_eq!(loads[&("alone", "protein")].0 as usize, shards.len());
+
+    // Each shard's embeddings: the same bytes, whichever task made them.
+    for ((_, kind, stem), (st, _)) in files.iter().filter(|((arm, _, _), _)| *arm == "grouped") {
+        let single = &files[&("alone", kind.clone(), stem.clone())].0;
+        assert_eq!(
+            fs::read(st).unwrap(),
+            fs::read(single).unwrap(),
+            "{kind} {stem}"
+        );
+    }
+
+    // PREDICT per sample from the files split back, both ways: the same tables.
+    for (id, (fasta, chunks)) in &translated {
+        let mut tables = Vec::new();
+        for arm in ["alone", "grouped"] {
+            let of = |kind: &str| -> Vec<PathBuf> {
+                let mine = files.iter().filter(|((a, k, stem), _)| {
+                    *a == arm && k == kind && stem.starts_with(&format!("{id}."))
+                });
+                mine.map(|(_, (st, _))| st.clone()).collect()
+            };
+            let (dna, protein) = (of("dna"), of("protein"));
+            assert!(!dna.is_empty() && dna.len() == protein.len(), "{arm} {id}");
+            let given = PredictInputs {
+                dna: &dna,
+                protein: &protein,
+                fasta,
+                chunks,
+            };
+            let p = predict_task(
+                &root.join(arm),
+                id,
+                &given,
+                &param_path(&params, "classifier"),
+            );
+            p.run(Block::Script, &bin);
+            let read_table = |t: &str| fs::read_to_string(p.dir.join(t)).unwrap();
+            tables.push(
+                [
+                    "prediction_results.txt",
+                    "prediction_results_highestscore.csv",
+                    "sequence_summary.tsv",
+                ]
+                .map(read_table),
+            );
+        }
+        assert_eq!(
+            tables[0], tables[1],
+            "{id}: PREDICT's tables, one task per shard vs grouped"
+        );
+    }
+}
