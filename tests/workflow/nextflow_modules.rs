@@ -18,12 +18,15 @@
 //! - The GPU guard of process_gpu's beforeScript, rendered and run under the environment each
 //!   executor gives a task (one GPU, several, none, `all`, a stand-in nvidia-smi).
 //! - A small Groovy interpreter (a subset: string literals, `$` interpolation, dotted names,
-//!   `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, `.endsWith(...)`, `def x = ...`) renders
+//!   `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, lists and maps, `.endsWith(...)`,
+//!   `.collect { }`, `.transpose()`, `.join(...)`, `.size()`, `def x = ...`) renders
 //!   each module's `script:` and `stub:` the way Nextflow writes .command.sh, with the test
 //!   profile's params and conf/modules.config's ext.args, and runs them under process.shell with
 //!   the built binary. That is what proves, without Nextflow, what neither the static checks nor
 //!   (absent Nextflow) nf-test do: the scripts as rendered chain TRANSLATE -> EMBED_* per shard
-//!   -> PREDICT and reproduce the original's calls, and PREDICT's gzipped viral FASTA files
+//!   -> PREDICT and reproduce the original's calls; 50 small samples, packed as main.nf packs
+//!   them, share a handful of embedding tasks with one model load each and get the same
+//!   embeddings and tables as with one task per shard; and PREDICT's gzipped viral FASTA files
 //!   decompress to what standalone `virnucpro predict --sequences --chunks` writes; each stub
 //!   writes the files the real step writes, in the same shape (names, report keys, table
 //!   headers), and meta.yml's patterns match them; exit code 2 of the embedding steps passes
