@@ -54,6 +54,11 @@ pub trait EncoderLoader: Sync {
     /// Padded tokens per batch on a GPU whose free memory is not known.
     const GPU_BATCH_TOKENS: usize;
     fn load<B: ModelOps>(&self, device: &B::Device) -> Result<Self::Model<B>>;
+    /// The free memory of CUDA device `gpu` once the model is loaded there (`read` asks the
+    /// driver), which sizes the batches.
+    fn free_after_load(&self, _gpu: usize, read: impl FnOnce() -> Option<u64>) -> Option<u64> {
+        read()
+    }
 }
 
 /// Receives the workers' results, on the thread that started the job.
@@ -326,7 +331,8 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         if !cpu {
             let _ = B::sync(&devices[0]);
         }
-        let free = first_gpu.and_then(crate::device::cuda::free_memory);
+        let free = first_gpu
+            .and_then(|gpu| loader.free_after_load(gpu, || crate::device::cuda::free_memory(gpu)));
         let batches = coordinator.plan(dim, first.shape(), free)?;
         if batches.is_empty() {
             return Ok(read_back);

@@ -27,6 +27,8 @@ struct Kept {
 pub(crate) struct Reusing<L> {
     inner: L,
     kept: Mutex<Vec<Kept>>,
+    /// Free memory per CUDA device as read just after its model was first loaded.
+    free: Mutex<Vec<(usize, Option<u64>)>>,
     loads: AtomicUsize,
     load_nanos: AtomicU64,
 }
@@ -43,6 +45,7 @@ impl<L> Reusing<L> {
         Self {
             inner,
             kept: Mutex::new(Vec::new()),
+            free: Mutex::new(Vec::new()),
             loads: AtomicUsize::new(0),
             load_nanos: AtomicU64::new(0),
         }
@@ -59,6 +62,19 @@ impl<L> Reusing<L> {
 impl<L: EncoderLoader> EncoderLoader for Reusing<L> {
     type Model<B: ModelOps> = L::Model<B>;
     const GPU_BATCH_TOKENS: usize = L::GPU_BATCH_TOKENS;
+
+    /// Read once per device, after the first load: a later input would otherwise see the
+    /// memory the backend's pools kept from the inputs before it as used, get smaller batches
+    /// than the same input alone, and run slower.
+    fn free_after_load(&self, gpu: usize, read: impl FnOnce() -> Option<u64>) -> Option<u64> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&(_, bytes)) = free.iter().find(|(g, _)| *g == gpu) {
+            return bytes;
+        }
+        let bytes = read();
+        free.push((gpu, bytes));
+        bytes
+    }
 
     fn load<B: ModelOps>(&self, device: &B::Device) -> Result<L::Model<B>> {
         // Looked up under the lock, loaded outside it: each GPU's worker loads its own model
@@ -88,5 +104,32 @@ impl<L: EncoderLoader> EncoderLoader for Reusing<L> {
             model: Box::new(model.clone()),
         });
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::encoders::EsmLoader;
+    use crate::embed::engine::PooledEncoder;
+
+    type Cpu = burn::backend::Flex;
+
+    /// The second request for the same device gets the kept model: one load, counted once;
+    /// the free memory is read once per GPU.
+    #[test]
+    fn a_device_s_model_is_loaded_once() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm2_tiny");
+        let loader = Reusing::new(EsmLoader(dir));
+        let device = Default::default();
+        let a = loader.load::<Cpu>(&device).unwrap();
+        let b = loader.load::<Cpu>(&device).unwrap();
+        assert_eq!(a.dim(), b.dim());
+        let count = loader.count();
+        assert_eq!(count.loads, 1);
+        assert!(count.seconds > 0.0);
+        assert_eq!(loader.free_after_load(0, || Some(10)), Some(10));
+        assert_eq!(loader.free_after_load(0, || Some(3)), Some(10), "read once");
+        assert_eq!(loader.free_after_load(1, || None), None);
     }
 }
