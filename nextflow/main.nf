@@ -111,6 +111,18 @@ workflow {
             [meta.findAll { k, v -> k != 'shards' }, rows.collect { row -> row[1] }, rows.collect { row -> row[2] }]
         }
 
+    // What the grouping saved, in the reports' own figures: model loads (one per embedding
+    // task and device) and their seconds against the seconds spent embedding.
+    dnaReports.map { meta, shard, json -> ['DNABERT-S', readReport(json)] }
+        .mix(proteinReports.map { meta, shard, json -> ['ESM-2', readReport(json)] })
+        .groupTuple(remainder: true)
+        .subscribe { model, reports ->
+            def loads = reports.collect { r -> r.model_loads as long }.sum(0L)
+            def loading = reports.collect { r -> r.model_load_seconds as double }.sum(0d)
+            def computing = reports.collect { r -> r.compute_seconds as double }.sum(0d)
+            log.info "${model}: ${reports.size()} shard(s) embedded with ${loads} model load(s) in ${String.format('%.1f', loading)} s, embedding ${String.format('%.1f', computing)} s"
+        }
+
     // What PREDICT copies the viral sequences and chunks from, with the embeddings: the sample's
     // input FASTA and TRANSLATE's chunked.fa, joined by sample id so that one task gets one
     // sample's files whatever order the channels deliver them in; failOnMismatch and
