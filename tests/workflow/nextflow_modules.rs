@@ -2894,3 +2894,40 @@ fn many_small_samples_share_embedding_tasks_and_their_model_loads() {
         );
     }
 }
+
+/// The test profile's two samples, packed by the rule above with its --embed_group_tokens:
+/// three tasks per embedding step, one holding shards of both samples (what the pipeline's
+/// nf-test counts: 2 TRANSLATE + 3 + 3 + 2 PREDICT tasks, 3 model loads per step).
+#[test]
+fn the_test_profile_packs_its_shards_into_three_tasks_across_samples() {
+    let root = tempfile::tempdir().unwrap();
+    let (root, bin, params) = (root.path(), bin_dir(root.path()), test_params());
+    let sheet = param_path(&params, "input");
+    let mut shards = Vec::new();
+    for line in fs::read_to_string(&sheet).unwrap().lines().skip(1) {
+        let (id, fasta) = line.split_once(',').unwrap();
+        let t = translate_task(root, id, &sheet.parent().unwrap().join(fasta), None);
+        t.run(Block::Script, &bin);
+        for f in t.outputs()["shards"].iter().filter(|f| f.ends_with(".faa")) {
+            let prot = t.dir.join(f);
+            let key = file_name(&prot)[..5].to_string();
+            shards.push(((id.to_string(), key, PathBuf::new()), prot));
+        }
+    }
+    let target: u64 = params["embed_group_tokens"].render().parse().unwrap();
+    let groups = embed_groups(&shards, target);
+    let samples = |g: &Vec<usize>| {
+        g.iter()
+            .map(|&i| shards[i].0 .0.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!((shards.len(), groups.len()), (6, 3), "{groups:?}");
+    assert_eq!(
+        groups.iter().filter(|g| samples(g).len() == 2).count(),
+        1,
+        "{groups:?}"
+    );
+    let nf_test = read("nextflow/tests/main.nf.test");
+    assert!(nf_test.contains("{ assert workflow.trace.succeeded().size() == 10 }"));
+    assert!(nf_test.contains("{ assert modelLoads(outputDir, 'protein') == 3 }"));
+}
