@@ -6,8 +6,9 @@
  *   models given as Hub ids / 500 / 300 / URL -> FETCH_MODELS once (storeDir), or --hf_home
  *   samplesheet (sample,fasta) or FASTA glob
  *     -> TRANSLATE      per sample, ORFs cut into shards of --shard_size
- *     -> EMBED_DNA      per shard, one GPU each
- *     -> EMBED_PROTEIN  per shard, one GPU each
+ *     -> EMBED_DNA      per group of shards (one GPU each): a shard alone, or small shards of
+ *     -> EMBED_PROTEIN  several samples together up to --embed_group_tokens, so that the
+ *                       models are loaded once per task rather than once per sample
  *     -> PREDICT        per sample, as soon as all of its shards are embedded (with the
  *                       sample's FASTA and chunks: viral_sequences.fa.gz, viral_chunks.fa.gz)
  *     -> results/<sample>/...
@@ -74,8 +75,20 @@ workflow {
     // [meta + [shards: n], shard key, nucleotide .fa, protein .faa], one item per shard.
     def shards = TRANSLATE.out.shards.flatMap { meta, nucleotide, protein -> pairShards(meta, nucleotide, protein) }
 
-    EMBED_DNA(shards.map { meta, key, nucleotide, protein -> [meta, key, nucleotide] }, dnabert, toml)
-    EMBED_PROTEIN(shards.map { meta, key, nucleotide, protein -> [meta, key, protein] }, esm, toml)
+    // Shards packed into embedding tasks up to --embed_group_tokens (embedGroups): loading
+    // ESM-2 3B takes longer than embedding a small sample, so many small samples share a task
+    // and its one model load. The packing waits for every TRANSLATE (toList) so that it can
+    // sort: the same inputs give the same groups, which -resume needs to find its tasks.
+    def groups = shards.toList().flatMap { all -> embedGroups(all, intParam('embed_group_tokens')) }
+    EMBED_DNA(groups.map { meta, nucleotide, protein -> [meta, nucleotide] }, dnabert, toml)
+    EMBED_PROTEIN(groups.map { meta, nucleotide, protein -> [meta, protein] }, esm, toml)
+
+    // Each group's files back to [sample meta + [shards: n], shard key, file], one item per
+    // shard, as the steps below have always taken them.
+    def dnaEmbeddings     = EMBED_DNA.out.embeddings.flatMap { group, files -> memberFiles('EMBED_DNA', group, files, '.dna.safetensors', true) }
+    def proteinEmbeddings = EMBED_PROTEIN.out.embeddings.flatMap { group, files -> memberFiles('EMBED_PROTEIN', group, files, '.protein.safetensors', true) }
+    def dnaReports        = EMBED_DNA.out.report.flatMap { group, files -> memberFiles('EMBED_DNA', group, files, '.dna.json', true) }
+    def proteinReports    = EMBED_PROTEIN.out.report.flatMap { group, files -> memberFiles('EMBED_PROTEIN', group, files, '.protein.json', true) }
 
     // Pair each shard's two embeddings, then gather a sample's shards. groupKey carries the
     // sample's shard count, so a sample goes to PREDICT as soon as its last shard is embedded
@@ -84,9 +97,9 @@ workflow {
     // errorStrategy 'ignore' of the user's) must fail the run, not silently drop the sample:
     // join would discard the unmatched item, and groupTuple a group smaller than its groupKey
     // size; failOnMismatch/failOnDuplicate and remainder + the count check make both loud.
-    def embeddings = EMBED_DNA.out.embeddings
+    def embeddings = dnaEmbeddings
         .map { meta, key, dna -> [meta.id, key, meta, dna] }
-        .join(EMBED_PROTEIN.out.embeddings.map { meta, key, protein -> [meta.id, key, protein] }, by: [0, 1], failOnMismatch: true, failOnDuplicate: true)
+        .join(proteinEmbeddings.map { meta, key, protein -> [meta.id, key, protein] }, by: [0, 1], failOnMismatch: true, failOnDuplicate: true)
         .map { id, key, meta, dna, protein -> [groupKey(id, meta.shards), key, meta, dna, protein] }
         .groupTuple(remainder: true)
         .map { id, keys, metas, dna, protein ->
@@ -96,6 +109,18 @@ workflow {
             }
             def rows = [keys, dna, protein].transpose().sort { row -> row[0] }
             [meta.findAll { k, v -> k != 'shards' }, rows.collect { row -> row[1] }, rows.collect { row -> row[2] }]
+        }
+
+    // What the grouping saved, in the reports' own figures: model loads (one per embedding
+    // task and device) and their seconds against the seconds spent embedding.
+    dnaReports.map { meta, shard, json -> ['DNABERT-S', readReport(json)] }
+        .mix(proteinReports.map { meta, shard, json -> ['ESM-2', readReport(json)] })
+        .groupTuple(remainder: true)
+        .subscribe { model, reports ->
+            def loads = reports.collect { r -> r.model_loads as long }.sum(0L)
+            def loading = reports.collect { r -> r.model_load_seconds as double }.sum(0d)
+            def computing = reports.collect { r -> r.compute_seconds as double }.sum(0d)
+            log.info "${model}: ${reports.size()} shard(s) embedded with ${loads} model load(s) in ${String.format('%.1f', loading)} s, embedding ${String.format('%.1f', computing)} s"
         }
 
     // What PREDICT copies the viral sequences and chunks from, with the embeddings: the sample's
@@ -113,8 +138,8 @@ workflow {
     // Records an embedding step could not embed (it exits 2, lists them in <output>.failed.tsv
     // and goes on): the sample is predicted without them. Said per sample, gathered into
     // pipeline_info/failed_records.tsv and counted in the summary table below.
-    EMBED_DNA.out.failed
-        .mix(EMBED_PROTEIN.out.failed)
+    EMBED_DNA.out.failed.flatMap { group, files -> memberFiles('EMBED_DNA', group, files, '.dna.safetensors.failed.tsv', false) }
+        .mix(EMBED_PROTEIN.out.failed.flatMap { group, files -> memberFiles('EMBED_PROTEIN', group, files, '.protein.safetensors.failed.tsv', false) })
         .collectFile(name: 'failed_records.tsv', storeDir: "${params.outdir}/pipeline_info", keepHeader: true, skip: 1, sort: true) { meta, shard, tsv ->
             failedRows(meta.id, shard, tsv.text)
         }
@@ -122,8 +147,8 @@ workflow {
     // One row per sample from the reports the steps write (translate.json, every shard's
     // embedding reports, predict.json): pipeline_info/virnucpro_summary.tsv, and the same as
     // MultiQC custom content (virnucpro_summary_mqc.tsv) for an existing MultiQC report.
-    def embedReports = EMBED_DNA.out.report.map { meta, shard, json -> [meta, 'dna', json] }
-        .mix(EMBED_PROTEIN.out.report.map { meta, shard, json -> [meta, 'protein', json] })
+    def embedReports = dnaReports.map { meta, shard, json -> [meta, 'dna', json] }
+        .mix(proteinReports.map { meta, shard, json -> [meta, 'protein', json] })
         .map { meta, side, json -> [groupKey(meta.id, 2 * meta.shards), readReport(json)] }
         .groupTuple(remainder: true)
         .map { id, reports -> [id.toString(), reports] }
@@ -450,6 +475,55 @@ def pairShards(Map meta, nucleotide, protein) {
 
 def shardKey(f) {
     return f.name.tokenize('.')[0]
+}
+
+// Embedding tasks from every shard ([meta, key, nucleotide, protein]): in a fixed order
+// (sample id, then shard key), shards are added to a group while its size stays within
+// `target` tokens; a shard as large as the target or larger is a group of its own, and so is
+// every shard when the target is 0. A shard's size is its protein FASTA's size in bytes: one
+// byte per residue, one ESM-2 token per residue, plus the headers, so a group holds at most
+// `target` ESM-2 tokens (DNABERT-S makes fewer tokens of the same ORFs). Each group is
+// [[id: embed_<n>_of_<total>, members: the shards' metas with their `shard` key, in order],
+// nucleotide files, protein files].
+def embedGroups(List shards, Integer target) {
+    def sorted = shards.toSorted { a, b -> a[0].id <=> b[0].id ?: a[1] <=> b[1] }
+    def groups = []
+    def size = 0L
+    sorted.each { item ->
+        def weight = item[3].size()
+        if (!groups || target <= 0 || size + weight > target) {
+            groups << []
+            size = 0L
+        }
+        groups[-1] << item
+        size += weight
+    }
+    return groups.withIndex().collect { members, i ->
+        def meta = [id: "embed_${i + 1}_of_${groups.size()}".toString(), members: members.collect { m, key, nucleotide, protein -> m + [shard: key] }]
+        [meta, members.collect { item -> item[2] }, members.collect { item -> item[3] }]
+    }
+}
+
+// An embedding task's files of one kind (`suffix`) split back by shard: [sample meta, shard key,
+// file] for each member of the group, found by the name the module gives it
+// (<sample>.<shard><suffix>). A missing file fails the run when `required` (the failed lists
+// exist only for shards with failures); a file of no member would be a module bug.
+def memberFiles(String process, Map group, files, String suffix, boolean required) {
+    def byName = (files instanceof List ? files : [files]).collectEntries { f -> [(f.name): f] }
+    def found = group.members.findResults { m ->
+        def name = "${m.id}.${m.shard}${suffix}".toString()
+        if (!byName.containsKey(name)) {
+            if (required) {
+                error "${process} (${group.id}): no ${name} among its outputs ${byName.keySet().sort()}"
+            }
+            return null
+        }
+        [m.findAll { k, v -> k != 'shard' }, m.shard, byName.remove(name)]
+    }
+    if (byName) {
+        error "${process} (${group.id}): outputs ${byName.keySet().sort()} belong to none of its shards"
+    }
+    return found
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use anyhow::Result;
 
 use crate::device::{DeviceSpec, LazyPlacement, Precision};
-use crate::embed::{EmbedCommand, EmbedKind};
+use crate::embed::{EmbedCommand, EmbedInput, EmbedKind};
 use crate::hub::{self, ModelKind};
 
 use crate::flag_values::{
@@ -184,7 +184,8 @@ impl ComputeArgs {
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
     /// Input FASTA of ORFs (translate's identified_nucleotide.fa / identified_protein.faa or a shard).
-    pub input: PathBuf,
+    #[arg(required_unless_present = "manifest", conflicts_with = "manifest")]
+    pub input: Option<PathBuf>,
     /// Model: a Hugging Face directory (config.json + model.safetensors / pytorch_model.bin),
     /// for ESM-2 also a fair-esm checkpoint file (esm2_t36_3B_UR50D.pt), or a Hub id
     /// (org/name[@revision]) from the cache (`virnucpro models fetch`).
@@ -194,11 +195,24 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub download: bool,
     /// Output embeddings file (.safetensors: tensor `embeddings` [N, D], ids in metadata).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    pub output: Option<PathBuf>,
+    /// Several inputs in one process, the model loaded once: a TSV file with one
+    /// INPUT<TAB>OUTPUT[<TAB>REPORT] line per input, each embedded as if given alone (its own
+    /// output, failed list, checkpoint and report). `--report` then gets the loads and every
+    /// input's figures together.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// Also write the run's figures (sequences, tokens, devices, wall time, rates) as JSON here.
+    /// Also write the run's figures (sequences, tokens, devices, wall time, rates, model
+    /// loading vs embedding seconds) as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 }
@@ -212,18 +226,40 @@ impl EmbedArgs {
             EmbedKind::Protein => ModelKind::Esm,
         };
         let compute = self.compute.settings();
-        Ok(EmbedCommand {
-            kind,
-            placement: LazyPlacement::new(compute.placement_request()),
-            opts: crate::embed::EmbedOptions {
-                model: hub::resolve::model(&self.model, model_kind, self.download, quiet)?,
-                input: self.input,
-                output: self.output,
-                compute,
-                quiet,
-            },
-            report: self.report,
-        })
+        let placement = LazyPlacement::new(compute.placement_request());
+        let model = hub::resolve::model(&self.model, model_kind, self.download, quiet)?;
+        let opts = |input: PathBuf, output: PathBuf| crate::embed::EmbedOptions {
+            model: model.clone(),
+            input,
+            output,
+            compute: compute.clone(),
+            quiet,
+        };
+        // clap makes sure of one form or the other.
+        let (inputs, manifest_report) = match (self.manifest, self.input, self.output) {
+            (Some(manifest), _, _) => {
+                let entries = crate::embed::manifest::read(&manifest)?;
+                let inputs = entries
+                    .into_iter()
+                    .map(|e| EmbedInput {
+                        opts: opts(e.input, e.output),
+                        report: e.report,
+                        manifest_line: Some(e.line),
+                    })
+                    .collect();
+                (inputs, self.report)
+            }
+            (None, Some(input), Some(output)) => {
+                let one = EmbedInput {
+                    opts: opts(input, output),
+                    report: self.report,
+                    manifest_line: None,
+                };
+                (vec![one], None)
+            }
+            _ => anyhow::bail!("give INPUT and --output, or --manifest"),
+        };
+        Ok(EmbedCommand::new(kind, inputs, manifest_report, placement))
     }
 }
 

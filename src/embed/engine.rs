@@ -53,10 +53,17 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
 
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
 pub trait EncoderLoader: Sync {
-    type Model<B: ModelOps>: PooledEncoder<B> + Clone;
+    /// `'static` so that a loaded model can be kept for the next input of the same process
+    /// (`encoders::Reusing`): the models own their tensors.
+    type Model<B: ModelOps>: PooledEncoder<B> + Clone + 'static;
     /// Padded tokens per batch on a GPU whose free memory is not known.
     const GPU_BATCH_TOKENS: usize;
     fn load<B: ModelOps>(&self, device: &B::Device) -> Result<Self::Model<B>>;
+    /// The free memory of CUDA device `gpu` once the model is loaded there (`read` asks the
+    /// driver), which sizes the batches.
+    fn free_after_load(&self, _gpu: usize, read: impl FnOnce() -> Option<u64>) -> Option<u64> {
+        read()
+    }
 }
 
 /// Receives the workers' results, on the thread that started the job.
@@ -330,7 +337,8 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         if !cpu {
             let _ = B::sync(&devices[0]);
         }
-        let free = first_gpu.and_then(crate::device::cuda::free_memory);
+        let free = first_gpu
+            .and_then(|gpu| loader.free_after_load(gpu, || crate::device::cuda::free_memory(gpu)));
         let batches = coordinator.plan(dim, first.shape(), free)?;
         if batches.is_empty() {
             return Ok(read_back);

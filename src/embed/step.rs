@@ -10,6 +10,7 @@ use anyhow::Result;
 use super::assembler::{Assembled, Assembler, Kept};
 use super::encoders::Tokenized;
 use super::engine::{EmbedJob, EncoderLoader, Faults};
+use super::reuse::Reusing;
 use super::{failed_path, EmbedOptions, EmbedSummary};
 use crate::device::placement::DtypeReadBack;
 use crate::device::{self, Devices, LazyPlacement, Precision};
@@ -19,14 +20,16 @@ use crate::io::output::write_atomic;
 use crate::runtime::interrupt::{Interrupted, StopOnSignal};
 use crate::runtime::progress::Progress;
 
-/// The shared path: tokens in, embeddings file out.
+/// The shared path: tokens in, embeddings file out. `loader` keeps the model for the next
+/// input of the same process; the loads this input caused are in the summary.
 pub(crate) fn embed_tokens<L: EncoderLoader>(
     opts: &EmbedOptions,
     placement: &LazyPlacement,
     input: Tokenized,
-    loader: &L,
+    loader: &Reusing<L>,
 ) -> Result<EmbedSummary> {
     let started = Instant::now();
+    let loads_before = loader.count();
     let Tokenized { ids, tokens, meta } = input;
     let placement = placement.get()?;
     let (devices, precision) = (&placement.devices, placement.precision);
@@ -65,6 +68,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         step,
     };
     let kept = out.write(assembled)?;
+    let loads = loader.count();
     let wall = started.elapsed().as_secs_f64();
     let n_tokens: usize = tokens.iter().map(Vec::len).sum();
     let computed_tokens: usize = per_device.iter().map(|d| d.tokens).sum();
@@ -88,6 +92,8 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         sequences_per_second: kept as f64 / wall.max(1e-9),
         tokens_per_second: n_tokens as f64 / wall.max(1e-9),
         compute_seconds: compute_wall,
+        model_loads: loads.loads - loads_before.loads,
+        model_load_seconds: loads.seconds - loads_before.seconds,
         compute_tokens_per_second: computed_tokens as f64 / compute_wall.max(1e-9),
         peak_rss_mb: crate::runtime::resources::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
     })
@@ -97,7 +103,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
 /// it stopped early.
 fn run_engine<L: EncoderLoader>(
     asm: &mut Assembler,
-    loader: &L,
+    loader: &Reusing<L>,
     tokens: &[Vec<u32>],
     ids: &[String],
     devices: &Devices,

@@ -1,8 +1,9 @@
 //! A Groovy subset, enough to render the Nextflow modules' scripts and evaluate the configs'
 //! closures as Nextflow would (tests/workflow/nextflow_modules.rs): string literals, GString
-//! interpolation (`${expr}`, greedy `$a.b.c`, `\$`, `\\`, line continuations), dotted names,
-//! `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, `.endsWith(...)`, one-parameter closures, and
-//! Groovy's stripIndent. Anything else is an error, so a module that needs more fails its
+//! interpolation (`${expr}`, greedy `$a.b.c`, `\$`, `\\`, line continuations), dotted names
+//! (into maps too), `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, list literals, the methods
+//! `.endsWith(s)`, `.collect { a -> ... }` (a closure of one parameter, or several taking a
+//! list's elements), `.transpose()`, `.join(s)` and `.size()`, and Groovy's stripIndent. Anything else is an error, so a module that needs more fails its
 //! tests instead of being half-understood.
 
 use std::collections::BTreeMap;
@@ -16,6 +17,9 @@ pub enum V {
     Str(String),
     /// Staged files of a `path` input: Nextflow writes them space-separated; `[]` is "no file".
     Files(Vec<String>),
+    List(Vec<V>),
+    /// A map such as `meta`, whose keys dotted names reach (`m.id`).
+    Map(BTreeMap<String, V>),
 }
 
 impl V {
@@ -26,6 +30,16 @@ impl V {
             V::Num(n) => n.parse::<f64>() != Ok(0.0),
             V::Str(s) => !s.is_empty(),
             V::Files(f) => !f.is_empty(),
+            V::List(l) => !l.is_empty(),
+            V::Map(m) => !m.is_empty(),
+        }
+    }
+    /// The elements of a list, or of staged files (each a file name).
+    pub fn items(&self) -> Result<Vec<V>, String> {
+        match self {
+            V::List(l) => Ok(l.clone()),
+            V::Files(f) => Ok(f.iter().map(|n| V::Str(n.clone())).collect()),
+            v => Err(format!("not a list: {v:?}")),
         }
     }
     pub fn render(&self) -> String {
@@ -34,6 +48,18 @@ impl V {
             V::Bool(b) => b.to_string(),
             V::Num(s) | V::Str(s) => s.clone(),
             V::Files(f) => f.join(" "),
+            // As Groovy prints them.
+            V::List(l) => format!(
+                "[{}]",
+                l.iter().map(V::render).collect::<Vec<_>>().join(", ")
+            ),
+            V::Map(m) => {
+                let kv: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{}", v.render()))
+                    .collect();
+                format!("[{}]", kv.join(", "))
+            }
         }
     }
     pub fn str(s: &str) -> V {
@@ -56,6 +82,19 @@ impl Ctx {
     pub fn get(&self, name: &str) -> Result<V, String> {
         match self.0.get(name) {
             Some(v) => Ok(v.clone()),
+            // `m.id` of a map `m`: the longest bound prefix, then its keys.
+            None if name.contains('.') => {
+                let mut cut = name.rmatch_indices('.').map(|(i, _)| i);
+                let found = cut.find_map(|i| self.0.get(&name[..i]).map(|v| (v, &name[i + 1..])));
+                let (mut v, rest) = found.ok_or(format!("unbound variable `{name}`"))?;
+                for key in rest.split('.') {
+                    v = match v {
+                        V::Map(m) => m.get(key).ok_or(format!("no key `{key}` in `{name}`"))?,
+                        _ => return Err(format!("`{name}`: not a map before `{key}`")),
+                    };
+                }
+                Ok(v.clone())
+            }
             // Unset task.ext.* settings read as null in Nextflow.
             None if name.starts_with("task.ext.") => Ok(V::Null),
             None => Err(format!("unbound variable `{name}`")),
@@ -115,10 +154,16 @@ enum Tok {
     Num(String),
     Name(String),
     Op(&'static str),
+    /// `.name` after a value that is not a name (`[a, b].transpose()`, `{ ... }.join(' ')`).
+    Method(String),
+    /// A closure's body, kept as text until it is called.
+    Closure(String),
 }
 
 fn tokens(src: &str) -> Result<Vec<Tok>, String> {
-    const OPS: [&str; 11] = ["?:", "==", "!=", "&&", "||", "?", ":", "+", "(", ")", "!"];
+    const OPS: [&str; 14] = [
+        "?:", "==", "!=", "&&", "||", "?", ":", "+", "(", ")", "!", "[", "]", ",",
+    ];
     let c: Vec<char> = src.chars().collect();
     let (mut out, mut i) = (Vec::new(), 0);
     let end =
@@ -140,6 +185,17 @@ fn tokens(src: &str) -> Result<Vec<Tok>, String> {
         } else if ch.is_ascii_digit() {
             let j = end(i, |x| x.is_ascii_digit() || x == '.');
             out.push(Tok::Num(c[i..j].iter().collect()));
+            i = j;
+        } else if ch == '{' {
+            let body = block_at(
+                &src[c[..i].iter().map(|x| x.len_utf8()).sum::<usize>()..],
+                0,
+            );
+            out.push(Tok::Closure(body.to_string()));
+            i += body.chars().count() + 2;
+        } else if ch == '.' && c.get(i + 1).is_some_and(|x| x.is_ascii_alphabetic()) {
+            let j = end(i + 1, |x| x.is_ascii_alphanumeric() || x == '_');
+            out.push(Tok::Method(c[i + 1..j].iter().collect()));
             i = j;
         } else if ch.is_ascii_alphabetic() || ch == '_' {
             let j = end(i, |x| x.is_ascii_alphanumeric() || x == '_' || x == '.');
@@ -222,6 +278,14 @@ impl Parser<'_> {
         if self.eat("!") {
             return Ok(V::Bool(!self.unary()?.truthy()));
         }
+        let mut v = self.primary()?;
+        while let Some(Tok::Method(m)) = self.toks.get(self.pos).cloned() {
+            self.pos += 1;
+            v = self.call(v, &m)?;
+        }
+        Ok(v)
+    }
+    fn primary(&mut self) -> Result<V, String> {
         let tok = self.toks.get(self.pos).cloned().ok_or("unexpected end")?;
         self.pos += 1;
         Ok(match tok {
@@ -230,12 +294,11 @@ impl Parser<'_> {
             Tok::Num(n) => V::Num(n),
             Tok::Name(n) if n == "null" => V::Null,
             Tok::Name(n) if n == "true" || n == "false" => V::Bool(n == "true"),
-            // The one method call the configs need: `name.endsWith('suffix')`.
-            Tok::Name(n) if n.ends_with(".endsWith") && self.eat("(") => {
-                let target = self.ctx.get(n.trim_end_matches(".endsWith"))?.render();
-                let suffix = self.ternary()?.render();
-                self.expect(")")?;
-                V::Bool(target.ends_with(&suffix))
+            // `a.b.method(...)` / `a.b.method { ... }`: the last segment is a method call.
+            Tok::Name(n) if n.contains('.') && self.at_arguments() => {
+                let (target, method) = n.rsplit_once('.').unwrap();
+                let target = self.ctx.get(target)?;
+                self.call(target, method)?
             }
             Tok::Name(n) => self.ctx.get(&n)?,
             Tok::Op("(") => {
@@ -243,7 +306,71 @@ impl Parser<'_> {
                 self.expect(")")?;
                 v
             }
+            Tok::Op("[") => {
+                let mut items = Vec::new();
+                while !self.eat("]") {
+                    if !items.is_empty() {
+                        self.expect(",")?;
+                    }
+                    items.push(self.ternary()?);
+                }
+                V::List(items)
+            }
             t => return Err(format!("unexpected {t:?}")),
+        })
+    }
+    fn at_arguments(&self) -> bool {
+        matches!(
+            self.toks.get(self.pos),
+            Some(Tok::Op("(") | Tok::Closure(_))
+        )
+    }
+    /// `target.method(arg)` or `target.method { closure }`.
+    fn call(&mut self, target: V, method: &str) -> Result<V, String> {
+        if let Some(Tok::Closure(body)) = self.toks.get(self.pos).cloned() {
+            self.pos += 1;
+            if method != "collect" {
+                return Err(format!("unsupported method {method} {{ }}"));
+            }
+            let items = target.items()?.into_iter();
+            let out: Result<Vec<V>, String> = items
+                .map(|x| call_closure(&body, Some(x), self.ctx))
+                .collect();
+            return Ok(V::List(out?));
+        }
+        self.expect("(")?;
+        let arg = if self.eat(")") {
+            None
+        } else {
+            let a = self.ternary()?;
+            self.expect(")")?;
+            Some(a)
+        };
+        Ok(match (method, arg) {
+            ("endsWith", Some(a)) => V::Bool(target.render().ends_with(&a.render())),
+            ("join", Some(a)) => {
+                let parts: Vec<String> = target.items()?.iter().map(V::render).collect();
+                V::Str(parts.join(&a.render()))
+            }
+            ("size", None) => V::Num(target.items()?.len().to_string()),
+            ("transpose", None) => {
+                let rows: Vec<Vec<V>> = target
+                    .items()?
+                    .iter()
+                    .map(V::items)
+                    .collect::<Result<_, _>>()?;
+                let n = rows.first().map_or(0, Vec::len);
+                if rows.iter().any(|r| r.len() != n) {
+                    // Groovy would cut to the shortest; a module relying on that is a bug.
+                    return Err(format!("transpose of lists of different lengths: {rows:?}"));
+                }
+                V::List(
+                    (0..n)
+                        .map(|i| V::List(rows.iter().map(|r| r[i].clone()).collect()))
+                        .collect(),
+                )
+            }
+            (m, a) => return Err(format!("unsupported method {m}({a:?})")),
         })
     }
 }
@@ -265,12 +392,28 @@ pub fn eval(src: &str, ctx: &Ctx) -> Result<V, String> {
     }
 }
 
-/// A closure's body `x -> expr` (or `expr`) applied to `arg`.
+/// A closure's body `x -> expr` (or `expr`) applied to `arg`; `a, b -> expr` takes the
+/// elements of a list argument, as Groovy does.
 pub fn call_closure(body: &str, arg: Option<V>, ctx: &Ctx) -> Result<V, String> {
     let mut ctx = ctx.clone();
     let expr = match (body.split_once("->"), arg) {
-        (Some((name, expr)), Some(arg)) => {
-            ctx.set(name.trim(), arg);
+        (Some((names, expr)), Some(arg)) => {
+            let names: Vec<&str> = names.split(',').map(str::trim).collect();
+            if names.len() == 1 {
+                ctx.set(names[0], arg);
+            } else {
+                let items = arg.items()?;
+                if items.len() != names.len() {
+                    return Err(format!(
+                        "closure {{{body}}}: {} parameters, {} values",
+                        names.len(),
+                        items.len()
+                    ));
+                }
+                for (n, v) in names.into_iter().zip(items) {
+                    ctx.set(n, v);
+                }
+            }
             expr
         }
         (None, None) => body,
@@ -406,4 +549,37 @@ fn groovy_subset_behaves_like_groovy() {
     assert!(glob_match("t/*.fa", "t/0.fa") && !glob_match("*.fa", "t/0.fa"));
     assert!(glob_match("prediction.{svg,png}", "prediction.png"));
     assert_eq!(block_at("{a {b} '}' // }\n}", 0), "a {b} '}' // }\n");
+    // Lists and maps, as an embedding task over several shards renders its manifest.
+    let member = |id: &str, shard: &str| {
+        V::Map(
+            [("id", id), ("shard", shard)]
+                .map(|(k, v)| (k.to_string(), V::str(v)))
+                .into(),
+        )
+    };
+    ctx.set(
+        "meta.members",
+        V::List(vec![member("s1", "00000"), member("s.2", "00001")]),
+    );
+    let v = eval(
+        "meta.members.collect { m -> \"${m.id}.${m.shard}\" }.join(' ')",
+        &ctx,
+    );
+    assert_eq!(v.unwrap(), V::str("s1.00000 s.2.00001"));
+    let v = eval(
+        "[files, ['x', 'y']].transpose().collect { f, p -> f + ':' + p }.join(',')",
+        &ctx,
+    );
+    assert_eq!(v.unwrap(), V::str("a:x,b:y"));
+    assert_eq!(eval("files.size()", &ctx).unwrap(), V::Num("2".into()));
+    assert_eq!(eval("[1, 'a']", &ctx).unwrap().render(), "[1, a]");
+    assert!(
+        eval("[files, ['x']].transpose()", &ctx).is_err(),
+        "uneven lists"
+    );
+    assert!(eval("meta.members.id", &ctx).is_err(), "a list has no keys");
+    assert!(
+        eval("files.each { f -> f }", &ctx).is_err(),
+        "methods outside the subset"
+    );
 }

@@ -18,12 +18,15 @@
 //! - The GPU guard of process_gpu's beforeScript, rendered and run under the environment each
 //!   executor gives a task (one GPU, several, none, `all`, a stand-in nvidia-smi).
 //! - A small Groovy interpreter (a subset: string literals, `$` interpolation, dotted names,
-//!   `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, `.endsWith(...)`, `def x = ...`) renders
+//!   `+`, `==`, `!=`, `!`, `&&`, `||`, `?:`, `? :`, lists and maps, `.endsWith(...)`,
+//!   `.collect { }`, `.transpose()`, `.join(...)`, `.size()`, `def x = ...`) renders
 //!   each module's `script:` and `stub:` the way Nextflow writes .command.sh, with the test
 //!   profile's params and conf/modules.config's ext.args, and runs them under process.shell with
 //!   the built binary. That is what proves, without Nextflow, what neither the static checks nor
 //!   (absent Nextflow) nf-test do: the scripts as rendered chain TRANSLATE -> EMBED_* per shard
-//!   -> PREDICT and reproduce the original's calls, and PREDICT's gzipped viral FASTA files
+//!   -> PREDICT and reproduce the original's calls; 50 small samples, packed as main.nf packs
+//!   them, share a handful of embedding tasks with one model load each and get the same
+//!   embeddings and tables as with one task per shard; and PREDICT's gzipped viral FASTA files
 //!   decompress to what standalone `virnucpro predict --sequences --chunks` writes; each stub
 //!   writes the files the real step writes, in the same shape (names, report keys, table
 //!   headers), and meta.yml's patterns match them; exit code 2 of the embedding steps passes
@@ -547,32 +550,46 @@ fn translate_task(root: &Path, id: &str, fasta: &Path, config: Option<&Path>) ->
     Task::new(root, "TRANSLATE", id, inputs, stage)
 }
 
-/// An EMBED_DNA or EMBED_PROTEIN (`name`) task on shard `shard` of sample `id`; the model is
-/// staged as is, read at `model/subdir`.
+/// One shard as an embedding task takes it: (sample id, shard key, its FASTA).
+type Shard = (String, String, PathBuf);
+
+/// An EMBED_DNA or EMBED_PROTEIN (`name`) task on a group of shards, as main.nf's embedGroups
+/// hands them over: `meta.members` the shards' sample ids and keys, the FASTA files staged each
+/// in its own folder (`stageAs: '?/*'`), in the same order. The model is staged as is, read at
+/// `model/subdir`.
 fn embed_task(
     root: &Path,
     name: &str,
-    (id, shard): (&str, &str),
-    fasta: &Path,
+    (group, members): (&str, &[Shard]),
     model: &Path,
     subdir: &str,
 ) -> Task {
+    let member = |(id, shard, _): &Shard| {
+        let keys = [("id", id), ("shard", shard)];
+        V::Map(keys.map(|(k, v)| (k.to_string(), V::str(v))).into())
+    };
+    let staged_fasta: Vec<(String, PathBuf)> = members
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, f))| (format!("{}/{}", i + 1, file_name(f)), f.clone()))
+        .collect();
     let inputs = vec![
-        ("meta.id", V::str(id)),
-        ("shard", V::str(shard)),
-        ("fasta", V::file(&file_name(fasta))),
+        ("meta.id", V::str(group)),
+        (
+            "meta.members",
+            V::List(members.iter().map(member).collect()),
+        ),
+        (
+            "fasta",
+            V::Files(staged_fasta.iter().map(|(n, _)| n.clone()).collect()),
+        ),
         ("model", V::file(&file_name(model))),
         ("model_subdir", V::str(subdir)),
         ("model_sig", V::str("0123456789abcdef0123456789abcdef")),
         ("config", V::Files(vec![])),
     ];
-    Task::new(
-        root,
-        name,
-        &format!("{id}_{shard}"),
-        inputs,
-        vec![staged(fasta), staged(model)],
-    )
+    let stage = staged_fasta.into_iter().chain([staged(model)]).collect();
+    Task::new(root, name, group, inputs, stage)
 }
 
 /// A PREDICT task on one sample: every shard's embeddings, the sample's input FASTA (staged
@@ -643,7 +660,8 @@ fn run_sample(root: &Path, bin: &Path, id: &str, fasta: &Path) -> Vec<Task> {
             ("EMBED_PROTEIN", &prot[k], "esm", &mut protein),
         ] {
             let model = param_path(&params, model);
-            let task = embed_task(root, name, (id, k), input, &model, "");
+            let shard = [(id.to_string(), k.clone(), input.clone())];
+            let task = embed_task(root, name, (&format!("{id}_{k}"), &shard), &model, "");
             task.run(Block::Script, bin);
             let out = task.outputs();
             assert!(
@@ -977,18 +995,20 @@ fn rendered_module_scripts_are_shellcheck_clean() {
     shellcheck(&scripts);
 }
 
-/// A stand-in `virnucpro` that writes the embedding outputs and exits with $FAKE_RC; with
-/// FAKE_NO_REPORT set it writes no --report (what a usage error or a crash leaves).
+/// A stand-in `virnucpro` that writes the embedding outputs of its --manifest and exits with
+/// $FAKE_RC; with FAKE_NO_REPORT set it writes no report (what a usage error or a crash
+/// leaves).
 const FAKE_VIRNUCPRO: &str = r#"#!/bin/sh
 if [ "$1" = "--version" ]; then echo "virnucpro 0.1.0"; exit 0; fi
 prev=""
 for a in "$@"; do
-  case "$prev" in
-    --output)
-      : > "$a"
-      if [ "${FAKE_RC:-0}" = 2 ]; then printf 'id\tstep\treason\nx_chunk_1F1\tembed\tfake\n' > "$a.failed.tsv"; fi ;;
-    --report) [ -n "${FAKE_NO_REPORT:-}" ] || echo '{}' > "$a" ;;
-  esac
+  if [ "$prev" = --manifest ]; then
+    while IFS="$(printf '\t')" read -r input output report; do
+      : > "$output"
+      if [ "${FAKE_RC:-0}" = 2 ]; then printf 'id\tstep\treason\nx_chunk_1F1\tembed\tfake\n' > "$output.failed.tsv"; fi
+      [ -n "${FAKE_NO_REPORT:-}" ] || echo "{\"input\": \"$input\"}" > "$report"
+    done < "$a"
+  fi
   prev=$a
 done
 exit "${FAKE_RC:-0}"
@@ -1084,11 +1104,11 @@ fn a_hub_cache_snapshot_model_is_read_through_its_repository_directory() {
     let shard = root.path().join("00000.identified_nucleotide.fa");
     fs::write(&shard, format!(">orf1\n{}\n", "ACGTTGCAAG".repeat(30))).unwrap();
     let subdir = "snapshots/0123abcd";
+    let shards = [("hub".to_string(), "00000".to_string(), shard)];
     let task = embed_task(
         root.path(),
         "EMBED_DNA",
-        ("hub", "00000"),
-        &shard,
+        ("hub_00000", &shards),
         &repo_dir,
         subdir,
     );
@@ -1112,10 +1132,10 @@ TRANSLATE translate/translate.json -> translate/translate.json
 TRANSLATE translate/shards/00000.identified_nucleotide.fa -> -
 TRANSLATE translate/chunked.fa -> -
 TRANSLATE versions.yml -> -
-EMBED_DNA s1.00000.dna.json -> embeddings/s1.00000.dna.json
-EMBED_DNA s1.00000.dna.safetensors.failed.tsv -> embeddings/s1.00000.dna.safetensors.failed.tsv
-EMBED_DNA s1.00000.dna.safetensors -> -
-EMBED_PROTEIN s1.00000.protein.safetensors +save_embeddings -> embeddings/s1.00000.protein.safetensors
+EMBED_DNA s1/embeddings/s1.00000.dna.json -> embeddings/s1.00000.dna.json
+EMBED_DNA s1/embeddings/s1.00000.dna.safetensors.failed.tsv -> embeddings/s1.00000.dna.safetensors.failed.tsv
+EMBED_DNA s1/embeddings/s1.00000.dna.safetensors -> -
+EMBED_PROTEIN s1/embeddings/s1.00000.protein.safetensors +save_embeddings -> embeddings/s1.00000.protein.safetensors
 EMBED_PROTEIN versions.yml +save_embeddings -> -
 PREDICT prediction_results_highestscore.csv -> prediction_results_highestscore.csv
 PREDICT predict.json -> predict.json
@@ -1158,13 +1178,15 @@ fn outputs_are_published_by_conf_modules_config() {
         let dir = call_closure(&closure("path"), None, &ctx).unwrap().render();
         let got = match call_closure(&closure("saveAs"), Some(V::str(words[1])), &ctx).unwrap() {
             V::Null => "-".to_string(),
-            name => format!(
-                "{}/{}",
-                dir.strip_prefix("results/s1").unwrap(),
-                name.render()
-            ),
+            // Under the sample's folder, whether the path or the file's name says which.
+            name => format!("{dir}/{}", name.render())
+                .strip_prefix("results/s1/")
+                .unwrap_or_else(|| {
+                    panic!("{line}: {dir}/{} is not under results/s1/", name.render())
+                })
+                .to_string(),
         };
-        assert_eq!(got.trim_start_matches('/'), want, "{line}");
+        assert_eq!(got, want, "{line}");
         // PREDICT's files are the sample's results: each is in the README's table of them.
         if words[0] == "PREDICT" && want != "-" {
             assert!(
@@ -1479,7 +1501,7 @@ fn params_are_documented_in_the_schema() {
                 (ty == "integer" || ty == "number") && prop["default"].as_f64() == n.parse().ok()
             }
             V::Str(s) => ty == "string" && prop["default"] == s.as_str(),
-            V::Files(_) => false,
+            V::Files(_) | V::List(_) | V::Map(_) => false,
         };
         assert!(ok, "{name}: {v:?} in nextflow.config, {prop} in the schema");
     }
@@ -2659,4 +2681,253 @@ fn every_meta_yml_is_valid_under_nf_cores_meta_schema() {
             "{what}: topics"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many small samples: embedding tasks shared, models loaded once per task.
+
+/// main.nf's embedGroups, restated (Nextflow cannot run here; the rules file pins its text):
+/// shards in (sample id, shard key) order, added to the current group while its size (the
+/// protein shard's bytes) stays within `target`; a shard as large or larger, or every shard
+/// when `target` is 0, starts a group of its own. Returns the groups as indices into `shards`.
+fn embed_groups(shards: &[(Shard, PathBuf)], target: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..shards.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&shards[a].0 .0, &shards[a].0 .1).cmp(&(&shards[b].0 .0, &shards[b].0 .1))
+    });
+    let (mut groups, mut size): (Vec<Vec<usize>>, u64) = (Vec::new(), 0);
+    for i in order {
+        let weight = fs::metadata(&shards[i].1).unwrap().len();
+        if groups.is_empty() || target == 0 || size + weight > target {
+            groups.push(Vec::new());
+            size = 0;
+        }
+        groups.last_mut().unwrap().push(i);
+        size += weight;
+    }
+    groups
+}
+
+/// An embedding task's file for one member, found as main.nf's memberFiles finds it: by the
+/// name `<sample>.<shard><suffix>` among the task's outputs of that kind.
+fn member_file(task: &Task, emit: &str, (id, shard): (&str, &str), suffix: &str) -> PathBuf {
+    let outputs = &task.outputs()[emit];
+    let want = format!("{id}.{shard}{suffix}");
+    let hits: Vec<&String> = outputs
+        .iter()
+        .filter(|f| file_name(Path::new(f)) == want)
+        .collect();
+    assert_eq!(hits.len(), 1, "{}: {want} in {outputs:?}", task.module.name);
+    task.dir.join(hits[0])
+}
+
+fn report(path: &Path) -> Json {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// 50 small samples (a virome's worth of tiny assemblies): packed as main.nf packs them, their
+/// shards go to a handful of EMBED_DNA/EMBED_PROTEIN tasks instead of one task per shard. Each
+/// task's one `--manifest` process loads its model once: the reports' `model_loads` add up to
+/// the number of tasks, not of samples, and say the loading seconds apart from the embedding
+/// seconds. Every shard's embeddings come out byte for byte as a task of their own writes them,
+/// holding that shard's ids only, and PREDICT, given the files split back by name, writes every
+/// sample's tables exactly as with one task per shard.
+#[test]
+fn many_small_samples_share_embedding_tasks_and_their_model_loads() {
+    let root = tempfile::tempdir().unwrap();
+    let (root, bin, params) = (root.path(), bin_dir(root.path()), test_params());
+    let source = fs::read_to_string(fixtures().join("e2e/input.fa")).unwrap();
+    let records: Vec<&str> = source.split('>').filter(|r| !r.is_empty()).collect();
+    fs::create_dir_all(root.join("inputs")).unwrap();
+    // Samples of 1 to 6 of the fixture's sequences: several shards for some (the test
+    // profile's shard_size).
+    let mut shards: Vec<(Shard, PathBuf)> = Vec::new();
+    let mut translated = BTreeMap::new();
+    for j in 0..50 {
+        let id = format!("s{j:02}");
+        let fasta = root.join(format!("inputs/{id}.fa"));
+        let picked = (0..1 + j % 6).map(|r| records[(j + 3 * r) % records.len()]);
+        fs::write(&fasta, picked.map(|r| format!(">{r}")).collect::<String>()).unwrap();
+        let t = translate_task(root, &id, &fasta, None);
+        t.run(Block::Script, &bin);
+        for f in t.outputs()["shards"].iter().filter(|f| f.ends_with(".fa")) {
+            let nuc = t.dir.join(f);
+            let key = file_name(&nuc)[..5].to_string();
+            let prot = t
+                .dir
+                .join(f.replace("identified_nucleotide.fa", "identified_protein.faa"));
+            shards.push(((id.clone(), key, nuc), prot));
+        }
+        translated.insert(id, (fasta, t.dir.join(&t.outputs()["chunks"][0])));
+    }
+    assert!(
+        shards.len() > 50,
+        "some samples have several shards: {}",
+        shards.len()
+    );
+    let total: u64 = shards
+        .iter()
+        .map(|(_, p)| fs::metadata(p).unwrap().len())
+        .sum();
+    let groups = embed_groups(&shards, total / 5 + 1);
+    assert!(
+        (3..=8).contains(&groups.len()),
+        "{} shards of 50 samples in {} embedding tasks",
+        shards.len(),
+        groups.len()
+    );
+    assert_eq!(
+        embed_groups(&shards, 0).len(),
+        shards.len(),
+        "target 0: one task per shard"
+    );
+
+    // Both ways: one task per shard (`alone`), and the groups. Per arm, per shard: the files.
+    let mut files: BTreeMap<(&str, String, String), (PathBuf, PathBuf)> = BTreeMap::new();
+    let mut loads = BTreeMap::new();
+    let alone: Vec<Vec<usize>> = (0..shards.len()).map(|i| vec![i]).collect();
+    for (arm, arm_groups) in [("alone", &alone), ("grouped", &groups)] {
+        let arm_root = root.join(arm);
+        fs::create_dir_all(&arm_root).unwrap();
+        for (g, members) in arm_groups.iter().enumerate() {
+            let group: Vec<Shard> = members.iter().map(|&i| shards[i].0.clone()).collect();
+            for (name, kind, model) in [
+                ("EMBED_DNA", "dna", "dnabert"),
+                ("EMBED_PROTEIN", "protein", "esm"),
+            ] {
+                let mut group = group.clone();
+                if kind == "protein" {
+                    for (s, &i) in group.iter_mut().zip(members) {
+                        s.2 = shards[i].1.clone();
+                    }
+                }
+                let tag = format!("embed_{}_of_{}", g + 1, arm_groups.len());
+                let task = embed_task(
+                    &arm_root,
+                    name,
+                    (&tag, &group),
+                    &param_path(&params, model),
+                    "",
+                );
+                task.run(Block::Script, &bin);
+                assert!(task.outputs()["failed"].is_empty(), "{arm} {name} {tag}");
+                let mut task_loads = 0;
+                for (id, key, _) in &group {
+                    let st = member_file(
+                        &task,
+                        "embeddings",
+                        (id, key),
+                        &format!(".{kind}.safetensors"),
+                    );
+                    let json = member_file(&task, "report", (id, key), &format!(".{kind}.json"));
+                    let r = report(&json);
+                    task_loads += r["model_loads"].as_u64().unwrap();
+                    let entry = loads
+                        .entry((arm, kind))
+                        .or_insert((0u64, 0.0f64, 0.0f64, 0usize));
+                    entry.1 += r["model_load_seconds"].as_f64().unwrap();
+                    entry.2 += r["compute_seconds"].as_f64().unwrap();
+                    files.insert((arm, kind.to_string(), format!("{id}.{key}")), (st, json));
+                }
+                // The CPU's workers share one model: one load per task, whatever its size.
+                assert_eq!(task_loads, 1, "{arm} {name} {tag}: loads");
+                loads.get_mut(&(arm, kind)).unwrap().0 += task_loads;
+                loads.get_mut(&(arm, kind)).unwrap().3 += 1;
+            }
+        }
+    }
+    for ((arm, kind), (n, load_s, compute_s, tasks)) in &loads {
+        eprintln!("{arm} {kind}: {tasks} tasks, {n} model loads in {load_s:.3} s, embedding {compute_s:.3} s");
+        assert_eq!(*n as usize, *tasks, "{arm} {kind}: one load per task");
+    }
+    assert_eq!(loads[&("grouped", "protein")].0 as usize, groups.len());
+    assert_eq!(loads[&("alone", "protein")].0 as usize, shards.len());
+
+    // Each shard's embeddings: the same bytes, whichever task made them.
+    for ((_, kind, stem), (st, _)) in files.iter().filter(|((arm, _, _), _)| *arm == "grouped") {
+        let single = &files[&("alone", kind.clone(), stem.clone())].0;
+        assert_eq!(
+            fs::read(st).unwrap(),
+            fs::read(single).unwrap(),
+            "{kind} {stem}"
+        );
+    }
+
+    // PREDICT per sample from the files split back, both ways: the same tables.
+    for (id, (fasta, chunks)) in &translated {
+        let mut tables = Vec::new();
+        for arm in ["alone", "grouped"] {
+            let of = |kind: &str| -> Vec<PathBuf> {
+                let mine = files.iter().filter(|((a, k, stem), _)| {
+                    *a == arm && k == kind && stem.starts_with(&format!("{id}."))
+                });
+                mine.map(|(_, (st, _))| st.clone()).collect()
+            };
+            let (dna, protein) = (of("dna"), of("protein"));
+            assert!(!dna.is_empty() && dna.len() == protein.len(), "{arm} {id}");
+            let given = PredictInputs {
+                dna: &dna,
+                protein: &protein,
+                fasta,
+                chunks,
+            };
+            let p = predict_task(
+                &root.join(arm),
+                id,
+                &given,
+                &param_path(&params, "classifier"),
+            );
+            p.run(Block::Script, &bin);
+            let read_table = |t: &str| fs::read_to_string(p.dir.join(t)).unwrap();
+            tables.push(
+                [
+                    "prediction_results.txt",
+                    "prediction_results_highestscore.csv",
+                    "sequence_summary.tsv",
+                ]
+                .map(read_table),
+            );
+        }
+        assert_eq!(
+            tables[0], tables[1],
+            "{id}: PREDICT's tables, one task per shard vs grouped"
+        );
+    }
+}
+
+/// The test profile's two samples, packed by the rule above with its --embed_group_tokens:
+/// three tasks per embedding step, one holding shards of both samples (what the pipeline's
+/// nf-test counts: 2 TRANSLATE + 3 + 3 + 2 PREDICT tasks, 3 model loads per step).
+#[test]
+fn the_test_profile_packs_its_shards_into_three_tasks_across_samples() {
+    let root = tempfile::tempdir().unwrap();
+    let (root, bin, params) = (root.path(), bin_dir(root.path()), test_params());
+    let sheet = param_path(&params, "input");
+    let mut shards = Vec::new();
+    for line in fs::read_to_string(&sheet).unwrap().lines().skip(1) {
+        let (id, fasta) = line.split_once(',').unwrap();
+        let t = translate_task(root, id, &sheet.parent().unwrap().join(fasta), None);
+        t.run(Block::Script, &bin);
+        for f in t.outputs()["shards"].iter().filter(|f| f.ends_with(".faa")) {
+            let prot = t.dir.join(f);
+            let key = file_name(&prot)[..5].to_string();
+            shards.push(((id.to_string(), key, PathBuf::new()), prot));
+        }
+    }
+    let target: u64 = params["embed_group_tokens"].render().parse().unwrap();
+    let groups = embed_groups(&shards, target);
+    let samples = |g: &Vec<usize>| {
+        g.iter()
+            .map(|&i| shards[i].0 .0.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!((shards.len(), groups.len()), (6, 3), "{groups:?}");
+    assert_eq!(
+        groups.iter().filter(|g| samples(g).len() == 2).count(),
+        1,
+        "{groups:?}"
+    );
+    let nf_test = read("nextflow/tests/main.nf.test");
+    assert!(nf_test.contains("{ assert workflow.trace.succeeded().size() == 10 }"));
+    assert!(nf_test.contains("{ assert modelLoads(outputDir, 'protein') == 3 }"));
 }
