@@ -195,13 +195,26 @@ fn rounded_rows(x: &[f32], rows: usize, k: usize, k_tiles: usize) -> Vec<u16> {
     for (r, src) in x.chunks_exact(k).enumerate() {
         let base = (r / TILE_ROWS) * k_tiles * tile + (r % TILE_ROWS) * TILE_K;
         for (kt, part) in src.chunks(TILE_K).enumerate() {
-            let dst = &mut a[base + kt * tile..][..part.len()];
-            for (d, &s) in dst.iter_mut().zip(part) {
-                *d = bf16::from_f32(s).to_bits();
-            }
+            // SAFETY: AMX-BF16 CPUs have AVX-512 (`gemm_add` asserts `available`).
+            unsafe { round_into(&mut a[base + kt * tile..][..part.len()], part) };
         }
     }
     a
+}
+
+/// `src` rounded to bf16 (to nearest even; a NaN stays a quiet NaN), vectorised: every CPU with
+/// AMX has AVX-512.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn round_into(dst: &mut [u16], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        let b = v.to_bits();
+        let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+        *d = if v.is_nan() {
+            ((b >> 16) | 0x40) as u16
+        } else {
+            rounded
+        };
+    }
 }
 
 /// The f32 output: `rows × n`, row-major. Shared by the tasks of one product, each writing its
@@ -410,6 +423,42 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_matches_the_half_crate_everywhere() {
+        if !available() {
+            eprintln!("this CPU has no AMX-BF16 (nor, perhaps, AVX-512): rounding not run");
+            return;
+        }
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-40,
+            f32::INFINITY,
+        ];
+        let values: Vec<f32> = (0..200_000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+            .chain(specials.iter().flat_map(|&v| [v, -v]))
+            .chain([
+                f32::NAN,
+                1.0 + f32::EPSILON * 64.0,
+                1.0 + f32::EPSILON * 192.0,
+            ])
+            .collect();
+        let mut got = vec![0u16; values.len()];
+        unsafe { round_into(&mut got, &values) };
+        for (&v, &g) in values.iter().zip(&got) {
+            let want = bf16::from_f32(v);
+            if v.is_nan() {
+                assert!(bf16::from_bits(g).is_nan(), "{v}");
+            } else {
+                assert_eq!(g, want.to_bits(), "{v:e} ({:#x})", v.to_bits());
             }
         }
     }

@@ -10,7 +10,7 @@ use std::cell::OnceCell;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
-use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData, TensorPrimitive};
 
 /// [`ModelOps::dense`](super::ops::ModelOps::dense) as Burn's ops, in this order: one
 /// `[b·l, in] × [in, out]` GEMM with the bias, then `gelu` when given (the backend's own, which
@@ -60,6 +60,26 @@ pub fn matmul_operands<B: Backend>(
         x.cast(FloatDType::BF16).cast(FloatDType::F32),
         weight.cast(FloatDType::BF16).cast(FloatDType::F32),
     )
+}
+
+/// LayerNorm over the last dimension, in f32 whatever `x`'s dtype, back in `x`'s dtype: Burn's
+/// layer norm on the GPU backends is a composition whose `(x - mean)²` would run in f16 and
+/// overflow once `|x - mean|` passes 256, and its output would then silently equal beta.
+pub fn layer_norm_composed<B: Backend>(
+    x: Tensor<B, 3>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, 3> {
+    let dtype = x.dtype();
+    let f32 = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
+    let y: Tensor<B, 3> = Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
+        x.cast(FloatDType::F32).into_primitive().tensor(),
+        f32(gamma).into_primitive().tensor(),
+        Some(f32(beta).into_primitive().tensor()),
+        eps,
+    )));
+    y.cast(FloatDType::from(dtype))
 }
 
 /// `[batch, len, in]` -> `[batch, len, out]` as one `[b·l, in] × [in, out]` GEMM instead of b

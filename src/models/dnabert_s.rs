@@ -140,15 +140,18 @@ impl<B: ModelOps> DnabertLayer<B> {
         } else {
             alibi_attention_composed(qkv, batch)
         };
-        let x = self
-            .attn_norm
-            .forward(self.attn_out.forward_fused(attn, Some(&x), false, kernels));
+        let x = self.attn_norm.forward(
+            self.attn_out.forward_fused(attn, Some(&x), false, kernels),
+            kernels.backend_ops,
+        );
 
-        // The backend's GELU, but Burn's GEMMs on every backend here (the fused CPU path
-        // covers the other four projections).
-        let h = B::exact_gelu(self.gate.forward(x.clone())) * self.up.forward(x.clone());
-        self.mlp_norm
-            .forward(self.wo.forward_fused(h, Some(&x), false, kernels))
+        // The gated MLP: GELU(x·gate) ⊙ (x·up), each projection through the backend.
+        let h = self.gate.forward_fused(x.clone(), None, true, kernels)
+            * self.up.forward_fused(x.clone(), None, false, kernels);
+        self.mlp_norm.forward(
+            self.wo.forward_fused(h, Some(&x), false, kernels),
+            kernels.backend_ops,
+        )
     }
 }
 
@@ -314,7 +317,10 @@ impl<B: ModelOps> DnabertS<B> {
             key_bias[b * len + seq.len()..(b + 1) * len].fill(f32::NEG_INFINITY);
         }
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device);
-        let mut x = self.emb_norm.forward(embedding(self.embeddings.val(), ids));
+        let mut x = self.emb_norm.forward(
+            embedding(self.embeddings.val(), ids),
+            self.kernels.backend_ops,
+        );
 
         let alibi = AlibiBatch {
             heads: cfg.num_attention_heads,

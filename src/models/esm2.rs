@@ -173,9 +173,12 @@ impl<B: ModelOps> Esm2Layer<B> {
     /// `kernels`: the backend's own [`ModelOps`] or the generic composition, and the products'
     /// precision.
     fn forward(&self, x: Tensor<B, 3>, batch: &RotaryBatch<B>, kernels: Kernels) -> Tensor<B, 3> {
-        let qkv = self
-            .qkv
-            .forward_fused(self.attn_norm.forward(x.clone()), None, false, kernels);
+        let qkv = self.qkv.forward_fused(
+            self.attn_norm.forward(x.clone(), kernels.backend_ops),
+            None,
+            false,
+            kernels,
+        );
         let attn = if kernels.backend_ops {
             B::rotary_attention(qkv, batch)
         } else {
@@ -183,9 +186,12 @@ impl<B: ModelOps> Esm2Layer<B> {
         };
         let x = self.out.forward_fused(attn, Some(&x), false, kernels);
 
-        let h = self
-            .fc1
-            .forward_fused(self.ffn_norm.forward(x.clone()), None, true, kernels);
+        let h = self.fc1.forward_fused(
+            self.ffn_norm.forward(x.clone(), kernels.backend_ops),
+            None,
+            true,
+            kernels,
+        );
         self.fc2.forward_fused(h, Some(&x), false, kernels)
     }
 }
@@ -428,7 +434,8 @@ impl<B: ModelOps> Esm2<B> {
         for layer in &self.layers {
             x = layer.forward(x, &rotary, self.kernels);
         }
-        self.emb_layer_norm_after.forward(x)
+        self.emb_layer_norm_after
+            .forward(x, self.kernels.backend_ops)
     }
 
     /// What this model computes in, read back: the dtype of the token embedding table (an

@@ -6,10 +6,10 @@
 
 use burn::module::{Module, Param};
 
-use super::composed::{dense_composed, linear_3d, matmul_operands};
+use super::composed::{dense_composed, layer_norm_composed, linear_3d, matmul_operands};
 use super::ops::{Kernels, ModelOps};
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 
 use crate::weights::loader::TensorLoader;
 
@@ -111,19 +111,17 @@ impl<B: Backend> Norm<B> {
             eps,
         }
     }
+}
 
-    /// In f32 whatever `x`'s dtype, back in `x`'s dtype: Burn's layer norm on the GPU
-    /// backends is a composition whose `(x - mean)²` would run in f16 and overflow once
-    /// `|x - mean|` passes 256, and its output would then silently equal beta.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let dtype = x.dtype();
-        let f32 = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
-        let y: Tensor<B, 3> = Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-            x.cast(FloatDType::F32).into_primitive().tensor(),
-            f32(self.gamma.val()).into_primitive().tensor(),
-            Some(f32(self.beta.val()).into_primitive().tensor()),
-            self.eps,
-        )));
-        y.cast(FloatDType::from(dtype))
+impl<B: ModelOps> Norm<B> {
+    /// Normalised `x`: through the backend's own [`ModelOps::layer_norm`] when `backend_ops`
+    /// (the CPU's one-pass-per-row kernel), else the generic composition.
+    pub fn forward(&self, x: Tensor<B, 3>, backend_ops: bool) -> Tensor<B, 3> {
+        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        if backend_ops {
+            <B as ModelOps>::layer_norm(x, gamma, beta, self.eps)
+        } else {
+            layer_norm_composed(x, gamma, beta, self.eps)
+        }
     }
 }

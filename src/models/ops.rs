@@ -53,6 +53,16 @@ pub trait ModelOps: Backend {
         )
     }
 
+    /// LayerNorm over the last dimension with `gamma`/`beta`, in f32 whatever `x`'s dtype.
+    fn layer_norm(
+        x: Tensor<Self, 3>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        eps: f64,
+    ) -> Tensor<Self, 3> {
+        composed::layer_norm_composed(x, gamma, beta, eps)
+    }
+
     /// Exact (erf) GELU.
     fn exact_gelu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
         burn::tensor::activation::gelu(x)
