@@ -206,6 +206,34 @@ pub fn check_cosines<B: Backend>(got: Tensor<B, 2>, cases: &[Case], what: &str, 
     eprintln!("{what}: min cosine vs the f32 goldens {worst:.6}");
 }
 
+/// `--precision bf16` on the CPU for one encoder: `generic` (the composition with bf16-rounded
+/// operands, what the AMX products compute up to the order of f32 additions) within cosine
+/// 0.999 of the f32 goldens, and where the CPU has AMX-BF16 (`amx`), `fused` (the backend's
+/// kernels, products on AMX tiles) too and within `tol` of `generic` (not bit-equal: where the
+/// two paths' f32 activations differ in the last bit, an operand can round to a neighbouring
+/// bf16 value).
+pub fn check_bf16_products<B: Backend>(
+    fused: &impl Embed<B>,
+    generic: &impl Embed<B>,
+    cases: &[Case],
+    amx: bool,
+    tol: f32,
+) {
+    let batch = batch_of(cases);
+    check_cosines(
+        generic.embed(&batch),
+        cases,
+        "bf16 products, composition",
+        0.999,
+    );
+    if !amx {
+        eprintln!("this CPU has no AMX-BF16: the AMX products are not checked here");
+        return;
+    }
+    check_cosines(fused.embed(&batch), cases, "bf16 products, AMX", 0.999);
+    check_paths_agree(fused, generic, cases, "bf16 AMX vs composition", tol);
+}
+
 /// A small deterministic generator (a 64-bit LCG, Knuth's MMIX constants; no dependency), for
 /// inputs that must be the same on every run.
 pub struct Lcg(pub u64);

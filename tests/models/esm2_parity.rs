@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use virnucpro::models::amx_bf16;
 use virnucpro::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
+use virnucpro::models::ops::Matmul;
 use virnucpro::tokenize::esm::EsmTokenizer;
 
 use crate::common::parity::{self, batch_of, embed_one, max_abs_diff};
@@ -15,6 +17,8 @@ type B = burn::backend::Flex;
 
 const TOL: f32 = 1e-4;
 const BATCH_TOL: f32 = 1e-5;
+/// bf16 products on two paths (see `parity::check_bf16_products`).
+const BF16_TOL: f32 = 5e-3;
 
 fn fixture_dir() -> PathBuf {
     crate::common::fixtures().join("esm2_tiny")
@@ -92,6 +96,18 @@ fn fused_cpu_kernels_equal_the_generic_path() {
     let generic = load(&fixture_dir()).without_cpu_kernels();
     check_goldens(&generic, "generic ops");
     parity::check_paths_agree(&fused, &generic, &cases(), "fused vs generic", BATCH_TOL);
+}
+
+/// `--precision bf16` on the CPU: the projections' products with bf16 operands (on AMX tiles
+/// where the CPU has them) stay within cosine 0.999 of the f32 goldens, and the AMX kernels
+/// compute what the composition with rounded operands does.
+#[test]
+fn bf16_products_stay_near_the_goldens() {
+    let fused = load(&fixture_dir()).with_matmul(Matmul::Bf16);
+    let generic = load(&fixture_dir())
+        .without_cpu_kernels()
+        .with_matmul(Matmul::Bf16);
+    parity::check_bf16_products(&fused, &generic, &cases(), amx_bf16::available(), BF16_TOL);
 }
 
 #[test]

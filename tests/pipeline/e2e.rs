@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_error, check_e2e_goldens, fixtures, records, run, s, stderr};
+use crate::common::{
+    assert_error, check_e2e_goldens, check_e2e_goldens_within, fixtures, records, run, s, stderr,
+};
 
 fn ok(args: &[&str]) {
     let o = run(args, None);
@@ -351,6 +353,41 @@ fn run_reproduces_original_both_chunk_sizes() {
             "run.json",
         ] {
             assert!(tmp.path().join(f).exists(), "{f}");
+        }
+    }
+}
+
+/// `--precision bf16` on the CPU (the projections' products in bf16 on AMX tiles where the CPU
+/// has them; f32 elsewhere, with a warning): the original's calls for every chunk and sequence,
+/// scores within 1e-2, and the report says what computed.
+#[test]
+fn run_with_bf16_products_on_the_cpu_makes_the_original_calls() {
+    let amx = virnucpro::models::amx_bf16::available();
+    for chunk in ["300", "500"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = run_cmd(tmp.path(), chunk, &["-d", "cpu", "--precision", "bf16"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let worst = check_e2e_goldens_within(tmp.path(), chunk, 1e-2);
+        eprintln!("chunk {chunk}: bf16 products (AMX: {amx}), scores max abs diff {worst:e}");
+        let run: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(tmp.path().join("run.json")).unwrap())
+                .unwrap();
+        let embeds: Vec<&serde_json::Value> = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["step"].as_str().unwrap().starts_with("embed"))
+            .map(|s| &s["report"])
+            .collect();
+        assert_eq!(embeds.len(), 2, "{run}");
+        for report in embeds {
+            let (precision, note) = (&report["precision"], &report["matmul_note"]);
+            if amx {
+                assert_eq!(precision, "bf16", "{report}");
+                assert!(note.as_str().unwrap().contains("bf16 matmuls"), "{report}");
+            } else {
+                assert_eq!(precision, "f32", "{report}");
+            }
         }
     }
 }
