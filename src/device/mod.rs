@@ -631,7 +631,9 @@ pub fn effective_precision(devices: &Devices, asked: Precision) -> Result<Precis
             Precision::Bf16
         }
         (Devices::Cpu { .. }, other) => {
-            tracing::warn!("--precision {other} is not available on the CPU backend; using f32");
+            tracing::warn!(
+                "--precision {other} is not available on this CPU (bf16 needs AMX-BF16); using f32"
+            );
             Precision::F32
         }
         // GPUs that compute on the CPU backend (tests' fake GPUs): f32 only, as the CPU.
