@@ -31,6 +31,8 @@ pub(crate) struct Assembler<'a> {
     fingerprint: String,
     /// Padded tokens per batch on a GPU whose free memory is not known.
     gpu_default_budget: usize,
+    /// When the engine was about to start: the first model's load is timed from here.
+    created: Instant,
     /// Made by [`Coordinator::plan`], once the first model is loaded.
     plan: Option<Plan>,
     /// Sequences that failed alone, with the reason.
@@ -55,6 +57,9 @@ struct Plan {
     /// Finished batches not yet in the checkpoint.
     pending: Vec<(Vec<usize>, Vec<f32>)>,
     last_save: Instant,
+    /// From the engine's start to the first model loaded (read, checked, built and on its
+    /// device), when the step is planned.
+    load_seconds: f64,
     compute_started: Instant,
     /// When the latest batch result arrived (the end of computing, once all have).
     last_result: Option<Instant>,
@@ -133,6 +138,11 @@ impl Assembled {
         self.compute_seconds
     }
 
+    /// Loading the first model: from the engine's start to the batches planned.
+    pub fn load_seconds(&self) -> f64 {
+        self.plan.load_seconds
+    }
+
     /// Every finished row into the checkpoint, for a next run that retries only the failures.
     pub fn save_for_retry(&mut self) -> Result<()> {
         self.plan.save_pending()
@@ -208,6 +218,7 @@ impl<'a> Assembler<'a> {
             precision,
             fingerprint: work_fingerprint(opts, meta, devices, precision, tokens),
             gpu_default_budget,
+            created: Instant::now(),
             plan: None,
             failed: Vec::new(),
             per_device: Vec::new(),
@@ -376,6 +387,7 @@ impl Coordinator for Assembler<'_> {
         shape: ModelShape,
         free_bytes: Option<u64>,
     ) -> Result<Vec<Vec<usize>>> {
+        let load_seconds = self.created.elapsed().as_secs_f64();
         let n = self.tokens.len();
         let lengths: Vec<usize> = self.tokens.iter().map(Vec::len).collect();
         let fresh_budget = self.fresh_budget(shape, free_bytes, &lengths);
@@ -398,6 +410,7 @@ impl Coordinator for Assembler<'_> {
             checkpoint,
             pending: Vec::new(),
             last_save: Instant::now(),
+            load_seconds,
             compute_started: Instant::now(),
             last_result: None,
         };

@@ -117,6 +117,9 @@ pub struct EmbedSummary {
     pub batches: usize,
     /// The whole step: reading and tokenising, loading the model, embedding, writing.
     pub wall_seconds: f64,
+    /// Loading the model (the first device's copy): its file read, checked, converted and
+    /// placed, until the batches are planned.
+    pub load_seconds: f64,
     pub sequences_per_second: f64,
     pub tokens_per_second: f64,
     /// Embedding alone: from the batches planned (the model loaded) to the last batch's

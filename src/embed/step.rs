@@ -57,6 +57,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
     let failed = assembled.failed().len();
     let per_device = assembled.device_reports().to_vec();
     let compute_wall = assembled.compute_seconds();
+    let load_seconds = assembled.load_seconds();
     let out = Outputs {
         opts,
         ids: &ids,
@@ -85,6 +86,7 @@ pub(crate) fn embed_tokens<L: EncoderLoader>(
         batch_tokens: budget,
         batches,
         wall_seconds: wall,
+        load_seconds,
         sequences_per_second: kept as f64 / wall.max(1e-9),
         tokens_per_second: n_tokens as f64 / wall.max(1e-9),
         compute_seconds: compute_wall,
