@@ -167,7 +167,11 @@ impl Weights {
     /// Read a tensor, checking its shape exactly.
     pub fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         Ok(match self.checked(name, expected)? {
-            Some(stored) => self.timed(stored.bytes.len(), || host::decode_all(&stored)),
+            Some(stored) => {
+                let values = self.timed(stored.bytes.len(), || host::decode_all(&stored));
+                host::done_with(stored.bytes);
+                values
+            }
             None => self.read_f32(name)?,
         })
     }
@@ -304,7 +308,11 @@ impl Weights {
                 let bytes = len * in_features * stored.dtype.size();
                 self.timed(bytes, || {
                     host::transpose_into(&stored, start, len, in_features, dst)
-                })
+                });
+                // A split weight's parts are read one call each: only after the last.
+                if rows.end == out_features {
+                    host::done_with(stored.bytes);
+                }
             }
             None => {
                 let values = self.read_f32(name)?;
