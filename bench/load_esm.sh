@@ -60,7 +60,7 @@ resident() { "$py" "$here/load_esm.py" resident "$1" | awk '{print $2}'; }
 
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 echo "memory: $(awk '/MemTotal/{printf "%.1f GB", $2/1048576}' /proc/meminfo) total, $(awk '/MemAvailable/{printf "%.1f GB", $2/1048576}' /proc/meminfo) available"
-echo "binary: $bin ($(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "binary: $bin (built $(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC'))"
 echo "cache: $([[ ${DROP_CACHES:-0} == 1 ]] && echo 'drop_caches' || echo 'posix_fadvise per file')"
 printf '%-12s %-5s %-5s %9s %9s %9s %9s %9s %10s\n' format cache what best_s load_s wall-cmp exit_s rss_GB resident
 
