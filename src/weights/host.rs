@@ -134,7 +134,7 @@ pub fn will_need(bytes: &[u8]) {
         // SAFETY: `page..end` lies in the mapping `bytes` borrows from (mappings are whole
         // pages, so the page holding its first byte is part of it); MADV_WILLNEED only starts
         // reading those pages, and a failure is harmless.
-        let page = 4096usize;
+        let page = page_size();
         let start = bytes.as_ptr() as usize;
         let aligned = start / page * page;
         let len = start + bytes.len() - aligned;
@@ -154,7 +154,7 @@ pub fn will_need(bytes: &[u8]) {
 pub fn done_with(bytes: &[u8]) {
     #[cfg(unix)]
     {
-        let page = 4096usize;
+        let page = page_size();
         let start = (bytes.as_ptr() as usize).next_multiple_of(page);
         let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
         if start < end {
@@ -167,6 +167,18 @@ pub fn done_with(bytes: &[u8]) {
             }
         }
     }
+}
+
+/// The system's page size (16 or 64 KiB on some ARM systems, where 4 KiB-aligned advice
+/// would be refused), 4 KiB if it cannot be read.
+#[cfg(unix)]
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
 }
 
 /// All of `src` as `f32`, decoded in parallel.
@@ -378,6 +390,22 @@ mod tests {
                 assert_eq!(*g, exact, "{dtype:?} big_endian={big_endian}");
             }
         }
+    }
+
+    #[test]
+    fn advice_on_a_map_leaves_its_bytes_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weights");
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a private temporary file nothing else writes.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        // Unaligned ends: only whole pages inside are let go; the neighbours are untouched.
+        let part = &map[1000..250_001];
+        will_need(part);
+        done_with(part);
+        assert_eq!(&map[..], &bytes[..]);
     }
 
     #[test]
