@@ -218,12 +218,15 @@ impl<B: ModelOps> DnabertS<B> {
     pub fn load(path: &Path, device: &B::Device) -> Result<(Self, DnabertConfig)> {
         let weights_path = weights::locate(path, "DNABERT-S")?;
         let config = DnabertConfig::from_dir(&weights::model_dir(path))?;
+        let started = std::time::Instant::now();
         let weights = weights::open(&weights_path)?;
+        let opened = started.elapsed();
         let model = Self::from_weights(&weights, config.clone(), device)?;
         weights.check_all_used(
             unused_by_dnabert_s,
             "is num_hidden_layers in config.json right?",
         )?;
+        weights::log_load("DNABERT-S", &weights, opened, started.elapsed());
         Ok((model, config))
     }
 

@@ -7,6 +7,7 @@
 
 use std::cell::OnceCell;
 use std::path::Path;
+use std::time::Instant;
 
 use super::composed::{rotary_attention_composed, RotaryBatch};
 use super::layers::{Dense, Norm};
@@ -279,7 +280,23 @@ impl<B: Backend> LayerReader<'_, B> {
         )
     }
 
+    /// Layer `i`'s `Linear` modules, 99.9% of its bytes.
+    fn linear_modules(&self, i: usize) -> Vec<String> {
+        let n = self.names;
+        [n.q, n.k, n.v, n.out, n.fc1, n.fc2]
+            .iter()
+            .map(|m| format!("{}{i}.{m}", n.layer))
+            .collect()
+    }
+
     fn layer(&self, i: usize) -> Result<Esm2Layer<B>> {
+        // From a cold page cache the next layer's bytes arrive while this one is converted.
+        if i == 0 {
+            self.tensors.prefetch(&self.linear_modules(0));
+        }
+        if i + 1 < self.config.num_layers {
+            self.tensors.prefetch(&self.linear_modules(i + 1));
+        }
         let n = self.names;
         let d = self.config.hidden;
         let at = |m: &str| format!("{}{i}.{m}", n.layer);
@@ -366,7 +383,9 @@ impl<B: ModelOps> Esm2<B> {
                 }
             }
         };
+        let started = Instant::now();
         let weights = weights::open(&weights_path)?;
+        let opened = started.elapsed();
         let model = Self::from_weights(&weights, names, config.clone(), device)?;
         let hint = if std::ptr::eq(names, &FAIR_ESM_NAMES) {
             "does the checkpoint's cfg.model.encoder_layers match the layers it holds?"
@@ -374,6 +393,7 @@ impl<B: ModelOps> Esm2<B> {
             "is num_hidden_layers in config.json right?"
         };
         weights.check_all_used(unused_by_esm2, hint)?;
+        weights::log_load("ESM-2", &weights, opened, started.elapsed());
         Ok((model, config))
     }
 

@@ -7,6 +7,7 @@
 use anyhow::Result;
 use burn::tensor::{backend::Backend, Tensor};
 
+use super::host::Dest;
 use super::Weights;
 
 pub struct TensorLoader<'a, B: Backend> {
@@ -30,6 +31,16 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
         let candidates: Vec<String> = self.prefixes.iter().map(|p| format!("{p}{name}")).collect();
         let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
         Ok(self.weights.resolve(&refs)?.to_string())
+    }
+
+    /// Start reading the weights of `modules` (PyTorch `Linear`s) from disk ahead of their
+    /// use ([`Weights::prefetch`]); names the checkpoint lacks are left to the read to report.
+    pub fn prefetch(&self, modules: &[String]) {
+        for module in modules {
+            if let Ok(name) = self.resolve(&format!("{module}.weight")) {
+                self.weights.prefetch(&name);
+            }
+        }
     }
 
     /// A tensor of exactly `shape`.
@@ -62,17 +73,23 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
         parts: [std::ops::Range<usize>; N],
     ) -> Result<[Tensor<B, 2>; N]> {
         let name = self.resolve(&format!("{module}.weight"))?;
-        let values = self.weights.read(&name, &[out, inp])?;
+        self.weights.check_shape(&name, &[out, inp])?;
         let mut tensors = Vec::with_capacity(N);
         for part in parts {
             anyhow::ensure!(
                 part.start < part.end && part.end <= out,
                 "{name}: output features {part:?} outside 0..{out}"
             );
-            let rows = &values[part.start * inp..part.end * inp];
             let width = part.end - part.start;
-            let t = super::transpose(rows, width, inp);
-            tensors.push(super::upload(t, [inp, width], self.device));
+            let mut values = super::host::buffer(inp * width);
+            let dst = Dest {
+                values: &mut values,
+                stride: width,
+                col: 0,
+            };
+            self.weights
+                .linear_weight_into(&name, out, inp, part, dst)?;
+            tensors.push(super::upload(values, [inp, width], self.device));
         }
         Ok(tensors
             .try_into()
@@ -88,18 +105,26 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
         out: usize,
         inp: usize,
     ) -> Result<(Tensor<B, 2>, Tensor<B, 1>)> {
+        let names = modules
+            .iter()
+            .map(|m| {
+                let name = self.resolve(&format!("{m}.weight"))?;
+                self.weights.check_shape(&name, &[out, inp])?;
+                Ok(name)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let width = modules.len() * out;
-        let mut weight = vec![0f32; inp * width];
+        let mut weight = super::host::buffer(inp * width);
         let mut bias = Vec::with_capacity(width);
-        for (m, module) in modules.iter().enumerate() {
-            let w = self.weights.linear_weight_host(
-                &self.resolve(&format!("{module}.weight"))?,
-                out,
-                inp,
-            )?;
-            for (i, row) in w.chunks_exact(out.max(1)).enumerate() {
-                weight[i * width + m * out..i * width + (m + 1) * out].copy_from_slice(row);
-            }
+        for (m, (module, name)) in modules.iter().zip(&names).enumerate() {
+            // Each module's transpose lands in its own columns of the fused weight.
+            let dst = Dest {
+                values: &mut weight,
+                stride: width,
+                col: m * out,
+            };
+            self.weights
+                .linear_weight_into(name, out, inp, 0..out, dst)?;
             let name = self.resolve(&format!("{module}.bias"))?;
             bias.extend(self.weights.read(&name, &[out])?);
         }

@@ -25,6 +25,7 @@
 //!
 //! So the readers here were hardened instead.
 
+pub mod host;
 pub mod loader;
 mod locate;
 pub mod pickle;
@@ -37,6 +38,7 @@ pub use locate::{find_in_dir, locate, model_dir, HF_WEIGHT_FILES};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
@@ -49,6 +51,13 @@ pub trait TensorSource: Send + Sync {
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
     /// The tensor's values as `f32` in row-major order, whatever its stored dtype.
     fn read_f32(&self, name: &str) -> Result<Vec<f32>>;
+    /// The tensor's bytes as stored, when they are one contiguous row-major run of a float
+    /// type in the file's map: [`Weights`] then decodes (and transposes) them in one parallel
+    /// pass into their final place. `None` (a strided or compressed view, an integer type)
+    /// makes it take [`Self::read_f32`]. Its length is checked against the shape before use.
+    fn stored(&self, _name: &str) -> Option<host::Stored<'_>> {
+        None
+    }
     /// Where the tensors come from, for error messages.
     fn describe(&self) -> String;
 }
@@ -59,6 +68,9 @@ pub struct Weights {
     source: Box<dyn TensorSource>,
     /// Tensors read so far, for [`Weights::check_all_used`].
     used: Mutex<HashSet<String>>,
+    /// Time spent turning stored bytes into model values, and how many bytes, for the
+    /// loaders' timing line (where a load's time goes).
+    converting: Mutex<(Duration, u64)>,
 }
 
 /// How many unused tensor names an error lists before giving only the count.
@@ -69,6 +81,7 @@ impl Weights {
         Self {
             source,
             used: Mutex::new(HashSet::new()),
+            converting: Mutex::new((Duration::ZERO, 0)),
         }
     }
 
@@ -104,6 +117,21 @@ impl Weights {
         )
     }
 
+    /// Time spent decoding and transposing the tensors read so far, and their stored bytes.
+    pub fn converting(&self) -> (Duration, u64) {
+        *self.converting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `convert` (turning `bytes` stored bytes into values), adding to [`Self::converting`].
+    fn timed<T>(&self, bytes: usize, convert: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = convert();
+        let mut c = self.converting.lock().unwrap_or_else(|e| e.into_inner());
+        c.0 += started.elapsed();
+        c.1 += bytes as u64;
+        out
+    }
+
     pub fn source(&self) -> &dyn TensorSource {
         self.source.as_ref()
     }
@@ -128,8 +156,55 @@ impl Weights {
         )
     }
 
+    /// Start reading tensor `name`'s bytes from disk, if it is stored in a map (see
+    /// [`host::will_need`]); nothing for a missing tensor, whose read reports it.
+    pub fn prefetch(&self, name: &str) {
+        if let Some(stored) = self.source.stored(name) {
+            host::will_need(stored.bytes);
+        }
+    }
+
     /// Read a tensor, checking its shape exactly.
     pub fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        Ok(match self.checked(name, expected)? {
+            Some(stored) => {
+                let values = self.timed(stored.bytes.len(), || host::decode_all(&stored));
+                host::done_with(stored.bytes);
+                values
+            }
+            None => self.read_f32(name)?,
+        })
+    }
+
+    /// `name`'s shape checked against `expected`, and the tensor marked used: its stored
+    /// bytes when they can be read in place (their length checked against the shape), else
+    /// `None` for [`Self::read_f32`].
+    fn checked(&self, name: &str, expected: &[usize]) -> Result<Option<host::Stored<'_>>> {
+        self.check_shape(name, expected)?;
+        let stored = self.source.stored(name);
+        if let Some(s) = &stored {
+            // The readers check byte ranges against the file at open; this keeps a reader's
+            // slip from turning into a panic or a tensor of the wrong size.
+            let numel = expected.iter().product::<usize>();
+            if Some(s.bytes.len()) != numel.checked_mul(s.dtype.size()) {
+                bail!(
+                    "tensor {name} in {}: {} bytes stored for {numel} {:?} values",
+                    self.source.describe(),
+                    s.bytes.len(),
+                    s.dtype
+                );
+            }
+        }
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        Ok(stored)
+    }
+
+    /// That `name` exists with exactly the shape `expected`: checked before anything is
+    /// allocated for it, so a config's sizes never allocate more than the file holds.
+    pub fn check_shape(&self, name: &str, expected: &[usize]) -> Result<()> {
         let shape = self.source.shape(name).with_context(|| {
             format!(
                 "tensor {name} is missing from {} (is this the right model file?)",
@@ -144,15 +219,14 @@ impl Weights {
                 expected
             );
         }
-        let values = self
-            .source
+        Ok(())
+    }
+
+    /// [`TensorSource::read_f32`], with the tensor and the file named in its error.
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        self.source
             .read_f32(name)
-            .with_context(|| format!("reading tensor {name} from {}", self.source.describe()))?;
-        self.used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string());
-        Ok(values)
+            .with_context(|| format!("reading tensor {name} from {}", self.source.describe()))
     }
 
     /// Read a tensor as a Burn tensor of rank `D` with the given shape.
@@ -190,27 +264,63 @@ impl Weights {
         out_features: usize,
         in_features: usize,
     ) -> Result<Vec<f32>> {
-        let values = self.read(name, &[out_features, in_features])?;
-        Ok(transpose(&values, out_features, in_features))
+        self.check_shape(name, &[out_features, in_features])?;
+        let mut values = host::buffer(out_features * in_features);
+        let dst = host::Dest {
+            values: &mut values,
+            stride: out_features,
+            col: 0,
+        };
+        self.linear_weight_into(name, out_features, in_features, 0..out_features, dst)?;
+        Ok(values)
     }
-}
 
-/// `rows × cols` row-major to `cols × rows`, in 32 × 32 tiles: an element-by-element
-/// transpose writes every value to a different cache line, and took a third of loading the 3B
-/// model (11 GB of weights).
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = vec![0f32; values.len()];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = values[r * cols + c];
+    /// Output features `rows` of the `out_features × in_features` PyTorch `Linear` weight
+    /// `name`, transposed into `dst`: input feature `i` becomes row `i` of `dst`, at its
+    /// columns `dst.col..dst.col + rows.len()` (a fused weight's share, a split weight's
+    /// part), in one parallel pass from the file's bytes when they can be read in place.
+    pub fn linear_weight_into(
+        &self,
+        name: &str,
+        out_features: usize,
+        in_features: usize,
+        rows: std::ops::Range<usize>,
+        dst: host::Dest<'_>,
+    ) -> Result<()> {
+        let fits = rows.start <= rows.end
+            && rows.end <= out_features
+            && dst
+                .col
+                .checked_add(rows.len())
+                .is_some_and(|end| end <= dst.stride)
+            && in_features.checked_mul(dst.stride) == Some(dst.values.len());
+        if !fits {
+            bail!(
+                "{name}: output features {rows:?} of {out_features} do not fit a [{in_features}, \
+                 {}] weight at column {}",
+                dst.stride,
+                dst.col
+            );
+        }
+        let (start, len) = (rows.start, rows.len());
+        match self.checked(name, &[out_features, in_features])? {
+            Some(stored) => {
+                let bytes = len * in_features * stored.dtype.size();
+                self.timed(bytes, || {
+                    host::transpose_into(&stored, start, len, in_features, dst)
+                });
+                // A split weight's parts are read one call each: only after the last.
+                if rows.end == out_features {
+                    host::done_with(stored.bytes);
                 }
             }
+            None => {
+                let values = self.read_f32(name)?;
+                host::transpose_into(values.as_slice(), start, len, in_features, dst)
+            }
         }
+        Ok(())
     }
-    out
 }
 
 /// A model tensor onto `device` as a persistent allocation: on the CubeCL backends weights
@@ -227,6 +337,24 @@ pub fn upload<B: Backend, const D: usize>(
     B::memory_persistent_allocations(device, TensorData::new(values, shape), |data| {
         Tensor::from_data(data, device)
     })
+}
+
+/// The debug line that says where a model's load went: opening the file (parsing its header
+/// or pickle and checking every tensor's place), converting the stored values (decoding and
+/// transposing them), and the rest (building the model's tensors, the checks).
+pub fn log_load(model: &str, weights: &Weights, opened: Duration, total: Duration) {
+    let (converting, bytes) = weights.converting();
+    tracing::debug!(
+        "{model} loaded from {} in {:.2} s: opening {:.2} s, converting {:.2} GB of weights \
+         {:.2} s ({:.1} GB/s), the rest {:.2} s",
+        weights.source.describe(),
+        total.as_secs_f64(),
+        opened.as_secs_f64(),
+        bytes as f64 / 1e9,
+        converting.as_secs_f64(),
+        bytes as f64 / 1e9 / converting.as_secs_f64().max(1e-9),
+        total.saturating_sub(opened + converting).as_secs_f64(),
+    );
 }
 
 /// A name split into text and numbers, so `layer.2` sorts before `layer.10`.
@@ -330,21 +458,5 @@ pub fn sniff(head: &[u8]) -> Magic {
         Magic::Safetensors
     } else {
         Magic::Unknown
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tiled_transpose_matches_the_definition() {
-        for (rows, cols) in [(1, 1), (3, 70), (65, 33), (64, 64), (0, 5)] {
-            let values: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-            let t = super::transpose(&values, rows, cols);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(t[c * rows + r], values[r * cols + c], "{rows}x{cols}");
-                }
-            }
-        }
     }
 }

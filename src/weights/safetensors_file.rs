@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
-use super::TensorSource;
+use super::{host, TensorSource};
 
 /// The largest header accepted. A header is one JSON line per tensor (ESM-2 3B's is ~100 KB);
 /// the `safetensors` crate would parse up to 100 MB, which JSON parsing multiplies in memory.
@@ -146,29 +146,30 @@ impl TensorSource for SafetensorsSource {
             .index
             .get(name)
             .with_context(|| format!("tensor {name} not in {}", self.label))?;
-        // In bounds: the crate checked every range against the file at open.
-        let bytes = &self.map[e.bytes.clone()];
-        Ok(match e.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            other => bail!(
-                "tensor {name} in {} has dtype {other:?}, expected a float",
-                self.label
+        match self.stored(name) {
+            Some(stored) => Ok(host::decode_all(&stored)),
+            None => bail!(
+                "tensor {name} in {} has dtype {:?}, expected a float",
+                self.label,
+                e.dtype
             ),
+        }
+    }
+
+    fn stored(&self, name: &str) -> Option<host::Stored<'_>> {
+        let e = self.index.get(name)?;
+        let dtype = match e.dtype {
+            Dtype::F32 => host::Float::F32,
+            Dtype::F16 => host::Float::F16,
+            Dtype::BF16 => host::Float::BF16,
+            Dtype::F64 => host::Float::F64,
+            _ => return None,
+        };
+        // In bounds: the crate checked every range against the file at open.
+        Some(host::Stored {
+            bytes: &self.map[e.bytes.clone()],
+            dtype,
+            big_endian: false,
         })
     }
 

@@ -162,6 +162,10 @@ impl TensorSource for ShardedSource {
             .read_f32(name)
     }
 
+    fn stored(&self, name: &str) -> Option<super::host::Stored<'_>> {
+        self.shard(name)?.stored(name)
+    }
+
     fn describe(&self) -> String {
         self.label.clone()
     }

@@ -19,7 +19,7 @@ use memmap2::Mmap;
 use zip::{CompressionMethod, ZipArchive};
 
 use super::pickle::{Id, Pickle, Value};
-use super::{sniff, Magic, TensorSource};
+use super::{host, sniff, Magic, TensorSource};
 
 /// Element types of torch storages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +169,31 @@ impl TensorSource for TorchSource {
         let storage = self.archive.storage(&info.storage, needed)?;
         gather_f32(&storage, info, self.archive.big_endian)
             .with_context(|| format!("tensor {name} in {}", self.archive.label))
+    }
+
+    fn stored(&self, name: &str) -> Option<host::Stored<'_>> {
+        let info = self.tensors.get(name)?;
+        let dtype = match info.dtype {
+            DType::F32 => host::Float::F32,
+            DType::F16 => host::Float::F16,
+            DType::BF16 => host::Float::BF16,
+            DType::F64 => host::Float::F64,
+            _ => return None,
+        };
+        // A strided view is gathered by `read_f32`; a contiguous one is a run of its storage.
+        if !is_contiguous(&info.shape, &info.stride) {
+            return None;
+        }
+        let (numel, _) = view_extent(info).ok()?;
+        let size = dtype.size();
+        let start = info.offset.checked_mul(size)?;
+        let end = numel.checked_mul(size)?.checked_add(start)?;
+        let bytes = self.archive.stored_entry(&info.storage)?.get(start..end)?;
+        Some(host::Stored {
+            bytes,
+            dtype,
+            big_endian: self.archive.big_endian,
+        })
     }
 
     fn describe(&self) -> String {
@@ -405,6 +430,13 @@ impl Archive {
     /// [`Self::check_view`]).
     fn storage(&self, key: &str, needed: usize) -> Result<Cow<'_, [u8]>> {
         self.entry(&self.storage_name(key), needed)
+    }
+
+    /// Storage `key`'s bytes in the map, when stored uncompressed (as torch always does).
+    fn stored_entry(&self, key: &str) -> Option<&[u8]> {
+        let e = self.entries.get(&self.storage_name(key))?;
+        // In bounds: checked against the file at open.
+        e.stored.then(|| &self.mmap[e.start..e.start + e.size])
     }
 
     /// An entry's declared (and checked) uncompressed size.
