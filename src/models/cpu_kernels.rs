@@ -634,7 +634,8 @@ fn softmax_rows_impl(scores: &mut [f32], m: usize, bias: &[f32], alibi: Option<(
 #[inline(always)]
 fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let d = gamma.len();
-    let lanes_sum = |row: &[f32], f: &dyn Fn(f32) -> f32| {
+    #[inline(always)]
+    fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         let mut lanes = [0f32; LANES];
         let mut chunks = row.chunks_exact(LANES);
         for c in &mut chunks {
@@ -646,10 +647,10 @@ fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
             lanes[l] += f(v);
         }
         lanes.iter().sum::<f32>()
-    };
+    }
     for row in x.chunks_exact_mut(d) {
-        let mean = lanes_sum(row, &|v| v) / d as f32;
-        let var = lanes_sum(row, &|v| (v - mean) * (v - mean)) / d as f32;
+        let mean = lanes_sum(row, |v| v) / d as f32;
+        let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
             *v = (*v - mean) * inv * g + b;
