@@ -13,7 +13,8 @@
 #                       bench/esm_cpu.py gemm, skipped with a note without torch) and the gemm
 #                       crate as the CPU backend builds it (bench/gemm_rate.rs). Sets torch_gemm,
 #                       ours_gemm and gemm (the higher: the machine's) and prints one line.
-# Both build the gemm_rate example if needed (cargo, release).
+# Both build the gemm_rate example if needed (cargo, release); without it cpu_info says the
+# kernels are unknown.
 
 cpu_field() { # the first /proc/cpuinfo value of a field, or empty
   awk -F': *' -v f="$1" '$1 ~ "^" f "[ \t]*$" { print $2; exit }' /proc/cpuinfo 2>/dev/null
@@ -52,9 +53,10 @@ build_gemm_rate() {
 }
 
 cpu_info() {
-  build_gemm_rate
+  local kernels="unknown (bench/gemm_rate.rs not built)"
+  if build_gemm_rate 2>/dev/null; then kernels=$("$gemm_rate_bin" --dispatch); fi
   echo "CPU: $(cpu_model); $(nproc) cores online; vector ISA: $(cpu_isa);" \
-    "the gemm crate's f32 kernels here: $("$gemm_rate_bin" --dispatch)"
+    "the gemm crate's f32 kernels here: $kernels"
 }
 
 gemm_rates() {
