@@ -16,6 +16,8 @@
 # faster of (a) and (b), like for like: PyTorch's timings exclude model loading (and (b) a small
 # untimed warm-up), and so does ours there (--report's compute_seconds); the lines above it
 # give each of ours over its whole embed-dna step (loading and writing included).
+# Prints the CPU (model, vector ISA, the gemm crate's kernels) and both libraries' f32 GEMM rate
+# at THREADS threads (torch.mm and the gemm crate: bench/cpu_info.sh) before the figures.
 # Usage: bench/embed_dna.sh [THREADS]
 #   needs python3 with numpy, safetensors, tokenizers, torch (`pip install torch` from PyPI);
 #   without torch, (a) and (b) are skipped with a note. WORK=dir keeps the model for reruns.
@@ -26,6 +28,8 @@ sop7=${SOP7:-bench/data/sop7.fa}  # any FASTA of real sequences; default: the sh
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"
 
+# shellcheck source=bench/cpu_info.sh
+. bench/cpu_info.sh
 cargo build --release --quiet
 bin=target/release/virnucpro
 if [ ! -f "$work/dnabert_s_random/model.safetensors" ]; then
@@ -33,7 +37,9 @@ if [ ! -f "$work/dnabert_s_random/model.safetensors" ]; then
 fi
 "$bin" -q translate "$sop7" --chunk-size 500 --outdir "$work/t"
 orfs="$work/t/identified_nucleotide.fa"
-echo "input: $(grep -c '>' "$orfs") nucleotide ORFs of sop7.fa (chunk 500), $threads threads, $(nproc) cores"
+echo "input: $(grep -c '>' "$orfs") nucleotide ORFs of sop7.fa (chunk 500), $threads threads; $(date -u '+%F %H:%M UTC')"
+cpu_info
+gemm_rates "$threads"
 
 report() {
   python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print('%-46s %7.2f sequences/s %8.0f tokens/s (%d seqs, %d tokens, %.1f s)'%(sys.argv[2],d['sequences_per_second'],d['tokens_per_second'],d['sequences'],d['tokens'],d['wall_seconds']))" "$1" "$2"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: ESM-2 on the CPU at the real model shapes, side by side in one run (issue 17):
+# Benchmark: ESM-2 on the CPU at the real model shapes, side by side in one run (issues 17, 29):
 #   8M (6 layers, 320 hidden, 20 heads), 35M (12, 480, 20), 150M (30, 640, 20),
 #   650M (33, 1280, 20) and, only when asked for, 3B (36, 2560, 40) on the first 12 proteins
 #   (PROTEINS_3B=N for another number);
@@ -9,27 +9,42 @@
 #       first on the tiny fixture's goldens);
 #   (b) transformers EsmModel with SDPA attention, f32, length-sorted 2048-token batches
 #       (gpu/torch_baseline.py --device cpu, checked first on the tiny fixture's goldens);
-#   (c) ours: `virnucpro embed-protein --device cpu` (release build; default batches: at most
-#       2048 tokens, fewer to fit the L3 cache, see embed/batching.rs `cpu_budget`); at 3B the
-#       faster of RUNS_3B=2 runs;
+#   (c) ours f32: `virnucpro embed-protein --device cpu` (release build; default batches: at
+#       most 2048 tokens, fewer to fit the L3 cache, see embed/batching.rs `cpu_budget`); at 3B
+#       the faster of RUNS_3B=2 runs;
+#   (d) ours reduced precision: the same with `--precision bf16`, where the binary computes in
+#       bf16 on the CPU (probed first on the tiny fixture: a binary that refuses it, or whose
+#       --report says it ran another precision, skips this column with a one-line note);
+#   (e) esm.cpp 0.2.1 (PyPI esm-cpp: its own AVX-512/VNNI/AMX kernels) in FP32 and (f) in its
+#       ahead-of-time W8A8 INT8 (SmoothQuant calibrated on CALIB_PROTEINS=32 protein ORFs of
+#       sop7.fa's chunk-300 translation, fragments the timed set does not contain; alpha 0.5),
+#       one sequence a call (its only call that returns hidden states; bench/esm_cpu.py
+#       esm-cpp, the FP32 path checked first on the tiny fixture's goldens); skipped with a
+#       note without esm-cpp (`pip install esm-cpp==0.2.1`);
 # all at THREADS threads (torch.set_num_threads for (a) and (b); --threads, i.e. workers, for
-# ours) and on the same random weights: gpu/make_models.py's tensors at the shape (what
-# transformers reads), written by esm_cpu.py as a fair-esm checkpoint `esm2.pt` (what fair-esm
-# and ours read). Prints tokens/s (tokens with <cls> and <eos>), useful GFLOP/s, ours / the
-# faster PyTorch path, and the max abs difference of the mean embeddings between each pair.
-# The PyTorch timings exclude model loading and one small untimed warm-up batch; ours is the
-# embedding engine's compute time (--report's compute_seconds: model loading, tokenising and
-# writing excluded, no warm-up), and the whole step's time is printed beside it.
-# Also measures the machine's f32 GEMM rate two ways, 2560x2560 by 2560x2560 at THREADS threads
-# (2 n^3 FLOPs; what each library attains on these cores, not the datasheet peak): torch.mm
-# (PyTorch's BLAS) and gemm_rate.rs (the `gemm` crate as the CPU backend builds it, AVX-512
-# kernels where the CPU has them). The 3B shape's useful GFLOP/s is printed as a share of the
-# higher of the two.
+# ours; ESM_NUM_THREADS for esm.cpp) and on the same random weights: gpu/make_models.py's
+# tensors at the shape (what transformers reads), written by esm_cpu.py as a fair-esm
+# checkpoint `esm2.pt` (what fair-esm and ours read) and as `esmcpp.safetensors` (the same HF
+# tensors plus the rotary inv_freq and masked-LM head tensors esm.cpp's loader needs).
+# Prints tokens/s (tokens with <cls> and <eos>), useful GFLOP/s, ours f32 / the faster PyTorch
+# path, ours bf16 / esm.cpp INT8, the max abs difference of the f32 mean embeddings between
+# each pair, and the cosine (min over proteins and mean) and max abs difference of ours bf16
+# and of esm.cpp (FP32: the same pooled embedding; INT8: its accuracy) against ours f32.
+# The PyTorch and esm.cpp timings exclude model loading (and esm.cpp's calibration and
+# quantisation) and one small untimed warm-up; ours is the embedding engine's compute time
+# (--report's compute_seconds: model loading, tokenising and writing excluded, no warm-up), and
+# the whole step's time is printed beside it.
+# Prints the CPU (model, vector ISA, the gemm crate's kernels: bench/cpu_info.sh) and the
+# machine's f32 GEMM rate measured two ways, 2560x2560 by 2560x2560 at THREADS threads (2 n^3
+# FLOPs; what each library attains on these cores, not the datasheet peak): torch.mm (PyTorch's
+# BLAS) and gemm_rate.rs (the `gemm` crate as the CPU backend builds it). The 3B shape's useful
+# GFLOP/s is printed as a share of the higher of the two.
 # Usage: bench/esm_cpu.sh [THREADS] [SHAPE...]
 #   THREADS default 2; SHAPEs from 8M 35M 150M 650M 3B (default: 8M 35M 150M 650M; 3B writes
-#   ~12 GB of weights twice, needs ~15 GB of memory). WORK=dir keeps the models for reruns.
+#   ~12 GB of weights three times, needs ~15 GB of memory). WORK=dir keeps the models for
+#   reruns. ESMCPP_PACKED=1 also times esm.cpp's packed forward_scheduled (logits only).
 #   needs python3 with torch, numpy, safetensors, tokenizers, transformers and fair-esm==2.0.0
-#   (`pip install transformers fair-esm==2.0.0`).
+#   (`pip install transformers fair-esm==2.0.0`); esm-cpp==0.2.1 for (e) and (f).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -42,20 +57,47 @@ mkdir -p "$work"
 fixture=tests/fixtures/esm2_tiny/cases.json
 export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ beside the helpers
 
+# shellcheck source=bench/cpu_info.sh
+. bench/cpu_info.sh
 cargo build --release --quiet
-cargo build --release --quiet --example gemm_rate
 bin=target/release/virnucpro
 "$bin" -q translate "$sop7" --chunk-size 500 --outdir "$work/t"
 all="$work/t/identified_protein.faa"
 awk -v max="${PROTEINS_3B:-12}" '/^>/ { n++ } n <= max' "$all" > "$work/t/first_3b.faa"
+"$bin" -q translate "$sop7" --chunk-size 300 --outdir "$work/t300"
+awk -v max="${CALIB_PROTEINS:-32}" '/^>/ { n++ } n <= max' "$work/t300/identified_protein.faa" \
+  > "$work/t300/calib.faa"
 echo "input: $(grep -c '>' "$all") protein ORFs of sop7.fa (chunk 500); $threads threads;" \
-  "$(nproc) cores; $(date -u '+%F %H:%M UTC'); torch $(python3 -c 'import torch; print(torch.__version__)')"
+  "$(date -u '+%F %H:%M UTC'); torch $(python3 -c 'import torch; print(torch.__version__)')"
+cpu_info
+gemm_rates "$threads"
 
-torch_gemm=$(python3 bench/esm_cpu.py gemm --threads "$threads")
-ours_gemm=$(target/release/examples/gemm_rate 2560 "$threads")
-gemm=$(python3 -c "import sys; print(max(map(float, sys.argv[1:])))" "$torch_gemm" "$ours_gemm")
-echo "f32 GEMM rate (2560x2560, $threads threads, best of 5): torch.mm $torch_gemm GFLOP/s," \
-  "the gemm crate (ours) $ours_gemm GFLOP/s; the machine's: $gemm GFLOP/s"
+# Ours in bf16 on the CPU, where this binary has it: probed on the tiny fixture first.
+printf '>probe\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n' > "$work/probe.faa"
+rm -f "$work/probe.safetensors" "$work/probe.safetensors.json"
+bf16=""
+if probe=$("$bin" -q embed-protein "$work/probe.faa" -m tests/fixtures/esm2_tiny \
+  -o "$work/probe.safetensors" --device cpu --precision bf16 \
+  --report "$work/probe.safetensors.json" 2>&1); then
+  ran=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["precision"])' \
+    "$work/probe.safetensors.json")
+  if [ "$ran" = bf16 ]; then
+    bf16=1
+    echo "ours bf16: this binary computes in bf16 on the CPU (--report: precision $ran)"
+  else
+    echo "ours bf16: skipped, this binary runs --precision bf16 on the CPU as $ran"
+  fi
+else
+  echo "ours bf16: skipped, this binary refuses --precision bf16 on the CPU:" \
+    "$(echo "$probe" | grep -m1 'error' || echo "$probe" | tail -n1)"
+fi
+esmcpp=""
+if python3 -c "import esm_cpp" 2>/dev/null; then
+  esmcpp=1
+  echo "esm.cpp $(python3 -c 'import esm_cpp as e; print(e.__version__, "kernels:", e.current_isa(), "(host best:", e.host_isa() + ")")')"
+else
+  echo "esm.cpp: skipped (pip install esm-cpp==0.2.1)"
+fi
 summary="$work/summary.tsv"
 : > "$summary"
 
@@ -76,6 +118,11 @@ for shape in "${shapes[@]}"; do
   if [ ! -f "$dir/esm2.pt" ]; then
     python3 bench/esm_cpu.py weights "$dir" --layers "$layers" --dim "$dim" --heads "$heads" >/dev/null
   fi
+  if [ -n "$esmcpp" ] && [ ! -f "$dir/esmcpp.safetensors" ]; then
+    python3 bench/esm_cpu.py esm-cpp-weights "$dir/esm2_3B_random" "$dir/esmcpp.safetensors" >/dev/null
+  fi
+  # Only this run's outputs are compared: the optional ones of an earlier run go.
+  rm -f "$dir"/{ours_bf16,esmcpp_fp32,esmcpp_int8}.safetensors{,.json}
   echo "ESM-2 $shape ($layers layers, $dim hidden, $heads heads): $(grep -c '>' "$orfs") proteins"
   check=()
   if [ -z "$checked" ]; then check=(--check "$fixture"); checked=1; fi
@@ -102,6 +149,19 @@ sys.exit(0 if rate(sys.argv[1]) > rate(sys.argv[2]) else 1)' \
     fi
   done
   rm -f "$dir/ours.try.safetensors" "$dir/ours.try.safetensors.json"
+  if [ -n "$bf16" ]; then
+    "$bin" -q embed-protein "$orfs" -m "$dir/esm2.pt" -o "$dir/ours_bf16.safetensors" \
+      --device cpu --precision bf16 --threads "$threads" --report "$dir/ours_bf16.safetensors.json"
+  fi
+  if [ -n "$esmcpp" ]; then
+    packed=()
+    if [ "${ESMCPP_PACKED:-0}" = 1 ]; then packed=(--packed); fi
+    python3 bench/esm_cpu.py esm-cpp "$dir/esmcpp.safetensors" "$orfs" \
+      "$dir/esmcpp_fp32.safetensors" --threads "$threads" "${check[@]}" "${packed[@]}"
+    python3 bench/esm_cpu.py esm-cpp "$dir/esmcpp.safetensors" "$orfs" \
+      "$dir/esmcpp_int8.safetensors" --threads "$threads" --int8 --calib "$work/t300/calib.faa" \
+      "${packed[@]}"
+  fi
   gemm_arg=()
   if [ "$shape" = 3B ]; then gemm_arg=(--gemm "$gemm"); fi
   python3 bench/esm_cpu.py compare "$dir" "$orfs" "$shape" "$layers" "$dim" "${gemm_arg[@]}" \
@@ -109,8 +169,14 @@ sys.exit(0 if rate(sys.argv[1]) > rate(sys.argv[2]) else 1)' \
 done
 
 echo
-echo "summary (tokens/s; $threads threads; f32 GEMM $gemm GFLOP/s):"
+echo "summary (tokens/s; $threads threads; $(cpu_model); f32 GEMM $gemm GFLOP/s: torch.mm" \
+  "$torch_gemm, the gemm crate $ours_gemm):"
 {
-  printf 'shape\tfair-esm\ttransformers\tours\tours/faster PyTorch\tmax abs diff\tours/GEMM\n'
+  printf 'shape\tfair-esm\ttransformers\tours f32\tours bf16\tesm.cpp FP32\tesm.cpp INT8'
+  printf '\tours f32/faster PyTorch\tours bf16/esm.cpp INT8\tf32 max abs diff'
+  printf '\tesm.cpp FP32 vs ours\tours bf16 vs ours f32\tesm.cpp INT8 vs ours f32\tours/GEMM\n'
   cat "$summary"
 } | column -t -s $'\t'
+echo "(f32 max abs diff: the largest between fair-esm, transformers and ours f32; esm.cpp FP32"
+echo " vs ours: max abs diff; 'vs ours f32': cosine min over proteins / mean / max abs diff;"
+echo " '-': not run, see the notes above)"

@@ -8,7 +8,7 @@
 # each at 1 thread and at all cores, chunk size 300, plus `long` as a single line and
 # zstd-compressed (long_1line); the many-record inputs once more with --allow-duplicate-ids.
 # Prints one line per run: input, threads, wall seconds, peak RSS in MiB.
-# The inputs are random ACGT made from /dev/urandom; they are kept in $WORK between runs.
+# Prints the CPU it ran on (bench/cpu_info.sh). The inputs are random ACGT made from /dev/urandom; they are kept in $WORK between runs.
 # Usage: bench/fasta_memory.sh [INPUT...]   (default: all but `big`; INPUT is long.fa,
 #        long3.fa, long_1line.fa.zst, short.fa or big.fa. BIN=path/to/virnucpro measures
 #        another build; WORK=dir keeps the inputs; FULL=1 adds big.fa)
@@ -20,6 +20,8 @@ if [ ! -x /usr/bin/time ]; then
   echo "needs GNU time at /usr/bin/time: apt-get install time" >&2
   exit 2
 fi
+# shellcheck source=bench/cpu_info.sh
+. bench/cpu_info.sh
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
   BIN=target/release/virnucpro
@@ -55,7 +57,8 @@ fi
 if [ $# -gt 0 ]; then
   inputs=("$@")
 fi
-echo "binary: $BIN; $(nproc) cores; inputs in $work"
+echo "binary: $BIN; inputs in $work; $(date -u '+%F %H:%M UTC')"
+cpu_info
 printf '%-34s %8s %8s %14s\n' input threads wall_s peak_rss_MiB
 # One run: input, threads, extra flags.
 measure() {

@@ -3,11 +3,42 @@
 //! `n × n`, best of 5 rounds of at least a second each, on `threads` threads (rayon). Printed
 //! in GFLOP/s (2n³ per product). bench/esm_cpu.sh prints it beside PyTorch's `torch.mm` rate.
 //!
-//! Usage: `cargo run --release --example gemm_rate -- [N] [THREADS]` (default 2560 and 2).
+//! Usage: `cargo run --release --example gemm_rate -- [N] [THREADS]` (default 2560 and 2);
+//! `-- --dispatch` prints instead which of its f32 kernels the `gemm` crate runs on this CPU
+//! (bench/cpu_info.sh prints it with every CPU benchmark).
 
 use std::time::Instant;
 
+/// The kernel family gemm 0.19 picks for f32 at run time (`gemm-common`'s `init_gemm_fn`):
+/// AVX-512 where the CPU has avx512f and the crate was built with `x86-v4` (ours is, through
+/// burn-flex's `x86-v4` in Cargo.toml), else FMA (AVX2), else scalar; NEON on aarch64. The
+/// crate does not report its choice, so this applies the same rule.
+fn dispatch() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "avx512f (512-bit f32 FMA kernels, gemm's x86-v4 build)"
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            "fma (AVX2, 256-bit f32 FMA kernels)"
+        } else {
+            "scalar"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "neon"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar or another SIMD family (not x86_64 or aarch64)"
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--dispatch") {
+        println!("{}", dispatch());
+        return;
+    }
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(2560, |a| a.parse().expect("N"));
     let threads: usize = args.next().map_or(2, |a| a.parse().expect("THREADS"));

@@ -5,16 +5,20 @@
 # resident set split into anonymous memory (the process's own) and file pages (the mapped
 # embeddings, in the page cache: the kernel can drop and re-read them under pressure), beside
 # the size of the embeddings.
+# Prints the CPU it ran on (bench/cpu_info.sh).
 # Usage: bench/predict_memory.sh [N_ORFS]   (default 100000; needs python3 with numpy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}
 work=${WORK:-$(mktemp -d)}
+# shellcheck source=bench/cpu_info.sh
+. bench/cpu_info.sh
 cargo build --release --quiet
 bin=target/release/virnucpro
 [ -f "$work/emb/dna.00000.safetensors" ] || python3 bench/make_embeddings.py "$work/emb" "$n" --shards 4
 size=$(du -cm "$work"/emb/*.safetensors | tail -1 | cut -f1)
-echo "input: $n ORFs, ${size} MiB of embeddings in 4 shard pairs, $(nproc) cores"
+echo "input: $n ORFs, ${size} MiB of embeddings in 4 shard pairs; $(date -u '+%F %H:%M UTC')"
+cpu_info
 start=$(date +%s.%N)
 "$bin" -q predict --dna "$work"/emb/dna.*.safetensors --protein "$work"/emb/protein.*.safetensors \
   --classifier tests/fixtures/mlp_3328x512.pth -o "$work/out" &

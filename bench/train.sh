@@ -6,7 +6,8 @@
 # validation pass every epoch) for EPOCHS epochs without early stopping.
 # Usage: bench/train.sh [N] [THREADS] [EPOCHS]
 # Needs python3 with numpy (to make the data); torch and safetensors for the PyTorch side
-# (skipped with a note without them); a release build (built here if missing).
+# (skipped with a note without them); a release build (built here if missing). Prints the CPU
+# it ran on (bench/cpu_info.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}
@@ -15,6 +16,8 @@ epochs=${3:-3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# shellcheck source=bench/cpu_info.sh
+. bench/cpu_info.sh
 cargo build --release --quiet
 bin=target/release/virnucpro
 
@@ -29,7 +32,8 @@ with open(sys.argv[2], "w") as f:
     for k, i in enumerate(ids):
         f.write("%s\t%s\n" % (i, "virus" if k % 2 else "others"))
 PY
-echo "$n ORFs at 768 + 2560 -> 512 -> 2, $threads threads, $epochs epochs, $(nproc) cores"
+echo "$n ORFs at 768 + 2560 -> 512 -> 2, $threads threads, $epochs epochs; $(date -u '+%F %H:%M UTC')"
+cpu_info
 
 # Our CPU backend's matrix products run on rayon's pool: RAYON_NUM_THREADS sets its size.
 RAYON_NUM_THREADS=$threads /usr/bin/time -f "%e s wall, peak RSS %M KiB" -o "$work/time" \

@@ -2,6 +2,7 @@
 # Benchmark: `virnucpro translate` throughput (Mbp/s) and peak memory on sop7.fa repeated to
 # >= 100 Mbp with distinct ids, beside the original algorithm in Python on a 10 Mbp slice of the
 # same input, in one run. Usage: bench/translate.sh [THREADS] [COPIES]
+# Prints the CPU it ran on (bench/cpu_info.sh).
 # Reads bench/data/sop7.fa (or SOP7=path/to/any.fa) and needs a release build (built here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ sop7=${SOP7:-bench/data/sop7.fa}  # any FASTA of real sequences; default: the sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# shellcheck source=bench/cpu_info.sh
+. bench/cpu_info.sh
 cargo build --release --quiet
 bin=target/release/virnucpro
 
@@ -32,7 +35,8 @@ with open(dst, "w") as out:
         out.write(text.replace(">", ">c%d_" % k))
 PY
 mbp=$(python3 -c "import os;print(round(sum(len(l.strip()) for l in open('$work/big.fa') if not l.startswith('>'))/1e6,1))")
-echo "input: $mbp Mbp ($copies copies of sop7.fa), $threads threads, $(nproc) cores"
+echo "input: $mbp Mbp ($copies copies of sop7.fa), $threads threads; $(date -u '+%F %H:%M UTC')"
+cpu_info
 
 for c in 500 300; do
   mkdir -p "$work/rs$c" "$work/py$c"
