@@ -216,7 +216,7 @@ mod on_wgpu {
             .collect();
         let gamma: Vec<f32> = (0..dim).map(|i| 1.0 + i as f32 / 64.0).collect();
         let beta: Vec<f32> = (0..dim).map(|i| i as f32 / 128.0 - 0.25).collect();
-        fn norm<B: Backend>(
+        fn norm<B: ModelOps>(
             values: &[f32],
             gamma: &[f32],
             beta: &[f32],
@@ -230,7 +230,7 @@ mod on_wgpu {
                 1e-5,
             );
             let x = Tensor::<B, 3>::from_data(t(values, vec![1, 2, dim]), device);
-            norm.forward(x)
+            norm.forward(x, false)
                 .into_data()
                 .convert::<f32>()
                 .to_vec::<f32>()
@@ -451,9 +451,9 @@ mod on_wgpu {
                 3,
             ))
         }
-        fn layer_norm<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
+        fn layer_norm<B: ModelOps>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
             let norm = Norm::<B>::new(t(&x[1], [40], d), t(&x[2], [40], d), 1e-5);
-            host(norm.forward(t::<B, 3>(&x[0], [4, 128, 40], d) * 5.0 + 1.0))
+            host(norm.forward(t::<B, 3>(&x[0], [4, 128, 40], d) * 5.0 + 1.0, false))
         }
         fn gelu<B: Backend>(x: &[Vec<f32>], d: &B::Device) -> Vec<f32> {
             host(burn::tensor::activation::gelu(
@@ -695,7 +695,7 @@ mod on_wgpu {
     /// One ESM-2 layer written out from the public pieces (`Norm`, `Dense`, `attention`) with
     /// random weights, on a mixed-length batch at L=128 with zeroed padded rows and the -inf
     /// key bias; with `probe`, every step is read back (cutting the fused chains there).
-    fn esm_layer_replica<B: Backend>(
+    fn esm_layer_replica<B: ModelOps>(
         w: &[Vec<f32>],
         probe: bool,
         embed: bool,
@@ -748,7 +748,7 @@ mod on_wgpu {
                 steps.push((name, y));
             }
         };
-        let xn = norm(1).forward(x.clone());
+        let xn = norm(1).forward(x.clone(), false);
         note("attn norm", xn.clone().unsqueeze());
         let qkv = dense(3, dim, 3 * dim)
             .forward(xn)
@@ -770,7 +770,7 @@ mod on_wgpu {
         let attn = ctx.swap_dims(1, 2).reshape([n, l, dim]);
         let x = x + dense(5, dim, dim).forward(attn);
         note("residual 1", x.clone().unsqueeze());
-        let hid = dense(9, dim, 4 * dim).forward(norm(7).forward(x.clone()));
+        let hid = dense(9, dim, 4 * dim).forward(norm(7).forward(x.clone(), false));
         note("fc1", hid.clone().unsqueeze());
         let y = x + dense(13, 4 * dim, dim).forward(burn::tensor::activation::gelu(hid));
         note("out", y.unsqueeze());
