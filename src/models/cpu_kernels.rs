@@ -278,16 +278,10 @@ pub fn linear(
         "linear shapes"
     );
     let (rows, out) = (x.len() / inp, w.len() / inp);
-    assert!(bias.is_none_or(|b| b.len() == out), "bias shape");
-    assert!(
-        residual.is_none_or(|r| r.len() == rows * out),
-        "residual shape"
-    );
-    let mut dst = vec![0f32; rows * out];
+    let mut dst = started_output(rows, out, bias, residual);
     if rows == 0 || out == 0 {
         return dst;
     }
-    widest_simd!(start_rows(&mut dst, out, bias, residual));
     let read_dst = bias.is_some() || residual.is_some();
     // SAFETY: dst is rows×out (row stride out), x rows×inp (row stride inp), w inp×out (row
     // stride out), all contiguous and checked above.
@@ -328,16 +322,28 @@ pub fn linear_bf16(
     let (inp, out) = w.shape();
     assert!(x.len().is_multiple_of(inp), "linear shapes");
     let rows = x.len() / inp;
+    let mut dst = started_output(rows, out, bias, residual);
+    amx_bf16::gemm_add(&mut dst, x, rows, w);
+    dst
+}
+
+/// A projection's `[rows, out]` output buffer before its product: `residual + bias` (either
+/// may be absent, then zeros), their shapes checked.
+fn started_output(
+    rows: usize,
+    out: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    assert!(bias.is_none_or(|b| b.len() == out), "bias shape");
+    assert!(
+        residual.is_none_or(|r| r.len() == rows * out),
+        "residual shape"
+    );
     let mut dst = vec![0f32; rows * out];
-    if bias.is_some() || residual.is_some() {
-        assert!(bias.is_none_or(|b| b.len() == out), "bias shape");
-        assert!(
-            residual.is_none_or(|r| r.len() == rows * out),
-            "residual shape"
-        );
+    if rows > 0 && out > 0 {
         widest_simd!(start_rows(&mut dst, out, bias, residual));
     }
-    amx_bf16::gemm_add(&mut dst, x, rows, w);
     dst
 }
 
