@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use burn::backend::flex::FlexTensor;
-use half::bf16;
 use rayon::prelude::*;
 
 /// bf16 values per tile row (64 bytes) = the k-depth of one tile product.
@@ -100,13 +99,14 @@ impl PackedWeight {
                 if cols == 0 {
                     return; // a padding tile: zeros
                 }
-                for kk in 0..k {
-                    let (kt, pair, e) = (kk / TILE_K, (kk % TILE_K) / 2, kk % 2);
-                    let row = &w[kk * n + n0..kk * n + n0 + cols];
-                    let at = kt * tile + pair * TILE_K + e;
-                    for (c, &v) in row.iter().enumerate() {
-                        out[at + 2 * c] = bf16::from_f32(v).to_bits();
-                    }
+                for (p, rows) in w.chunks(2 * n).enumerate() {
+                    let (kt, pair) = (2 * p / TILE_K, (2 * p % TILE_K) / 2);
+                    let even = &rows[n0..n0 + cols];
+                    // An odd k's last pair has no odd row: its zeros stay.
+                    let odd = rows.get(n + n0..n + n0 + cols);
+                    let at = kt * tile + pair * TILE_K;
+                    // SAFETY: AMX-BF16 CPUs have AVX-512 (only packed where `available`).
+                    unsafe { interleave_rounded(&mut out[at..at + 2 * cols], even, odd) };
                 }
             });
         Self {
@@ -133,23 +133,29 @@ impl PackedWeight {
 /// address cannot be reused by another tensor while its entry exists; entries whose weight was
 /// dropped are pruned when a new one is made. CPU workers share one model, hence one packing.
 pub fn packed(weight: &FlexTensor, k: usize, n: usize, values: &[f32]) -> Arc<PackedWeight> {
-    type Entry = (Weak<burn::tensor::Bytes>, Arc<PackedWeight>);
-    static CACHE: OnceLock<Mutex<HashMap<usize, Entry>>> = OnceLock::new();
+    type Slot = Arc<OnceLock<Arc<PackedWeight>>>;
+    type Entry = (Weak<burn::tensor::Bytes>, Slot);
+    static CACHE: OnceLock<Mutex<HashMap<(usize, usize, usize, usize), Entry>>> = OnceLock::new();
     let data = weight.data_arc();
-    let key = Arc::as_ptr(&data) as usize;
+    // The values' address too: two views of one buffer (at other offsets) are other weights.
+    let key = (Arc::as_ptr(&data) as usize, values.as_ptr() as usize, k, n);
     let cache = CACHE.get_or_init(Default::default);
-    if let Some((_, p)) = cache.lock().expect("packed weights").get(&key) {
-        if p.k == k && p.n == n {
-            return Arc::clone(p);
+    let slot = {
+        let mut map = cache.lock().expect("packed weights");
+        match map.get(&key) {
+            Some((_, slot)) => Arc::clone(slot),
+            None => {
+                map.retain(|_, (w, _)| w.strong_count() > 0);
+                let slot = Slot::default();
+                map.insert(key, (Arc::downgrade(&data), Arc::clone(&slot)));
+                slot
+            }
         }
-    }
-    // Packed outside the lock: a 3B model's weights pack in parallel on first use, and two
-    // workers racing for one weight each pack it once (the second insert wins, same values).
-    let p = Arc::new(PackedWeight::new(values, k, n));
-    let mut map = cache.lock().expect("packed weights");
-    map.retain(|_, (w, _)| w.strong_count() > 0);
-    map.insert(key, (Arc::downgrade(&data), Arc::clone(&p)));
-    p
+    };
+    // Packed outside the map's lock (a 3B model's weights pack in parallel on first use); a
+    // second worker asking for the same weight meanwhile waits for this packing instead of
+    // making its own (both workers start on the first layer together).
+    Arc::clone(slot.get_or_init(|| Arc::new(PackedWeight::new(values, k, n))))
 }
 
 /// `dst [rows, n] += bf16(x) [rows, k] · w`, in f32 accumulation; `dst` holds what the product
@@ -204,18 +210,43 @@ fn rounded_rows(x: &[f32], rows: usize, k: usize, k_tiles: usize) -> Vec<u16> {
     a
 }
 
-/// `src` rounded to bf16 (to nearest even; a NaN stays a quiet NaN), vectorised: every CPU with
-/// AMX has AVX-512.
+/// `src` rounded to bf16 ([`round_bits`]), vectorised: every CPU with AMX has AVX-512.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn round_into(dst: &mut [u16], src: &[f32]) {
     for (d, &v) in dst.iter_mut().zip(src) {
-        let b = v.to_bits();
-        let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
-        *d = if v.is_nan() {
-            ((b >> 16) | 0x40) as u16
-        } else {
-            rounded
-        };
+        *d = round_bits(v);
+    }
+}
+
+/// A k-pair's rows into one tile row: `dst[2c] = bf16(even[c])`, `dst[2c + 1] = bf16(odd[c])`
+/// (left as is without `odd`), vectorised as [`round_into`].
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn interleave_rounded(dst: &mut [u16], even: &[f32], odd: Option<&[f32]>) {
+    match odd {
+        Some(odd) => {
+            for ((d, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
+                d[0] = round_bits(e);
+                d[1] = round_bits(o);
+            }
+        }
+        None => {
+            for (d, &e) in dst.chunks_exact_mut(2).zip(even) {
+                d[0] = round_bits(e);
+            }
+        }
+    }
+}
+
+/// `v` rounded to bf16, to nearest even; a NaN stays a quiet NaN (as `half::bf16::from_f32`,
+/// tested bit for bit), in branch-free integer operations that vectorise.
+#[inline(always)]
+fn round_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    if v.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        rounded
     }
 }
 
@@ -380,6 +411,7 @@ unsafe fn with_tiles<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::bf16;
 
     fn noise(i: usize) -> f32 {
         let x = (i as u32).wrapping_mul(2654435761) >> 8;
@@ -463,6 +495,30 @@ mod tests {
                 assert_eq!(g, want.to_bits(), "{v:e} ({:#x})", v.to_bits());
             }
         }
+    }
+
+    #[test]
+    fn workers_asking_for_one_weight_share_one_packing() {
+        use burn::tensor::TensorData;
+        let (k, n) = (64, 48);
+        let w: Vec<f32> = (0..k * n).map(noise).collect();
+        let weight = FlexTensor::from_data(TensorData::new(w.clone(), [k, n]));
+        let values = weight.as_slice::<f32>().unwrap();
+        let got: Vec<Arc<PackedWeight>> = std::thread::scope(|s| {
+            let asks: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| packed(&weight, k, n, values)))
+                .collect();
+            asks.into_iter().map(|a| a.join().unwrap()).collect()
+        });
+        assert!(
+            got.iter().all(|p| Arc::ptr_eq(p, &got[0])),
+            "packed more than once"
+        );
+        assert_eq!(got[0].data, PackedWeight::new(&w, k, n).data);
+        // Another buffer with the same values is another weight.
+        let other = FlexTensor::from_data(TensorData::new(w, [k, n]));
+        let p = packed(&other, k, n, other.as_slice::<f32>().unwrap());
+        assert!(!Arc::ptr_eq(&p, &got[0]));
     }
 
     #[test]
