@@ -8,8 +8,7 @@ use crate::models::shape::ModelShape;
 /// Indices of `lengths` grouped into batches, longest first (so an out-of-memory shows up on the
 /// first batch, not after an hour). A sequence longer than the budget gets a batch of its own.
 pub fn token_budget_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
-    let order = longest_first(lengths);
-    let sorted: Vec<usize> = order.iter().map(|&i| lengths[i]).collect();
+    let (order, sorted) = longest_first(lengths);
     let mut batches = Vec::new();
     let mut start = 0;
     for end in batch_ends(&sorted, budget) {
@@ -19,12 +18,13 @@ pub fn token_budget_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>>
     batches
 }
 
-/// Indices of `lengths`, longest first; stable, so equal lengths keep input order and batching
-/// is deterministic.
-fn longest_first(lengths: &[usize]) -> Vec<usize> {
+/// Indices of `lengths`, longest first, and their lengths in that order; stable, so equal
+/// lengths keep input order and batching is deterministic.
+fn longest_first(lengths: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
-    order
+    let sorted = order.iter().map(|&i| lengths[i]).collect();
+    (order, sorted)
 }
 
 /// Where each batch of `sorted` (lengths, longest first) ends: a batch grows while its padded
@@ -84,7 +84,7 @@ pub fn cpu_budget(
     if workers > 1 {
         let total: usize = lengths.iter().sum();
         budget = budget.min(total.div_ceil(workers)).max(longest);
-        budget = balanced(lengths, workers, budget);
+        budget = balanced(lengths, workers, budget, longest);
     }
     budget.max(longest)
 }
@@ -94,12 +94,10 @@ pub fn cpu_budget(
 /// it the last round leaves workers idle: 40 proteins of 168 tokens in 2048-token batches are
 /// 12 + 12 + 12 + 4, and on two workers one waits a quarter of the run (ESM-2 650M in bf16 on
 /// two cores: busy 18.4 of 24.8 s); 10 + 10 + 10 + 10 keeps both busy.
-fn balanced(lengths: &[usize], workers: usize, budget: usize) -> usize {
-    let mut sorted = lengths.to_vec();
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
+fn balanced(lengths: &[usize], workers: usize, budget: usize, longest: usize) -> usize {
+    let (_, sorted) = longest_first(lengths);
     let count = |b: usize| batch_ends(&sorted, b).len();
     let target = count(budget).div_ceil(workers) * workers;
-    let longest = sorted.first().copied().unwrap_or(1).max(1);
     // Not below two of the longest sequences where the budget held two: a batch of one runs
     // ~12% slower per token (3B on the Zen 5 above), more than evening out the last round
     // gains. Binary search; `hi` always needs at most `target` batches (the count is not
