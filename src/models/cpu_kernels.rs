@@ -599,31 +599,20 @@ fn softmax_rows_impl(scores: &mut [f32], m: usize, bias: &[f32], alibi: Option<(
         // chunk goes through a 16-wide copy padded with -inf (which changes neither the max
         // nor, as e^-inf = 0, the sums): the same lanes and arithmetic as element by element,
         // but vector code, where the scalar tail cost nearly as much as the rest of the row.
-        let full = row.len() - row.len() % LANES;
         let mut lanes = [f32::NEG_INFINITY; LANES];
-        // `if >` rather than `f32::max`: the same for scores (never NaN), and it compiles to
-        // one vector max, where `max`'s NaN rule kept this loop scalar.
-        for (c, b) in row[..full]
-            .chunks_exact_mut(LANES)
-            .zip(bias[..full].chunks_exact(LANES))
-        {
+        let mut tail = [f32::NEG_INFINITY; LANES];
+        let (chunks, rest) = row.as_chunks_mut::<LANES>();
+        let (bias_chunks, bias_rest) = bias.as_chunks::<LANES>();
+        for (c, b) in chunks.iter_mut().zip(bias_chunks) {
             for l in 0..LANES {
                 c[l] += b[l];
-                lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
             }
+            lanes_max(&mut lanes, c);
         }
-        let mut tail = [f32::NEG_INFINITY; LANES];
-        let rest = row.len() - full;
-        for (t, (s, b)) in tail.iter_mut().zip(row[full..].iter().zip(&bias[full..])) {
+        for (t, (s, b)) in tail.iter_mut().zip(rest.iter().zip(bias_rest)) {
             *t = s + b;
         }
-        for l in 0..LANES {
-            lanes[l] = if tail[l] > lanes[l] {
-                tail[l]
-            } else {
-                lanes[l]
-            };
-        }
+        lanes_max(&mut lanes, &tail);
         let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         if max == f32::NEG_INFINITY {
             // Every key masked: no real sequence has no real token, but stay finite.
@@ -631,21 +620,35 @@ fn softmax_rows_impl(scores: &mut [f32], m: usize, bias: &[f32], alibi: Option<(
             continue;
         }
         let mut sums = [0f32; LANES];
-        for c in row[..full].chunks_exact_mut(LANES) {
-            for l in 0..LANES {
-                c[l] = exp(c[l] - max);
-                sums[l] += c[l];
-            }
+        let (chunks, rest) = row.as_chunks_mut::<LANES>();
+        for c in chunks {
+            lanes_exp(c, max, &mut sums);
         }
-        for l in 0..LANES {
-            tail[l] = exp(tail[l] - max);
-            sums[l] += tail[l];
-        }
-        row[full..].copy_from_slice(&tail[..rest]);
+        lanes_exp(&mut tail, max, &mut sums);
+        let n = rest.len();
+        rest.copy_from_slice(&tail[..n]);
         let inv = 1.0 / sums.iter().sum::<f32>();
         for s in row.iter_mut() {
             *s *= inv;
         }
+    }
+}
+
+/// `lanes[l] = max(lanes[l], c[l])`, as `if >` rather than `f32::max`: the same for scores
+/// (never NaN), and it compiles to one vector max, where `max`'s NaN rule kept it scalar.
+#[inline(always)]
+fn lanes_max(lanes: &mut [f32; LANES], c: &[f32; LANES]) {
+    for l in 0..LANES {
+        lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
+    }
+}
+
+/// `c[l] = e^(c[l] − max)`, added to `sums[l]`.
+#[inline(always)]
+fn lanes_exp(c: &mut [f32; LANES], max: f32, sums: &mut [f32; LANES]) {
+    for l in 0..LANES {
+        c[l] = exp(c[l] - max);
+        sums[l] += c[l];
     }
 }
 
