@@ -343,6 +343,7 @@ fn started_output(
     // Written once, not zeroed first: the zeroing cost as much as the copy (3% of a 35M
     // forward).
     let mut dst = Vec::with_capacity(rows * out);
+    crate::weights::host::advise_huge_capacity(&mut dst);
     if rows > 0 && out > 0 {
         widest_simd!(start_rows(&mut dst, rows, out, bias, residual));
     }
