@@ -29,10 +29,11 @@ const TILE_ROWS: usize = 16;
 const BLOCK: usize = 32;
 /// A product runs over groups of 4 × 4 blocks (128 × 128 of the output), each block's
 /// accumulators kept in tiles for the whole depth: the output is read and written once, and a
-/// group's A and B (`2 × k/32` KiB per block row or column: 1.3 MB at ESM-2 3B's widest) stay in
-/// L2 while its 16 blocks are computed. Loading and storing the accumulators at every 256-deep
-/// pass instead (the output streamed through L3 each time) ran at 400–470 GFLOP/s a core at
-/// the 650M shapes; this, with the prefetch in [`block`], 700–760 (one core, `k` 1280–5120).
+/// group's A and B (`2 × k/32` KiB per block row or column, 8 of them: 1.25 MB at k = 2560)
+/// stay in L2 while its 16 blocks are computed; deeper products spill to L3, which the
+/// prefetch in [`block`] hides. Loading and storing the accumulators at every 256-deep pass
+/// instead (the output streamed through L3 each time) ran at 400–470 GFLOP/s a core at the
+/// 650M shapes; this 700–760 (one core, `k` 1280, 2560 and 5120).
 const ROW_BLOCKS_PER_GROUP: usize = 4;
 /// See [`ROW_BLOCKS_PER_GROUP`].
 const COL_BLOCKS_PER_GROUP: usize = 4;
