@@ -287,7 +287,8 @@ unsafe impl Sync for Output {}
 /// [`COL_BLOCKS_PER_GROUP`] blocks, each block over the whole depth.
 ///
 /// # Safety
-/// The tile configuration of [`with_tiles`] is loaded; `a` has whole row blocks of `lda`.
+/// The tile configuration of [`with_tiles`] is loaded; `a` is [`rounded_rows`]' layout for
+/// `out.rows` rows, padded to whole row blocks.
 unsafe fn groups(out: &Output, a: &[u16], w: &PackedWeight, cols: std::ops::Range<usize>) {
     let row_blocks = out.rows.div_ceil(BLOCK);
     for c0 in cols.clone().step_by(COL_BLOCKS_PER_GROUP) {

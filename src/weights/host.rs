@@ -92,19 +92,19 @@ const CHUNK: usize = 1 << 16;
 pub fn buffer(n: usize) -> Vec<f32> {
     let values = vec![0f32; n];
     #[cfg(target_os = "linux")]
-    advise_huge(values.as_ptr() as usize, std::mem::size_of_val(&values[..]));
+    advise_huge(&values[..]);
     values
 }
 
 /// `values`' spare capacity asked to be backed by 2 MiB pages, as [`buffer`]'s (where the
-/// allocator reuses memory already faulted in, the advice changes nothing there): for the CPU kernels' large fresh outputs, whose first writes otherwise take a
-/// page fault per 4 KiB (ESM-2 650M in bf16: page faults and the kernel's page zeroing were
-/// a tenth of the time, for activations of 9–34 MB allocated and freed at every layer).
+/// allocator reuses memory already faulted in, the advice changes nothing there): for the CPU
+/// kernels' large fresh outputs, whose first writes otherwise take a page fault per 4 KiB
+/// (ESM-2 650M in bf16: page faults and the kernel's page zeroing were a tenth of the time,
+/// for activations of 9–34 MB allocated and freed at every layer).
 pub fn advise_huge_capacity(values: &mut Vec<f32>) {
     #[cfg(target_os = "linux")]
     {
-        let spare = values.spare_capacity_mut();
-        advise_huge(spare.as_ptr() as usize, std::mem::size_of_val(spare));
+        advise_huge(values.spare_capacity_mut());
     }
     #[cfg(not(target_os = "linux"))]
     let _ = values;
@@ -114,11 +114,11 @@ pub fn advise_huge_capacity(values: &mut Vec<f32>) {
 #[cfg(target_os = "linux")]
 const HUGE_MIN_BYTES: usize = 4 << 20;
 
-/// The whole 2 MiB pages of `start..start + bytes`, memory this process owns, advised to be
-/// huge pages.
+/// The whole 2 MiB pages inside `region` advised to be huge pages.
 #[cfg(target_os = "linux")]
-fn advise_huge(start: usize, bytes: usize) {
+fn advise_huge<T>(region: &[T]) {
     const HUGE: usize = 2 << 20;
+    let (start, bytes) = (region.as_ptr() as usize, std::mem::size_of_val(region));
     let end = start + bytes;
     // Whole 2 MiB pages inside the buffer only: the advice must not reach the allocator's
     // neighbouring memory.
@@ -126,7 +126,7 @@ fn advise_huge(start: usize, bytes: usize) {
     if bytes < HUGE_MIN_BYTES || first >= last {
         return;
     }
-    // SAFETY: `first..last` lies inside the caller's buffer; the advice changes how its pages
+    // SAFETY: `first..last` lies inside `region`, which this process owns; the advice changes how its pages
     // are backed, never their contents, and its failure (no THP in this kernel) changes
     // nothing.
     unsafe {
