@@ -47,9 +47,6 @@ impl<B: ModelOps> PooledEncoder<B> for Esm2<B> {
         let (w, a) = self.computed_dtypes();
         DtypeReadBack::new(w, a)
     }
-    fn with_matmul(self, matmul: Matmul) -> Self {
-        Self::with_matmul(self, matmul)
-    }
 }
 
 /// ESM-2 from a Hugging Face directory or a fair-esm checkpoint.
@@ -58,8 +55,8 @@ pub(crate) struct EsmLoader(pub PathBuf);
 impl EncoderLoader for EsmLoader {
     type Model<B: ModelOps> = Esm2<B>;
     const GPU_BATCH_TOKENS: usize = 32 * 1024;
-    fn load<B: ModelOps>(&self, device: &B::Device) -> Result<Esm2<B>> {
-        Ok(Esm2::<B>::load(&self.0, device)?.0)
+    fn load<B: ModelOps>(&self, device: &B::Device, matmul: Matmul) -> Result<Esm2<B>> {
+        Ok(Esm2::<B>::load_for(&self.0, device, matmul)?.0)
     }
 }
 
@@ -77,9 +74,6 @@ impl<B: ModelOps> PooledEncoder<B> for DnabertS<B> {
         let (w, a) = self.computed_dtypes();
         DtypeReadBack::new(w, a)
     }
-    fn with_matmul(self, matmul: Matmul) -> Self {
-        Self::with_matmul(self, matmul)
-    }
 }
 
 /// DNABERT-S from a Hugging Face directory (or a weights file in one).
@@ -88,8 +82,8 @@ pub(crate) struct DnabertLoader(pub PathBuf);
 impl EncoderLoader for DnabertLoader {
     type Model<B: ModelOps> = DnabertS<B>;
     const GPU_BATCH_TOKENS: usize = 64 * 1024;
-    fn load<B: ModelOps>(&self, device: &B::Device) -> Result<DnabertS<B>> {
-        Ok(DnabertS::<B>::load(&self.0, device)?.0)
+    fn load<B: ModelOps>(&self, device: &B::Device, matmul: Matmul) -> Result<DnabertS<B>> {
+        Ok(DnabertS::<B>::load_for(&self.0, device, matmul)?.0)
     }
 }
 

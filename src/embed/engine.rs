@@ -45,10 +45,6 @@ pub trait PooledEncoder<B: Backend>: Send + Sync {
     /// What the loaded model computes in, read back rather than assumed: the dtype of an
     /// uploaded weight and of one activation.
     fn dtypes(&self) -> DtypeReadBack;
-    /// The same model with its projections' products in `matmul`.
-    fn with_matmul(self, matmul: Matmul) -> Self
-    where
-        Self: Sized;
 }
 
 /// Loads a model on a device; called once per worker (CPU workers share one copy).
@@ -58,7 +54,9 @@ pub trait EncoderLoader: Sync {
     type Model<B: ModelOps>: PooledEncoder<B> + Clone + 'static;
     /// Padded tokens per batch on a GPU whose free memory is not known.
     const GPU_BATCH_TOKENS: usize;
-    fn load<B: ModelOps>(&self, device: &B::Device) -> Result<Self::Model<B>>;
+    /// The model on `device`, its projections' products in `matmul` (bf16 products on the
+    /// CPU load packed bf16 weights).
+    fn load<B: ModelOps>(&self, device: &B::Device, matmul: Matmul) -> Result<Self::Model<B>>;
     /// The free memory of CUDA device `gpu` once the model is loaded there (`read` asks the
     /// driver), which sizes the batches.
     fn free_after_load(&self, _gpu: usize, read: impl FnOnce() -> Option<u64>) -> Option<u64> {
@@ -329,7 +327,7 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
         // dimension sizes the output, and on a GPU the memory it leaves sizes the batches.
         // CPU workers share it (tensors are reference-counted); every other GPU loads its own.
         let (tensors, matmul) = compute_plan(precision, cpu);
-        let first = loader.load::<B>(&devices[0])?.with_matmul(matmul);
+        let first = loader.load::<B>(&devices[0], matmul)?;
         let read_back = first.dtypes();
         read_back.check(tensors, &name_of(0))?;
         let dim = first.dim();
@@ -355,6 +353,7 @@ impl<L: EncoderLoader, C: Coordinator> BackendTask for EmbedJob<'_, L, C> {
             queue: &queue,
             faults: &faults,
             precision,
+            matmul,
             dim,
             cpu,
         };
@@ -389,6 +388,8 @@ struct Crew<'a, B: ModelOps, L: EncoderLoader> {
     queue: &'a WorkQueue,
     faults: &'a Faults,
     precision: Precision,
+    /// What the projections multiply in ([`compute_plan`]).
+    matmul: Matmul,
     dim: usize,
     cpu: bool,
 }
@@ -432,7 +433,7 @@ impl<B: ModelOps, L: EncoderLoader> Crew<'_, B, L> {
         if self.cpu || w == 0 {
             return Ok(self.first.clone());
         }
-        let model = self.loader.load::<B>(device)?;
+        let model = self.loader.load::<B>(device, self.matmul)?;
         model.dtypes().check(self.precision, name)?;
         Ok(model)
     }

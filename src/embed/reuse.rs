@@ -15,11 +15,13 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::engine::EncoderLoader;
-use crate::models::ops::ModelOps;
+use crate::models::ops::{Matmul, ModelOps};
 
-/// One kept model: the device it is on and the model, both typed by their backend.
+/// One kept model: the device it is on, what its products multiply in (a bf16 one holds
+/// packed weights) and the model, the device and model typed by their backend.
 struct Kept {
     device: Box<dyn Any + Send + Sync>,
+    matmul: Matmul,
     model: Box<dyn Any + Send + Sync>,
 }
 
@@ -76,7 +78,7 @@ impl<L: EncoderLoader> EncoderLoader for Reusing<L> {
         bytes
     }
 
-    fn load<B: ModelOps>(&self, device: &B::Device) -> Result<L::Model<B>> {
+    fn load<B: ModelOps>(&self, device: &B::Device, matmul: Matmul) -> Result<L::Model<B>> {
         // Looked up under the lock, loaded outside it: each GPU's worker loads its own model
         // at the same time as the others, as without reuse (one worker per device, so no
         // device is loaded twice).
@@ -86,7 +88,8 @@ impl<L: EncoderLoader> EncoderLoader for Reusing<L> {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find_map(|k| {
-                let same = k.device.downcast_ref::<B::Device>() == Some(device);
+                let same =
+                    k.device.downcast_ref::<B::Device>() == Some(device) && k.matmul == matmul;
                 same.then(|| k.model.downcast_ref::<L::Model<B>>().cloned())
                     .flatten()
             });
@@ -94,13 +97,14 @@ impl<L: EncoderLoader> EncoderLoader for Reusing<L> {
             return Ok(model);
         }
         let started = Instant::now();
-        let model = self.inner.load::<B>(device)?;
+        let model = self.inner.load::<B>(device, matmul)?;
         self.load_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.loads.fetch_add(1, Ordering::Relaxed);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.push(Kept {
             device: Box::new(device.clone()),
+            matmul,
             model: Box::new(model.clone()),
         });
         Ok(model)
@@ -122,8 +126,8 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm2_tiny");
         let loader = Reusing::new(EsmLoader(dir));
         let device = Default::default();
-        let a = loader.load::<Cpu>(&device).unwrap();
-        let b = loader.load::<Cpu>(&device).unwrap();
+        let a = loader.load::<Cpu>(&device, Matmul::F32).unwrap();
+        let b = loader.load::<Cpu>(&device, Matmul::F32).unwrap();
         assert_eq!(a.dim(), b.dim());
         let count = loader.count();
         assert_eq!(count.loads, 1);

@@ -5,9 +5,9 @@
 //! stream) stays f32, as PyTorch's CPU autocast and esm.cpp's reduced paths do, so the error is
 //! that of rounding each product's inputs to 8 significant bits.
 //!
-//! A weight is packed once (its first product) into AMX's layout for the right-hand operand —
-//! 16-column tiles of k-pairs, `[k/2][16][2]` — and the packing is kept beside the weight's
-//! buffer for as long as that buffer lives ([`packed`]). The left operand (the activations) is
+//! A weight is packed once, as the model is loaded ([`PackedWeight`], kept by
+//! `models::layers::Dense` instead of its f32 matrix), into AMX's layout for the right-hand
+//! operand — 16-column tiles of k-pairs, `[k/2][16][2]`. The left operand (the activations) is
 //! rounded into a padded row-major bf16 copy per product, which costs 1/`out` of the product.
 //!
 //! The tile instructions are written with `asm!` (Rust's AMX intrinsics are not stable); Linux
@@ -15,10 +15,8 @@
 //! [`available`] does once. Dispatch is at run time: on a CPU without AMX-BF16 the CPU backend
 //! stays f32 (`device::effective_precision`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::OnceLock;
 
-use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
 /// bf16 values per tile row (64 bytes) = the k-depth of one tile product.
@@ -76,10 +74,12 @@ fn detect() -> bool {
     false
 }
 
-/// A weight `[k, n]` (row-major f32, as `Dense` keeps it) rounded to bf16 in AMX's layout for
-/// the right-hand operand: for each 16-column tile, for each 32-deep k-tile, 16 rows of k-pairs
-/// × 16 columns × 2 (1 KiB, contiguous); `n` padded to whole 32-column blocks and `k` to whole
-/// k-tiles with zeros.
+/// A projection's weight rounded to bf16 in AMX's layout for the right-hand operand of
+/// `x [rows, k] · w [k, n]`: for each 16-column tile, for each 32-deep k-tile, 16 rows of
+/// k-pairs × 16 columns × 2 (1 KiB, contiguous); `n` padded to whole 32-column blocks and `k`
+/// to whole k-tiles with zeros. Made once, when the model is loaded for bf16 products
+/// (`models::layers::Dense`), straight from the checkpoint's rows: the model then holds 2 bytes
+/// per weight instead of the f32 matrix and its packing side by side.
 pub struct PackedWeight {
     k: usize,
     n: usize,
@@ -87,30 +87,37 @@ pub struct PackedWeight {
     data: Vec<u16>,
 }
 
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedWeight [{}, {}] bf16", self.k, self.n)
+    }
+}
+
 impl PackedWeight {
-    pub fn new(w: &[f32], k: usize, n: usize) -> Self {
-        assert_eq!(w.len(), k * n, "packed weight shape");
+    /// The packing of the `[k, n]` matrix whose column `j` (a PyTorch `Linear`'s output
+    /// feature `j`, row `j` of its `[out, in]` weight) `column(j, values)` writes into its `k`
+    /// values. One column tile per task, in parallel: each reads its 16 columns once, in
+    /// checkpoint order (contiguous), and writes its own `k_tiles` KiB.
+    pub fn from_columns(k: usize, n: usize, column: impl Fn(usize, &mut [f32]) + Sync) -> Self {
         let k_tiles = k.div_ceil(TILE_K);
         let col_tiles = n.div_ceil(BLOCK) * 2;
         let tile = TILE_ROWS * TILE_K;
         let mut data = vec![0u16; col_tiles * k_tiles * tile];
-        // One column tile per task: each writes its own k_tiles KiB.
+        crate::weights::host::advise_huge(&data[..]);
+        let scratch = || (vec![0f32; k], vec![0u16; k_tiles * TILE_K]);
         data.par_chunks_mut(k_tiles * tile)
             .enumerate()
-            .for_each(|(ct, out)| {
+            .for_each_init(scratch, |(values, rounded), (ct, out)| {
                 let n0 = ct * TILE_ROWS;
-                let cols = n.saturating_sub(n0).min(TILE_ROWS);
-                if cols == 0 {
-                    return; // a padding tile: zeros
-                }
-                for (p, rows) in w.chunks(2 * n).enumerate() {
-                    let (kt, pair) = (2 * p / TILE_K, (2 * p % TILE_K) / 2);
-                    let even = &rows[n0..n0 + cols];
-                    // An odd k's last pair has no odd row: its zeros stay.
-                    let odd = rows.get(n + n0..n + n0 + cols);
-                    let at = kt * tile + pair * TILE_K;
-                    // SAFETY: AMX-BF16 CPUs have AVX-512 (only packed where `available`).
-                    unsafe { interleave_rounded(&mut out[at..at + 2 * cols], even, odd) };
+                for c in 0..n.saturating_sub(n0).min(TILE_ROWS) {
+                    column(n0 + c, values);
+                    // Rounded in order; past `k` stays zero (the last k-tile's padding).
+                    round_slice(&mut rounded[..k], values);
+                    // Pair q (k = 2q, 2q + 1) goes to k-tile q / 16, tile row q % 16, column c.
+                    for (q, pair) in rounded.chunks_exact(2).enumerate() {
+                        let at = (q / TILE_ROWS) * tile + (q % TILE_ROWS) * TILE_K + 2 * c;
+                        out[at..at + 2].copy_from_slice(pair);
+                    }
                 }
             });
         Self {
@@ -121,45 +128,47 @@ impl PackedWeight {
         }
     }
 
+    /// The packing of `w`, `[k, n]` row-major f32 (a loaded model's weight, made bf16 by
+    /// [`crate::models::layers::Dense::into_bf16_tiles`]).
+    pub fn new(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), k * n, "packed weight shape");
+        Self::from_columns(k, n, |j, values| {
+            for (v, row) in values.iter_mut().zip(w.chunks_exact(n)) {
+                *v = row[j];
+            }
+        })
+    }
+
     /// `[k, n]`.
     pub fn shape(&self) -> (usize, usize) {
         (self.k, self.n)
+    }
+
+    /// The rounded values as a `[k, n]` row-major f32 matrix: what the generic composition
+    /// multiplies by where the AMX kernels do not run.
+    pub fn unpacked(&self) -> Vec<f32> {
+        let tile = TILE_ROWS * TILE_K;
+        let mut w = vec![0f32; self.k * self.n];
+        for (i, row) in w.chunks_exact_mut(self.n.max(1)).enumerate() {
+            let (kt, pair, e) = (i / TILE_K, (i % TILE_K) / 2, i % 2);
+            for (j, v) in row.iter_mut().enumerate() {
+                let (ct, c) = (j / TILE_ROWS, j % TILE_ROWS);
+                let at = (ct * self.k_tiles + kt) * tile + pair * TILE_K + 2 * c + e;
+                *v = half::bf16::from_bits(self.data[at]).to_f32();
+            }
+        }
+        w
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 2
     }
 
     /// The first of column tile `ct`'s k-tiles.
     fn column_tile(&self, ct: usize) -> *const u16 {
         self.data[ct * self.k_tiles * TILE_ROWS * TILE_K..].as_ptr()
     }
-}
-
-/// The packing of `weight` (`[k, n]` f32), made on first use and kept while the weight's
-/// buffer lives: keyed by the buffer's shared allocation, held through a `Weak` so that the
-/// address cannot be reused by another tensor while its entry exists; entries whose weight was
-/// dropped are pruned when a new one is made. CPU workers share one model, hence one packing.
-pub fn packed(weight: &FlexTensor, k: usize, n: usize, values: &[f32]) -> Arc<PackedWeight> {
-    type Slot = Arc<OnceLock<Arc<PackedWeight>>>;
-    type Entry = (Weak<burn::tensor::Bytes>, Slot);
-    static CACHE: OnceLock<Mutex<HashMap<(usize, usize, usize, usize), Entry>>> = OnceLock::new();
-    let data = weight.data_arc();
-    // The values' address too: two views of one buffer (at other offsets) are other weights.
-    let key = (Arc::as_ptr(&data) as usize, values.as_ptr() as usize, k, n);
-    let cache = CACHE.get_or_init(Default::default);
-    let slot = {
-        let mut map = cache.lock().expect("packed weights");
-        match map.get(&key) {
-            Some((_, slot)) => Arc::clone(slot),
-            None => {
-                map.retain(|_, (w, _)| w.strong_count() > 0);
-                let slot = Slot::default();
-                map.insert(key, (Arc::downgrade(&data), Arc::clone(&slot)));
-                slot
-            }
-        }
-    };
-    // Packed outside the map's lock (a 3B model's weights pack in parallel on first use); a
-    // second worker asking for the same weight meanwhile waits for this packing instead of
-    // making its own (both workers start on the first layer together).
-    Arc::clone(slot.get_or_init(|| Arc::new(PackedWeight::new(values, k, n))))
 }
 
 /// `dst [rows, n] += bf16(x) [rows, k] · w`, in f32 accumulation; `dst` holds what the product
@@ -240,22 +249,16 @@ unsafe fn round_into(dst: &mut [u16], src: &[f32]) {
     }
 }
 
-/// A k-pair's rows into one tile row: `dst[2c] = bf16(even[c])`, `dst[2c + 1] = bf16(odd[c])`
-/// (left as is without `odd`), vectorised as [`round_into`].
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn interleave_rounded(dst: &mut [u16], even: &[f32], odd: Option<&[f32]>) {
-    match odd {
-        Some(odd) => {
-            for ((d, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
-                d[0] = round_bits(e);
-                d[1] = round_bits(o);
-            }
-        }
-        None => {
-            for (d, &e) in dst.chunks_exact_mut(2).zip(even) {
-                d[0] = round_bits(e);
-            }
-        }
+/// `src` rounded to bf16 into `dst`: vectorised where the CPU has AVX-512 (every CPU with
+/// AMX does), else one value at a time (the same bits: packing layouts are tested anywhere).
+fn round_slice(dst: &mut [u16], src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX-512F/BW (checked just above).
+        return unsafe { round_into(dst, src) };
+    }
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = round_bits(v);
     }
 }
 
@@ -558,28 +561,25 @@ mod tests {
         assert_eq!(alone, after);
     }
 
+    /// Packing from a checkpoint's `[out, in]` rows (how models load) gives the bits packing
+    /// the transposed `[in, out]` matrix gives, and unpacking gives the rounded matrix back.
     #[test]
-    fn workers_asking_for_one_weight_share_one_packing() {
-        use burn::tensor::TensorData;
-        let (k, n) = (64, 48);
-        let w: Vec<f32> = (0..k * n).map(noise).collect();
-        let weight = FlexTensor::from_data(TensorData::new(w.clone(), [k, n]));
-        let values = weight.as_slice::<f32>().unwrap();
-        let got: Vec<Arc<PackedWeight>> = std::thread::scope(|s| {
-            let asks: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| packed(&weight, k, n, values)))
-                .collect();
-            asks.into_iter().map(|a| a.join().unwrap()).collect()
-        });
-        assert!(
-            got.iter().all(|p| Arc::ptr_eq(p, &got[0])),
-            "packed more than once"
-        );
-        assert_eq!(got[0].data, PackedWeight::new(&w, k, n).data);
-        // Another buffer with the same values is another weight.
-        let other = FlexTensor::from_data(TensorData::new(w, [k, n]));
-        let p = packed(&other, k, n, other.as_slice::<f32>().unwrap());
-        assert!(!Arc::ptr_eq(&p, &got[0]));
+    fn packing_from_rows_equals_packing_the_transpose() {
+        for &(k, n) in &[(3, 17), (64, 48), (100, 33), (1056, 40)] {
+            let rows: Vec<f32> = (0..n * k).map(|i| noise(i + 11) * 3.0).collect();
+            let from_rows = PackedWeight::from_columns(k, n, |j, values| {
+                values.copy_from_slice(&rows[j * k..(j + 1) * k]);
+            });
+            let transposed: Vec<f32> = (0..k * n).map(|i| rows[(i % n) * k + i / n]).collect();
+            assert_eq!(
+                from_rows.data,
+                PackedWeight::new(&transposed, k, n).data,
+                "{k}x{n}"
+            );
+            let rounded: Vec<f32> = transposed.iter().map(|&v| round(v) as f32).collect();
+            assert_eq!(from_rows.unpacked(), rounded, "{k}x{n}");
+            assert_eq!(from_rows.shape(), (k, n));
+        }
     }
 
     #[test]

@@ -13,13 +13,15 @@
 //! the generic path to f32 rounding (tests below), and a sequence's rows depend only on that
 //! sequence, so a batch gives what each sequence alone gives.
 
+use std::sync::Arc;
+
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 use super::amx_bf16;
 use super::composed::{self, AlibiBatch, RotaryBatch};
-use super::ops::{Matmul, ModelOps};
+use super::ops::{DenseWeight, Matmul, ModelOps};
 
 /// Runs `$f($args)` compiled for the widest vector unit this CPU has (AVX-512F, AVX2, or the
 /// x86-64 / other-target baseline): `$f` is `#[inline(always)]` plain Rust whose loops the
@@ -57,25 +59,32 @@ macro_rules! widest_simd {
 impl ModelOps for Flex {
     fn dense(
         x: Tensor<Self, 3>,
-        weight: Tensor<Self, 2>,
+        weight: DenseWeight<Self>,
         bias: Option<Tensor<Self, 1>>,
         residual: Option<Tensor<Self, 3>>,
         gelu: bool,
         matmul: Matmul,
     ) -> Tensor<Self, 3> {
-        // GELU after a residual is not a composition any model here uses; bf16 products need
-        // the AMX kernels (a CPU without them never gets `Matmul::Bf16` from the device
-        // runtime; the composition below covers tests that ask for it anyway).
-        let fusable =
-            !(gelu && residual.is_some()) && (matmul == Matmul::F32 || amx_bf16::available());
-        let fused = fusable
+        // GELU after a residual is not a composition any model here uses; bf16 products run
+        // on the AMX kernels from a packed weight (a CPU without AMX never gets one: the
+        // composition below covers tests that ask for bf16 products there anyway).
+        let fused = (!(gelu && residual.is_some()))
             .then(|| {
-                let [inp, out] = weight.dims();
+                let (inp, out, product) = match &weight {
+                    DenseWeight::Tensor(w) if matmul == Matmul::F32 => {
+                        let [inp, out] = w.dims();
+                        (inp, out, Product::F32(view_f32(w.clone())?))
+                    }
+                    DenseWeight::Bf16Tiles(tiles) if amx_bf16::available() => {
+                        let (inp, out) = tiles.shape();
+                        (inp, out, Product::Bf16(Arc::clone(tiles)))
+                    }
+                    _ => return None,
+                };
                 Some(FusedDense {
                     inp,
                     out,
-                    matmul,
-                    weight: view_f32(weight.clone())?,
+                    product,
                     bias: match &bias {
                         Some(b) => Some(view_f32(b.clone())?),
                         None => None,
@@ -94,7 +103,7 @@ impl ModelOps for Flex {
             },
             None => x,
         };
-        let (x, weight) = composed::matmul_operands(x, weight, matmul);
+        let (x, weight) = weight.operands(x, matmul);
         composed::dense_composed(
             x,
             weight,
@@ -158,14 +167,19 @@ impl ModelOps for Flex {
     }
 }
 
+/// What a projection multiplies by: the f32 weight as loaded (contiguous), or its bf16 tiles.
+enum Product {
+    F32(FlexTensor),
+    Bf16(Arc<amx_bf16::PackedWeight>),
+}
+
 /// A projection's operands as host values, ready for [`linear`]: the weight and bias as
-/// uploaded (contiguous f32), the residual made contiguous.
+/// loaded, the residual made contiguous.
 struct FusedDense {
     /// The weight's `[inp, out]`.
     inp: usize,
     out: usize,
-    matmul: Matmul,
-    weight: FlexTensor,
+    product: Product,
     bias: Option<FlexTensor>,
     residual: Option<FlexTensor>,
 }
@@ -184,12 +198,9 @@ impl FusedDense {
             self.bias.as_ref().map(values),
             self.residual.as_ref().map(values),
         );
-        let mut y = match self.matmul {
-            Matmul::F32 => linear(values(&x), values(&self.weight), inp, bias, residual),
-            Matmul::Bf16 => {
-                let w = amx_bf16::packed(&self.weight, inp, self.out, values(&self.weight));
-                linear_bf16(values(&x), &w, bias, residual)
-            }
+        let mut y = match &self.product {
+            Product::F32(w) => linear(values(&x), values(w), inp, bias, residual),
+            Product::Bf16(w) => linear_bf16(values(&x), w, bias, residual),
         };
         if gelu {
             gelu_in_place(&mut y);

@@ -130,6 +130,19 @@ pub struct DnabertLayer<B: Backend> {
     mlp_norm: Norm<B>,
 }
 
+impl<B: Backend> DnabertLayer<B> {
+    fn for_matmul(self, matmul: Matmul) -> Self {
+        Self {
+            wqkv: self.wqkv.for_matmul(matmul),
+            attn_out: self.attn_out.for_matmul(matmul),
+            gate: self.gate.for_matmul(matmul),
+            up: self.up.for_matmul(matmul),
+            wo: self.wo.for_matmul(matmul),
+            ..self
+        }
+    }
+}
+
 impl<B: ModelOps> DnabertLayer<B> {
     /// `kernels`: the backend's own [`ModelOps`] or the generic composition, and the products'
     /// precision.
@@ -178,11 +191,13 @@ pub struct DnabertS<B: Backend> {
 struct LayerReader<'a, B: Backend> {
     tensors: TensorLoader<'a, B>,
     config: &'a DnabertConfig,
+    /// What the projections will multiply in (bf16 products load packed weights).
+    matmul: Matmul,
 }
 
 impl<B: Backend> LayerReader<'_, B> {
     fn dense(&self, module: &str, out: usize, inp: usize, bias: bool) -> Result<Dense<B>> {
-        Dense::load(&self.tensors, module, out, inp, bias)
+        Dense::load(&self.tensors, module, out, inp, bias, self.matmul)
     }
 
     fn norm(&self, module: &str) -> Result<Norm<B>> {
@@ -193,18 +208,20 @@ impl<B: Backend> LayerReader<'_, B> {
     fn layer(&self, i: usize) -> Result<DnabertLayer<B>> {
         let (d, inter) = (self.config.hidden_size, self.config.intermediate_size);
         let at = |m: &str| format!("encoder.layer.{i}.{m}");
-        let [gate, up] = self.tensors.split_linear(
+        let [gate, up] = Dense::load_split(
+            &self.tensors,
             &at("mlp.gated_layers"),
             2 * inter,
             d,
             [0..inter, inter..2 * inter],
+            self.matmul,
         )?;
         Ok(DnabertLayer {
             wqkv: self.dense(&at("attention.self.Wqkv"), 3 * d, d, true)?,
             attn_out: self.dense(&at("attention.output.dense"), d, d, true)?,
             attn_norm: self.norm(&at("attention.output.LayerNorm"))?,
-            gate: Dense::new(gate, None),
-            up: Dense::new(up, None),
+            gate,
+            up,
             wo: self.dense(&at("mlp.wo"), d, inter, true)?,
             mlp_norm: self.norm(&at("mlp.layernorm"))?,
         })
@@ -214,14 +231,24 @@ impl<B: Backend> LayerReader<'_, B> {
 impl<B: ModelOps> DnabertS<B> {
     /// Load from an HF model directory (`config.json` + any layout transformers reads:
     /// `model.safetensors`, `pytorch_model.bin`, or either's `.index.json` with its shards) or
-    /// from a weights file beside its `config.json`.
+    /// from a weights file beside its `config.json`, for f32 products.
     pub fn load(path: &Path, device: &B::Device) -> Result<(Self, DnabertConfig)> {
+        Self::load_for(path, device, Matmul::F32)
+    }
+
+    /// [`Self::load`] for products in `matmul`: bf16 products on a CPU with AMX load every
+    /// projection's weight straight into bf16 tiles.
+    pub fn load_for(
+        path: &Path,
+        device: &B::Device,
+        matmul: Matmul,
+    ) -> Result<(Self, DnabertConfig)> {
         let weights_path = weights::locate(path, "DNABERT-S")?;
         let config = DnabertConfig::from_dir(&weights::model_dir(path))?;
         let started = std::time::Instant::now();
         let weights = weights::open(&weights_path)?;
         let opened = started.elapsed();
-        let model = Self::from_weights(&weights, config.clone(), device)?;
+        let model = Self::from_weights(&weights, config.clone(), device, matmul)?;
         weights.check_all_used(
             unused_by_dnabert_s,
             "is num_hidden_layers in config.json right?",
@@ -230,16 +257,19 @@ impl<B: ModelOps> DnabertS<B> {
         Ok((model, config))
     }
 
-    /// Build from already-opened weights (HF names, with or without `bert.`).
+    /// Build from already-opened weights (HF names, with or without `bert.`), for products
+    /// in `matmul`.
     pub fn from_weights(
         weights: &Weights,
         config: DnabertConfig,
         device: &B::Device,
+        matmul: Matmul,
     ) -> Result<Self> {
         config.validate()?;
         let reader = LayerReader::<B> {
             tensors: TensorLoader::new(weights, &PREFIXES, device),
             config: &config,
+            matmul,
         };
         let d = config.hidden_size;
         let word = reader
@@ -264,7 +294,10 @@ impl<B: ModelOps> DnabertS<B> {
             layers,
             neg_slopes,
             config,
-            kernels: Kernels::default(),
+            kernels: Kernels {
+                matmul,
+                ..Kernels::default()
+            },
         })
     }
 
@@ -276,9 +309,14 @@ impl<B: ModelOps> DnabertS<B> {
     }
 
     /// The same model with its projections' products in `matmul` (bf16 products of f32
-    /// tensors: `--precision bf16` on the CPU).
+    /// activations: `--precision bf16` on the CPU; the weights packed into bf16 tiles where
+    /// the AMX kernels run, see [`Dense::for_matmul`]). A run loads with [`Self::load_for`].
     pub fn with_matmul(mut self, matmul: Matmul) -> Self {
         self.kernels.matmul = matmul;
+        self.layers = std::mem::take(&mut self.layers)
+            .into_iter()
+            .map(|l| l.for_matmul(matmul))
+            .collect();
         self
     }
 

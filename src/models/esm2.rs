@@ -170,6 +170,18 @@ pub struct Esm2Layer<B: Backend> {
     fc2: Dense<B>,
 }
 
+impl<B: Backend> Esm2Layer<B> {
+    fn for_matmul(self, matmul: Matmul) -> Self {
+        Self {
+            qkv: self.qkv.for_matmul(matmul),
+            out: self.out.for_matmul(matmul),
+            fc1: self.fc1.for_matmul(matmul),
+            fc2: self.fc2.for_matmul(matmul),
+            ..self
+        }
+    }
+}
+
 impl<B: ModelOps> Esm2Layer<B> {
     /// `kernels`: the backend's own [`ModelOps`] or the generic composition, and the products'
     /// precision.
@@ -264,11 +276,13 @@ struct LayerReader<'a, B: Backend> {
     tensors: TensorLoader<'a, B>,
     names: &'a Names,
     config: &'a Esm2Config,
+    /// What the projections will multiply in (bf16 products load packed weights).
+    matmul: Matmul,
 }
 
 impl<B: Backend> LayerReader<'_, B> {
     fn dense(&self, module: &str, out: usize, inp: usize) -> Result<Dense<B>> {
-        Dense::load(&self.tensors, module, out, inp, true)
+        Dense::load(&self.tensors, module, out, inp, true, self.matmul)
     }
 
     fn layer_norm(&self, module: &str) -> Result<Norm<B>> {
@@ -301,12 +315,16 @@ impl<B: Backend> LayerReader<'_, B> {
         let d = self.config.hidden;
         let at = |m: &str| format!("{}{i}.{m}", n.layer);
         // q, k and v fused into one projection: weights side by side, biases end to end.
-        let (qkv_weight, qkv_bias) =
-            self.tensors
-                .fused_linear(&[at(n.q), at(n.k), at(n.v)], d, d)?;
+        let qkv = Dense::load_fused(
+            &self.tensors,
+            &[at(n.q), at(n.k), at(n.v)],
+            d,
+            d,
+            self.matmul,
+        )?;
         Ok(Esm2Layer {
             attn_norm: self.layer_norm(&at(n.attn_norm))?,
-            qkv: Dense::new(qkv_weight, Some(qkv_bias)),
+            qkv,
             out: self.dense(&at(n.out), d, d)?,
             ffn_norm: self.layer_norm(&at(n.ffn_norm))?,
             fc1: self.dense(&at(n.fc1), self.config.ffn, d)?,
@@ -356,8 +374,14 @@ impl<B: ModelOps> Esm2<B> {
     /// Load from an HF model directory (`config.json` + any layout transformers reads:
     /// `model.safetensors`, `pytorch_model.bin`, or either's `.index.json` with its shards), a
     /// weights file inside such a directory, or a fair-esm hub checkpoint
-    /// (`esm2_t36_3B_UR50D.pt`).
+    /// (`esm2_t36_3B_UR50D.pt`), for f32 products.
     pub fn load(path: &Path, device: &B::Device) -> Result<(Self, Esm2Config)> {
+        Self::load_for(path, device, Matmul::F32)
+    }
+
+    /// [`Self::load`] for products in `matmul`: bf16 products on a CPU with AMX load every
+    /// projection's weight straight into bf16 tiles (no f32 copy is ever made).
+    pub fn load_for(path: &Path, device: &B::Device, matmul: Matmul) -> Result<(Self, Esm2Config)> {
         let (config, weights_path, names) = if path.is_dir() {
             let weights = weights::locate(path, "ESM-2")?;
             let config = Esm2Config::from_hf_config(&path.join("config.json"))?;
@@ -386,7 +410,7 @@ impl<B: ModelOps> Esm2<B> {
         let started = Instant::now();
         let weights = weights::open(&weights_path)?;
         let opened = started.elapsed();
-        let model = Self::from_weights(&weights, names, config.clone(), device)?;
+        let model = Self::from_weights(&weights, names, config.clone(), device, matmul)?;
         let hint = if std::ptr::eq(names, &FAIR_ESM_NAMES) {
             "does the checkpoint's cfg.model.encoder_layers match the layers it holds?"
         } else {
@@ -402,11 +426,13 @@ impl<B: ModelOps> Esm2<B> {
         names: &Names,
         config: Esm2Config,
         device: &B::Device,
+        matmul: Matmul,
     ) -> Result<Self> {
         let reader = LayerReader::<B> {
             tensors: TensorLoader::new(weights, names.prefixes, device),
             names,
             config: &config,
+            matmul,
         };
         let embed_tokens = reader.tensors.tensor(
             &format!("{}.weight", names.embed),
@@ -421,7 +447,10 @@ impl<B: ModelOps> Esm2<B> {
             layers,
             emb_layer_norm_after,
             config,
-            kernels: Kernels::default(),
+            kernels: Kernels {
+                matmul,
+                ..Kernels::default()
+            },
         })
     }
 
@@ -433,9 +462,14 @@ impl<B: ModelOps> Esm2<B> {
     }
 
     /// The same model with its projections' products in `matmul` (bf16 products of f32
-    /// tensors: `--precision bf16` on the CPU).
+    /// activations: `--precision bf16` on the CPU; the weights packed into bf16 tiles where
+    /// the AMX kernels run, see [`Dense::for_matmul`]). A run loads with [`Self::load_for`].
     pub fn with_matmul(mut self, matmul: Matmul) -> Self {
         self.kernels.matmul = matmul;
+        self.layers = std::mem::take(&mut self.layers)
+            .into_iter()
+            .map(|l| l.for_matmul(matmul))
+            .collect();
         self
     }
 

@@ -4,60 +4,199 @@
 //! Norms and the softmax run in f32 whatever the model's dtype, as fair-esm and PyTorch's
 //! autocast do.
 
-use burn::module::{Module, Param};
+use std::sync::Arc;
 
-use super::composed::{dense_composed, layer_norm_composed, linear_3d, matmul_operands};
-use super::ops::{Kernels, ModelOps};
+use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use super::amx_bf16::{self, PackedWeight};
+use super::composed::{dense_composed, layer_norm_composed, linear_3d};
+use super::ops::{DenseWeight, Kernels, Matmul, ModelOps};
 use crate::weights::loader::TensorLoader;
+use crate::weights::LinearRows;
 
-/// A PyTorch `Linear` as an `[in, out]` weight and an optional bias.
+/// A PyTorch `Linear` as an `[in, out]` weight and an optional bias. For bf16 products on a
+/// CPU with AMX (`--precision bf16`) the weight is held only as bf16 tiles, packed from the
+/// checkpoint as it loads: half the f32 matrix's memory, and nothing left to pack at the
+/// first batch (ESM-2 3B: 5.6 GB instead of 11.1 GB of f32 weights plus their packing).
 #[derive(Module, Debug)]
 pub struct Dense<B: Backend> {
-    weight: Param<Tensor<B, 2>>,
+    /// `[in, out]`; `None` when the weight is held as `tiles`.
+    weight: Option<Param<Tensor<B, 2>>>,
     bias: Option<Param<Tensor<B, 1>>>,
+    /// The weight rounded to bf16 in the AMX kernels' layout, in place of `weight`.
+    #[module(skip)]
+    tiles: Option<Arc<PackedWeight>>,
+}
+
+/// Whether weights loaded for products in `matmul` are packed into bf16 tiles: bf16 products
+/// where the AMX kernels run. Elsewhere a bf16 request keeps the f32 weight, and the generic
+/// composition rounds both operands per product (the tests' reference for the kernels).
+fn packs(matmul: Matmul) -> bool {
+    matmul == Matmul::Bf16 && amx_bf16::available()
 }
 
 impl<B: Backend> Dense<B> {
     /// `weight` is `[in, out]` (a checkpoint's `[out, in]` transposed); `bias` is `[out]`.
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
         Self {
-            weight: Param::from_tensor(weight),
+            weight: Some(Param::from_tensor(weight)),
             bias: bias.map(Param::from_tensor),
+            tiles: None,
         }
     }
 
-    /// The PyTorch `Linear` named `module` (`out` × `inp`), with its bias when `bias`.
+    fn with_tiles(tiles: PackedWeight, bias: Option<Tensor<B, 1>>) -> Self {
+        Self {
+            weight: None,
+            bias: bias.map(Param::from_tensor),
+            tiles: Some(Arc::new(tiles)),
+        }
+    }
+
+    /// The PyTorch `Linear` named `module` (`out` × `inp`), with its bias when `bias`, for
+    /// products in `matmul`.
     pub fn load(
         loader: &TensorLoader<B>,
         module: &str,
         out: usize,
         inp: usize,
         bias: bool,
+        matmul: Matmul,
     ) -> anyhow::Result<Self> {
-        let weight = loader.linear_weight(module, out, inp)?;
         let bias = if bias {
             Some(loader.bias(module, out)?)
         } else {
             None
         };
-        Ok(Self::new(weight, bias))
+        if packs(matmul) {
+            let rows = loader.linear_rows(module, out, inp)?;
+            return Ok(Self::with_tiles(
+                tiles_of(loader, &[(&rows, 0..out)], inp),
+                bias,
+            ));
+        }
+        Ok(Self::new(loader.linear_weight(module, out, inp)?, bias))
+    }
+
+    /// Several bias-carrying `Linear`s of `out` × `inp` (attention's q, k and v) fused into one
+    /// `[inp, modules·out]` projection with one `[modules·out]` bias, for products in `matmul`.
+    pub fn load_fused(
+        loader: &TensorLoader<B>,
+        modules: &[String],
+        out: usize,
+        inp: usize,
+        matmul: Matmul,
+    ) -> anyhow::Result<Self> {
+        if !packs(matmul) {
+            let (weight, bias) = loader.fused_linear(modules, out, inp)?;
+            return Ok(Self::new(weight, Some(bias)));
+        }
+        let rows = modules
+            .iter()
+            .map(|m| loader.linear_rows(m, out, inp))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let parts: Vec<_> = rows.iter().map(|r| (r, 0..out)).collect();
+        let tiles = tiles_of(loader, &parts, inp);
+        let mut bias = Vec::with_capacity(modules.len() * out);
+        for module in modules {
+            bias.extend(loader.host_values(&format!("{module}.bias"), &[out])?);
+        }
+        let bias = loader.upload(bias, [modules.len() * out]);
+        Ok(Self::with_tiles(tiles, Some(bias)))
+    }
+
+    /// A bias-free PyTorch `Linear` named `module` (`out` × `inp`) cut by output features into
+    /// `parts`, one projection each (DNABERT-S's gate and up), for products in `matmul`.
+    pub fn load_split<const N: usize>(
+        loader: &TensorLoader<B>,
+        module: &str,
+        out: usize,
+        inp: usize,
+        parts: [std::ops::Range<usize>; N],
+        matmul: Matmul,
+    ) -> anyhow::Result<[Self; N]> {
+        if !packs(matmul) {
+            let weights = loader.split_linear(module, out, inp, parts)?;
+            return Ok(weights.map(|w| Self::new(w, None)));
+        }
+        for part in &parts {
+            anyhow::ensure!(
+                part.start < part.end && part.end <= out,
+                "{module}: output features {part:?} outside 0..{out}"
+            );
+        }
+        let rows = loader.linear_rows(module, out, inp)?;
+        Ok(parts.map(|part| Self::with_tiles(tiles_of(loader, &[(&rows, part)], inp), None)))
     }
 
     /// `[batch, len, in]` -> `[batch, len, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        linear_3d(x, self.weight.val(), self.bias.as_ref().map(Param::val))
+        let (x, weight) = self.weight().operands(x, Matmul::F32);
+        linear_3d(x, weight, self.bias.as_ref().map(Param::val))
     }
+
+    fn weight(&self) -> DenseWeight<B> {
+        match (&self.weight, &self.tiles) {
+            (Some(weight), _) => DenseWeight::Tensor(weight.val()),
+            (None, Some(tiles)) => DenseWeight::Bf16Tiles(Arc::clone(tiles)),
+            (None, None) => unreachable!("a Dense holds its weight one way or the other"),
+        }
+    }
+
+    /// The same projection with its weight packed into bf16 tiles, when products in
+    /// `matmul` take them (see [`packs`]): how a model loaded in f32 is switched to bf16
+    /// products. A packed weight cannot go back: its f32 values are gone.
+    pub fn for_matmul(self, matmul: Matmul) -> Self {
+        match (&self.weight, packs(matmul)) {
+            (Some(weight), true) => {
+                let [k, n] = weight.dims();
+                let values = crate::models::tensor_to_f32(weight.val())
+                    .expect("a Dense weight reads back as f32");
+                let bias = self.bias.map(|b| b.val());
+                Self::with_tiles(PackedWeight::new(&values, k, n), bias)
+            }
+            (None, false) => panic!(
+                "a projection loaded for bf16 products holds bf16 weights only: load the model \
+                 again for {matmul:?} products"
+            ),
+            _ => self,
+        }
+    }
+}
+
+/// The bf16 tiles of the projection whose output features are `parts` (rows of checkpoint
+/// weights) one after the other, packed from the file's bytes in one parallel pass.
+fn tiles_of<B: Backend>(
+    loader: &TensorLoader<B>,
+    parts: &[(&LinearRows<'_>, std::ops::Range<usize>)],
+    inp: usize,
+) -> PackedWeight {
+    let n: usize = parts.iter().map(|(_, r)| r.len()).sum();
+    let bytes: usize = parts
+        .iter()
+        .map(|(rows, r)| rows.stored_bytes() / rows.out_features() * r.len())
+        .sum();
+    loader.converting(bytes, || {
+        PackedWeight::from_columns(inp, n, |mut j, values| {
+            for (rows, range) in parts {
+                if j < range.len() {
+                    return rows.row(range.start + j, values);
+                }
+                j -= range.len();
+            }
+            unreachable!("column inside the parts");
+        })
+    })
 }
 
 impl<B: ModelOps> Dense<B> {
     /// `forward(x)`, then GELU when `gelu`, then `+ residual` when given, the product in
-    /// `kernels.matmul`: through the backend's own [`ModelOps::dense`] when
-    /// `kernels.backend_ops` (on the CPU one GEMM into a buffer that starts as `residual +
-    /// bias`, GELU in place), else as [`dense_composed`] (how the parity tests hold the CPU
-    /// kernels to the composition on the same backend).
+    /// `kernels.matmul` (bf16 for packed weights): through the backend's own
+    /// [`ModelOps::dense`] when `kernels.backend_ops` (on the CPU one GEMM into a buffer that
+    /// starts as `residual + bias`, GELU in place), else as [`dense_composed`] (how the parity
+    /// tests hold the CPU kernels to the composition on the same backend).
     pub fn forward_fused(
         &self,
         x: Tensor<B, 3>,
@@ -65,13 +204,13 @@ impl<B: ModelOps> Dense<B> {
         gelu: bool,
         kernels: Kernels,
     ) -> Tensor<B, 3> {
-        let weight = self.weight.val();
+        let weight = self.weight();
         let bias = self.bias.as_ref().map(Param::val);
         let residual = residual.cloned();
         if kernels.backend_ops {
             B::dense(x, weight, bias, residual, gelu, kernels.matmul)
         } else {
-            let (x, weight) = matmul_operands(x, weight, kernels.matmul);
+            let (x, weight) = weight.operands(x, kernels.matmul);
             dense_composed(
                 x,
                 weight,

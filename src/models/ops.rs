@@ -5,9 +5,12 @@
 //! `cpu_kernels.rs`; CUDA and wgpu keep the defaults, whose ops CubeCL fuses and autotunes.
 //! The models are generic over [`ModelOps`], so no model code asks which backend it runs on.
 
-use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use std::sync::Arc;
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use super::amx_bf16::PackedWeight;
 pub use super::composed::Matmul;
 use super::composed::{self, AlibiBatch, RotaryBatch};
 
@@ -28,22 +31,49 @@ impl Default for Kernels {
     }
 }
 
+/// A projection's weight as a model holds it.
+#[derive(Clone, Debug)]
+pub enum DenseWeight<B: Backend> {
+    /// `[in, out]`, in the model's dtype.
+    Tensor(Tensor<B, 2>),
+    /// Rounded to bf16 and packed for the AMX kernels as the model was loaded (`--precision
+    /// bf16` on a CPU with AMX-BF16): its products are bf16 ones whatever `matmul` says.
+    Bf16Tiles(Arc<PackedWeight>),
+}
+
+impl<B: Backend> DenseWeight<B> {
+    /// `(x, weight)` as the generic composition multiplies them in `matmul`: a packed
+    /// weight's rounded values unpacked to an `[in, out]` tensor (on `x`'s device), its
+    /// products then bf16 ones.
+    pub fn operands(self, x: Tensor<B, 3>, matmul: Matmul) -> (Tensor<B, 3>, Tensor<B, 2>) {
+        match self {
+            DenseWeight::Tensor(weight) => composed::matmul_operands(x, weight, matmul),
+            DenseWeight::Bf16Tiles(tiles) => {
+                let (k, n) = tiles.shape();
+                let data = TensorData::new(tiles.unpacked(), [k, n]);
+                let weight = Tensor::from_data(data, &x.device());
+                composed::matmul_operands(x, weight, Matmul::Bf16)
+            }
+        }
+    }
+}
+
 /// A backend the encoders run on. Every method has the generic composition as its default;
 /// an override must compute the same function (to f32 rounding: the parity tests hold the CPU
 /// kernels to the composition) and may fall back to the default for inputs it does not cover.
 pub trait ModelOps: Backend {
     /// A `Linear` over `[batch, len, in]` with an `[in, out]` weight: `x·w + bias`, then GELU
     /// when `gelu`, then `+ residual` when given (`[batch, len, out]`); the product in
-    /// `matmul`.
+    /// `matmul` (bf16 for a packed weight).
     fn dense(
         x: Tensor<Self, 3>,
-        weight: Tensor<Self, 2>,
+        weight: DenseWeight<Self>,
         bias: Option<Tensor<Self, 1>>,
         residual: Option<Tensor<Self, 3>>,
         gelu: bool,
         matmul: Matmul,
     ) -> Tensor<Self, 3> {
-        let (x, weight) = composed::matmul_operands(x, weight, matmul);
+        let (x, weight) = weight.operands(x, matmul);
         composed::dense_composed(
             x,
             weight,

@@ -91,7 +91,6 @@ const CHUNK: usize = 1 << 16;
 /// fewer TLB entries too.
 pub fn buffer(n: usize) -> Vec<f32> {
     let values = vec![0f32; n];
-    #[cfg(target_os = "linux")]
     advise_huge(&values[..]);
     values
 }
@@ -102,40 +101,40 @@ pub fn buffer(n: usize) -> Vec<f32> {
 /// (ESM-2 650M in bf16: page faults and the kernel's page zeroing were a tenth of the time,
 /// for activations of 9–34 MB allocated and freed at every layer).
 pub fn advise_huge_capacity(values: &mut Vec<f32>) {
-    #[cfg(target_os = "linux")]
-    {
-        advise_huge(values.spare_capacity_mut());
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = values;
+    advise_huge(values.spare_capacity_mut());
 }
 
 /// Below this a buffer stays on small pages (the allocator's own, shared with other objects).
 #[cfg(target_os = "linux")]
 const HUGE_MIN_BYTES: usize = 4 << 20;
 
-/// The whole 2 MiB pages inside `region` advised to be huge pages.
-#[cfg(target_os = "linux")]
-fn advise_huge<T>(region: &[T]) {
-    const HUGE: usize = 2 << 20;
-    let (start, bytes) = (region.as_ptr() as usize, std::mem::size_of_val(region));
-    let end = start + bytes;
-    // Whole 2 MiB pages inside the buffer only: the advice must not reach the allocator's
-    // neighbouring memory.
-    let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-    if bytes < HUGE_MIN_BYTES || first >= last {
-        return;
+/// The whole 2 MiB pages inside `region` advised to be huge pages (Linux; elsewhere nothing):
+/// for a large buffer just allocated and not yet written, such as a model's weights.
+pub fn advise_huge<T>(region: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let (start, bytes) = (region.as_ptr() as usize, std::mem::size_of_val(region));
+        let end = start + bytes;
+        // Whole 2 MiB pages inside the buffer only: the advice must not reach the allocator's
+        // neighbouring memory.
+        let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if bytes < HUGE_MIN_BYTES || first >= last {
+            return;
+        }
+        // SAFETY: `first..last` lies inside `region`, which this process owns; the advice
+        // changes how its pages are backed, never their contents, and its failure (no THP in
+        // this kernel) changes nothing.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            );
+        }
     }
-    // SAFETY: `first..last` lies inside `region`, which this process owns; the advice changes how its pages
-    // are backed, never their contents, and its failure (no THP in this kernel) changes
-    // nothing.
-    unsafe {
-        libc::madvise(
-            first as *mut libc::c_void,
-            last - first,
-            libc::MADV_HUGEPAGE,
-        );
-    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = region;
 }
 
 /// Ask the kernel to start reading `bytes` (a tensor in a file's map) into the page cache now,

@@ -8,7 +8,7 @@ use anyhow::Result;
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::host::Dest;
-use super::Weights;
+use super::{LinearRows, Weights};
 
 pub struct TensorLoader<'a, B: Backend> {
     weights: &'a Weights,
@@ -49,6 +49,16 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
             .tensor::<B, D>(&self.resolve(name)?, shape, self.device)
     }
 
+    /// The values of the tensor `name`, exactly `shape`, on the host.
+    pub fn host_values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.weights.read(&self.resolve(name)?, shape)
+    }
+
+    /// `values` as a model tensor on this loader's device ([`super::upload`]).
+    pub fn upload<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+        super::upload(values, shape, self.device)
+    }
+
     /// The weight of a PyTorch `Linear` named `module` (`[out, in]` on disk) as the `[in, out]`
     /// matrix Burn multiplies by.
     pub fn linear_weight(&self, module: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
@@ -58,6 +68,19 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
             inp,
             self.device,
         )
+    }
+
+    /// The weight of the PyTorch `Linear` named `module` (`out` × `inp`), read by output
+    /// feature ([`Weights::linear_rows`]).
+    pub fn linear_rows(&self, module: &str, out: usize, inp: usize) -> Result<LinearRows<'a>> {
+        self.weights
+            .linear_rows(&self.resolve(&format!("{module}.weight"))?, out, inp)
+    }
+
+    /// `convert`, turning `bytes` of weights read by [`Self::linear_rows`] into the model's
+    /// own layout, counted in the load's conversion time.
+    pub fn converting<T>(&self, bytes: usize, convert: impl FnOnce() -> T) -> T {
+        self.weights.converting_into(bytes, convert)
     }
 
     /// A bias-free PyTorch `Linear` named `module` (`out` × `inp`) cut by output features

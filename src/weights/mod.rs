@@ -275,6 +275,33 @@ impl Weights {
         Ok(values)
     }
 
+    /// The PyTorch `Linear` weight `name` (`[out_features, in_features]` on disk) to be read
+    /// by output feature, for a layout the model builds itself (bf16 tiles): its stored bytes
+    /// in place when they can be read there (each feature's values decoded as asked for),
+    /// else its values read once. Its pages in the file's map are let go when it is dropped.
+    pub fn linear_rows(
+        &self,
+        name: &str,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<LinearRows<'_>> {
+        let values = match self.checked(name, &[out_features, in_features])? {
+            Some(stored) => RowValues::Stored(stored),
+            None => RowValues::Read(self.read_f32(name)?),
+        };
+        Ok(LinearRows {
+            values,
+            in_features,
+            out_features,
+        })
+    }
+
+    /// `convert` (which turns `bytes` stored bytes into a model's values in a layout of the
+    /// model's own, from [`Self::linear_rows`]) timed into [`Self::converting`].
+    pub fn converting_into<T>(&self, bytes: usize, convert: impl FnOnce() -> T) -> T {
+        self.timed(bytes, convert)
+    }
+
     /// Output features `rows` of the `out_features × in_features` PyTorch `Linear` weight
     /// `name`, transposed into `dst`: input feature `i` becomes row `i` of `dst`, at its
     /// columns `dst.col..dst.col + rows.len()` (a fused weight's share, a split weight's
@@ -320,6 +347,60 @@ impl Weights {
             }
         }
         Ok(())
+    }
+}
+
+/// A `Linear` weight read by output feature ([`Weights::linear_rows`]).
+pub struct LinearRows<'a> {
+    values: RowValues<'a>,
+    in_features: usize,
+    out_features: usize,
+}
+
+enum RowValues<'a> {
+    Stored(host::Stored<'a>),
+    Read(Vec<f32>),
+}
+
+impl LinearRows<'_> {
+    /// Output feature `j`'s `in_features` values, as `f32`, into `out`.
+    ///
+    /// Panics unless `j < out_features` and `out` holds `in_features` values.
+    pub fn row(&self, j: usize, out: &mut [f32]) {
+        use host::Values;
+        assert!(
+            j < self.out_features && out.len() == self.in_features,
+            "row {j} of a [{}, {}] weight into {} values",
+            self.out_features,
+            self.in_features,
+            out.len()
+        );
+        let start = j * self.in_features;
+        match &self.values {
+            RowValues::Stored(stored) => stored.decode(start, out),
+            RowValues::Read(values) => values.as_slice().decode(start, out),
+        }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// The weight's stored bytes (what reading it converts).
+    pub fn stored_bytes(&self) -> usize {
+        match &self.values {
+            RowValues::Stored(stored) => stored.bytes.len(),
+            RowValues::Read(values) => values.len() * 4,
+        }
+    }
+}
+
+impl Drop for LinearRows<'_> {
+    /// Converted: the file's pages leave this process ([`host::done_with`]).
+    fn drop(&mut self) {
+        if let RowValues::Stored(stored) = &self.values {
+            host::done_with(stored.bytes);
+        }
     }
 }
 

@@ -234,6 +234,26 @@ pub fn check_bf16_products<B: Backend>(
     check_paths_agree(fused, generic, cases, "bf16 AMX vs composition", tol);
 }
 
+/// `a` and `b` embed the cases, batched, to the same bits (`what` names the pair).
+pub fn check_same_bits<B: Backend>(
+    a: &impl Embed<B>,
+    b: &impl Embed<B>,
+    cases: &[Case],
+    what: &str,
+) {
+    let batch = batch_of(cases);
+    let (a, b) = (rows(a.embed(&batch)), rows(b.embed(&batch)));
+    for ((x, y), case) in a.iter().zip(&b).zip(cases) {
+        let same = x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(
+            same,
+            "{what}: {} differs (max {})",
+            case.id,
+            max_abs_diff(x, y)
+        );
+    }
+}
+
 /// A small deterministic generator (a 64-bit LCG, Knuth's MMIX constants; no dependency), for
 /// inputs that must be the same on every run.
 pub struct Lcg(pub u64);

@@ -128,6 +128,19 @@ fn bf16_products_stay_near_the_goldens() {
     parity::check_bf16_products(&fused, &generic, &cases(), amx_bf16::available(), BF16_TOL);
 }
 
+/// A model loaded for bf16 products (each projection's weight packed into bf16 tiles as it is
+/// read, never held in f32) computes, bit for bit, what the f32 load switched to bf16 products
+/// computes; from each checkpoint format.
+#[test]
+fn loading_for_bf16_products_equals_switching_to_them() {
+    let switched = load(&fixture_dir()).with_matmul(Matmul::Bf16);
+    for path in [fixture_dir(), fixture_dir().join("pytorch_model.bin")] {
+        let (loaded, _) = DnabertS::<B>::load_for(&path, &device(), Matmul::Bf16)
+            .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
+        parity::check_same_bits(&loaded, &switched, &cases(), &path.display().to_string());
+    }
+}
+
 #[test]
 fn batched_and_shuffled_match_single() {
     let model = load(&fixture_dir());
