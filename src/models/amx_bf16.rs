@@ -104,19 +104,32 @@ impl PackedWeight {
         let tile = TILE_ROWS * TILE_K;
         let mut data = vec![0u16; col_tiles * k_tiles * tile];
         crate::weights::host::advise_huge(&data[..]);
-        let scratch = || (vec![0f32; k], vec![0u16; k_tiles * TILE_K]);
+        // A column tile's 16 columns decoded and rounded side by side (`k_pad` apart; past
+        // `k`, and columns past `n`, zero), then interleaved a tile row at a time: each tile
+        // row (64 bytes) written whole, in order.
+        let k_pad = k_tiles * TILE_K;
+        let scratch = || (vec![0f32; k], vec![0u16; TILE_ROWS * k_pad]);
         data.par_chunks_mut(k_tiles * tile)
             .enumerate()
             .for_each_init(scratch, |(values, rounded), (ct, out)| {
                 let n0 = ct * TILE_ROWS;
-                for c in 0..n.saturating_sub(n0).min(TILE_ROWS) {
-                    column(n0 + c, values);
-                    // Rounded in order; past `k` stays zero (the last k-tile's padding).
-                    round_slice(&mut rounded[..k], values);
-                    // Pair q (k = 2q, 2q + 1) goes to k-tile q / 16, tile row q % 16, column c.
-                    for (q, pair) in rounded.chunks_exact(2).enumerate() {
-                        let at = (q / TILE_ROWS) * tile + (q % TILE_ROWS) * TILE_K + 2 * c;
-                        out[at..at + 2].copy_from_slice(pair);
+                let cols = n.saturating_sub(n0).min(TILE_ROWS);
+                if cols == 0 {
+                    return; // a padding tile: zeros
+                }
+                for (c, row) in rounded.chunks_exact_mut(k_pad).enumerate() {
+                    if c < cols {
+                        column(n0 + c, values);
+                        round_slice(&mut row[..k], values);
+                    } else {
+                        row.fill(0); // a padding column (the scratch may hold an earlier tile's)
+                    }
+                }
+                // Tile row `q % 16` of k-tile `q / 16` holds k-pair q (k = 2q, 2q + 1) of
+                // the 16 columns.
+                for (q, dst) in out.chunks_exact_mut(TILE_K).enumerate() {
+                    for (c, pair) in dst.chunks_exact_mut(2).enumerate() {
+                        pair.copy_from_slice(&rounded[c * k_pad + 2 * q..][..2]);
                     }
                 }
             });
