@@ -35,15 +35,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = 1  # gpu/make_models.py's SEEDS["esm2"]
-ALPHABET_SIZE = 33
-
-# HF EsmModel names -> fair-esm ESM2 names, per layer (as bench/esm_cpu.py maps them).
-LAYER_NAMES = {
-    "attention.self.query": "self_attn.q_proj", "attention.self.key": "self_attn.k_proj",
-    "attention.self.value": "self_attn.v_proj", "attention.output.dense": "self_attn.out_proj",
-    "attention.LayerNorm": "self_attn_layer_norm", "intermediate.dense": "fc1",
-    "output.dense": "fc2", "LayerNorm": "final_layer_norm",
-}
+# HF EsmModel names -> fair-esm ESM2 names: esm_cpu.py's table (it imports only numpy at the
+# top, as this script does), so the two benchmarks cannot disagree on a name.
+sys.path.insert(0, HERE)
+from esm_cpu import ALPHABET_SIZE, fair_name  # noqa: E402
 
 
 def hf_tensors(layers, dim):
@@ -99,17 +94,6 @@ def write_safetensors(path, layers, dim):
                     values = values * np.float32(kind)
             os.pwrite(f.fileno(), values.astype("<f4").tobytes(), base + offsets[name][0])
     return base, offsets, specs
-
-
-def fair_name(hf):
-    name = hf.removeprefix("esm.")
-    if name == "embeddings.word_embeddings.weight":
-        return "embed_tokens.weight"
-    if name.startswith("encoder.emb_layer_norm_after."):
-        return name.removeprefix("encoder.")
-    i, module = name.removeprefix("encoder.layer.").split(".", 1)
-    module, param = module.rsplit(".", 1)
-    return f"layers.{i}.{LAYER_NAMES[module]}.{param}"
 
 
 class Storage:
