@@ -541,3 +541,71 @@ pub fn sniff(head: &[u8]) -> Magic {
         Magic::Unknown
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `[3, 4]` weight in memory: its bytes in place (big-endian f16, under a page, so
+    /// letting them go touches nothing) when `in_place`, else only through `read_f32`.
+    struct OneWeight {
+        in_place: bool,
+        bytes: Vec<u8>,
+    }
+
+    const VALUES: [f32; 12] = [
+        0.5, -1.0, 2.0, 0.25, 3.0, -0.5, 1.5, 8.0, -2.0, 0.125, 4.0, -3.0,
+    ];
+
+    impl TensorSource for OneWeight {
+        fn names(&self) -> Vec<String> {
+            vec!["w".into()]
+        }
+        fn shape(&self, name: &str) -> Option<Vec<usize>> {
+            (name == "w").then(|| vec![3, 4])
+        }
+        fn read_f32(&self, _name: &str) -> Result<Vec<f32>> {
+            Ok(VALUES.to_vec())
+        }
+        fn stored(&self, _name: &str) -> Option<host::Stored<'_>> {
+            self.in_place.then(|| host::Stored {
+                bytes: &self.bytes,
+                dtype: host::Float::F16,
+                big_endian: true,
+            })
+        }
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    #[test]
+    fn a_linear_weight_reads_by_output_feature_in_place_or_not() {
+        let bytes = VALUES
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_be_bytes())
+            .collect::<Vec<u8>>();
+        for in_place in [true, false] {
+            let weights = Weights::new(Box::new(OneWeight {
+                in_place,
+                bytes: bytes.clone(),
+            }));
+            let rows = weights.linear_rows("w", 3, 4).unwrap();
+            assert_eq!(rows.out_features(), 3);
+            assert_eq!(rows.stored_bytes(), if in_place { 24 } else { 48 });
+            let mut row = [0f32; 4];
+            for j in [2, 0, 1] {
+                rows.row(j, &mut row);
+                assert_eq!(
+                    row,
+                    VALUES[j * 4..j * 4 + 4],
+                    "row {j}, in place {in_place}"
+                );
+            }
+            drop(rows);
+            assert!(weights.check_all_used(|_| false, "").is_ok(), "marked used");
+            let e = weights.linear_rows("w", 4, 3).err().unwrap().to_string();
+            assert!(e.contains("tensor w in memory has shape [3, 4]"), "{e}");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::Device;
 use virnucpro::models::amx_bf16;
 use virnucpro::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
@@ -120,6 +121,15 @@ fn loading_for_bf16_products_equals_switching_to_them() {
         let (loaded, _) = Esm2::<B>::load_for(&path, &device(), Matmul::Bf16)
             .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
         parity::check_same_bits(&loaded, &switched, &cases(), &path.display().to_string());
+        if amx_bf16::available() {
+            // The projections' weights are tiles only: the module's f32 parameters are the
+            // rest (2 layers × (q, k, v, out: 4 · 40² + fc1, fc2: 2 · 40 · 160)).
+            let f32_params = load(&fixture_dir()).num_params();
+            assert_eq!(
+                f32_params - loaded.num_params(),
+                2 * (4 * 40 * 40 + 2 * 40 * 160)
+            );
+        }
     }
 }
 
