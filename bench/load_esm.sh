@@ -35,6 +35,7 @@ repeats=${2:-3}
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${VIRNUCPRO:-$here/../target/release/virnucpro}
 py=${PYTHON:-python3}
+precision=${PRECISION:-f32}
 [[ -x $bin ]] || { echo "no binary at $bin (cargo build --release, or set VIRNUCPRO)" >&2; exit 1; }
 pt=$models/esm2.pt
 hf=$models/esm2_3B_random
@@ -61,6 +62,7 @@ resident() { "$py" "$here/load_esm.py" resident "$1" | awk '{print $2}'; }
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 echo "memory: $(awk '/MemTotal/{printf "%.1f GB", $2/1048576}' /proc/meminfo) total, $(awk '/MemAvailable/{printf "%.1f GB", $2/1048576}' /proc/meminfo) available"
 echo "binary: $bin (built $(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC'))"
+echo "precision: $precision"
 echo "cache: $([[ ${DROP_CACHES:-0} == 1 ]] && echo 'drop_caches' || echo 'posix_fadvise per file')"
 printf '%-12s %-5s %-5s %9s %9s %9s %9s %9s %10s\n' format cache what best_s load_s wall-cmp exit_s rss_GB resident
 
@@ -78,7 +80,7 @@ row() {
             took=$(since "$t0")
         else
             "$bin" embed-protein -m "$model" -o "$work/out.safetensors" --report "$work/r.json" \
-                -d cpu -q "$work/p.faa"
+                -d cpu --precision "$precision" -q "$work/p.faa"
             took=$(since "$t0")
             read -r load wc rss < <("$py" -c '
 import json, sys
