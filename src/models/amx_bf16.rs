@@ -141,8 +141,8 @@ impl PackedWeight {
         }
     }
 
-    /// The packing of `w`, `[k, n]` row-major f32 (a loaded model's weight, made bf16 by
-    /// [`crate::models::layers::Dense::into_bf16_tiles`]).
+    /// The packing of `w`, `[k, n]` row-major f32 (a model loaded in f32, switched to bf16
+    /// products by [`crate::models::layers::Dense::for_matmul`]).
     pub fn new(w: &[f32], k: usize, n: usize) -> Self {
         assert_eq!(w.len(), k * n, "packed weight shape");
         Self::from_columns(k, n, |j, values| {

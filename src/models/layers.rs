@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 use super::amx_bf16::{self, PackedWeight};
 use super::composed::{dense_composed, layer_norm_composed, linear_3d};
 use super::ops::{DenseWeight, Kernels, Matmul, ModelOps};
-use crate::weights::loader::TensorLoader;
+use crate::weights::loader::{check_parts, TensorLoader};
 use crate::weights::LinearRows;
 
 /// A PyTorch `Linear` as an `[in, out]` weight and an optional bias. For bf16 products on a
@@ -99,11 +99,7 @@ impl<B: Backend> Dense<B> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let parts: Vec<_> = rows.iter().map(|r| (r, 0..out)).collect();
         let tiles = tiles_of(loader, &parts, inp);
-        let mut bias = Vec::with_capacity(modules.len() * out);
-        for module in modules {
-            bias.extend(loader.host_values(&format!("{module}.bias"), &[out])?);
-        }
-        let bias = loader.upload(bias, [modules.len() * out]);
+        let bias = loader.fused_bias(modules, out)?;
         Ok(Self::with_tiles(tiles, Some(bias)))
     }
 
@@ -121,13 +117,8 @@ impl<B: Backend> Dense<B> {
             let weights = loader.split_linear(module, out, inp, parts)?;
             return Ok(weights.map(|w| Self::new(w, None)));
         }
-        for part in &parts {
-            anyhow::ensure!(
-                part.start < part.end && part.end <= out,
-                "{module}: output features {part:?} outside 0..{out}"
-            );
-        }
         let rows = loader.linear_rows(module, out, inp)?;
+        check_parts(module, out, &parts)?;
         Ok(parts.map(|part| Self::with_tiles(tiles_of(loader, &[(&rows, part)], inp), None)))
     }
 

@@ -49,16 +49,6 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
             .tensor::<B, D>(&self.resolve(name)?, shape, self.device)
     }
 
-    /// The values of the tensor `name`, exactly `shape`, on the host.
-    pub fn host_values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.weights.read(&self.resolve(name)?, shape)
-    }
-
-    /// `values` as a model tensor on this loader's device ([`super::upload`]).
-    pub fn upload<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
-        super::upload(values, shape, self.device)
-    }
-
     /// The weight of a PyTorch `Linear` named `module` (`[out, in]` on disk) as the `[in, out]`
     /// matrix Burn multiplies by.
     pub fn linear_weight(&self, module: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
@@ -80,7 +70,7 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
     /// `convert`, turning `bytes` of weights read by [`Self::linear_rows`] into the model's
     /// own layout, counted in the load's conversion time.
     pub fn converting<T>(&self, bytes: usize, convert: impl FnOnce() -> T) -> T {
-        self.weights.converting_into(bytes, convert)
+        self.weights.timed(bytes, convert)
     }
 
     /// A bias-free PyTorch `Linear` named `module` (`out` × `inp`) cut by output features
@@ -98,11 +88,8 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
         let name = self.resolve(&format!("{module}.weight"))?;
         self.weights.check_shape(&name, &[out, inp])?;
         let mut tensors = Vec::with_capacity(N);
+        check_parts(&name, out, &parts)?;
         for part in parts {
-            anyhow::ensure!(
-                part.start < part.end && part.end <= out,
-                "{name}: output features {part:?} outside 0..{out}"
-            );
             let width = part.end - part.start;
             let mut values = super::host::buffer(inp * width);
             let dst = Dest {
@@ -138,8 +125,7 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
             .collect::<Result<Vec<_>>>()?;
         let width = modules.len() * out;
         let mut weight = super::host::buffer(inp * width);
-        let mut bias = Vec::with_capacity(width);
-        for (m, (module, name)) in modules.iter().zip(&names).enumerate() {
+        for (m, name) in names.iter().enumerate() {
             // Each module's transpose lands in its own columns of the fused weight.
             let dst = Dest {
                 values: &mut weight,
@@ -148,13 +134,22 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
             };
             self.weights
                 .linear_weight_into(name, out, inp, 0..out, dst)?;
-            let name = self.resolve(&format!("{module}.bias"))?;
-            bias.extend(self.weights.read(&name, &[out])?);
         }
         Ok((
             super::upload(weight, [inp, width], self.device),
-            super::upload(bias, [width], self.device),
+            self.fused_bias(modules, out)?,
         ))
+    }
+
+    /// The biases of `modules` (`out` each) end to end, as one `[modules·out]` tensor: a fused
+    /// projection's bias.
+    pub fn fused_bias(&self, modules: &[String], out: usize) -> Result<Tensor<B, 1>> {
+        let mut bias = Vec::with_capacity(modules.len() * out);
+        for module in modules {
+            let name = self.resolve(&format!("{module}.bias"))?;
+            bias.extend(self.weights.read(&name, &[out])?);
+        }
+        Ok(super::upload(bias, [modules.len() * out], self.device))
     }
 
     /// The bias of a module with `out` outputs.
@@ -169,4 +164,16 @@ impl<'a, B: Backend> TensorLoader<'a, B> {
             self.bias(module, dim)?,
         ))
     }
+}
+
+/// That every one of `parts` is a non-empty range of the `out` output features of the
+/// weight `name`.
+pub fn check_parts(name: &str, out: usize, parts: &[std::ops::Range<usize>]) -> Result<()> {
+    for part in parts {
+        anyhow::ensure!(
+            part.start < part.end && part.end <= out,
+            "{name}: output features {part:?} outside 0..{out}"
+        );
+    }
+    Ok(())
 }

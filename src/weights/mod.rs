@@ -122,7 +122,8 @@ impl Weights {
         *self.converting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `convert` (turning `bytes` stored bytes into values), adding to [`Self::converting`].
+    /// Run `convert` (turning `bytes` stored bytes into values, in whatever layout: the
+    /// loaders' bf16 tiles too), adding to [`Self::converting`].
     fn timed<T>(&self, bytes: usize, convert: impl FnOnce() -> T) -> T {
         let started = Instant::now();
         let out = convert();
@@ -294,12 +295,6 @@ impl Weights {
             in_features,
             out_features,
         })
-    }
-
-    /// `convert` (which turns `bytes` stored bytes into a model's values in a layout of the
-    /// model's own, from [`Self::linear_rows`]) timed into [`Self::converting`].
-    pub fn converting_into<T>(&self, bytes: usize, convert: impl FnOnce() -> T) -> T {
-        self.timed(bytes, convert)
     }
 
     /// Output features `rows` of the `out_features × in_features` PyTorch `Linear` weight
