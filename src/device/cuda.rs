@@ -192,6 +192,7 @@ pub fn smoke_test(index: usize, precision: Option<super::Precision>) -> Result<(
                 }
                 Some(Precision::F16) => probe::<Cuda<half::f16, i32>>(&device, precision),
                 Some(Precision::Bf16) => probe::<Cuda<half::bf16, i32>>(&device, precision),
+                Some(Precision::Int8) => Err("--precision int8 runs on the CPU only".into()),
             }
         });
         std::panic::set_hook(hook);

@@ -12,13 +12,15 @@ use super::Precision;
 use crate::models::ops::Matmul;
 
 /// How `precision` runs on CPU workers (`cpu`) or on GPUs: the precision of the model's tensors
-/// (the dtype [`claim_dtype`] sets) and what its projections multiply in. On the CPU, bf16 is
-/// f32 tensors whose projections multiply in bf16 on AMX tiles (`effective_precision` grants it
-/// only where AMX-BF16 runs), the residual stream, norms and attention staying f32; elsewhere
-/// the tensors are in the precision and the products follow them.
+/// (the dtype [`claim_dtype`] sets) and what its projections multiply in. On the CPU, bf16 and
+/// int8 are f32 tensors whose projections multiply in bf16 or W8A8 int8 on AMX tiles
+/// (`effective_precision` grants them only where AMX-BF16 or AMX-INT8 runs), the residual
+/// stream, norms and attention staying f32; elsewhere the tensors are in the precision and
+/// the products follow them.
 pub fn compute_plan(precision: Precision, cpu: bool) -> (Precision, Matmul) {
     match (cpu, precision) {
         (true, Precision::Bf16) => (Precision::F32, Matmul::Bf16),
+        (true, Precision::Int8) => (Precision::F32, Matmul::Int8),
         _ => (precision, Matmul::F32),
     }
 }
@@ -26,7 +28,8 @@ pub fn compute_plan(precision: Precision, cpu: bool) -> (Precision, Matmul) {
 /// The float dtype a precision computes in.
 pub fn float_dtype(precision: Precision) -> FloatDType {
     match precision {
-        Precision::F32 | Precision::Auto => FloatDType::F32,
+        // int8 is f32 tensors whose products are quantised (CPU only).
+        Precision::F32 | Precision::Auto | Precision::Int8 => FloatDType::F32,
         Precision::F16 => FloatDType::F16,
         Precision::Bf16 => FloatDType::BF16,
     }

@@ -89,6 +89,9 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
+    /// W8A8 int8 products in the projections on a CPU with AMX-INT8, everything else f32
+    /// (`models/amx/int8.rs`); CPU only.
+    Int8,
 }
 
 impl FromStr for Precision {
@@ -99,8 +102,9 @@ impl FromStr for Precision {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "int8" | "i8" | "w8a8" => Ok(Self::Int8),
             _ => Err(format!(
-                "unknown precision '{s}': use auto, f32, f16 or bf16"
+                "unknown precision '{s}': use auto, f32, f16, bf16 or int8"
             )),
         }
     }
@@ -113,6 +117,7 @@ impl fmt::Display for Precision {
             Self::F32 => "f32",
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
         })
     }
 }
@@ -626,15 +631,21 @@ fn test_text(t: &Option<Result<(), String>>) -> String {
 pub fn effective_precision(devices: &Devices, asked: Precision) -> Result<Precision> {
     Ok(match (devices, asked) {
         (Devices::Cpu { .. }, Precision::Auto | Precision::F32) => Precision::F32,
-        // bf16 products on AMX tiles, everything else f32 (`dtype::compute_plan`).
-        (Devices::Cpu { .. }, Precision::Bf16) if crate::models::amx_bf16::available() => {
-            Precision::Bf16
+        // bf16 or int8 products on AMX tiles, everything else f32 (`dtype::compute_plan`).
+        (Devices::Cpu { .. }, p @ (Precision::Bf16 | Precision::Int8))
+            if crate::models::amx::available(dtype::compute_plan(p, true).1) =>
+        {
+            p
         }
         (Devices::Cpu { .. }, other) => {
             tracing::warn!(
-                "--precision {other} is not available on this CPU (bf16 needs AMX-BF16); using f32"
+                "--precision {other} is not available on this CPU (bf16 needs AMX-BF16, int8 \
+                 AMX-INT8); using f32"
             );
             Precision::F32
+        }
+        (_, Precision::Int8) => {
+            bail!("--precision int8 runs on the CPU only (AMX-INT8); on GPUs use f16, bf16 or f32")
         }
         // GPUs that compute on the CPU backend (tests' fake GPUs): f32 only, as the CPU.
         (Devices::Cuda { .. }, Precision::Auto | Precision::F32)
@@ -808,13 +819,19 @@ mod tests {
             effective_precision(&cpu, Precision::F16).unwrap(),
             Precision::F32
         );
-        // bf16 on the CPU is bf16 products on AMX tiles, where the CPU has them.
-        let bf16 = if crate::models::amx_bf16::available() {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        };
-        assert_eq!(effective_precision(&cpu, Precision::Bf16).unwrap(), bf16);
+        // bf16 (int8) on the CPU is bf16 (int8) products on AMX tiles, where the CPU has them.
+        use crate::models::{amx, ops::Matmul};
+        for (asked, matmul) in [
+            (Precision::Bf16, Matmul::Bf16),
+            (Precision::Int8, Matmul::Int8),
+        ] {
+            let want = if amx::available(matmul) {
+                asked
+            } else {
+                Precision::F32
+            };
+            assert_eq!(effective_precision(&cpu, asked).unwrap(), want);
+        }
     }
 
     fn adapter(kind: AdapterKind, shader_f16: bool) -> AdapterInfo {

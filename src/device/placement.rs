@@ -78,6 +78,9 @@ impl Placement {
             (Devices::Cpu { .. }, Precision::Bf16) => {
                 Some("f32 with bf16 matmuls (AMX) in the projections")
             }
+            (Devices::Cpu { .. }, Precision::Int8) => {
+                Some("f32 with int8 matmuls (W8A8, AMX) in the projections")
+            }
             _ => None,
         }
     }

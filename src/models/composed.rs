@@ -39,27 +39,66 @@ pub enum Matmul {
     #[default]
     F32,
     /// Both operands rounded to bf16, products accumulated in f32: `--precision bf16` on the
-    /// CPU, where the backend multiplies on AMX tiles (the CPU backend's AMX kernels) and everything else stays
-    /// f32. The default composition rounds the operands the same way and multiplies in f32,
-    /// which is what the tile unit computes up to the order of the f32 additions.
+    /// CPU, where the backend multiplies on AMX tiles (`models/amx/bf16.rs`) and everything
+    /// else stays f32. The default composition rounds the operands the same way and multiplies
+    /// in f32, which is what the tile unit computes up to the order of the f32 additions.
     Bf16,
+    /// W8A8: the weight quantised to int8 per output feature, the activations per row, both
+    /// symmetric with scale `max|v| / 127`; exact integer products scaled back to f32:
+    /// `--precision int8` on the CPU, on AMX tiles (`models/amx/int8.rs`). The default
+    /// composition multiplies the quantised values scaled back, in f32: the same up to f32
+    /// rounding.
+    Int8,
 }
 
-/// A product's operands as [`Matmul`] computes them: for `Bf16`, f32 operands rounded to bf16
-/// (to nearest even) and back, so that an f32 product of them is the bf16 product with f32
-/// accumulation; anything else unchanged.
+/// A product's operands as [`Matmul`] computes them, each as f32 values whose f32 product is
+/// the reduced one up to the order of the additions: for `Bf16`, both rounded to bf16 (to
+/// nearest even) and back; for `Int8`, `x` quantised per row and `weight` (`[in, out]`) per
+/// column, and scaled back; anything else unchanged.
 pub fn matmul_operands<B: Backend>(
     x: Tensor<B, 3>,
     weight: Tensor<B, 2>,
     matmul: Matmul,
 ) -> (Tensor<B, 3>, Tensor<B, 2>) {
-    if matmul != Matmul::Bf16 || x.dtype() != DType::F32 {
-        return (x, weight);
-    }
     (
-        x.cast(FloatDType::BF16).cast(FloatDType::F32),
-        weight.cast(FloatDType::BF16).cast(FloatDType::F32),
+        activation_operand(x, matmul),
+        match matmul {
+            Matmul::Int8 if weight.dtype() == DType::F32 => quantised(weight, 0),
+            _ => reduced(weight, matmul),
+        },
     )
+}
+
+/// The left operand (activations, `[batch, len, in]`) as [`matmul_operands`] makes it: for a
+/// weight already reduced as it loaded (packed tiles), only this side is left to reduce.
+pub fn activation_operand<B: Backend>(x: Tensor<B, 3>, matmul: Matmul) -> Tensor<B, 3> {
+    match matmul {
+        Matmul::Int8 if x.dtype() == DType::F32 => quantised(x, 2),
+        _ => reduced(x, matmul),
+    }
+}
+
+/// `t` rounded to bf16 and back for bf16 products of f32 tensors; otherwise unchanged.
+fn reduced<B: Backend, const D: usize>(t: Tensor<B, D>, matmul: Matmul) -> Tensor<B, D> {
+    if matmul == Matmul::Bf16 && t.dtype() == DType::F32 {
+        t.cast(FloatDType::BF16).cast(FloatDType::F32)
+    } else {
+        t
+    }
+}
+
+/// `t` quantised symmetrically to int8 along `dim` (one scale per slice across it: per row of
+/// activations, per column of an `[in, out]` weight) and scaled back: `round(v · (127 / m))
+/// · (m / 127)`, `m = max |v|` over the slice, rounding to nearest even; an all-zero slice
+/// stays zero. The tile kernels' arithmetic (`models/amx/int8.rs`) written as tensor ops.
+fn quantised<B: Backend, const D: usize>(t: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let max = t.clone().abs().max_dim(dim);
+    let zero = max.clone().equal_elem(0.0);
+    let inv = (max.ones_like() * 127.0)
+        .div(max.clone())
+        .mask_fill(zero, 0.0);
+    let q = (t * inv).round().clamp(-127.0, 127.0);
+    q * max.div_scalar(127.0)
 }
 
 /// LayerNorm over the last dimension, in f32 whatever `x`'s dtype, back in `x`'s dtype: Burn's

@@ -19,7 +19,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
-use super::amx_bf16;
+use super::amx;
 use super::composed::{self, AlibiBatch, RotaryBatch};
 use super::ops::{DenseWeight, Matmul, ModelOps};
 
@@ -65,9 +65,9 @@ impl ModelOps for Flex {
         gelu: bool,
         matmul: Matmul,
     ) -> Tensor<Self, 3> {
-        // GELU after a residual is not a composition any model here uses; bf16 products run
-        // on the AMX kernels from a packed weight (a CPU without AMX never gets one: the
-        // composition below covers tests that ask for bf16 products there anyway).
+        // GELU after a residual is not a composition any model here uses; bf16 and int8
+        // products run on the AMX kernels from a packed weight (a CPU without AMX never gets
+        // one: the composition below covers tests that ask for them there anyway).
         let fused = (!(gelu && residual.is_some()))
             .then(|| {
                 let (inp, out, product) = match &weight {
@@ -75,9 +75,9 @@ impl ModelOps for Flex {
                         let [inp, out] = w.dims();
                         (inp, out, Product::F32(view_f32(w.clone())?))
                     }
-                    DenseWeight::Bf16Tiles(tiles) if amx_bf16::available() => {
+                    DenseWeight::Tiles(tiles) if amx::available(tiles.matmul()) => {
                         let (inp, out) = tiles.shape();
-                        (inp, out, Product::Bf16(Arc::clone(tiles)))
+                        (inp, out, Product::Tiles(Arc::clone(tiles)))
                     }
                     _ => return None,
                 };
@@ -167,10 +167,11 @@ impl ModelOps for Flex {
     }
 }
 
-/// What a projection multiplies by: the f32 weight as loaded (contiguous), or its bf16 tiles.
+/// What a projection multiplies by: the f32 weight as loaded (contiguous), or its bf16 or
+/// int8 tiles.
 enum Product {
     F32(FlexTensor),
-    Bf16(Arc<amx_bf16::PackedWeight>),
+    Tiles(Arc<amx::PackedWeight>),
 }
 
 /// A projection's operands as host values, ready for [`linear`]: the weight and bias as
@@ -200,7 +201,7 @@ impl FusedDense {
         );
         let mut y = match &self.product {
             Product::F32(w) => linear(values(&x), values(w), inp, bias, residual),
-            Product::Bf16(w) => linear_bf16(values(&x), w, bias, residual),
+            Product::Tiles(w) => linear_tiles(values(&x), w, bias, residual),
         };
         if gelu {
             gelu_in_place(&mut y);
@@ -322,11 +323,12 @@ pub fn linear(
     dst
 }
 
-/// [`linear`] with the product in bf16 on AMX ([`amx_bf16::gemm_add`]): the same buffer that
-/// starts as `residual + bias`, the packed weight's product added into it.
-pub fn linear_bf16(
+/// [`linear`] with the product on AMX in the packed weight's arithmetic
+/// ([`amx::PackedWeight::gemm_add`]): the same buffer that starts as `residual + bias`, the
+/// product added into it.
+pub fn linear_tiles(
     x: &[f32],
-    w: &amx_bf16::PackedWeight,
+    w: &amx::PackedWeight,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
@@ -334,7 +336,7 @@ pub fn linear_bf16(
     assert!(x.len().is_multiple_of(inp), "linear shapes");
     let rows = x.len() / inp;
     let mut dst = started_output(rows, out, bias, residual);
-    amx_bf16::gemm_add(&mut dst, x, rows, w);
+    w.gemm_add(&mut dst, x, rows);
     dst
 }
 

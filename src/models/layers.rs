@@ -10,31 +10,33 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::amx_bf16::{self, PackedWeight};
+use super::amx::{self, PackedWeight};
 use super::composed::{dense_composed, layer_norm_composed, linear_3d};
 use super::ops::{DenseWeight, Kernels, Matmul, ModelOps};
 use crate::weights::loader::{check_parts, TensorLoader};
 use crate::weights::LinearRows;
 
-/// A PyTorch `Linear` as an `[in, out]` weight and an optional bias. For bf16 products on a
-/// CPU with AMX (`--precision bf16`) the weight is held only as bf16 tiles, packed from the
-/// checkpoint as it loads: half the f32 matrix's memory, and nothing left to pack at the
-/// first batch (ESM-2 3B: 5.6 GB instead of 11.1 GB of f32 weights plus their packing).
+/// A PyTorch `Linear` as an `[in, out]` weight and an optional bias. For bf16 or int8 products
+/// on a CPU with AMX (`--precision bf16`, `int8`) the weight is held only as tiles, packed from
+/// the checkpoint as it loads: a half (bf16) or a quarter (int8) of the f32 matrix's memory,
+/// and nothing left to pack at the first batch (ESM-2 3B in bf16: 5.6 GB instead of 11.1 GB
+/// of f32 weights plus their packing).
 #[derive(Module, Debug)]
 pub struct Dense<B: Backend> {
     /// `[in, out]`; `None` when the weight is held as `tiles`.
     weight: Option<Param<Tensor<B, 2>>>,
     bias: Option<Param<Tensor<B, 1>>>,
-    /// The weight rounded to bf16 in the AMX kernels' layout, in place of `weight`.
+    /// The weight reduced and packed in the AMX kernels' layout, in place of `weight`.
     #[module(skip)]
     tiles: Option<Arc<PackedWeight>>,
 }
 
-/// Whether weights loaded for products in `matmul` are packed into bf16 tiles: bf16 products
-/// where the AMX kernels run. Elsewhere a bf16 request keeps the f32 weight, and the generic
-/// composition rounds both operands per product (the tests' reference for the kernels).
+/// Whether weights loaded for products in `matmul` are packed into tiles: bf16 or int8
+/// products where the AMX kernels for them run. Elsewhere a reduced request keeps the f32
+/// weight, and the generic composition reduces both operands per product (the tests'
+/// reference for the kernels).
 fn packs(matmul: Matmul) -> bool {
-    matmul == Matmul::Bf16 && amx_bf16::available()
+    amx::available(matmul)
 }
 
 impl<B: Backend> Dense<B> {
@@ -73,7 +75,7 @@ impl<B: Backend> Dense<B> {
         if packs(matmul) {
             let rows = loader.linear_rows(module, out, inp)?;
             return Ok(Self::with_tiles(
-                tiles_of(loader, &[(&rows, 0..out)], inp),
+                tiles_of(loader, &[(&rows, 0..out)], inp, matmul),
                 bias,
             ));
         }
@@ -98,7 +100,7 @@ impl<B: Backend> Dense<B> {
             .map(|m| loader.linear_rows(m, out, inp))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let parts: Vec<_> = rows.iter().map(|r| (r, 0..out)).collect();
-        let tiles = tiles_of(loader, &parts, inp);
+        let tiles = tiles_of(loader, &parts, inp, matmul);
         let bias = loader.fused_bias(modules, out)?;
         Ok(Self::with_tiles(tiles, Some(bias)))
     }
@@ -119,7 +121,8 @@ impl<B: Backend> Dense<B> {
         }
         let rows = loader.linear_rows(module, out, inp)?;
         check_parts(module, out, &parts)?;
-        Ok(parts.map(|part| Self::with_tiles(tiles_of(loader, &[(&rows, part)], inp), None)))
+        Ok(parts
+            .map(|part| Self::with_tiles(tiles_of(loader, &[(&rows, part)], inp, matmul), None)))
     }
 
     /// `[batch, len, in]` -> `[batch, len, out]`.
@@ -131,38 +134,41 @@ impl<B: Backend> Dense<B> {
     fn weight(&self) -> DenseWeight<B> {
         match (&self.weight, &self.tiles) {
             (Some(weight), _) => DenseWeight::Tensor(weight.val()),
-            (None, Some(tiles)) => DenseWeight::Bf16Tiles(Arc::clone(tiles)),
+            (None, Some(tiles)) => DenseWeight::Tiles(Arc::clone(tiles)),
             (None, None) => unreachable!("a Dense holds its weight one way or the other"),
         }
     }
 
-    /// The same projection with its weight packed into bf16 tiles, when products in
-    /// `matmul` take them (see [`packs`]): how a model loaded in f32 is switched to bf16
-    /// products. A packed weight cannot go back: its f32 values are gone.
+    /// The same projection with its weight packed into tiles, when products in `matmul`
+    /// take them (see [`packs`]): how a model loaded in f32 is switched to reduced products.
+    /// A packed weight cannot go back nor change kind: its f32 values are gone.
     pub fn for_matmul(self, matmul: Matmul) -> Self {
-        match (&self.weight, packs(matmul)) {
-            (Some(weight), true) => {
+        match (&self.weight, &self.tiles, packs(matmul)) {
+            (Some(weight), _, true) => {
                 let [k, n] = weight.dims();
                 let values = crate::models::tensor_to_f32(weight.val())
                     .expect("a Dense weight reads back as f32");
                 let bias = self.bias.map(|b| b.val());
-                Self::with_tiles(PackedWeight::new(&values, k, n), bias)
+                Self::with_tiles(PackedWeight::new(matmul, &values, k, n), bias)
             }
-            (None, false) => panic!(
-                "a projection loaded for bf16 products holds bf16 weights only: load the model \
-                 again for {matmul:?} products"
+            (None, Some(tiles), _) if tiles.matmul() != matmul => panic!(
+                "a projection loaded for {:?} products holds only its reduced weights: load the \
+                 model again for {matmul:?} products",
+                tiles.matmul()
             ),
             _ => self,
         }
     }
 }
 
-/// The bf16 tiles of the projection whose output features are `parts` (rows of checkpoint
-/// weights) one after the other, packed from the file's bytes in one parallel pass.
+/// The tiles for products in `matmul` of the projection whose output features are `parts`
+/// (rows of checkpoint weights) one after the other, packed from the file's bytes in one
+/// parallel pass.
 fn tiles_of<B: Backend>(
     loader: &TensorLoader<B>,
     parts: &[(&LinearRows<'_>, std::ops::Range<usize>)],
     inp: usize,
+    matmul: Matmul,
 ) -> PackedWeight {
     let n: usize = parts.iter().map(|(_, r)| r.len()).sum();
     let bytes: usize = parts
@@ -170,7 +176,7 @@ fn tiles_of<B: Backend>(
         .map(|(rows, r)| rows.stored_bytes() / rows.out_features() * r.len())
         .sum();
     loader.converting(bytes, || {
-        PackedWeight::from_columns(inp, n, |mut j, values| {
+        PackedWeight::from_columns(matmul, inp, n, |mut j, values| {
             for (rows, range) in parts {
                 if j < range.len() {
                     return rows.row(range.start + j, values);
@@ -184,7 +190,7 @@ fn tiles_of<B: Backend>(
 
 impl<B: ModelOps> Dense<B> {
     /// `forward(x)`, then GELU when `gelu`, then `+ residual` when given, the product in
-    /// `kernels.matmul` (bf16 for packed weights): through the backend's own
+    /// `kernels.matmul` (a packed weight's own arithmetic): through the backend's own
     /// [`ModelOps::dense`] when `kernels.backend_ops` (on the CPU one GEMM into a buffer that
     /// starts as `residual + bias`, GELU in place), else as [`dense_composed`] (how the parity
     /// tests hold the CPU kernels to the composition on the same backend).

@@ -2,7 +2,7 @@
 //! backend; the encoders over [`ops::ModelOps`], the backends with their hot operations
 //! (the CPU's fused kernels, the GPUs' generic composition).
 
-pub mod amx_bf16;
+pub mod amx;
 pub mod classifier;
 pub mod composed;
 pub mod cpu_kernels;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use super::amx_bf16::PackedWeight;
+use super::amx::PackedWeight;
 pub use super::composed::Matmul;
 use super::composed::{self, AlibiBatch, RotaryBatch};
 
@@ -36,23 +36,24 @@ impl Default for Kernels {
 pub enum DenseWeight<B: Backend> {
     /// `[in, out]`, in the model's dtype.
     Tensor(Tensor<B, 2>),
-    /// Rounded to bf16 and packed for the AMX kernels as the model was loaded (`--precision
-    /// bf16` on a CPU with AMX-BF16): its products are bf16 ones whatever `matmul` says.
-    Bf16Tiles(Arc<PackedWeight>),
+    /// Reduced (bf16 or int8) and packed for the AMX kernels as the model was loaded
+    /// (`--precision bf16` or `int8` on a CPU with AMX): its products are in the packing's
+    /// arithmetic whatever `matmul` says.
+    Tiles(Arc<PackedWeight>),
 }
 
 impl<B: Backend> DenseWeight<B> {
     /// `(x, weight)` as the generic composition multiplies them in `matmul`: a packed
-    /// weight's rounded values unpacked to an `[in, out]` tensor (on `x`'s device), its
-    /// products then bf16 ones.
+    /// weight's values (rounded, or quantised and scaled back) unpacked to an `[in, out]`
+    /// tensor (on `x`'s device), `x` reduced the packing's way.
     pub fn operands(self, x: Tensor<B, 3>, matmul: Matmul) -> (Tensor<B, 3>, Tensor<B, 2>) {
         match self {
             DenseWeight::Tensor(weight) => composed::matmul_operands(x, weight, matmul),
-            DenseWeight::Bf16Tiles(tiles) => {
+            DenseWeight::Tiles(tiles) => {
                 let (k, n) = tiles.shape();
                 let data = TensorData::new(tiles.unpacked(), [k, n]);
                 let weight = Tensor::from_data(data, &x.device());
-                composed::matmul_operands(x, weight, Matmul::Bf16)
+                (composed::activation_operand(x, tiles.matmul()), weight)
             }
         }
     }
@@ -64,7 +65,7 @@ impl<B: Backend> DenseWeight<B> {
 pub trait ModelOps: Backend {
     /// A `Linear` over `[batch, len, in]` with an `[in, out]` weight: `x·w + bias`, then GELU
     /// when `gelu`, then `+ residual` when given (`[batch, len, out]`); the product in
-    /// `matmul` (bf16 for a packed weight).
+    /// `matmul` (a packed weight's own arithmetic).
     fn dense(
         x: Tensor<Self, 3>,
         weight: DenseWeight<Self>,

@@ -1,0 +1,433 @@
+//! int8 products on AMX tiles (`--precision int8`), W8A8 as esm.cpp's INT8 and most CPU
+//! inference engines compute it: the weight quantised symmetrically per output feature as it
+//! loads (`q = round(w · 127 / max|w_j|)`, scale `max|w_j| / 127`), the activations per row
+//! (token) as each product starts, the same way; the tile unit multiplies int8 by int8 into
+//! exact int32 sums (`TDPBSSD`: a 16×64 by 64×16 block per instruction, twice the
+//! multiplications of `TDPBF16PS` on half the bytes), and each output element is scaled back
+//! once: `dst += (Σ q_x q_w) · (s_x · s_w)`. The scales come from the data (no calibration
+//! set); the error is that of 8-bit operands, about a hundred times bf16's, measured against
+//! f32 in the README's accuracy table.
+
+use std::arch::x86_64::*;
+
+use super::{
+    a_offset, by_column_blocks, in_groups, pack_columns, prefetch_next, tiled_rows, Output,
+    Packing, BLOCK, TILE_ROWS, TILE_ROW_BYTES,
+};
+
+/// int8 values per tile row (64 bytes) = the k-depth of one tile product.
+const TILE_K: usize = TILE_ROW_BYTES;
+/// The largest quantised magnitude (symmetric: -128 is never used).
+const Q_MAX: f32 = 127.0;
+
+/// A projection's weight quantised to int8 per output feature, in the shared packed layout
+/// (`super::pack_columns`: for each 16-column tile, for each 64-deep k-tile, 16 rows of k-quads
+/// × 16 columns × 4), with each column's scale.
+pub struct PackedWeight(Packing<i8>);
+
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedWeight [{}, {}] int8", self.0.k, self.0.n)
+    }
+}
+
+impl PackedWeight {
+    /// The packing of the `[k, n]` matrix whose column `j` `column(j, values)` writes, each
+    /// column quantised with its own scale.
+    pub fn from_columns(k: usize, n: usize, column: impl Fn(usize, &mut [f32]) + Sync) -> Self {
+        Self(pack_columns(k, n, column, |values, out: &mut [i8]| {
+            quantize_slice(out, values)
+        }))
+    }
+
+    /// `[k, n]`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.0.k, self.0.n)
+    }
+
+    /// The quantised values scaled back (`q · s_j`) as a `[k, n]` row-major f32 matrix.
+    pub fn unpacked(&self) -> Vec<f32> {
+        let (k, n) = self.shape();
+        (0..k * n)
+            .map(|i| f32::from(self.0.at(i / n, i % n)) * self.0.scales[i % n])
+            .collect()
+    }
+
+    /// Bytes held (the values and their scales).
+    pub fn bytes(&self) -> usize {
+        self.0.data.len() + self.0.scales.len() * 4
+    }
+}
+
+/// `dst [rows, n] += x [rows, k] · w` in W8A8: each row of `x` quantised with its own scale,
+/// exact int32 products, `dst += sum · (s_row · s_col)`. Splits the output's 32-column blocks
+/// over the calling rayon pool's threads. Needs AMX-INT8.
+pub fn gemm_add(dst: &mut [f32], x: &[f32], rows: usize, w: &PackedWeight) {
+    assert!(
+        super::available(super::Matmul::Int8),
+        "AMX-INT8 kernels on a CPU without them"
+    );
+    let ((k, n), w) = (w.shape(), &w.0);
+    assert!(
+        x.len() == rows * k && dst.len() == rows * n,
+        "int8 GEMM shapes"
+    );
+    if rows == 0 || n == 0 {
+        return;
+    }
+    // Per-thread scratch reused from product to product, as the bf16 kernels' (a fresh buffer
+    // costs page faults and zeroing each time).
+    thread_local! {
+        static QUANTISED: std::cell::RefCell<(Vec<i8>, Vec<f32>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    let (mut a, mut row_scales) = QUANTISED.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    // Each row's scale, then its values against it (a row's 64-wide parts are quantised
+    // separately, all with the row's scale).
+    row_scales.clear();
+    row_scales.extend(x.chunks_exact(k).map(row_scale));
+    tiled_rows(&mut a, x, rows, k, w.k_tiles, |r, src, dst| {
+        // SAFETY: AMX-INT8 CPUs have AVX-512 (asserted above).
+        unsafe { quantize_into(dst, src, inverse(row_scales[r])) };
+    });
+    // SAFETY: AMX-INT8 is available (asserted); each task writes only its own column blocks
+    // of `dst`, whose bounds `Output` carries; `a` and `w` are padded to whole blocks.
+    unsafe {
+        by_column_blocks(dst, rows, n, |out, cols| {
+            let mut sums = Sums([0; BLOCK * BLOCK]);
+            in_groups(rows, cols, |rb, cb| {
+                let ap = a[a_offset(rb * BLOCK, 0, w.k_tiles, TILE_K)..].as_ptr();
+                let (b0, b1) = (w.column_tile(2 * cb), w.column_tile(2 * cb + 1));
+                block(&mut sums, ap, w.k_tiles, b0, b1);
+                let (m0, n0) = (rb * BLOCK, cb * BLOCK);
+                scale_into(
+                    out,
+                    m0,
+                    n0,
+                    &sums,
+                    &row_scales[m0..],
+                    &w.scales[n0..n0 + BLOCK],
+                );
+            })
+        })
+    };
+    QUANTISED.with(|q| *q.borrow_mut() = (a, row_scales));
+}
+
+/// The scale of a row or column: `max |v| / 127` (0 for an all-zero one, whose values all
+/// quantise to 0; NaN when it holds a NaN, so that the NaN reaches the output as in f32).
+/// Vectorised where the CPU has AVX-512 (every CPU with AMX does; the maximum is the same in
+/// any order).
+fn row_scale(values: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { row_scale_avx512(values) };
+    }
+    let mut max = 0f32;
+    let mut nan = false;
+    for &v in values {
+        max = max.max(v.abs());
+        nan |= v.is_nan();
+    }
+    if nan {
+        f32::NAN
+    } else {
+        max / Q_MAX
+    }
+}
+
+/// [`row_scale`] 16 lanes at a time.
+#[target_feature(enable = "avx512f")]
+unsafe fn row_scale_avx512(values: &[f32]) -> f32 {
+    let mut max = _mm512_setzero_ps();
+    let mut nan: __mmask16 = 0;
+    let mut chunks = values.chunks_exact(16);
+    for c in &mut chunks {
+        let v = _mm512_loadu_ps(c.as_ptr());
+        nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        max = _mm512_max_ps(max, _mm512_abs_ps(v));
+    }
+    let mut m = _mm512_reduce_max_ps(max);
+    for &v in chunks.remainder() {
+        if v.is_nan() {
+            nan = 1;
+        }
+        m = m.max(v.abs());
+    }
+    if nan != 0 {
+        f32::NAN
+    } else {
+        m / Q_MAX
+    }
+}
+
+/// What values are multiplied by to quantise them against `scale`: `127 / max` (0 for a zero
+/// scale).
+fn inverse(scale: f32) -> f32 {
+    let max = scale * Q_MAX;
+    if max == 0.0 {
+        0.0
+    } else {
+        Q_MAX / max
+    }
+}
+
+/// `values` quantised against their own scale into `out`; returns the scale.
+fn quantize_slice(out: &mut [i8], values: &[f32]) -> f32 {
+    let scale = row_scale(values);
+    let inv = inverse(scale);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX-512F/BW (checked just above).
+        unsafe { quantize_into(out, values, inv) };
+        return scale;
+    }
+    for (o, &v) in out.iter_mut().zip(values) {
+        *o = quantize(v, inv);
+    }
+    scale
+}
+
+/// `v · inv` rounded to nearest even, as int8. `|v| ≤ max` keeps it within ±127; a NaN or an
+/// infinity (whose row's scale is then NaN or infinite) gives 0.
+#[inline(always)]
+fn quantize(v: f32, inv: f32) -> i8 {
+    let q = (v * inv).round_ties_even();
+    if q.is_finite() {
+        q.clamp(-Q_MAX, Q_MAX) as i8
+    } else {
+        0
+    }
+}
+
+/// [`quantize`] over a slice, 16 at a time with AVX-512 (the same bits: round to nearest even
+/// is the conversion's default mode, and finite products stay within ±127.5).
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_into(dst: &mut [i8], src: &[f32], inv: f32) {
+    let factor = _mm512_set1_ps(inv);
+    let limit = _mm512_set1_ps(Q_MAX);
+    let whole = src.len() / 16 * 16;
+    for (d, s) in dst[..whole]
+        .chunks_exact_mut(16)
+        .zip(src[..whole].chunks_exact(16))
+    {
+        let v = _mm512_mul_ps(_mm512_loadu_ps(s.as_ptr()), factor);
+        // Non-finite products (a row holding an infinity or a NaN) become 0, as in `quantize`.
+        let finite = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(v), _mm512_set1_ps(f32::MAX));
+        let v = _mm512_maskz_mov_ps(
+            finite,
+            _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-Q_MAX)), limit),
+        );
+        let q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
+        _mm_storeu_si128(d.as_mut_ptr().cast(), q);
+    }
+    for (d, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
+        *d = quantize(v, inv);
+    }
+}
+
+/// A 32 × 32 block's int32 sums, row-major, 64-byte aligned for the tile stores.
+#[repr(C, align(64))]
+struct Sums([i32; BLOCK * BLOCK]);
+
+/// `sums = A[32 × k] · B[k × 32]` in int32: A's two tile rows at `a` (each `k_tiles` packed
+/// tiles), B as two packed column tiles; tiles 0–3 accumulate from zero, 4–5 hold A, 6–7 B;
+/// the next k-tile's operands prefetched (`prefetch_next`). Exact: |Σ| ≤ 127² · k fits i32
+/// for k < 133,000.
+///
+/// # Safety
+/// Tiles configured (`super::with_tiles`); all pointers valid for the block.
+#[inline(always)]
+unsafe fn block(sums: &mut Sums, a: *const i8, k_tiles: usize, b0: *const i8, b1: *const i8) {
+    let tile = TILE_ROWS * TILE_K;
+    std::arch::asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem),
+    );
+    for kt in 0..k_tiles {
+        prefetch_next(kt, k_tiles, a, b0, b1);
+        std::arch::asm!(
+            "tileloadd tmm4, [{a0} + {s}*1]",
+            "tileloadd tmm6, [{b0} + {s}*1]",
+            "tileloadd tmm5, [{a1} + {s}*1]",
+            "tileloadd tmm7, [{b1} + {s}*1]",
+            "tdpbssd tmm0, tmm4, tmm6",
+            "tdpbssd tmm1, tmm4, tmm7",
+            "tdpbssd tmm2, tmm5, tmm6",
+            "tdpbssd tmm3, tmm5, tmm7",
+            a0 = in(reg) a.add(kt * tile),
+            a1 = in(reg) a.add((k_tiles + kt) * tile),
+            b0 = in(reg) b0.add(kt * tile),
+            b1 = in(reg) b1.add(kt * tile),
+            s = in(reg) TILE_ROW_BYTES,
+            options(nostack),
+        );
+    }
+    let c = sums.0.as_mut_ptr();
+    std::arch::asm!(
+        "tilestored [{c0} + {cs}*1], tmm0",
+        "tilestored [{c1} + {cs}*1], tmm1",
+        "tilestored [{c2} + {cs}*1], tmm2",
+        "tilestored [{c3} + {cs}*1], tmm3",
+        c0 = in(reg) c,
+        c1 = in(reg) c.add(TILE_ROWS),
+        c2 = in(reg) c.add(TILE_ROWS * BLOCK),
+        c3 = in(reg) c.add(TILE_ROWS * BLOCK + TILE_ROWS),
+        cs = in(reg) BLOCK * 4,
+        options(nostack),
+    );
+}
+
+/// `out[m0.., n0..] += sums · (s_row · s_col)` over the block's rows and columns inside the
+/// output (`row_scales` from row `m0`, `col_scales` the block's 32).
+///
+/// # Safety
+/// `(m0, n0)` inside `out`; this task owns the block's columns.
+#[target_feature(enable = "avx512f")]
+unsafe fn scale_into(
+    out: &Output,
+    m0: usize,
+    n0: usize,
+    sums: &Sums,
+    row_scales: &[f32],
+    col_scales: &[f32],
+) {
+    let (rows, cols) = ((out.rows - m0).min(BLOCK), (out.n - n0).min(BLOCK));
+    for r in 0..rows {
+        let s = row_scales[r];
+        let dst = std::slice::from_raw_parts_mut(out.ptr.add((m0 + r) * out.n + n0), cols);
+        for ((d, &sum), &sc) in dst.iter_mut().zip(&sums.0[r * BLOCK..]).zip(col_scales) {
+            *d += sum as f32 * (s * sc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{noise, Matmul};
+    use super::*;
+
+    fn packed(w: &[f32], k: usize, n: usize) -> PackedWeight {
+        match super::super::PackedWeight::new(Matmul::Int8, w, k, n) {
+            super::super::PackedWeight::Int8(p) => p,
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    /// The quantised `[k, n]` weight and its column scales, read back from the packing.
+    fn quantised(p: &PackedWeight) -> (Vec<i8>, Vec<f32>) {
+        let (k, n) = p.shape();
+        let q = (0..k * n).map(|i| p.0.at(i / n, i % n)).collect();
+        (q, p.0.scales[..n].to_vec())
+    }
+
+    /// The kernels compute exactly `dst + (Σ q_x q_w as f32) · (s_x · s_w)`, the integer sums
+    /// taken here in i64 from this file's own quantisation; every edge: rows not a whole
+    /// block, columns not a whole block nor tile, k not a whole tile, several block groups
+    /// each way; threads 1 and 2.
+    #[test]
+    fn products_are_the_exact_integer_sums_scaled() {
+        if !super::super::available(Matmul::Int8) {
+            eprintln!("this CPU has no AMX-INT8: the int8 CPU path is not used here");
+            return;
+        }
+        for &(rows, k, n) in &[(1, 64, 16), (45, 80, 72), (300, 1056, 48), (33, 130, 1000)] {
+            let x: Vec<f32> = (0..rows * k).map(|i| noise(i) * 3.0).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| noise(i + 77_777)).collect();
+            let start: Vec<f32> = (0..rows * n).map(|i| noise(i + 5)).collect();
+            let p = packed(&w, k, n);
+            let (qw, sw) = quantised(&p);
+            for threads in [1, 2] {
+                let mut dst = start.clone();
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| gemm_add(&mut dst, &x, rows, &p));
+                for r in 0..rows {
+                    let row = &x[r * k..(r + 1) * k];
+                    let sx = row_scale(row);
+                    let qx: Vec<i8> = row.iter().map(|&v| quantize(v, inverse(sx))).collect();
+                    for c in 0..n {
+                        let sum: i64 = (0..k)
+                            .map(|i| i64::from(qx[i]) * i64::from(qw[i * n + c]))
+                            .sum();
+                        let want = start[r * n + c] + sum as f32 * (sx * sw[c]);
+                        assert_eq!(
+                            dst[r * n + c].to_bits(),
+                            want.to_bits(),
+                            "{rows}x{k}x{n} ({threads} threads) at ({r}, {c})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vector quantisation gives the scalar one's bits, at the extremes too.
+    #[test]
+    fn vector_quantisation_equals_the_scalar_one() {
+        if !std::arch::is_x86_feature_detected!("avx512bw") {
+            return;
+        }
+        let mut values: Vec<f32> = (0..1000).map(|i| noise(i) * 5.0).collect();
+        values.extend([5.0, -5.0, 0.0, -0.0, 2.5 / 127.0, -7.5 / 127.0 * 5.0]);
+        let inv = inverse(row_scale(&values));
+        let mut got = vec![0i8; values.len()];
+        unsafe { quantize_into(&mut got, &values, inv) };
+        let want: Vec<i8> = values.iter().map(|&v| quantize(v, inv)).collect();
+        assert_eq!(got, want);
+        assert!(got.contains(&127) && got.contains(&-127));
+        // Non-finite inputs quantise to 0 both ways (their row's scale carries them).
+        let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0];
+        let mut got = [7i8; 4];
+        unsafe { quantize_into(&mut got, &odd, 1.0) };
+        assert_eq!(got, odd.map(|v| quantize(v, 1.0)));
+        assert_eq!(got, [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn scales_are_per_column_and_round_trip_within_half_a_step() {
+        let (k, n) = (100, 33);
+        let w: Vec<f32> = (0..k * n).map(|i| noise(i) * (1 + i % n) as f32).collect();
+        let p = packed(&w, k, n);
+        let (q, s) = quantised(&p);
+        let back = p.unpacked();
+        for j in 0..n {
+            let max = (0..k).map(|i| w[i * n + j].abs()).fold(0f32, f32::max);
+            assert_eq!(s[j], max / 127.0, "column {j}");
+            assert!((0..k).any(|i| q[i * n + j].unsigned_abs() == 127));
+            for i in 0..k {
+                let err = (back[i * n + j] - w[i * n + j]).abs();
+                assert!(
+                    err <= s[j] * 0.5 + 1e-6,
+                    "({i}, {j}): {err} > {}",
+                    s[j] / 2.0
+                );
+            }
+        }
+        // An all-zero column has scale 0 and zero values; padding columns too.
+        let zeros = packed(&vec![0.0; 64 * 3], 64, 3);
+        assert!(quantised(&zeros).0.iter().all(|&v| v == 0));
+        assert_eq!(zeros.0.scales, vec![0.0; 32]);
+    }
+
+    #[test]
+    fn a_nan_in_a_row_reaches_its_outputs() {
+        if !super::super::available(Matmul::Int8) {
+            return;
+        }
+        let (rows, k, n) = (3, 64, 16);
+        let mut x: Vec<f32> = (0..rows * k).map(noise).collect();
+        x[k + 5] = f32::NAN;
+        let w: Vec<f32> = (0..k * n).map(|i| noise(i + 9)).collect();
+        let mut dst = vec![0f32; rows * n];
+        gemm_add(&mut dst, &x, rows, &packed(&w, k, n));
+        assert!(dst[n..2 * n].iter().all(|v| v.is_nan()));
+        assert!(dst[..n].iter().chain(&dst[2 * n..]).all(|v| v.is_finite()));
+    }
+}
