@@ -860,6 +860,13 @@ mod tests {
             .to_string();
         assert!(err.contains("does not support f16"), "{err}");
         assert!(effective_precision(&on(AdapterKind::Discrete, true), Precision::Bf16).is_err());
+        // int8 is a CPU path: refused on GPUs with a line that says so.
+        let err = effective_precision(&on(AdapterKind::Discrete, true), Precision::Int8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("int8 runs on the CPU only"), "{err}");
+        assert_eq!("W8A8".parse::<Precision>().unwrap(), Precision::Int8);
+        assert_eq!(Precision::Int8.to_string(), "int8");
     }
 
     #[test]

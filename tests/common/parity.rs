@@ -206,32 +206,45 @@ pub fn check_cosines<B: Backend>(got: Tensor<B, 2>, cases: &[Case], what: &str, 
     eprintln!("{what}: min cosine vs the f32 goldens {worst:.6}");
 }
 
-/// `--precision bf16` on the CPU for one encoder: `generic` (the composition with bf16-rounded
-/// operands, what the AMX products compute up to the order of f32 additions) within cosine
-/// 0.999 of the f32 goldens, and where the CPU has AMX-BF16 (`amx`), `fused` (the backend's
-/// kernels, products on AMX tiles) too and within `tol` of `generic` (not bit-equal: where the
-/// two paths' f32 activations differ in the last bit, an operand can round to a neighbouring
-/// bf16 value).
-pub fn check_bf16_products<B: Backend>(
+/// Reduced products on the CPU for one encoder (`--precision bf16` or `int8`, `matmul`):
+/// `generic` (the composition with reduced operands — bf16-rounded, or int8-quantised and
+/// scaled back —, what the AMX products compute up to the order of f32 additions) within
+/// `min_cosine` of the f32 goldens, and where the CPU runs the AMX kernels for `matmul`,
+/// `fused` (the backend's kernels, products on AMX tiles) too and within `tol` of `generic`
+/// (not bit-equal: where the two paths' f32 activations differ in the last bit, an operand can
+/// round to a neighbouring bf16 or int8 value).
+pub fn check_reduced_products<B: Backend>(
     fused: &impl Embed<B>,
     generic: &impl Embed<B>,
     cases: &[Case],
-    amx: bool,
+    matmul: virnucpro::models::ops::Matmul,
+    min_cosine: f64,
     tol: f32,
 ) {
     let batch = batch_of(cases);
     check_cosines(
         generic.embed(&batch),
         cases,
-        "bf16 products, composition",
-        0.999,
+        &format!("{matmul:?} products, composition"),
+        min_cosine,
     );
-    if !amx {
-        eprintln!("this CPU has no AMX-BF16: the AMX products are not checked here");
+    if !virnucpro::models::amx::available(matmul) {
+        eprintln!("this CPU has no AMX kernels for {matmul:?}: they are not checked here");
         return;
     }
-    check_cosines(fused.embed(&batch), cases, "bf16 products, AMX", 0.999);
-    check_paths_agree(fused, generic, cases, "bf16 AMX vs composition", tol);
+    check_cosines(
+        fused.embed(&batch),
+        cases,
+        &format!("{matmul:?} products, AMX"),
+        min_cosine,
+    );
+    check_paths_agree(
+        fused,
+        generic,
+        cases,
+        &format!("{matmul:?} AMX vs composition"),
+        tol,
+    );
 }
 
 /// `a` and `b` embed the cases, batched, to the same bits (`what` names the pair).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::Device;
-use virnucpro::models::amx_bf16;
+use virnucpro::models::amx;
 use virnucpro::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
 use virnucpro::models::ops::Matmul;
 use virnucpro::tokenize::esm::EsmTokenizer;
@@ -18,8 +18,11 @@ type B = burn::backend::Flex;
 
 const TOL: f32 = 1e-4;
 const BATCH_TOL: f32 = 1e-5;
-/// bf16 products on two paths (see `parity::check_bf16_products`).
+/// Reduced products on two paths (see `parity::check_reduced_products`): bf16, and int8, whose
+/// operands move by a whole quantisation step where the paths' f32 activations differ in the
+/// last bit.
 const BF16_TOL: f32 = 5e-3;
+const INT8_TOL: f32 = 2e-2;
 
 fn fixture_dir() -> PathBuf {
     crate::common::fixtures().join("esm2_tiny")
@@ -99,36 +102,45 @@ fn fused_cpu_kernels_equal_the_generic_path() {
     parity::check_paths_agree(&fused, &generic, &cases(), "fused vs generic", BATCH_TOL);
 }
 
-/// `--precision bf16` on the CPU: the projections' products with bf16 operands (on AMX tiles
-/// where the CPU has them) stay within cosine 0.999 of the f32 goldens, and the AMX kernels
-/// compute what the composition with rounded operands does.
+/// `--precision bf16` and `int8` on the CPU: the projections' products with bf16 operands,
+/// or W8A8 int8 ones (on AMX tiles where the CPU has them), stay within cosine 0.999 of the
+/// f32 goldens (0.99998 and 0.9998 measured), and the AMX kernels compute what the
+/// composition with reduced operands does.
 #[test]
-fn bf16_products_stay_near_the_goldens() {
-    let fused = load(&fixture_dir()).with_matmul(Matmul::Bf16);
-    let generic = load(&fixture_dir())
-        .without_cpu_kernels()
-        .with_matmul(Matmul::Bf16);
-    parity::check_bf16_products(&fused, &generic, &cases(), amx_bf16::available(), BF16_TOL);
+fn reduced_products_stay_near_the_goldens() {
+    for (matmul, min_cosine, tol) in [
+        (Matmul::Bf16, 0.999, BF16_TOL),
+        (Matmul::Int8, 0.999, INT8_TOL),
+    ] {
+        let fused = load(&fixture_dir()).with_matmul(matmul);
+        let generic = load(&fixture_dir())
+            .without_cpu_kernels()
+            .with_matmul(matmul);
+        parity::check_reduced_products(&fused, &generic, &cases(), matmul, min_cosine, tol);
+    }
 }
 
-/// A model loaded for bf16 products (each projection's weight packed into bf16 tiles as it is
-/// read, never held in f32) computes, bit for bit, what the f32 load switched to bf16 products
-/// computes; from each checkpoint format.
+/// A model loaded for reduced products (each projection's weight packed into bf16 or int8
+/// tiles as it is read, never held in f32) computes, bit for bit, what the f32 load switched to
+/// those products computes; from each checkpoint format.
 #[test]
-fn loading_for_bf16_products_equals_switching_to_them() {
-    let switched = load(&fixture_dir()).with_matmul(Matmul::Bf16);
-    for path in [fixture_dir(), fixture_dir().join("fair_esm_checkpoint.pt")] {
-        let (loaded, _) = Esm2::<B>::load_for(&path, &device(), Matmul::Bf16)
-            .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
-        parity::check_same_bits(&loaded, &switched, &cases(), &path.display().to_string());
-        if amx_bf16::available() {
-            // The projections' weights are tiles only: the module's f32 parameters are the
-            // rest (2 layers × (q, k, v, out: 4 · 40² + fc1, fc2: 2 · 40 · 160)).
-            let f32_params = load(&fixture_dir()).num_params();
-            assert_eq!(
-                f32_params - loaded.num_params(),
-                2 * (4 * 40 * 40 + 2 * 40 * 160)
-            );
+fn loading_for_reduced_products_equals_switching_to_them() {
+    for matmul in [Matmul::Bf16, Matmul::Int8] {
+        let switched = load(&fixture_dir()).with_matmul(matmul);
+        for path in [fixture_dir(), fixture_dir().join("fair_esm_checkpoint.pt")] {
+            let (loaded, _) = Esm2::<B>::load_for(&path, &device(), matmul)
+                .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
+            let what = format!("{} ({matmul:?})", path.display());
+            parity::check_same_bits(&loaded, &switched, &cases(), &what);
+            if amx::available(matmul) {
+                // The projections' weights are tiles only: the module's f32 parameters are the
+                // rest (2 layers × (q, k, v, out: 4 · 40² + fc1, fc2: 2 · 40 · 160)).
+                let f32_params = load(&fixture_dir()).num_params();
+                assert_eq!(
+                    f32_params - loaded.num_params(),
+                    2 * (4 * 40 * 40 + 2 * 40 * 160)
+                );
+            }
         }
     }
 }

@@ -357,36 +357,44 @@ fn run_reproduces_original_both_chunk_sizes() {
     }
 }
 
-/// `--precision bf16` on the CPU (the projections' products in bf16 on AMX tiles where the CPU
-/// has them; f32 elsewhere, with a warning): the original's calls for every chunk and sequence,
-/// scores within 1e-2, and the report says what computed.
+/// `--precision bf16` and `int8` on the CPU (the projections' products in bf16, or W8A8 int8,
+/// on AMX tiles where the CPU has them; f32 elsewhere, with a warning): the original's calls
+/// for every chunk and sequence, scores within 1e-2, and the report says what computed.
 #[test]
-fn run_with_bf16_products_on_the_cpu_makes_the_original_calls() {
-    let amx = virnucpro::models::amx_bf16::available();
-    for chunk in ["300", "500"] {
-        let tmp = tempfile::tempdir().unwrap();
-        let o = run_cmd(tmp.path(), chunk, &["-d", "cpu", "--precision", "bf16"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let worst = check_e2e_goldens_within(tmp.path(), chunk, 1e-2);
-        eprintln!("chunk {chunk}: bf16 products (AMX: {amx}), scores max abs diff {worst:e}");
-        let run: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(tmp.path().join("run.json")).unwrap())
-                .unwrap();
-        let embeds: Vec<&serde_json::Value> = run["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["step"].as_str().unwrap().starts_with("embed"))
-            .map(|s| &s["report"])
-            .collect();
-        assert_eq!(embeds.len(), 2, "{run}");
-        for report in embeds {
-            let (precision, note) = (&report["precision"], &report["matmul_note"]);
-            if amx {
-                assert_eq!(precision, "bf16", "{report}");
-                assert!(note.as_str().unwrap().contains("bf16 matmuls"), "{report}");
-            } else {
-                assert_eq!(precision, "f32", "{report}");
+fn run_with_reduced_products_on_the_cpu_makes_the_original_calls() {
+    use virnucpro::models::{amx, ops::Matmul};
+    for (precision, matmul, note) in [
+        ("bf16", Matmul::Bf16, "bf16 matmuls"),
+        ("int8", Matmul::Int8, "int8 matmuls (W8A8"),
+    ] {
+        let amx = amx::available(matmul);
+        for chunk in ["300", "500"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let o = run_cmd(tmp.path(), chunk, &["-d", "cpu", "--precision", precision]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            let worst = check_e2e_goldens_within(tmp.path(), chunk, 1e-2);
+            eprintln!(
+                "chunk {chunk}: {precision} products (AMX: {amx}), scores max abs diff {worst:e}"
+            );
+            let run: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(tmp.path().join("run.json")).unwrap())
+                    .unwrap();
+            let embeds: Vec<&serde_json::Value> = run["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["step"].as_str().unwrap().starts_with("embed"))
+                .map(|s| &s["report"])
+                .collect();
+            assert_eq!(embeds.len(), 2, "{run}");
+            for report in embeds {
+                let (got, got_note) = (&report["precision"], &report["matmul_note"]);
+                if amx {
+                    assert_eq!(got, precision, "{report}");
+                    assert!(got_note.as_str().unwrap().contains(note), "{report}");
+                } else {
+                    assert_eq!(got, "f32", "{report}");
+                }
             }
         }
     }

@@ -85,11 +85,14 @@ pub fn gemm_add(dst: &mut [f32], x: &[f32], rows: usize, w: &PackedWeight) {
     // Each row's scale, then its values against it (a row's 64-wide parts are quantised
     // separately, all with the row's scale).
     row_scales.clear();
-    row_scales.extend(x.chunks_exact(k).map(row_scale));
+    row_scales.extend(x.chunks_exact(k).map(max_abs));
     tiled_rows(&mut a, x, rows, k, w.k_tiles, |r, src, dst| {
         // SAFETY: AMX-INT8 CPUs have AVX-512 (asserted above).
         unsafe { quantize_into(dst, src, inverse(row_scales[r])) };
     });
+    for s in &mut row_scales {
+        *s = scale(*s);
+    }
     // SAFETY: AMX-INT8 is available (asserted); each task writes only its own column blocks
     // of `dst`, whose bounds `Output` carries; `a` and `w` are padded to whole blocks.
     unsafe {
@@ -114,15 +117,14 @@ pub fn gemm_add(dst: &mut [f32], x: &[f32], rows: usize, w: &PackedWeight) {
     QUANTISED.with(|q| *q.borrow_mut() = (a, row_scales));
 }
 
-/// The scale of a row or column: `max |v| / 127` (0 for an all-zero one, whose values all
-/// quantise to 0; NaN when it holds a NaN, so that the NaN reaches the output as in f32).
-/// Vectorised where the CPU has AVX-512 (every CPU with AMX does; the maximum is the same in
-/// any order).
-fn row_scale(values: &[f32]) -> f32 {
+/// The largest magnitude of a row or column (NaN when it holds a NaN, so that the NaN reaches
+/// the output as in f32). Vectorised where the CPU has AVX-512 (every CPU with AMX does; the
+/// maximum is the same in any order).
+fn max_abs(values: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { row_scale_avx512(values) };
+        return unsafe { max_abs_avx512(values) };
     }
     let mut max = 0f32;
     let mut nan = false;
@@ -133,13 +135,13 @@ fn row_scale(values: &[f32]) -> f32 {
     if nan {
         f32::NAN
     } else {
-        max / Q_MAX
+        max
     }
 }
 
-/// [`row_scale`] 16 lanes at a time.
+/// [`max_abs`] 16 lanes at a time.
 #[target_feature(enable = "avx512f")]
-unsafe fn row_scale_avx512(values: &[f32]) -> f32 {
+unsafe fn max_abs_avx512(values: &[f32]) -> f32 {
     let mut max = _mm512_setzero_ps();
     let mut nan: __mmask16 = 0;
     let mut chunks = values.chunks_exact(16);
@@ -158,14 +160,19 @@ unsafe fn row_scale_avx512(values: &[f32]) -> f32 {
     if nan != 0 {
         f32::NAN
     } else {
-        m / Q_MAX
+        m
     }
 }
 
-/// What values are multiplied by to quantise them against `scale`: `127 / max` (0 for a zero
-/// scale).
-fn inverse(scale: f32) -> f32 {
-    let max = scale * Q_MAX;
+/// The scale of values whose largest magnitude is `max`: `max / 127` (0 for an all-zero row or
+/// column, whose values all quantise to 0).
+fn scale(max: f32) -> f32 {
+    max / Q_MAX
+}
+
+/// What values whose largest magnitude is `max` are multiplied by to quantise them: `127 /
+/// max` (0 for `max` 0). The composition in `models/composed.rs` computes both the same way.
+fn inverse(max: f32) -> f32 {
     if max == 0.0 {
         0.0
     } else {
@@ -175,18 +182,18 @@ fn inverse(scale: f32) -> f32 {
 
 /// `values` quantised against their own scale into `out`; returns the scale.
 fn quantize_slice(out: &mut [i8], values: &[f32]) -> f32 {
-    let scale = row_scale(values);
-    let inv = inverse(scale);
+    let max = max_abs(values);
+    let inv = inverse(max);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: the CPU has AVX-512F/BW (checked just above).
         unsafe { quantize_into(out, values, inv) };
-        return scale;
+        return scale(max);
     }
     for (o, &v) in out.iter_mut().zip(values) {
         *o = quantize(v, inv);
     }
-    scale
+    scale(max)
 }
 
 /// `v · inv` rounded to nearest even, as int8. `|v| ≤ max` keeps it within ±127; a NaN or an
@@ -350,8 +357,9 @@ mod tests {
                     .install(|| gemm_add(&mut dst, &x, rows, &p));
                 for r in 0..rows {
                     let row = &x[r * k..(r + 1) * k];
-                    let sx = row_scale(row);
-                    let qx: Vec<i8> = row.iter().map(|&v| quantize(v, inverse(sx))).collect();
+                    let max = max_abs(row);
+                    let (sx, inv) = (scale(max), inverse(max));
+                    let qx: Vec<i8> = row.iter().map(|&v| quantize(v, inv)).collect();
                     for c in 0..n {
                         let sum: i64 = (0..k)
                             .map(|i| i64::from(qx[i]) * i64::from(qw[i * n + c]))
@@ -376,7 +384,7 @@ mod tests {
         }
         let mut values: Vec<f32> = (0..1000).map(|i| noise(i) * 5.0).collect();
         values.extend([5.0, -5.0, 0.0, -0.0, 2.5 / 127.0, -7.5 / 127.0 * 5.0]);
-        let inv = inverse(row_scale(&values));
+        let inv = inverse(max_abs(&values));
         let mut got = vec![0i8; values.len()];
         unsafe { quantize_into(&mut got, &values, inv) };
         let want: Vec<i8> = values.iter().map(|&v| quantize(v, inv)).collect();
