@@ -44,7 +44,7 @@
       these cores at N threads (a practical ceiling for the model's GEMMs, not the datasheet peak).
   esm_cpu.py compare WORK INPUT.faa SHAPE LAYERS DIM [--gemm GFLOPS] [--summary TSV]
       the runs of one shape in WORK ({fair,hf,ours}.safetensors and their .json, and where
-      present ours_bf16, esmcpp_fp32 and esmcpp_int8): tokens/s, useful GFLOP/s (unpadded: per
+      present ours_bf16, ours_int8, esmcpp_fp32 and esmcpp_int8): tokens/s, useful GFLOP/s (unpadded: per
       layer and sequence of n tokens 24 d^2 n + 4 n^2 d), ours / the faster PyTorch path, ours
       reduced / esm.cpp INT8, the max abs difference of the f32 mean embeddings between each
       pair, the cosine (min over proteins, mean) and max abs difference of ours reduced and of
@@ -347,6 +347,7 @@ def compare(a):
     runs = [("fair-esm, original batching", "fair"), ("transformers EsmModel, SDPA", "hf"),
             ("ours f32 (embed-protein, compute)", "ours"),
             ("ours bf16 (embed-protein, compute)", "ours_bf16"),
+            ("ours int8 (embed-protein, compute)", "ours_int8"),
             ("esm.cpp FP32", "esmcpp_fp32"), ("esm.cpp INT8 (W8A8, SmoothQuant)", "esmcpp_int8")]
     required = ("fair", "hf", "ours")
     runs = [(label, k) for label, k in runs
@@ -362,7 +363,7 @@ def compare(a):
     # excluded), ours the embedding engine's compute time (`compute_seconds`: loading,
     # tokenising and writing excluded); the whole embed-protein step is printed beside it.
     whole = {}
-    for k in ("ours", "ours_bf16"):
+    for k in ("ours", "ours_bf16", "ours_int8"):
         if k in rep:
             whole[k] = rep[k]["wall_seconds"]
             rep[k]["wall_seconds"] = rep[k]["compute_seconds"]
@@ -379,10 +380,11 @@ def compare(a):
     torch_best = max(tps["fair"], tps["hf"])
     ratio = tps["ours"] / torch_best
     print(f"  ours f32 / the faster PyTorch path: {ratio:.2f}x")
-    reduced = "-"
-    if "ours_bf16" in tps and "esmcpp_int8" in tps:
-        reduced = f"{tps['ours_bf16'] / tps['esmcpp_int8']:.2f}"
-        print(f"  ours bf16 / esm.cpp INT8: {reduced}x")
+    reduced = {}
+    for k in ("ours_bf16", "ours_int8"):
+        if k in tps and "esmcpp_int8" in tps:
+            reduced[k] = f"{tps[k] / tps['esmcpp_int8']:.2f}"
+            print(f"  {k.replace('_', ' ')} / esm.cpp INT8: {reduced[k]}x")
     if "esmcpp_fp32" in tps:
         print(f"  ours f32 / esm.cpp FP32: {tps['ours'] / tps['esmcpp_fp32']:.2f}x")
     diffs = {}
@@ -390,7 +392,7 @@ def compare(a):
         diffs[x + "-" + y] = float(np.abs(emb[x] - emb[y]).max())
         print(f"  max abs diff of the mean embeddings, {x} vs {y}: {diffs[x + '-' + y]:.2e}")
     acc = {}
-    for k in ("ours_bf16", "esmcpp_fp32", "esmcpp_int8"):
+    for k in ("ours_bf16", "ours_int8", "esmcpp_fp32", "esmcpp_int8"):
         if k in emb:
             c = cosines(emb[k], emb["ours"])
             acc[k] = (float(c.min()), float(c.mean()), float(np.abs(emb[k] - emb["ours"]).max()))
@@ -411,10 +413,12 @@ def compare(a):
     with open(a.summary, "a") as f:
         f.write("\t".join([
             a.shape, *(cell(k, "{:.1f}") for k in
-                       ("fair", "hf", "ours", "ours_bf16", "esmcpp_fp32", "esmcpp_int8")),
-            f"{ratio:.2f}", reduced, f"{max(diffs.values()):.1e}",
+                       ("fair", "hf", "ours", "ours_bf16", "ours_int8", "esmcpp_fp32",
+                        "esmcpp_int8")),
+            f"{ratio:.2f}", reduced.get("ours_bf16", "-"), reduced.get("ours_int8", "-"),
+            f"{max(diffs.values()):.1e}",
             f"{acc['esmcpp_fp32'][2]:.1e}" if "esmcpp_fp32" in acc else "-",
-            accuracy("ours_bf16"), accuracy("esmcpp_int8"),
+            accuracy("ours_bf16"), accuracy("ours_int8"), accuracy("esmcpp_int8"),
             f"{100 * ours_g / a.gemm:.0f}%" if a.gemm else "-"]) + "\n")
 
 

@@ -13,24 +13,28 @@
 #   (c) ours f32: `virnucpro embed-protein --device cpu` (release build; default batches: at
 #       most 2048 tokens, fewer to fit the L3 cache, see embed/batching.rs `cpu_budget`); at 3B
 #       the faster of RUNS_3B=2 runs;
-#   (d) ours reduced precision: the same with `--precision bf16`, where the binary computes in
-#       bf16 on the CPU (probed first on the tiny fixture: a binary that refuses it, or whose
-#       --report says it ran another precision, skips this column with a one-line note);
+#   (d) ours reduced precision: the same with `--precision bf16` and with `--precision int8`
+#       (W8A8), each where the binary and CPU compute in it (AMX-BF16, AMX-INT8; probed first
+#       on the tiny fixture: a binary that refuses it, or whose --report says it ran another
+#       precision, skips that column with a one-line note);
 #   (e) esm.cpp 0.2.1 (PyPI esm-cpp: its own AVX-512/VNNI/AMX kernels) in FP32 and (f) in its
 #       ahead-of-time W8A8 INT8 (SmoothQuant calibrated on CALIB_PROTEINS=32 protein ORFs of
 #       sop7.fa's chunk-300 translation, fragments the timed set does not contain; alpha 0.5),
 #       one sequence a call (its only call that returns hidden states; bench/esm_cpu.py
 #       esm-cpp, the FP32 path checked first on the tiny fixture's goldens); skipped with a
-#       note without esm-cpp (`pip install esm-cpp==0.2.1`);
+#       note without esm-cpp (`pip install esm-cpp==0.2.1`); it picks its best kernels for the
+#       CPU, and ESM_FORCE_ISA=avx512vnni (its own variable) makes it run without AMX, as on a
+#       CPU with AVX-512 VNNI only (the report names the kernels it ran);
 # all at THREADS threads (torch.set_num_threads for (a) and (b); --threads, i.e. workers, for
 # ours; ESM_NUM_THREADS for esm.cpp) and on the same random weights: gpu/make_models.py's
 # tensors at the shape (what transformers reads), written by esm_cpu.py as a fair-esm
 # checkpoint `esm2.pt` (what fair-esm and ours read) and as `esmcpp.safetensors` (the same HF
 # tensors plus the rotary inv_freq and masked-LM head tensors esm.cpp's loader needs).
 # Prints tokens/s (tokens with <cls> and <eos>), useful GFLOP/s, ours f32 / the faster PyTorch
-# path, ours bf16 / esm.cpp INT8, the max abs difference of the f32 mean embeddings between
-# each pair, and the cosine (min over proteins and mean) and max abs difference of ours bf16
-# and of esm.cpp (FP32: the same pooled embedding; INT8: its accuracy) against ours f32.
+# path, ours bf16 and ours int8 / esm.cpp INT8, the max abs difference of the f32 mean
+# embeddings between each pair, and the cosine (min over proteins and mean) and max abs
+# difference of ours bf16, ours int8 and esm.cpp (FP32: the same pooled embedding; INT8: its
+# accuracy) against ours f32.
 # The PyTorch and esm.cpp timings exclude model loading (and esm.cpp's calibration and
 # quantisation) and one small untimed warm-up; ours is the embedding engine's compute time
 # (--report's compute_seconds: model loading, tokenising and writing excluded, no warm-up), and
@@ -74,25 +78,28 @@ echo "input: $(grep -c '>' "$all") protein ORFs of sop7.fa (chunk 500); $threads
 cpu_info
 gemm_rates "$threads"
 
-# Ours in bf16 on the CPU, where this binary has it: probed on the tiny fixture first.
+# Ours in bf16 and in int8 on the CPU, where this binary and CPU have them: each probed on the
+# tiny fixture first (the report says what computed).
 printf '>probe\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n' > "$work/probe.faa"
-rm -f "$work/probe.safetensors" "$work/probe.safetensors.json"
-bf16=""
-if probe=$("$bin" -q embed-protein "$work/probe.faa" -m tests/fixtures/esm2_tiny \
-  -o "$work/probe.safetensors" --device cpu --precision bf16 \
-  --report "$work/probe.safetensors.json" 2>&1); then
-  ran=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["precision"])' \
-    "$work/probe.safetensors.json")
-  if [ "$ran" = bf16 ]; then
-    bf16=1
-    echo "ours bf16: this binary computes in bf16 on the CPU (--report: precision $ran)"
+reduced=()
+for p in bf16 int8; do
+  rm -f "$work/probe.safetensors" "$work/probe.safetensors.json"
+  if probe=$("$bin" -q embed-protein "$work/probe.faa" -m tests/fixtures/esm2_tiny \
+    -o "$work/probe.safetensors" --device cpu --precision "$p" \
+    --report "$work/probe.safetensors.json" 2>&1); then
+    ran=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["precision"])' \
+      "$work/probe.safetensors.json")
+    if [ "$ran" = "$p" ]; then
+      reduced+=("$p")
+      echo "ours $p: this binary computes in $p on this CPU (--report: precision $ran)"
+    else
+      echo "ours $p: skipped, this binary runs --precision $p on this CPU as $ran"
+    fi
   else
-    echo "ours bf16: skipped, this binary runs --precision bf16 on the CPU as $ran"
+    echo "ours $p: skipped, this binary refuses --precision $p on the CPU:" \
+      "$(echo "$probe" | grep -m1 'error' || echo "$probe" | tail -n1)"
   fi
-else
-  echo "ours bf16: skipped, this binary refuses --precision bf16 on the CPU:" \
-    "$(echo "$probe" | grep -m1 'error' || echo "$probe" | tail -n1)"
-fi
+done
 esmcpp=""
 if python3 -c "import esm_cpp" 2>/dev/null; then
   esmcpp=1
@@ -125,7 +132,7 @@ for shape in "${shapes[@]}"; do
     python3 bench/esm_cpu.py esm-cpp-weights "$dir/esm2_3B_random" "$dir/esmcpp.safetensors" >/dev/null
   fi
   # Only this run's outputs are compared: the optional ones of an earlier run go.
-  rm -f "$dir"/{ours_bf16,esmcpp_fp32,esmcpp_int8}.safetensors{,.json}
+  rm -f "$dir"/{ours_bf16,ours_int8,esmcpp_fp32,esmcpp_int8}.safetensors{,.json}
   echo "ESM-2 $shape ($layers layers, $dim hidden, $heads heads): $(grep -c '>' "$orfs") proteins"
   check=()
   if [ -z "$checked" ]; then check=(--check "$fixture"); checked=1; fi
@@ -152,10 +159,10 @@ sys.exit(0 if rate(sys.argv[1]) > rate(sys.argv[2]) else 1)' \
     fi
   done
   rm -f "$dir/ours.try.safetensors" "$dir/ours.try.safetensors.json"
-  if [ -n "$bf16" ]; then
-    "$bin" -q embed-protein "$orfs" -m "$dir/esm2.pt" -o "$dir/ours_bf16.safetensors" \
-      --device cpu --precision bf16 --threads "$threads" --report "$dir/ours_bf16.safetensors.json"
-  fi
+  for p in "${reduced[@]}"; do
+    "$bin" -q embed-protein "$orfs" -m "$dir/esm2.pt" -o "$dir/ours_$p.safetensors" \
+      --device cpu --precision "$p" --threads "$threads" --report "$dir/ours_$p.safetensors.json"
+  done
   if [ -n "$esmcpp" ]; then
     packed=()
     if [ "${ESMCPP_PACKED:-0}" = 1 ]; then packed=(--packed); fi
@@ -175,9 +182,10 @@ echo
 echo "summary (tokens/s; $threads threads; $(cpu_model); f32 GEMM $gemm GFLOP/s: torch.mm" \
   "$torch_gemm, the gemm crate $ours_gemm):"
 {
-  printf 'shape\tfair-esm\ttransformers\tours f32\tours bf16\tesm.cpp FP32\tesm.cpp INT8'
-  printf '\tours f32/faster PyTorch\tours bf16/esm.cpp INT8\tf32 max abs diff'
-  printf '\tesm.cpp FP32 vs ours\tours bf16 vs ours f32\tesm.cpp INT8 vs ours f32\tours/GEMM\n'
+  printf 'shape\tfair-esm\ttransformers\tours f32\tours bf16\tours int8\tesm.cpp FP32'
+  printf '\tesm.cpp INT8\tours f32/faster PyTorch\tours bf16/esm.cpp INT8\tours int8/esm.cpp INT8'
+  printf '\tf32 max abs diff\tesm.cpp FP32 vs ours\tours bf16 vs ours f32\tours int8 vs ours f32'
+  printf '\tesm.cpp INT8 vs ours f32\tours/GEMM\n'
   cat "$summary"
 } | column -t -s $'\t'
 echo "(f32 max abs diff: the largest between fair-esm, transformers and ours f32; esm.cpp FP32"
