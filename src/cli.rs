@@ -125,7 +125,7 @@ pub struct ComputeArgs {
     pub device: DeviceSpec,
     /// auto (f32 on CPU and software adapters, f16 on CUDA and GPUs with f16 shaders), f32,
     /// f16 (GPUs), bf16 (CUDA; on CPUs with AMX-BF16, the projections' products in bf16 and
-    /// everything else f32) or int8 (CPUs with AMX-INT8: the projections' products W8A8, the
+    /// everything else f32) or int8 (CPUs with AMX-INT8 or AVX-512 VNNI: the projections' products W8A8, the
     /// rest f32); the reduced CPU paths are opt-in: f32 is the reference's arithmetic. f32 on CUDA is f32 with
     /// TF32 matmuls (CubeCL's tensor-core kernels). The report says what computed; the precision
     /// is read back from the loaded model: a mismatch stops the step.

@@ -14,7 +14,7 @@ use crate::models::ops::Matmul;
 /// How `precision` runs on CPU workers (`cpu`) or on GPUs: the precision of the model's tensors
 /// (the dtype [`claim_dtype`] sets) and what its projections multiply in. On the CPU, bf16 and
 /// int8 are f32 tensors whose projections multiply in bf16 or W8A8 int8 on AMX tiles
-/// (`effective_precision` grants them only where AMX-BF16 or AMX-INT8 runs), the residual
+/// (`effective_precision` grants them only where AMX-BF16, or AMX-INT8 / AVX-512 VNNI, runs), the residual
 /// stream, norms and attention staying f32; elsewhere the tensors are in the precision and
 /// the products follow them.
 pub fn compute_plan(precision: Precision, cpu: bool) -> (Precision, Matmul) {

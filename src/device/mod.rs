@@ -89,8 +89,8 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
-    /// W8A8 int8 products in the projections on a CPU with AMX-INT8, everything else f32
-    /// (`models/amx/int8.rs`); CPU only.
+    /// W8A8 int8 products in the projections on a CPU with AMX-INT8 or AVX-512 VNNI,
+    /// everything else f32 (`models/reduced/int8.rs`); CPU only.
     Int8,
 }
 
@@ -633,19 +633,19 @@ pub fn effective_precision(devices: &Devices, asked: Precision) -> Result<Precis
         (Devices::Cpu { .. }, Precision::Auto | Precision::F32) => Precision::F32,
         // bf16 or int8 products on AMX tiles, everything else f32 (`dtype::compute_plan`).
         (Devices::Cpu { .. }, p @ (Precision::Bf16 | Precision::Int8))
-            if crate::models::amx::available(dtype::compute_plan(p, true).1) =>
+            if crate::models::reduced::available(dtype::compute_plan(p, true).1) =>
         {
             p
         }
         (Devices::Cpu { .. }, other) => {
             tracing::warn!(
                 "--precision {other} is not available on this CPU (bf16 needs AMX-BF16, int8 \
-                 AMX-INT8); using f32"
+                 AMX-INT8 or AVX-512 VNNI); using f32"
             );
             Precision::F32
         }
         (_, Precision::Int8) => {
-            bail!("--precision int8 runs on the CPU only (AMX-INT8); on GPUs use f16, bf16 or f32")
+            bail!("--precision int8 runs on the CPU only (AMX-INT8 or AVX-512 VNNI); on GPUs use f16, bf16 or f32")
         }
         // GPUs that compute on the CPU backend (tests' fake GPUs): f32 only, as the CPU.
         (Devices::Cuda { .. }, Precision::Auto | Precision::F32)
@@ -820,12 +820,12 @@ mod tests {
             Precision::F32
         );
         // bf16 (int8) on the CPU is bf16 (int8) products on AMX tiles, where the CPU has them.
-        use crate::models::{amx, ops::Matmul};
+        use crate::models::{ops::Matmul, reduced};
         for (asked, matmul) in [
             (Precision::Bf16, Matmul::Bf16),
             (Precision::Int8, Matmul::Int8),
         ] {
-            let want = if amx::available(matmul) {
+            let want = if reduced::available(matmul) {
                 asked
             } else {
                 Precision::F32

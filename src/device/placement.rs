@@ -78,9 +78,14 @@ impl Placement {
             (Devices::Cpu { .. }, Precision::Bf16) => {
                 Some("f32 with bf16 matmuls (AMX) in the projections")
             }
-            (Devices::Cpu { .. }, Precision::Int8) => {
-                Some("f32 with int8 matmuls (W8A8, AMX) in the projections")
-            }
+            (Devices::Cpu { .. }, Precision::Int8) => Some(
+                match crate::models::reduced::kernels(crate::models::ops::Matmul::Int8) {
+                    Some("AVX-512 VNNI") => {
+                        "f32 with int8 matmuls (W8A8, AVX-512 VNNI) in the projections"
+                    }
+                    _ => "f32 with int8 matmuls (W8A8, AMX) in the projections",
+                },
+            ),
             _ => None,
         }
     }

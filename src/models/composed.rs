@@ -39,13 +39,13 @@ pub enum Matmul {
     #[default]
     F32,
     /// Both operands rounded to bf16, products accumulated in f32: `--precision bf16` on the
-    /// CPU, where the backend multiplies on AMX tiles (`models/amx/bf16.rs`) and everything
+    /// CPU, where the backend multiplies on AMX tiles (`models/reduced/bf16.rs`) and everything
     /// else stays f32. The default composition rounds the operands the same way and multiplies
     /// in f32, which is what the tile unit computes up to the order of the f32 additions.
     Bf16,
     /// W8A8: the weight quantised to int8 per output feature, the activations per row, both
     /// symmetric with scale `max|v| / 127`; exact integer products scaled back to f32:
-    /// `--precision int8` on the CPU, on AMX tiles (`models/amx/int8.rs`). The default
+    /// `--precision int8` on the CPU, on AMX tiles (`models/reduced/int8.rs`). The default
     /// composition multiplies the quantised values scaled back, in f32: the same up to f32
     /// rounding.
     Int8,
@@ -90,7 +90,7 @@ fn reduced<B: Backend, const D: usize>(t: Tensor<B, D>, matmul: Matmul) -> Tenso
 /// `t` quantised symmetrically to int8 along `dim` (one scale per slice across it: per row of
 /// activations, per column of an `[in, out]` weight) and scaled back: `round(v · (127 / m))
 /// · (m / 127)`, `m = max |v|` over the slice, rounding to nearest even; an all-zero slice
-/// stays zero. The tile kernels' arithmetic (`models/amx/int8.rs`) written as tensor ops.
+/// stays zero. The tile kernels' arithmetic (`models/reduced/int8.rs`) written as tensor ops.
 fn quantised<B: Backend, const D: usize>(t: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
     let max = t.clone().abs().max_dim(dim);
     let zero = max.clone().equal_elem(0.0);

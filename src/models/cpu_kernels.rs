@@ -19,9 +19,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
-use super::amx;
 use super::composed::{self, AlibiBatch, RotaryBatch};
 use super::ops::{DenseWeight, Matmul, ModelOps};
+use super::reduced;
 
 /// Runs `$f($args)` compiled for the widest vector unit this CPU has (AVX-512F, AVX2, or the
 /// x86-64 / other-target baseline): `$f` is `#[inline(always)]` plain Rust whose loops the
@@ -75,7 +75,7 @@ impl ModelOps for Flex {
                         let [inp, out] = w.dims();
                         (inp, out, Product::F32(view_f32(w.clone())?))
                     }
-                    DenseWeight::Tiles(tiles) if amx::available(tiles.matmul()) => {
+                    DenseWeight::Tiles(tiles) if reduced::available(tiles.matmul()) => {
                         let (inp, out) = tiles.shape();
                         (inp, out, Product::Tiles(Arc::clone(tiles)))
                     }
@@ -171,7 +171,7 @@ impl ModelOps for Flex {
 /// int8 tiles.
 enum Product {
     F32(FlexTensor),
-    Tiles(Arc<amx::PackedWeight>),
+    Tiles(Arc<reduced::PackedWeight>),
 }
 
 /// A projection's operands as host values, ready for [`linear`]: the weight and bias as
@@ -324,11 +324,11 @@ pub fn linear(
 }
 
 /// [`linear`] with the product on AMX in the packed weight's arithmetic
-/// ([`amx::PackedWeight::gemm_add`]): the same buffer that starts as `residual + bias`, the
+/// ([`reduced::PackedWeight::gemm_add`]): the same buffer that starts as `residual + bias`, the
 /// product added into it.
 pub fn linear_tiles(
     x: &[f32],
-    w: &amx::PackedWeight,
+    w: &reduced::PackedWeight,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {

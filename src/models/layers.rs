@@ -10,9 +10,9 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::amx::{self, PackedWeight};
 use super::composed::{dense_composed, layer_norm_composed, linear_3d};
 use super::ops::{DenseWeight, Kernels, Matmul, ModelOps};
+use super::reduced::{self, PackedWeight};
 use crate::weights::loader::{check_parts, TensorLoader};
 use crate::weights::LinearRows;
 
@@ -36,7 +36,7 @@ pub struct Dense<B: Backend> {
 /// weight, and the generic composition reduces both operands per product (the tests'
 /// reference for the kernels).
 fn packs(matmul: Matmul) -> bool {
-    amx::available(matmul)
+    reduced::available(matmul)
 }
 
 impl<B: Backend> Dense<B> {

@@ -2,7 +2,6 @@
 //! backend; the encoders over [`ops::ModelOps`], the backends with their hot operations
 //! (the CPU's fused kernels, the GPUs' generic composition).
 
-pub mod amx;
 pub mod classifier;
 pub mod composed;
 pub mod cpu_kernels;
@@ -10,6 +9,7 @@ pub mod dnabert_s;
 pub mod esm2;
 pub mod layers;
 pub mod ops;
+pub mod reduced;
 pub mod shape;
 
 use anyhow::{anyhow, Result};

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use super::amx::PackedWeight;
 pub use super::composed::Matmul;
 use super::composed::{self, AlibiBatch, RotaryBatch};
+use super::reduced::PackedWeight;
 
 /// Which kernels a model runs: the backend's own ([`ModelOps`]) or the generic composition
 /// (to compare the two on one backend), and what its projections multiply in.

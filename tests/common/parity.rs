@@ -228,7 +228,7 @@ pub fn check_reduced_products<B: Backend>(
         &format!("{matmul:?} products, composition"),
         min_cosine,
     );
-    if !virnucpro::models::amx::available(matmul) {
+    if !virnucpro::models::reduced::available(matmul) {
         eprintln!("this CPU has no AMX kernels for {matmul:?}: they are not checked here");
         return;
     }

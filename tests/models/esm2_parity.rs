@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::Device;
-use virnucpro::models::amx;
 use virnucpro::models::esm2::{Esm2, MAX_POOLED_RESIDUES};
 use virnucpro::models::ops::Matmul;
+use virnucpro::models::reduced;
 use virnucpro::tokenize::esm::EsmTokenizer;
 
 use crate::common::parity::{self, batch_of, embed_one, max_abs_diff};
@@ -132,7 +132,7 @@ fn loading_for_reduced_products_equals_switching_to_them() {
                 .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
             let what = format!("{} ({matmul:?})", path.display());
             parity::check_same_bits(&loaded, &switched, &cases(), &what);
-            if amx::available(matmul) {
+            if reduced::available(matmul) {
                 // The projections' weights are tiles only: the module's f32 parameters are the
                 // rest (2 layers × (q, k, v, out: 4 · 40² + fc1, fc2: 2 · 40 · 160)).
                 let f32_params = load(&fixture_dir()).num_params();

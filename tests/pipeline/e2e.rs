@@ -362,12 +362,12 @@ fn run_reproduces_original_both_chunk_sizes() {
 /// for every chunk and sequence, scores within 1e-2, and the report says what computed.
 #[test]
 fn run_with_reduced_products_on_the_cpu_makes_the_original_calls() {
-    use virnucpro::models::{amx, ops::Matmul};
+    use virnucpro::models::{ops::Matmul, reduced};
     for (precision, matmul, note) in [
         ("bf16", Matmul::Bf16, "bf16 matmuls"),
         ("int8", Matmul::Int8, "int8 matmuls (W8A8"),
     ] {
-        let amx = amx::available(matmul);
+        let amx = reduced::available(matmul);
         for chunk in ["300", "500"] {
             let tmp = tempfile::tempdir().unwrap();
             let o = run_cmd(tmp.path(), chunk, &["-d", "cpu", "--precision", precision]);

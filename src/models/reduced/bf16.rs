@@ -16,7 +16,7 @@ const TILE_K: usize = TILE_ROW_BYTES / 2;
 
 /// A projection's weight rounded to bf16 in the shared packed layout (`super::pack_columns`):
 /// for each 16-column tile, for each 32-deep k-tile, 16 rows of k-pairs × 16 columns × 2.
-pub struct PackedWeight(Packing<u16>);
+pub struct PackedWeight(Packing<u16, ()>);
 
 impl std::fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,8 +28,7 @@ impl PackedWeight {
     /// The packing of the `[k, n]` matrix whose column `j` `column(j, values)` writes.
     pub fn from_columns(k: usize, n: usize, column: impl Fn(usize, &mut [f32]) + Sync) -> Self {
         Self(pack_columns(k, n, column, |values, out: &mut [u16]| {
-            round_slice(out, values);
-            0.0
+            round_slice(out, values)
         }))
     }
 
@@ -82,7 +81,7 @@ pub fn gemm_add(dst: &mut [f32], x: &[f32], rows: usize, w: &PackedWeight) {
     // SAFETY: AMX-BF16 is available (asserted); each task writes only its own column blocks
     // of `dst`, whose bounds `Output` carries; `a` and `w` are padded to whole blocks.
     unsafe {
-        by_column_blocks(dst, rows, n, |out, cols| {
+        by_column_blocks(dst, rows, n, true, |out, cols| {
             in_groups(rows, cols, |rb, cb| {
                 // Row block rb's two 16-row tile rows.
                 let ap = a[a_offset(rb * BLOCK, 0, w.k_tiles, TILE_K)..].as_ptr();

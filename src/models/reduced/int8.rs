@@ -23,7 +23,18 @@ const Q_MAX: f32 = 127.0;
 /// A projection's weight quantised to int8 per output feature, in the shared packed layout
 /// (`super::pack_columns`: for each 16-column tile, for each 64-deep k-tile, 16 rows of k-quads
 /// × 16 columns × 4), with each column's scale.
-pub struct PackedWeight(Packing<i8>);
+pub struct PackedWeight(Packing<i8, Column>);
+
+/// What is kept of a weight's column beside its values: its scale, and the sum of its
+/// quantised values (what the VNNI kernels' offset activations add to each product, 128 times).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Column {
+    scale: f32,
+    sum: i32,
+}
+
+/// The offset that makes a signed int8 activation an unsigned byte for VNNI.
+const OFFSET: i32 = 128;
 
 impl std::fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,24 +60,44 @@ impl PackedWeight {
     pub fn unpacked(&self) -> Vec<f32> {
         let (k, n) = self.shape();
         (0..k * n)
-            .map(|i| f32::from(self.0.at(i / n, i % n)) * self.0.scales[i % n])
+            .map(|i| f32::from(self.0.at(i / n, i % n)) * self.0.columns[i % n].scale)
             .collect()
     }
 
     /// Bytes held (the values and their scales).
     pub fn bytes(&self) -> usize {
-        self.0.data.len() + self.0.scales.len() * 4
+        self.0.data.len() + self.0.columns.len() * std::mem::size_of::<Column>()
     }
+}
+
+/// Which int8 kernels multiply: AMX tiles, or AVX-512 VNNI (`super::vnni`) on CPUs without
+/// AMX-INT8. Both compute the same exact integer sums, so the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kernel {
+    Amx,
+    Vnni,
 }
 
 /// `dst [rows, n] += x [rows, k] · w` in W8A8: each row of `x` quantised with its own scale,
 /// exact int32 products, `dst += sum · (s_row · s_col)`. Splits the output's 32-column blocks
-/// over the calling rayon pool's threads. Needs AMX-INT8.
+/// over the calling rayon pool's threads. Needs AMX-INT8 or AVX-512 VNNI.
 pub fn gemm_add(dst: &mut [f32], x: &[f32], rows: usize, w: &PackedWeight) {
-    assert!(
-        super::available(super::Matmul::Int8),
-        "AMX-INT8 kernels on a CPU without them"
-    );
+    let kernel = match super::kernels(super::Matmul::Int8) {
+        Some("AMX") => Kernel::Amx,
+        Some(_) => Kernel::Vnni,
+        None => panic!("int8 kernels on a CPU without AMX-INT8 or AVX-512 VNNI"),
+    };
+    gemm_add_on(kernel, dst, x, rows, w);
+}
+
+/// [`gemm_add`] on the given kernels (the caller has checked the CPU runs them).
+pub(super) fn gemm_add_on(
+    kernel: Kernel,
+    dst: &mut [f32],
+    x: &[f32],
+    rows: usize,
+    w: &PackedWeight,
+) {
     let ((k, n), w) = (w.shape(), &w.0);
     assert!(
         x.len() == rows * k && dst.len() == rows * n,
@@ -83,33 +114,39 @@ pub fn gemm_add(dst: &mut [f32], x: &[f32], rows: usize, w: &PackedWeight) {
     }
     let (mut a, mut row_scales) = QUANTISED.with(|q| std::mem::take(&mut *q.borrow_mut()));
     // Each row's scale, then its values against it (a row's 64-wide parts are quantised
-    // separately, all with the row's scale).
+    // separately, all with the row's scale). VNNI multiplies unsigned by signed bytes: its
+    // activations are stored offset by 128, and 128 · Σ q_w taken off each sum.
+    let offset = kernel == Kernel::Vnni;
     row_scales.clear();
     row_scales.extend(x.chunks_exact(k).map(max_abs));
     tiled_rows(&mut a, x, rows, k, w.k_tiles, |r, src, dst| {
-        // SAFETY: AMX-INT8 CPUs have AVX-512 (asserted above).
-        unsafe { quantize_into(dst, src, inverse(row_scales[r])) };
+        // SAFETY: AMX-INT8 and AVX-512 VNNI CPUs have AVX-512 F/BW (the caller's check).
+        unsafe { quantize_into(dst, src, inverse(row_scales[r]), offset) };
     });
     for s in &mut row_scales {
         *s = scale(*s);
     }
-    // SAFETY: AMX-INT8 is available (asserted); each task writes only its own column blocks
-    // of `dst`, whose bounds `Output` carries; `a` and `w` are padded to whole blocks.
+    let offset = if offset { OFFSET } else { 0 };
+    // SAFETY: the kernels run here (the caller's check); each task writes only its own column
+    // blocks of `dst`, whose bounds `Output` carries; `a` and `w` are padded to whole blocks.
     unsafe {
-        by_column_blocks(dst, rows, n, |out, cols| {
+        by_column_blocks(dst, rows, n, kernel == Kernel::Amx, |out, cols| {
             let mut sums = Sums([0; BLOCK * BLOCK]);
             in_groups(rows, cols, |rb, cb| {
                 let ap = a[a_offset(rb * BLOCK, 0, w.k_tiles, TILE_K)..].as_ptr();
                 let (b0, b1) = (w.column_tile(2 * cb), w.column_tile(2 * cb + 1));
-                block(&mut sums, ap, w.k_tiles, b0, b1);
+                match kernel {
+                    Kernel::Amx => block(&mut sums, ap, w.k_tiles, b0, b1),
+                    Kernel::Vnni => super::vnni::block(&mut sums, ap.cast(), w.k_tiles, b0, b1),
+                }
                 let (m0, n0) = (rb * BLOCK, cb * BLOCK);
                 scale_into(
                     out,
-                    m0,
-                    n0,
+                    (m0, n0),
                     &sums,
+                    offset,
                     &row_scales[m0..],
-                    &w.scales[n0..n0 + BLOCK],
+                    &w.columns[n0..n0 + BLOCK],
                 );
             })
         })
@@ -180,20 +217,27 @@ fn inverse(max: f32) -> f32 {
     }
 }
 
-/// `values` quantised against their own scale into `out`; returns the scale.
-fn quantize_slice(out: &mut [i8], values: &[f32]) -> f32 {
+/// `values` quantised against their own scale into `out`; returns the scale and the sum of the
+/// quantised values.
+fn quantize_slice(out: &mut [i8], values: &[f32]) -> Column {
     let max = max_abs(values);
     let inv = inverse(max);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bw") {
+    let vector = std::arch::is_x86_feature_detected!("avx512bw");
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = false;
+    if vector {
         // SAFETY: the CPU has AVX-512F/BW (checked just above).
-        unsafe { quantize_into(out, values, inv) };
-        return scale(max);
+        unsafe { quantize_into(out, values, inv, false) };
+    } else {
+        for (o, &v) in out.iter_mut().zip(values) {
+            *o = quantize(v, inv);
+        }
     }
-    for (o, &v) in out.iter_mut().zip(values) {
-        *o = quantize(v, inv);
+    Column {
+        scale: scale(max),
+        sum: out.iter().map(|&q| i32::from(q)).sum(),
     }
-    scale(max)
 }
 
 /// `v · inv` rounded to nearest even, as int8. `|v| ≤ max` keeps it within ±127; a NaN or an
@@ -209,9 +253,11 @@ fn quantize(v: f32, inv: f32) -> i8 {
 }
 
 /// [`quantize`] over a slice, 16 at a time with AVX-512 (the same bits: round to nearest even
-/// is the conversion's default mode, and finite products stay within ±127.5).
+/// is the conversion's default mode, and finite products stay within ±127.5); with `offset`,
+/// each stored plus 128 as an unsigned byte (VNNI's left operand).
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_into(dst: &mut [i8], src: &[f32], inv: f32) {
+unsafe fn quantize_into(dst: &mut [i8], src: &[f32], inv: f32, offset: bool) {
+    let flip = _mm_set1_epi8(if offset { i8::MIN } else { 0 });
     let factor = _mm512_set1_ps(inv);
     let limit = _mm512_set1_ps(Q_MAX);
     let whole = src.len() / 16 * 16;
@@ -227,16 +273,16 @@ unsafe fn quantize_into(dst: &mut [i8], src: &[f32], inv: f32) {
             _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-Q_MAX)), limit),
         );
         let q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
-        _mm_storeu_si128(d.as_mut_ptr().cast(), q);
+        _mm_storeu_si128(d.as_mut_ptr().cast(), _mm_xor_si128(q, flip));
     }
     for (d, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *d = quantize(v, inv);
+        *d = quantize(v, inv) ^ if offset { i8::MIN } else { 0 };
     }
 }
 
 /// A 32 × 32 block's int32 sums, row-major, 64-byte aligned for the tile stores.
 #[repr(C, align(64))]
-struct Sums([i32; BLOCK * BLOCK]);
+pub(super) struct Sums(pub(super) [i32; BLOCK * BLOCK]);
 
 /// `sums = A[32 × k] · B[k × 32]` in int32: A's two tile rows at `a` (each `k_tiles` packed
 /// tiles), B as two packed column tiles; tiles 0–3 accumulate from zero, 4–5 hold A, 6–7 B;
@@ -289,26 +335,27 @@ unsafe fn block(sums: &mut Sums, a: *const i8, k_tiles: usize, b0: *const i8, b1
     );
 }
 
-/// `out[m0.., n0..] += sums · (s_row · s_col)` over the block's rows and columns inside the
-/// output (`row_scales` from row `m0`, `col_scales` the block's 32).
+/// `out[m0.., n0..] += (sums - offset · Σ q_w) · (s_row · s_col)` over the block's rows and
+/// columns inside the output (`row_scales` from row `m0`, `columns` the block's 32).
 ///
 /// # Safety
 /// `(m0, n0)` inside `out`; this task owns the block's columns.
 #[target_feature(enable = "avx512f")]
 unsafe fn scale_into(
     out: &Output,
-    m0: usize,
-    n0: usize,
+    (m0, n0): (usize, usize),
     sums: &Sums,
+    offset: i32,
     row_scales: &[f32],
-    col_scales: &[f32],
+    columns: &[Column],
 ) {
     let (rows, cols) = ((out.rows - m0).min(BLOCK), (out.n - n0).min(BLOCK));
     for r in 0..rows {
         let s = row_scales[r];
         let dst = std::slice::from_raw_parts_mut(out.ptr.add((m0 + r) * out.n + n0), cols);
-        for ((d, &sum), &sc) in dst.iter_mut().zip(&sums.0[r * BLOCK..]).zip(col_scales) {
-            *d += sum as f32 * (s * sc);
+        for ((d, &sum), c) in dst.iter_mut().zip(&sums.0[r * BLOCK..]).zip(columns) {
+            let exact = sum.wrapping_sub(offset.wrapping_mul(c.sum));
+            *d += exact as f32 * (s * c.scale);
         }
     }
 }
@@ -316,6 +363,7 @@ unsafe fn scale_into(
 #[cfg(test)]
 mod tests {
     use super::super::{noise, Matmul};
+    use super::Kernel;
     use super::*;
 
     fn packed(w: &[f32], k: usize, n: usize) -> PackedWeight {
@@ -329,32 +377,47 @@ mod tests {
     fn quantised(p: &PackedWeight) -> (Vec<i8>, Vec<f32>) {
         let (k, n) = p.shape();
         let q = (0..k * n).map(|i| p.0.at(i / n, i % n)).collect();
-        (q, p.0.scales[..n].to_vec())
+        (q, p.0.columns[..n].iter().map(|c| c.scale).collect())
     }
 
     /// The kernels compute exactly `dst + (Σ q_x q_w as f32) · (s_x · s_w)`, the integer sums
     /// taken here in i64 from this file's own quantisation; every edge: rows not a whole
     /// block, columns not a whole block nor tile, k not a whole tile, several block groups
     /// each way; threads 1 and 2.
+    /// The kernels this CPU runs, AMX-INT8 and AVX-512 VNNI, whichever it has.
+    fn kernels_here() -> Vec<Kernel> {
+        let f = super::super::features();
+        let mut k = Vec::new();
+        if f.int8 {
+            k.push(Kernel::Amx);
+        }
+        if f.vnni {
+            k.push(Kernel::Vnni);
+        }
+        if k.is_empty() {
+            eprintln!("this CPU has neither AMX-INT8 nor AVX-512 VNNI: int8 kernels not run");
+        }
+        k
+    }
+
     #[test]
     fn products_are_the_exact_integer_sums_scaled() {
-        if !super::super::available(Matmul::Int8) {
-            eprintln!("this CPU has no AMX-INT8: the int8 CPU path is not used here");
-            return;
-        }
         for &(rows, k, n) in &[(1, 64, 16), (45, 80, 72), (300, 1056, 48), (33, 130, 1000)] {
             let x: Vec<f32> = (0..rows * k).map(|i| noise(i) * 3.0).collect();
             let w: Vec<f32> = (0..k * n).map(|i| noise(i + 77_777)).collect();
             let start: Vec<f32> = (0..rows * n).map(|i| noise(i + 5)).collect();
             let p = packed(&w, k, n);
             let (qw, sw) = quantised(&p);
-            for threads in [1, 2] {
+            for (threads, kernel) in [1, 2]
+                .into_iter()
+                .flat_map(|t| kernels_here().into_iter().map(move |k| (t, k)))
+            {
                 let mut dst = start.clone();
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .unwrap()
-                    .install(|| gemm_add(&mut dst, &x, rows, &p));
+                    .install(|| gemm_add_on(kernel, &mut dst, &x, rows, &p));
                 for r in 0..rows {
                     let row = &x[r * k..(r + 1) * k];
                     let max = max_abs(row);
@@ -368,7 +431,7 @@ mod tests {
                         assert_eq!(
                             dst[r * n + c].to_bits(),
                             want.to_bits(),
-                            "{rows}x{k}x{n} ({threads} threads) at ({r}, {c})"
+                            "{rows}x{k}x{n} ({kernel:?}, {threads} threads) at ({r}, {c})"
                         );
                     }
                 }
@@ -386,14 +449,14 @@ mod tests {
         values.extend([5.0, -5.0, 0.0, -0.0, 2.5 / 127.0, -7.5 / 127.0 * 5.0]);
         let inv = inverse(max_abs(&values));
         let mut got = vec![0i8; values.len()];
-        unsafe { quantize_into(&mut got, &values, inv) };
+        unsafe { quantize_into(&mut got, &values, inv, false) };
         let want: Vec<i8> = values.iter().map(|&v| quantize(v, inv)).collect();
         assert_eq!(got, want);
         assert!(got.contains(&127) && got.contains(&-127));
         // Non-finite inputs quantise to 0 both ways (their row's scale carries them).
         let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0];
         let mut got = [7i8; 4];
-        unsafe { quantize_into(&mut got, &odd, 1.0) };
+        unsafe { quantize_into(&mut got, &odd, 1.0, false) };
         assert_eq!(got, odd.map(|v| quantize(v, 1.0)));
         assert_eq!(got, [0, 0, 0, 1]);
     }
@@ -421,21 +484,34 @@ mod tests {
         // An all-zero column has scale 0 and zero values; padding columns too.
         let zeros = packed(&vec![0.0; 64 * 3], 64, 3);
         assert!(quantised(&zeros).0.iter().all(|&v| v == 0));
-        assert_eq!(zeros.0.scales, vec![0.0; 32]);
+        assert!(zeros.0.columns.iter().all(|c| c.scale == 0.0 && c.sum == 0));
     }
 
     #[test]
     fn a_nan_in_a_row_reaches_its_outputs() {
-        if !super::super::available(Matmul::Int8) {
-            return;
-        }
         let (rows, k, n) = (3, 64, 16);
         let mut x: Vec<f32> = (0..rows * k).map(noise).collect();
         x[k + 5] = f32::NAN;
         let w: Vec<f32> = (0..k * n).map(|i| noise(i + 9)).collect();
-        let mut dst = vec![0f32; rows * n];
-        gemm_add(&mut dst, &x, rows, &packed(&w, k, n));
-        assert!(dst[n..2 * n].iter().all(|v| v.is_nan()));
-        assert!(dst[..n].iter().chain(&dst[2 * n..]).all(|v| v.is_finite()));
+        for kernel in kernels_here() {
+            let mut dst = vec![0f32; rows * n];
+            gemm_add_on(kernel, &mut dst, &x, rows, &packed(&w, k, n));
+            assert!(dst[n..2 * n].iter().all(|v| v.is_nan()), "{kernel:?}");
+            assert!(dst[..n].iter().chain(&dst[2 * n..]).all(|v| v.is_finite()));
+        }
+    }
+
+    /// A weight column's kept sum is the sum of its quantised values (what the VNNI kernels
+    /// take off, 128 times, for their offset activations).
+    #[test]
+    fn column_sums_are_the_sums_of_the_quantised_values() {
+        let (k, n) = (130, 40);
+        let w: Vec<f32> = (0..k * n).map(|i| noise(i + 3) - 0.3).collect();
+        let p = packed(&w, k, n);
+        let (q, _) = quantised(&p);
+        for j in 0..n {
+            let sum: i32 = (0..k).map(|i| i32::from(q[i * n + j])).sum();
+            assert_eq!(p.0.columns[j].sum, sum, "column {j}");
+        }
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod bf16;
 pub mod int8;
+mod vnni;
 
 use std::sync::OnceLock;
 
@@ -50,31 +51,60 @@ const COL_BLOCKS_PER_GROUP: usize = 4;
 /// What this CPU and OS run, asked once.
 #[derive(Clone, Copy, Debug, Default)]
 struct Features {
+    /// AMX-BF16 tiles.
     bf16: bool,
+    /// AMX-INT8 tiles.
     int8: bool,
+    /// AVX-512 VNNI (with F and BW): int8 products without AMX (`vnni.rs`).
+    vnni: bool,
 }
+
+/// Set (to anything but `0`) to run as on a CPU without AMX: bf16 then falls back to f32 and
+/// int8 runs on the AVX-512 VNNI kernels where the CPU has them. For benchmarks and for
+/// checking the kernels other CPUs run; read once per process.
+pub const NO_AMX_ENV: &str = "VIRNUCPRO_NO_AMX";
 
 fn features() -> Features {
     static FEATURES: OnceLock<Features> = OnceLock::new();
-    *FEATURES.get_or_init(detect)
+    *FEATURES.get_or_init(|| {
+        let mut f = detect();
+        if std::env::var_os(NO_AMX_ENV).is_some_and(|v| v != "0") {
+            (f.bf16, f.int8) = (false, false);
+        }
+        f
+    })
 }
 
-/// Whether products in `matmul` run on the tile unit here: AMX-BF16 for bf16, AMX-INT8 for
-/// int8 (never for f32).
+/// Whether products in `matmul` run on this CPU's kernels: bf16 on AMX-BF16; int8 on
+/// AMX-INT8, else on AVX-512 VNNI; never f32 (which takes the f32 matrix).
 pub fn available(matmul: Matmul) -> bool {
     let f = features();
     match matmul {
         Matmul::F32 => false,
         Matmul::Bf16 => f.bf16,
-        Matmul::Int8 => f.int8,
+        Matmul::Int8 => f.int8 || f.vnni,
+    }
+}
+
+/// Which kernels run products in `matmul` here, as reports name them (`None` where none do).
+pub fn kernels(matmul: Matmul) -> Option<&'static str> {
+    let f = features();
+    match matmul {
+        Matmul::Bf16 if f.bf16 => Some("AMX"),
+        Matmul::Int8 if f.int8 => Some("AMX"),
+        Matmul::Int8 if f.vnni => Some("AVX-512 VNNI"),
+        _ => None,
     }
 }
 
 /// CPUID's AMX-TILE, AMX-BF16 and AMX-INT8 bits, then Linux's permission for the tile data
-/// state, without which the first tile instruction faults.
+/// state, without which the first tile instruction faults; and AVX-512 VNNI.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn detect() -> Features {
     use std::arch::x86_64::__cpuid_count;
+    let vnni = std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni");
     // CPUID exists on every x86-64 CPU; leaf 7 is only read when leaf 0 lists it.
     if __cpuid_count(0, 0).eax < 7 {
         return Features::default();
@@ -83,7 +113,10 @@ fn detect() -> Features {
     let bit = |b: u32| (edx >> b) & 1 == 1;
     let (bf16, tile, int8) = (bit(22), bit(24), bit(25));
     if !(tile && (bf16 || int8)) {
-        return Features::default();
+        return Features {
+            vnni,
+            ..Features::default()
+        };
     }
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
     const XFEATURE_XTILEDATA: libc::c_long = 18;
@@ -99,6 +132,7 @@ fn detect() -> Features {
     Features {
         bf16: bf16 && granted,
         int8: int8 && granted,
+        vnni,
     }
 }
 
@@ -192,31 +226,32 @@ impl PackedWeight {
 /// row: a bf16 pair, an int8 quad): for each 16-column tile, for each `tile_k`-deep k-tile,
 /// 16 rows × 16 columns × `per` (1 KiB, contiguous); `n` padded to whole 32-column blocks and
 /// `k` to whole k-tiles with zeros. `encode(values, out)` turns a column's `k` f32 values
-/// into its `k` elements and returns the column's scale (kept per column, 0 for padding).
+/// into its `k` elements and returns what is kept of the column beside them (int8: its scale
+/// and sum; `S::default()` for padding columns).
 /// One column tile per task, in parallel: each reads its 16 columns once, in checkpoint order
 /// (contiguous), and writes its own `k_tiles` KiB, a tile row (64 bytes) at a time.
-fn pack_columns<E: Copy + Default + Send + Sync>(
+fn pack_columns<E: Copy + Default + Send + Sync, S: Copy + Default + Send>(
     k: usize,
     n: usize,
     column: impl Fn(usize, &mut [f32]) + Sync,
-    encode: impl Fn(&[f32], &mut [E]) -> f32 + Sync,
-) -> Packing<E> {
+    encode: impl Fn(&[f32], &mut [E]) -> S + Sync,
+) -> Packing<E, S> {
     let tile_k = TILE_ROW_BYTES / std::mem::size_of::<E>();
     let per = tile_k / TILE_ROWS;
     let k_tiles = k.div_ceil(tile_k);
     let col_tiles = n.div_ceil(BLOCK) * 2;
     let tile = TILE_ROWS * tile_k;
     let mut data = vec![E::default(); col_tiles * k_tiles * tile];
-    let mut scales = vec![0f32; col_tiles * TILE_ROWS];
+    let mut columns = vec![S::default(); col_tiles * TILE_ROWS];
     crate::weights::host::advise_huge(&data[..]);
     // A column tile's 16 columns decoded and encoded side by side (`k_pad` apart; past `k`,
     // and columns past `n`, zero), then interleaved a tile row at a time.
     let k_pad = k_tiles * tile_k;
     let scratch = || (vec![0f32; k], vec![E::default(); TILE_ROWS * k_pad]);
     data.par_chunks_mut(k_tiles * tile)
-        .zip(scales.par_chunks_mut(TILE_ROWS))
+        .zip(columns.par_chunks_mut(TILE_ROWS))
         .enumerate()
-        .for_each_init(scratch, |(values, encoded), (ct, (out, scales))| {
+        .for_each_init(scratch, |(values, encoded), (ct, (out, kept))| {
             let n0 = ct * TILE_ROWS;
             let cols = n.saturating_sub(n0).min(TILE_ROWS);
             if cols == 0 {
@@ -225,7 +260,7 @@ fn pack_columns<E: Copy + Default + Send + Sync>(
             for (c, row) in encoded.chunks_exact_mut(k_pad).enumerate() {
                 if c < cols {
                     column(n0 + c, values);
-                    scales[c] = encode(values, &mut row[..k]);
+                    kept[c] = encode(values, &mut row[..k]);
                     row[k..].fill(E::default());
                 } else {
                     row.fill(E::default()); // a padding column (the scratch may hold an earlier tile's)
@@ -244,21 +279,21 @@ fn pack_columns<E: Copy + Default + Send + Sync>(
         n,
         k_tiles,
         data,
-        scales,
+        columns,
     }
 }
 
 /// A weight in [`pack_columns`]' layout.
-struct Packing<E> {
+struct Packing<E, S> {
     k: usize,
     n: usize,
     k_tiles: usize,
     data: Vec<E>,
-    /// One per column, padding included (0 there); unused by bf16.
-    scales: Vec<f32>,
+    /// What is kept per column, padding included (`S::default()` there).
+    columns: Vec<S>,
 }
 
-impl<E: Copy> Packing<E> {
+impl<E: Copy, S> Packing<E, S> {
     fn tile_k() -> usize {
         TILE_ROW_BYTES / std::mem::size_of::<E>()
     }
@@ -327,15 +362,16 @@ struct Output {
 unsafe impl Sync for Output {}
 
 /// Runs `task(out, column blocks)` over the output's 32-column blocks split evenly across the
-/// calling rayon pool's threads, each with the tiles configured ([`with_tiles`]).
+/// calling rayon pool's threads, each with the tiles configured ([`with_tiles`]) when `tiles`.
 ///
 /// # Safety
-/// The tile instructions `task` runs are available; `task` writes only inside `out` and only
-/// the columns of its blocks.
+/// The instructions `task` runs are available (AMX when `tiles`); `task` writes only inside
+/// `out` and only the columns of its blocks.
 unsafe fn by_column_blocks(
     dst: &mut [f32],
     rows: usize,
     n: usize,
+    tiles: bool,
     task: impl Fn(&Output, std::ops::Range<usize>) + Sync,
 ) {
     let out = Output {
@@ -349,7 +385,11 @@ unsafe fn by_column_blocks(
     let run = |t: usize| {
         let cols = t * per..((t + 1) * per).min(col_blocks);
         // SAFETY: the caller's promise.
-        unsafe { with_tiles(|| task(&out, cols)) }
+        if tiles {
+            unsafe { with_tiles(|| task(&out, cols)) }
+        } else {
+            task(&out, cols)
+        }
     };
     if threads == 1 {
         run(0);
