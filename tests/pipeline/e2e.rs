@@ -6,7 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::common::{
-    assert_error, check_e2e_goldens, check_e2e_goldens_within, fixtures, records, run, s, stderr,
+    assert_error, check_e2e_goldens, check_e2e_goldens_within, fixtures, records, run, run_env, s,
+    stderr,
 };
 
 fn ok(args: &[&str]) {
@@ -293,12 +294,21 @@ fn subcommands_reproduce_original_chunk500() {
 }
 
 fn run_cmd(out: &Path, chunk: &str, extra: &[&str]) -> std::process::Output {
+    run_cmd_env(out, chunk, extra, &[])
+}
+
+fn run_cmd_env(
+    out: &Path,
+    chunk: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let (dnabert, esm, mlp) = models();
     let input = fixtures().join("e2e/input.fa");
     let mut args = vec!["run", s(&input), "--dnabert", s(&dnabert), "--esm", s(&esm)];
     args.extend(["--classifier", s(&mlp), "-c", chunk, "-o", s(out)]);
     args.extend_from_slice(extra);
-    run(&args, None)
+    run_env(&args, env, None)
 }
 
 #[test]
@@ -397,6 +407,47 @@ fn run_with_reduced_products_on_the_cpu_makes_the_original_calls() {
                 }
             }
         }
+    }
+}
+
+/// `VIRNUCPRO_NO_AMX` runs `--precision int8` as a CPU without AMX does, on the AVX-512 VNNI
+/// kernels: the reports say so, and where this CPU also has AMX-INT8 the tables and embeddings
+/// are the AMX run's, byte for byte (both kernels take the same exact integer sums).
+#[test]
+fn int8_without_amx_runs_on_vnni_to_the_same_bytes() {
+    use virnucpro::models::{ops::Matmul, reduced};
+    if !(std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni"))
+    {
+        eprintln!("this CPU has no AVX-512 VNNI: the VNNI int8 kernels are not run here");
+        return;
+    }
+    let vnni = tempfile::tempdir().unwrap();
+    let args = ["-d", "cpu", "--precision", "int8"];
+    let o = run_cmd_env(vnni.path(), "300", &args, &[("VIRNUCPRO_NO_AMX", "1")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(vnni.path().join("run.json")).unwrap()).unwrap();
+    let notes: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"].as_str().unwrap().starts_with("embed"))
+        .map(|s| s["report"]["matmul_note"].as_str().unwrap())
+        .collect();
+    assert_eq!(notes.len(), 2, "{run}");
+    assert!(
+        notes.iter().all(|n| n.contains("AVX-512 VNNI")),
+        "{notes:?}"
+    );
+    if reduced::kernels(Matmul::Int8) == Some("AMX") {
+        let amx = tempfile::tempdir().unwrap();
+        let o = run_cmd(amx.path(), "300", &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            tables(vnni.path()) == tables(amx.path()),
+            "VNNI and AMX int8 runs differ"
+        );
     }
 }
 
