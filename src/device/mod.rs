@@ -750,6 +750,8 @@ pub fn dispatch<T: BackendTask>(
                 Precision::Bf16 => {
                     claimed::<Cuda<half::bf16, i32>, T>(devs, precision, false, task)
                 }
+                // `effective_precision` refuses it on GPUs; said again for any other caller.
+                Precision::Int8 => bail!("--precision int8 runs on the CPU only"),
             }
         }
         #[cfg(not(feature = "cuda"))]
@@ -767,6 +769,7 @@ pub fn dispatch<T: BackendTask>(
                 }
                 Precision::F16 => claimed::<Wgpu<half::f16, i32>, T>(devs, precision, false, task),
                 Precision::Bf16 => bail!("--precision bf16 is not available on wgpu"),
+                Precision::Int8 => bail!("--precision int8 runs on the CPU only"),
             }
         }
         #[cfg(not(any(feature = "wgpu", feature = "wgpu-metal")))]
