@@ -45,7 +45,7 @@ pub enum Matmul {
     Bf16,
     /// W8A8: the weight quantised to int8 per output feature, the activations per row, both
     /// symmetric with scale `max|v| / 127`; exact integer products scaled back to f32:
-    /// `--precision int8` on the CPU, on AMX tiles (`models/reduced/int8.rs`). The default
+    /// `--precision int8` on the CPU, on AMX tiles or AVX-512 VNNI (`models/reduced/`). The default
     /// composition multiplies the quantised values scaled back, in f32: the same up to f32
     /// rounding.
     Int8,

@@ -66,8 +66,9 @@ impl ModelOps for Flex {
         matmul: Matmul,
     ) -> Tensor<Self, 3> {
         // GELU after a residual is not a composition any model here uses; bf16 and int8
-        // products run on the AMX kernels from a packed weight (a CPU without AMX never gets
-        // one: the composition below covers tests that ask for them there anyway).
+        // products run on the reduced-precision kernels (AMX, VNNI) from a packed weight (a CPU
+        // without them never gets one: the composition below covers tests that ask for reduced
+        // products there anyway).
         let fused = (!(gelu && residual.is_some()))
             .then(|| {
                 let (inp, out, product) = match &weight {
@@ -323,9 +324,9 @@ pub fn linear(
     dst
 }
 
-/// [`linear`] with the product on AMX in the packed weight's arithmetic
-/// ([`reduced::PackedWeight::gemm_add`]): the same buffer that starts as `residual + bias`, the
-/// product added into it.
+/// [`linear`] with the product in the packed weight's arithmetic on the CPU's reduced-precision
+/// kernels ([`reduced::PackedWeight::gemm_add`]): the same buffer that starts as `residual +
+/// bias`, the product added into it.
 pub fn linear_tiles(
     x: &[f32],
     w: &reduced::PackedWeight,

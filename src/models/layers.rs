@@ -17,8 +17,9 @@ use crate::weights::loader::{check_parts, TensorLoader};
 use crate::weights::LinearRows;
 
 /// A PyTorch `Linear` as an `[in, out]` weight and an optional bias. For bf16 or int8 products
-/// on a CPU with AMX (`--precision bf16`, `int8`) the weight is held only as tiles, packed from
-/// the checkpoint as it loads: a half (bf16) or a quarter (int8) of the f32 matrix's memory,
+/// on a CPU that runs them (`--precision bf16`, `int8`: `models/reduced/`) the weight is held
+/// only packed, from the checkpoint as it loads: a half (bf16) or a quarter (int8) of the f32
+/// matrix's memory,
 /// and nothing left to pack at the first batch (ESM-2 3B in bf16: 5.6 GB instead of 11.1 GB
 /// of f32 weights plus their packing).
 #[derive(Module, Debug)]
@@ -26,13 +27,14 @@ pub struct Dense<B: Backend> {
     /// `[in, out]`; `None` when the weight is held as `tiles`.
     weight: Option<Param<Tensor<B, 2>>>,
     bias: Option<Param<Tensor<B, 1>>>,
-    /// The weight reduced and packed in the AMX kernels' layout, in place of `weight`.
+    /// The weight reduced and packed in the reduced-precision kernels' layout, in place of
+    /// `weight`.
     #[module(skip)]
     tiles: Option<Arc<PackedWeight>>,
 }
 
-/// Whether weights loaded for products in `matmul` are packed into tiles: bf16 or int8
-/// products where the AMX kernels for them run. Elsewhere a reduced request keeps the f32
+/// Whether weights loaded for products in `matmul` are packed: bf16 or int8 products where
+/// this CPU's kernels for them run. Elsewhere a reduced request keeps the f32
 /// weight, and the generic composition reduces both operands per product (the tests'
 /// reference for the kernels).
 fn packs(matmul: Matmul) -> bool {

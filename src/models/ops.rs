@@ -36,9 +36,9 @@ impl Default for Kernels {
 pub enum DenseWeight<B: Backend> {
     /// `[in, out]`, in the model's dtype.
     Tensor(Tensor<B, 2>),
-    /// Reduced (bf16 or int8) and packed for the AMX kernels as the model was loaded
-    /// (`--precision bf16` or `int8` on a CPU with AMX): its products are in the packing's
-    /// arithmetic whatever `matmul` says.
+    /// Reduced (bf16 or int8) and packed for the CPU's reduced-precision kernels as the model
+    /// was loaded (`--precision bf16` or `int8`, `models/reduced/`): its products are in the
+    /// packing's arithmetic whatever `matmul` says.
     Tiles(Arc<PackedWeight>),
 }
 

@@ -1,20 +1,22 @@
-//! Reduced-precision matrix products on Intel AMX tiles, for `--precision bf16` and
-//! `--precision int8` on the CPU: the projections' GEMMs (`x [rows, k] · w [k, n]`, added into
-//! an output that already holds bias and residual) with both operands reduced, the products
-//! accumulated by the tile unit. Everything else (norms, attention, GELU, the residual stream)
-//! stays f32, as PyTorch's CPU autocast and esm.cpp's reduced paths do.
+//! Reduced-precision matrix products on the CPU, for `--precision bf16` and `--precision int8`:
+//! the projections' GEMMs (`x [rows, k] · w [k, n]`, added into an output that already holds
+//! bias and residual) with both operands reduced. Everything else (norms, attention, GELU, the
+//! residual stream) stays f32, as PyTorch's CPU autocast and esm.cpp's reduced paths do.
 //!
-//! - [`bf16`]: both operands rounded to bf16, f32 accumulation (`TDPBF16PS`).
+//! - [`bf16`]: both operands rounded to bf16, f32 accumulation on Intel AMX tiles
+//!   (`TDPBF16PS`).
 //! - [`int8`]: W8A8 — the weight quantised per output feature as it loads, the activations per
-//!   row (token) as each product starts, both symmetric; exact int32 accumulation
-//!   (`TDPBSSD`), scaled back to f32 once per output element.
+//!   row (token) as each product starts, both symmetric; exact int32 accumulation on AMX tiles
+//!   (`TDPBSSD`) or, on CPUs without AMX-INT8, with AVX-512 VNNI (`vnni.rs`, `VPDPBUSD`: the
+//!   same sums, so the same bits), scaled back to f32 once per output element.
 //!
-//! This file holds what the two share: detection, the tile configuration, the layout both
-//! pack into (every tile 16 rows × 64 bytes; a weight as 16-column tiles whose rows hold one
-//! 4-byte group of k per column — a bf16 pair or an int8 quad —, the activations as 16-row
-//! tiles of 64 contiguous bytes per row), the split of a product's column blocks over the
-//! rayon pool and the order blocks are visited in. A weight is packed once, as the model is
-//! loaded ([`PackedWeight`], kept by `models::layers::Dense` in place of its f32 matrix).
+//! This file holds what they share: detection, the tile configuration, the layout all pack
+//! into (every tile 16 rows × 64 bytes; a weight as 16-column tiles whose rows hold one 4-byte
+//! group of k per column — a bf16 pair or an int8 quad, one AVX-512 vector —, the activations
+//! as 16-row tiles of 64 contiguous bytes per row), the split of a product's column blocks
+//! over the rayon pool and the order blocks are visited in. A weight is packed once, as the
+//! model is loaded ([`PackedWeight`], kept by `models::layers::Dense` in place of its f32
+//! matrix).
 //!
 //! The tile instructions are written with `asm!` (Rust's AMX intrinsics are not stable); Linux
 //! hands a process the tile state only after it asks (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which
