@@ -1440,6 +1440,43 @@ fn main_nf_includes_the_modules_and_braces_balance() {
     }
 }
 
+/// The schema's precisions are the ones `--precision` takes, every one of them: a value the
+/// schema refuses could not be passed, one the CLI refuses would fail each embedding task.
+#[test]
+fn schema_precisions_are_the_clis() {
+    use virnucpro::device::Precision;
+    let schema: Json = serde_json::from_str(&read("nextflow/nextflow_schema.json")).unwrap();
+    let listed: BTreeSet<String> = schema["$defs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find_map(|group| group["properties"].get("precision"))
+        .expect("a precision param")["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    // Every variant (a new one stops the build here until it is listed below).
+    let _every = |p: Precision| match p {
+        Precision::Auto | Precision::F32 | Precision::F16 | Precision::Bf16 | Precision::Int8 => {}
+    };
+    let cli: BTreeSet<String> = [
+        Precision::Auto,
+        Precision::F32,
+        Precision::F16,
+        Precision::Bf16,
+        Precision::Int8,
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
+    assert_eq!(listed, cli);
+    for p in &listed {
+        assert_eq!(p.parse::<Precision>().unwrap().to_string(), *p);
+    }
+}
+
 /// Every parameter has a default in nextflow.config and an entry in nextflow_schema.json (and
 /// the other way round), with the same default; every `params.x` used anywhere exists.
 #[test]
