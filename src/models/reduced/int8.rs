@@ -336,10 +336,12 @@ unsafe fn block(sums: &mut Sums, a: *const i8, k_tiles: usize, b0: *const i8, b1
 }
 
 /// `out[m0.., n0..] += (sums - offset · Σ q_w) · (s_row · s_col)` over the block's rows and
-/// columns inside the output (`row_scales` from row `m0`, `columns` the block's 32).
+/// columns inside the output (`row_scales` from row `m0`, `columns` the block's 32), two
+/// 16-lane vectors a row: `(sum as f32) · (s_row · s_col)` added to the output, in that order
+/// (the scalar reference in the tests computes the same, so the same bits).
 ///
 /// # Safety
-/// `(m0, n0)` inside `out`; this task owns the block's columns.
+/// `(m0, n0)` inside `out`; this task owns the block's columns; the CPU has AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn scale_into(
     out: &Output,
@@ -350,12 +352,34 @@ unsafe fn scale_into(
     columns: &[Column],
 ) {
     let (rows, cols) = ((out.rows - m0).min(BLOCK), (out.n - n0).min(BLOCK));
-    for r in 0..rows {
-        let s = row_scales[r];
-        let dst = std::slice::from_raw_parts_mut(out.ptr.add((m0 + r) * out.n + n0), cols);
-        for ((d, &sum), c) in dst.iter_mut().zip(&sums.0[r * BLOCK..]).zip(columns) {
-            let exact = sum.wrapping_sub(offset.wrapping_mul(c.sum));
-            *d += exact as f32 * (s * c.scale);
+    // The block's columns side by side (the packing keeps scale and sum together per column).
+    let mut col_scales = [0f32; BLOCK];
+    let mut col_offsets = [0i32; BLOCK];
+    for (c, column) in columns[..BLOCK].iter().enumerate() {
+        col_scales[c] = column.scale;
+        col_offsets[c] = offset.wrapping_mul(column.sum);
+    }
+    let half = TILE_ROWS;
+    let scale = [0, half].map(|h| _mm512_loadu_ps(col_scales[h..].as_ptr()));
+    let off = [0, half].map(|h| _mm512_loadu_si512(col_offsets[h..].as_ptr().cast()));
+    // Lanes inside the output, per half (all of them but at the last block column).
+    let lanes = |h: usize| -> __mmask16 {
+        let n = cols.saturating_sub(h * half).min(half);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let mask = [lanes(0), lanes(1)];
+    for (r, &s) in row_scales[..rows].iter().enumerate() {
+        let s = _mm512_set1_ps(s);
+        let dst = out.ptr.add((m0 + r) * out.n + n0);
+        for h in 0..2 {
+            if mask[h] == 0 {
+                continue;
+            }
+            let sum = _mm512_loadu_si512(sums.0[r * BLOCK + h * half..].as_ptr().cast());
+            let exact = _mm512_sub_epi32(sum, off[h]);
+            let product = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(s, scale[h]));
+            let d = _mm512_maskz_loadu_ps(mask[h], dst.add(h * half));
+            _mm512_mask_storeu_ps(dst.add(h * half), mask[h], _mm512_add_ps(d, product));
         }
     }
 }
