@@ -386,18 +386,7 @@ fn run_with_reduced_products_on_the_cpu_makes_the_original_calls() {
             eprintln!(
                 "chunk {chunk}: {precision} products (AMX: {amx}), scores max abs diff {worst:e}"
             );
-            let run: serde_json::Value =
-                serde_json::from_str(&fs::read_to_string(tmp.path().join("run.json")).unwrap())
-                    .unwrap();
-            let embeds: Vec<&serde_json::Value> = run["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|s| s["step"].as_str().unwrap().starts_with("embed"))
-                .map(|s| &s["report"])
-                .collect();
-            assert_eq!(embeds.len(), 2, "{run}");
-            for report in embeds {
+            for report in embed_reports(tmp.path()) {
                 let (got, got_note) = (&report["precision"], &report["matmul_note"]);
                 if amx {
                     assert_eq!(got, precision, "{report}");
@@ -426,16 +415,10 @@ fn int8_without_amx_runs_on_vnni_to_the_same_bytes() {
     let args = ["-d", "cpu", "--precision", "int8"];
     let o = run_cmd_env(vnni.path(), "300", &args, &[("VIRNUCPRO_NO_AMX", "1")]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let run: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(vnni.path().join("run.json")).unwrap()).unwrap();
-    let notes: Vec<&str> = run["steps"]
-        .as_array()
-        .unwrap()
+    let notes: Vec<String> = embed_reports(vnni.path())
         .iter()
-        .filter(|s| s["step"].as_str().unwrap().starts_with("embed"))
-        .map(|s| s["report"]["matmul_note"].as_str().unwrap())
+        .map(|r| r["matmul_note"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(notes.len(), 2, "{run}");
     assert!(
         notes.iter().all(|n| n.contains("AVX-512 VNNI")),
         "{notes:?}"
@@ -449,6 +432,21 @@ fn int8_without_amx_runs_on_vnni_to_the_same_bytes() {
             "VNNI and AMX int8 runs differ"
         );
     }
+}
+
+/// The reports of a `run`'s two embedding steps, from its `run.json` in `dir`.
+fn embed_reports(dir: &Path) -> Vec<serde_json::Value> {
+    let run: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    let embeds: Vec<serde_json::Value> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"].as_str().unwrap().starts_with("embed"))
+        .map(|s| s["report"].clone())
+        .collect();
+    assert_eq!(embeds.len(), 2, "{run}");
+    embeds
 }
 
 fn tables(dir: &Path) -> Vec<Vec<u8>> {

@@ -20,7 +20,7 @@ pub struct PackedWeight(Packing<u16, ()>);
 
 impl std::fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedWeight [{}, {}] bf16", self.0.k, self.0.n)
+        write!(f, "PackedWeight {:?} bf16", self.0.shape())
     }
 }
 
@@ -34,7 +34,7 @@ impl PackedWeight {
 
     /// `[k, n]`.
     pub fn shape(&self) -> (usize, usize) {
-        (self.0.k, self.0.n)
+        self.0.shape()
     }
 
     /// The rounded values as a `[k, n]` row-major f32 matrix.

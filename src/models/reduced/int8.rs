@@ -11,8 +11,8 @@
 use std::arch::x86_64::*;
 
 use super::{
-    a_offset, by_column_blocks, in_groups, pack_columns, prefetch_next, tiled_rows, Output,
-    Packing, BLOCK, TILE_ROWS, TILE_ROW_BYTES,
+    a_offset, by_column_blocks, features, in_groups, pack_columns, prefetch_next, tiled_rows,
+    Output, Packing, Sums, BLOCK, TILE_ROWS, TILE_ROW_BYTES,
 };
 
 /// int8 values per tile row (64 bytes) = the k-depth of one tile product.
@@ -38,7 +38,7 @@ const OFFSET: i32 = 128;
 
 impl std::fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedWeight [{}, {}] int8", self.0.k, self.0.n)
+        write!(f, "PackedWeight {:?} int8", self.0.shape())
     }
 }
 
@@ -53,7 +53,7 @@ impl PackedWeight {
 
     /// `[k, n]`.
     pub fn shape(&self) -> (usize, usize) {
-        (self.0.k, self.0.n)
+        self.0.shape()
     }
 
     /// The quantised values scaled back (`q · s_j`) as a `[k, n]` row-major f32 matrix.
@@ -82,10 +82,11 @@ pub(super) enum Kernel {
 /// exact int32 products, `dst += sum · (s_row · s_col)`. Splits the output's 32-column blocks
 /// over the calling rayon pool's threads. Needs AMX-INT8 or AVX-512 VNNI.
 pub fn gemm_add(dst: &mut [f32], x: &[f32], rows: usize, w: &PackedWeight) {
-    let kernel = match super::kernels(super::Matmul::Int8) {
-        Some("AMX") => Kernel::Amx,
-        Some(_) => Kernel::Vnni,
-        None => panic!("int8 kernels on a CPU without AMX-INT8 or AVX-512 VNNI"),
+    let f = features();
+    let kernel = match (f.int8, f.vnni) {
+        (true, _) => Kernel::Amx,
+        (false, true) => Kernel::Vnni,
+        (false, false) => panic!("int8 kernels on a CPU without AMX-INT8 or AVX-512 VNNI"),
     };
     gemm_add_on(kernel, dst, x, rows, w);
 }
@@ -116,17 +117,16 @@ pub(super) fn gemm_add_on(
     // Each row's scale, then its values against it (a row's 64-wide parts are quantised
     // separately, all with the row's scale). VNNI multiplies unsigned by signed bytes: its
     // activations are stored offset by 128, and 128 · Σ q_w taken off each sum.
-    let offset = kernel == Kernel::Vnni;
+    let offset = if kernel == Kernel::Vnni { OFFSET } else { 0 };
     row_scales.clear();
     row_scales.extend(x.chunks_exact(k).map(max_abs));
     tiled_rows(&mut a, x, rows, k, w.k_tiles, |r, src, dst| {
         // SAFETY: AMX-INT8 and AVX-512 VNNI CPUs have AVX-512 F/BW (the caller's check).
-        unsafe { quantize_into(dst, src, inverse(row_scales[r]), offset) };
+        unsafe { quantize_into(dst, src, inverse(row_scales[r]), offset != 0) };
     });
     for s in &mut row_scales {
         *s = scale(*s);
     }
-    let offset = if offset { OFFSET } else { 0 };
     // SAFETY: the kernels run here (the caller's check); each task writes only its own column
     // blocks of `dst`, whose bounds `Output` carries; `a` and `w` are padded to whole blocks.
     unsafe {
@@ -280,10 +280,6 @@ unsafe fn quantize_into(dst: &mut [i8], src: &[f32], inv: f32, offset: bool) {
     }
 }
 
-/// A 32 × 32 block's int32 sums, row-major, 64-byte aligned for the tile stores.
-#[repr(C, align(64))]
-pub(super) struct Sums(pub(super) [i32; BLOCK * BLOCK]);
-
 /// `sums = A[32 × k] · B[k × 32]` in int32: A's two tile rows at `a` (each `k_tiles` packed
 /// tiles), B as two packed column tiles; tiles 0–3 accumulate from zero, 4–5 hold A, 6–7 B;
 /// the next k-tile's operands prefetched (`prefetch_next`). Exact: |Σ| ≤ 127² · k fits i32
@@ -410,7 +406,7 @@ mod tests {
     /// each way; threads 1 and 2.
     /// The kernels this CPU runs, AMX-INT8 and AVX-512 VNNI, whichever it has.
     fn kernels_here() -> Vec<Kernel> {
-        let f = super::super::features();
+        let f = features();
         let mut k = Vec::new();
         if f.int8 {
             k.push(Kernel::Amx);

@@ -296,6 +296,11 @@ struct Packing<E, S> {
 }
 
 impl<E: Copy, S> Packing<E, S> {
+    /// `[k, n]`.
+    fn shape(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
     fn tile_k() -> usize {
         TILE_ROW_BYTES / std::mem::size_of::<E>()
     }
@@ -351,6 +356,11 @@ fn tiled_rows<E: Copy + Default>(
         }
     }
 }
+
+/// A 32 × 32 block's int32 sums, row-major, 64-byte aligned for the tile stores: what the int8
+/// kernels (AMX and VNNI) leave for the block's scaling.
+#[repr(C, align(64))]
+struct Sums([i32; BLOCK * BLOCK]);
 
 /// The f32 output: `rows × n`, row-major. Shared by the tasks of one product, each writing its
 /// own columns.

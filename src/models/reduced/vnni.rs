@@ -11,8 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int8::Sums;
-use super::{BLOCK, TILE_ROWS, TILE_ROW_BYTES};
+use super::{Sums, BLOCK, TILE_ROWS, TILE_ROW_BYTES};
 
 /// Rows of a strip: 8 × 2 accumulators, 2 weight vectors and a broadcast stay in registers.
 const STRIP: usize = 8;
