@@ -128,8 +128,10 @@ impl ModelOps for Flex {
         if values(&g).len() != dim || values(&b).len() != dim {
             return composed::layer_norm_composed(x, gamma, beta, eps);
         }
-        let mut out = values(&flex).to_vec();
+        let x = values(&flex);
+        let mut out = Vec::with_capacity(x.len());
         widest_simd!(layer_norm_rows(
+            x,
             &mut out,
             values(&g),
             values(&b),
@@ -483,6 +485,7 @@ impl FusedAttention<'_> {
             (Vec::new(), Vec::new())
         };
         let mut scores = vec![0f32; len * len];
+        let mut inverse_sums = vec![0f32; len];
         for b in 0..n {
             let m = self.lengths[b].min(len);
             if m == 0 {
@@ -536,8 +539,10 @@ impl FusedAttention<'_> {
                     Positions::Alibi { neg_slopes } => Some((neg_slopes[h], scale)),
                     Positions::Rotary { .. } => None,
                 };
-                softmax_rows(&mut scores[..m * m], m, bias, alibi);
-                // context[i, h] = Σ_j p[i, j] · v_j, v read in place, written in place.
+                let inv = &mut inverse_sums[..m];
+                softmax_rows(&mut scores[..m * m], m, bias, alibi, inv);
+                // context[i, h] = (Σ_j e[i, j] · v_j) / Σ_j e[i, j], v read in place, written
+                // in place, each row divided (by the factor `inv` holds) after its product.
                 // SAFETY: as above; the output rows are the sequence's first m, head h.
                 unsafe {
                     gemm::gemm(
@@ -561,6 +566,12 @@ impl FusedAttention<'_> {
                         false,
                         gemm::Parallelism::None,
                     );
+                }
+                for (i, &inv) in inv.iter().enumerate() {
+                    let at = b * len * dim + i * dim + h * hd;
+                    for c in &mut out[at..at + hd] {
+                        *c *= inv;
+                    }
                 }
             }
         }
@@ -595,43 +606,70 @@ fn rotate(
 }
 
 /// In place, each of the `m` rows of `scores` (`m × m`): with ALiBi `(slope, scale)`,
-/// `s·scale + slope·|i − j|` first; then `softmax(s + bias)` in f32.
-fn softmax_rows(scores: &mut [f32], m: usize, bias: &[f32], alibi: Option<(f32, f32)>) {
-    widest_simd!(softmax_rows_impl(scores, m, bias, alibi))
+/// `s·scale + slope·|i − j|` first; then `softmax(s + bias)` in f32, but for its division:
+/// each row is left as `e^(s + bias − max)` and `inv` gets `1 / Σ` of it (0 for a row whose
+/// keys are all masked, left at 0). The caller scales the row's product with v instead, a
+/// pass over `m × head_dim` values in place of one over the `m × m` scores (ESM-2 8M's
+/// head_dim is 16: the division was a fifth of softmax's time).
+fn softmax_rows(
+    scores: &mut [f32],
+    m: usize,
+    bias: &[f32],
+    alibi: Option<(f32, f32)>,
+    inv: &mut [f32],
+) {
+    widest_simd!(softmax_rows_impl(scores, m, bias, alibi, inv))
 }
 
 const LANES: usize = 16;
 
 #[inline(always)]
-fn softmax_rows_impl(scores: &mut [f32], m: usize, bias: &[f32], alibi: Option<(f32, f32)>) {
-    for (i, row) in scores.chunks_exact_mut(m).enumerate() {
+fn softmax_rows_impl(
+    scores: &mut [f32],
+    m: usize,
+    bias: &[f32],
+    alibi: Option<(f32, f32)>,
+    inv: &mut [f32],
+) {
+    // A sequence's own keys are all real tokens but where a model masks some: the bias is then
+    // all zeros, and adding it (x + 0 = x, but for -0, which neither the max nor e^(x − max)
+    // tells from +0) would be a pass over every row for nothing.
+    let bias = &bias[..m];
+    let biased = bias.iter().any(|&b| b != 0.0);
+    for ((i, row), inv) in scores.chunks_exact_mut(m).enumerate().zip(inv) {
         if let Some((slope, scale)) = alibi {
             for (j, s) in row.iter_mut().enumerate() {
                 *s = *s * scale + i.abs_diff(j) as f32 * slope;
             }
         }
-        // max over 16 lanes, then across them: the same order on every CPU. The last partial
-        // chunk goes through a 16-wide copy padded with -inf (which changes neither the max
-        // nor, as e^-inf = 0, the sums): the same lanes and arithmetic as element by element,
-        // but vector code, where the scalar tail cost nearly as much as the rest of the row.
         // The bias is added in a pass of its own: fused into the max's loop, the compiler
         // kept both scalar (16 scalar adds, stores and maxes a chunk: a third of softmax's
         // time at ESM-2 8M), where apart each is one vector instruction a chunk.
-        for (s, b) in row.iter_mut().zip(bias) {
-            *s += b;
+        if biased {
+            for (s, b) in row.iter_mut().zip(bias) {
+                *s += b;
+            }
         }
+        // Max and sums over 16 lanes, then across them in a fixed tree ([`across`]): the same
+        // order on every CPU. The last partial chunk goes through a 16-wide copy padded with
+        // -inf (which changes neither the max nor, as e^-inf = 0, the sums): the same lanes
+        // and arithmetic as element by element, but vector code, where the scalar tail cost
+        // nearly as much as the rest of the row.
         let mut lanes = [f32::NEG_INFINITY; LANES];
-        let mut tail = [f32::NEG_INFINITY; LANES];
         let (chunks, rest) = row.as_chunks_mut::<LANES>();
         for c in chunks.iter() {
             lanes_max(&mut lanes, c);
         }
-        tail[..rest.len()].copy_from_slice(rest);
+        let mut tail = [f32::NEG_INFINITY; LANES];
+        for (t, &v) in tail.iter_mut().zip(rest.iter()) {
+            *t = v;
+        }
         lanes_max(&mut lanes, &tail);
-        let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let max = across(lanes, f32::max);
         if max == f32::NEG_INFINITY {
             // Every key masked: no real sequence has no real token, but stay finite.
             row.fill(0.0);
+            *inv = 0.0;
             continue;
         }
         let mut sums = [0f32; LANES];
@@ -640,13 +678,27 @@ fn softmax_rows_impl(scores: &mut [f32], m: usize, bias: &[f32], alibi: Option<(
             lanes_exp(c, max, &mut sums);
         }
         lanes_exp(&mut tail, max, &mut sums);
-        let n = rest.len();
-        rest.copy_from_slice(&tail[..n]);
-        let inv = 1.0 / sums.iter().sum::<f32>();
-        for s in row.iter_mut() {
-            *s *= inv;
+        for (s, &t) in rest.iter_mut().zip(tail.iter()) {
+            *s = t;
         }
+        *inv = 1.0 / across(sums, |a, b| a + b);
     }
+}
+
+/// The 16 lanes combined pairwise, halves first (lane l with l + 8, then + 4, + 2, + 1): a
+/// fixed order, so the same result on every CPU, and 4 dependent steps of vector shuffles
+/// where a left-to-right fold was 16 dependent scalar ones (at ESM-2 8M's ~170 keys a row,
+/// the folds' latency cost as much as a third of the row's arithmetic).
+#[inline(always)]
+fn across(mut lanes: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            lanes[l] = f(lanes[l], lanes[l + width]);
+        }
+        width /= 2;
+    }
+    lanes[0]
 }
 
 /// `lanes[l] = max(lanes[l], c[l])`, as `if >` rather than `f32::max`: the same for scores
@@ -667,12 +719,14 @@ fn lanes_exp(c: &mut [f32; LANES], max: f32, sums: &mut [f32; LANES]) {
     }
 }
 
-/// Each row of `x` (rows of `gamma.len()`) normalised in place, `(x − mean)/√(var + eps)·gamma +
-/// beta`, mean and variance in two passes over the row (as Burn's kernel and PyTorch's) with
-/// 16-lane sums added in a fixed order. Burn's own kernel spends more on its per-call thread
-/// fan-out and zeroed output than on the arithmetic at these widths.
+/// Each row of `x` (rows of `gamma.len()`) normalised, `(x − mean)/√(var + eps)·gamma + beta`,
+/// appended to `out`: mean and variance in two passes over the row (as Burn's kernel and
+/// PyTorch's) with 16-lane sums added in a fixed order ([`across`]). Burn's own kernel spends
+/// more on its per-call thread fan-out and zeroed output than on the arithmetic at these
+/// widths; writing the result straight into a fresh buffer, where a copy of `x` was normalised
+/// in place, saves a pass over the residual stream per norm.
 #[inline(always)]
-fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+fn layer_norm_rows(x: &[f32], out: &mut Vec<f32>, gamma: &[f32], beta: &[f32], eps: f32) {
     let d = gamma.len();
     #[inline(always)]
     fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
@@ -686,15 +740,18 @@ fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         for (l, &v) in chunks.remainder().iter().enumerate() {
             lanes[l] += f(v);
         }
-        lanes.iter().sum::<f32>()
+        across(lanes, |a, b| a + b)
     }
-    for row in x.chunks_exact_mut(d) {
+    for row in x.chunks_exact(d) {
         let mean = lanes_sum(row, |v| v) / d as f32;
         let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
         let inv = 1.0 / (var + eps).sqrt();
-        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = (*v - mean) * inv * g + b;
-        }
+        out.extend(
+            row.iter()
+                .zip(gamma)
+                .zip(beta)
+                .map(|((v, g), b)| (v - mean) * inv * g + b),
+        );
     }
 }
 
@@ -800,7 +857,14 @@ mod tests {
     /// evaluation of the same formula, sequence by sequence.
     #[test]
     fn fused_attention_matches_a_plain_evaluation() {
-        for (heads, hd, alibi) in [(3usize, 32usize, false), (2, 64, false), (3, 64, true)] {
+        // Head dims of ESM-2 8M (16), 35M (24), 150M (32), 650M/3B (64) and DNABERT-S (64).
+        for (heads, hd, alibi) in [
+            (3usize, 32usize, false),
+            (2, 64, false),
+            (3, 64, true),
+            (4, 16, false),
+            (2, 24, true),
+        ] {
             let dim = heads * hd;
             let lengths = [37usize, 64, 1, 50];
             let (n, len) = (lengths.len(), 64);
