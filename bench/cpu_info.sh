@@ -8,13 +8,17 @@
 #                       matrix product) runs here (bench/gemm_rate.rs --dispatch). The flags do
 #                       not say how wide the FMA units are: AVX-512 runs at half width on some
 #                       CPUs (AMD Zen 4), which only the measured GEMM rate shows.
+#   vector_rates        one line: one core's rate of each multiply-add instruction the CPU
+#                       kernels use, in multiply-adds per ns (bench/vector_rates.rs): f32 FMA on
+#                       512- and 256-bit vectors (their ratio ~2 at full-width AVX-512, ~1 at half
+#                       width), int8 VPDPBUSD (AVX-512 VNNI) and bf16 VDPBF16PS (AVX512_BF16).
 #   gemm_rates THREADS  the f32 GEMM rate (2560x2560 by 2560x2560, THREADS threads, best of 5;
 #                       2 n^3 FLOPs a product) of both libraries: torch.mm (PyTorch's BLAS;
 #                       bench/esm_cpu.py gemm, skipped with a note without torch) and the gemm
 #                       crate as the CPU backend builds it (bench/gemm_rate.rs). Sets torch_gemm,
 #                       ours_gemm and gemm (the higher: the machine's) and prints one line.
-# Both build the gemm_rate example if needed (cargo, release); without it cpu_info says the
-# kernels are unknown.
+# They build the gemm_rate and vector_rates examples if needed (cargo, release); without them
+# cpu_info says the kernels are unknown and vector_rates says the rates are.
 
 cpu_field() { # the first /proc/cpuinfo value of a field, or empty
   awk -F': *' -v f="$1" '$1 ~ "^" f "[ \t]*$" { print $2; exit }' /proc/cpuinfo 2>/dev/null
@@ -57,6 +61,14 @@ cpu_info() {
   if build_gemm_rate 2>/dev/null; then kernels=$("$gemm_rate_bin" --dispatch); fi
   echo "CPU: $(cpu_model); $(nproc) cores online; vector ISA: $(cpu_isa);" \
     "the gemm crate's f32 kernels here: $kernels"
+}
+
+vector_rates() {
+  local rates="unknown (bench/vector_rates.rs not built)"
+  if cargo build --release --quiet --example vector_rates 2>/dev/null; then
+    rates=$(target/release/examples/vector_rates)
+  fi
+  echo "vector units (one core, multiply-adds per ns): $rates"
 }
 
 gemm_rates() {

@@ -39,6 +39,7 @@ fi
 orfs="$work/t/identified_nucleotide.fa"
 echo "input: $(grep -c '>' "$orfs") nucleotide ORFs of sop7.fa (chunk 500), $threads threads; $(date -u '+%F %H:%M UTC')"
 cpu_info
+vector_rates
 gemm_rates "$threads"
 
 report() {

@@ -76,6 +76,7 @@ awk -v max="${CALIB_PROTEINS:-32}" '/^>/ { n++ } n <= max' "$work/t300/identifie
 echo "input: $(grep -c '>' "$all") protein ORFs of sop7.fa (chunk 500); $threads threads;" \
   "$(date -u '+%F %H:%M UTC'); torch $(python3 -c 'import torch; print(torch.__version__)')"
 cpu_info
+vector_rates
 gemm_rates "$threads"
 
 # Ours in bf16 and in int8 on the CPU, where this binary and CPU have them: each probed on the
