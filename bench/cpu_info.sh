@@ -63,10 +63,12 @@ cpu_info() {
     "the gemm crate's f32 kernels here: $kernels"
 }
 
+vector_rates_bin=target/release/examples/vector_rates
+
 vector_rates() {
   local rates="unknown (bench/vector_rates.rs not built)"
   if cargo build --release --quiet --example vector_rates 2>/dev/null; then
-    rates=$(target/release/examples/vector_rates)
+    rates=$("$vector_rates_bin")
   fi
   echo "vector units (one core, multiply-adds per ns): $rates"
 }

@@ -202,20 +202,25 @@ impl FusedDense {
             self.bias.as_ref().map(values),
             self.residual.as_ref().map(values),
         );
-        let mut y = match (&self.product, bias) {
-            // The feed-forward's first projection: its bias added in GELU's pass over the
-            // product, so the product is written once into a fresh buffer, where starting it
-            // from the bias cost a pass (ESM-2 8M f32: 2% of the run in the copies).
-            (Product::F32(w), Some(b)) if gelu && residual.is_none() => {
-                let mut y = linear(values(&x), values(w), inp, None, None);
-                bias_gelu_in_place(&mut y, b);
-                return Ok(tensor(y, [batch, len, self.out]));
-            }
-            (Product::F32(w), _) => linear(values(&x), values(w), inp, bias, residual),
-            (Product::Tiles(w), _) => linear_tiles(values(&x), w, bias, residual),
+        // The feed-forward's first projection in f32: its bias added in GELU's pass over the
+        // product, so the product is written once into a fresh buffer, where starting it from
+        // the bias cost a pass (ESM-2 8M f32: 2% of the run in the copies). The reduced kernels
+        // add into their output, so theirs starts from the bias.
+        let bias_in_gelu = match &self.product {
+            Product::F32(_) => bias.filter(|_| gelu && residual.is_none()),
+            Product::Tiles(_) => None,
         };
-        if gelu {
-            gelu_in_place(&mut y);
+        let mut y = match &self.product {
+            Product::F32(w) => {
+                let bias = bias.filter(|_| bias_in_gelu.is_none());
+                linear(values(&x), values(w), inp, bias, residual)
+            }
+            Product::Tiles(w) => linear_tiles(values(&x), w, bias, residual),
+        };
+        match bias_in_gelu {
+            Some(b) => bias_gelu_in_place(&mut y, b),
+            None if gelu => gelu_in_place(&mut y),
+            None => {}
         }
         Ok(tensor(y, [batch, len, self.out]))
     }
@@ -307,9 +312,7 @@ pub fn linear(
     let mut dst = if read_dst {
         started_output(rows, out, bias, residual)
     } else {
-        let mut dst = Vec::with_capacity(rows * out);
-        crate::weights::host::advise_huge_capacity(&mut dst);
-        dst
+        fresh_output(rows * out)
     };
     if rows == 0 || out == 0 {
         return dst;
@@ -378,11 +381,17 @@ fn started_output(
     );
     // Written once, not zeroed first: the zeroing cost as much as the copy (3% of a 35M
     // forward).
-    let mut dst = Vec::with_capacity(rows * out);
-    crate::weights::host::advise_huge_capacity(&mut dst);
+    let mut dst = fresh_output(rows * out);
     if rows > 0 && out > 0 {
         widest_simd!(start_rows(&mut dst, rows, out, bias, residual));
     }
+    dst
+}
+
+/// An empty buffer with room for a projection's `len` outputs, on huge pages where it is large.
+fn fresh_output(len: usize) -> Vec<f32> {
+    let mut dst = Vec::with_capacity(len);
+    crate::weights::host::advise_huge_capacity(&mut dst);
     dst
 }
 
